@@ -1,0 +1,147 @@
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::{CoreError, Refusal};
+
+/// Every virtual key starts with this prefix.
+pub const KEY_PREFIX: &str = "sk-rt-";
+
+/// HMAC-SHA256 of a virtual key under the server pepper: the only form in which keys are kept.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyHash(pub [u8; 32]);
+
+impl KeyHash {
+    /// Builds a hash from bytes received over the wire.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, CoreError> {
+        <[u8; 32]>::try_from(bytes)
+            .map(Self)
+            .map_err(|_| CoreError::InvalidKeyHash(bytes.len()))
+    }
+}
+
+impl std::fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyHash({:02x}{:02x}..)", self.0[0], self.0[1])
+    }
+}
+
+/// What a virtual key may do; checked on every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPolicy {
+    /// Public identifier of the key (never the secret).
+    pub key_id: String,
+    /// Tenant that owns the key.
+    pub tenant_id: String,
+    /// Team scope, if any.
+    pub team_id: Option<String>,
+    /// User scope, if any.
+    pub user_id: Option<String>,
+    /// Model names the key may call; empty means every model of its tenant.
+    pub models: Vec<String>,
+    /// Client networks allowed to use the key; empty means any address.
+    pub allowed_cidrs: Vec<IpNet>,
+    /// Unix seconds after which the key is refused.
+    pub expires_at: Option<i64>,
+}
+
+impl KeyPolicy {
+    /// Checks expiry and the CIDR allowlist for a request from `client` at `now` (unix seconds).
+    pub fn check_caller(&self, now: i64, client: IpAddr) -> Result<(), Refusal> {
+        if self.expires_at.is_some_and(|expiry| now >= expiry) {
+            return Err(Refusal::KeyExpired);
+        }
+        let client = canonical_ip(client);
+        if !self.allowed_cidrs.is_empty() && !self.allowed_cidrs.iter().any(|n| n.contains(&client))
+        {
+            return Err(Refusal::IpNotAllowed);
+        }
+        Ok(())
+    }
+
+    /// Whether the key's allowlist admits `model`.
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.models.is_empty() || self.models.iter().any(|m| m == model)
+    }
+}
+
+/// Parses CIDR allowlist entries; a bare address means that one host.
+pub fn parse_cidrs(entries: &[String]) -> Result<Vec<IpNet>, CoreError> {
+    entries
+        .iter()
+        .map(|entry| {
+            entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| CoreError::InvalidCidr(entry.clone()))
+        })
+        .collect()
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) are compared as the IPv4 they carry.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(cidrs: &[&str], expires_at: Option<i64>) -> KeyPolicy {
+        KeyPolicy {
+            key_id: "k".into(),
+            tenant_id: "t".into(),
+            team_id: None,
+            user_id: None,
+            models: vec!["gpt-a".into()],
+            allowed_cidrs: parse_cidrs(&cidrs.iter().map(|c| c.to_string()).collect::<Vec<_>>())
+                .unwrap(),
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn expiry_is_inclusive() {
+        let p = policy(&[], Some(100));
+        let ip = "127.0.0.1".parse().unwrap();
+        assert_eq!(p.check_caller(99, ip), Ok(()));
+        assert_eq!(p.check_caller(100, ip), Err(Refusal::KeyExpired));
+    }
+
+    #[test]
+    fn cidr_allowlist_admits_only_its_networks() {
+        let p = policy(&["10.0.0.0/8", "192.168.1.7"], None);
+        assert_eq!(p.check_caller(0, "10.2.3.4".parse().unwrap()), Ok(()));
+        assert_eq!(p.check_caller(0, "::ffff:10.2.3.4".parse().unwrap()), Ok(()));
+        assert_eq!(p.check_caller(0, "192.168.1.7".parse().unwrap()), Ok(()));
+        assert_eq!(
+            p.check_caller(0, "192.168.1.8".parse().unwrap()),
+            Err(Refusal::IpNotAllowed)
+        );
+        assert_eq!(
+            p.check_caller(0, "127.0.0.1".parse().unwrap()),
+            Err(Refusal::IpNotAllowed)
+        );
+    }
+
+    #[test]
+    fn model_allowlist() {
+        let mut p = policy(&[], None);
+        assert!(p.allows_model("gpt-a"));
+        assert!(!p.allows_model("gpt-b"));
+        p.models.clear();
+        assert!(p.allows_model("gpt-b"));
+    }
+
+    #[test]
+    fn bad_cidr_is_named() {
+        assert_eq!(
+            parse_cidrs(&["10.0.0.0/33".into()]),
+            Err(CoreError::InvalidCidr("10.0.0.0/33".into()))
+        );
+    }
+}

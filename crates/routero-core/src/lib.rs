@@ -1,0 +1,15 @@
+//! Routero's domain model: what a virtual key may do, where a model routes, and the snapshot
+//! a data plane serves from. Nothing here performs I/O.
+#![forbid(unsafe_code)]
+
+mod duration;
+mod error;
+mod key;
+mod refusal;
+mod snapshot;
+
+pub use duration::{format_duration, parse_duration};
+pub use error::CoreError;
+pub use key::{KEY_PREFIX, KeyHash, KeyPolicy, canonical_ip, parse_cidrs};
+pub use refusal::Refusal;
+pub use snapshot::{Deployment, ModelRoute, ProviderCredential, Snapshot};

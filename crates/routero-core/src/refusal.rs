@@ -1,0 +1,100 @@
+/// Why the gateway refused a request: each has a stable code and an HTTP status.
+///
+/// The codes are part of the public API; clients match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No key, or a key the snapshot does not know.
+    InvalidApiKey,
+    /// The key's expiry has passed.
+    KeyExpired,
+    /// The client address is outside the key's CIDR allowlist.
+    IpNotAllowed,
+    /// The key may not use the requested model.
+    ModelNotAllowed,
+    /// No route exists for the requested model.
+    ModelNotFound,
+    /// The request body is not what the endpoint takes.
+    InvalidRequest,
+    /// The request body exceeds the configured limit.
+    BodyTooLarge,
+    /// The data plane has no snapshot fresh enough to decide.
+    ControlPlaneUnreachable,
+    /// The provider could not be reached.
+    UpstreamUnreachable,
+    /// The provider did not answer in time.
+    UpstreamTimeout,
+    /// The provider refused the gateway's own credentials.
+    UpstreamAuthFailed,
+    /// The provider failed.
+    UpstreamError,
+}
+
+impl Refusal {
+    /// The stable machine-readable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::InvalidApiKey => "invalid_api_key",
+            Self::KeyExpired => "key_expired",
+            Self::IpNotAllowed => "ip_not_allowed",
+            Self::ModelNotAllowed => "model_not_allowed",
+            Self::ModelNotFound => "model_not_found",
+            Self::InvalidRequest => "invalid_request",
+            Self::BodyTooLarge => "body_too_large",
+            Self::ControlPlaneUnreachable => "control_plane_unreachable",
+            Self::UpstreamUnreachable => "upstream_unreachable",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::UpstreamAuthFailed => "upstream_auth_failed",
+            Self::UpstreamError => "upstream_error",
+        }
+    }
+
+    /// The HTTP status that carries it.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::InvalidApiKey | Self::KeyExpired => 401,
+            Self::IpNotAllowed | Self::ModelNotAllowed => 403,
+            Self::ModelNotFound => 404,
+            Self::InvalidRequest => 400,
+            Self::BodyTooLarge => 413,
+            Self::ControlPlaneUnreachable => 503,
+            Self::UpstreamUnreachable | Self::UpstreamAuthFailed | Self::UpstreamError => 502,
+            Self::UpstreamTimeout => 504,
+        }
+    }
+
+    /// The OpenAI error `type` this refusal belongs to.
+    pub fn error_type(self) -> &'static str {
+        match self {
+            Self::InvalidApiKey | Self::KeyExpired => "authentication_error",
+            Self::IpNotAllowed | Self::ModelNotAllowed => "permission_error",
+            Self::ModelNotFound | Self::InvalidRequest | Self::BodyTooLarge => {
+                "invalid_request_error"
+            }
+            Self::ControlPlaneUnreachable
+            | Self::UpstreamUnreachable
+            | Self::UpstreamTimeout
+            | Self::UpstreamAuthFailed
+            | Self::UpstreamError => "api_error",
+        }
+    }
+
+    /// A message safe to show the client: it never carries internal detail.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::InvalidApiKey => "The API key is missing or not valid.",
+            Self::KeyExpired => "The API key has expired.",
+            Self::IpNotAllowed => "Requests with this key are not allowed from this address.",
+            Self::ModelNotAllowed => "This key may not use the requested model.",
+            Self::ModelNotFound => "The requested model does not exist.",
+            Self::InvalidRequest => "The request body is not valid.",
+            Self::BodyTooLarge => "The request body is too large.",
+            Self::ControlPlaneUnreachable => {
+                "The gateway has no current configuration and refuses requests until it does."
+            }
+            Self::UpstreamUnreachable => "The model provider could not be reached.",
+            Self::UpstreamTimeout => "The model provider did not answer in time.",
+            Self::UpstreamAuthFailed => "The gateway's provider credential was refused.",
+            Self::UpstreamError => "The model provider failed.",
+        }
+    }
+}

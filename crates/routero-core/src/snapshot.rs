@@ -1,0 +1,111 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use secrecy::SecretString;
+
+use crate::{KeyHash, KeyPolicy};
+
+/// One upstream a model name can be served by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    /// Credential used to call the provider.
+    pub credential_id: String,
+    /// Model name the provider knows.
+    pub upstream_model: String,
+}
+
+/// A model name clients call, and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRoute {
+    /// Tenant that owns the route.
+    pub tenant_id: String,
+    /// Name clients put in `model`.
+    pub name: String,
+    /// Upstreams, in order of preference.
+    pub deployments: Vec<Deployment>,
+}
+
+/// A provider credential, decrypted, as a data plane holds it in memory.
+#[derive(Debug, Clone)]
+pub struct ProviderCredential {
+    /// Identifier routes refer to.
+    pub id: String,
+    /// Tenant the credential belongs to.
+    pub tenant_id: String,
+    /// Provider kind, e.g. `openai`.
+    pub provider: String,
+    /// Base URL of the provider's API, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// The provider API key; redacted in Debug output.
+    pub api_key: SecretString,
+}
+
+/// Everything a data plane needs to decide and route a request, at one version.
+///
+/// Immutable once built: a new version is built beside the old one and swapped in whole.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Monotonic version assigned by the control plane.
+    pub version: u64,
+    keys: HashMap<KeyHash, Arc<KeyPolicy>>,
+    routes: HashMap<String, HashMap<String, ModelRoute>>,
+    credentials: HashMap<String, ProviderCredential>,
+}
+
+impl Snapshot {
+    /// Builds the indexes of a snapshot.
+    pub fn new(
+        version: u64,
+        keys: impl IntoIterator<Item = (KeyHash, KeyPolicy)>,
+        routes: impl IntoIterator<Item = ModelRoute>,
+        credentials: impl IntoIterator<Item = ProviderCredential>,
+    ) -> Self {
+        let mut by_tenant: HashMap<String, HashMap<String, ModelRoute>> = HashMap::new();
+        for route in routes {
+            by_tenant
+                .entry(route.tenant_id.clone())
+                .or_default()
+                .insert(route.name.clone(), route);
+        }
+        Self {
+            version,
+            keys: keys.into_iter().map(|(h, p)| (h, Arc::new(p))).collect(),
+            routes: by_tenant,
+            credentials: credentials.into_iter().map(|c| (c.id.clone(), c)).collect(),
+        }
+    }
+
+    /// The key with this hash, if it is active.
+    pub fn key(&self, hash: &KeyHash) -> Option<&Arc<KeyPolicy>> {
+        self.keys.get(hash)
+    }
+
+    /// The route named `model` in `tenant`.
+    pub fn route(&self, tenant: &str, model: &str) -> Option<&ModelRoute> {
+        self.routes.get(tenant)?.get(model)
+    }
+
+    /// A credential by id, only if it belongs to `tenant`.
+    pub fn credential(&self, tenant: &str, id: &str) -> Option<&ProviderCredential> {
+        self.credentials.get(id).filter(|c| c.tenant_id == tenant)
+    }
+
+    /// Model names of `tenant` that `key` may call, sorted.
+    pub fn models_for(&self, key: &KeyPolicy) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .routes
+            .get(&key.tenant_id)
+            .into_iter()
+            .flat_map(HashMap::keys)
+            .map(String::as_str)
+            .filter(|name| key.allows_model(name))
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Number of active keys.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+}

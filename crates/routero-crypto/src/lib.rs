@@ -1,0 +1,14 @@
+//! Routero's cryptography, in one place: sealing (AES-256-GCM with a fresh 96-bit nonce and
+//! associated data), the tenant-bound credential vault with a versioned keyring, and the
+//! peppered HMAC under which virtual and admin keys are stored.
+#![forbid(unsafe_code)]
+
+mod error;
+mod key_hash;
+mod seal;
+mod vault;
+
+pub use error::CryptoError;
+pub use key_hash::{KeyHasher, generate_api_key};
+pub use seal::{SealingKey, SecretBytes, random_bytes};
+pub use vault::Keyring;
