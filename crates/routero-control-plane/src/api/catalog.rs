@@ -1,0 +1,154 @@
+//! Provider credentials and model routes.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::extract::Body;
+use super::{ApiError, AppState};
+use crate::store::{AdminPrincipal, Route, StoredDeployment};
+
+/// Providers the data plane has an adapter for.
+const PROVIDERS: &[&str] = &["openai"];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewCredential {
+    name: String,
+    provider: String,
+    api_key: SecretString,
+    base_url: String,
+}
+
+/// Names are what admins and routes refer to: short, printable, no surprises.
+pub(super) fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:/@".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_name",
+            format!("{field}: 1-128 characters of letters, digits and -_.:/@"),
+        ))
+    }
+}
+
+fn check_base_url(url: &str) -> Result<(), ApiError> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .filter(|rest| !rest.is_empty());
+    let host = rest.map(|r| r.split('/').next().unwrap_or_default());
+    match host {
+        Some(host) if !host.is_empty() && !host.contains('@') && url.len() <= 2048 && !url.contains(char::is_whitespace) => Ok(()),
+        _ => Err(ApiError::bad_request(
+            "invalid_base_url",
+            "base_url must be an http:// or https:// URL without credentials",
+        )),
+    }
+}
+
+pub(super) async fn create_credential(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Body(body): Body<NewCredential>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    check_name("name", &body.name)?;
+    if !PROVIDERS.contains(&body.provider.as_str()) {
+        return Err(ApiError::bad_request(
+            "unsupported_provider",
+            format!("provider must be one of: {}", PROVIDERS.join(", ")),
+        ));
+    }
+    check_base_url(&body.base_url)?;
+    let api_key = body.api_key.expose_secret();
+    if api_key.trim().is_empty() || api_key.len() > 4096 {
+        return Err(ApiError::bad_request("invalid_api_key", "api_key must be 1-4096 characters"));
+    }
+    let ciphertext = state.vault.encrypt(&principal.tenant_id, api_key)?;
+    let base_url = body.base_url.trim_end_matches('/');
+    let credential = state
+        .store
+        .create_credential(&principal.tenant_id, &body.name, &body.provider, base_url, &ciphertext)
+        .await?;
+    tracing::info!(tenant = %principal.tenant_id, credential = %credential.id, "credential created");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": credential.id, "name": credential.name, "provider": credential.provider})),
+    ))
+}
+
+pub(super) async fn list_credentials(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+) -> Result<Json<Value>, ApiError> {
+    let credentials = state.store.list_credentials(&principal.tenant_id).await?;
+    Ok(Json(json!({ "credentials": credentials })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewModel {
+    name: String,
+    deployments: Vec<NewDeployment>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewDeployment {
+    credential: String,
+    model: String,
+}
+
+pub(super) async fn create_model(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Body(body): Body<NewModel>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    check_name("name", &body.name)?;
+    if body.deployments.is_empty() || body.deployments.len() > 32 {
+        return Err(ApiError::bad_request("invalid_deployments", "a model needs 1-32 deployments"));
+    }
+    let mut deployments = Vec::with_capacity(body.deployments.len());
+    for deployment in &body.deployments {
+        check_name("deployments.model", &deployment.model)?;
+        let credential_id = state
+            .store
+            .credential_id_by_name(&principal.tenant_id, &deployment.credential)
+            .await?
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "unknown_credential",
+                    format!("no credential named {:?} in this tenant", deployment.credential),
+                )
+            })?;
+        deployments.push(StoredDeployment {
+            credential_id,
+            model: deployment.model.clone(),
+        });
+    }
+    let route = Route {
+        tenant_id: principal.tenant_id.clone(),
+        name: body.name,
+        deployments,
+    };
+    state.store.create_route(&route).await?;
+    Ok((StatusCode::CREATED, Json(route_json(&route))))
+}
+
+fn route_json(route: &Route) -> Value {
+    json!({ "name": route.name, "deployments": route.deployments })
+}
+
+pub(super) async fn list_models(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+) -> Result<Json<Value>, ApiError> {
+    let routes = state.store.list_routes(Some(&principal.tenant_id)).await?;
+    Ok(Json(json!({ "models": routes.iter().map(route_json).collect::<Vec<_>>() })))
+}

@@ -1,0 +1,82 @@
+//! Teams and users of a tenant (SCIM will own them later).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::catalog::check_name;
+use super::extract::Body;
+use super::{ApiError, AppState};
+use crate::store::{AdminPrincipal, User};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewTeam {
+    name: String,
+    external_id: Option<String>,
+}
+
+pub(super) async fn create_team(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Body(body): Body<NewTeam>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    check_name("name", &body.name)?;
+    let team = state
+        .store
+        .create_team(&principal.tenant_id, &body.name, body.external_id.as_deref())
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!(team))))
+}
+
+pub(super) async fn list_teams(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "teams": state.store.list_teams(&principal.tenant_id).await? })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewUser {
+    user_name: String,
+    email: Option<String>,
+    display_name: Option<String>,
+    external_id: Option<String>,
+    #[serde(default = "active_by_default")]
+    active: bool,
+    #[serde(default)]
+    team_ids: Vec<String>,
+}
+
+fn active_by_default() -> bool {
+    true
+}
+
+pub(super) async fn create_user(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Body(body): Body<NewUser>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    check_name("user_name", &body.user_name)?;
+    let user = User {
+        id: String::new(),
+        user_name: body.user_name,
+        email: body.email,
+        display_name: body.display_name,
+        external_id: body.external_id,
+        active: body.active,
+        team_ids: body.team_ids,
+    };
+    let user = state.store.create_user(&principal.tenant_id, &user).await?;
+    Ok((StatusCode::CREATED, Json(json!(user))))
+}
+
+pub(super) async fn list_users(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "users": state.store.list_users(&principal.tenant_id).await? })))
+}

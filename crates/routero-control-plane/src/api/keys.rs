@@ -1,0 +1,254 @@
+//! Virtual keys: generated here, shown once, stored only as a peppered hash.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::{Extension, Json};
+use routero_core::{parse_cidrs, parse_duration, KEY_PREFIX};
+use routero_crypto::generate_api_key;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::catalog::check_name;
+use super::extract::{Body, Query};
+use super::{ApiError, AppState};
+use crate::store::{now_unix, AdminPrincipal, KeyChanges, KeyRecord};
+
+const MAX_LIST: usize = 1000;
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GenerateKey {
+    models: Option<Vec<String>>,
+    duration: Option<String>,
+    allowed_cidrs: Option<Vec<String>>,
+    team_id: Option<String>,
+    user_id: Option<String>,
+    metadata: Option<Map<String, Value>>,
+}
+
+fn check_models(models: &[String]) -> Result<(), ApiError> {
+    if models.len() > MAX_LIST {
+        return Err(ApiError::bad_request("invalid_models", "at most 1000 models"));
+    }
+    models.iter().try_for_each(|m| check_name("models", m))
+}
+
+/// Parses and normalizes a CIDR allowlist (`10.1.2.3/8` becomes `10.0.0.0/8`).
+fn normalize_cidrs(cidrs: &[String]) -> Result<Vec<String>, ApiError> {
+    if cidrs.len() > MAX_LIST {
+        return Err(ApiError::bad_request("invalid_cidr", "at most 1000 CIDRs"));
+    }
+    parse_cidrs(cidrs)
+        .map(|nets| nets.iter().map(ToString::to_string).collect())
+        .map_err(|e| ApiError::bad_request("invalid_cidr", e.to_string()))
+}
+
+fn check_metadata(metadata: &Map<String, Value>) -> Result<(), ApiError> {
+    let size = serde_json::to_string(metadata).map_or(usize::MAX, |s| s.len());
+    if size > MAX_METADATA_BYTES {
+        return Err(ApiError::bad_request("invalid_metadata", "metadata is limited to 16 KiB"));
+    }
+    Ok(())
+}
+
+/// Unix seconds `duration` from now.
+fn expiry(duration: &str) -> Result<i64, ApiError> {
+    let duration = parse_duration(duration).map_err(|e| ApiError::bad_request("invalid_duration", e.to_string()))?;
+    Ok(now_unix().saturating_add(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)))
+}
+
+fn rfc3339(unix: Option<i64>) -> Value {
+    unix.and_then(|secs| u64::try_from(secs).ok())
+        .map(|secs| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string())
+        .map_or(Value::Null, Value::String)
+}
+
+/// A new secret and the parts of it that may be stored: hash and hint.
+struct NewSecret {
+    key: SecretString,
+    hash: Vec<u8>,
+    hint: String,
+}
+
+fn new_secret(state: &AppState) -> Result<NewSecret, ApiError> {
+    let key = generate_api_key(KEY_PREFIX).map_err(crate::ControlPlaneError::from)?;
+    let text = key.expose_secret();
+    let body = &text[KEY_PREFIX.len()..];
+    let hint = format!("{KEY_PREFIX}{}...{}", &body[..4], &body[body.len() - 4..]);
+    let hash = state.hasher.hash(text).0.to_vec();
+    Ok(NewSecret { key, hash, hint })
+}
+
+fn key_json(key: &KeyRecord) -> Value {
+    json!({
+        "key_id": key.id,
+        "key_hint": key.key_hint,
+        "team_id": key.team_id,
+        "user_id": key.user_id,
+        "models": key.models,
+        "allowed_cidrs": key.allowed_cidrs,
+        "metadata": key.metadata,
+        "expires": rfc3339(key.expires_at),
+        "created_at": rfc3339(Some(key.created_at)),
+        "revoked": key.revoked_at.is_some(),
+    })
+}
+
+/// The one response that carries a key: generation and regeneration.
+fn issued_json(secret: &NewSecret, key: &KeyRecord) -> Value {
+    let mut body = key_json(key);
+    if let Value::Object(map) = &mut body {
+        map.insert("key".into(), Value::String(secret.key.expose_secret().to_owned()));
+    }
+    body
+}
+
+pub(super) async fn generate(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Body(body): Body<GenerateKey>,
+) -> Result<Json<Value>, ApiError> {
+    let models = body.models.unwrap_or_default();
+    check_models(&models)?;
+    let allowed_cidrs = normalize_cidrs(&body.allowed_cidrs.unwrap_or_default())?;
+    let metadata = body.metadata.unwrap_or_default();
+    check_metadata(&metadata)?;
+    let expires_at = body.duration.as_deref().map(expiry).transpose()?;
+    let secret = new_secret(&state)?;
+    let record = KeyRecord {
+        id: format!("key_{}", uuid::Uuid::now_v7().simple()),
+        tenant_id: principal.tenant_id.clone(),
+        key_hash: secret.hash.clone(),
+        key_hint: secret.hint.clone(),
+        team_id: body.team_id,
+        user_id: body.user_id,
+        models,
+        allowed_cidrs,
+        metadata,
+        expires_at,
+        created_at: now_unix(),
+        revoked_at: None,
+    };
+    state.store.insert_key(&record).await?;
+    tracing::info!(tenant = %record.tenant_id, key_id = %record.id, "key created");
+    Ok(Json(issued_json(&secret, &record)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeleteKeys {
+    #[serde(default)]
+    keys: Vec<SecretString>,
+    #[serde(default)]
+    key_ids: Vec<String>,
+}
+
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Body(body): Body<DeleteKeys>,
+) -> Result<Json<Value>, ApiError> {
+    let count = body.keys.len() + body.key_ids.len();
+    if count == 0 || count > MAX_LIST {
+        return Err(ApiError::bad_request("invalid_keys", "name 1-1000 keys in keys or key_ids"));
+    }
+    let hashes: Vec<Vec<u8>> = body
+        .keys
+        .iter()
+        .map(|k| state.hasher.hash(k.expose_secret()).0.to_vec())
+        .collect();
+    let revoked = state.store.revoke_keys(&principal.tenant_id, &body.key_ids, &hashes).await?;
+    tracing::info!(tenant = %principal.tenant_id, keys = ?revoked, "keys revoked");
+    Ok(Json(json!({ "deleted_keys": revoked })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct KeyIdQuery {
+    key_id: String,
+}
+
+pub(super) async fn info(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Query(query): Query<KeyIdQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let key = state.store.get_key(&principal.tenant_id, &query.key_id).await?;
+    Ok(Json(json!({ "key_id": key.id, "info": key_json(&key) })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    #[serde(default)]
+    include_revoked: bool,
+}
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let keys = state.store.list_keys(&principal.tenant_id, query.include_revoked).await?;
+    Ok(Json(json!({ "keys": keys.iter().map(key_json).collect::<Vec<_>>() })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Regenerate {
+    key_id: String,
+    duration: Option<String>,
+}
+
+pub(super) async fn regenerate(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Body(body): Body<Regenerate>,
+) -> Result<Json<Value>, ApiError> {
+    let expires_at = body.duration.as_deref().map(expiry).transpose()?.map(Some);
+    let secret = new_secret(&state)?;
+    let record = state
+        .store
+        .replace_key_secret(&principal.tenant_id, &body.key_id, &secret.hash, &secret.hint, expires_at)
+        .await?;
+    tracing::info!(tenant = %record.tenant_id, key_id = %record.id, "key regenerated");
+    Ok(Json(issued_json(&secret, &record)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpdateKey {
+    key_id: String,
+    models: Option<Vec<String>>,
+    duration: Option<String>,
+    allowed_cidrs: Option<Vec<String>>,
+    metadata: Option<Map<String, Value>>,
+    team_id: Option<String>,
+    user_id: Option<String>,
+}
+
+pub(super) async fn update(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Body(body): Body<UpdateKey>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(models) = &body.models {
+        check_models(models)?;
+    }
+    if let Some(metadata) = &body.metadata {
+        check_metadata(metadata)?;
+    }
+    let changes = KeyChanges {
+        models: body.models,
+        allowed_cidrs: body.allowed_cidrs.as_deref().map(normalize_cidrs).transpose()?,
+        metadata: body.metadata,
+        expires_at: body.duration.as_deref().map(expiry).transpose()?.map(Some),
+        team_id: body.team_id.map(Some),
+        user_id: body.user_id.map(Some),
+    };
+    let key = state.store.update_key(&principal.tenant_id, &body.key_id, &changes).await?;
+    Ok(Json(json!({ "key_id": key.id, "info": key_json(&key) })))
+}

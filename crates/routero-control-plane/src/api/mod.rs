@@ -1,0 +1,109 @@
+//! The admin REST API. Every route but the health probes and the OpenAPI document requires an
+//! admin key; every handler acts inside the caller's tenant.
+
+mod catalog;
+mod directory;
+mod error;
+mod extract;
+mod keys;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use routero_crypto::KeyHasher;
+
+pub use error::ApiError;
+
+use crate::snapshot::Publisher;
+use crate::store::{AdminPrincipal, Store};
+use crate::vault::Vault;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) store: Store,
+    pub(crate) hasher: KeyHasher,
+    pub(crate) vault: Vault,
+    pub(crate) publisher: Arc<Publisher>,
+}
+
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Builds the admin router.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let admin = Router::new()
+        .route("/credentials", post(catalog::create_credential).get(catalog::list_credentials))
+        .route("/models", post(catalog::create_model).get(catalog::list_models))
+        .route("/key/generate", post(keys::generate))
+        .route("/key/delete", post(keys::delete).delete(keys::delete))
+        .route("/key/info", get(keys::info))
+        .route("/key/list", get(keys::list))
+        .route("/key/regenerate", post(keys::regenerate))
+        .route("/key/update", post(keys::update))
+        .route("/teams", post(directory::create_team).get(directory::list_teams))
+        .route("/users", post(directory::create_user).get(directory::list_users))
+        .route("/data-planes", get(data_planes))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .merge(admin)
+        .route("/openapi.json", get(openapi))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .fallback(|| async { ApiError::not_found_route() })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// Resolves the admin key to a principal, or refuses with `invalid_admin_key`.
+async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let Some(presented) = bearer(request.headers()) else {
+        tracing::warn!(path = %request.uri().path(), "admin request without a key");
+        return ApiError::unauthenticated().into_response();
+    };
+    let hash = state.hasher.hash(presented);
+    match state.store.find_admin_key(&hash.0).await {
+        Ok(Some(principal)) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Ok(None) => {
+            tracing::warn!(path = %request.uri().path(), "admin authentication failed");
+            ApiError::unauthenticated().into_response()
+        }
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+/// The bearer token of a request, if any.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+async fn data_planes(
+    State(state): State<AppState>,
+    Extension(_principal): Extension<AdminPrincipal>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "version": state.publisher.latest().version(),
+        "data_planes": state.publisher.applied_versions(),
+    }))
+}

@@ -1,0 +1,74 @@
+//! Control-plane configuration, validated before anything starts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use routero_crypto::{Keyring, SealingKey};
+use secrecy::SecretString;
+
+/// Where the master keyring comes from: fixed at start, or a file re-read when a ciphertext
+/// names a version this process has not seen (so `rotate-master-key` can run beside it).
+#[derive(Debug, Clone)]
+pub enum KeyringSource {
+    /// Given once, e.g. from `ROUTERO_MASTER_KEYS`.
+    Fixed(Keyring),
+    /// A file holding the keyring spec.
+    File(PathBuf),
+}
+
+/// TLS for the gRPC snapshot service.
+#[derive(Debug, Clone)]
+pub struct GrpcTls {
+    /// PEM certificate chain.
+    pub cert_pem: Vec<u8>,
+    /// PEM private key.
+    pub key_pem: SecretString,
+    /// PEM CA that client certificates must chain to; set for mutual TLS.
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+/// Everything the control plane needs to run.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneConfig {
+    /// `postgres://…` or `sqlite://…`.
+    pub database_url: String,
+    /// Admin key to register at start (stored hashed); when absent and no admin key exists,
+    /// one is generated and returned once by [`crate::bootstrap`].
+    pub admin_key: Option<SecretString>,
+    /// Pepper under which virtual and admin keys are hashed.
+    pub pepper: SealingKey,
+    /// Master keys of the credential vault.
+    pub keyring: KeyringSource,
+    /// Key that seals secrets sent to data planes.
+    pub data_plane_key: SealingKey,
+    /// Interval of heartbeats on idle snapshot streams.
+    pub heartbeat_interval: Duration,
+    /// How often the database's snapshot version is polled for changes made elsewhere.
+    pub poll_interval: Duration,
+    /// Largest admin request body accepted.
+    pub max_body_bytes: usize,
+    /// TLS (and mutual TLS) for the snapshot service; plaintext when absent.
+    pub grpc_tls: Option<GrpcTls>,
+}
+
+impl ControlPlaneConfig {
+    /// A configuration with defaults for everything but the secrets and the database.
+    pub fn new(
+        database_url: String,
+        pepper: SealingKey,
+        keyring: KeyringSource,
+        data_plane_key: SealingKey,
+    ) -> Self {
+        Self {
+            database_url,
+            admin_key: None,
+            pepper,
+            keyring,
+            data_plane_key,
+            heartbeat_interval: Duration::from_secs(5),
+            poll_interval: Duration::from_secs(1),
+            max_body_bytes: 1024 * 1024,
+            grpc_tls: None,
+        }
+    }
+}

@@ -1,0 +1,49 @@
+use routero_crypto::CryptoError;
+use thiserror::Error;
+
+/// Errors of the control plane; mapped to HTTP and gRPC statuses at the edge.
+#[derive(Debug, Error)]
+pub enum ControlPlaneError {
+    /// The database failed or is unreachable.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A schema migration failed.
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A cryptographic operation failed.
+    #[error("crypto: {0}")]
+    Crypto(#[from] CryptoError),
+    /// The caller asked for something that does not exist in its tenant.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A unique name is already taken.
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    /// The request is well-formed JSON but not acceptable; `code` is stable.
+    #[error("{message}")]
+    Invalid {
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// Message for the client.
+        message: String,
+    },
+    /// Stored data could not be read back.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// Configuration is unusable.
+    #[error("config: {0}")]
+    Config(String),
+    /// A listener or server failed.
+    #[error("server: {0}")]
+    Server(String),
+}
+
+impl ControlPlaneError {
+    /// Shorthand for an [`ControlPlaneError::Invalid`] error.
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Routero's control plane: the only owner of durable state. It serves the admin API, and the
+//! gRPC snapshot stream from which data planes learn keys, routes and credentials.
+#![forbid(unsafe_code)]
+
+mod api;
+pub mod config;
+mod error;
+mod snapshot;
+pub mod store;
+mod vault;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use routero_crypto::{generate_api_key, KeyHasher};
+use routero_proto::v1::snapshot_service_server::SnapshotServiceServer;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+pub use api::{ApiError, OPENAPI};
+pub use config::{ControlPlaneConfig, GrpcTls, KeyringSource};
+pub use error::ControlPlaneError;
+pub use snapshot::{credential_aad, PEPPER_AAD};
+pub use store::Store;
+pub use vault::{rotate_credentials, Vault};
+
+/// Name of the tenant created at first start.
+pub const DEFAULT_TENANT: &str = "default";
+/// Prefix of admin keys.
+pub const ADMIN_KEY_PREFIX: &str = "sk-rtadm-";
+
+/// The two listeners the control plane serves on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Admin REST API.
+    pub http: TcpListener,
+    /// gRPC snapshot service.
+    pub grpc: TcpListener,
+}
+
+/// A control plane whose store is open and whose first snapshot is built.
+pub struct ControlPlane {
+    config: ControlPlaneConfig,
+    state: api::AppState,
+    /// The admin key generated at this start, when none existed: shown once, stored hashed.
+    pub generated_admin_key: Option<SecretString>,
+}
+
+impl ControlPlane {
+    /// Opens the store, registers or generates the admin key, and builds the first snapshot.
+    pub async fn build(config: ControlPlaneConfig) -> Result<Self, ControlPlaneError> {
+        let store = Store::connect(&config.database_url).await?;
+        let vault = Vault::open(config.keyring.clone())?;
+        let hasher = KeyHasher::new(config.pepper.clone())?;
+        let generated_admin_key = bootstrap_admin(&store, &hasher, config.admin_key.as_ref()).await?;
+        let publisher = snapshot::Publisher::start(
+            store.clone(),
+            vault.clone(),
+            config.data_plane_key.clone(),
+            &config.pepper,
+        )
+        .await?;
+        let state = api::AppState {
+            store,
+            hasher,
+            vault,
+            publisher,
+        };
+        Ok(Self {
+            config,
+            state,
+            generated_admin_key,
+        })
+    }
+
+    /// Serves the admin API and the snapshot service until `shutdown` completes, then drains.
+    pub async fn serve(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ControlPlaneError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let publisher = Arc::clone(&self.state.publisher);
+        let follower = tokio::spawn(publisher.clone().follow(self.config.poll_interval, stop_rx.clone()));
+
+        let grpc_service = SnapshotServiceServer::new(snapshot::SnapshotGrpc::new(
+            publisher,
+            self.config.heartbeat_interval,
+            stop_rx.clone(),
+        ));
+        let mut builder = Server::builder();
+        if let Some(tls) = &self.config.grpc_tls {
+            builder = builder
+                .tls_config(server_tls(tls))
+                .map_err(|e| ControlPlaneError::Config(format!("grpc tls: {e}")))?;
+        }
+        let mut grpc_stop = stop_rx.clone();
+        let grpc = builder.add_service(grpc_service).serve_with_incoming_shutdown(
+            TcpListenerStream::new(listeners.grpc),
+            async move {
+                let _ = grpc_stop.changed().await;
+            },
+        );
+
+        let app = api::router(self.state, self.config.max_body_bytes);
+        let mut http_stop = stop_rx;
+        let http = axum::serve(listeners.http, app).with_graceful_shutdown(async move {
+            let _ = http_stop.changed().await;
+        });
+
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let (grpc, http) = tokio::join!(grpc, http.into_future());
+        let _ = follower.await;
+        grpc.map_err(|e| ControlPlaneError::Server(format!("grpc: {e}")))?;
+        http.map_err(|e| ControlPlaneError::Server(format!("http: {e}")))?;
+        Ok(())
+    }
+}
+
+fn server_tls(tls: &GrpcTls) -> ServerTlsConfig {
+    let identity = Identity::from_pem(&tls.cert_pem, tls.key_pem.expose_secret());
+    let config = ServerTlsConfig::new().identity(identity);
+    match &tls.client_ca_pem {
+        Some(ca) => config.client_ca_root(Certificate::from_pem(ca)),
+        None => config,
+    }
+}
+
+/// Ensures the default tenant has an admin key: the configured one (registered if new), or
+/// a generated one when the tenant has none, returned so the caller can show it once.
+async fn bootstrap_admin(
+    store: &Store,
+    hasher: &KeyHasher,
+    configured: Option<&SecretString>,
+) -> Result<Option<SecretString>, ControlPlaneError> {
+    let tenant = store.ensure_tenant(DEFAULT_TENANT).await?;
+    if let Some(key) = configured {
+        let hash = hasher.hash(key.expose_secret());
+        if store.find_admin_key(&hash.0).await?.is_none() {
+            store.insert_admin_key(&tenant, &hash.0, "admin").await?;
+        }
+        return Ok(None);
+    }
+    if store.admin_key_count(&tenant).await? > 0 {
+        return Ok(None);
+    }
+    let key = generate_api_key(ADMIN_KEY_PREFIX)?;
+    store
+        .insert_admin_key(&tenant, &hasher.hash(key.expose_secret()).0, "admin")
+        .await?;
+    Ok(Some(key))
+}

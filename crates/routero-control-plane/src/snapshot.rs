@@ -1,0 +1,279 @@
+//! The snapshot publisher and the gRPC service data planes watch.
+//!
+//! One task turns store changes into a new [`WireState`] and publishes it on a watch channel.
+//! Each stream sends the full state on connect, then the delta from what it last sent to the
+//! newest state, and heartbeats while nothing changes.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::Stream;
+use routero_crypto::SealingKey;
+use routero_proto::v1::snapshot_service_server::SnapshotService;
+use routero_proto::v1::{self, snapshot_message::Body};
+use routero_proto::WireState;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::store::{now_unix, StateRows, Store};
+use crate::vault::Vault;
+use crate::ControlPlaneError;
+
+/// Associated data binding a sealed provider key to its tenant on the wire.
+pub fn credential_aad(tenant: &str) -> Vec<u8> {
+    [b"routero:dp-credential:".as_slice(), tenant.as_bytes()].concat()
+}
+
+/// Associated data of the sealed pepper.
+pub const PEPPER_AAD: &[u8] = b"routero:dp-pepper";
+
+/// What a data plane last reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppliedVersion {
+    /// Node identifier the data plane chose.
+    pub node_id: String,
+    /// Version it applied.
+    pub version: u64,
+    /// Unix seconds of the report.
+    pub reported_at: i64,
+}
+
+/// Builds wire states from the store and publishes the newest one.
+pub struct Publisher {
+    store: Store,
+    vault: Vault,
+    data_plane_key: SealingKey,
+    sealed_pepper: Vec<u8>,
+    /// Sealed provider keys by credential id, reused while the vault ciphertext is unchanged,
+    /// so unchanged credentials produce no delta.
+    sealed: Mutex<HashMap<String, (String, Vec<u8>)>>,
+    latest: watch::Sender<Arc<WireState>>,
+    applied: Mutex<HashMap<String, AppliedVersion>>,
+}
+
+impl Publisher {
+    /// Builds the first state from the store.
+    pub async fn start(
+        store: Store,
+        vault: Vault,
+        data_plane_key: SealingKey,
+        pepper: &SealingKey,
+    ) -> Result<Arc<Self>, ControlPlaneError> {
+        let sealed_pepper = data_plane_key.seal(PEPPER_AAD, pepper.to_bytes().expose())?;
+        let (latest, _) = watch::channel(Arc::new(WireState::default()));
+        let publisher = Arc::new(Self {
+            store,
+            vault,
+            data_plane_key,
+            sealed_pepper,
+            sealed: Mutex::new(HashMap::new()),
+            latest,
+            applied: Mutex::new(HashMap::new()),
+        });
+        publisher.refresh().await?;
+        Ok(publisher)
+    }
+
+    /// The newest published state.
+    pub fn latest(&self) -> Arc<WireState> {
+        self.latest.borrow().clone()
+    }
+
+    /// Reloads the store and publishes a new state if its version moved.
+    pub async fn refresh(&self) -> Result<(), ControlPlaneError> {
+        let version = self.store.snapshot_version().await?;
+        if version == self.latest.borrow().version() {
+            return Ok(());
+        }
+        let rows = self.store.load_state().await?;
+        let state = self.wire_state(rows)?;
+        self.latest.send_replace(Arc::new(state));
+        Ok(())
+    }
+
+    /// Refreshes on every store change, and at `poll` for changes made by other processes,
+    /// until `stop` fires.
+    pub async fn follow(self: Arc<Self>, poll: Duration, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                () = self.store.changed().notified() => {}
+                () = tokio::time::sleep(poll) => {}
+                _ = stop.changed() => return,
+            }
+            if let Err(error) = self.refresh().await {
+                tracing::warn!(%error, "snapshot refresh failed; keeping the last state");
+            }
+        }
+    }
+
+    fn wire_state(&self, rows: StateRows) -> Result<WireState, ControlPlaneError> {
+        let keys = rows.keys.into_iter().map(|k| v1::VirtualKey {
+            key_hash: k.key_hash,
+            key_id: k.id,
+            tenant_id: k.tenant_id,
+            team_id: k.team_id,
+            user_id: k.user_id,
+            models: k.models,
+            allowed_cidrs: k.allowed_cidrs,
+            expires_at: k.expires_at,
+        });
+        let routes = rows.routes.into_iter().map(|r| v1::ModelRoute {
+            name: Some(v1::RouteName {
+                tenant_id: r.tenant_id,
+                name: r.name,
+            }),
+            deployments: r
+                .deployments
+                .into_iter()
+                .map(|d| v1::Deployment {
+                    credential_id: d.credential_id,
+                    model: d.model,
+                })
+                .collect(),
+        });
+        let mut cache = self.sealed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut credentials = Vec::with_capacity(rows.credentials.len());
+        for row in rows.credentials {
+            let id = row.credential.id.clone();
+            let sealed = match cache.get(&id) {
+                Some((ciphertext, sealed)) if *ciphertext == row.ciphertext => sealed.clone(),
+                _ => match self.seal_for_wire(&row.tenant_id, &row.ciphertext) {
+                    Ok(sealed) => {
+                        cache.insert(id.clone(), (row.ciphertext.clone(), sealed.clone()));
+                        sealed
+                    }
+                    Err(error) => {
+                        // One unreadable credential must not hold back revocations.
+                        tracing::error!(credential = %id, %error, "credential left out of the snapshot");
+                        continue;
+                    }
+                },
+            };
+            credentials.push(v1::Credential {
+                id,
+                tenant_id: row.tenant_id,
+                provider: row.credential.provider,
+                base_url: row.credential.base_url,
+                sealed_api_key: sealed,
+            });
+        }
+        Ok(WireState::new(
+            rows.version,
+            self.sealed_pepper.clone(),
+            keys,
+            routes,
+            credentials,
+        ))
+    }
+
+    fn seal_for_wire(&self, tenant: &str, ciphertext: &str) -> Result<Vec<u8>, ControlPlaneError> {
+        let plaintext = self.vault.decrypt(tenant, ciphertext)?;
+        Ok(self
+            .data_plane_key
+            .seal(&credential_aad(tenant), plaintext.expose_secret().as_bytes())?)
+    }
+
+    /// Versions data planes have reported, by node.
+    pub fn applied_versions(&self) -> Vec<AppliedVersion> {
+        let applied = self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut list: Vec<_> = applied.values().cloned().collect();
+        list.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        list
+    }
+}
+
+/// The gRPC face of the publisher.
+pub struct SnapshotGrpc {
+    publisher: Arc<Publisher>,
+    heartbeat: Duration,
+    stop: watch::Receiver<bool>,
+}
+
+impl SnapshotGrpc {
+    /// A service streaming from `publisher`; streams end when `stop` fires.
+    pub fn new(publisher: Arc<Publisher>, heartbeat: Duration, stop: watch::Receiver<bool>) -> Self {
+        Self {
+            publisher,
+            heartbeat,
+            stop,
+        }
+    }
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<v1::SnapshotMessage, Status>> + Send>>;
+
+fn valid_node_id(node_id: &str) -> Result<(), Status> {
+    let ok = !node_id.is_empty()
+        && node_id.len() <= 128
+        && node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument("node_id: 1-128 characters of [A-Za-z0-9-_.:]"))
+    }
+}
+
+#[tonic::async_trait]
+impl SnapshotService for SnapshotGrpc {
+    type WatchStream = SnapshotStream;
+
+    async fn watch(&self, request: Request<v1::WatchRequest>) -> Result<Response<SnapshotStream>, Status> {
+        let node_id = request.into_inner().node_id;
+        valid_node_id(&node_id)?;
+        let mut latest = self.publisher.latest.subscribe();
+        let mut stop = self.stop.clone();
+        let heartbeat = self.heartbeat;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut sent = latest.borrow_and_update().clone();
+            if tx.send(Ok(sent.to_full_message())).await.is_err() {
+                return;
+            }
+            tracing::info!(%node_id, version = sent.version(), "data plane connected");
+            loop {
+                let message = tokio::select! {
+                    changed = latest.changed() => {
+                        if changed.is_err() { return; }
+                        let next = latest.borrow_and_update().clone();
+                        let delta = sent.delta_to(&next);
+                        sent = next;
+                        match delta { Some(delta) => delta, None => continue }
+                    }
+                    () = tokio::time::sleep(heartbeat) => v1::SnapshotMessage {
+                        version: sent.version(),
+                        body: Some(Body::Heartbeat(v1::Heartbeat {})),
+                    },
+                    () = tx.closed() => return,
+                    _ = stop.changed() => return,
+                };
+                if tx.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn report_applied(&self, request: Request<v1::AppliedReport>) -> Result<Response<v1::AppliedAck>, Status> {
+        let report = request.into_inner();
+        valid_node_id(&report.node_id)?;
+        let mut applied = self.publisher.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if applied.len() >= 10_000 && !applied.contains_key(&report.node_id) {
+            return Err(Status::resource_exhausted("too many data planes reporting"));
+        }
+        applied.insert(
+            report.node_id.clone(),
+            AppliedVersion {
+                node_id: report.node_id,
+                version: report.version,
+                reported_at: now_unix(),
+            },
+        );
+        Ok(Response::new(v1::AppliedAck {}))
+    }
+}

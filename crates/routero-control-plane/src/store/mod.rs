@@ -1,0 +1,697 @@
+//! The control plane's durable state, on PostgreSQL or SQLite through one implementation.
+//!
+//! Every query is scoped by tenant. Every mutation that changes what data planes enforce
+//! advances the snapshot version in the same transaction, so a reader that sees the version
+//! also sees the change.
+
+mod migrate;
+mod records;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row, Transaction};
+use tokio::sync::Notify;
+
+pub use records::{
+    AdminPrincipal, Credential, KeyChanges, KeyRecord, Route, SealedCredential, StateRows,
+    StoredDeployment, Team, User,
+};
+
+use crate::ControlPlaneError;
+
+/// `SELECT <every key column> FROM virtual_keys <rest>`, as one literal.
+macro_rules! select_keys {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, tenant_id, key_hash, key_hint, team_id, user_id, models, allowed_cidrs, \
+             metadata, expires_at, created_at, revoked_at FROM virtual_keys ",
+            $rest
+        )
+    };
+}
+
+type Result<T> = std::result::Result<T, ControlPlaneError>;
+
+/// Current time in unix seconds.
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// The store: a pool plus a signal raised after every committed snapshot change.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    changed: std::sync::Arc<Notify>,
+}
+
+impl Store {
+    /// Connects to `postgres://…` or `sqlite://…` and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        if !postgres && !url.starts_with("sqlite:") {
+            return Err(ControlPlaneError::Config(
+                "database_url must start with postgres:// or sqlite:".into(),
+            ));
+        }
+        let url = if postgres || url.contains("mode=") {
+            url.to_owned()
+        } else {
+            format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if postgres { 16 } else { 1 })
+            .connect(&url)
+            .await?;
+        migrate::run(&pool, postgres).await?;
+        Ok(Self {
+            pool,
+            changed: std::sync::Arc::new(Notify::new()),
+        })
+    }
+
+    /// Raised after every committed change to what data planes enforce (one waiter: the
+    /// snapshot publisher; a change made while it is busy is kept as a permit).
+    pub fn changed(&self) -> &Notify {
+        &self.changed
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn commit_change(&self, mut tx: Transaction<'_, Any>) -> Result<()> {
+        sqlx::query("UPDATE snapshot_version SET version = version + 1 WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.changed.notify_one();
+        Ok(())
+    }
+
+    // ---- tenants and admin keys ----
+
+    /// The id of the tenant named `name`, created if missing.
+    pub async fn ensure_tenant(&self, name: &str) -> Result<String> {
+        if let Some(row) = sqlx::query("SELECT id FROM tenants WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            return Ok(row.try_get("id")?);
+        }
+        let id = new_id("tnt");
+        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(&id)
+            .bind(name)
+            .bind(now_unix())
+            .execute(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
+    /// Number of active admin keys of a tenant.
+    pub async fn admin_key_count(&self, tenant_id: &str) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM admin_keys WHERE tenant_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(tenant_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Stores an admin key's hash; returns its id.
+    pub async fn insert_admin_key(&self, tenant_id: &str, hash: &[u8], role: &str) -> Result<String> {
+        let id = new_id("adm");
+        sqlx::query(
+            "INSERT INTO admin_keys (id, tenant_id, key_hash, role, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&id)
+        .bind(tenant_id)
+        .bind(hash)
+        .bind(role)
+        .bind(now_unix())
+        .execute(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// The principal of an active admin key with this hash.
+    pub async fn find_admin_key(&self, hash: &[u8]) -> Result<Option<AdminPrincipal>> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id, role FROM admin_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(AdminPrincipal {
+                key_id: r.try_get("id")?,
+                tenant_id: r.try_get("tenant_id")?,
+                role: r.try_get("role")?,
+            })
+        })
+        .transpose()
+    }
+
+    // ---- teams and users ----
+
+    /// Creates a team.
+    pub async fn create_team(&self, tenant_id: &str, name: &str, external_id: Option<&str>) -> Result<Team> {
+        let id = new_id("team");
+        sqlx::query(
+            "INSERT INTO teams (id, tenant_id, name, external_id, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&id)
+        .bind(tenant_id)
+        .bind(name)
+        .bind(external_id)
+        .bind(now_unix())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unique_violation(e, "team"))?;
+        Ok(Team {
+            id,
+            name: name.to_owned(),
+            external_id: external_id.map(str::to_owned),
+        })
+    }
+
+    /// Teams of a tenant, by name.
+    pub async fn list_teams(&self, tenant_id: &str) -> Result<Vec<Team>> {
+        sqlx::query("SELECT id, name, external_id FROM teams WHERE tenant_id = $1 ORDER BY name")
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Team {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    external_id: r.try_get("external_id")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Creates a user, member of `team_ids` (all in the same tenant).
+    pub async fn create_user(&self, tenant_id: &str, user: &User) -> Result<User> {
+        let mut tx = self.pool.begin().await?;
+        let id = new_id("usr");
+        sqlx::query(
+            "INSERT INTO users (id, tenant_id, user_name, email, display_name, external_id, active, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&id)
+        .bind(tenant_id)
+        .bind(&user.user_name)
+        .bind(&user.email)
+        .bind(&user.display_name)
+        .bind(&user.external_id)
+        .bind(user.active)
+        .bind(now_unix())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| unique_violation(e, "user"))?;
+        for team_id in &user.team_ids {
+            require_in_tenant(&mut tx, "teams", tenant_id, team_id, "team").await?;
+            sqlx::query("INSERT INTO team_members (team_id, user_id) VALUES ($1, $2)")
+                .bind(team_id)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(User { id, ..user.clone() })
+    }
+
+    /// Users of a tenant with their team memberships, by user name.
+    pub async fn list_users(&self, tenant_id: &str) -> Result<Vec<User>> {
+        let rows = sqlx::query(
+            "SELECT id, user_name, email, display_name, external_id, active FROM users \
+             WHERE tenant_id = $1 ORDER BY user_name",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let members = sqlx::query(
+            "SELECT m.team_id, m.user_id FROM team_members m JOIN users u ON u.id = m.user_id \
+             WHERE u.tenant_id = $1 ORDER BY m.team_id",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("id")?;
+                let team_ids = members
+                    .iter()
+                    .filter(|m| m.try_get::<String, _>("user_id").is_ok_and(|u| u == id))
+                    .map(|m| m.try_get("team_id"))
+                    .collect::<std::result::Result<_, _>>()?;
+                Ok(User {
+                    id,
+                    user_name: r.try_get("user_name")?,
+                    email: r.try_get("email")?,
+                    display_name: r.try_get("display_name")?,
+                    external_id: r.try_get("external_id")?,
+                    active: r.try_get("active")?,
+                    team_ids,
+                })
+            })
+            .collect()
+    }
+
+    // ---- provider credentials ----
+
+    /// Stores a credential whose secret is already encrypted.
+    pub async fn create_credential(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        provider: &str,
+        base_url: &str,
+        ciphertext: &str,
+    ) -> Result<Credential> {
+        let mut tx = self.pool.begin().await?;
+        let id = new_id("cred");
+        sqlx::query(
+            "INSERT INTO credentials (id, tenant_id, name, provider, base_url, ciphertext, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&id)
+        .bind(tenant_id)
+        .bind(name)
+        .bind(provider)
+        .bind(base_url)
+        .bind(ciphertext)
+        .bind(now_unix())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| unique_violation(e, "credential"))?;
+        self.commit_change(tx).await?;
+        Ok(Credential {
+            id,
+            name: name.to_owned(),
+            provider: provider.to_owned(),
+            base_url: base_url.to_owned(),
+        })
+    }
+
+    /// Credentials of a tenant, by name, without secrets.
+    pub async fn list_credentials(&self, tenant_id: &str) -> Result<Vec<Credential>> {
+        Ok(self
+            .sealed_credentials(Some(tenant_id))
+            .await?
+            .into_iter()
+            .map(|c| c.credential)
+            .collect())
+    }
+
+    async fn sealed_credentials(&self, tenant_id: Option<&str>) -> Result<Vec<SealedCredential>> {
+        sqlx::query(
+            "SELECT id, tenant_id, name, provider, base_url, ciphertext FROM credentials \
+             WHERE $1 IS NULL OR tenant_id = $1 ORDER BY name, id",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(sealed_credential)
+        .collect()
+    }
+
+    /// Re-encrypts every credential in one transaction with `reencrypt(tenant, ciphertext)`.
+    /// Either every row is rewritten or none is. Returns how many rows changed.
+    pub async fn reencrypt_credentials(
+        &self,
+        reencrypt: impl Fn(&str, &str) -> Result<Option<String>>,
+    ) -> Result<usize> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query("SELECT id, tenant_id, ciphertext FROM credentials ORDER BY id")
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut changed = 0;
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let tenant: String = row.try_get("tenant_id")?;
+            let ciphertext: String = row.try_get("ciphertext")?;
+            if let Some(new) = reencrypt(&tenant, &ciphertext)? {
+                sqlx::query("UPDATE credentials SET ciphertext = $1 WHERE id = $2")
+                    .bind(new)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                changed += 1;
+            }
+        }
+        self.commit_change(tx).await?;
+        Ok(changed)
+    }
+
+    // ---- model routes ----
+
+    /// Creates a route; every deployment's credential must belong to the tenant.
+    pub async fn create_route(&self, route: &Route) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for deployment in &route.deployments {
+            require_in_tenant(&mut tx, "credentials", &route.tenant_id, &deployment.credential_id, "credential")
+                .await?;
+        }
+        let deployments = serde_json::to_string(&route.deployments)
+            .map_err(|e| ControlPlaneError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO model_routes (tenant_id, name, deployments, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&route.tenant_id)
+        .bind(&route.name)
+        .bind(deployments)
+        .bind(now_unix())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| unique_violation(e, "model"))?;
+        self.commit_change(tx).await
+    }
+
+    /// Routes of a tenant (all tenants with `None`), by name.
+    pub async fn list_routes(&self, tenant_id: Option<&str>) -> Result<Vec<Route>> {
+        sqlx::query(
+            "SELECT tenant_id, name, deployments FROM model_routes \
+             WHERE $1 IS NULL OR tenant_id = $1 ORDER BY tenant_id, name",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            let deployments: String = r.try_get("deployments")?;
+            Ok(Route {
+                tenant_id: r.try_get("tenant_id")?,
+                name: r.try_get("name")?,
+                deployments: serde_json::from_str(&deployments)
+                    .map_err(|e| ControlPlaneError::Corrupt(e.to_string()))?,
+            })
+        })
+        .collect()
+    }
+
+    /// The id of a credential of the tenant, by name.
+    pub async fn credential_id_by_name(&self, tenant_id: &str, name: &str) -> Result<Option<String>> {
+        Ok(sqlx::query("SELECT id FROM credentials WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant_id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get("id"))
+            .transpose()?)
+    }
+
+    // ---- virtual keys ----
+
+    /// Stores a new key record (its hash, never the key).
+    pub async fn insert_key(&self, key: &KeyRecord) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        check_scope(&mut tx, &key.tenant_id, key.team_id.as_deref(), key.user_id.as_deref()).await?;
+        sqlx::query(
+            "INSERT INTO virtual_keys (id, tenant_id, key_hash, key_hint, team_id, user_id, models, \
+             allowed_cidrs, metadata, expires_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+        )
+        .bind(&key.id)
+        .bind(&key.tenant_id)
+        .bind(&key.key_hash)
+        .bind(&key.key_hint)
+        .bind(&key.team_id)
+        .bind(&key.user_id)
+        .bind(to_json(&key.models)?)
+        .bind(to_json(&key.allowed_cidrs)?)
+        .bind(to_json(&key.metadata)?)
+        .bind(key.expires_at)
+        .bind(key.created_at)
+        .execute(&mut *tx)
+        .await?;
+        self.commit_change(tx).await
+    }
+
+    /// A key of the tenant by id, revoked or not.
+    pub async fn get_key(&self, tenant_id: &str, key_id: &str) -> Result<KeyRecord> {
+        let row = sqlx::query(select_keys!("WHERE tenant_id = $1 AND id = $2"))
+            .bind(tenant_id)
+            .bind(key_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(ControlPlaneError::NotFound("key"))?;
+        key_record(&row)
+    }
+
+    /// Keys of a tenant, newest first; revoked ones only when asked.
+    pub async fn list_keys(&self, tenant_id: &str, include_revoked: bool) -> Result<Vec<KeyRecord>> {
+        sqlx::query(select_keys!("WHERE tenant_id = $1 AND ($2 OR revoked_at IS NULL) ORDER BY created_at DESC, id DESC"))
+        .bind(tenant_id)
+        .bind(include_revoked)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(key_record)
+        .collect()
+    }
+
+    /// Applies `changes` to an active key.
+    pub async fn update_key(&self, tenant_id: &str, key_id: &str, changes: &KeyChanges) -> Result<KeyRecord> {
+        let mut tx = self.pool.begin().await?;
+        let current = active_key(&mut tx, tenant_id, key_id).await?;
+        let next = KeyRecord {
+            models: changes.models.clone().unwrap_or(current.models),
+            allowed_cidrs: changes.allowed_cidrs.clone().unwrap_or(current.allowed_cidrs),
+            metadata: changes.metadata.clone().unwrap_or(current.metadata),
+            expires_at: changes.expires_at.unwrap_or(current.expires_at),
+            team_id: changes.team_id.clone().unwrap_or(current.team_id),
+            user_id: changes.user_id.clone().unwrap_or(current.user_id),
+            ..current
+        };
+        check_scope(&mut tx, tenant_id, next.team_id.as_deref(), next.user_id.as_deref()).await?;
+        sqlx::query(
+            "UPDATE virtual_keys SET models = $1, allowed_cidrs = $2, metadata = $3, expires_at = $4, \
+             team_id = $5, user_id = $6, updated_at = $7 WHERE id = $8 AND tenant_id = $9",
+        )
+        .bind(to_json(&next.models)?)
+        .bind(to_json(&next.allowed_cidrs)?)
+        .bind(to_json(&next.metadata)?)
+        .bind(next.expires_at)
+        .bind(&next.team_id)
+        .bind(&next.user_id)
+        .bind(now_unix())
+        .bind(key_id)
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await?;
+        self.commit_change(tx).await?;
+        Ok(next)
+    }
+
+    /// Replaces an active key's secret: the old key stops working at once.
+    pub async fn replace_key_secret(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        key_hash: &[u8],
+        key_hint: &str,
+        expires_at: Option<Option<i64>>,
+    ) -> Result<KeyRecord> {
+        let mut tx = self.pool.begin().await?;
+        let current = active_key(&mut tx, tenant_id, key_id).await?;
+        let expires_at = expires_at.unwrap_or(current.expires_at);
+        sqlx::query(
+            "UPDATE virtual_keys SET key_hash = $1, key_hint = $2, expires_at = $3, updated_at = $4 \
+             WHERE id = $5 AND tenant_id = $6",
+        )
+        .bind(key_hash)
+        .bind(key_hint)
+        .bind(expires_at)
+        .bind(now_unix())
+        .bind(key_id)
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await?;
+        self.commit_change(tx).await?;
+        Ok(KeyRecord {
+            key_hash: key_hash.to_vec(),
+            key_hint: key_hint.to_owned(),
+            expires_at,
+            ..current
+        })
+    }
+
+    /// Revokes keys of the tenant named by id or by hash, all or none: if any is unknown or
+    /// already revoked, nothing changes. Returns the revoked ids.
+    pub async fn revoke_keys(&self, tenant_id: &str, ids: &[String], hashes: &[Vec<u8>]) -> Result<Vec<String>> {
+        let mut tx = self.pool.begin().await?;
+        let mut revoked = Vec::with_capacity(ids.len() + hashes.len());
+        for id in ids {
+            revoked.push(active_key(&mut tx, tenant_id, id).await?.id);
+        }
+        for hash in hashes {
+            let row = sqlx::query(
+                "SELECT id FROM virtual_keys WHERE tenant_id = $1 AND key_hash = $2 AND revoked_at IS NULL",
+            )
+            .bind(tenant_id)
+            .bind(hash.as_slice())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(ControlPlaneError::NotFound("key"))?;
+            revoked.push(row.try_get("id")?);
+        }
+        let now = now_unix();
+        for id in &revoked {
+            sqlx::query("UPDATE virtual_keys SET revoked_at = $1, updated_at = $1 WHERE id = $2 AND tenant_id = $3")
+                .bind(now)
+                .bind(id)
+                .bind(tenant_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        self.commit_change(tx).await?;
+        Ok(revoked)
+    }
+
+    // ---- snapshots ----
+
+    /// The current snapshot version.
+    pub async fn snapshot_version(&self) -> Result<u64> {
+        let row = sqlx::query("SELECT version FROM snapshot_version WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        let version: i64 = row.try_get("version")?;
+        u64::try_from(version).map_err(|_| ControlPlaneError::Corrupt("negative version".into()))
+    }
+
+    /// Everything data planes enforce, read consistently at one version: the version is read
+    /// before and after, and the read is repeated if a change committed in between.
+    pub async fn load_state(&self) -> Result<StateRows> {
+        loop {
+            let version = self.snapshot_version().await?;
+            let keys = sqlx::query(select_keys!("WHERE revoked_at IS NULL ORDER BY id"))
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(key_record)
+                .collect::<Result<Vec<_>>>()?;
+            let routes = self.list_routes(None).await?;
+            let credentials = self.sealed_credentials(None).await?;
+            if self.snapshot_version().await? == version {
+                return Ok(StateRows {
+                    version,
+                    keys,
+                    routes,
+                    credentials,
+                });
+            }
+        }
+    }
+}
+
+fn key_record(row: &AnyRow) -> Result<KeyRecord> {
+    let models: String = row.try_get("models")?;
+    let cidrs: String = row.try_get("allowed_cidrs")?;
+    let metadata: String = row.try_get("metadata")?;
+    Ok(KeyRecord {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        key_hash: row.try_get("key_hash")?,
+        key_hint: row.try_get("key_hint")?,
+        team_id: row.try_get("team_id")?,
+        user_id: row.try_get("user_id")?,
+        models: from_json(&models)?,
+        allowed_cidrs: from_json(&cidrs)?,
+        metadata: from_json(&metadata)?,
+        expires_at: row.try_get("expires_at")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn sealed_credential(row: &AnyRow) -> Result<SealedCredential> {
+    Ok(SealedCredential {
+        credential: Credential {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            provider: row.try_get("provider")?,
+            base_url: row.try_get("base_url")?,
+        },
+        tenant_id: row.try_get("tenant_id")?,
+        ciphertext: row.try_get("ciphertext")?,
+    })
+}
+
+async fn active_key(tx: &mut Transaction<'_, Any>, tenant_id: &str, key_id: &str) -> Result<KeyRecord> {
+    let row = sqlx::query(select_keys!("WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL"))
+    .bind(tenant_id)
+    .bind(key_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(ControlPlaneError::NotFound("key"))?;
+    key_record(&row)
+}
+
+/// Fails unless `id` names a row of `table` in `tenant_id`: the store's own tenant wall.
+async fn require_in_tenant(
+    tx: &mut Transaction<'_, Any>,
+    table: &'static str,
+    tenant_id: &str,
+    id: &str,
+    what: &'static str,
+) -> Result<()> {
+    let sql = match table {
+        "teams" => "SELECT 1 AS one FROM teams WHERE tenant_id = $1 AND id = $2",
+        "users" => "SELECT 1 AS one FROM users WHERE tenant_id = $1 AND id = $2",
+        _ => "SELECT 1 AS one FROM credentials WHERE tenant_id = $1 AND id = $2",
+    };
+    sqlx::query(sql)
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|_| ())
+        .ok_or(ControlPlaneError::NotFound(what))
+}
+
+async fn check_scope(
+    tx: &mut Transaction<'_, Any>,
+    tenant_id: &str,
+    team_id: Option<&str>,
+    user_id: Option<&str>,
+) -> Result<()> {
+    if let Some(team) = team_id {
+        require_in_tenant(tx, "teams", tenant_id, team, "team").await?;
+    }
+    if let Some(user) = user_id {
+        require_in_tenant(tx, "users", tenant_id, user, "user").await?;
+    }
+    Ok(())
+}
+
+fn unique_violation(error: sqlx::Error, what: &'static str) -> ControlPlaneError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => ControlPlaneError::Conflict(what),
+        _ => ControlPlaneError::Database(error),
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| ControlPlaneError::Corrupt(e.to_string()))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| ControlPlaneError::Corrupt(e.to_string()))
+}

@@ -1,0 +1,147 @@
+//! Rows as the store returns them.
+
+use serde::{Deserialize, Serialize};
+
+/// A caller authenticated by an admin key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminPrincipal {
+    /// Admin key id.
+    pub key_id: String,
+    /// Tenant the key administers.
+    pub tenant_id: String,
+    /// Role name.
+    pub role: String,
+}
+
+/// A team (a SCIM group later).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Team {
+    /// Identifier.
+    pub id: String,
+    /// Unique name within the tenant.
+    pub name: String,
+    /// Identifier in the IdP, when provisioned by SCIM.
+    pub external_id: Option<String>,
+}
+
+/// A user (a SCIM user later).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct User {
+    /// Identifier.
+    pub id: String,
+    /// Unique login name within the tenant.
+    pub user_name: String,
+    /// Primary email.
+    pub email: Option<String>,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Identifier in the IdP.
+    pub external_id: Option<String>,
+    /// Whether the user may act; deprovisioning clears it.
+    pub active: bool,
+    /// Teams the user belongs to.
+    pub team_ids: Vec<String>,
+}
+
+/// A provider credential without its secret.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Credential {
+    /// Identifier.
+    pub id: String,
+    /// Unique name within the tenant.
+    pub name: String,
+    /// Provider kind.
+    pub provider: String,
+    /// Base URL of the provider API.
+    pub base_url: String,
+}
+
+/// A credential row with its ciphertext, for snapshot building and key rotation.
+#[derive(Debug, Clone)]
+pub struct SealedCredential {
+    /// Public part.
+    pub credential: Credential,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Vault ciphertext (`vN:...`).
+    pub ciphertext: String,
+}
+
+/// One upstream of a model route, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StoredDeployment {
+    /// Credential id.
+    pub credential_id: String,
+    /// Upstream model name.
+    pub model: String,
+}
+
+/// A model route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Model name clients use.
+    pub name: String,
+    /// Upstreams in order.
+    pub deployments: Vec<StoredDeployment>,
+}
+
+/// A virtual key's record; never the key itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRecord {
+    /// Public identifier.
+    pub id: String,
+    /// Tenant.
+    pub tenant_id: String,
+    /// Stored hash.
+    pub key_hash: Vec<u8>,
+    /// Prefix and last characters, to recognise a key without revealing it.
+    pub key_hint: String,
+    /// Team scope.
+    pub team_id: Option<String>,
+    /// User scope.
+    pub user_id: Option<String>,
+    /// Allowed model names (empty: all of the tenant's).
+    pub models: Vec<String>,
+    /// Allowed client networks (empty: any).
+    pub allowed_cidrs: Vec<String>,
+    /// Free-form metadata.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Unix seconds of expiry.
+    pub expires_at: Option<i64>,
+    /// Unix seconds of creation.
+    pub created_at: i64,
+    /// Unix seconds of revocation.
+    pub revoked_at: Option<i64>,
+}
+
+/// Fields of a key that an update may change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct KeyChanges {
+    /// New model allowlist.
+    pub models: Option<Vec<String>>,
+    /// New CIDR allowlist.
+    pub allowed_cidrs: Option<Vec<String>>,
+    /// New metadata.
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// New expiry (`Some(None)` removes it).
+    pub expires_at: Option<Option<i64>>,
+    /// New team scope.
+    pub team_id: Option<Option<String>>,
+    /// New user scope.
+    pub user_id: Option<Option<String>>,
+}
+
+/// Everything a snapshot is built from, read at one version.
+#[derive(Debug, Clone)]
+pub struct StateRows {
+    /// Snapshot version.
+    pub version: u64,
+    /// Active (unrevoked) keys.
+    pub keys: Vec<KeyRecord>,
+    /// Routes.
+    pub routes: Vec<Route>,
+    /// Credentials with ciphertexts.
+    pub credentials: Vec<SealedCredential>,
+}

@@ -1,0 +1,48 @@
+//! The snapshot protocol between control plane and data planes: the generated gRPC types,
+//! conversions to domain types, and [`WireState`], the state both sides diff and apply.
+#![forbid(unsafe_code)]
+
+mod convert;
+mod state;
+
+/// Types generated from `proto/routero/v1/snapshot.proto`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("routero.v1");
+}
+
+pub use state::{Applied, WireState};
+
+use thiserror::Error;
+
+/// Errors of decoding and applying snapshot messages.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ProtoError {
+    /// A message carried a version lower than or equal to the one applied.
+    #[error("version regression: have {have}, got {got}")]
+    VersionRegression {
+        /// Version applied.
+        have: u64,
+        /// Version received.
+        got: u64,
+    },
+    /// A delta was computed against a version other than the one applied.
+    #[error("delta base {base} does not match applied version {have}")]
+    DeltaBaseMismatch {
+        /// Version applied.
+        have: u64,
+        /// Version the delta expects.
+        base: u64,
+    },
+    /// A message had no body.
+    #[error("snapshot message without a body")]
+    EmptyMessage,
+    /// A field did not convert to its domain type.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// Field name.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}

@@ -1,0 +1,289 @@
+//! [`WireState`]: the snapshot in wire form. The control plane diffs two states into a delta;
+//! a data plane applies full snapshots and deltas to its copy, refusing regressions.
+
+use std::collections::BTreeMap;
+
+use crate::ProtoError;
+use crate::v1::{self, snapshot_message::Body};
+
+type RouteKey = (String, String);
+
+/// The full snapshot state at one version, indexed for diffing and applying.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WireState {
+    version: u64,
+    sealed_pepper: Vec<u8>,
+    keys: BTreeMap<Vec<u8>, v1::VirtualKey>,
+    routes: BTreeMap<RouteKey, v1::ModelRoute>,
+    credentials: BTreeMap<String, v1::Credential>,
+}
+
+/// What applying a message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The state moved to a new version.
+    NewVersion(u64),
+    /// A heartbeat: contact, no change.
+    Heartbeat,
+}
+
+fn route_key(route: &v1::ModelRoute) -> RouteKey {
+    route
+        .name
+        .as_ref()
+        .map(|n| (n.tenant_id.clone(), n.name.clone()))
+        .unwrap_or_default()
+}
+
+impl WireState {
+    /// A state from its parts.
+    pub fn new(
+        version: u64,
+        sealed_pepper: Vec<u8>,
+        keys: impl IntoIterator<Item = v1::VirtualKey>,
+        routes: impl IntoIterator<Item = v1::ModelRoute>,
+        credentials: impl IntoIterator<Item = v1::Credential>,
+    ) -> Self {
+        Self {
+            version,
+            sealed_pepper,
+            keys: keys.into_iter().map(|k| (k.key_hash.clone(), k)).collect(),
+            routes: routes.into_iter().map(|r| (route_key(&r), r)).collect(),
+            credentials: credentials.into_iter().map(|c| (c.id.clone(), c)).collect(),
+        }
+    }
+
+    /// The version of this state.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The sealed key-hashing pepper.
+    pub fn sealed_pepper(&self) -> &[u8] {
+        &self.sealed_pepper
+    }
+
+    /// Active keys.
+    pub fn keys(&self) -> impl Iterator<Item = &v1::VirtualKey> {
+        self.keys.values()
+    }
+
+    /// Model routes.
+    pub fn routes(&self) -> impl Iterator<Item = &v1::ModelRoute> {
+        self.routes.values()
+    }
+
+    /// Sealed provider credentials.
+    pub fn credentials(&self) -> impl Iterator<Item = &v1::Credential> {
+        self.credentials.values()
+    }
+
+    /// This state as one full snapshot message.
+    pub fn to_full_message(&self) -> v1::SnapshotMessage {
+        v1::SnapshotMessage {
+            version: self.version,
+            body: Some(Body::Full(v1::Full {
+                keys: self.keys.values().cloned().collect(),
+                routes: self.routes.values().cloned().collect(),
+                credentials: self.credentials.values().cloned().collect(),
+                sealed_pepper: self.sealed_pepper.clone(),
+            })),
+        }
+    }
+
+    /// The delta message that takes `self` to `next`, or `None` when nothing differs.
+    pub fn delta_to(&self, next: &WireState) -> Option<v1::SnapshotMessage> {
+        let delta = v1::Delta {
+            base_version: self.version,
+            upsert_keys: changed(&self.keys, &next.keys),
+            removed_key_hashes: removed(&self.keys, &next.keys),
+            upsert_routes: changed(&self.routes, &next.routes),
+            removed_routes: removed(&self.routes, &next.routes)
+                .into_iter()
+                .map(|(tenant_id, name)| v1::RouteName { tenant_id, name })
+                .collect(),
+            upsert_credentials: changed(&self.credentials, &next.credentials),
+            removed_credentials: removed(&self.credentials, &next.credentials),
+        };
+        let empty = delta.upsert_keys.is_empty()
+            && delta.removed_key_hashes.is_empty()
+            && delta.upsert_routes.is_empty()
+            && delta.removed_routes.is_empty()
+            && delta.upsert_credentials.is_empty()
+            && delta.removed_credentials.is_empty();
+        (!empty || next.version != self.version).then_some(v1::SnapshotMessage {
+            version: next.version,
+            body: Some(Body::Delta(delta)),
+        })
+    }
+
+    /// Applies a message. Full snapshots replace the state; deltas must start at the applied
+    /// version; neither may lower the version. On error the state is unchanged.
+    pub fn apply(&mut self, message: v1::SnapshotMessage) -> Result<Applied, ProtoError> {
+        let body = message.body.ok_or(ProtoError::EmptyMessage)?;
+        if matches!(body, Body::Heartbeat(_)) {
+            return Ok(Applied::Heartbeat);
+        }
+        if message.version <= self.version && self.version != 0 {
+            return Err(ProtoError::VersionRegression {
+                have: self.version,
+                got: message.version,
+            });
+        }
+        match body {
+            Body::Full(full) => {
+                *self = Self::new(
+                    message.version,
+                    full.sealed_pepper,
+                    full.keys,
+                    full.routes,
+                    full.credentials,
+                );
+            }
+            Body::Delta(delta) => {
+                if delta.base_version != self.version {
+                    return Err(ProtoError::DeltaBaseMismatch {
+                        have: self.version,
+                        base: delta.base_version,
+                    });
+                }
+                for hash in delta.removed_key_hashes {
+                    self.keys.remove(&hash);
+                }
+                for key in delta.upsert_keys {
+                    self.keys.insert(key.key_hash.clone(), key);
+                }
+                for name in delta.removed_routes {
+                    self.routes.remove(&(name.tenant_id, name.name));
+                }
+                for route in delta.upsert_routes {
+                    self.routes.insert(route_key(&route), route);
+                }
+                for id in delta.removed_credentials {
+                    self.credentials.remove(&id);
+                }
+                for credential in delta.upsert_credentials {
+                    self.credentials.insert(credential.id.clone(), credential);
+                }
+                self.version = message.version;
+            }
+            Body::Heartbeat(_) => {}
+        }
+        Ok(Applied::NewVersion(self.version))
+    }
+}
+
+fn changed<K: Ord, V: Clone + PartialEq>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> Vec<V> {
+    new.iter()
+        .filter(|(k, v)| old.get(k) != Some(v))
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+fn removed<K: Ord + Clone, V>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> Vec<K> {
+    old.keys().filter(|k| !new.contains_key(k)).cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8, models: &[&str]) -> v1::VirtualKey {
+        v1::VirtualKey {
+            key_hash: vec![n; 32],
+            key_id: format!("k{n}"),
+            tenant_id: "t".into(),
+            models: models.iter().map(|m| m.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn route(name: &str, model: &str) -> v1::ModelRoute {
+        v1::ModelRoute {
+            name: Some(v1::RouteName {
+                tenant_id: "t".into(),
+                name: name.into(),
+            }),
+            deployments: vec![v1::Deployment {
+                credential_id: "c".into(),
+                model: model.into(),
+            }],
+        }
+    }
+
+    fn cred(id: &str, sealed: u8) -> v1::Credential {
+        v1::Credential {
+            id: id.into(),
+            tenant_id: "t".into(),
+            provider: "openai".into(),
+            base_url: "http://x".into(),
+            sealed_api_key: vec![sealed; 4],
+        }
+    }
+
+    #[test]
+    fn delta_applied_to_old_state_yields_new_state() {
+        let old = WireState::new(
+            3,
+            vec![1],
+            [key(1, &["a"]), key(2, &[]), key(3, &[])],
+            [route("a", "up-a"), route("b", "up-b")],
+            [cred("c", 1), cred("d", 1)],
+        );
+        let new = WireState::new(
+            4,
+            vec![1],
+            [key(1, &["a", "b"]), key(3, &[]), key(4, &[])],
+            [route("a", "up-a2"), route("c", "up-c")],
+            [cred("c", 2)],
+        );
+        let delta = old.delta_to(&new).unwrap();
+        let Some(Body::Delta(d)) = &delta.body else {
+            panic!("not a delta")
+        };
+        assert_eq!(d.upsert_keys.len(), 2, "changed k1 and new k4 only");
+        assert_eq!(d.removed_key_hashes, vec![vec![2u8; 32]]);
+        let mut applied = old.clone();
+        assert_eq!(applied.apply(delta).unwrap(), Applied::NewVersion(4));
+        assert_eq!(applied, new);
+    }
+
+    #[test]
+    fn no_change_no_delta() {
+        let state = WireState::new(5, vec![], [key(1, &[])], [], []);
+        assert!(state.delta_to(&state.clone()).is_none());
+    }
+
+    #[test]
+    fn regressions_and_mismatched_bases_are_refused_without_change() {
+        let mut state = WireState::new(5, vec![], [key(1, &[])], [], []);
+        let before = state.clone();
+        let older = WireState::new(4, vec![], [], [], []).to_full_message();
+        assert_eq!(
+            state.apply(older),
+            Err(ProtoError::VersionRegression { have: 5, got: 4 })
+        );
+        let a = WireState::new(6, vec![], [], [], []);
+        let b = WireState::new(7, vec![], [key(9, &[])], [], []);
+        assert_eq!(
+            state.apply(a.delta_to(&b).unwrap()),
+            Err(ProtoError::DeltaBaseMismatch { have: 5, base: 6 })
+        );
+        assert_eq!(state, before);
+        assert_eq!(
+            state.apply(v1::SnapshotMessage {
+                version: 0,
+                body: Some(Body::Heartbeat(v1::Heartbeat {}))
+            }),
+            Ok(Applied::Heartbeat)
+        );
+    }
+
+    #[test]
+    fn full_message_round_trips() {
+        let state = WireState::new(2, vec![7], [key(1, &["a"])], [route("a", "x")], [cred("c", 1)]);
+        let mut copy = WireState::default();
+        copy.apply(state.to_full_message()).unwrap();
+        assert_eq!(copy, state);
+    }
+}
