@@ -12,7 +12,7 @@ mod vault;
 use std::future::Future;
 use std::sync::Arc;
 
-use routero_crypto::{generate_api_key, KeyHasher};
+use routero_crypto::{KeyHasher, generate_api_key};
 use routero_proto::v1::snapshot_service_server::SnapshotServiceServer;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
@@ -23,9 +23,8 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 pub use api::{ApiError, OPENAPI};
 pub use config::{ControlPlaneConfig, GrpcTls, KeyringSource};
 pub use error::ControlPlaneError;
-pub use snapshot::{credential_aad, PEPPER_AAD};
 pub use store::Store;
-pub use vault::{rotate_credentials, Vault};
+pub use vault::{Vault, rotate_credentials};
 
 /// Name of the tenant created at first start.
 pub const DEFAULT_TENANT: &str = "default";
@@ -55,7 +54,8 @@ impl ControlPlane {
         let store = Store::connect(&config.database_url).await?;
         let vault = Vault::open(config.keyring.clone())?;
         let hasher = KeyHasher::new(config.pepper.clone())?;
-        let generated_admin_key = bootstrap_admin(&store, &hasher, config.admin_key.as_ref()).await?;
+        let generated_admin_key =
+            bootstrap_admin(&store, &hasher, config.admin_key.as_ref()).await?;
         let publisher = snapshot::Publisher::start(
             store.clone(),
             vault.clone(),
@@ -84,7 +84,11 @@ impl ControlPlane {
     ) -> Result<(), ControlPlaneError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let publisher = Arc::clone(&self.state.publisher);
-        let follower = tokio::spawn(publisher.clone().follow(self.config.poll_interval, stop_rx.clone()));
+        let follower = tokio::spawn(
+            publisher
+                .clone()
+                .follow(self.config.poll_interval, stop_rx.clone()),
+        );
 
         let grpc_service = SnapshotServiceServer::new(snapshot::SnapshotGrpc::new(
             publisher,
@@ -98,12 +102,11 @@ impl ControlPlane {
                 .map_err(|e| ControlPlaneError::Config(format!("grpc tls: {e}")))?;
         }
         let mut grpc_stop = stop_rx.clone();
-        let grpc = builder.add_service(grpc_service).serve_with_incoming_shutdown(
-            TcpListenerStream::new(listeners.grpc),
-            async move {
+        let grpc = builder
+            .add_service(grpc_service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
                 let _ = grpc_stop.changed().await;
-            },
-        );
+            });
 
         let app = api::router(self.state, self.config.max_body_bytes);
         let mut http_stop = stop_rx;

@@ -13,24 +13,16 @@ use futures_util::Stream;
 use routero_crypto::SealingKey;
 use routero_proto::v1::snapshot_service_server::SnapshotService;
 use routero_proto::v1::{self, snapshot_message::Body};
-use routero_proto::WireState;
+use routero_proto::{WireState, aad};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::store::{now_unix, StateRows, Store};
-use crate::vault::Vault;
 use crate::ControlPlaneError;
-
-/// Associated data binding a sealed provider key to its tenant on the wire.
-pub fn credential_aad(tenant: &str) -> Vec<u8> {
-    [b"routero:dp-credential:".as_slice(), tenant.as_bytes()].concat()
-}
-
-/// Associated data of the sealed pepper.
-pub const PEPPER_AAD: &[u8] = b"routero:dp-pepper";
+use crate::store::{StateRows, Store, now_unix};
+use crate::vault::Vault;
 
 /// What a data plane last reported.
 #[derive(Debug, Clone, Serialize)]
@@ -64,7 +56,7 @@ impl Publisher {
         data_plane_key: SealingKey,
         pepper: &SealingKey,
     ) -> Result<Arc<Self>, ControlPlaneError> {
-        let sealed_pepper = data_plane_key.seal(PEPPER_AAD, pepper.to_bytes().expose())?;
+        let sealed_pepper = data_plane_key.seal(aad::PEPPER, pepper.to_bytes().expose())?;
         let (latest, _) = watch::channel(Arc::new(WireState::default()));
         let publisher = Arc::new(Self {
             store,
@@ -136,7 +128,10 @@ impl Publisher {
                 })
                 .collect(),
         });
-        let mut cache = self.sealed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = self
+            .sealed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut credentials = Vec::with_capacity(rows.credentials.len());
         for row in rows.credentials {
             let id = row.credential.id.clone();
@@ -173,14 +168,18 @@ impl Publisher {
 
     fn seal_for_wire(&self, tenant: &str, ciphertext: &str) -> Result<Vec<u8>, ControlPlaneError> {
         let plaintext = self.vault.decrypt(tenant, ciphertext)?;
-        Ok(self
-            .data_plane_key
-            .seal(&credential_aad(tenant), plaintext.expose_secret().as_bytes())?)
+        Ok(self.data_plane_key.seal(
+            &aad::credential(tenant),
+            plaintext.expose_secret().as_bytes(),
+        )?)
     }
 
     /// Versions data planes have reported, by node.
     pub fn applied_versions(&self) -> Vec<AppliedVersion> {
-        let applied = self.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let applied = self
+            .applied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut list: Vec<_> = applied.values().cloned().collect();
         list.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         list
@@ -196,7 +195,11 @@ pub struct SnapshotGrpc {
 
 impl SnapshotGrpc {
     /// A service streaming from `publisher`; streams end when `stop` fires.
-    pub fn new(publisher: Arc<Publisher>, heartbeat: Duration, stop: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        publisher: Arc<Publisher>,
+        heartbeat: Duration,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             publisher,
             heartbeat,
@@ -210,11 +213,15 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<v1::SnapshotMessage, Stat
 fn valid_node_id(node_id: &str) -> Result<(), Status> {
     let ok = !node_id.is_empty()
         && node_id.len() <= 128
-        && node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        && node_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
     if ok {
         Ok(())
     } else {
-        Err(Status::invalid_argument("node_id: 1-128 characters of [A-Za-z0-9-_.:]"))
+        Err(Status::invalid_argument(
+            "node_id: 1-128 characters of [A-Za-z0-9-_.:]",
+        ))
     }
 }
 
@@ -222,7 +229,10 @@ fn valid_node_id(node_id: &str) -> Result<(), Status> {
 impl SnapshotService for SnapshotGrpc {
     type WatchStream = SnapshotStream;
 
-    async fn watch(&self, request: Request<v1::WatchRequest>) -> Result<Response<SnapshotStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<v1::WatchRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
         let node_id = request.into_inner().node_id;
         valid_node_id(&node_id)?;
         let mut latest = self.publisher.latest.subscribe();
@@ -259,10 +269,17 @@ impl SnapshotService for SnapshotGrpc {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn report_applied(&self, request: Request<v1::AppliedReport>) -> Result<Response<v1::AppliedAck>, Status> {
+    async fn report_applied(
+        &self,
+        request: Request<v1::AppliedReport>,
+    ) -> Result<Response<v1::AppliedAck>, Status> {
         let report = request.into_inner();
         valid_node_id(&report.node_id)?;
-        let mut applied = self.publisher.applied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut applied = self
+            .publisher
+            .applied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if applied.len() >= 10_000 && !applied.contains_key(&report.node_id) {
             return Err(Status::resource_exhausted("too many data planes reporting"));
         }

@@ -6,9 +6,9 @@ use std::sync::{Arc, RwLock};
 use routero_crypto::{CryptoError, Keyring};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::ControlPlaneError;
 use crate::config::KeyringSource;
 use crate::store::Store;
-use crate::ControlPlaneError;
 
 /// Encrypts and decrypts provider credentials under the master keyring.
 #[derive(Debug, Clone)]
@@ -40,9 +40,15 @@ impl Vault {
     }
 
     /// Decrypts a tenant's credential, re-reading a keyring file once on an unknown version.
-    pub fn decrypt(&self, tenant: &str, ciphertext: &str) -> Result<SecretString, ControlPlaneError> {
+    pub fn decrypt(
+        &self,
+        tenant: &str,
+        ciphertext: &str,
+    ) -> Result<SecretString, ControlPlaneError> {
         match self.current().decrypt(tenant, ciphertext) {
-            Err(CryptoError::UnknownKeyVersion(_)) if matches!(self.source, KeyringSource::File(_)) => {
+            Err(CryptoError::UnknownKeyVersion(_))
+                if matches!(self.source, KeyringSource::File(_)) =>
+            {
                 let fresh = load(&self.source)?;
                 let result = fresh.decrypt(tenant, ciphertext);
                 if let Ok(mut guard) = self.keyring.write() {
@@ -71,7 +77,10 @@ fn load(source: &KeyringSource) -> Result<Keyring, ControlPlaneError> {
 ///
 /// Data planes keep serving throughout (they hold decrypted credentials), and every version in
 /// `keyring` stays decryptable, so a control plane that reads a row midway still succeeds.
-pub async fn rotate_credentials(store: &Store, keyring: &Keyring) -> Result<usize, ControlPlaneError> {
+pub async fn rotate_credentials(
+    store: &Store,
+    keyring: &Keyring,
+) -> Result<usize, ControlPlaneError> {
     let current = keyring.current_version();
     store
         .reencrypt_credentials(|tenant, ciphertext| {

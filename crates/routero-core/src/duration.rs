@@ -56,7 +56,17 @@ mod tests {
     #[test]
     fn refuses_what_is_not_a_duration() {
         for bad in [
-            "", "d", "0d", "-1d", "1.5h", "1 d", "1w", "1D", "+3h", "10years", "99999999999999999999d",
+            "",
+            "d",
+            "0d",
+            "-1d",
+            "1.5h",
+            "1 d",
+            "1w",
+            "1D",
+            "+3h",
+            "10years",
+            "99999999999999999999d",
             "4000d",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");

@@ -116,7 +116,10 @@ mod tests {
     fn cidr_allowlist_admits_only_its_networks() {
         let p = policy(&["10.0.0.0/8", "192.168.1.7"], None);
         assert_eq!(p.check_caller(0, "10.2.3.4".parse().unwrap()), Ok(()));
-        assert_eq!(p.check_caller(0, "::ffff:10.2.3.4".parse().unwrap()), Ok(()));
+        assert_eq!(
+            p.check_caller(0, "::ffff:10.2.3.4".parse().unwrap()),
+            Ok(())
+        );
         assert_eq!(p.check_caller(0, "192.168.1.7".parse().unwrap()), Ok(()));
         assert_eq!(
             p.check_caller(0, "192.168.1.8".parse().unwrap()),

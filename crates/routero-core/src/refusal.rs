@@ -27,6 +27,8 @@ pub enum Refusal {
     UpstreamAuthFailed,
     /// The provider failed.
     UpstreamError,
+    /// The provider is rate limiting the gateway.
+    UpstreamRateLimited,
 }
 
 impl Refusal {
@@ -45,6 +47,7 @@ impl Refusal {
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamAuthFailed => "upstream_auth_failed",
             Self::UpstreamError => "upstream_error",
+            Self::UpstreamRateLimited => "upstream_rate_limited",
         }
     }
 
@@ -59,6 +62,7 @@ impl Refusal {
             Self::ControlPlaneUnreachable => 503,
             Self::UpstreamUnreachable | Self::UpstreamAuthFailed | Self::UpstreamError => 502,
             Self::UpstreamTimeout => 504,
+            Self::UpstreamRateLimited => 429,
         }
     }
 
@@ -74,7 +78,8 @@ impl Refusal {
             | Self::UpstreamUnreachable
             | Self::UpstreamTimeout
             | Self::UpstreamAuthFailed
-            | Self::UpstreamError => "api_error",
+            | Self::UpstreamError
+            | Self::UpstreamRateLimited => "api_error",
         }
     }
 
@@ -95,6 +100,9 @@ impl Refusal {
             Self::UpstreamTimeout => "The model provider did not answer in time.",
             Self::UpstreamAuthFailed => "The gateway's provider credential was refused.",
             Self::UpstreamError => "The model provider failed.",
+            Self::UpstreamRateLimited => {
+                "The model provider is rate limiting requests; retry later."
+            }
         }
     }
 }

@@ -59,7 +59,10 @@ mod tests {
         let key = generate_api_key("sk-rt-").unwrap();
         let body = key.expose_secret().strip_prefix("sk-rt-").unwrap();
         assert_eq!(URL_SAFE_NO_PAD.decode(body).unwrap().len(), 32);
-        assert_ne!(key.expose_secret(), generate_api_key("sk-rt-").unwrap().expose_secret());
+        assert_ne!(
+            key.expose_secret(),
+            generate_api_key("sk-rt-").unwrap().expose_secret()
+        );
     }
 
     #[test]

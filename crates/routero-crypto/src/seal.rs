@@ -65,7 +65,13 @@ impl SealingKey {
         let nonce = Nonce::from(nonce_bytes);
         let ciphertext = self
             .cipher()
-            .encrypt(&nonce, Payload { msg: plaintext, aad })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .map_err(|_| CryptoError::Unauthentic)?;
         let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
         out.extend_from_slice(&nonce_bytes);
@@ -83,7 +89,13 @@ impl SealingKey {
             .try_into()
             .map_err(|_| CryptoError::Malformed("nonce"))?;
         self.cipher()
-            .decrypt(&Nonce::from(nonce_bytes), Payload { msg: ciphertext, aad })
+            .decrypt(
+                &Nonce::from(nonce_bytes),
+                Payload {
+                    msg: ciphertext,
+                    aad,
+                },
+            )
             .map_err(|_| CryptoError::Unauthentic)
     }
 
@@ -118,7 +130,10 @@ mod tests {
         let key = SealingKey::generate().unwrap();
         let sealed = key.seal(b"tenant-a", b"secret").unwrap();
         assert_eq!(key.open(b"tenant-a", &sealed).unwrap(), b"secret");
-        assert_eq!(key.open(b"tenant-b", &sealed), Err(CryptoError::Unauthentic));
+        assert_eq!(
+            key.open(b"tenant-b", &sealed),
+            Err(CryptoError::Unauthentic)
+        );
     }
 
     #[test]
@@ -138,7 +153,10 @@ mod tests {
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
         assert_eq!(key.open(b"", &sealed), Err(CryptoError::Unauthentic));
-        assert_eq!(key.open(b"", &sealed[..10]), Err(CryptoError::Malformed("too short")));
+        assert_eq!(
+            key.open(b"", &sealed[..10]),
+            Err(CryptoError::Malformed("too short"))
+        );
     }
 
     #[test]

@@ -134,14 +134,20 @@ mod tests {
         let ct = ring.encrypt("tenant-a", "sk-provider").unwrap();
         assert!(ct.starts_with("v1:"), "{ct}");
         assert!(!ct.contains("sk-provider"));
-        assert_eq!(ring.decrypt("tenant-a", &ct).unwrap().expose_secret(), "sk-provider");
+        assert_eq!(
+            ring.decrypt("tenant-a", &ct).unwrap().expose_secret(),
+            "sk-provider"
+        );
     }
 
     #[test]
     fn wrong_tenant_does_not_decrypt() {
         let ring = Keyring::generate().unwrap();
         let ct = ring.encrypt("tenant-a", "sk-provider").unwrap();
-        assert_eq!(ring.decrypt("tenant-b", &ct).unwrap_err(), CryptoError::Unauthentic);
+        assert_eq!(
+            ring.decrypt("tenant-b", &ct).unwrap_err(),
+            CryptoError::Unauthentic
+        );
     }
 
     #[test]
@@ -151,7 +157,10 @@ mod tests {
         let mut raw = STANDARD.decode(&ct[3..]).unwrap();
         raw[14] ^= 0x40;
         let tampered = format!("v1:{}", STANDARD.encode(raw));
-        assert_eq!(ring.decrypt("t", &tampered).unwrap_err(), CryptoError::Unauthentic);
+        assert_eq!(
+            ring.decrypt("t", &tampered).unwrap_err(),
+            CryptoError::Unauthentic
+        );
         assert_eq!(
             ring.decrypt("t", "v1:!!!").unwrap_err(),
             CryptoError::Malformed("not base64")
@@ -166,7 +175,10 @@ mod tests {
     fn unknown_version_is_named() {
         let ring = Keyring::generate().unwrap();
         let ct = ring.encrypt("t", "x").unwrap().replacen("v1:", "v7:", 1);
-        assert_eq!(ring.decrypt("t", &ct).unwrap_err(), CryptoError::UnknownKeyVersion(7));
+        assert_eq!(
+            ring.decrypt("t", &ct).unwrap_err(),
+            CryptoError::UnknownKeyVersion(7)
+        );
     }
 
     #[test]
@@ -177,10 +189,19 @@ mod tests {
         let new_ct = rotated.encrypt("t", "second").unwrap();
         assert_eq!(Keyring::version_of(&new_ct).unwrap(), 2);
         // Midway: some rows still v1, some already v2; both decrypt under the new keyring.
-        assert_eq!(rotated.decrypt("t", &old_ct).unwrap().expose_secret(), "first");
-        assert_eq!(rotated.decrypt("t", &new_ct).unwrap().expose_secret(), "second");
+        assert_eq!(
+            rotated.decrypt("t", &old_ct).unwrap().expose_secret(),
+            "first"
+        );
+        assert_eq!(
+            rotated.decrypt("t", &new_ct).unwrap().expose_secret(),
+            "second"
+        );
         // A node still on the old keyring reads v1 and names v2 as unknown.
-        assert_eq!(old.decrypt("t", &new_ct).unwrap_err(), CryptoError::UnknownKeyVersion(2));
+        assert_eq!(
+            old.decrypt("t", &new_ct).unwrap_err(),
+            CryptoError::UnknownKeyVersion(2)
+        );
     }
 
     #[test]

@@ -13,6 +13,20 @@ pub mod v1 {
 
 pub use state::{Applied, WireState};
 
+/// Associated data under which secrets are sealed for data planes, so a sealed value cannot
+/// be replayed in another field or for another tenant.
+pub mod aad {
+    /// The key-hashing pepper.
+    pub const PEPPER: &[u8] = b"routero:dp-pepper";
+    /// A data plane's snapshot file on disk.
+    pub const PERSISTED_SNAPSHOT: &[u8] = b"routero:dp-persisted-snapshot";
+
+    /// A provider API key of `tenant`.
+    pub fn credential(tenant: &str) -> Vec<u8> {
+        [b"routero:dp-credential:".as_slice(), tenant.as_bytes()].concat()
+    }
+}
+
 use thiserror::Error;
 
 /// Errors of decoding and applying snapshot messages.

@@ -124,7 +124,13 @@ impl WireState {
         if matches!(body, Body::Heartbeat(_)) {
             return Ok(Applied::Heartbeat);
         }
-        if message.version <= self.version && self.version != 0 {
+        // A full snapshot may repeat the applied version (a reconnect with nothing new);
+        // a delta must move forward.
+        let regression = match body {
+            Body::Full(_) => message.version < self.version,
+            _ => message.version <= self.version,
+        };
+        if regression {
             return Err(ProtoError::VersionRegression {
                 have: self.version,
                 got: message.version,
@@ -181,7 +187,10 @@ fn changed<K: Ord, V: Clone + PartialEq>(old: &BTreeMap<K, V>, new: &BTreeMap<K,
 }
 
 fn removed<K: Ord + Clone, V>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> Vec<K> {
-    old.keys().filter(|k| !new.contains_key(k)).cloned().collect()
+    old.keys()
+        .filter(|k| !new.contains_key(k))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
@@ -280,8 +289,25 @@ mod tests {
     }
 
     #[test]
+    fn a_full_snapshot_may_repeat_the_applied_version() {
+        let mut state = WireState::new(5, vec![], [key(1, &[])], [], []);
+        let same = WireState::new(5, vec![], [key(2, &[])], [], []);
+        assert_eq!(
+            state.apply(same.to_full_message()),
+            Ok(Applied::NewVersion(5))
+        );
+        assert_eq!(state, same);
+    }
+
+    #[test]
     fn full_message_round_trips() {
-        let state = WireState::new(2, vec![7], [key(1, &["a"])], [route("a", "x")], [cred("c", 1)]);
+        let state = WireState::new(
+            2,
+            vec![7],
+            [key(1, &["a"])],
+            [route("a", "x")],
+            [cred("c", 1)],
+        );
         let mut copy = WireState::default();
         copy.apply(state.to_full_message()).unwrap();
         assert_eq!(copy, state);

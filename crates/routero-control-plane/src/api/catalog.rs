@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::extract::Body;
 use super::{ApiError, AppState};
@@ -27,7 +27,9 @@ pub(super) struct NewCredential {
 pub(super) fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:/@".contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -45,7 +47,14 @@ fn check_base_url(url: &str) -> Result<(), ApiError> {
         .filter(|rest| !rest.is_empty());
     let host = rest.map(|r| r.split('/').next().unwrap_or_default());
     match host {
-        Some(host) if !host.is_empty() && !host.contains('@') && url.len() <= 2048 && !url.contains(char::is_whitespace) => Ok(()),
+        Some(host)
+            if !host.is_empty()
+                && !host.contains('@')
+                && url.len() <= 2048
+                && !url.contains(char::is_whitespace) =>
+        {
+            Ok(())
+        }
         _ => Err(ApiError::bad_request(
             "invalid_base_url",
             "base_url must be an http:// or https:// URL without credentials",
@@ -68,18 +77,29 @@ pub(super) async fn create_credential(
     check_base_url(&body.base_url)?;
     let api_key = body.api_key.expose_secret();
     if api_key.trim().is_empty() || api_key.len() > 4096 {
-        return Err(ApiError::bad_request("invalid_api_key", "api_key must be 1-4096 characters"));
+        return Err(ApiError::bad_request(
+            "invalid_api_key",
+            "api_key must be 1-4096 characters",
+        ));
     }
     let ciphertext = state.vault.encrypt(&principal.tenant_id, api_key)?;
     let base_url = body.base_url.trim_end_matches('/');
     let credential = state
         .store
-        .create_credential(&principal.tenant_id, &body.name, &body.provider, base_url, &ciphertext)
+        .create_credential(
+            &principal.tenant_id,
+            &body.name,
+            &body.provider,
+            base_url,
+            &ciphertext,
+        )
         .await?;
     tracing::info!(tenant = %principal.tenant_id, credential = %credential.id, "credential created");
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": credential.id, "name": credential.name, "provider": credential.provider})),
+        Json(
+            json!({"id": credential.id, "name": credential.name, "provider": credential.provider}),
+        ),
     ))
 }
 
@@ -112,7 +132,10 @@ pub(super) async fn create_model(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name("name", &body.name)?;
     if body.deployments.is_empty() || body.deployments.len() > 32 {
-        return Err(ApiError::bad_request("invalid_deployments", "a model needs 1-32 deployments"));
+        return Err(ApiError::bad_request(
+            "invalid_deployments",
+            "a model needs 1-32 deployments",
+        ));
     }
     let mut deployments = Vec::with_capacity(body.deployments.len());
     for deployment in &body.deployments {
@@ -124,7 +147,10 @@ pub(super) async fn create_model(
             .ok_or_else(|| {
                 ApiError::bad_request(
                     "unknown_credential",
-                    format!("no credential named {:?} in this tenant", deployment.credential),
+                    format!(
+                        "no credential named {:?} in this tenant",
+                        deployment.credential
+                    ),
                 )
             })?;
         deployments.push(StoredDeployment {
@@ -150,5 +176,7 @@ pub(super) async fn list_models(
     Extension(principal): Extension<AdminPrincipal>,
 ) -> Result<Json<Value>, ApiError> {
     let routes = state.store.list_routes(Some(&principal.tenant_id)).await?;
-    Ok(Json(json!({ "models": routes.iter().map(route_json).collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({ "models": routes.iter().map(route_json).collect::<Vec<_>>() }),
+    ))
 }

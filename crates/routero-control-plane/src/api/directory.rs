@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::catalog::check_name;
 use super::extract::Body;
@@ -26,7 +26,11 @@ pub(super) async fn create_team(
     check_name("name", &body.name)?;
     let team = state
         .store
-        .create_team(&principal.tenant_id, &body.name, body.external_id.as_deref())
+        .create_team(
+            &principal.tenant_id,
+            &body.name,
+            body.external_id.as_deref(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(json!(team))))
 }
@@ -35,7 +39,9 @@ pub(super) async fn list_teams(
     State(state): State<AppState>,
     Extension(principal): Extension<AdminPrincipal>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "teams": state.store.list_teams(&principal.tenant_id).await? })))
+    Ok(Json(
+        json!({ "teams": state.store.list_teams(&principal.tenant_id).await? }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -78,5 +84,7 @@ pub(super) async fn list_users(
     State(state): State<AppState>,
     Extension(principal): Extension<AdminPrincipal>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "users": state.store.list_users(&principal.tenant_id).await? })))
+    Ok(Json(
+        json!({ "users": state.store.list_users(&principal.tenant_id).await? }),
+    ))
 }

@@ -1,6 +1,6 @@
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 
 use crate::ControlPlaneError;
 
@@ -38,7 +38,11 @@ impl ApiError {
     }
 
     pub(crate) fn not_found_route() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "route_not_found", "No such endpoint.")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "route_not_found",
+            "No such endpoint.",
+        )
     }
 }
 
@@ -72,7 +76,11 @@ impl From<ControlPlaneError> for ApiError {
             }
             other => {
                 tracing::error!(error = %other, "internal error");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Internal error.")
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "Internal error.",
+                )
             }
         }
     }

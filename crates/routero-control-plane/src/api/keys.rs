@@ -4,16 +4,16 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::{Extension, Json};
-use routero_core::{parse_cidrs, parse_duration, KEY_PREFIX};
+use routero_core::{KEY_PREFIX, parse_cidrs, parse_duration};
 use routero_crypto::generate_api_key;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::catalog::check_name;
 use super::extract::{Body, Query};
 use super::{ApiError, AppState};
-use crate::store::{now_unix, AdminPrincipal, KeyChanges, KeyRecord};
+use crate::store::{AdminPrincipal, KeyChanges, KeyRecord, now_unix};
 
 const MAX_LIST: usize = 1000;
 const MAX_METADATA_BYTES: usize = 16 * 1024;
@@ -31,7 +31,10 @@ pub(super) struct GenerateKey {
 
 fn check_models(models: &[String]) -> Result<(), ApiError> {
     if models.len() > MAX_LIST {
-        return Err(ApiError::bad_request("invalid_models", "at most 1000 models"));
+        return Err(ApiError::bad_request(
+            "invalid_models",
+            "at most 1000 models",
+        ));
     }
     models.iter().try_for_each(|m| check_name("models", m))
 }
@@ -49,20 +52,26 @@ fn normalize_cidrs(cidrs: &[String]) -> Result<Vec<String>, ApiError> {
 fn check_metadata(metadata: &Map<String, Value>) -> Result<(), ApiError> {
     let size = serde_json::to_string(metadata).map_or(usize::MAX, |s| s.len());
     if size > MAX_METADATA_BYTES {
-        return Err(ApiError::bad_request("invalid_metadata", "metadata is limited to 16 KiB"));
+        return Err(ApiError::bad_request(
+            "invalid_metadata",
+            "metadata is limited to 16 KiB",
+        ));
     }
     Ok(())
 }
 
 /// Unix seconds `duration` from now.
 fn expiry(duration: &str) -> Result<i64, ApiError> {
-    let duration = parse_duration(duration).map_err(|e| ApiError::bad_request("invalid_duration", e.to_string()))?;
+    let duration = parse_duration(duration)
+        .map_err(|e| ApiError::bad_request("invalid_duration", e.to_string()))?;
     Ok(now_unix().saturating_add(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)))
 }
 
 fn rfc3339(unix: Option<i64>) -> Value {
     unix.and_then(|secs| u64::try_from(secs).ok())
-        .map(|secs| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string())
+        .map(|secs| {
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+        })
         .map_or(Value::Null, Value::String)
 }
 
@@ -101,7 +110,10 @@ fn key_json(key: &KeyRecord) -> Value {
 fn issued_json(secret: &NewSecret, key: &KeyRecord) -> Value {
     let mut body = key_json(key);
     if let Value::Object(map) = &mut body {
-        map.insert("key".into(), Value::String(secret.key.expose_secret().to_owned()));
+        map.insert(
+            "key".into(),
+            Value::String(secret.key.expose_secret().to_owned()),
+        );
     }
     body
 }
@@ -153,14 +165,20 @@ pub(super) async fn delete(
 ) -> Result<Json<Value>, ApiError> {
     let count = body.keys.len() + body.key_ids.len();
     if count == 0 || count > MAX_LIST {
-        return Err(ApiError::bad_request("invalid_keys", "name 1-1000 keys in keys or key_ids"));
+        return Err(ApiError::bad_request(
+            "invalid_keys",
+            "name 1-1000 keys in keys or key_ids",
+        ));
     }
     let hashes: Vec<Vec<u8>> = body
         .keys
         .iter()
         .map(|k| state.hasher.hash(k.expose_secret()).0.to_vec())
         .collect();
-    let revoked = state.store.revoke_keys(&principal.tenant_id, &body.key_ids, &hashes).await?;
+    let revoked = state
+        .store
+        .revoke_keys(&principal.tenant_id, &body.key_ids, &hashes)
+        .await?;
     tracing::info!(tenant = %principal.tenant_id, keys = ?revoked, "keys revoked");
     Ok(Json(json!({ "deleted_keys": revoked })))
 }
@@ -176,7 +194,10 @@ pub(super) async fn info(
     Extension(principal): Extension<AdminPrincipal>,
     Query(query): Query<KeyIdQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let key = state.store.get_key(&principal.tenant_id, &query.key_id).await?;
+    let key = state
+        .store
+        .get_key(&principal.tenant_id, &query.key_id)
+        .await?;
     Ok(Json(json!({ "key_id": key.id, "info": key_json(&key) })))
 }
 
@@ -192,8 +213,13 @@ pub(super) async fn list(
     Extension(principal): Extension<AdminPrincipal>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let keys = state.store.list_keys(&principal.tenant_id, query.include_revoked).await?;
-    Ok(Json(json!({ "keys": keys.iter().map(key_json).collect::<Vec<_>>() })))
+    let keys = state
+        .store
+        .list_keys(&principal.tenant_id, query.include_revoked)
+        .await?;
+    Ok(Json(
+        json!({ "keys": keys.iter().map(key_json).collect::<Vec<_>>() }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -212,7 +238,13 @@ pub(super) async fn regenerate(
     let secret = new_secret(&state)?;
     let record = state
         .store
-        .replace_key_secret(&principal.tenant_id, &body.key_id, &secret.hash, &secret.hint, expires_at)
+        .replace_key_secret(
+            &principal.tenant_id,
+            &body.key_id,
+            &secret.hash,
+            &secret.hint,
+            expires_at,
+        )
         .await?;
     tracing::info!(tenant = %record.tenant_id, key_id = %record.id, "key regenerated");
     Ok(Json(issued_json(&secret, &record)))
@@ -243,12 +275,19 @@ pub(super) async fn update(
     }
     let changes = KeyChanges {
         models: body.models,
-        allowed_cidrs: body.allowed_cidrs.as_deref().map(normalize_cidrs).transpose()?,
+        allowed_cidrs: body
+            .allowed_cidrs
+            .as_deref()
+            .map(normalize_cidrs)
+            .transpose()?,
         metadata: body.metadata,
         expires_at: body.duration.as_deref().map(expiry).transpose()?.map(Some),
         team_id: body.team_id.map(Some),
         user_id: body.user_id.map(Some),
     };
-    let key = state.store.update_key(&principal.tenant_id, &body.key_id, &changes).await?;
+    let key = state
+        .store
+        .update_key(&principal.tenant_id, &body.key_id, &changes)
+        .await?;
     Ok(Json(json!({ "key_id": key.id, "info": key_json(&key) })))
 }

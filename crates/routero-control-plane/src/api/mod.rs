@@ -10,7 +10,7 @@ mod keys;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{HeaderMap, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -38,16 +38,28 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// Builds the admin router.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let admin = Router::new()
-        .route("/credentials", post(catalog::create_credential).get(catalog::list_credentials))
-        .route("/models", post(catalog::create_model).get(catalog::list_models))
+        .route(
+            "/credentials",
+            post(catalog::create_credential).get(catalog::list_credentials),
+        )
+        .route(
+            "/models",
+            post(catalog::create_model).get(catalog::list_models),
+        )
         .route("/key/generate", post(keys::generate))
         .route("/key/delete", post(keys::delete).delete(keys::delete))
         .route("/key/info", get(keys::info))
         .route("/key/list", get(keys::list))
         .route("/key/regenerate", post(keys::regenerate))
         .route("/key/update", post(keys::update))
-        .route("/teams", post(directory::create_team).get(directory::list_teams))
-        .route("/users", post(directory::create_user).get(directory::list_users))
+        .route(
+            "/teams",
+            post(directory::create_team).get(directory::list_teams),
+        )
+        .route(
+            "/users",
+            post(directory::create_user).get(directory::list_users),
+        )
         .route("/data-planes", get(data_planes))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
@@ -84,7 +96,10 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -3,8 +3,8 @@
 use std::borrow::Cow;
 
 use sqlx::AnyPool;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 use crate::ControlPlaneError;
 

@@ -131,7 +131,12 @@ impl Store {
     }
 
     /// Stores an admin key's hash; returns its id.
-    pub async fn insert_admin_key(&self, tenant_id: &str, hash: &[u8], role: &str) -> Result<String> {
+    pub async fn insert_admin_key(
+        &self,
+        tenant_id: &str,
+        hash: &[u8],
+        role: &str,
+    ) -> Result<String> {
         let id = new_id("adm");
         sqlx::query(
             "INSERT INTO admin_keys (id, tenant_id, key_hash, role, created_at) \
@@ -168,7 +173,12 @@ impl Store {
     // ---- teams and users ----
 
     /// Creates a team.
-    pub async fn create_team(&self, tenant_id: &str, name: &str, external_id: Option<&str>) -> Result<Team> {
+    pub async fn create_team(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        external_id: Option<&str>,
+    ) -> Result<Team> {
         let id = new_id("team");
         sqlx::query(
             "INSERT INTO teams (id, tenant_id, name, external_id, created_at) VALUES ($1, $2, $3, $4, $5)",
@@ -366,8 +376,14 @@ impl Store {
     pub async fn create_route(&self, route: &Route) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for deployment in &route.deployments {
-            require_in_tenant(&mut tx, "credentials", &route.tenant_id, &deployment.credential_id, "credential")
-                .await?;
+            require_in_tenant(
+                &mut tx,
+                "credentials",
+                &route.tenant_id,
+                &deployment.credential_id,
+                "credential",
+            )
+            .await?;
         }
         let deployments = serde_json::to_string(&route.deployments)
             .map_err(|e| ControlPlaneError::Corrupt(e.to_string()))?;
@@ -407,14 +423,20 @@ impl Store {
     }
 
     /// The id of a credential of the tenant, by name.
-    pub async fn credential_id_by_name(&self, tenant_id: &str, name: &str) -> Result<Option<String>> {
-        Ok(sqlx::query("SELECT id FROM credentials WHERE tenant_id = $1 AND name = $2")
-            .bind(tenant_id)
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| r.try_get("id"))
-            .transpose()?)
+    pub async fn credential_id_by_name(
+        &self,
+        tenant_id: &str,
+        name: &str,
+    ) -> Result<Option<String>> {
+        Ok(
+            sqlx::query("SELECT id FROM credentials WHERE tenant_id = $1 AND name = $2")
+                .bind(tenant_id)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.try_get("id"))
+                .transpose()?,
+        )
     }
 
     // ---- virtual keys ----
@@ -422,7 +444,13 @@ impl Store {
     /// Stores a new key record (its hash, never the key).
     pub async fn insert_key(&self, key: &KeyRecord) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        check_scope(&mut tx, &key.tenant_id, key.team_id.as_deref(), key.user_id.as_deref()).await?;
+        check_scope(
+            &mut tx,
+            &key.tenant_id,
+            key.team_id.as_deref(),
+            key.user_id.as_deref(),
+        )
+        .await?;
         sqlx::query(
             "INSERT INTO virtual_keys (id, tenant_id, key_hash, key_hint, team_id, user_id, models, \
              allowed_cidrs, metadata, expires_at, created_at, updated_at) \
@@ -456,8 +484,14 @@ impl Store {
     }
 
     /// Keys of a tenant, newest first; revoked ones only when asked.
-    pub async fn list_keys(&self, tenant_id: &str, include_revoked: bool) -> Result<Vec<KeyRecord>> {
-        sqlx::query(select_keys!("WHERE tenant_id = $1 AND ($2 OR revoked_at IS NULL) ORDER BY created_at DESC, id DESC"))
+    pub async fn list_keys(
+        &self,
+        tenant_id: &str,
+        include_revoked: bool,
+    ) -> Result<Vec<KeyRecord>> {
+        sqlx::query(select_keys!(
+            "WHERE tenant_id = $1 AND ($2 OR revoked_at IS NULL) ORDER BY created_at DESC, id DESC"
+        ))
         .bind(tenant_id)
         .bind(include_revoked)
         .fetch_all(&self.pool)
@@ -468,19 +502,33 @@ impl Store {
     }
 
     /// Applies `changes` to an active key.
-    pub async fn update_key(&self, tenant_id: &str, key_id: &str, changes: &KeyChanges) -> Result<KeyRecord> {
+    pub async fn update_key(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        changes: &KeyChanges,
+    ) -> Result<KeyRecord> {
         let mut tx = self.pool.begin().await?;
         let current = active_key(&mut tx, tenant_id, key_id).await?;
         let next = KeyRecord {
             models: changes.models.clone().unwrap_or(current.models),
-            allowed_cidrs: changes.allowed_cidrs.clone().unwrap_or(current.allowed_cidrs),
+            allowed_cidrs: changes
+                .allowed_cidrs
+                .clone()
+                .unwrap_or(current.allowed_cidrs),
             metadata: changes.metadata.clone().unwrap_or(current.metadata),
             expires_at: changes.expires_at.unwrap_or(current.expires_at),
             team_id: changes.team_id.clone().unwrap_or(current.team_id),
             user_id: changes.user_id.clone().unwrap_or(current.user_id),
             ..current
         };
-        check_scope(&mut tx, tenant_id, next.team_id.as_deref(), next.user_id.as_deref()).await?;
+        check_scope(
+            &mut tx,
+            tenant_id,
+            next.team_id.as_deref(),
+            next.user_id.as_deref(),
+        )
+        .await?;
         sqlx::query(
             "UPDATE virtual_keys SET models = $1, allowed_cidrs = $2, metadata = $3, expires_at = $4, \
              team_id = $5, user_id = $6, updated_at = $7 WHERE id = $8 AND tenant_id = $9",
@@ -535,7 +583,12 @@ impl Store {
 
     /// Revokes keys of the tenant named by id or by hash, all or none: if any is unknown or
     /// already revoked, nothing changes. Returns the revoked ids.
-    pub async fn revoke_keys(&self, tenant_id: &str, ids: &[String], hashes: &[Vec<u8>]) -> Result<Vec<String>> {
+    pub async fn revoke_keys(
+        &self,
+        tenant_id: &str,
+        ids: &[String],
+        hashes: &[Vec<u8>],
+    ) -> Result<Vec<String>> {
         let mut tx = self.pool.begin().await?;
         let mut revoked = Vec::with_capacity(ids.len() + hashes.len());
         for id in ids {
@@ -634,8 +687,14 @@ fn sealed_credential(row: &AnyRow) -> Result<SealedCredential> {
     })
 }
 
-async fn active_key(tx: &mut Transaction<'_, Any>, tenant_id: &str, key_id: &str) -> Result<KeyRecord> {
-    let row = sqlx::query(select_keys!("WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL"))
+async fn active_key(
+    tx: &mut Transaction<'_, Any>,
+    tenant_id: &str,
+    key_id: &str,
+) -> Result<KeyRecord> {
+    let row = sqlx::query(select_keys!(
+        "WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL"
+    ))
     .bind(tenant_id)
     .bind(key_id)
     .fetch_optional(&mut **tx)

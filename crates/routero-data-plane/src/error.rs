@@ -1,0 +1,29 @@
+use routero_crypto::CryptoError;
+use routero_proto::ProtoError;
+use thiserror::Error;
+
+/// Errors of the data plane's own machinery (request refusals are [`routero_core::Refusal`]).
+#[derive(Debug, Error)]
+pub enum DataPlaneError {
+    /// The snapshot stream failed.
+    #[error("snapshot stream: {0}")]
+    Stream(#[from] tonic::Status),
+    /// The control plane could not be reached.
+    #[error("connect to control plane: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    /// A snapshot message could not be applied.
+    #[error("snapshot: {0}")]
+    Snapshot(#[from] ProtoError),
+    /// A sealed secret did not open: most likely a data-plane key mismatch.
+    #[error("unseal: {0}")]
+    Crypto(#[from] CryptoError),
+    /// The persisted snapshot could not be read or written.
+    #[error("persisted snapshot: {0}")]
+    Persist(String),
+    /// Configuration is unusable.
+    #[error("config: {0}")]
+    Config(String),
+    /// The HTTP server failed.
+    #[error("server: {0}")]
+    Server(#[from] std::io::Error),
+}

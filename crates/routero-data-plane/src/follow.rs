@@ -1,0 +1,163 @@
+//! The snapshot client: watches the control plane, applies what arrives, keeps the last good
+//! state (also on disk), and reconnects with backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use routero_proto::v1::snapshot_service_client::SnapshotServiceClient;
+use routero_proto::v1::{AppliedReport, WatchRequest};
+use routero_proto::{Applied, WireState};
+use tokio::sync::watch;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::live::{Gateway, Live, now_ms};
+use crate::{DataPlaneConfig, DataPlaneError, persist};
+
+const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often heartbeats refresh the contact time kept on disk.
+const PERSIST_CONTACT_EVERY_MS: i64 = 30_000;
+
+/// Follows the control plane until `stop` fires.
+pub struct Follower {
+    gateway: Arc<Gateway>,
+    config: DataPlaneConfig,
+    state: WireState,
+    persisted_contact_ms: i64,
+}
+
+impl Follower {
+    /// A follower that first loads the persisted snapshot, if any, into `gateway`.
+    pub fn new(gateway: Arc<Gateway>, config: DataPlaneConfig) -> Self {
+        let mut follower = Self {
+            gateway,
+            config,
+            state: WireState::default(),
+            persisted_contact_ms: 0,
+        };
+        follower.load_persisted();
+        follower
+    }
+
+    fn load_persisted(&mut self) {
+        let Some(path) = &self.config.snapshot_path else {
+            return;
+        };
+        match persist::load(path, &self.config.data_plane_key) {
+            Ok(Some((state, contact))) => match Live::build(&state, &self.config.data_plane_key) {
+                Ok(live) => {
+                    tracing::info!(
+                        version = state.version(),
+                        "serving from the persisted snapshot"
+                    );
+                    self.gateway.store(live);
+                    self.gateway.touch(contact);
+                    self.persisted_contact_ms = contact;
+                    self.state = state;
+                }
+                Err(error) => tracing::warn!(%error, "persisted snapshot unusable; ignored"),
+            },
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "persisted snapshot unreadable; ignored"),
+        }
+    }
+
+    /// Runs until `stop` fires: connect, stream, and on failure wait and reconnect.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            let result = tokio::select! {
+                result = self.stream_once(&mut backoff) => result,
+                _ = stop.changed() => return,
+            };
+            if let Err(error) = result {
+                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "snapshot stream down");
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => return,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn connect(&self) -> Result<SnapshotServiceClient<Channel>, DataPlaneError> {
+        let mut endpoint = Endpoint::from_shared(self.config.control_plane_url.clone())?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
+        if let Some(tls) = &self.config.control_plane_tls {
+            let mut config = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&tls.ca_pem))
+                .domain_name(tls.domain.clone());
+            if let Some((cert, key)) = &tls.client_identity {
+                config = config.identity(Identity::from_pem(
+                    cert,
+                    secrecy::ExposeSecret::expose_secret(key),
+                ));
+            }
+            endpoint = endpoint.tls_config(config)?;
+        }
+        let channel = endpoint.connect().await?;
+        Ok(SnapshotServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    async fn stream_once(&mut self, backoff: &mut Duration) -> Result<(), DataPlaneError> {
+        let mut client = self.connect().await?;
+        let mut stream = client
+            .watch(WatchRequest {
+                node_id: self.config.node_id.clone(),
+            })
+            .await?
+            .into_inner();
+        while let Some(message) = stream.message().await? {
+            let now = now_ms();
+            self.gateway.touch(now);
+            *backoff = MIN_BACKOFF;
+            let mut next = self.state.clone();
+            match next.apply(message)? {
+                Applied::NewVersion(version) => {
+                    let live = Live::build(&next, &self.config.data_plane_key)?;
+                    self.gateway.store(live);
+                    self.state = next;
+                    self.persist(now);
+                    self.report(&client, version);
+                    tracing::debug!(version, "snapshot applied");
+                }
+                Applied::Heartbeat => {
+                    if now - self.persisted_contact_ms >= PERSIST_CONTACT_EVERY_MS {
+                        self.persist(now);
+                    }
+                }
+            }
+        }
+        Err(DataPlaneError::Stream(tonic::Status::unavailable(
+            "control plane closed the stream",
+        )))
+    }
+
+    fn persist(&mut self, now: i64) {
+        let Some(path) = &self.config.snapshot_path else {
+            return;
+        };
+        match persist::save(path, &self.config.data_plane_key, &self.state, now) {
+            Ok(()) => self.persisted_contact_ms = now,
+            Err(error) => tracing::warn!(%error, "could not persist snapshot"),
+        }
+    }
+
+    fn report(&self, client: &SnapshotServiceClient<Channel>, version: u64) {
+        let mut client = client.clone();
+        let node_id = self.config.node_id.clone();
+        tokio::spawn(async move {
+            if let Err(error) = client
+                .report_applied(AppliedReport { node_id, version })
+                .await
+            {
+                tracing::debug!(%error, "applied-version report failed");
+            }
+        });
+    }
+}

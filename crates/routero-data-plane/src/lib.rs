@@ -1,0 +1,100 @@
+//! Routero's data plane: a stateless OpenAI-compatible proxy. It enforces virtual keys from the
+//! snapshot it follows over gRPC, and never touches the control plane's database.
+#![forbid(unsafe_code)]
+
+mod caller;
+mod config;
+mod error;
+mod follow;
+mod live;
+mod persist;
+mod provider;
+mod proxy;
+mod refusal;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::HeaderValue;
+use axum::response::Response;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::{ControlPlaneTls, DataPlaneConfig};
+pub use error::DataPlaneError;
+
+use crate::follow::Follower;
+use crate::live::Gateway;
+use crate::provider::Provider;
+use crate::proxy::App;
+
+/// Builds the HTTP stack. Layers, outermost first: request id; then the routes, each of which
+/// authenticates, checks the key, reads a bounded body and proxies.
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(proxy::chat_completions))
+        .route("/v1/embeddings", post(proxy::embeddings))
+        .route("/v1/models", get(proxy::list_models))
+        .route("/v1/models/{model}", get(proxy::get_model))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(proxy::ready))
+        .fallback(proxy::not_found)
+        .layer(axum::middleware::map_response(add_request_id))
+        .with_state(app)
+}
+
+async fn add_request_id(mut response: Response) -> Response {
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// Serves the data plane on `listener` until `shutdown` completes, then drains in-flight
+/// requests for at most the configured grace period.
+pub async fn run(
+    config: DataPlaneConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DataPlaneError> {
+    let gateway = Gateway::new(config.max_staleness);
+    let follower = Follower::new(Arc::clone(&gateway), config.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let following = tokio::spawn(follower.run(stop_rx.clone()));
+    let app = Arc::new(App {
+        gateway,
+        provider: Provider::new(&config)?,
+        trusted_proxies: config.trusted_proxies.clone(),
+        max_body_bytes: config.max_body_bytes,
+    });
+    let mut server_stop = stop_rx.clone();
+    let server = axum::serve(
+        listener,
+        router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = server_stop.changed().await;
+    });
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut grace_stop = stop_rx;
+    let grace = config.shutdown_grace;
+    let result = tokio::select! {
+        result = server.into_future() => result,
+        () = async move {
+            let _ = grace_stop.changed().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!("shutdown grace period over; dropping remaining requests");
+            Ok(())
+        }
+    };
+    let _ = following.await;
+    Ok(result?)
+}

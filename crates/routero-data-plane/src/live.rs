@@ -1,0 +1,114 @@
+//! The state requests read: one [`Live`] snapshot behind one `ArcSwap`, and the time of the
+//! last contact with the control plane.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+use routero_core::{KeyPolicy, ModelRoute, ProviderCredential, Snapshot};
+use routero_crypto::{KeyHasher, SealingKey};
+use routero_proto::{WireState, aad};
+
+use crate::DataPlaneError;
+
+/// A snapshot with everything decoded and unsealed, ready for requests.
+#[derive(Debug)]
+pub struct Live {
+    /// Keys, routes and credentials.
+    pub snapshot: Snapshot,
+    /// Hashes presented keys the way the control plane stored them.
+    pub hasher: KeyHasher,
+}
+
+impl Live {
+    /// Decodes and unseals a wire state. Entries that do not decode are left out (so they are
+    /// refused), never guessed at.
+    pub fn build(state: &WireState, key: &SealingKey) -> Result<Self, DataPlaneError> {
+        let pepper = key.open(aad::PEPPER, state.sealed_pepper())?;
+        let hasher = KeyHasher::new(SealingKey::from_bytes(&pepper)?)?;
+        let keys = state
+            .keys()
+            .filter_map(|k| match <(_, KeyPolicy)>::try_from(k) {
+                Ok(entry) => Some(entry),
+                Err(error) => {
+                    tracing::error!(key_id = %k.key_id, %error, "key left out of the snapshot");
+                    None
+                }
+            });
+        let routes = state.routes().filter_map(|r| ModelRoute::try_from(r).ok());
+        let credentials = state.credentials().filter_map(|c| {
+            let opened = key
+                .open(&aad::credential(&c.tenant_id), &c.sealed_api_key)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok());
+            let Some(api_key) = opened else {
+                tracing::error!(credential = %c.id, "credential did not unseal; left out");
+                return None;
+            };
+            Some(ProviderCredential {
+                id: c.id.clone(),
+                tenant_id: c.tenant_id.clone(),
+                provider: c.provider.clone(),
+                base_url: c.base_url.clone(),
+                api_key: api_key.into(),
+            })
+        });
+        Ok(Self {
+            snapshot: Snapshot::new(state.version(), keys, routes, credentials),
+            hasher,
+        })
+    }
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The gateway's shared state.
+#[derive(Debug)]
+pub struct Gateway {
+    live: ArcSwapOption<Live>,
+    last_contact_ms: AtomicI64,
+    max_staleness_ms: i64,
+}
+
+impl Gateway {
+    /// An empty gateway: not ready until a snapshot is stored.
+    pub fn new(max_staleness: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            live: ArcSwapOption::empty(),
+            last_contact_ms: AtomicI64::new(0),
+            max_staleness_ms: i64::try_from(max_staleness.as_millis()).unwrap_or(i64::MAX),
+        })
+    }
+
+    /// The snapshot to serve from, if there is one and the control plane was heard from
+    /// within the staleness bound.
+    pub fn current(&self) -> Option<Arc<Live>> {
+        let stale = now_ms().saturating_sub(self.last_contact_ms.load(Ordering::Relaxed))
+            > self.max_staleness_ms;
+        if stale {
+            return None;
+        }
+        self.live.load_full()
+    }
+
+    /// Swaps in a new snapshot.
+    pub fn store(&self, live: Live) {
+        self.live.store(Some(Arc::new(live)));
+    }
+
+    /// Records contact with the control plane at `at_ms`.
+    pub fn touch(&self, at_ms: i64) {
+        self.last_contact_ms.fetch_max(at_ms, Ordering::Relaxed);
+    }
+
+    /// Unix milliseconds of the last contact.
+    pub fn last_contact_ms(&self) -> i64 {
+        self.last_contact_ms.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,56 @@
+//! Refusals as OpenAI-style JSON errors.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use routero_core::Refusal;
+
+/// A refusal with an optional, client-safe detail replacing the default message.
+#[derive(Debug)]
+pub struct Refused {
+    /// Why.
+    pub refusal: Refusal,
+    /// Detail for the client; never internal state.
+    pub detail: Option<String>,
+}
+
+impl From<Refusal> for Refused {
+    fn from(refusal: Refusal) -> Self {
+        Self {
+            refusal,
+            detail: None,
+        }
+    }
+}
+
+impl Refused {
+    /// An invalid request with a specific message.
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self {
+            refusal: Refusal::InvalidRequest,
+            detail: Some(detail.into()),
+        }
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let refusal = self.refusal;
+        let body = serde_json::json!({
+            "error": {
+                "message": self.detail.as_deref().unwrap_or(refusal.message()),
+                "type": refusal.error_type(),
+                "param": null,
+                "code": refusal.code(),
+            }
+        });
+        let status = StatusCode::from_u16(refusal.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, axum::Json(body)).into_response();
+        if refusal == Refusal::InvalidApiKey || refusal == Refusal::KeyExpired {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

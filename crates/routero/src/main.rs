@@ -1,0 +1,177 @@
+//! `routero`: the one binary. `up` runs everything in one process on embedded defaults;
+//! `control-plane` and `data-plane` run the services apart; `admin` holds operator commands.
+#![forbid(unsafe_code)]
+
+mod settings;
+mod up;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use routero_control_plane::{ControlPlane, Listeners, Store, rotate_credentials};
+use routero_crypto::{Keyring, SealingKey};
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+
+use crate::settings::Settings;
+
+#[derive(Parser)]
+#[command(
+    name = "routero",
+    version,
+    about = "A self-hostable LLM gateway built for security and governance"
+)]
+struct Cli {
+    /// TOML settings file; `ROUTERO_<FIELD>` variables override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Control plane and data plane in one process on a SQLite file in ROUTERO_DATA_DIR.
+    Up,
+    /// The control plane: admin API and gRPC snapshot service.
+    ControlPlane,
+    /// The data plane: the OpenAI-compatible proxy.
+    DataPlane,
+    /// Operator commands.
+    #[command(subcommand)]
+    Admin(Admin),
+}
+
+#[derive(Subcommand)]
+enum Admin {
+    /// Re-encrypts every provider credential under the newest master key, in one transaction.
+    /// With ROUTERO_DATA_DIR (`routero up`), a new key version is generated first; otherwise
+    /// ROUTERO_MASTER_KEYS must already hold the new version.
+    RotateMasterKey,
+    /// Prints a fresh random 32-byte key in base64 (for pepper, data_plane_key, master_keys).
+    GenerateSecret,
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let settings = Settings::load(cli.config.as_deref(), &env)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Up => up::run(settings).await,
+            Command::ControlPlane => control_plane(settings).await,
+            Command::DataPlane => data_plane(settings).await,
+            Command::Admin(Admin::RotateMasterKey) => rotate_master_key(settings).await,
+            Command::Admin(Admin::GenerateSecret) => {
+                let key = SealingKey::generate()?;
+                writeln!(std::io::stdout(), "{}", key.to_base64().expose_secret())?;
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))
+}
+
+async fn control_plane(settings: Settings) -> Result<()> {
+    let config = settings.control_plane()?;
+    let http = bind(settings.control_plane_addr()?).await?;
+    let grpc = bind(settings.grpc_addr()?).await?;
+    let plane = ControlPlane::build(config).await?;
+    if let Some(key) = &plane.generated_admin_key {
+        writeln!(
+            std::io::stdout(),
+            "admin key (shown once; stored hashed): {}",
+            key.expose_secret()
+        )?;
+    }
+    tracing::info!(admin = %http.local_addr()?, grpc = %grpc.local_addr()?, "control plane listening");
+    plane
+        .serve(Listeners { http, grpc }, shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn data_plane(settings: Settings) -> Result<()> {
+    let config = settings.data_plane()?;
+    let listener = bind(settings.data_plane_addr()?).await?;
+    tracing::info!(addr = %listener.local_addr()?, "data plane listening");
+    routero_data_plane::run(config, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn rotate_master_key(settings: Settings) -> Result<()> {
+    let (database_url, keyring) = if settings.data_dir.is_some() && settings.database_url.is_none()
+    {
+        let dir = up::data_dir(&settings)?;
+        let path = up::keyring_file(&dir)?;
+        let current = Keyring::parse(&std::fs::read_to_string(&path)?)?;
+        let next = current.with_new_version()?;
+        // The new keyring is written before any row changes, so a running control plane
+        // re-reads it when it meets the new version.
+        let tmp = path.with_extension("new");
+        let _ = std::fs::remove_file(&tmp);
+        up::write_secret(&tmp, &next.to_spec())?;
+        std::fs::rename(&tmp, &path)?;
+        (
+            format!("sqlite://{}", dir.join("routero.db").display()),
+            next,
+        )
+    } else {
+        let config = settings.control_plane()?;
+        let keyring = match config.keyring {
+            routero_control_plane::KeyringSource::Fixed(keyring) => keyring,
+            routero_control_plane::KeyringSource::File(path) => {
+                Keyring::parse(&std::fs::read_to_string(path)?)?
+            }
+        };
+        (config.database_url, keyring)
+    };
+    let store = Store::connect(&database_url).await?;
+    let changed = rotate_credentials(&store, &keyring).await?;
+    writeln!(
+        std::io::stdout(),
+        "re-encrypted {changed} credential(s) under master key v{}",
+        keyring.current_version()
+    )?;
+    Ok(())
+}

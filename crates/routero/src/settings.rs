@@ -1,0 +1,353 @@
+//! Settings: one optional TOML file, then `ROUTERO_<FIELD>` environment overrides, validated
+//! into each service's config before anything starts. Errors name the field.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use routero_control_plane::{ControlPlaneConfig, GrpcTls, KeyringSource};
+use routero_core::{parse_cidrs, parse_duration};
+use routero_crypto::{Keyring, SealingKey};
+use routero_data_plane::{ControlPlaneTls, DataPlaneConfig};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// Every setting. Secrets are base64 of 32 bytes unless said otherwise.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `routero up`: directory for the SQLite file, generated secrets and the snapshot.
+    pub data_dir: Option<String>,
+    /// Control plane: `postgres://…` or `sqlite://…`.
+    pub database_url: Option<String>,
+    /// Control plane: admin key to register (any string of 32+ characters).
+    pub admin_key: Option<String>,
+    /// Control plane: pepper for key hashing.
+    pub pepper: Option<String>,
+    /// Control plane: master keyring, `1:<base64>,2:<base64>`; the highest version encrypts.
+    pub master_keys: Option<String>,
+    /// Control plane: file holding the master keyring (instead of `master_keys`).
+    pub master_keys_file: Option<String>,
+    /// Both planes: key that seals secrets in snapshots.
+    pub data_plane_key: Option<String>,
+    /// Control plane: admin API listen address.
+    pub control_plane_addr: Option<String>,
+    /// Control plane: gRPC snapshot service listen address.
+    pub grpc_addr: Option<String>,
+    /// Control plane: heartbeat interval on snapshot streams (`5s`).
+    pub heartbeat_interval: Option<String>,
+    /// Control plane: PEM certificate for the gRPC service (enables TLS).
+    pub grpc_tls_cert: Option<String>,
+    /// Control plane: PEM key for the gRPC service.
+    pub grpc_tls_key: Option<String>,
+    /// Control plane: PEM CA for client certificates (enables mutual TLS).
+    pub grpc_tls_client_ca: Option<String>,
+    /// Data plane: listen address.
+    pub data_plane_addr: Option<String>,
+    /// Data plane: control plane gRPC URL.
+    pub control_plane_url: Option<String>,
+    /// Data plane: PEM CA of the control plane's certificate (enables TLS).
+    pub control_plane_ca: Option<String>,
+    /// Data plane: name in the control plane's certificate.
+    pub control_plane_tls_domain: Option<String>,
+    /// Data plane: PEM client certificate for mutual TLS.
+    pub client_tls_cert: Option<String>,
+    /// Data plane: PEM client key for mutual TLS.
+    pub client_tls_key: Option<String>,
+    /// Data plane: node name reported to the control plane.
+    pub node_id: Option<String>,
+    /// Data plane: file for the sealed last good snapshot.
+    pub snapshot_path: Option<String>,
+    /// Data plane: refuse traffic after this long without control-plane contact (`300s`).
+    pub max_staleness: Option<String>,
+    /// Data plane: comma-separated CIDRs whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Option<String>,
+    /// Data plane: largest request body in bytes.
+    pub max_body_bytes: Option<String>,
+}
+
+impl Settings {
+    /// Reads `file` (if any), then applies `ROUTERO_<FIELD>` variables from `env`.
+    pub fn load(file: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Self> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        let known = toml::Table::try_from(Self::all_set()).map_err(|e| anyhow!("settings: {e}"))?;
+        for (name, value) in env {
+            let Some(field) = name.strip_prefix("ROUTERO_").map(str::to_ascii_lowercase) else {
+                continue;
+            };
+            if known.contains_key(&field) {
+                table.insert(field, toml::Value::String(value.clone()));
+            }
+        }
+        Self::deserialize(table).context("invalid settings")
+    }
+
+    /// A value with every field set: the list of known fields.
+    fn all_set() -> Self {
+        let s = || Some(String::new());
+        Self {
+            data_dir: s(),
+            database_url: s(),
+            admin_key: s(),
+            pepper: s(),
+            master_keys: s(),
+            master_keys_file: s(),
+            data_plane_key: s(),
+            control_plane_addr: s(),
+            grpc_addr: s(),
+            heartbeat_interval: s(),
+            grpc_tls_cert: s(),
+            grpc_tls_key: s(),
+            grpc_tls_client_ca: s(),
+            data_plane_addr: s(),
+            control_plane_url: s(),
+            control_plane_ca: s(),
+            control_plane_tls_domain: s(),
+            client_tls_cert: s(),
+            client_tls_key: s(),
+            node_id: s(),
+            snapshot_path: s(),
+            max_staleness: s(),
+            trusted_proxies: s(),
+            max_body_bytes: s(),
+        }
+    }
+
+    fn required<'a>(value: &'a Option<String>, field: &str) -> Result<&'a str> {
+        value
+            .as_deref()
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| {
+                anyhow!(
+                    "{field} is required (set ROUTERO_{})",
+                    field.to_ascii_uppercase()
+                )
+            })
+    }
+
+    fn key(value: &Option<String>, field: &str) -> Result<SealingKey> {
+        SealingKey::from_base64(Self::required(value, field)?).map_err(|e| anyhow!("{field}: {e}"))
+    }
+
+    fn addr(value: &Option<String>, field: &str, default: &str) -> Result<SocketAddr> {
+        value
+            .as_deref()
+            .unwrap_or(default)
+            .parse()
+            .map_err(|e| anyhow!("{field}: {e}"))
+    }
+
+    fn duration(value: &Option<String>, field: &str) -> Result<Option<Duration>> {
+        value
+            .as_deref()
+            .map(|v| parse_duration(v).map_err(|e| anyhow!("{field}: {e}")))
+            .transpose()
+    }
+
+    fn file(value: &Option<String>, field: &str) -> Result<Option<Vec<u8>>> {
+        value
+            .as_deref()
+            .map(|path| std::fs::read(path).map_err(|e| anyhow!("{field}: {path}: {e}")))
+            .transpose()
+    }
+
+    /// Admin API address (default `127.0.0.1:8081`).
+    pub fn control_plane_addr(&self) -> Result<SocketAddr> {
+        Self::addr(
+            &self.control_plane_addr,
+            "control_plane_addr",
+            "127.0.0.1:8081",
+        )
+    }
+
+    /// gRPC address (default `127.0.0.1:8082`).
+    pub fn grpc_addr(&self) -> Result<SocketAddr> {
+        Self::addr(&self.grpc_addr, "grpc_addr", "127.0.0.1:8082")
+    }
+
+    /// Data plane address (default `127.0.0.1:8080`).
+    pub fn data_plane_addr(&self) -> Result<SocketAddr> {
+        Self::addr(&self.data_plane_addr, "data_plane_addr", "127.0.0.1:8080")
+    }
+
+    /// The master keyring's source.
+    pub fn keyring(&self) -> Result<KeyringSource> {
+        match (&self.master_keys, &self.master_keys_file) {
+            (Some(spec), None) => Keyring::parse(spec)
+                .map(KeyringSource::Fixed)
+                .map_err(|e| anyhow!("master_keys: {e}")),
+            (None, Some(path)) => {
+                let source = KeyringSource::File(PathBuf::from(path));
+                routero_control_plane::Vault::open(source.clone())
+                    .map_err(|e| anyhow!("master_keys_file: {e}"))?;
+                Ok(source)
+            }
+            (Some(_), Some(_)) => bail!("master_keys and master_keys_file: set only one"),
+            (None, None) => bail!("master_keys is required (set ROUTERO_MASTER_KEYS)"),
+        }
+    }
+
+    /// The control plane's config.
+    pub fn control_plane(&self) -> Result<ControlPlaneConfig> {
+        let mut config = ControlPlaneConfig::new(
+            Self::required(&self.database_url, "database_url")?.to_owned(),
+            Self::key(&self.pepper, "pepper")?,
+            self.keyring()?,
+            Self::key(&self.data_plane_key, "data_plane_key")?,
+        );
+        if let Some(admin_key) = &self.admin_key {
+            if admin_key.len() < 32 {
+                bail!("admin_key: use at least 32 characters");
+            }
+            config.admin_key = Some(SecretString::from(admin_key.clone()));
+        }
+        if let Some(interval) = Self::duration(&self.heartbeat_interval, "heartbeat_interval")? {
+            config.heartbeat_interval = interval;
+        }
+        let cert = Self::file(&self.grpc_tls_cert, "grpc_tls_cert")?;
+        let key = Self::file(&self.grpc_tls_key, "grpc_tls_key")?;
+        config.grpc_tls = match (cert, key) {
+            (Some(cert_pem), Some(key_pem)) => Some(GrpcTls {
+                cert_pem,
+                key_pem: String::from_utf8(key_pem)
+                    .map_err(|_| anyhow!("grpc_tls_key: not PEM"))?
+                    .into(),
+                client_ca_pem: Self::file(&self.grpc_tls_client_ca, "grpc_tls_client_ca")?,
+            }),
+            (None, None) if self.grpc_tls_client_ca.is_none() => None,
+            _ => bail!(
+                "grpc_tls_cert and grpc_tls_key: set both (and grpc_tls_client_ca only with them)"
+            ),
+        };
+        Ok(config)
+    }
+
+    /// The data plane's config.
+    pub fn data_plane(&self) -> Result<DataPlaneConfig> {
+        let url = Self::required(&self.control_plane_url, "control_plane_url")?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("control_plane_url: use http:// or https://");
+        }
+        let mut config = DataPlaneConfig::new(
+            url.to_owned(),
+            Self::key(&self.data_plane_key, "data_plane_key")?,
+        );
+        if let Some(node_id) = &self.node_id {
+            config.node_id = node_id.clone();
+        }
+        config.snapshot_path = self.snapshot_path.as_ref().map(PathBuf::from);
+        if let Some(staleness) = Self::duration(&self.max_staleness, "max_staleness")? {
+            config.max_staleness = staleness;
+        }
+        if let Some(list) = &self.trusted_proxies {
+            let entries: Vec<String> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            config.trusted_proxies =
+                parse_cidrs(&entries).map_err(|e| anyhow!("trusted_proxies: {e}"))?;
+        }
+        if let Some(bytes) = &self.max_body_bytes {
+            config.max_body_bytes = bytes.parse().map_err(|e| anyhow!("max_body_bytes: {e}"))?;
+        }
+        if let Some(ca_pem) = Self::file(&self.control_plane_ca, "control_plane_ca")? {
+            let identity = match (
+                Self::file(&self.client_tls_cert, "client_tls_cert")?,
+                Self::file(&self.client_tls_key, "client_tls_key")?,
+            ) {
+                (Some(cert), Some(key)) => Some((
+                    cert,
+                    SecretString::from(
+                        String::from_utf8(key).map_err(|_| anyhow!("client_tls_key: not PEM"))?,
+                    ),
+                )),
+                (None, None) => None,
+                _ => bail!("client_tls_cert and client_tls_key: set both"),
+            };
+            config.control_plane_tls = Some(ControlPlaneTls {
+                ca_pem,
+                domain: Self::required(&self.control_plane_tls_domain, "control_plane_tls_domain")?
+                    .to_owned(),
+                client_identity: identity,
+            });
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn env_overrides_file_and_unrelated_variables_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routero.toml");
+        std::fs::write(
+            &path,
+            "grpc_addr = \"127.0.0.1:1\"\ndata_plane_addr = \"127.0.0.1:2\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(
+            Some(&path),
+            &env(&[
+                ("ROUTERO_GRPC_ADDR", "127.0.0.1:3"),
+                ("ROUTERO_UNRELATED", "x"),
+                ("HOME", "/"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.grpc_addr().unwrap().port(), 3);
+        assert_eq!(s.data_plane_addr().unwrap().port(), 2);
+    }
+
+    #[test]
+    fn unknown_fields_in_the_file_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routero.toml");
+        std::fs::write(&path, "databse_url = \"x\"\n").unwrap();
+        let error = format!(
+            "{:#}",
+            Settings::load(Some(&path), &BTreeMap::new()).unwrap_err()
+        );
+        assert!(error.contains("databse_url"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let s = Settings::load(
+            None,
+            &env(&[
+                ("ROUTERO_MAX_STALENESS", "soon"),
+                ("ROUTERO_CONTROL_PLANE_URL", "http://x"),
+                (
+                    "ROUTERO_DATA_PLANE_KEY",
+                    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert!(format!("{:#}", s.data_plane().unwrap_err()).contains("max_staleness"));
+        let s = Settings::load(None, &env(&[("ROUTERO_DATABASE_URL", "sqlite://x")])).unwrap();
+        assert!(format!("{:#}", s.control_plane().unwrap_err()).contains("pepper"));
+    }
+}

@@ -1,0 +1,153 @@
+//! `routero up`: control plane and data plane in one process on a SQLite file, with secrets
+//! generated once into the data directory (mode 0600).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use routero_control_plane::{ControlPlane, ControlPlaneConfig, KeyringSource, Listeners};
+use routero_crypto::{Keyring, SealingKey};
+use routero_data_plane::DataPlaneConfig;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::net::TcpListener;
+
+use crate::settings::Settings;
+use crate::shutdown_signal;
+
+/// File names inside the data directory.
+pub const MASTER_KEYS_FILE: &str = "master-keys";
+const PEPPER_FILE: &str = "pepper.key";
+const DATA_PLANE_KEY_FILE: &str = "data-plane.key";
+const DATABASE_FILE: &str = "routero.db";
+const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+/// Writes a secret file readable by its owner only; fails if it exists.
+pub fn write_secret(path: &Path, secret: &SecretString) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(secret.expose_secret().as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Reads a 32-byte key from `dir/name`, generating it at first start.
+fn key_file(dir: &Path, name: &str) -> Result<SealingKey> {
+    let path = dir.join(name);
+    if !path.exists() {
+        write_secret(&path, &SealingKey::generate()?.to_base64())?;
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    SealingKey::from_base64(&text).with_context(|| format!("{} holds no valid key", path.display()))
+}
+
+/// The data directory, created with mode 0700 if missing.
+pub fn data_dir(settings: &Settings) -> Result<PathBuf> {
+    let dir = PathBuf::from(settings.data_dir.as_deref().unwrap_or("./data"));
+    if !dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(&dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(dir)
+}
+
+/// Ensures the keyring file exists in `dir`; returns its path.
+pub fn keyring_file(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join(MASTER_KEYS_FILE);
+    if !path.exists() {
+        write_secret(&path, &Keyring::generate()?.to_spec())?;
+    }
+    Ok(path)
+}
+
+/// Runs `routero up` until interrupted.
+pub async fn run(settings: Settings) -> Result<()> {
+    let dir = data_dir(&settings)?;
+    let data_plane_key = key_file(&dir, DATA_PLANE_KEY_FILE)?;
+    let mut control = ControlPlaneConfig::new(
+        format!("sqlite://{}", dir.join(DATABASE_FILE).display()),
+        key_file(&dir, PEPPER_FILE)?,
+        KeyringSource::File(keyring_file(&dir)?),
+        data_plane_key.clone(),
+    );
+    control.admin_key = settings.admin_key.clone().map(SecretString::from);
+    if let Some(key) = &control.admin_key {
+        anyhow::ensure!(
+            key.expose_secret().len() >= 32,
+            "admin_key: use at least 32 characters"
+        );
+    }
+
+    let control_addr = settings.control_plane_addr()?;
+    let grpc_addr = settings.grpc_addr()?;
+    let data_addr = settings.data_plane_addr()?;
+    let http = TcpListener::bind(control_addr)
+        .await
+        .with_context(|| format!("binding {control_addr}"))?;
+    let grpc = TcpListener::bind(grpc_addr)
+        .await
+        .with_context(|| format!("binding {grpc_addr}"))?;
+    let data = TcpListener::bind(data_addr)
+        .await
+        .with_context(|| format!("binding {data_addr}"))?;
+    let grpc_addr = grpc.local_addr()?;
+
+    let mut data_config = DataPlaneConfig::new(format!("http://{grpc_addr}"), data_plane_key);
+    data_config.node_id = "routero-up".into();
+    data_config.snapshot_path = Some(dir.join(SNAPSHOT_FILE));
+    data_config.shutdown_grace = Duration::from_secs(5);
+
+    let plane = ControlPlane::build(control).await?;
+    announce(
+        plane.generated_admin_key.as_ref(),
+        &format!("http://{}", http.local_addr()?),
+        &format!("http://{}", data.local_addr()?),
+        &dir,
+    )?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.changed().await;
+    };
+    let control_task = tokio::spawn(plane.serve(Listeners { http, grpc }, wait(stop_rx.clone())));
+    let data_task = tokio::spawn(routero_data_plane::run(data_config, data, wait(stop_rx)));
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    control_task.await??;
+    data_task.await??;
+    Ok(())
+}
+
+fn announce(admin_key: Option<&SecretString>, control: &str, data: &str, dir: &Path) -> Result<()> {
+    let admin = match admin_key {
+        Some(key) => format!("{}   (shown once; stored hashed)", key.expose_secret()),
+        None => "the one printed at first start, or ROUTERO_ADMIN_KEY".into(),
+    };
+    let shown = admin_key.map_or("$ROUTERO_ADMIN_KEY", |k| k.expose_secret());
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "Routero is up (data in {dir}).\n\
+         \n  admin key:      {admin}\
+         \n  admin API:      {control}   (OpenAPI: {control}/openapi.json)\
+         \n  OpenAI API:     {data}/v1   <- point any OpenAI client here\
+         \n\nCreate a virtual key, then call the gateway with it:\
+         \n  curl -s {control}/key/generate -H 'Authorization: Bearer {shown}' -H 'Content-Type: application/json' -d '{{\"duration\": \"30d\"}}'\
+         \n  curl -s {data}/v1/models -H 'Authorization: Bearer <key from above>'\
+         \n\nAdd a provider and a model first (see README.md, Quickstart). Ctrl-C stops.",
+        dir = dir.display(),
+    )?;
+    out.flush()?;
+    Ok(())
+}
