@@ -34,7 +34,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, CoreError> {
 pub fn format_duration(duration: Duration) -> String {
     let seconds = duration.as_secs();
     for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-        if seconds % size == 0 && seconds >= size {
+        if seconds.is_multiple_of(size) && seconds >= size {
             return format!("{}{unit}", seconds / size);
         }
     }

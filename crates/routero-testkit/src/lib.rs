@@ -137,13 +137,12 @@ async fn admit(
             body: body.clone(),
         });
     }
-    if let Some(expected) = &config.api_key {
-        if authorization.as_deref() != Some(format!("Bearer {expected}").as_str()) {
-            return Err(error(
-                StatusCode::UNAUTHORIZED,
-                "Incorrect API key provided: sk-fa****",
-            ));
-        }
+    let expected = config.api_key.as_ref().map(|key| format!("Bearer {key}"));
+    if expected.is_some() && authorization != expected {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect API key provided: sk-fa****",
+        ));
     }
     if let Some(status) = config.fail_status {
         let mut live = shared.config.lock().unwrap_or_else(PoisonError::into_inner);

@@ -249,7 +249,9 @@ impl Store {
     /// Users of a tenant with their team memberships, by user name.
     pub async fn list_users(&self, tenant_id: &str) -> Result<Vec<User>> {
         let rows = sqlx::query(
-            "SELECT id, user_name, email, display_name, external_id, active FROM users \
+            // Booleans read as integers: the Any driver cannot decode SQLite's BOOLEAN.
+            "SELECT id, user_name, email, display_name, external_id, \
+             CAST(CASE WHEN active THEN 1 ELSE 0 END AS BIGINT) AS active FROM users \
              WHERE tenant_id = $1 ORDER BY user_name",
         )
         .bind(tenant_id)
@@ -276,7 +278,7 @@ impl Store {
                     email: r.try_get("email")?,
                     display_name: r.try_get("display_name")?,
                     external_id: r.try_get("external_id")?,
-                    active: r.try_get("active")?,
+                    active: r.try_get::<i64, _>("active")? != 0,
                     team_ids,
                 })
             })

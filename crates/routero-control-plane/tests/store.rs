@@ -1,0 +1,315 @@
+//! The store test suite, run against SQLite and a real PostgreSQL (a fresh database per test;
+//! `ROUTERO_TEST_POSTGRES_URL` points at the server, default `postgres://postgres@127.0.0.1:5432`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use routero_control_plane::store::{KeyChanges, KeyRecord, Route, StoredDeployment, User};
+use routero_control_plane::{ControlPlaneError, Store, rotate_credentials};
+use routero_crypto::Keyring;
+use secrecy::ExposeSecret;
+use sqlx::{AssertSqlSafe, Connection};
+
+struct Backend {
+    store: Store,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    Backend {
+        store: Store::connect(&url).await.unwrap(),
+        _dir: Some(dir),
+    }
+}
+
+async fn postgres() -> Backend {
+    let server = std::env::var("ROUTERO_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let name = format!("routero_store_{}", uuid::Uuid::new_v4().simple());
+    sqlx::any::install_default_drivers();
+    let mut admin = sqlx::AnyConnection::connect(&format!("{server}/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    Backend {
+        store: Store::connect(&format!("{server}/{name}")).await.unwrap(),
+        _dir: None,
+    }
+}
+
+/// Runs each listed test against both backends.
+macro_rules! store_suite {
+    ($($test:ident),* $(,)?) => {
+        mod on_sqlite { $( #[tokio::test] async fn $test() { super::$test(super::sqlite().await.store).await } )* }
+        mod on_postgres { $( #[tokio::test] async fn $test() { super::$test(super::postgres().await.store).await } )* }
+    };
+}
+
+store_suite!(
+    migrations_are_idempotent_and_version_starts_at_one,
+    key_lifecycle_advances_the_version_and_leaves_revoked_keys_out,
+    revocation_is_all_or_none,
+    tenants_are_walled_off,
+    names_are_unique_per_tenant,
+    rotation_reencrypts_everything_or_nothing,
+    users_and_teams,
+);
+
+fn key(tenant: &str, id: &str, hash: u8) -> KeyRecord {
+    KeyRecord {
+        id: id.into(),
+        tenant_id: tenant.into(),
+        key_hash: vec![hash; 32],
+        key_hint: "sk-rt-abcd...wxyz".into(),
+        team_id: None,
+        user_id: None,
+        models: vec!["gpt-a".into()],
+        allowed_cidrs: vec!["10.0.0.0/8".into()],
+        metadata: serde_json::Map::from_iter([("owner".to_string(), serde_json::json!("ops"))]),
+        expires_at: Some(2_000_000_000),
+        created_at: 1_700_000_000,
+        revoked_at: None,
+    }
+}
+
+async fn migrations_are_idempotent_and_version_starts_at_one(store: Store) {
+    assert_eq!(store.snapshot_version().await.unwrap(), 1);
+    let a = store.ensure_tenant("default").await.unwrap();
+    assert_eq!(store.ensure_tenant("default").await.unwrap(), a);
+    store.ping().await.unwrap();
+}
+
+async fn key_lifecycle_advances_the_version_and_leaves_revoked_keys_out(store: Store) {
+    let t = store.ensure_tenant("t").await.unwrap();
+    let v0 = store.snapshot_version().await.unwrap();
+    store.insert_key(&key(&t, "k1", 1)).await.unwrap();
+    store.insert_key(&key(&t, "k2", 2)).await.unwrap();
+    assert_eq!(store.snapshot_version().await.unwrap(), v0 + 2);
+    assert_eq!(store.get_key(&t, "k1").await.unwrap(), key(&t, "k1", 1));
+
+    let updated = store
+        .update_key(
+            &t,
+            "k1",
+            &KeyChanges {
+                models: Some(vec!["gpt-b".into()]),
+                expires_at: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.models, vec!["gpt-b".to_string()]);
+    assert_eq!(updated.expires_at, None);
+    assert_eq!(
+        updated.allowed_cidrs,
+        vec!["10.0.0.0/8".to_string()],
+        "untouched fields stay"
+    );
+
+    let replaced = store
+        .replace_key_secret(&t, "k2", &[9; 32], "sk-rt-new...hint", None)
+        .await
+        .unwrap();
+    assert_eq!(replaced.key_hash, vec![9; 32]);
+    assert_eq!(replaced.expires_at, Some(2_000_000_000));
+
+    assert_eq!(
+        store
+            .revoke_keys(&t, &["k1".into()], &[vec![9; 32]])
+            .await
+            .unwrap(),
+        vec!["k1", "k2"]
+    );
+    let state = store.load_state().await.unwrap();
+    assert_eq!(state.version, store.snapshot_version().await.unwrap());
+    assert!(state.keys.is_empty(), "revoked keys never reach a snapshot");
+    assert_eq!(store.list_keys(&t, false).await.unwrap().len(), 0);
+    assert_eq!(store.list_keys(&t, true).await.unwrap().len(), 2);
+    assert!(matches!(
+        store.update_key(&t, "k1", &KeyChanges::default()).await,
+        Err(ControlPlaneError::NotFound("key"))
+    ));
+}
+
+async fn revocation_is_all_or_none(store: Store) {
+    let t = store.ensure_tenant("t").await.unwrap();
+    store.insert_key(&key(&t, "k1", 1)).await.unwrap();
+    let version = store.snapshot_version().await.unwrap();
+    let result = store
+        .revoke_keys(&t, &["k1".into(), "missing".into()], &[])
+        .await;
+    assert!(matches!(result, Err(ControlPlaneError::NotFound("key"))));
+    assert_eq!(
+        store.list_keys(&t, false).await.unwrap().len(),
+        1,
+        "k1 still active"
+    );
+    assert_eq!(store.snapshot_version().await.unwrap(), version);
+}
+
+async fn tenants_are_walled_off(store: Store) {
+    let a = store.ensure_tenant("a").await.unwrap();
+    let b = store.ensure_tenant("b").await.unwrap();
+    store.insert_key(&key(&a, "ka", 1)).await.unwrap();
+    let cred = store
+        .create_credential(&a, "openai", "openai", "http://x/v1", "v1:xx")
+        .await
+        .unwrap();
+
+    assert!(matches!(
+        store.get_key(&b, "ka").await,
+        Err(ControlPlaneError::NotFound("key"))
+    ));
+    assert!(store.list_keys(&b, true).await.unwrap().is_empty());
+    assert!(matches!(
+        store.revoke_keys(&b, &["ka".into()], &[]).await,
+        Err(ControlPlaneError::NotFound("key"))
+    ));
+    assert!(matches!(
+        store.revoke_keys(&b, &[], &[vec![1; 32]]).await,
+        Err(ControlPlaneError::NotFound("key"))
+    ));
+    assert!(store.list_credentials(&b).await.unwrap().is_empty());
+    assert_eq!(
+        store.credential_id_by_name(&b, "openai").await.unwrap(),
+        None
+    );
+    let foreign_route = Route {
+        tenant_id: b.clone(),
+        name: "gpt".into(),
+        deployments: vec![StoredDeployment {
+            credential_id: cred.id.clone(),
+            model: "m".into(),
+        }],
+    };
+    assert!(matches!(
+        store.create_route(&foreign_route).await,
+        Err(ControlPlaneError::NotFound("credential"))
+    ));
+    let team_a = store.create_team(&a, "red", None).await.unwrap();
+    let mut foreign_key = key(&b, "kb", 2);
+    foreign_key.team_id = Some(team_a.id);
+    assert!(matches!(
+        store.insert_key(&foreign_key).await,
+        Err(ControlPlaneError::NotFound("team"))
+    ));
+    assert!(store.list_routes(Some(&b)).await.unwrap().is_empty());
+}
+
+async fn names_are_unique_per_tenant(store: Store) {
+    let a = store.ensure_tenant("a").await.unwrap();
+    let b = store.ensure_tenant("b").await.unwrap();
+    store
+        .create_credential(&a, "main", "openai", "http://x", "v1:x")
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_credential(&a, "main", "openai", "http://x", "v1:x")
+            .await,
+        Err(ControlPlaneError::Conflict("credential"))
+    ));
+    store
+        .create_credential(&b, "main", "openai", "http://x", "v1:x")
+        .await
+        .unwrap();
+    let cred = store
+        .credential_id_by_name(&a, "main")
+        .await
+        .unwrap()
+        .unwrap();
+    let route = Route {
+        tenant_id: a.clone(),
+        name: "gpt".into(),
+        deployments: vec![StoredDeployment {
+            credential_id: cred,
+            model: "m".into(),
+        }],
+    };
+    store.create_route(&route).await.unwrap();
+    assert!(matches!(
+        store.create_route(&route).await,
+        Err(ControlPlaneError::Conflict("model"))
+    ));
+    assert_eq!(store.list_routes(Some(&a)).await.unwrap(), vec![route]);
+}
+
+async fn rotation_reencrypts_everything_or_nothing(store: Store) {
+    let t = store.ensure_tenant("t").await.unwrap();
+    let v1 = Keyring::generate().unwrap();
+    for name in ["one", "two", "three"] {
+        let ct = v1.encrypt(&t, &format!("sk-{name}")).unwrap();
+        store
+            .create_credential(&t, name, "openai", "http://x", &ct)
+            .await
+            .unwrap();
+    }
+    let before = store.load_state().await.unwrap().credentials;
+
+    // A failure on the second row leaves every row as it was.
+    let calls = std::cell::Cell::new(0);
+    let failed = store
+        .reencrypt_credentials(|_, _| {
+            calls.set(calls.get() + 1);
+            if calls.get() == 2 {
+                Err(ControlPlaneError::Corrupt("injected".into()))
+            } else {
+                Ok(Some("v9:garbage".into()))
+            }
+        })
+        .await;
+    assert!(failed.is_err());
+    assert_eq!(calls.get(), 2);
+    let after_failure = store.load_state().await.unwrap().credentials;
+    let cts = |rows: &[routero_control_plane::store::SealedCredential]| {
+        rows.iter()
+            .map(|c| c.ciphertext.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(cts(&after_failure), cts(&before));
+
+    // A real rotation moves every row to v2, and each still decrypts to its secret.
+    let v2 = v1.with_new_version().unwrap();
+    assert_eq!(rotate_credentials(&store, &v2).await.unwrap(), 3);
+    assert_eq!(
+        rotate_credentials(&store, &v2).await.unwrap(),
+        0,
+        "already current"
+    );
+    for row in store.load_state().await.unwrap().credentials {
+        assert!(row.ciphertext.starts_with("v2:"));
+        let plain = v2.decrypt(&t, &row.ciphertext).unwrap();
+        assert_eq!(plain.expose_secret(), format!("sk-{}", row.credential.name));
+    }
+}
+
+async fn users_and_teams(store: Store) {
+    let t = store.ensure_tenant("t").await.unwrap();
+    let team = store
+        .create_team(&t, "platform", Some("okta-group-1"))
+        .await
+        .unwrap();
+    let user = User {
+        id: String::new(),
+        user_name: "alice".into(),
+        email: Some("alice@example.com".into()),
+        display_name: None,
+        external_id: Some("okta-1".into()),
+        active: true,
+        team_ids: vec![team.id.clone()],
+    };
+    let created = store.create_user(&t, &user).await.unwrap();
+    assert_eq!(store.list_users(&t).await.unwrap(), vec![created.clone()]);
+    assert_eq!(store.list_teams(&t).await.unwrap(), vec![team]);
+    assert!(matches!(
+        store.create_user(&t, &user).await,
+        Err(ControlPlaneError::Conflict("user"))
+    ));
+    let mut k = key(&t, "k", 5);
+    k.user_id = Some(created.id);
+    store.insert_key(&k).await.unwrap();
+}
