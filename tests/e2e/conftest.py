@@ -1,0 +1,215 @@
+"""End-to-end fixtures: the real `routero` binary, real PostgreSQL, the fake provider from
+routero-testkit (the only fake), and the official `openai` SDK as the client."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN_DIR = Path(os.environ.get("ROUTERO_BIN_DIR", REPO / "target" / "debug"))
+POSTGRES = os.environ.get("ROUTERO_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
+UPSTREAM_KEY = "sk-upstream-" + uuid.uuid4().hex
+ADMIN_KEY = "sk-rtadm-e2e-" + uuid.uuid4().hex
+CHUNKS = 7
+CHUNK_INTERVAL_MS = 50
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Process:
+    """A child process whose output goes to a log file, shown when a test fails."""
+
+    def __init__(self, name, args, env=None, cwd=None):
+        self.name = name
+        self.log_path = Path(tempfile.mkstemp(prefix=f"routero-{name}-", suffix=".log")[1])
+        self.log = open(self.log_path, "w")
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTERO_")}
+        full_env.update(env or {})
+        full_env.setdefault("RUST_LOG", "info")
+        self.proc = subprocess.Popen(args, env=full_env, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def output(self):
+        return self.log_path.read_text()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def wait_until(check, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception as error:  # noqa: BLE001 - retried until the deadline
+            last = error
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}: {last}")
+
+
+def ready(url):
+    return httpx.get(url, timeout=2).status_code == 200
+
+
+@pytest.fixture(scope="session")
+def fake_provider():
+    proc = subprocess.Popen(
+        [str(BIN_DIR / "routero-fake-provider"), "--port", "0", "--api-key", UPSTREAM_KEY,
+         "--chunks", str(CHUNKS), "--chunk-interval-ms", str(CHUNK_INTERVAL_MS)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    line = proc.stdout.readline().strip()
+    assert line.startswith("listening on "), line
+    yield line.removeprefix("listening on ")
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def secret():
+    return subprocess.check_output([str(BIN_DIR / "routero"), "admin", "generate-secret"], text=True).strip()
+
+
+def create_postgres_database():
+    name = "routero_e2e_" + uuid.uuid4().hex[:12]
+    subprocess.run(["psql", f"{POSTGRES}/postgres", "-q", "-c", f"CREATE DATABASE {name}"], check=True)
+    return f"{POSTGRES}/{name}"
+
+
+class Gateway:
+    """A running Routero: either `routero up` (SQLite) or separate control and data planes."""
+
+    def __init__(self, fake_url, mode, extra_env=None):
+        self.mode = mode
+        self.fake_url = fake_url
+        self.dir = Path(tempfile.mkdtemp(prefix="routero-e2e-"))
+        self.admin_port, self.grpc_port, self.data_port = free_port(), free_port(), free_port()
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
+        self.data_url = f"http://127.0.0.1:{self.data_port}"
+        self.extra_env = extra_env or {}
+        self.processes = {}
+        if mode == "sqlite-up":
+            self.start("up", {
+                "ROUTERO_DATA_DIR": str(self.dir / "data"),
+                "ROUTERO_ADMIN_KEY": ADMIN_KEY,
+                "ROUTERO_DATA_PLANE_ADDR": f"127.0.0.1:{self.data_port}",
+                "ROUTERO_CONTROL_PLANE_ADDR": f"127.0.0.1:{self.admin_port}",
+                "ROUTERO_GRPC_ADDR": f"127.0.0.1:{self.grpc_port}",
+                **self.extra_env,
+            })
+        else:
+            self.data_plane_key = secret()
+            self.cp_env = {
+                "ROUTERO_DATABASE_URL": create_postgres_database() if mode == "postgres" else f"sqlite://{self.dir}/cp.db",
+                "ROUTERO_ADMIN_KEY": ADMIN_KEY,
+                "ROUTERO_PEPPER": secret(),
+                "ROUTERO_MASTER_KEYS": "1:" + secret(),
+                "ROUTERO_DATA_PLANE_KEY": self.data_plane_key,
+                "ROUTERO_CONTROL_PLANE_ADDR": f"127.0.0.1:{self.admin_port}",
+                "ROUTERO_GRPC_ADDR": f"127.0.0.1:{self.grpc_port}",
+                "ROUTERO_HEARTBEAT_INTERVAL": "1s",
+            }
+            self.start_control_plane()
+            self.start_data_plane()
+        wait_until(lambda: ready(self.admin_url + "/readyz"), what="control plane ready")
+        wait_until(lambda: ready(self.data_url + "/readyz"), what="data plane ready")
+        self.setup_catalog()
+
+    def start(self, command, env):
+        self.processes[command] = Process(command, [str(BIN_DIR / "routero"), command], env=env, cwd=self.dir)
+
+    def start_control_plane(self):
+        self.start("control-plane", self.cp_env)
+
+    def start_data_plane(self, **overrides):
+        env = {
+            "ROUTERO_CONTROL_PLANE_URL": f"http://127.0.0.1:{self.grpc_port}",
+            "ROUTERO_DATA_PLANE_KEY": self.data_plane_key,
+            "ROUTERO_DATA_PLANE_ADDR": f"127.0.0.1:{self.data_port}",
+            "ROUTERO_SNAPSHOT_PATH": str(self.dir / "snapshot.bin"),
+            "ROUTERO_NODE_ID": "e2e-dp",
+            **self.extra_env,
+            **overrides,
+        }
+        self.start("data-plane", env)
+
+    def stop(self, command):
+        self.processes.pop(command).stop()
+
+    def close(self):
+        for proc in list(self.processes.values()):
+            proc.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def logs(self):
+        return "\n".join(f"--- {p.name} ---\n{p.output()[-4000:]}" for p in self.processes.values())
+
+    def admin(self, method, path, body=None, key=ADMIN_KEY, **kwargs):
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.request(method, self.admin_url + path, json=body, headers=headers, timeout=10, **kwargs)
+
+    def setup_catalog(self):
+        r = self.admin("POST", "/credentials", {
+            "name": "fake", "provider": "openai", "api_key": UPSTREAM_KEY, "base_url": self.fake_url + "/v1",
+        })
+        assert r.status_code == 201, r.text
+        assert "api_key" not in r.json() and UPSTREAM_KEY not in r.text
+        for name, upstream in [("gpt-a", "up-a"), ("gpt-b", "up-b"), ("embed", "up-embed")]:
+            r = self.admin("POST", "/models", {"name": name, "deployments": [{"credential": "fake", "model": upstream}]})
+            assert r.status_code == 201, r.text
+
+    def new_key(self, **body):
+        r = self.admin("POST", "/key/generate", body)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def client(self, key):
+        return openai.OpenAI(api_key=key, base_url=self.data_url + "/v1", max_retries=0, timeout=10)
+
+    def wait_for_key(self, key):
+        """Waits until the data plane knows a freshly generated key."""
+        wait_until(lambda: httpx.get(self.data_url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code != 401,
+                   timeout=5, what="key to reach the data plane")
+
+
+@pytest.fixture(scope="module", params=["sqlite-up", "postgres"])
+def gateway(request, fake_provider):
+    gw = Gateway(fake_provider, request.param)
+    yield gw
+    if request.session.testsfailed:
+        print(gw.logs())
+    gw.close()
+
+
+def fake_requests(fake_url):
+    return httpx.get(fake_url + "/_fake/requests").json()["requests"]
+
+
+def error_code(exc):
+    body = exc.response.json()
+    return body["error"]["code"]
+
+
+def dumps(value):
+    return json.dumps(value)
