@@ -100,7 +100,7 @@ def create_postgres_database():
 class Gateway:
     """A running Routero: either `routero up` (SQLite) or separate control and data planes."""
 
-    def __init__(self, fake_url, mode, extra_env=None):
+    def __init__(self, fake_url, mode, extra_env=None, cp_env=None):
         self.mode = mode
         self.fake_url = fake_url
         self.dir = Path(tempfile.mkdtemp(prefix="routero-e2e-"))
@@ -129,11 +129,17 @@ class Gateway:
                 "ROUTERO_CONTROL_PLANE_ADDR": f"127.0.0.1:{self.admin_port}",
                 "ROUTERO_GRPC_ADDR": f"127.0.0.1:{self.grpc_port}",
                 "ROUTERO_HEARTBEAT_INTERVAL": "1s",
+                **(cp_env or {}),
             }
             self.start_control_plane()
             self.start_data_plane()
-        wait_until(lambda: ready(self.admin_url + "/readyz"), what="control plane ready")
-        wait_until(lambda: ready(self.data_url + "/readyz"), what="data plane ready")
+        try:
+            wait_until(lambda: ready(self.admin_url + "/readyz"), what="control plane ready")
+            wait_until(lambda: ready(self.data_url + "/readyz"), what="data plane ready")
+        except AssertionError as error:
+            logs = self.logs()
+            self.close()
+            raise AssertionError(f"{error}\n{logs}") from None
         self.setup_catalog()
 
     def start(self, command, env):
@@ -152,6 +158,7 @@ class Gateway:
             **self.extra_env,
             **overrides,
         }
+        env = {name: value.format(grpc_port=self.grpc_port) for name, value in env.items()}
         self.start("data-plane", env)
 
     def stop(self, command):

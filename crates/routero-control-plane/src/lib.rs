@@ -12,11 +12,13 @@ mod vault;
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use routero_crypto::{KeyHasher, generate_api_key};
 use routero_proto::v1::snapshot_service_server::SnapshotServiceServer;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
@@ -102,15 +104,21 @@ impl ControlPlane {
                 .map_err(|e| ControlPlaneError::Config(format!("grpc tls: {e}")))?;
         }
         let mut grpc_stop = stop_rx.clone();
+        // TCP_NODELAY: small snapshot frames (a revocation) must not wait for Nagle.
+        let incoming = TcpListenerStream::new(listeners.grpc)
+            .map(|accepted| accepted.and_then(|stream| stream.set_nodelay(true).map(|()| stream)));
         let grpc = builder
             .add_service(grpc_service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), async move {
+            .serve_with_incoming_shutdown(incoming, async move {
                 let _ = grpc_stop.changed().await;
             });
 
         let app = api::router(self.state, self.config.max_body_bytes);
         let mut http_stop = stop_rx;
-        let http = axum::serve(listeners.http, app).with_graceful_shutdown(async move {
+        let listener = listeners.http.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let http = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = http_stop.changed().await;
         });
 

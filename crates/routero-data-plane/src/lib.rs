@@ -20,6 +20,7 @@ use axum::Router;
 use axum::http::HeaderValue;
 use axum::response::Response;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -72,6 +73,10 @@ pub async fn run(
         max_body_bytes: config.max_body_bytes,
     });
     let mut server_stop = stop_rx.clone();
+    // TCP_NODELAY: streamed chunks go out as they arrive.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(
         listener,
         router(app).into_make_service_with_connect_info::<SocketAddr>(),

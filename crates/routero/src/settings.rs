@@ -235,8 +235,14 @@ impl Settings {
     /// The data plane's config.
     pub fn data_plane(&self) -> Result<DataPlaneConfig> {
         let url = Self::required(&self.control_plane_url, "control_plane_url")?;
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            bail!("control_plane_url: use http:// or https://");
+        let tls = self.control_plane_ca.is_some();
+        match (url.split_once("://").map(|(scheme, _)| scheme), tls) {
+            (Some("http"), false) | (Some("https"), true) => {}
+            (Some("http"), true) => {
+                bail!("control_plane_url: use https:// when control_plane_ca is set")
+            }
+            (Some("https"), false) => bail!("control_plane_url: https:// needs control_plane_ca"),
+            _ => bail!("control_plane_url: use http:// or https://"),
         }
         let mut config = DataPlaneConfig::new(
             url.to_owned(),
@@ -321,6 +327,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/routero.example.toml");
+        let s = Settings::load(Some(&path), &BTreeMap::new()).unwrap();
+        assert_eq!(s.data_plane_addr().unwrap().port(), 8080);
+    }
+
+    #[test]
     fn unknown_fields_in_the_file_are_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("routero.toml");
@@ -347,6 +360,22 @@ mod tests {
         )
         .unwrap();
         assert!(format!("{:#}", s.data_plane().unwrap_err()).contains("max_staleness"));
+        let s = Settings::load(
+            None,
+            &env(&[
+                ("ROUTERO_CONTROL_PLANE_URL", "http://x"),
+                ("ROUTERO_CONTROL_PLANE_CA", "/ca.pem"),
+                (
+                    "ROUTERO_DATA_PLANE_KEY",
+                    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert!(
+            format!("{:#}", s.data_plane().unwrap_err()).contains("use https://"),
+            "TLS settings never fall back to plaintext"
+        );
         let s = Settings::load(None, &env(&[("ROUTERO_DATABASE_URL", "sqlite://x")])).unwrap();
         assert!(format!("{:#}", s.control_plane().unwrap_err()).contains("pepper"));
     }

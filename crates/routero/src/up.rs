@@ -20,6 +20,11 @@ pub const MASTER_KEYS_FILE: &str = "master-keys";
 const PEPPER_FILE: &str = "pepper.key";
 const DATA_PLANE_KEY_FILE: &str = "data-plane.key";
 const DATABASE_FILE: &str = "routero.db";
+
+/// The SQLite URL of the database in `dir`.
+pub fn database_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join(DATABASE_FILE).display())
+}
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 
 /// Writes a secret file readable by its owner only; fails if it exists.
@@ -76,7 +81,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     let dir = data_dir(&settings)?;
     let data_plane_key = key_file(&dir, DATA_PLANE_KEY_FILE)?;
     let mut control = ControlPlaneConfig::new(
-        format!("sqlite://{}", dir.join(DATABASE_FILE).display()),
+        database_url(&dir),
         key_file(&dir, PEPPER_FILE)?,
         KeyringSource::File(keyring_file(&dir)?),
         data_plane_key.clone(),

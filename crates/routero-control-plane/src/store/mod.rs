@@ -235,7 +235,7 @@ impl Store {
         .await
         .map_err(|e| unique_violation(e, "user"))?;
         for team_id in &user.team_ids {
-            require_in_tenant(&mut tx, "teams", tenant_id, team_id, "team").await?;
+            require_in_tenant(&mut tx, Owned::Team, tenant_id, team_id).await?;
             sqlx::query("INSERT INTO team_members (team_id, user_id) VALUES ($1, $2)")
                 .bind(team_id)
                 .bind(&id)
@@ -380,10 +380,9 @@ impl Store {
         for deployment in &route.deployments {
             require_in_tenant(
                 &mut tx,
-                "credentials",
+                Owned::Credential,
                 &route.tenant_id,
                 &deployment.credential_id,
-                "credential",
             )
             .await?;
         }
@@ -705,26 +704,46 @@ async fn active_key(
     key_record(&row)
 }
 
-/// Fails unless `id` names a row of `table` in `tenant_id`: the store's own tenant wall.
+/// Rows that belong to a tenant and that other rows refer to.
+#[derive(Clone, Copy)]
+enum Owned {
+    Team,
+    User,
+    Credential,
+}
+
+impl Owned {
+    fn exists_sql(self) -> &'static str {
+        match self {
+            Self::Team => "SELECT 1 AS one FROM teams WHERE tenant_id = $1 AND id = $2",
+            Self::User => "SELECT 1 AS one FROM users WHERE tenant_id = $1 AND id = $2",
+            Self::Credential => "SELECT 1 AS one FROM credentials WHERE tenant_id = $1 AND id = $2",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Team => "team",
+            Self::User => "user",
+            Self::Credential => "credential",
+        }
+    }
+}
+
+/// Fails unless `id` names a row of that kind in `tenant_id`: the store's own tenant wall.
 async fn require_in_tenant(
     tx: &mut Transaction<'_, Any>,
-    table: &'static str,
+    kind: Owned,
     tenant_id: &str,
     id: &str,
-    what: &'static str,
 ) -> Result<()> {
-    let sql = match table {
-        "teams" => "SELECT 1 AS one FROM teams WHERE tenant_id = $1 AND id = $2",
-        "users" => "SELECT 1 AS one FROM users WHERE tenant_id = $1 AND id = $2",
-        _ => "SELECT 1 AS one FROM credentials WHERE tenant_id = $1 AND id = $2",
-    };
-    sqlx::query(sql)
+    sqlx::query(kind.exists_sql())
         .bind(tenant_id)
         .bind(id)
         .fetch_optional(&mut **tx)
         .await?
         .map(|_| ())
-        .ok_or(ControlPlaneError::NotFound(what))
+        .ok_or(ControlPlaneError::NotFound(kind.name()))
 }
 
 async fn check_scope(
@@ -734,10 +753,10 @@ async fn check_scope(
     user_id: Option<&str>,
 ) -> Result<()> {
     if let Some(team) = team_id {
-        require_in_tenant(tx, "teams", tenant_id, team, "team").await?;
+        require_in_tenant(tx, Owned::Team, tenant_id, team).await?;
     }
     if let Some(user) = user_id {
-        require_in_tenant(tx, "users", tenant_id, user, "user").await?;
+        require_in_tenant(tx, Owned::User, tenant_id, user).await?;
     }
     Ok(())
 }

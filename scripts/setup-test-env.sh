@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs and starts what the build and the tests need, when missing. Safe to run repeatedly.
+#   - Debian packages: protobuf-compiler (tonic code generation), PostgreSQL (server and psql)
+#   - PostgreSQL on 127.0.0.1:5432 with trust auth, started if not reachable
+#   - a Python virtualenv with the e2e test peers (the official openai SDK, pytest)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE="${ROUTERO_CACHE:-$HOME/.cache/routero}"
+mkdir -p "$CACHE"
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+command -v psql >/dev/null || missing+=(postgresql-client)
+command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  echo "setup: starting PostgreSQL"
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start
+  for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
+fi
+pg_isready -h 127.0.0.1 -p 5432 >/dev/null || { echo "setup: PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
+psql "${ROUTERO_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}/postgres" -qAtc 'SELECT 1' >/dev/null \
+  || { echo "setup: cannot log in to PostgreSQL as postgres on 127.0.0.1 (trust auth expected)" >&2; exit 1; }
+
+venv="$CACHE/venv"
+stamp="$venv/.requirements-$(sha256sum tests/e2e/requirements.txt | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "setup: creating the test virtualenv in $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r tests/e2e/requirements.txt
+  touch "$stamp"
+fi

@@ -1,0 +1,101 @@
+"""The snapshot stream over mutual TLS, and `routero up`'s first-start admin key."""
+
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import BIN_DIR, Gateway, Process, free_port, wait_until
+
+DOMAIN = "routero-cp.test"
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def pki(tmp_path):
+    """A throwaway CA with a server certificate for DOMAIN and a client certificate."""
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=routero-test-ca", cwd=tmp_path)
+    for name, ext in [("server", f"subjectAltName=DNS:{DOMAIN}\nextendedKeyUsage=serverAuth"),
+                      ("client", "subjectAltName=DNS:dp.routero.test\nextendedKeyUsage=clientAuth")]:
+        (tmp_path / f"{name}.ext").write_text(ext + "\n")
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=tmp_path)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.crt", "-days", "1", "-extfile", f"{name}.ext", cwd=tmp_path)
+    return tmp_path
+
+
+def test_snapshot_stream_over_mutual_tls(fake_provider, pki):
+    cp_tls = {
+        "ROUTERO_GRPC_TLS_CERT": str(pki / "server.crt"),
+        "ROUTERO_GRPC_TLS_KEY": str(pki / "server.key"),
+        "ROUTERO_GRPC_TLS_CLIENT_CA": str(pki / "ca.crt"),
+    }
+    dp_tls = {
+        "ROUTERO_CONTROL_PLANE_CA": str(pki / "ca.crt"),
+        "ROUTERO_CONTROL_PLANE_URL": "https://127.0.0.1:{grpc_port}",
+        "ROUTERO_CONTROL_PLANE_TLS_DOMAIN": DOMAIN,
+        "ROUTERO_CLIENT_TLS_CERT": str(pki / "client.crt"),
+        "ROUTERO_CLIENT_TLS_KEY": str(pki / "client.key"),
+    }
+    # The data plane reaches the control plane only through https with its client certificate.
+    gw = Gateway(fake_provider, "sqlite-split", extra_env=dp_tls, cp_env=cp_tls)
+    try:
+        key = gw.new_key(models=["gpt-a"])["key"]
+        gw.wait_for_key(key)
+        reply = gw.client(key).chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": "tls"}])
+        assert reply.choices[0].message.content == "fake reply to: tls"
+    finally:
+        gw.close()
+
+
+def test_data_plane_without_client_certificate_is_refused(fake_provider, pki):
+    cp_tls = {
+        "ROUTERO_GRPC_TLS_CERT": str(pki / "server.crt"),
+        "ROUTERO_GRPC_TLS_KEY": str(pki / "server.key"),
+        "ROUTERO_GRPC_TLS_CLIENT_CA": str(pki / "ca.crt"),
+    }
+    dp_tls = {
+        "ROUTERO_CONTROL_PLANE_CA": str(pki / "ca.crt"),
+        "ROUTERO_CONTROL_PLANE_URL": "https://127.0.0.1:{grpc_port}",
+        "ROUTERO_CONTROL_PLANE_TLS_DOMAIN": DOMAIN,
+    }
+    with pytest.raises(AssertionError, match="data plane ready") as refused:
+        Gateway(fake_provider, "sqlite-split", extra_env=dp_tls, cp_env=cp_tls).close()
+    assert "snapshot stream down" in str(refused.value)
+
+
+def test_up_generates_an_admin_key_once_and_stores_it_hashed(tmp_path):
+    ports = {name: free_port() for name in ["DATA_PLANE", "CONTROL_PLANE", "GRPC"]}
+    env = {f"ROUTERO_{name}_ADDR": f"127.0.0.1:{port}" for name, port in ports.items()}
+    env["ROUTERO_DATA_DIR"] = str(tmp_path / "data")
+    admin_url = f"http://127.0.0.1:{ports['CONTROL_PLANE']}"
+
+    first = Process("up-first", [str(BIN_DIR / "routero"), "up"], env=env, cwd=tmp_path)
+    try:
+        wait_until(lambda: httpx.get(admin_url + "/readyz").status_code == 200, what="first start")
+        out = first.output()
+        admin_key = next(word for word in out.split() if word.startswith("sk-rtadm-"))
+        r = httpx.post(admin_url + "/key/generate", json={}, headers={"Authorization": f"Bearer {admin_key}"})
+        assert r.status_code == 200
+    finally:
+        first.stop()
+    database = (tmp_path / "data" / "routero.db").read_bytes()
+    assert admin_key.encode() not in database, "the admin key is stored hashed"
+    assert oct((tmp_path / "data" / "pepper.key").stat().st_mode & 0o777) == "0o600"
+
+    second = Process("up-second", [str(BIN_DIR / "routero"), "up"], env=env, cwd=tmp_path)
+    try:
+        wait_until(lambda: httpx.get(admin_url + "/readyz").status_code == 200, what="second start")
+        time.sleep(0.2)
+        assert "sk-rtadm-" not in second.output(), "the admin key is shown only once"
+        r = httpx.get(admin_url + "/key/list", headers={"Authorization": f"Bearer {admin_key}"})
+        assert r.status_code == 200 and len(r.json()["keys"]) == 1
+    finally:
+        second.stop()
