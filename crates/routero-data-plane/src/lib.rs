@@ -48,8 +48,9 @@ fn router(app: Arc<App>) -> Router {
 }
 
 async fn add_request_id(mut response: Response) -> Response {
-    let id = uuid::Uuid::now_v7().simple().to_string();
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    let id = uuid::Uuid::now_v7().simple().encode_lower(&mut buffer);
+    if let Ok(value) = HeaderValue::from_str(id) {
         response.headers_mut().insert("x-request-id", value);
     }
     response

@@ -1,6 +1,7 @@
 //! The state requests read: one [`Live`] snapshot behind one `ArcSwap`, and the time of the
 //! last contact with the control plane.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,6 +12,7 @@ use routero_crypto::{KeyHasher, SealingKey};
 use routero_proto::{WireState, aad};
 
 use crate::DataPlaneError;
+use crate::provider::Upstream;
 
 /// A snapshot with everything decoded and unsealed, ready for requests.
 #[derive(Debug)]
@@ -19,6 +21,8 @@ pub struct Live {
     pub snapshot: Snapshot,
     /// Hashes presented keys the way the control plane stored them.
     pub hasher: KeyHasher,
+    /// Each credential prepared for requests, by credential id.
+    upstreams: HashMap<String, Upstream>,
 }
 
 impl Live {
@@ -54,10 +58,28 @@ impl Live {
                 api_key: api_key.into(),
             })
         });
+        let credentials: Vec<ProviderCredential> = credentials.collect();
+        let upstreams = credentials
+            .iter()
+            .filter_map(|c| match Upstream::prepare(c) {
+                Some(upstream) => Some((c.id.clone(), upstream)),
+                None => {
+                    tracing::error!(credential = %c.id, "credential unusable (base URL or key); left out");
+                    None
+                }
+            })
+            .collect();
         Ok(Self {
             snapshot: Snapshot::new(state.version(), keys, routes, credentials),
             hasher,
+            upstreams,
         })
+    }
+
+    /// The prepared upstream for a credential of `tenant`.
+    pub fn upstream(&self, tenant: &str, credential_id: &str) -> Option<&Upstream> {
+        self.snapshot.credential(tenant, credential_id)?;
+        self.upstreams.get(credential_id)
     }
 }
 

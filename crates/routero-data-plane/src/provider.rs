@@ -3,13 +3,71 @@
 //! and provider authentication failures are not relayed (their bodies can echo key fragments).
 
 use axum::body::Body;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use routero_core::{ProviderCredential, Refusal};
 use secrecy::ExposeSecret;
 
 use crate::refusal::Refused;
 use crate::{DataPlaneConfig, DataPlaneError};
+
+/// A proxied OpenAI endpoint.
+#[derive(Debug, Clone, Copy)]
+pub enum Endpoint {
+    /// `POST /chat/completions`
+    ChatCompletions,
+    /// `POST /embeddings`
+    Embeddings,
+}
+
+impl Endpoint {
+    /// The body field every request to this endpoint must carry.
+    pub fn required_field(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "messages",
+            Self::Embeddings => "input",
+        }
+    }
+}
+
+/// A provider credential prepared once per snapshot: endpoint URLs parsed and the
+/// `Authorization` header built (marked sensitive), so requests do neither.
+pub struct Upstream {
+    chat_completions: reqwest::Url,
+    embeddings: reqwest::Url,
+    authorization: HeaderValue,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("chat_completions", &self.chat_completions.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// Prepares a credential; `None` if its base URL or key cannot be used.
+    pub fn prepare(credential: &ProviderCredential) -> Option<Self> {
+        let url = |path: &str| reqwest::Url::parse(&format!("{}/{path}", credential.base_url)).ok();
+        let mut authorization =
+            HeaderValue::from_str(&format!("Bearer {}", credential.api_key.expose_secret()))
+                .ok()?;
+        authorization.set_sensitive(true);
+        Some(Self {
+            chat_completions: url("chat/completions")?,
+            embeddings: url("embeddings")?,
+            authorization,
+        })
+    }
+
+    fn url(&self, endpoint: Endpoint) -> &reqwest::Url {
+        match endpoint {
+            Endpoint::ChatCompletions => &self.chat_completions,
+            Endpoint::Embeddings => &self.embeddings,
+        }
+    }
+}
 
 /// A client for provider APIs, shared by every request.
 #[derive(Debug, Clone)]
@@ -31,24 +89,23 @@ impl Provider {
         Ok(Self { client })
     }
 
-    /// POSTs `body` to `<base_url>/<path>` with the credential and relays the answer.
+    /// POSTs `body` to the upstream's endpoint and relays the answer.
     pub async fn forward(
         &self,
-        credential: &ProviderCredential,
-        path: &str,
+        upstream: &Upstream,
+        endpoint: Endpoint,
         body: Vec<u8>,
     ) -> Result<Response, Refused> {
-        let url = format!("{}/{path}", credential.base_url);
-        let upstream = self
+        let upstream_response = self
             .client
-            .post(url)
-            .bearer_auth(credential.api_key.expose_secret())
+            .post(upstream.url(endpoint).clone())
+            .header(header::AUTHORIZATION, upstream.authorization.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .body(body)
             .send()
             .await
             .map_err(|error| {
-                tracing::warn!(credential = %credential.id, %error, "provider request failed");
+                tracing::warn!(%error, "provider request failed");
                 if error.is_timeout() {
                     Refusal::UpstreamTimeout
                 } else if error.is_connect() {
@@ -57,25 +114,35 @@ impl Provider {
                     Refusal::UpstreamError
                 }
             })?;
-        let status = upstream.status();
+        let status = upstream_response.status();
         match status.as_u16() {
             401 | 403 => {
-                tracing::error!(credential = %credential.id, %status, "provider refused the credential");
+                tracing::error!(url = %upstream.url(endpoint), %status, "provider refused the credential");
                 return Err(Refusal::UpstreamAuthFailed.into());
             }
             429 => return Err(Refusal::UpstreamRateLimited.into()),
             500..=599 => {
-                tracing::warn!(credential = %credential.id, %status, "provider failed");
+                tracing::warn!(url = %upstream.url(endpoint), %status, "provider failed");
                 return Err(Refusal::UpstreamError.into());
             }
             _ => {}
         }
-        let content_type = upstream
+        let content_type = upstream_response
             .headers()
             .get(header::CONTENT_TYPE)
             .cloned()
             .unwrap_or(header::HeaderValue::from_static("application/json"));
-        let mut response = Response::new(Body::from_stream(upstream.bytes_stream()));
+        let content_length = upstream_response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .cloned();
+        let mut response = Response::new(Body::from_stream(upstream_response.bytes_stream()));
+        if let Some(length) = content_length {
+            // Known length: relayed as is instead of re-chunked.
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, length);
+        }
         *response.status_mut() =
             StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
         response

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use crate::caller::{Caller, authenticate, client_ip};
 use crate::live::Gateway;
-use crate::provider::Provider;
+use crate::provider::{Endpoint, Provider};
 use crate::refusal::Refused;
 
 /// What handlers share.
@@ -26,29 +26,6 @@ pub struct App {
     pub(crate) provider: Provider,
     pub(crate) trusted_proxies: Vec<IpNet>,
     pub(crate) max_body_bytes: usize,
-}
-
-/// A proxied OpenAI endpoint.
-#[derive(Clone, Copy)]
-pub(crate) enum Endpoint {
-    ChatCompletions,
-    Embeddings,
-}
-
-impl Endpoint {
-    fn path(self) -> &'static str {
-        match self {
-            Self::ChatCompletions => "chat/completions",
-            Self::Embeddings => "embeddings",
-        }
-    }
-
-    fn required_field(self) -> &'static str {
-        match self {
-            Self::ChatCompletions => "messages",
-            Self::Embeddings => "input",
-        }
-    }
 }
 
 fn now_unix() -> i64 {
@@ -132,13 +109,14 @@ async fn proxy(
     let route = snapshot
         .route(&caller.key.tenant_id, model)
         .ok_or(Refusal::ModelNotFound)?;
-    let (deployment, credential) = route
+    let (deployment, upstream) = route
         .deployments
         .iter()
         .find_map(|d| {
-            snapshot
-                .credential(&route.tenant_id, &d.credential_id)
-                .map(|c| (d, c))
+            caller
+                .live
+                .upstream(&route.tenant_id, &d.credential_id)
+                .map(|u| (d, u))
         })
         .ok_or(Refusal::UpstreamUnreachable)?;
     request.insert(
@@ -148,7 +126,7 @@ async fn proxy(
     let upstream_body =
         serde_json::to_vec(&request).map_err(|_| Refused::invalid("unserializable body"))?;
     app.provider
-        .forward(credential, endpoint.path(), upstream_body)
+        .forward(upstream, endpoint, upstream_body)
         .await
 }
 
