@@ -1,7 +1,6 @@
 """End-to-end fixtures: the real `routero` binary, real PostgreSQL, the fake provider from
 routero-testkit (the only fake), and the official `openai` SDK as the client."""
 
-import json
 import os
 import shutil
 import socket
@@ -37,8 +36,7 @@ class Process:
         self.name = name
         self.log_path = Path(tempfile.mkstemp(prefix=f"routero-{name}-", suffix=".log")[1])
         self.log = open(self.log_path, "w")
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTERO_")}
-        full_env.update(env or {})
+        full_env = clean_env(env)
         full_env.setdefault("RUST_LOG", "info")
         self.proc = subprocess.Popen(args, env=full_env, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT)
 
@@ -87,8 +85,21 @@ def fake_provider():
     proc.wait(timeout=10)
 
 
+def clean_env(extra=None):
+    """This environment without ROUTERO_* variables, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTERO_")}
+    env.update(extra or {})
+    return env
+
+
+def routero(*args, env=None):
+    """Runs a `routero` command to completion and returns its standard output."""
+    return subprocess.run([str(BIN_DIR / "routero"), *args], env=clean_env(env), check=True,
+                          capture_output=True, text=True).stdout
+
+
 def secret():
-    return subprocess.check_output([str(BIN_DIR / "routero"), "admin", "generate-secret"], text=True).strip()
+    return routero("admin", "generate-secret").strip()
 
 
 def create_postgres_database():
@@ -216,7 +227,3 @@ def fake_requests(fake_url):
 def error_code(exc):
     body = exc.response.json()
     return body["error"]["code"]
-
-
-def dumps(value):
-    return json.dumps(value)

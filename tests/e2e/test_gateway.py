@@ -9,7 +9,8 @@ import httpx
 import openai
 import pytest
 
-from conftest import ADMIN_KEY, CHUNKS, CHUNK_INTERVAL_MS, UPSTREAM_KEY, Gateway, error_code, fake_requests, wait_until
+from conftest import (ADMIN_KEY, CHUNK_INTERVAL_MS, CHUNKS, UPSTREAM_KEY, Gateway, error_code, fake_requests,
+                      routero, wait_until)
 
 
 def test_chat_plain_reaches_the_provider_with_its_key_and_upstream_model(gateway):
@@ -246,7 +247,7 @@ def test_rotate_master_key_while_the_gateway_runs(fake_provider):
         key = gw.new_key(models=["gpt-a"])["key"]
         gw.wait_for_key(key)
         data_dir = str(gw.dir / "data")
-        out = subprocess_run([str(gw_bin()), "admin", "rotate-master-key"], {"ROUTERO_DATA_DIR": data_dir})
+        out = routero("admin", "rotate-master-key", env={"ROUTERO_DATA_DIR": data_dir})
         assert "re-encrypted 1 credential(s) under master key v2" in out
         assert (gw.dir / "data" / "master-keys").read_text().startswith("1:")
         # Traffic continues, and the running control plane reads the v2 rows for new snapshots.
@@ -260,16 +261,3 @@ def test_rotate_master_key_while_the_gateway_runs(fake_provider):
         assert gw.client(fresh).chat.completions.create(model="gpt-c", messages=[{"role": "user", "content": "v2"}]).choices[0].message.content == "fake reply to: v2"
     finally:
         gw.close()
-
-
-def gw_bin():
-    from conftest import BIN_DIR
-    return BIN_DIR / "routero"
-
-
-def subprocess_run(args, env):
-    import os
-    import subprocess
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTERO_")}
-    full_env.update(env)
-    return subprocess.run(args, env=full_env, check=True, capture_output=True, text=True).stdout

@@ -31,16 +31,28 @@ def pki(tmp_path):
     return tmp_path
 
 
-def test_snapshot_stream_over_mutual_tls(fake_provider, pki):
-    cp_tls = {
+def control_plane_tls(pki):
+    """A control plane serving TLS that requires client certificates from the test CA."""
+    return {
         "ROUTERO_GRPC_TLS_CERT": str(pki / "server.crt"),
         "ROUTERO_GRPC_TLS_KEY": str(pki / "server.key"),
         "ROUTERO_GRPC_TLS_CLIENT_CA": str(pki / "ca.crt"),
     }
-    dp_tls = {
+
+
+def data_plane_tls(pki):
+    """A data plane trusting the test CA, without a client certificate."""
+    return {
         "ROUTERO_CONTROL_PLANE_CA": str(pki / "ca.crt"),
         "ROUTERO_CONTROL_PLANE_URL": "https://127.0.0.1:{grpc_port}",
         "ROUTERO_CONTROL_PLANE_TLS_DOMAIN": DOMAIN,
+    }
+
+
+def test_snapshot_stream_over_mutual_tls(fake_provider, pki):
+    cp_tls = control_plane_tls(pki)
+    dp_tls = {
+        **data_plane_tls(pki),
         "ROUTERO_CLIENT_TLS_CERT": str(pki / "client.crt"),
         "ROUTERO_CLIENT_TLS_KEY": str(pki / "client.key"),
     }
@@ -56,16 +68,7 @@ def test_snapshot_stream_over_mutual_tls(fake_provider, pki):
 
 
 def test_data_plane_without_client_certificate_is_refused(fake_provider, pki):
-    cp_tls = {
-        "ROUTERO_GRPC_TLS_CERT": str(pki / "server.crt"),
-        "ROUTERO_GRPC_TLS_KEY": str(pki / "server.key"),
-        "ROUTERO_GRPC_TLS_CLIENT_CA": str(pki / "ca.crt"),
-    }
-    dp_tls = {
-        "ROUTERO_CONTROL_PLANE_CA": str(pki / "ca.crt"),
-        "ROUTERO_CONTROL_PLANE_URL": "https://127.0.0.1:{grpc_port}",
-        "ROUTERO_CONTROL_PLANE_TLS_DOMAIN": DOMAIN,
-    }
+    cp_tls, dp_tls = control_plane_tls(pki), data_plane_tls(pki)
     with pytest.raises(AssertionError, match="data plane ready") as refused:
         Gateway(fake_provider, "sqlite-split", extra_env=dp_tls, cp_env=cp_tls).close()
     assert "snapshot stream down" in str(refused.value)

@@ -33,6 +33,16 @@ pub const DEFAULT_TENANT: &str = "default";
 /// Prefix of admin keys.
 pub const ADMIN_KEY_PREFIX: &str = "sk-rtadm-";
 
+/// Whether `name` is 1-128 characters of ASCII letters, digits and `-_.:/@`: the form of
+/// every name the control plane accepts (resources, node ids).
+pub(crate) fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@".contains(&b))
+}
+
 /// The two listeners the control plane serves on.
 #[derive(Debug)]
 pub struct Listeners {

@@ -211,16 +211,11 @@ impl SnapshotGrpc {
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<v1::SnapshotMessage, Status>> + Send>>;
 
 fn valid_node_id(node_id: &str) -> Result<(), Status> {
-    let ok = !node_id.is_empty()
-        && node_id.len() <= 128
-        && node_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-    if ok {
+    if crate::is_valid_name(node_id) {
         Ok(())
     } else {
         Err(Status::invalid_argument(
-            "node_id: 1-128 characters of [A-Za-z0-9-_.:]",
+            "node_id: 1-128 characters of letters, digits and -_.:/@",
         ))
     }
 }

@@ -25,12 +25,7 @@ pub(super) struct NewCredential {
 
 /// Names are what admins and routes refer to: short, printable, no surprises.
 pub(super) fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@".contains(&b));
-    if ok {
+    if crate::is_valid_name(name) {
         Ok(())
     } else {
         Err(ApiError::bad_request(
