@@ -2,6 +2,7 @@
 //! a data plane serves from. Nothing here performs I/O.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 mod duration;
 mod error;
 mod key;

@@ -1,0 +1,213 @@
+//! The audit event model: one typed record per significant event, serialized as canonical
+//! JSON (object keys sorted, no insignificant whitespace) so that a hash over it is stable.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// What happened. The dotted names are the stable wire form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    /// A request was proxied to a provider.
+    #[serde(rename = "request.routed")]
+    RequestRouted,
+    /// A request was refused by the gateway.
+    #[serde(rename = "request.blocked")]
+    RequestBlocked,
+    /// A request failed upstream.
+    #[serde(rename = "request.failed")]
+    RequestFailed,
+    /// A guardrail detected something in a request or response.
+    #[serde(rename = "request.guardrail_triggered")]
+    RequestGuardrailTriggered,
+    /// An authorization decision (sampled).
+    #[serde(rename = "policy.evaluated")]
+    PolicyEvaluated,
+    /// The policy bundle changed version.
+    #[serde(rename = "policy.changed")]
+    PolicyChanged,
+    /// A policy refused an action.
+    #[serde(rename = "policy.blocked")]
+    PolicyBlocked,
+    /// A user was provisioned.
+    #[serde(rename = "user.provisioned")]
+    UserProvisioned,
+    /// A user was deprovisioned.
+    #[serde(rename = "user.deprovisioned")]
+    UserDeprovisioned,
+    /// A key was created.
+    #[serde(rename = "key.created")]
+    KeyCreated,
+    /// A key's secret was replaced.
+    #[serde(rename = "key.rotated")]
+    KeyRotated,
+    /// A key was revoked.
+    #[serde(rename = "key.revoked")]
+    KeyRevoked,
+    /// A login succeeded.
+    #[serde(rename = "login.success")]
+    LoginSuccess,
+    /// A login or admin authentication failed.
+    #[serde(rename = "login.failed")]
+    LoginFailed,
+    /// A second factor was requested.
+    #[serde(rename = "mfa.challenged")]
+    MfaChallenged,
+    /// A budget crossed a warning threshold.
+    #[serde(rename = "budget.threshold_reached")]
+    BudgetThresholdReached,
+    /// A budget was exhausted.
+    #[serde(rename = "budget.exceeded")]
+    BudgetExceeded,
+    /// Spend was charged.
+    #[serde(rename = "spend.debited")]
+    SpendDebited,
+}
+
+/// Who acted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorKind {
+    /// A person signed in through SSO.
+    User,
+    /// An admin API key.
+    AdminKey,
+    /// A virtual key on the data plane.
+    VirtualKey,
+    /// An IdP's SCIM client.
+    ScimToken,
+    /// Routero itself.
+    System,
+    /// A caller that could not be identified.
+    Anonymous,
+}
+
+/// The actor of an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Actor {
+    /// Kind of actor.
+    pub kind: ActorKind,
+    /// Its identifier (key id, user id); never a secret.
+    pub id: Option<String>,
+    /// Client address.
+    pub source_ip: Option<String>,
+    /// Client user agent.
+    pub user_agent: Option<String>,
+}
+
+/// What was acted on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resource {
+    /// Resource kind, e.g. `key`, `model`, `credential`.
+    pub kind: String,
+    /// Its identifier.
+    pub id: Option<String>,
+}
+
+/// How it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Done.
+    Success,
+    /// Refused by a rule or policy.
+    Denied,
+    /// Attempted and failed.
+    Failure,
+}
+
+/// One audit event. Prompts and responses are never in it unless a route opts in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEvent {
+    /// UUIDv7, unique: the idempotency key of the audit writer.
+    pub event_id: String,
+    /// Tenant the event belongs to; each tenant has its own chain.
+    pub tenant_id: String,
+    /// When it happened, RFC 3339 UTC.
+    pub time: String,
+    /// Who.
+    pub actor: Actor,
+    /// What.
+    pub action: EventType,
+    /// On what.
+    pub resource: Resource,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Stable reason code of a refusal or failure.
+    pub reason_code: Option<String>,
+    /// Request identifier, to correlate with logs.
+    pub request_id: Option<String>,
+    /// Version of the policy bundle that decided, where a decision was made.
+    pub policy_version: Option<String>,
+    /// Event-specific details.
+    pub details: Map<String, Value>,
+}
+
+/// Canonical JSON of any serializable value: object keys sorted, compact.
+pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+    // serde_json's `Map` is ordered by key (no `preserve_order`), so a detour through `Value`
+    // sorts every object, including the fields of structs.
+    serde_json::to_vec(&serde_json::to_value(value)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event() -> AuditEvent {
+        AuditEvent {
+            event_id: "0190a0a0-0000-7000-8000-000000000001".into(),
+            tenant_id: "t".into(),
+            time: "2026-11-22T12:00:00.000Z".into(),
+            actor: Actor {
+                kind: ActorKind::AdminKey,
+                id: Some("adm_1".into()),
+                source_ip: Some("127.0.0.1".into()),
+                user_agent: None,
+            },
+            action: EventType::KeyCreated,
+            resource: Resource {
+                kind: "key".into(),
+                id: Some("key_1".into()),
+            },
+            outcome: Outcome::Success,
+            reason_code: None,
+            request_id: None,
+            policy_version: None,
+            details: Map::from_iter([
+                ("z".to_string(), Value::from(1)),
+                ("a".to_string(), Value::from("x")),
+            ]),
+        }
+    }
+
+    #[test]
+    fn canonical_form_sorts_keys_and_round_trips() {
+        let bytes = canonical_json(&event()).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.starts_with(r#"{"action":"key.created","actor":{"id":"adm_1","kind":"admin_key""#),
+            "{text}"
+        );
+        assert!(text.contains(r#""details":{"a":"x","z":1}"#));
+        let parsed: AuditEvent = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(parsed, event());
+        assert_eq!(
+            canonical_json(&parsed).unwrap(),
+            bytes,
+            "re-serialization is byte-identical"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_types_are_refused() {
+        let mut value = serde_json::to_value(event()).unwrap();
+        value["surprise"] = Value::Bool(true);
+        assert!(serde_json::from_value::<AuditEvent>(value).is_err());
+        let mut value = serde_json::to_value(event()).unwrap();
+        value["action"] = Value::from("key.exploded");
+        assert!(serde_json::from_value::<AuditEvent>(value).is_err());
+    }
+}
