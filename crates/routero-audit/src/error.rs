@@ -23,6 +23,12 @@ pub enum AuditError {
         /// The event's tenant.
         event: String,
     },
+    /// The audit database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Opening or migrating the audit database failed.
+    #[error("database: {0}")]
+    Open(#[from] routero_sql::SqlError),
     /// Reading an export failed.
     #[error("read: {0}")]
     Io(#[from] std::io::Error),

@@ -10,10 +10,12 @@ mod chain;
 mod checkpoint;
 mod error;
 mod export;
+mod store;
 mod verify;
 
 pub use chain::{ChainHead, ChainedRecord, Digest, GENESIS};
 pub use checkpoint::Checkpoint;
 pub use error::AuditError;
 pub use export::{ExportLine, verify_export};
+pub use store::{AuditStore, TenantLog};
 pub use verify::{Tamper, Verified, Violation, verify_chain};

@@ -7,9 +7,9 @@ pub enum ControlPlaneError {
     /// The database failed or is unreachable.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    /// A schema migration failed.
-    #[error("migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Opening or migrating the database failed.
+    #[error("database: {0}")]
+    Open(#[from] routero_sql::SqlError),
     /// A cryptographic operation failed.
     #[error("crypto: {0}")]
     Crypto(#[from] CryptoError),

@@ -1,54 +1,17 @@
-//! The store test suite, run against SQLite and a real PostgreSQL (a fresh database per test;
-//! `ROUTERO_TEST_POSTGRES_URL` points at the server, default `postgres://postgres@127.0.0.1:5432`).
+//! The store test suite, run against SQLite and a real PostgreSQL (a fresh database per test).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use routero_control_plane::store::{KeyChanges, KeyRecord, Route, StoredDeployment, User};
 use routero_control_plane::{ControlPlaneError, Store, rotate_credentials};
 use routero_crypto::Keyring;
 use secrecy::ExposeSecret;
-use sqlx::{AssertSqlSafe, Connection};
 
-struct Backend {
-    store: Store,
-    _dir: Option<tempfile::TempDir>,
+async fn open(url: &str) -> Store {
+    Store::connect(url).await.unwrap()
 }
 
-async fn sqlite() -> Backend {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("store.db").display());
-    Backend {
-        store: Store::connect(&url).await.unwrap(),
-        _dir: Some(dir),
-    }
-}
-
-async fn postgres() -> Backend {
-    let server = std::env::var("ROUTERO_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let name = format!("routero_store_{}", uuid::Uuid::new_v4().simple());
-    sqlx::any::install_default_drivers();
-    let mut admin = sqlx::AnyConnection::connect(&format!("{server}/postgres"))
-        .await
-        .unwrap();
-    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    Backend {
-        store: Store::connect(&format!("{server}/{name}")).await.unwrap(),
-        _dir: None,
-    }
-}
-
-/// Runs each listed test against both backends.
-macro_rules! store_suite {
-    ($($test:ident),* $(,)?) => {
-        mod on_sqlite { $( #[tokio::test] async fn $test() { super::$test(super::sqlite().await.store).await } )* }
-        mod on_postgres { $( #[tokio::test] async fn $test() { super::$test(super::postgres().await.store).await } )* }
-    };
-}
-
-store_suite!(
+routero_testkit::on_both_databases!(
+    open;
     migrations_are_idempotent_and_version_starts_at_one,
     key_lifecycle_advances_the_version_and_leaves_revoked_keys_out,
     revocation_is_all_or_none,

@@ -6,6 +6,8 @@
 //! replaces the [`FakeConfig`].
 #![forbid(unsafe_code)]
 
+pub mod databases;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};

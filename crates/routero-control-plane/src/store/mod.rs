@@ -4,12 +4,11 @@
 //! advances the snapshot version in the same transaction, so a reader that sees the version
 //! also sees the change.
 
-mod migrate;
 mod records;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 use tokio::sync::Notify;
 
@@ -30,6 +29,14 @@ macro_rules! select_keys {
         )
     };
 }
+
+/// The control plane's schema, per backend.
+const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[(
+    1,
+    "foundation",
+    include_str!("../../../../migrations/postgres/0001_foundation.sql"),
+    include_str!("../../../../migrations/sqlite/0001_foundation.sql"),
+)];
 
 type Result<T> = std::result::Result<T, ControlPlaneError>;
 
@@ -54,23 +61,7 @@ pub struct Store {
 impl Store {
     /// Connects to `postgres://…` or `sqlite://…` and applies pending migrations.
     pub async fn connect(url: &str) -> Result<Self> {
-        sqlx::any::install_default_drivers();
-        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
-        if !postgres && !url.starts_with("sqlite:") {
-            return Err(ControlPlaneError::Config(
-                "database_url must start with postgres:// or sqlite:".into(),
-            ));
-        }
-        let url = if postgres || url.contains("mode=") {
-            url.to_owned()
-        } else {
-            format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
-        };
-        let pool = AnyPoolOptions::new()
-            .max_connections(if postgres { 16 } else { 1 })
-            .connect(&url)
-            .await?;
-        migrate::run(&pool, postgres).await?;
+        let pool = routero_sql::open(url, "_routero_control_plane_migrations", MIGRATIONS).await?;
         Ok(Self {
             pool,
             changed: std::sync::Arc::new(Notify::new()),

@@ -1,0 +1,266 @@
+//! The append-only audit store, on PostgreSQL or SQLite: chained records, checkpoints and
+//! anchors. UPDATE and DELETE are refused by triggers (DELETE allowed only below a signed
+//! anchor, for retention); appends are idempotent on event id.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use routero_core::audit::{AuditEvent, canonical_json};
+use routero_crypto::CheckpointSigner;
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
+
+use crate::AuditError;
+use crate::chain::{ChainHead, ChainedRecord, parse_digest};
+use crate::checkpoint::Checkpoint;
+
+const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[(
+    1,
+    "audit log",
+    include_str!("../../../migrations/postgres/audit/0001_audit_log.sql"),
+    include_str!("../../../migrations/sqlite/audit/0001_audit_log.sql"),
+)];
+
+/// Everything stored for one tenant, in chain order, for verification and export.
+#[derive(Debug, Clone, Default)]
+pub struct TenantLog {
+    /// The anchor the chain continues from after pruning.
+    pub anchor: Option<Checkpoint>,
+    /// Records by sequence number.
+    pub records: Vec<ChainedRecord>,
+    /// Checkpoints by sequence number.
+    pub checkpoints: Vec<Checkpoint>,
+}
+
+/// The audit store.
+#[derive(Debug, Clone)]
+pub struct AuditStore {
+    pool: AnyPool,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn json_error(source: serde_json::Error) -> AuditError {
+    AuditError::Json { line: 0, source }
+}
+
+fn seq_of(row: &AnyRow) -> Result<u64, AuditError> {
+    let seq: i64 = row.try_get("seq")?;
+    u64::try_from(seq).map_err(|_| AuditError::Malformed("seq"))
+}
+
+fn checkpoint_of(row: &AnyRow) -> Result<Checkpoint, AuditError> {
+    Ok(Checkpoint {
+        tenant_id: row.try_get("tenant_id")?,
+        seq: seq_of(row)?,
+        hash: row.try_get("hash")?,
+        time: row.try_get("time")?,
+        signature: row.try_get("signature")?,
+    })
+}
+
+fn as_i64(seq: u64) -> Result<i64, AuditError> {
+    i64::try_from(seq).map_err(|_| AuditError::Malformed("seq"))
+}
+
+impl AuditStore {
+    /// Opens the store and applies its migrations (ledger `_routero_audit_migrations`).
+    pub async fn connect(url: &str) -> Result<Self, AuditError> {
+        let pool = routero_sql::open(url, "_routero_audit_migrations", MIGRATIONS).await?;
+        Ok(Self { pool })
+    }
+
+    /// The head of a tenant's chain: its last record, else its anchor, else genesis.
+    async fn head(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        tenant_id: &str,
+    ) -> Result<ChainHead, AuditError> {
+        let last = sqlx::query(
+            "SELECT seq, hash FROM audit_records WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(tenant_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let last = match last {
+            Some(row) => Some(row),
+            None => sqlx::query("SELECT seq, hash FROM audit_anchors WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1")
+                .bind(tenant_id)
+                .fetch_optional(&mut **tx)
+                .await?,
+        };
+        Ok(match last {
+            Some(row) => ChainHead {
+                tenant_id: tenant_id.to_owned(),
+                seq: seq_of(&row)?,
+                hash: parse_digest(&row.try_get::<String, _>("hash")?, "hash")?,
+            },
+            None => ChainHead::genesis(tenant_id),
+        })
+    }
+
+    /// Chains and stores `events` in one transaction. Events already stored (same event id)
+    /// are skipped, so redelivery never duplicates. Returns the records written.
+    pub async fn append(&self, events: &[AuditEvent]) -> Result<Vec<ChainedRecord>, AuditError> {
+        let mut tx = self.pool.begin().await?;
+        let mut heads: HashMap<String, ChainHead> = HashMap::new();
+        let mut written = Vec::with_capacity(events.len());
+        for event in events {
+            let exists = sqlx::query("SELECT 1 AS one FROM audit_records WHERE event_id = $1")
+                .bind(&event.event_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if exists
+                || written
+                    .iter()
+                    .any(|r: &ChainedRecord| r.event.event_id == event.event_id)
+            {
+                continue;
+            }
+            if !heads.contains_key(&event.tenant_id) {
+                let head = Self::head(&mut tx, &event.tenant_id).await?;
+                heads.insert(event.tenant_id.clone(), head);
+            }
+            let head = heads
+                .get_mut(&event.tenant_id)
+                .ok_or(AuditError::Malformed("chain head"))?;
+            let record = head.append(event.clone())?;
+            let canonical = String::from_utf8(canonical_json(&record.event).map_err(json_error)?)
+                .map_err(|_| AuditError::Malformed("event"))?;
+            sqlx::query(
+                "INSERT INTO audit_records (tenant_id, seq, event_id, time, action, actor_kind, actor_id, \
+                 outcome, prev_hash, hash, event, written_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(&record.tenant_id)
+            .bind(as_i64(record.seq)?)
+            .bind(&event.event_id)
+            .bind(&event.time)
+            .bind(wire_name(&event.action)?)
+            .bind(wire_name(&event.actor.kind)?)
+            .bind(&event.actor.id)
+            .bind(wire_name(&event.outcome)?)
+            .bind(&record.prev_hash)
+            .bind(&record.hash)
+            .bind(canonical)
+            .bind(unix_now())
+            .execute(&mut *tx)
+            .await?;
+            written.push(record);
+        }
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// Signs and stores a checkpoint at each given tenant's head, unless one is already there.
+    pub async fn checkpoint(
+        &self,
+        signer: &CheckpointSigner,
+        tenants: impl IntoIterator<Item = &str>,
+        time: &str,
+    ) -> Result<Vec<Checkpoint>, AuditError> {
+        let mut tx = self.pool.begin().await?;
+        let mut signed = Vec::new();
+        for tenant in tenants {
+            let head = Self::head(&mut tx, tenant).await?;
+            if head.seq == 0 {
+                continue;
+            }
+            let exists = sqlx::query(
+                "SELECT 1 AS one FROM audit_checkpoints WHERE tenant_id = $1 AND seq = $2",
+            )
+            .bind(tenant)
+            .bind(as_i64(head.seq)?)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+            if exists {
+                continue;
+            }
+            let checkpoint = Checkpoint::sign(signer, tenant, head.seq, &head.hash, time)?;
+            sqlx::query(
+                "INSERT INTO audit_checkpoints (tenant_id, seq, hash, time, signature) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&checkpoint.tenant_id)
+            .bind(as_i64(checkpoint.seq)?)
+            .bind(&checkpoint.hash)
+            .bind(&checkpoint.time)
+            .bind(&checkpoint.signature)
+            .execute(&mut *tx)
+            .await?;
+            signed.push(checkpoint);
+        }
+        tx.commit().await?;
+        Ok(signed)
+    }
+
+    /// Tenants with an audit chain.
+    pub async fn tenants(&self) -> Result<Vec<String>, AuditError> {
+        sqlx::query(
+            "SELECT tenant_id FROM audit_records UNION SELECT tenant_id FROM audit_anchors ORDER BY tenant_id",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| Ok(row.try_get("tenant_id")?))
+        .collect()
+    }
+
+    /// A tenant's anchor, records and checkpoints, in sequence order.
+    pub async fn load(&self, tenant_id: &str) -> Result<TenantLog, AuditError> {
+        let records = sqlx::query(
+            "SELECT tenant_id, seq, prev_hash, hash, event FROM audit_records WHERE tenant_id = $1 ORDER BY seq",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            let event: String = row.try_get("event")?;
+            Ok(ChainedRecord {
+                tenant_id: row.try_get("tenant_id")?,
+                seq: seq_of(row)?,
+                prev_hash: row.try_get("prev_hash")?,
+                hash: row.try_get("hash")?,
+                event: serde_json::from_str(&event).map_err(json_error)?,
+            })
+        })
+        .collect::<Result<Vec<_>, AuditError>>()?;
+        let checkpoints = sqlx::query(
+            "SELECT tenant_id, seq, hash, time, signature FROM audit_checkpoints WHERE tenant_id = $1 ORDER BY seq",
+        )
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(checkpoint_of)
+        .collect::<Result<Vec<_>, AuditError>>()?;
+        let anchor = sqlx::query(
+            "SELECT tenant_id, seq, hash, time, signature FROM audit_anchors WHERE tenant_id = $1 \
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(checkpoint_of)
+        .transpose()?;
+        Ok(TenantLog {
+            anchor,
+            records,
+            checkpoints,
+        })
+    }
+}
+
+/// The wire name of an enum that serializes as a string (`key.created`, `admin_key`, …).
+fn wire_name<T: serde::Serialize>(value: &T) -> Result<String, AuditError> {
+    match serde_json::to_value(value).map_err(json_error)? {
+        serde_json::Value::String(name) => Ok(name),
+        _ => Err(AuditError::Malformed("enum name")),
+    }
+}

@@ -1,0 +1,235 @@
+//! The audit store on SQLite and PostgreSQL: chained appends, idempotent redelivery,
+//! append-only triggers, and tampering done directly in the database named by the verifier.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use routero_audit::{AuditStore, ChainHead, Tamper, verify_chain};
+use routero_core::audit::{
+    Actor, ActorKind, AuditEvent, EventType, Outcome, Resource, canonical_json,
+};
+use routero_crypto::CheckpointSigner;
+use serde_json::{Map, Value};
+use sqlx::{AssertSqlSafe, Connection};
+
+fn event(tenant: &str, i: u64) -> AuditEvent {
+    AuditEvent {
+        event_id: format!("{tenant}-{i:04}"),
+        tenant_id: tenant.into(),
+        time: format!("2026-11-22T12:00:{:02}.000Z", i % 60),
+        actor: Actor {
+            kind: ActorKind::AdminKey,
+            id: Some("adm_1".into()),
+            source_ip: None,
+            user_agent: None,
+        },
+        action: EventType::KeyCreated,
+        resource: Resource {
+            kind: "key".into(),
+            id: Some(format!("key_{i}")),
+        },
+        outcome: Outcome::Success,
+        reason_code: None,
+        request_id: None,
+        policy_version: None,
+        details: Map::from_iter([("tokens".to_string(), Value::from(i * 10))]),
+    }
+}
+
+struct Db {
+    store: AuditStore,
+    url: String,
+}
+
+async fn open(url: &str) -> Db {
+    Db {
+        store: AuditStore::connect(url).await.unwrap(),
+        url: url.to_owned(),
+    }
+}
+
+impl Db {
+    async fn sql(&self, statements: &[&str]) -> Result<(), sqlx::Error> {
+        let mut conn = sqlx::AnyConnection::connect(&self.url).await?;
+        for statement in statements {
+            sqlx::query(AssertSqlSafe(statement.to_string()))
+                .execute(&mut conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn postgres(&self) -> bool {
+        self.url.starts_with("postgres")
+    }
+
+    /// What a database superuser can do: take the append-only triggers away.
+    async fn drop_guards(&self) {
+        if self.postgres() {
+            self.sql(&["ALTER TABLE audit_records DISABLE TRIGGER audit_records_append_only"])
+                .await
+                .unwrap();
+        } else {
+            self.sql(&[
+                "DROP TRIGGER audit_records_no_update",
+                "DROP TRIGGER audit_records_no_delete",
+            ])
+            .await
+            .unwrap();
+        }
+    }
+
+    async fn verify(&self, signer: &CheckpointSigner, tenant: &str) -> Result<u64, (u64, Tamper)> {
+        let log = self.store.load(tenant).await.unwrap();
+        verify_chain(
+            tenant,
+            &log.records,
+            &log.checkpoints,
+            log.anchor.as_ref(),
+            &signer.verifier(),
+        )
+        .map(|v| v.signed_through)
+        .map_err(|v| (v.seq, v.kind))
+    }
+}
+
+routero_testkit::on_both_databases!(
+    open;
+    appends_chain_per_tenant_idempotently_and_verify,
+    the_log_refuses_update_and_delete,
+    tampering_in_the_database_is_named,
+);
+
+async fn appends_chain_per_tenant_idempotently_and_verify(db: Db) {
+    let signer = CheckpointSigner::generate().unwrap();
+    let events: Vec<AuditEvent> = (1..=4)
+        .flat_map(|i| [event("a", i), event("b", i)])
+        .collect();
+    let written = db.store.append(&events).await.unwrap();
+    assert_eq!(written.len(), 8);
+    assert_eq!(
+        written
+            .iter()
+            .filter(|r| r.tenant_id == "b")
+            .map(|r| r.seq)
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    // Redelivery, also inside one batch, writes nothing twice.
+    let again = db
+        .store
+        .append(&[events[0].clone(), event("a", 5), event("a", 5)])
+        .await
+        .unwrap();
+    assert_eq!(again.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![5]);
+    let signed = db
+        .store
+        .checkpoint(&signer, ["a", "b"], "2026-11-22T12:01:00Z")
+        .await
+        .unwrap();
+    assert_eq!(
+        signed
+            .iter()
+            .map(|c| (c.tenant_id.as_str(), c.seq))
+            .collect::<Vec<_>>(),
+        vec![("a", 5), ("b", 4)]
+    );
+    assert!(
+        db.store
+            .checkpoint(&signer, ["a"], "later")
+            .await
+            .unwrap()
+            .is_empty(),
+        "no new records, no new checkpoint"
+    );
+    assert_eq!(db.store.tenants().await.unwrap(), vec!["a", "b"]);
+    assert_eq!(db.verify(&signer, "a").await, Ok(5));
+    assert_eq!(db.verify(&signer, "b").await, Ok(4));
+    let log = db.store.load("a").await.unwrap();
+    assert_eq!(log.records[2].event, event("a", 3));
+    let stored_json = canonical_json(&log.records[2].event).unwrap();
+    assert_eq!(stored_json, canonical_json(&event("a", 3)).unwrap());
+}
+
+async fn the_log_refuses_update_and_delete(db: Db) {
+    let signer = CheckpointSigner::generate().unwrap();
+    db.store
+        .append(&[event("a", 1), event("a", 2)])
+        .await
+        .unwrap();
+    db.store.checkpoint(&signer, ["a"], "t").await.unwrap();
+    for statement in [
+        "UPDATE audit_records SET outcome = 'denied' WHERE seq = 1",
+        "DELETE FROM audit_records WHERE seq = 2",
+        "UPDATE audit_checkpoints SET hash = 'x'",
+        "DELETE FROM audit_checkpoints",
+    ] {
+        let error = db.sql(&[statement]).await.expect_err(statement).to_string();
+        assert!(error.contains("append-only"), "{statement}: {error}");
+    }
+    assert_eq!(db.verify(&signer, "a").await, Ok(2));
+}
+
+async fn tampering_in_the_database_is_named(db: Db) {
+    let signer = CheckpointSigner::generate().unwrap();
+    for tenant in ["modify", "delete", "reorder", "insert"] {
+        let events: Vec<AuditEvent> = (1..=8).map(|i| event(tenant, i)).collect();
+        db.store.append(&events).await.unwrap();
+        db.store.checkpoint(&signer, [tenant], "t").await.unwrap();
+        assert_eq!(db.verify(&signer, tenant).await, Ok(8));
+    }
+    db.drop_guards().await;
+
+    db.sql(&[r#"UPDATE audit_records SET event = REPLACE(event, '"tokens":30', '"tokens":31') WHERE tenant_id = 'modify' AND seq = 3"#])
+        .await
+        .unwrap();
+    assert_eq!(
+        db.verify(&signer, "modify").await,
+        Err((3, Tamper::Modified))
+    );
+
+    db.sql(&["DELETE FROM audit_records WHERE tenant_id = 'delete' AND seq = 4"])
+        .await
+        .unwrap();
+    assert_eq!(
+        db.verify(&signer, "delete").await,
+        Err((4, Tamper::Deleted))
+    );
+
+    db.sql(&[
+        "UPDATE audit_records SET seq = -1 WHERE tenant_id = 'reorder' AND seq = 4",
+        "UPDATE audit_records SET seq = 4 WHERE tenant_id = 'reorder' AND seq = 5",
+        "UPDATE audit_records SET seq = 5 WHERE tenant_id = 'reorder' AND seq = -1",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        db.verify(&signer, "reorder").await,
+        Err((4, Tamper::Reordered))
+    );
+
+    // A forged record chained after seq 3, with the rest renumbered to make room.
+    let log = db.store.load("insert").await.unwrap();
+    let mut head = ChainHead {
+        tenant_id: "insert".into(),
+        seq: 3,
+        hash: log.records[2].digest().unwrap(),
+    };
+    let forged = head.append(event("insert", 99)).unwrap();
+    let forged_json = String::from_utf8(canonical_json(&forged.event).unwrap())
+        .unwrap()
+        .replace('\'', "''");
+    db.sql(&[
+        "UPDATE audit_records SET seq = seq + 100 WHERE tenant_id = 'insert' AND seq >= 4",
+        "UPDATE audit_records SET seq = seq - 99 WHERE tenant_id = 'insert' AND seq >= 100",
+        &format!(
+            "INSERT INTO audit_records (tenant_id, seq, event_id, time, action, actor_kind, actor_id, outcome, prev_hash, hash, event, written_at) \
+             VALUES ('insert', 4, 'forged', 't', 'key.created', 'admin_key', NULL, 'success', '{}', '{}', '{forged_json}', 0)",
+            forged.prev_hash, forged.hash
+        ),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        db.verify(&signer, "insert").await,
+        Err((4, Tamper::Inserted))
+    );
+}
