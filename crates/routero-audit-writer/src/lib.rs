@@ -1,0 +1,133 @@
+//! The audit writer: takes events off the bus in batches, chains and commits them per tenant
+//! (idempotent on event id), and signs a checkpoint every `checkpoint_every` events or every
+//! `checkpoint_interval`, whichever comes first. A batch that fails to commit is retried, never
+//! dropped; at shutdown what is queued is written before returning.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use routero_audit::{AuditError, AuditStore};
+use routero_bus::EventStream;
+use routero_core::audit::AuditEvent;
+use routero_crypto::CheckpointSigner;
+
+/// How the writer batches and checkpoints.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Largest batch committed in one transaction.
+    pub batch_size: usize,
+    /// Sign a checkpoint after this many records.
+    pub checkpoint_every: u64,
+    /// Sign a checkpoint at least this often while records arrive.
+    pub checkpoint_interval: Duration,
+    /// First wait before retrying a failed commit (doubles up to 5 s).
+    pub retry_backoff: Duration,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 512,
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(10),
+            retry_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+struct Writer {
+    store: AuditStore,
+    signer: CheckpointSigner,
+    config: WriterConfig,
+    unsigned: BTreeSet<String>,
+    since_checkpoint: u64,
+}
+
+impl Writer {
+    /// Commits `batch`, retrying until it is stored: a batch is never dropped.
+    async fn write(&mut self, batch: &[AuditEvent]) -> Result<(), AuditError> {
+        let mut backoff = self.config.retry_backoff;
+        loop {
+            match self.store.append(batch).await {
+                Ok(written) => {
+                    self.since_checkpoint += written.len() as u64;
+                    self.unsigned
+                        .extend(written.into_iter().map(|r| r.tenant_id));
+                    if self.since_checkpoint >= self.config.checkpoint_every {
+                        self.checkpoint().await?;
+                    }
+                    return Ok(());
+                }
+                Err(error) => {
+                    tracing::error!(%error, events = batch.len(), retry_in_ms = backoff.as_millis() as u64, "audit batch not committed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn checkpoint(&mut self) -> Result<(), AuditError> {
+        if self.unsigned.is_empty() {
+            return Ok(());
+        }
+        let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let signed = self
+            .store
+            .checkpoint(
+                &self.signer,
+                self.unsigned.iter().map(String::as_str),
+                &time,
+            )
+            .await?;
+        tracing::debug!(checkpoints = signed.len(), "audit checkpoints signed");
+        self.unsigned.clear();
+        self.since_checkpoint = 0;
+        Ok(())
+    }
+}
+
+/// Runs the writer until `shutdown` completes (or every publisher is gone), then writes what
+/// is still queued and signs a final checkpoint.
+pub async fn run(
+    store: AuditStore,
+    mut stream: EventStream,
+    signer: CheckpointSigner,
+    config: WriterConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AuditError> {
+    let mut writer = Writer {
+        store,
+        signer,
+        config: config.clone(),
+        unsigned: BTreeSet::new(),
+        since_checkpoint: 0,
+    };
+    let mut ticker = tokio::time::interval(config.checkpoint_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            batch = stream.next_batch(config.batch_size) => match batch {
+                Some(batch) => writer.write(&batch).await?,
+                None => break,
+            },
+            _ = ticker.tick() => {
+                if let Err(error) = writer.checkpoint().await {
+                    tracing::error!(%error, "audit checkpoint failed; will retry");
+                }
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    loop {
+        let rest = stream.drain_now(config.batch_size);
+        if rest.is_empty() {
+            break;
+        }
+        writer.write(&rest).await?;
+    }
+    writer.checkpoint().await
+}
