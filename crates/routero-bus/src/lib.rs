@@ -39,6 +39,18 @@ pub struct EventBus {
     overflow: Overflow,
 }
 
+/// Room for one event, taken before the work it records, so that the work is refused when it
+/// could not be recorded.
+#[derive(Debug)]
+pub struct Reservation(mpsc::OwnedPermit<AuditEvent>);
+
+impl Reservation {
+    /// Publishes the event into the reserved room; cannot fail.
+    pub fn publish(self, event: AuditEvent) {
+        self.0.send(event);
+    }
+}
+
 /// The consuming side.
 #[derive(Debug)]
 pub struct EventStream {
@@ -61,6 +73,21 @@ impl EventBus {
                 mpsc::error::TrySendError::Closed(_) => BusError::Closed,
             }),
         }
+    }
+}
+
+impl EventBus {
+    /// Reserves room for one event, waiting or refusing per the overflow policy.
+    pub async fn reserve(&self) -> Result<Reservation, BusError> {
+        let sender = self.sender.clone();
+        let permit = match self.overflow {
+            Overflow::Block => sender.reserve_owned().await.map_err(|_| BusError::Closed)?,
+            Overflow::FailClosed => sender.try_reserve_owned().map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => BusError::Full,
+                mpsc::error::TrySendError::Closed(_) => BusError::Closed,
+            })?,
+        };
+        Ok(Reservation(permit))
     }
 }
 
@@ -179,6 +206,16 @@ mod tests {
         assert_eq!(bus.publish(sample(2)).await, Err(BusError::Full));
         stream.next_batch(1).await.unwrap();
         bus.publish(sample(3)).await.unwrap();
+
+        let (bus, mut stream) = in_process(1, Overflow::FailClosed);
+        let room = bus.reserve().await.unwrap();
+        assert_eq!(
+            bus.reserve().await.unwrap_err(),
+            BusError::Full,
+            "reserved room counts as taken"
+        );
+        room.publish(sample(0));
+        assert_eq!(stream.next_batch(1).await.unwrap().len(), 1);
 
         let (bus, mut stream) = in_process(1, Overflow::Block);
         bus.publish(sample(1)).await.unwrap();

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::serve::ListenerExt;
+use routero_bus::EventBus;
 use routero_crypto::{KeyHasher, generate_api_key};
 use routero_proto::v1::snapshot_service_server::SnapshotServiceServer;
 use secrecy::{ExposeSecret, SecretString};
@@ -80,12 +81,19 @@ impl ControlPlane {
             hasher,
             vault,
             publisher,
+            audit: None,
         };
         Ok(Self {
             config,
             state,
             generated_admin_key,
         })
+    }
+
+    /// Records every admin mutation and failed admin authentication on `bus`.
+    pub fn with_audit(mut self, bus: EventBus) -> Self {
+        self.state.audit = Some(bus);
+        self
     }
 
     /// Serves the admin API and the snapshot service until `shutdown` completes, then drains.
@@ -128,6 +136,7 @@ impl ControlPlane {
         let listener = listeners.http.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let http = axum::serve(listener, app).with_graceful_shutdown(async move {
             let _ = http_stop.changed().await;
         });

@@ -37,12 +37,24 @@ pub enum EventType {
     /// A key was created.
     #[serde(rename = "key.created")]
     KeyCreated,
+    /// A key's allowlists, expiry, scope or metadata changed.
+    #[serde(rename = "key.updated")]
+    KeyUpdated,
     /// A key's secret was replaced.
     #[serde(rename = "key.rotated")]
     KeyRotated,
     /// A key was revoked.
     #[serde(rename = "key.revoked")]
     KeyRevoked,
+    /// A provider credential was stored.
+    #[serde(rename = "credential.created")]
+    CredentialCreated,
+    /// A model route was created.
+    #[serde(rename = "model.created")]
+    ModelCreated,
+    /// A team was created.
+    #[serde(rename = "team.created")]
+    TeamCreated,
     /// A login succeeded.
     #[serde(rename = "login.success")]
     LoginSuccess,
@@ -144,6 +156,9 @@ pub struct AuditEvent {
     /// Event-specific details.
     pub details: Map<String, Value>,
 }
+
+/// The chain of events no tenant can be attributed to, such as a failed login with an unknown key.
+pub const UNATTRIBUTED_TENANT: &str = "_unattributed";
 
 /// Canonical JSON of any serializable value: object keys sorted, compact.
 pub fn canonical_json<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {

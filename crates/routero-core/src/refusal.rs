@@ -19,6 +19,8 @@ pub enum Refusal {
     BodyTooLarge,
     /// The data plane has no snapshot fresh enough to decide.
     ControlPlaneUnreachable,
+    /// The request could not be recorded in the audit log, so it is not served.
+    AuditUnavailable,
     /// The provider could not be reached.
     UpstreamUnreachable,
     /// The provider did not answer in time.
@@ -43,6 +45,7 @@ impl Refusal {
             Self::InvalidRequest => "invalid_request",
             Self::BodyTooLarge => "body_too_large",
             Self::ControlPlaneUnreachable => "control_plane_unreachable",
+            Self::AuditUnavailable => "audit_unavailable",
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamAuthFailed => "upstream_auth_failed",
@@ -59,7 +62,7 @@ impl Refusal {
             Self::ModelNotFound => 404,
             Self::InvalidRequest => 400,
             Self::BodyTooLarge => 413,
-            Self::ControlPlaneUnreachable => 503,
+            Self::ControlPlaneUnreachable | Self::AuditUnavailable => 503,
             Self::UpstreamUnreachable | Self::UpstreamAuthFailed | Self::UpstreamError => 502,
             Self::UpstreamTimeout => 504,
             Self::UpstreamRateLimited => 429,
@@ -75,6 +78,7 @@ impl Refusal {
                 "invalid_request_error"
             }
             Self::ControlPlaneUnreachable
+            | Self::AuditUnavailable
             | Self::UpstreamUnreachable
             | Self::UpstreamTimeout
             | Self::UpstreamAuthFailed
@@ -95,6 +99,9 @@ impl Refusal {
             Self::BodyTooLarge => "The request body is too large.",
             Self::ControlPlaneUnreachable => {
                 "The gateway has no current configuration and refuses requests until it does."
+            }
+            Self::AuditUnavailable => {
+                "The request cannot be recorded in the audit log right now and is refused."
             }
             Self::UpstreamUnreachable => "The model provider could not be reached.",
             Self::UpstreamTimeout => "The model provider did not answer in time.",

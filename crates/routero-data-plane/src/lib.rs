@@ -17,10 +17,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::Request;
 use axum::http::HeaderValue;
+use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
+use routero_bus::EventBus;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -30,7 +33,7 @@ pub use error::DataPlaneError;
 use crate::follow::Follower;
 use crate::live::Gateway;
 use crate::provider::Provider;
-use crate::proxy::App;
+use crate::proxy::{App, RequestId};
 
 /// Builds the HTTP stack. Layers, outermost first: request id; then the routes, each of which
 /// authenticates, checks the key, reads a bounded body and proxies.
@@ -43,24 +46,34 @@ fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(proxy::ready))
         .fallback(proxy::not_found)
-        .layer(axum::middleware::map_response(add_request_id))
+        .layer(axum::middleware::from_fn(request_id))
         .with_state(app)
 }
 
-async fn add_request_id(mut response: Response) -> Response {
+/// Gives each request an id (a request extension for handlers and audit events) and echoes it
+/// in `x-request-id`.
+async fn request_id(mut request: Request, next: Next) -> Response {
     let mut buffer = uuid::Uuid::encode_buffer();
-    let id = uuid::Uuid::now_v7().simple().encode_lower(&mut buffer);
-    if let Ok(value) = HeaderValue::from_str(id) {
+    let id = uuid::Uuid::now_v7()
+        .simple()
+        .encode_lower(&mut buffer)
+        .to_owned();
+    let header = HeaderValue::from_str(&id).ok();
+    request.extensions_mut().insert(RequestId(id));
+    let mut response = next.run(request).await;
+    if let Some(value) = header {
         response.headers_mut().insert("x-request-id", value);
     }
     response
 }
 
 /// Serves the data plane on `listener` until `shutdown` completes, then drains in-flight
-/// requests for at most the configured grace period.
+/// requests for at most the configured grace period. With `audit`, every proxied request is
+/// recorded there.
 pub async fn run(
     config: DataPlaneConfig,
     listener: TcpListener,
+    audit: Option<EventBus>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DataPlaneError> {
     let gateway = Gateway::new(config.max_staleness);
@@ -72,6 +85,7 @@ pub async fn run(
         provider: Provider::new(&config)?,
         trusted_proxies: config.trusted_proxies.clone(),
         max_body_bytes: config.max_body_bytes,
+        audit,
     });
     let mut server_stop = stop_rx.clone();
     // TCP_NODELAY: streamed chunks go out as they arrive.

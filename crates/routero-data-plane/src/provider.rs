@@ -21,6 +21,14 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// The path under the API root, e.g. `chat/completions`.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "chat/completions",
+            Self::Embeddings => "embeddings",
+        }
+    }
+
     /// The body field every request to this endpoint must carry.
     pub fn required_field(self) -> &'static str {
         match self {
@@ -49,14 +57,16 @@ impl std::fmt::Debug for Upstream {
 impl Upstream {
     /// Prepares a credential; `None` if its base URL or key cannot be used.
     pub fn prepare(credential: &ProviderCredential) -> Option<Self> {
-        let url = |path: &str| reqwest::Url::parse(&format!("{}/{path}", credential.base_url)).ok();
+        let url = |endpoint: Endpoint| {
+            reqwest::Url::parse(&format!("{}/{}", credential.base_url, endpoint.path())).ok()
+        };
         let mut authorization =
             HeaderValue::from_str(&format!("Bearer {}", credential.api_key.expose_secret()))
                 .ok()?;
         authorization.set_sensitive(true);
         Some(Self {
-            chat_completions: url("chat/completions")?,
-            embeddings: url("embeddings")?,
+            chat_completions: url(Endpoint::ChatCompletions)?,
+            embeddings: url(Endpoint::Embeddings)?,
             authorization,
         })
     }

@@ -2,17 +2,20 @@
 //! authenticate (key hash lookup) → key checks (expiry, CIDR) → bounded body read →
 //! model allowlist → route → provider adapter, relaying the answer as it arrives.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::Extension;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
-use routero_core::Refusal;
+use routero_bus::EventBus;
+use routero_core::audit::{ActorKind, AuditEvent, EventType, Outcome, UNATTRIBUTED_TENANT};
+use routero_core::{KeyPolicy, Refusal};
 use serde_json::{Map, Value, json};
 
 use crate::caller::{Caller, authenticate, client_ip};
@@ -26,6 +29,19 @@ pub struct App {
     pub(crate) provider: Provider,
     pub(crate) trusted_proxies: Vec<IpNet>,
     pub(crate) max_body_bytes: usize,
+    /// Where each request's audit event goes; `None` when auditing is not configured.
+    pub(crate) audit: Option<EventBus>,
+}
+
+/// The id of a request, set by the outermost layer and echoed in `x-request-id`.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestId(pub(crate) String);
+
+/// What a request revealed about itself on its way, for its audit event.
+#[derive(Default)]
+struct Seen {
+    key: Option<Arc<KeyPolicy>>,
+    model: Option<String>,
 }
 
 fn now_unix() -> i64 {
@@ -42,23 +58,144 @@ fn caller(app: &App, peer: SocketAddr, headers: &HeaderMap) -> Result<Caller, Re
 pub(crate) async fn chat_completions(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    proxy(&app, peer, &headers, body, Endpoint::ChatCompletions)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    audited(
+        &app,
+        peer,
+        &headers,
+        &request_id,
+        body,
+        Endpoint::ChatCompletions,
+    )
+    .await
 }
 
 pub(crate) async fn embeddings(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    proxy(&app, peer, &headers, body, Endpoint::Embeddings)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    audited(
+        &app,
+        peer,
+        &headers,
+        &request_id,
+        body,
+        Endpoint::Embeddings,
+    )
+    .await
+}
+
+/// Proxies a request and records it: room on the audit bus is reserved first, so a request
+/// that could not be recorded is refused (or waits, per the bus's overflow policy) rather
+/// than served unaudited.
+async fn audited(
+    app: &App,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    request_id: &RequestId,
+    body: Body,
+    endpoint: Endpoint,
+) -> Response {
+    let client = client_ip(peer.ip(), headers, &app.trusted_proxies);
+    let reservation = match &app.audit {
+        None => None,
+        Some(bus) => match bus.reserve().await {
+            Ok(reservation) => Some(reservation),
+            Err(error) => {
+                tracing::error!(%error, "audit bus unavailable; refusing the request");
+                return Refused::from(Refusal::AuditUnavailable).into_response();
+            }
+        },
+    };
+    let mut seen = Seen::default();
+    let result = proxy(app, client, headers, body, endpoint, &mut seen).await;
+    if let Some(reservation) = reservation {
+        reservation.publish(request_event(
+            &seen, client, headers, request_id, endpoint, &result,
+        ));
+    }
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The audit event of a proxied request: routed, blocked by the gateway, or failed upstream.
+fn request_event(
+    seen: &Seen,
+    client: IpAddr,
+    headers: &HeaderMap,
+    request_id: &RequestId,
+    endpoint: Endpoint,
+    result: &Result<Response, Refused>,
+) -> AuditEvent {
+    let (action, outcome, reason, status) = match result {
+        Ok(response) if response.status().is_success() => (
+            EventType::RequestRouted,
+            Outcome::Success,
+            None,
+            response.status().as_u16(),
+        ),
+        Ok(response) => (
+            EventType::RequestFailed,
+            Outcome::Failure,
+            None,
+            response.status().as_u16(),
+        ),
+        Err(refused) => {
+            let upstream = matches!(
+                refused.refusal,
+                Refusal::UpstreamUnreachable
+                    | Refusal::UpstreamTimeout
+                    | Refusal::UpstreamAuthFailed
+                    | Refusal::UpstreamError
+                    | Refusal::UpstreamRateLimited
+            );
+            let (action, outcome) = if upstream {
+                (EventType::RequestFailed, Outcome::Failure)
+            } else {
+                (EventType::RequestBlocked, Outcome::Denied)
+            };
+            (
+                action,
+                outcome,
+                Some(refused.refusal.code()),
+                refused.refusal.http_status(),
+            )
+        }
+    };
+    let key = seen.key.as_deref();
+    let mut actor = routero_bus::actor(
+        if key.is_some() {
+            ActorKind::VirtualKey
+        } else {
+            ActorKind::Anonymous
+        },
+        key.map(|k| k.key_id.clone()),
+    );
+    actor.source_ip = Some(client.to_string());
+    actor.user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(256).collect());
+    let tenant = key.map_or(UNATTRIBUTED_TENANT, |k| k.tenant_id.as_str());
+    let mut event = routero_bus::event(
+        tenant,
+        action,
+        actor,
+        routero_bus::resource("model", seen.model.clone()),
+        outcome,
+    );
+    event.reason_code = reason.map(str::to_owned);
+    event.request_id = Some(request_id.0.clone());
+    event
+        .details
+        .insert("endpoint".into(), Value::from(endpoint.path()));
+    event.details.insert("status".into(), Value::from(status));
+    event
 }
 
 /// Whether a body read failed on the size limit (rather than, say, a dropped connection).
@@ -75,12 +212,14 @@ fn is_length_limit(error: &axum::Error) -> bool {
 
 async fn proxy(
     app: &App,
-    peer: SocketAddr,
+    client: IpAddr,
     headers: &HeaderMap,
     body: Body,
     endpoint: Endpoint,
+    seen: &mut Seen,
 ) -> Result<Response, Refused> {
-    let caller = caller(app, peer, headers)?;
+    let caller = authenticate(&app.gateway, headers, client, now_unix())?;
+    seen.key = Some(Arc::clone(&caller.key));
     let bytes = axum::body::to_bytes(body, app.max_body_bytes)
         .await
         .map_err(|e| {
@@ -96,6 +235,7 @@ async fn proxy(
         .get("model")
         .and_then(Value::as_str)
         .ok_or_else(|| Refused::invalid("model: a string is required"))?;
+    seen.model = Some(model.to_owned());
     if !request.contains_key(endpoint.required_field()) {
         return Err(Refused::invalid(format!(
             "{} is required",

@@ -2,6 +2,7 @@
 //! `control-plane` and `data-plane` run the services apart; `admin` holds operator commands.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod settings;
 mod up;
 
@@ -43,6 +44,34 @@ enum Command {
     /// Operator commands.
     #[command(subcommand)]
     Admin(Admin),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(Audit),
+}
+
+#[derive(Subcommand)]
+enum Audit {
+    /// Verifies hash chains and signed checkpoints, from the audit database or from an export;
+    /// names the first bad sequence number. Exits 1 when anything fails to verify.
+    Verify {
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// An NDJSON export to verify instead of the database (needs --public-key).
+        #[arg(long, requires = "public_key")]
+        file: Option<PathBuf>,
+        /// Base64 Ed25519 public key that signed the checkpoints.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Writes the audit log (anchors, records, checkpoints) as NDJSON to standard output.
+    Export {
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Prints the public key that verifies this installation's checkpoints.
+    PublicKey,
 }
 
 #[derive(Subcommand)]
@@ -97,6 +126,7 @@ fn main() -> Result<()> {
             Command::ControlPlane => control_plane(settings).await,
             Command::DataPlane => data_plane(settings).await,
             Command::Admin(Admin::RotateMasterKey) => rotate_master_key(settings).await,
+            Command::Audit(command) => audit::run(settings, command).await,
             Command::Admin(Admin::GenerateSecret) => {
                 let key = SealingKey::generate()?;
                 writeln!(std::io::stdout(), "{}", key.to_base64().expose_secret())?;
@@ -135,7 +165,9 @@ async fn data_plane(settings: Settings) -> Result<()> {
     let config = settings.data_plane()?;
     let listener = bind(settings.data_plane_addr()?).await?;
     tracing::info!(addr = %listener.local_addr()?, "data plane listening");
-    routero_data_plane::run(config, listener, shutdown_signal()).await?;
+    // Audit events from separate services travel over Kafka (not built yet); this data plane
+    // does not emit them.
+    routero_data_plane::run(config, listener, None, shutdown_signal()).await?;
     Ok(())
 }
 

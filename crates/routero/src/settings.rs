@@ -66,6 +66,15 @@ pub struct Settings {
     pub trusted_proxies: Option<String>,
     /// Data plane: largest request body in bytes.
     pub max_body_bytes: Option<String>,
+    /// Audit: database of the audit log (`routero up`: `data_dir/audit.db`).
+    pub audit_database_url: Option<String>,
+    /// Audit: Ed25519 seed (base64) that signs checkpoints.
+    pub audit_signing_key: Option<String>,
+    /// Audit: public key (base64) that verifies checkpoints.
+    pub audit_public_key: Option<String>,
+    /// Audit: when the audit bus is full, `block` requests until there is room, or
+    /// `fail_closed` to refuse them with 503 `audit_unavailable`.
+    pub audit_overflow: Option<String>,
 }
 
 impl Settings {
@@ -120,6 +129,10 @@ impl Settings {
             max_staleness: s(),
             trusted_proxies: s(),
             max_body_bytes: s(),
+            audit_database_url: s(),
+            audit_signing_key: s(),
+            audit_public_key: s(),
+            audit_overflow: s(),
         }
     }
 
@@ -230,6 +243,15 @@ impl Settings {
             ),
         };
         Ok(config)
+    }
+
+    /// What a full audit bus does (default: block).
+    pub fn audit_overflow(&self) -> Result<routero_bus::Overflow> {
+        match self.audit_overflow.as_deref() {
+            None | Some("block") => Ok(routero_bus::Overflow::Block),
+            Some("fail_closed") => Ok(routero_bus::Overflow::FailClosed),
+            Some(other) => bail!("audit_overflow: {other:?} is not block or fail_closed"),
+        }
     }
 
     /// The data plane's config.

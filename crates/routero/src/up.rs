@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use routero_audit::AuditStore;
+use routero_audit_writer::WriterConfig;
 use routero_control_plane::{ControlPlane, ControlPlaneConfig, KeyringSource, Listeners};
-use routero_crypto::{Keyring, SealingKey};
+use routero_crypto::{CheckpointSigner, Keyring, SealingKey};
 use routero_data_plane::DataPlaneConfig;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
@@ -20,6 +22,10 @@ pub const MASTER_KEYS_FILE: &str = "master-keys";
 const PEPPER_FILE: &str = "pepper.key";
 const DATA_PLANE_KEY_FILE: &str = "data-plane.key";
 const DATABASE_FILE: &str = "routero.db";
+const AUDIT_DATABASE_FILE: &str = "audit.db";
+const AUDIT_SIGNING_KEY_FILE: &str = "audit-signing.key";
+/// Events the in-process audit bus holds before its overflow policy applies.
+const AUDIT_BUS_CAPACITY: usize = 10_000;
 
 /// The SQLite URL of the database in `dir`.
 pub fn database_url(dir: &Path) -> String {
@@ -39,6 +45,30 @@ pub fn write_secret(path: &Path, secret: &SecretString) -> Result<()> {
     file.write_all(secret.expose_secret().as_bytes())?;
     file.sync_all()?;
     Ok(())
+}
+
+/// The audit log's database URL: the setting, else `audit.db` in the data directory.
+pub fn audit_database_url(settings: &Settings, dir: &Path) -> String {
+    settings
+        .audit_database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.join(AUDIT_DATABASE_FILE).display()))
+}
+
+/// The checkpoint signing key: the setting, else `audit-signing.key` in the data directory,
+/// generated at first start.
+pub fn audit_signer(settings: &Settings, dir: &Path) -> Result<CheckpointSigner> {
+    if let Some(seed) = &settings.audit_signing_key {
+        return CheckpointSigner::from_base64(seed).context("audit_signing_key");
+    }
+    let path = dir.join(AUDIT_SIGNING_KEY_FILE);
+    if !path.exists() {
+        write_secret(&path, &CheckpointSigner::generate()?.to_base64())?;
+    }
+    let seed =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    CheckpointSigner::from_base64(&seed)
+        .with_context(|| format!("{} holds no valid key", path.display()))
 }
 
 /// Reads a 32-byte key from `dir/name`, generating it at first start.
@@ -113,7 +143,10 @@ pub async fn run(settings: Settings) -> Result<()> {
     data_config.snapshot_path = Some(dir.join(SNAPSHOT_FILE));
     data_config.shutdown_grace = Duration::from_secs(5);
 
-    let plane = ControlPlane::build(control).await?;
+    let audit_store = AuditStore::connect(&audit_database_url(&settings, &dir)).await?;
+    let signer = audit_signer(&settings, &dir)?;
+    let (bus, events) = routero_bus::in_process(AUDIT_BUS_CAPACITY, settings.audit_overflow()?);
+    let plane = ControlPlane::build(control).await?.with_audit(bus.clone());
     announce(
         plane.generated_admin_key.as_ref(),
         &format!("http://{}", http.local_addr()?),
@@ -121,16 +154,31 @@ pub async fn run(settings: Settings) -> Result<()> {
         &dir,
     )?;
 
+    let writer = tokio::spawn(routero_audit_writer::run(
+        audit_store,
+        events,
+        signer,
+        WriterConfig::default(),
+        std::future::pending(),
+    ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.changed().await;
     };
     let control_task = tokio::spawn(plane.serve(Listeners { http, grpc }, wait(stop_rx.clone())));
-    let data_task = tokio::spawn(routero_data_plane::run(data_config, data, wait(stop_rx)));
+    let data_task = tokio::spawn(routero_data_plane::run(
+        data_config,
+        data,
+        Some(bus),
+        wait(stop_rx),
+    ));
     shutdown_signal().await;
     let _ = stop_tx.send(true);
     control_task.await??;
     data_task.await??;
+    // Both planes are down and their bus handles dropped: the writer drains what they emitted,
+    // signs a last checkpoint and returns.
+    writer.await??;
     Ok(())
 }
 

@@ -8,7 +8,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::extract::Body;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ClientInfo};
+use routero_core::audit::EventType;
+
 use crate::store::{AdminPrincipal, Route, StoredDeployment};
 
 /// Providers the data plane has an adapter for.
@@ -60,6 +62,7 @@ fn check_base_url(url: &str) -> Result<(), ApiError> {
 pub(super) async fn create_credential(
     State(state): State<AppState>,
     Extension(principal): Extension<AdminPrincipal>,
+    Extension(client): Extension<ClientInfo>,
     Body(body): Body<NewCredential>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name("name", &body.name)?;
@@ -89,7 +92,14 @@ pub(super) async fn create_credential(
             &ciphertext,
         )
         .await?;
-    tracing::info!(tenant = %principal.tenant_id, credential = %credential.id, "credential created");
+    state
+        .record(
+            &principal,
+            &client,
+            EventType::CredentialCreated,
+            ("credential", Some(credential.id.clone())),
+        )
+        .await;
     Ok((
         StatusCode::CREATED,
         Json(
@@ -123,6 +133,7 @@ struct NewDeployment {
 pub(super) async fn create_model(
     State(state): State<AppState>,
     Extension(principal): Extension<AdminPrincipal>,
+    Extension(client): Extension<ClientInfo>,
     Body(body): Body<NewModel>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name("name", &body.name)?;
@@ -159,6 +170,14 @@ pub(super) async fn create_model(
         deployments,
     };
     state.store.create_route(&route).await?;
+    state
+        .record(
+            &principal,
+            &client,
+            EventType::ModelCreated,
+            ("model", Some(route.name.clone())),
+        )
+        .await;
     Ok((StatusCode::CREATED, Json(route_json(&route))))
 }
 

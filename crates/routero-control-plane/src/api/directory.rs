@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 
 use super::catalog::check_name;
 use super::extract::Body;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ClientInfo};
+use routero_core::audit::EventType;
+
 use crate::store::{AdminPrincipal, User};
 
 #[derive(Deserialize)]
@@ -21,6 +23,7 @@ pub(super) struct NewTeam {
 pub(super) async fn create_team(
     State(state): State<AppState>,
     Extension(principal): Extension<AdminPrincipal>,
+    Extension(client): Extension<ClientInfo>,
     Body(body): Body<NewTeam>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name("name", &body.name)?;
@@ -32,6 +35,14 @@ pub(super) async fn create_team(
             body.external_id.as_deref(),
         )
         .await?;
+    state
+        .record(
+            &principal,
+            &client,
+            EventType::TeamCreated,
+            ("team", Some(team.id.clone())),
+        )
+        .await;
     Ok((StatusCode::CREATED, Json(json!(team))))
 }
 
@@ -64,6 +75,7 @@ fn active_by_default() -> bool {
 pub(super) async fn create_user(
     State(state): State<AppState>,
     Extension(principal): Extension<AdminPrincipal>,
+    Extension(client): Extension<ClientInfo>,
     Body(body): Body<NewUser>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name("user_name", &body.user_name)?;
@@ -77,6 +89,14 @@ pub(super) async fn create_user(
         team_ids: body.team_ids,
     };
     let user = state.store.create_user(&principal.tenant_id, &user).await?;
+    state
+        .record(
+            &principal,
+            &client,
+            EventType::UserProvisioned,
+            ("user", Some(user.id.clone())),
+        )
+        .await;
     Ok((StatusCode::CREATED, Json(json!(user))))
 }
 

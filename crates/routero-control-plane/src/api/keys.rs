@@ -12,7 +12,9 @@ use serde_json::{Map, Value, json};
 
 use super::catalog::check_name;
 use super::extract::{Body, Query};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ClientInfo};
+use routero_core::audit::EventType;
+
 use crate::store::{AdminPrincipal, KeyChanges, KeyRecord, now_unix};
 
 const MAX_LIST: usize = 1000;
@@ -121,6 +123,7 @@ fn issued_json(secret: &NewSecret, key: &KeyRecord) -> Value {
 pub(super) async fn generate(
     State(state): State<AppState>,
     Extension(principal): Extension<AdminPrincipal>,
+    Extension(client): Extension<ClientInfo>,
     Body(body): Body<GenerateKey>,
 ) -> Result<Json<Value>, ApiError> {
     let models = body.models.unwrap_or_default();
@@ -145,7 +148,14 @@ pub(super) async fn generate(
         revoked_at: None,
     };
     state.store.insert_key(&record).await?;
-    tracing::info!(tenant = %record.tenant_id, key_id = %record.id, "key created");
+    state
+        .record(
+            &principal,
+            &client,
+            EventType::KeyCreated,
+            ("key", Some(record.id.clone())),
+        )
+        .await;
     Ok(Json(issued_json(&secret, &record)))
 }
 
@@ -161,6 +171,7 @@ pub(super) struct DeleteKeys {
 pub(super) async fn delete(
     State(state): State<AppState>,
     Extension(principal): Extension<AdminPrincipal>,
+    Extension(client): Extension<ClientInfo>,
     Body(body): Body<DeleteKeys>,
 ) -> Result<Json<Value>, ApiError> {
     let count = body.keys.len() + body.key_ids.len();
@@ -179,7 +190,16 @@ pub(super) async fn delete(
         .store
         .revoke_keys(&principal.tenant_id, &body.key_ids, &hashes)
         .await?;
-    tracing::info!(tenant = %principal.tenant_id, keys = ?revoked, "keys revoked");
+    for key_id in &revoked {
+        state
+            .record(
+                &principal,
+                &client,
+                EventType::KeyRevoked,
+                ("key", Some(key_id.clone())),
+            )
+            .await;
+    }
     Ok(Json(json!({ "deleted_keys": revoked })))
 }
 
@@ -232,6 +252,7 @@ pub(super) struct Regenerate {
 pub(super) async fn regenerate(
     State(state): State<AppState>,
     Extension(principal): Extension<AdminPrincipal>,
+    Extension(client): Extension<ClientInfo>,
     Body(body): Body<Regenerate>,
 ) -> Result<Json<Value>, ApiError> {
     let expires_at = body.duration.as_deref().map(expiry).transpose()?.map(Some);
@@ -246,7 +267,14 @@ pub(super) async fn regenerate(
             expires_at,
         )
         .await?;
-    tracing::info!(tenant = %record.tenant_id, key_id = %record.id, "key regenerated");
+    state
+        .record(
+            &principal,
+            &client,
+            EventType::KeyRotated,
+            ("key", Some(record.id.clone())),
+        )
+        .await;
     Ok(Json(issued_json(&secret, &record)))
 }
 
@@ -265,6 +293,7 @@ pub(super) struct UpdateKey {
 pub(super) async fn update(
     State(state): State<AppState>,
     Extension(principal): Extension<AdminPrincipal>,
+    Extension(client): Extension<ClientInfo>,
     Body(body): Body<UpdateKey>,
 ) -> Result<Json<Value>, ApiError> {
     if let Some(models) = &body.models {
@@ -289,5 +318,13 @@ pub(super) async fn update(
         .store
         .update_key(&principal.tenant_id, &body.key_id, &changes)
         .await?;
+    state
+        .record(
+            &principal,
+            &client,
+            EventType::KeyUpdated,
+            ("key", Some(key.id.clone())),
+        )
+        .await;
     Ok(Json(json!({ "key_id": key.id, "info": key_json(&key) })))
 }

@@ -9,12 +9,16 @@ mod keys;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use routero_bus::EventBus;
+use routero_core::audit::{ActorKind, EventType, Outcome, UNATTRIBUTED_TENANT};
 use routero_crypto::KeyHasher;
 
 pub use error::ApiError;
@@ -30,6 +34,65 @@ pub struct AppState {
     pub(crate) hasher: KeyHasher,
     pub(crate) vault: Vault,
     pub(crate) publisher: Arc<Publisher>,
+    pub(crate) audit: Option<EventBus>,
+}
+
+/// Where an admin request came from, for its audit event.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientInfo {
+    source_ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl ClientInfo {
+    fn of(request: &Request) -> Self {
+        Self {
+            source_ip: request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(peer)| peer.ip().to_string()),
+            user_agent: request
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|ua| ua.chars().take(256).collect()),
+        }
+    }
+}
+
+impl AppState {
+    /// Records an admin action that has happened. A failure to record is logged loudly; the
+    /// action itself is already committed.
+    pub(crate) async fn record(
+        &self,
+        principal: &AdminPrincipal,
+        client: &ClientInfo,
+        action: EventType,
+        resource: (&str, Option<String>),
+    ) {
+        let actor = routero_core::audit::Actor {
+            kind: ActorKind::AdminKey,
+            id: Some(principal.key_id.clone()),
+            source_ip: client.source_ip.clone(),
+            user_agent: client.user_agent.clone(),
+        };
+        let event = routero_bus::event(
+            &principal.tenant_id,
+            action,
+            actor,
+            routero_bus::resource(resource.0, resource.1),
+            Outcome::Success,
+        );
+        self.publish(event).await;
+    }
+
+    async fn publish(&self, event: routero_core::audit::AuditEvent) {
+        if let Some(bus) = &self.audit
+            && let Err(error) = bus.publish(event).await
+        {
+            tracing::error!(%error, "audit event not recorded");
+        }
+    }
 }
 
 /// The OpenAPI document of this API.
@@ -72,20 +135,40 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
-/// Resolves the admin key to a principal, or refuses with `invalid_admin_key`.
+/// Resolves the admin key to a principal, or refuses with `invalid_admin_key` (recorded as
+/// `login.failed` with the source address).
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let Some(presented) = bearer(request.headers()) else {
-        tracing::warn!(path = %request.uri().path(), "admin request without a key");
-        return ApiError::unauthenticated().into_response();
+    let client = ClientInfo::of(&request);
+    let principal = match bearer(request.headers()) {
+        Some(presented) => {
+            state
+                .store
+                .find_admin_key(&state.hasher.hash(presented).0)
+                .await
+        }
+        None => Ok(None),
     };
-    let hash = state.hasher.hash(presented);
-    match state.store.find_admin_key(&hash.0).await {
+    match principal {
         Ok(Some(principal)) => {
             request.extensions_mut().insert(principal);
+            request.extensions_mut().insert(client);
             next.run(request).await
         }
         Ok(None) => {
-            tracing::warn!(path = %request.uri().path(), "admin authentication failed");
+            let path = request.uri().path().to_owned();
+            tracing::warn!(%path, source_ip = ?client.source_ip, "admin authentication failed");
+            let mut actor = routero_bus::actor(ActorKind::Anonymous, None);
+            actor.source_ip = client.source_ip;
+            actor.user_agent = client.user_agent;
+            let mut event = routero_bus::event(
+                UNATTRIBUTED_TENANT,
+                EventType::LoginFailed,
+                actor,
+                routero_bus::resource("admin_api", Some(path)),
+                Outcome::Denied,
+            );
+            event.reason_code = Some("invalid_admin_key".into());
+            state.publish(event).await;
             ApiError::unauthenticated().into_response()
         }
         Err(error) => ApiError::from(error).into_response(),
