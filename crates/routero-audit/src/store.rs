@@ -32,6 +32,25 @@ pub struct TenantLog {
     pub checkpoints: Vec<Checkpoint>,
 }
 
+/// Filters of an audit query; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Events at or after this RFC 3339 UTC time.
+    pub since: Option<String>,
+    /// Events before this RFC 3339 UTC time.
+    pub until: Option<String>,
+    /// Only this event type (`key.created`, …).
+    pub action: Option<String>,
+    /// Only this actor id.
+    pub actor_id: Option<String>,
+    /// Only this outcome (`success`, `denied`, `failure`).
+    pub outcome: Option<String>,
+    /// Only events older than this sequence number (the cursor of the previous page).
+    pub before_seq: Option<u64>,
+    /// Page size.
+    pub limit: u32,
+}
+
 /// The audit store.
 #[derive(Debug, Clone)]
 pub struct AuditStore {
@@ -51,6 +70,17 @@ fn json_error(source: serde_json::Error) -> AuditError {
 fn seq_of(row: &AnyRow) -> Result<u64, AuditError> {
     let seq: i64 = row.try_get("seq")?;
     u64::try_from(seq).map_err(|_| AuditError::Malformed("seq"))
+}
+
+fn record_of(row: &AnyRow) -> Result<ChainedRecord, AuditError> {
+    let event: String = row.try_get("event")?;
+    Ok(ChainedRecord {
+        tenant_id: row.try_get("tenant_id")?,
+        seq: seq_of(row)?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+        event: serde_json::from_str(&event).map_err(json_error)?,
+    })
 }
 
 fn checkpoint_of(row: &AnyRow) -> Result<Checkpoint, AuditError> {
@@ -210,6 +240,31 @@ impl AuditStore {
         .collect()
     }
 
+    /// One page of a tenant's events, newest first.
+    pub async fn query(
+        &self,
+        tenant_id: &str,
+        query: &EventQuery,
+    ) -> Result<Vec<ChainedRecord>, AuditError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, seq, prev_hash, hash, event FROM audit_records WHERE tenant_id = $1 \
+             AND ($2 IS NULL OR time >= $2) AND ($3 IS NULL OR time < $3) AND ($4 IS NULL OR action = $4) \
+             AND ($5 IS NULL OR actor_id = $5) AND ($6 IS NULL OR outcome = $6) AND ($7 IS NULL OR seq < $7) \
+             ORDER BY seq DESC LIMIT $8",
+        )
+        .bind(tenant_id)
+        .bind(&query.since)
+        .bind(&query.until)
+        .bind(&query.action)
+        .bind(&query.actor_id)
+        .bind(&query.outcome)
+        .bind(query.before_seq.map(as_i64).transpose()?)
+        .bind(i64::from(query.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(record_of).collect()
+    }
+
     /// A tenant's anchor, records and checkpoints, in sequence order.
     pub async fn load(&self, tenant_id: &str) -> Result<TenantLog, AuditError> {
         let records = sqlx::query(
@@ -219,16 +274,7 @@ impl AuditStore {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|row| {
-            let event: String = row.try_get("event")?;
-            Ok(ChainedRecord {
-                tenant_id: row.try_get("tenant_id")?,
-                seq: seq_of(row)?,
-                prev_hash: row.try_get("prev_hash")?,
-                hash: row.try_get("hash")?,
-                event: serde_json::from_str(&event).map_err(json_error)?,
-            })
-        })
+        .map(record_of)
         .collect::<Result<Vec<_>, AuditError>>()?;
         let checkpoints = sqlx::query(
             "SELECT tenant_id, seq, hash, time, signature FROM audit_checkpoints WHERE tenant_id = $1 ORDER BY seq",

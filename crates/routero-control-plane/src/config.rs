@@ -49,6 +49,8 @@ pub struct ControlPlaneConfig {
     pub max_body_bytes: usize,
     /// TLS (and mutual TLS) for the snapshot service; plaintext when absent.
     pub grpc_tls: Option<GrpcTls>,
+    /// The audit log's database, served at `GET /audit/events`.
+    pub audit_database_url: Option<String>,
 }
 
 impl ControlPlaneConfig {
@@ -69,6 +71,7 @@ impl ControlPlaneConfig {
             poll_interval: Duration::from_secs(1),
             max_body_bytes: 1024 * 1024,
             grpc_tls: None,
+            audit_database_url: None,
         }
     }
 }

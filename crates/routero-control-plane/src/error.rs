@@ -33,6 +33,9 @@ pub enum ControlPlaneError {
     /// Configuration is unusable.
     #[error("config: {0}")]
     Config(String),
+    /// The audit log could not be opened.
+    #[error("audit log: {0}")]
+    Audit(#[from] routero_audit::AuditError),
     /// A listener or server failed.
     #[error("server: {0}")]
     Server(String),

@@ -69,6 +69,10 @@ impl ControlPlane {
         let hasher = KeyHasher::new(config.pepper.clone())?;
         let generated_admin_key =
             bootstrap_admin(&store, &hasher, config.admin_key.as_ref()).await?;
+        let audit_log = match &config.audit_database_url {
+            Some(url) => Some(routero_audit::AuditStore::connect(url).await?),
+            None => None,
+        };
         let publisher = snapshot::Publisher::start(
             store.clone(),
             vault.clone(),
@@ -82,6 +86,7 @@ impl ControlPlane {
             vault,
             publisher,
             audit: None,
+            audit_log,
         };
         Ok(Self {
             config,

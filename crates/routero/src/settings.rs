@@ -224,6 +224,7 @@ impl Settings {
             }
             config.admin_key = Some(SecretString::from(admin_key.clone()));
         }
+        config.audit_database_url = self.audit_database_url.clone();
         if let Some(interval) = Self::duration(&self.heartbeat_interval, "heartbeat_interval")? {
             config.heartbeat_interval = interval;
         }

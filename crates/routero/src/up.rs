@@ -117,6 +117,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         data_plane_key.clone(),
     );
     control.admin_key = settings.admin_key.clone().map(SecretString::from);
+    control.audit_database_url = Some(audit_database_url(&settings, &dir));
     if let Some(key) = &control.admin_key {
         anyhow::ensure!(
             key.expose_secret().len() >= 32,

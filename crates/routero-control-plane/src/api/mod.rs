@@ -1,6 +1,7 @@
 //! The admin REST API. Every route but the health probes and the OpenAPI document requires an
 //! admin key; every handler acts inside the caller's tenant.
 
+mod audit;
 mod catalog;
 mod directory;
 mod error;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub(crate) vault: Vault,
     pub(crate) publisher: Arc<Publisher>,
     pub(crate) audit: Option<EventBus>,
+    /// The audit log, for `GET /audit/events`.
+    pub(crate) audit_log: Option<routero_audit::AuditStore>,
 }
 
 /// Where an admin request came from, for its audit event.
@@ -124,6 +127,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             post(directory::create_user).get(directory::list_users),
         )
         .route("/data-planes", get(data_planes))
+        .route("/audit/events", get(audit::events))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(admin)

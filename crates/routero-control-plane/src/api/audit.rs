@@ -1,0 +1,109 @@
+//! `GET /audit/events`: the caller's tenant's audit trail, newest first, filtered and paged.
+
+use std::time::SystemTime;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use routero_audit::EventQuery;
+use routero_core::audit::{EventType, Outcome};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::extract::Query;
+use super::{ApiError, AppState};
+use crate::store::AdminPrincipal;
+
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 500;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Filters {
+    since: Option<String>,
+    until: Option<String>,
+    #[serde(rename = "type")]
+    action: Option<EventType>,
+    actor: Option<String>,
+    outcome: Option<Outcome>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+/// RFC 3339 in, the stored form out (UTC, milliseconds), so comparisons are exact.
+fn normalize_time(field: &str, text: Option<String>) -> Result<Option<String>, ApiError> {
+    text.map(|text| {
+        humantime::parse_rfc3339_weak(&text)
+            .map(|time: SystemTime| humantime::format_rfc3339_millis(time).to_string())
+            .map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("{field}: an RFC 3339 time is required"),
+                )
+            })
+    })
+    .transpose()
+}
+
+/// The wire name of a serde enum (`key.created`, `denied`).
+fn wire_name<T: serde::Serialize>(value: &T) -> Option<String> {
+    match serde_json::to_value(value) {
+        Ok(Value::String(name)) => Some(name),
+        _ => None,
+    }
+}
+
+pub(super) async fn events(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Query(filters): Query<Filters>,
+) -> Result<Json<Value>, ApiError> {
+    let log = state.audit_log.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_not_configured",
+            "No audit log is configured.",
+        )
+    })?;
+    let limit = filters.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit: 1-{MAX_PAGE}"),
+        ));
+    }
+    let before_seq = filters
+        .cursor
+        .map(|c| {
+            c.parse::<u64>().map_err(|_| {
+                ApiError::bad_request("invalid_query", "cursor: not a cursor from this API")
+            })
+        })
+        .transpose()?;
+    let query = EventQuery {
+        since: normalize_time("since", filters.since)?,
+        until: normalize_time("until", filters.until)?,
+        action: filters.action.as_ref().and_then(wire_name),
+        actor_id: filters.actor,
+        outcome: filters.outcome.as_ref().and_then(wire_name),
+        before_seq,
+        limit,
+    };
+    let records = log
+        .query(&principal.tenant_id, &query)
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "audit query failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                "The audit log is unavailable.",
+            )
+        })?;
+    let next_cursor = (records.len() == limit as usize)
+        .then(|| records.last().map(|r| r.seq.to_string()))
+        .flatten();
+    Ok(Json(
+        json!({ "events": records, "next_cursor": next_cursor }),
+    ))
+}
