@@ -1,6 +1,7 @@
 //! The audit writer: takes events off the bus in batches, chains and commits them per tenant
 //! (idempotent on event id), and signs a checkpoint every `checkpoint_every` events or every
-//! `checkpoint_interval`, whichever comes first. A batch that fails to commit is retried, never
+//! `checkpoint_interval`, whichever comes first, and prunes what is past each tenant's
+//! retention behind a signed anchor every `prune_interval`. A batch that fails to commit is retried, never
 //! dropped; at shutdown what is queued is written before returning.
 #![forbid(unsafe_code)]
 
@@ -24,6 +25,8 @@ pub struct WriterConfig {
     pub checkpoint_interval: Duration,
     /// First wait before retrying a failed commit (doubles up to 5 s).
     pub retry_backoff: Duration,
+    /// How often records past their tenant's retention are pruned (behind a signed anchor).
+    pub prune_interval: Duration,
 }
 
 impl Default for WriterConfig {
@@ -33,6 +36,7 @@ impl Default for WriterConfig {
             checkpoint_every: 1000,
             checkpoint_interval: Duration::from_secs(10),
             retry_backoff: Duration::from_millis(100),
+            prune_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -107,6 +111,8 @@ pub async fn run(
     };
     let mut ticker = tokio::time::interval(config.checkpoint_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pruner = tokio::time::interval(config.prune_interval);
+    pruner.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -117,6 +123,13 @@ pub async fn run(
             _ = ticker.tick() => {
                 if let Err(error) = writer.checkpoint().await {
                     tracing::error!(%error, "audit checkpoint failed; will retry");
+                }
+            }
+            _ = pruner.tick() => {
+                match writer.store.prune_expired(&writer.signer, SystemTime::now()).await {
+                    Ok(anchors) if !anchors.is_empty() => tracing::info!(tenants = anchors.len(), "audit records past retention pruned behind signed anchors"),
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(%error, "audit pruning failed; will retry"),
                 }
             }
             () = &mut shutdown => break,

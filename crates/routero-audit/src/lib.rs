@@ -17,5 +17,5 @@ pub use chain::{ChainHead, ChainedRecord, Digest, GENESIS};
 pub use checkpoint::Checkpoint;
 pub use error::AuditError;
 pub use export::{ExportLine, verify_export};
-pub use store::{AuditStore, EventQuery, TenantLog};
+pub use store::{AuditStore, DEFAULT_RETENTION_DAYS, EventQuery, TenantLog};
 pub use verify::{Tamper, Verified, Violation, verify_chain};

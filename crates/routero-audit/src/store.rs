@@ -14,12 +14,23 @@ use crate::AuditError;
 use crate::chain::{ChainHead, ChainedRecord, parse_digest};
 use crate::checkpoint::Checkpoint;
 
-const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[(
-    1,
-    "audit log",
-    include_str!("../../../migrations/postgres/audit/0001_audit_log.sql"),
-    include_str!("../../../migrations/sqlite/audit/0001_audit_log.sql"),
-)];
+const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[
+    (
+        1,
+        "audit log",
+        include_str!("../../../migrations/postgres/audit/0001_audit_log.sql"),
+        include_str!("../../../migrations/sqlite/audit/0001_audit_log.sql"),
+    ),
+    (
+        2,
+        "retention",
+        include_str!("../../../migrations/postgres/audit/0002_retention.sql"),
+        include_str!("../../../migrations/sqlite/audit/0002_retention.sql"),
+    ),
+];
+
+/// How long a tenant keeps its audit trail unless configured otherwise.
+pub const DEFAULT_RETENTION_DAYS: u32 = 365;
 
 /// Everything stored for one tenant, in chain order, for verification and export.
 #[derive(Debug, Clone, Default)]
@@ -263,6 +274,107 @@ impl AuditStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(record_of).collect()
+    }
+
+    /// Sets how many days a tenant keeps its audit trail (at least 1).
+    pub async fn set_retention(&self, tenant_id: &str, days: u32) -> Result<(), AuditError> {
+        if days == 0 {
+            return Err(AuditError::Malformed("retention days"));
+        }
+        sqlx::query(
+            "INSERT INTO audit_retention (tenant_id, days, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id) DO UPDATE SET days = $2, updated_at = $3",
+        )
+        .bind(tenant_id)
+        .bind(i64::from(days))
+        .bind(unix_now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// How many days a tenant keeps its audit trail.
+    pub async fn retention(&self, tenant_id: &str) -> Result<u32, AuditError> {
+        let row = sqlx::query("SELECT days FROM audit_retention WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => u32::try_from(row.try_get::<i64, _>("days")?)
+                .map_err(|_| AuditError::Malformed("retention days")),
+            None => Ok(DEFAULT_RETENTION_DAYS),
+        }
+    }
+
+    /// Removes the oldest records of a tenant that are all older than `cutoff` (RFC 3339 UTC,
+    /// as stored), after signing an anchor at the last one removed, so that what remains still
+    /// verifies. Returns the anchor, or `None` when nothing was old enough.
+    pub async fn prune(
+        &self,
+        signer: &CheckpointSigner,
+        tenant_id: &str,
+        cutoff: &str,
+        now: &str,
+    ) -> Result<Option<Checkpoint>, AuditError> {
+        let mut tx = self.pool.begin().await?;
+        // The longest prefix entirely older than the cutoff: never a newer event out of order.
+        let row = sqlx::query(
+            "SELECT MAX(seq) AS seq FROM audit_records WHERE tenant_id = $1 AND seq < COALESCE(\
+             (SELECT MIN(seq) FROM audit_records WHERE tenant_id = $1 AND time >= $2), \
+             (SELECT MAX(seq) + 1 FROM audit_records WHERE tenant_id = $1))",
+        )
+        .bind(tenant_id)
+        .bind(cutoff)
+        .fetch_one(&mut *tx)
+        .await?;
+        let Some(last) = row.try_get::<Option<i64>, _>("seq")? else {
+            return Ok(None);
+        };
+        let hash: String =
+            sqlx::query("SELECT hash FROM audit_records WHERE tenant_id = $1 AND seq = $2")
+                .bind(tenant_id)
+                .bind(last)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("hash")?;
+        let seq = u64::try_from(last).map_err(|_| AuditError::Malformed("seq"))?;
+        let anchor = Checkpoint::sign(signer, tenant_id, seq, &parse_digest(&hash, "hash")?, now)?;
+        sqlx::query("INSERT INTO audit_anchors (tenant_id, seq, hash, time, signature) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&anchor.tenant_id)
+            .bind(last)
+            .bind(&anchor.hash)
+            .bind(&anchor.time)
+            .bind(&anchor.signature)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM audit_records WHERE tenant_id = $1 AND seq <= $2")
+            .bind(tenant_id)
+            .bind(last)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(anchor))
+    }
+
+    /// Prunes every tenant's trail to its retention period at `now`; returns the anchors signed.
+    pub async fn prune_expired(
+        &self,
+        signer: &CheckpointSigner,
+        now: SystemTime,
+    ) -> Result<Vec<Checkpoint>, AuditError> {
+        let stamp = humantime::format_rfc3339_millis(now).to_string();
+        let mut anchors = Vec::new();
+        for tenant in self.tenants().await? {
+            let days = self.retention(&tenant).await?;
+            let cutoff = now
+                .checked_sub(std::time::Duration::from_secs(u64::from(days) * 86_400))
+                .unwrap_or(UNIX_EPOCH);
+            let cutoff = humantime::format_rfc3339_millis(cutoff).to_string();
+            if let Some(anchor) = self.prune(signer, &tenant, &cutoff, &stamp).await? {
+                anchors.push(anchor);
+            }
+        }
+        Ok(anchors)
     }
 
     /// A tenant's anchor, records and checkpoints, in sequence order.

@@ -96,6 +96,7 @@ routero_testkit::on_both_databases!(
     appends_chain_per_tenant_idempotently_and_verify,
     the_log_refuses_update_and_delete,
     tampering_in_the_database_is_named,
+    pruning_leaves_a_signed_anchor_and_the_rest_verifies,
 );
 
 async fn appends_chain_per_tenant_idempotently_and_verify(db: Db) {
@@ -232,4 +233,61 @@ async fn tampering_in_the_database_is_named(db: Db) {
         db.verify(&signer, "insert").await,
         Err((4, Tamper::Inserted))
     );
+}
+
+async fn pruning_leaves_a_signed_anchor_and_the_rest_verifies(db: Db) {
+    let signer = CheckpointSigner::generate().unwrap();
+    assert_eq!(db.store.retention("a").await.unwrap(), 365);
+    db.store.set_retention("a", 30).await.unwrap();
+    assert_eq!(db.store.retention("a").await.unwrap(), 30);
+    assert!(db.store.set_retention("a", 0).await.is_err());
+
+    // Six old events, two recent ones, then an old one arriving late (out of time order).
+    let mut events: Vec<AuditEvent> = (1..=9).map(|i| event("a", i)).collect();
+    for (i, e) in events.iter_mut().enumerate() {
+        e.time = if (6..8).contains(&i) {
+            format!("2026-11-0{}T00:00:00.000Z", i - 5)
+        } else {
+            format!("2020-01-0{}T00:00:00.000Z", i + 1)
+        };
+    }
+    db.store.append(&events).await.unwrap();
+    db.store.checkpoint(&signer, ["a"], "t").await.unwrap();
+    let anchor = db
+        .store
+        .prune(&signer, "a", "2025-01-01T00:00:00.000Z", "now")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        anchor.seq, 6,
+        "only the prefix that is entirely older than the cutoff"
+    );
+    assert!(
+        db.store
+            .prune(&signer, "a", "2025-01-01T00:00:00.000Z", "now")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let log = db.store.load("a").await.unwrap();
+    assert_eq!(
+        log.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![7, 8, 9]
+    );
+    assert_eq!(log.anchor.as_ref().map(|a| a.seq), Some(6));
+    assert_eq!(db.verify(&signer, "a").await, Ok(9));
+    // New records continue the chain after pruning.
+    db.store.append(&[event("a", 10)]).await.unwrap();
+    db.store.checkpoint(&signer, ["a"], "t").await.unwrap();
+    assert_eq!(db.verify(&signer, "a").await, Ok(10));
+
+    let refused = db
+        .sql(&["DELETE FROM audit_records WHERE tenant_id = 'a' AND seq = 7"])
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("append-only"), "{refused}");
+    let refused = db.sql(&["DELETE FROM audit_anchors"]).await.unwrap_err();
+    assert!(refused.to_string().contains("append-only"), "{refused}");
 }

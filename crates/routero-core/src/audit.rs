@@ -55,6 +55,9 @@ pub enum EventType {
     /// A team was created.
     #[serde(rename = "team.created")]
     TeamCreated,
+    /// A tenant's audit retention period changed.
+    #[serde(rename = "audit.retention_changed")]
+    AuditRetentionChanged,
     /// A login succeeded.
     #[serde(rename = "login.success")]
     LoginSuccess,

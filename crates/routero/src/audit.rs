@@ -129,6 +129,24 @@ pub async fn run(settings: Settings, command: Audit) -> Result<()> {
             out.flush()?;
             Ok(())
         }
+        Audit::Prune => {
+            let dir = up::data_dir(&settings)?;
+            let store = AuditStore::connect(&up::audit_database_url(&settings, &dir)).await?;
+            let signer = up::audit_signer(&settings, &dir)?;
+            let anchors = store
+                .prune_expired(&signer, std::time::SystemTime::now())
+                .await?;
+            let mut out = std::io::stdout().lock();
+            for anchor in &anchors {
+                writeln!(
+                    out,
+                    "tenant {}: pruned through seq {}",
+                    anchor.tenant_id, anchor.seq
+                )?;
+            }
+            writeln!(out, "{} tenant(s) pruned", anchors.len())?;
+            Ok(())
+        }
         Audit::PublicKey => {
             writeln!(
                 std::io::stdout(),

@@ -72,6 +72,9 @@ enum Audit {
     },
     /// Prints the public key that verifies this installation's checkpoints.
     PublicKey,
+    /// Removes records past each tenant's retention now, behind signed anchors (the audit
+    /// writer also does this hourly).
+    Prune,
 }
 
 #[derive(Subcommand)]

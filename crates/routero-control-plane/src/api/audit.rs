@@ -7,11 +7,12 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use routero_audit::EventQuery;
 use routero_core::audit::{EventType, Outcome};
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::extract::Query;
-use super::{ApiError, AppState};
+use super::extract::{Body, Query};
+use super::{ApiError, AppState, ClientInfo};
 use crate::store::AdminPrincipal;
 
 const DEFAULT_PAGE: u32 = 100;
@@ -28,6 +29,26 @@ pub(super) struct Filters {
     outcome: Option<Outcome>,
     limit: Option<u32>,
     cursor: Option<String>,
+}
+
+/// The audit log, or 503 `audit_not_configured`.
+fn audit_log(state: &AppState) -> Result<&routero_audit::AuditStore, ApiError> {
+    state.audit_log.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_not_configured",
+            "No audit log is configured.",
+        )
+    })
+}
+
+fn unavailable(error: routero_audit::AuditError) -> ApiError {
+    tracing::error!(%error, "audit log failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "audit_unavailable",
+        "The audit log is unavailable.",
+    )
 }
 
 /// RFC 3339 in, the stored form out (UTC, milliseconds), so comparisons are exact.
@@ -106,4 +127,51 @@ pub(super) async fn events(
     Ok(Json(
         json!({ "events": records, "next_cursor": next_cursor }),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Retention {
+    days: u32,
+}
+
+/// Longest retention accepted: ten years.
+const MAX_RETENTION_DAYS: u32 = 3650;
+
+pub(super) async fn get_retention(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+) -> Result<Json<Value>, ApiError> {
+    let days = audit_log(&state)?
+        .retention(&principal.tenant_id)
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(json!({ "days": days })))
+}
+
+pub(super) async fn set_retention(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Extension(client): Extension<ClientInfo>,
+    Body(body): Body<Retention>,
+) -> Result<Json<Value>, ApiError> {
+    if body.days == 0 || body.days > MAX_RETENTION_DAYS {
+        return Err(ApiError::bad_request(
+            "invalid_retention",
+            format!("days: 1-{MAX_RETENTION_DAYS}"),
+        ));
+    }
+    audit_log(&state)?
+        .set_retention(&principal.tenant_id, body.days)
+        .await
+        .map_err(unavailable)?;
+    state
+        .record(
+            &principal,
+            &client,
+            EventType::AuditRetentionChanged,
+            ("audit_retention", Some(body.days.to_string())),
+        )
+        .await;
+    Ok(Json(json!({ "days": body.days })))
 }

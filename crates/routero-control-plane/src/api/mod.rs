@@ -128,6 +128,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/data-planes", get(data_planes))
         .route("/audit/events", get(audit::events))
+        .route(
+            "/audit/retention",
+            get(audit::get_retention).put(audit::set_retention),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(admin)
