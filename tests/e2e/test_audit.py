@@ -156,3 +156,47 @@ def test_retention_is_set_per_tenant_and_pruning_runs_on_demand(fake_provider):
         assert code == 0, out
     finally:
         gw.close()
+
+
+def test_webhook_sink_delivers_signed_chained_records(fake_provider):
+    import hashlib
+    import hmac
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    secret = "whsec-e2e-0123456789abcdef"
+    received, refused = [], []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            t, v1 = (part.split("=", 1)[1] for part in self.headers["X-Routero-Signature"].split(","))
+            expected = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+            if not hmac.compare_digest(expected, v1):
+                refused.append(body)
+                self.send_response(401)
+            else:
+                received.extend(json.loads(body)["records"])
+                self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    gw = Gateway(fake_provider, "sqlite-up", extra_env={
+        "ROUTERO_AUDIT_WEBHOOK_URL": f"http://127.0.0.1:{server.server_port}/hook",
+        "ROUTERO_AUDIT_WEBHOOK_SECRET": secret,
+    })
+    try:
+        issued = gw.new_key(models=["gpt-a"])
+        gw.admin("POST", "/key/delete", {"key_ids": [issued["key_id"]]})
+        wait_until(lambda: "key.revoked" in [r["event"]["action"] for r in received], timeout=20, what="webhook delivery")
+        assert not refused
+        tenant = [r for r in received if r["tenant_id"] != "_unattributed"]
+        assert [r["seq"] for r in tenant] == list(range(1, len(tenant) + 1)), "in order, once"
+        assert all(b["prev_hash"] == a["hash"] for a, b in zip(tenant, tenant[1:])), "a chain the SIEM can check"
+    finally:
+        gw.close()
+        server.shutdown()

@@ -5,6 +5,10 @@
 //! dropped; at shutdown what is queued is written before returning.
 #![forbid(unsafe_code)]
 
+mod webhook;
+
+pub use webhook::{SIGNATURE_HEADER, WebhookConfig, run_webhook};
+
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::{Duration, SystemTime};

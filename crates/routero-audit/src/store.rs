@@ -27,6 +27,12 @@ const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[
         include_str!("../../../migrations/postgres/audit/0002_retention.sql"),
         include_str!("../../../migrations/sqlite/audit/0002_retention.sql"),
     ),
+    (
+        3,
+        "export",
+        include_str!("../../../migrations/postgres/audit/0003_export.sql"),
+        include_str!("../../../migrations/sqlite/audit/0003_export.sql"),
+    ),
 ];
 
 /// How long a tenant keeps its audit trail unless configured otherwise.
@@ -375,6 +381,97 @@ impl AuditStore {
             }
         }
         Ok(anchors)
+    }
+
+    /// The last sequence number `sink` delivered for a tenant (0: nothing yet).
+    pub async fn export_cursor(&self, sink: &str, tenant_id: &str) -> Result<u64, AuditError> {
+        let row =
+            sqlx::query("SELECT seq FROM audit_export_cursors WHERE sink = $1 AND tenant_id = $2")
+                .bind(sink)
+                .bind(tenant_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map_or(Ok(0), seq_of)
+    }
+
+    /// Records tenant records after `after` (up to `limit`), in order, for export.
+    pub async fn records_after(
+        &self,
+        tenant_id: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<ChainedRecord>, AuditError> {
+        sqlx::query(
+            "SELECT tenant_id, seq, prev_hash, hash, event FROM audit_records \
+             WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(tenant_id)
+        .bind(as_i64(after)?)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(record_of)
+        .collect()
+    }
+
+    /// Moves `sink`'s cursor for a tenant to `seq`; with `dead`, first records those sequence
+    /// numbers as given up on, with the attempts made and the last error.
+    pub async fn advance_export(
+        &self,
+        sink: &str,
+        tenant_id: &str,
+        seq: u64,
+        dead: Option<(&[u64], u32, &str)>,
+    ) -> Result<(), AuditError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some((seqs, attempts, error)) = dead {
+            for dead_seq in seqs {
+                sqlx::query(
+                    "INSERT INTO audit_dead_letters (sink, tenant_id, seq, attempts, last_error, failed_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(sink)
+                .bind(tenant_id)
+                .bind(as_i64(*dead_seq)?)
+                .bind(i64::from(attempts))
+                .bind(error)
+                .bind(unix_now())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO audit_export_cursors (sink, tenant_id, seq, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (sink, tenant_id) DO UPDATE SET seq = $3, updated_at = $4",
+        )
+        .bind(sink)
+        .bind(tenant_id)
+        .bind(as_i64(seq)?)
+        .bind(unix_now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sequence numbers `sink` gave up on for a tenant, with the attempts made.
+    pub async fn dead_letters(
+        &self,
+        sink: &str,
+        tenant_id: &str,
+    ) -> Result<Vec<(u64, u32)>, AuditError> {
+        sqlx::query("SELECT seq, attempts FROM audit_dead_letters WHERE sink = $1 AND tenant_id = $2 ORDER BY seq")
+            .bind(sink)
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                let attempts = u32::try_from(row.try_get::<i64, _>("attempts")?).map_err(|_| AuditError::Malformed("attempts"))?;
+                Ok((seq_of(row)?, attempts))
+            })
+            .collect()
     }
 
     /// A tenant's anchor, records and checkpoints, in sequence order.

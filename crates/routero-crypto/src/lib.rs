@@ -11,7 +11,7 @@ mod signing;
 mod vault;
 
 pub use error::CryptoError;
-pub use key_hash::{KeyHasher, generate_api_key};
+pub use key_hash::{KeyHasher, generate_api_key, webhook_signature};
 pub use seal::{SealingKey, SecretBytes, random_bytes};
 pub use signing::{CheckpointSigner, CheckpointVerifier};
 pub use vault::Keyring;

@@ -75,6 +75,10 @@ pub struct Settings {
     /// Audit: when the audit bus is full, `block` requests until there is room, or
     /// `fail_closed` to refuse them with 503 `audit_unavailable`.
     pub audit_overflow: Option<String>,
+    /// Audit: SIEM webhook receiving chained records (signed with `audit_webhook_secret`).
+    pub audit_webhook_url: Option<String>,
+    /// Audit: HMAC-SHA256 key of the webhook signature header (16+ characters).
+    pub audit_webhook_secret: Option<String>,
 }
 
 impl Settings {
@@ -133,6 +137,8 @@ impl Settings {
             audit_signing_key: s(),
             audit_public_key: s(),
             audit_overflow: s(),
+            audit_webhook_url: s(),
+            audit_webhook_secret: s(),
         }
     }
 
@@ -253,6 +259,27 @@ impl Settings {
             Some("fail_closed") => Ok(routero_bus::Overflow::FailClosed),
             Some(other) => bail!("audit_overflow: {other:?} is not block or fail_closed"),
         }
+    }
+
+    /// The SIEM webhook sink, when `audit_webhook_url` is set.
+    pub fn audit_webhook(&self) -> Result<Option<routero_audit_writer::WebhookConfig>> {
+        let Some(url) = &self.audit_webhook_url else {
+            if self.audit_webhook_secret.is_some() {
+                bail!("audit_webhook_secret: set audit_webhook_url too");
+            }
+            return Ok(None);
+        };
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            bail!("audit_webhook_url: use http:// or https://");
+        }
+        let secret = Self::required(&self.audit_webhook_secret, "audit_webhook_secret")?;
+        if secret.len() < 16 {
+            bail!("audit_webhook_secret: use at least 16 characters");
+        }
+        Ok(Some(routero_audit_writer::WebhookConfig::new(
+            url.clone(),
+            secret.to_owned().into(),
+        )))
     }
 
     /// The data plane's config.

@@ -155,6 +155,18 @@ pub async fn run(settings: Settings) -> Result<()> {
         &dir,
     )?;
 
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.changed().await;
+    };
+    let webhook = match settings.audit_webhook()? {
+        Some(config) => Some(tokio::spawn(routero_audit_writer::run_webhook(
+            audit_store.clone(),
+            config,
+            wait(stop_rx.clone()),
+        ))),
+        None => None,
+    };
     let writer = tokio::spawn(routero_audit_writer::run(
         audit_store,
         events,
@@ -162,10 +174,6 @@ pub async fn run(settings: Settings) -> Result<()> {
         WriterConfig::default(),
         std::future::pending(),
     ));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.changed().await;
-    };
     let control_task = tokio::spawn(plane.serve(Listeners { http, grpc }, wait(stop_rx.clone())));
     let data_task = tokio::spawn(routero_data_plane::run(
         data_config,
@@ -180,6 +188,9 @@ pub async fn run(settings: Settings) -> Result<()> {
     // Both planes are down and their bus handles dropped: the writer drains what they emitted,
     // signs a last checkpoint and returns.
     writer.await??;
+    if let Some(webhook) = webhook {
+        webhook.await??;
+    }
     Ok(())
 }
 
