@@ -48,6 +48,25 @@ impl KeyHasher {
     }
 }
 
+/// The signature a webhook receiver checks: hex HMAC-SHA256 under `secret` of
+/// `"<unix timestamp>." ‖ body`. Signing the timestamp lets receivers refuse replays.
+pub fn webhook_signature(
+    secret: &[u8],
+    timestamp: i64,
+    body: &[u8],
+) -> Result<String, CryptoError> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+        .map_err(|_| CryptoError::InvalidKey("webhook secret".into()))?;
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    Ok(hex_lower(&mac.finalize().into_bytes()))
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use secrecy::ExposeSecret;
@@ -73,23 +92,4 @@ mod tests {
         assert_ne!(a.hash("sk-rt-x"), a.hash("sk-rt-y"));
         assert_ne!(a.hash("sk-rt-x"), b.hash("sk-rt-x"));
     }
-}
-
-/// The signature a webhook receiver checks: hex HMAC-SHA256 under `secret` of
-/// `"<unix timestamp>." ‖ body`. Signing the timestamp lets receivers refuse replays.
-pub fn webhook_signature(
-    secret: &[u8],
-    timestamp: i64,
-    body: &[u8],
-) -> Result<String, CryptoError> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
-        .map_err(|_| CryptoError::InvalidKey("webhook secret".into()))?;
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    Ok(hex_lower(&mac.finalize().into_bytes()))
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
