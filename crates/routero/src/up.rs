@@ -159,14 +159,13 @@ pub async fn run(settings: Settings) -> Result<()> {
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.changed().await;
     };
-    let webhook = match settings.audit_webhook()? {
-        Some(config) => Some(tokio::spawn(routero_audit_writer::run_webhook(
+    let webhook = settings.audit_webhook()?.map(|config| {
+        tokio::spawn(routero_audit_writer::run_webhook(
             audit_store.clone(),
             config,
             wait(stop_rx.clone()),
-        ))),
-        None => None,
-    };
+        ))
+    });
     let writer = tokio::spawn(routero_audit_writer::run(
         audit_store,
         events,
