@@ -30,6 +30,9 @@ struct Args {
     /// Revocations to time.
     #[arg(long, default_value_t = 20)]
     revocations: usize,
+    /// Audit events chained and committed per database for writer throughput.
+    #[arg(long, default_value_t = 20_000)]
+    audit_events: usize,
     /// File whose bench section is replaced with the results.
     #[arg(long)]
     readme: Option<PathBuf>,
@@ -267,6 +270,69 @@ async fn revocation_latencies(
     Ok(latencies)
 }
 
+/// Events per second the audit store chains and commits, in writer-sized batches, on SQLite
+/// and (when reachable) PostgreSQL.
+async fn writer_throughput(events: usize) -> Result<String> {
+    use routero_core::audit::{ActorKind, EventType, Outcome};
+    let dir = std::env::temp_dir().join(format!("routero-bench-audit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut urls = vec![(
+        "SQLite",
+        format!("sqlite://{}", dir.join("audit.db").display()),
+    )];
+    let server = std::env::var("ROUTERO_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let name = format!("routero_bench_{}", std::process::id());
+    let created = Command::new("psql")
+        .args([
+            &format!("{server}/postgres"),
+            "-qc",
+            &format!("CREATE DATABASE {name}"),
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if created {
+        urls.push(("PostgreSQL", format!("{server}/{name}")));
+    }
+    let mut line = format!(
+        "\nAudit writer throughput ({events} events in batches of 512, chained and committed):"
+    );
+    for (label, url) in urls {
+        let store = routero_audit::AuditStore::connect(&url).await?;
+        let batch: Vec<_> = (0..events)
+            .map(|i| {
+                let tenant = format!("tenant-{}", i % 4);
+                routero_bus::event(
+                    &tenant,
+                    EventType::RequestRouted,
+                    routero_bus::actor(ActorKind::VirtualKey, Some(format!("key_{i}"))),
+                    routero_bus::resource("model", Some("bench".into())),
+                    Outcome::Success,
+                )
+            })
+            .collect();
+        let start = Instant::now();
+        for chunk in batch.chunks(512) {
+            store.append(chunk).await?;
+        }
+        let rate = events as f64 / start.elapsed().as_secs_f64();
+        line.push_str(&format!(" {label} {rate:.0} events/s;"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if created {
+        let _ = Command::new("psql")
+            .args([
+                &format!("{server}/postgres"),
+                "-qc",
+                &format!("DROP DATABASE {name}"),
+            ])
+            .status();
+    }
+    line.pop();
+    line.push_str(".\n");
+    Ok(line)
+}
+
 fn fmt_opt(value: Option<f64>, digits: usize) -> String {
     value.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
 }
@@ -369,6 +435,27 @@ async fn run(args: Args) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
+    // The same snapshot served by a data plane alone (no audit bus: the split deployment's data
+    // plane emits over Kafka, not built yet), to separate the cost of auditing.
+    let data_plane_key = std::fs::read_to_string(dir.join("data-plane.key"))?;
+    let alone_port = free_port()?;
+    let alone = Proc(
+        Command::new(bin_dir.join("routero"))
+            .arg("data-plane")
+            .env(
+                "ROUTERO_CONTROL_PLANE_URL",
+                format!("http://127.0.0.1:{grpc_port}"),
+            )
+            .env("ROUTERO_DATA_PLANE_KEY", data_plane_key.trim())
+            .env("ROUTERO_DATA_PLANE_ADDR", format!("127.0.0.1:{alone_port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let alone_url = format!("http://127.0.0.1:{alone_port}");
+    wait_ready(&client, &format!("{alone_url}/readyz")).await?;
+
     let targets = [
         Target {
             name: "direct to provider",
@@ -385,7 +472,14 @@ async fn run(args: Args) -> Result<()> {
             pid: Some(bare.0.id()),
         },
         Target {
-            name: "routero data plane",
+            name: "routero data plane alone, no audit",
+            url: alone_url,
+            key: key.clone(),
+            model: "bench",
+            pid: Some(alone.0.id()),
+        },
+        Target {
+            name: "routero up: data plane + audit chain written",
             url: data_url.clone(),
             key,
             model: "bench",
@@ -398,8 +492,9 @@ async fn run(args: Args) -> Result<()> {
     }
     let revocations =
         revocation_latencies(&client, &admin_url, &data_url, args.revocations).await?;
-    drop((fake, bare, routero));
+    drop((fake, bare, routero, alone));
     let _ = std::fs::remove_dir_all(&dir);
+    let throughput = writer_throughput(args.audit_events).await?;
 
     let direct_p50 = results[0].p50_us;
     let direct_p99 = results[0].p99_us;
@@ -426,6 +521,7 @@ async fn run(args: Args) -> Result<()> {
         percentile(&revocations, 0.5) / 1000.0,
         revocations.last().map_or(0.0, Duration::as_secs_f64) * 1000.0,
     ));
+    table.push_str(&throughput);
     writeln!(std::io::stdout(), "{table}")?;
     if let Some(path) = &args.readme {
         write_readme(path, &table)?;
