@@ -2,7 +2,8 @@
 # Installs and starts what the build and the tests need, when missing. Safe to run repeatedly.
 #   - Debian packages: protobuf-compiler (tonic code generation), PostgreSQL (server and psql)
 #   - PostgreSQL on 127.0.0.1:5432 with trust auth, started if not reachable
-#   - a Python virtualenv with the e2e test peers (the official openai SDK, pytest)
+#   - a Python virtualenv with the e2e test peers: the official openai SDK, pytest, the tansu
+#     Kafka-protocol broker, confluent-kafka (a SIEM-side consumer), moto (S3-compatible server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use routero_audit::{AuditError, AuditStore};
-use routero_bus::EventStream;
+use routero_bus::EventSource;
 use routero_core::audit::AuditEvent;
 use routero_crypto::CheckpointSigner;
 
@@ -97,11 +97,12 @@ impl Writer {
     }
 }
 
-/// Runs the writer until `shutdown` completes (or every publisher is gone), then writes what
-/// is still queued and signs a final checkpoint.
+/// Runs the writer until `shutdown` completes (or the source ends), then writes what is still
+/// queued and signs a final checkpoint. The source's position is committed only after the
+/// database commit, so a crash redelivers (and the store skips duplicates) but never loses.
 pub async fn run(
     store: AuditStore,
-    mut stream: EventStream,
+    mut stream: impl EventSource,
     signer: CheckpointSigner,
     config: WriterConfig,
     shutdown: impl Future<Output = ()>,
@@ -121,7 +122,13 @@ pub async fn run(
     loop {
         tokio::select! {
             batch = stream.next_batch(config.batch_size) => match batch {
-                Some(batch) => writer.write(&batch).await?,
+                Some(batch) => {
+                    writer.write(&batch).await?;
+                    // Only now, with the batch in the database, may the source forget it.
+                    if let Err(error) = stream.commit().await {
+                        tracing::warn!(%error, "source position not committed; events may be redelivered (and skipped as duplicates)");
+                    }
+                }
                 None => break,
             },
             _ = ticker.tick() => {
@@ -145,6 +152,9 @@ pub async fn run(
             break;
         }
         writer.write(&rest).await?;
+        if let Err(error) = stream.commit().await {
+            tracing::warn!(%error, "source position not committed at shutdown");
+        }
     }
     writer.checkpoint().await
 }

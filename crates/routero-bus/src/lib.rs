@@ -5,6 +5,7 @@
 //! can fail closed. Events are never dropped silently.
 #![forbid(unsafe_code)]
 
+use std::future::Future;
 use std::time::SystemTime;
 
 use routero_core::audit::{Actor, ActorKind, AuditEvent, EventType, Outcome, Resource};
@@ -21,6 +22,21 @@ pub enum BusError {
     /// The consumer is gone.
     #[error("audit bus closed")]
     Closed,
+    /// A broker-backed source could not commit its position.
+    #[error("commit: {0}")]
+    Commit(String),
+}
+
+/// Where the audit writer takes events from: the in-process [`EventStream`], or a broker.
+pub trait EventSource: Send {
+    /// Waits for events and returns up to `max`; `None` when the source has ended.
+    fn next_batch(&mut self, max: usize) -> impl Future<Output = Option<Vec<AuditEvent>>> + Send;
+
+    /// Marks every event returned so far as durably stored, so it is not delivered again.
+    fn commit(&mut self) -> impl Future<Output = Result<(), BusError>> + Send;
+
+    /// What is already queued, without waiting (drained at shutdown).
+    fn drain_now(&mut self, max: usize) -> Vec<AuditEvent>;
 }
 
 /// What publishing does when the bus is full.
@@ -91,17 +107,19 @@ impl EventBus {
     }
 }
 
-impl EventStream {
-    /// Waits for at least one event, then takes up to `max` without waiting further.
-    /// `None` once every publisher is gone and the bus is drained.
-    pub async fn next_batch(&mut self, max: usize) -> Option<Vec<AuditEvent>> {
+impl EventSource for EventStream {
+    async fn next_batch(&mut self, max: usize) -> Option<Vec<AuditEvent>> {
         let mut batch = Vec::with_capacity(max.min(1024));
         let received = self.receiver.recv_many(&mut batch, max.max(1)).await;
         (received > 0).then_some(batch)
     }
 
-    /// Takes what is queued now, without waiting (for draining at shutdown).
-    pub fn drain_now(&mut self, max: usize) -> Vec<AuditEvent> {
+    /// In process there is nothing to acknowledge.
+    async fn commit(&mut self) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    fn drain_now(&mut self, max: usize) -> Vec<AuditEvent> {
         let mut batch = Vec::new();
         while batch.len() < max {
             match self.receiver.try_recv() {
