@@ -5,8 +5,10 @@
 //! dropped; at shutdown what is queued is written before returning.
 #![forbid(unsafe_code)]
 
+mod sink;
 mod webhook;
 
+pub use sink::{Sink, SinkConfig, run_sink};
 pub use webhook::{SIGNATURE_HEADER, WebhookConfig, run_webhook};
 
 use std::collections::BTreeSet;

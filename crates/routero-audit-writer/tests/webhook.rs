@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use hmac::{Hmac, Mac};
 use routero_audit::AuditStore;
-use routero_audit_writer::{SIGNATURE_HEADER, WebhookConfig, run_webhook};
+use routero_audit_writer::{SIGNATURE_HEADER, SinkConfig, WebhookConfig, run_webhook};
 use routero_bus::{actor, event, resource};
 use routero_core::audit::{ActorKind, EventType, Outcome};
 use serde_json::Value;
@@ -95,14 +95,16 @@ async fn store_with(dir: &tempfile::TempDir, n: u64) -> AuditStore {
 }
 
 fn config(url: String) -> WebhookConfig {
-    WebhookConfig {
+    let mut config = WebhookConfig::new(url, SECRET.to_owned().into());
+    config.delivery = SinkConfig {
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(40),
         batch: 3,
         poll_interval: Duration::from_millis(20),
         max_attempts: 4,
-        ..WebhookConfig::new(url, SECRET.to_owned().into())
-    }
+        ..config.delivery
+    };
+    config
 }
 
 /// Runs the sink for `ms` milliseconds.
@@ -168,7 +170,7 @@ async fn a_batch_is_dead_lettered_after_its_attempts_and_delivery_goes_on() {
 
     // A receiver with another secret refuses every signature: nothing is accepted.
     let mut wrong = config(url);
-    wrong.sink = "other".into();
+    wrong.delivery.name = "other".into();
     wrong.secret = "not-the-secret".to_owned().into();
     run_for(&store, wrong, 400).await;
     assert_eq!(*receiver.received.lock().unwrap(), vec![4, 5]);

@@ -58,6 +58,10 @@ pub enum EventType {
     /// A tenant's audit retention period changed.
     #[serde(rename = "audit.retention_changed")]
     AuditRetentionChanged,
+    /// The audit writer received a message on the events topic that is not an audit event;
+    /// recorded (its digest, never its bytes) rather than dropped.
+    #[serde(rename = "audit.message_rejected")]
+    AuditMessageRejected,
     /// A login succeeded.
     #[serde(rename = "login.success")]
     LoginSuccess,

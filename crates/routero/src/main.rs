@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod kafka;
 mod settings;
 mod up;
 
@@ -41,6 +42,9 @@ enum Command {
     ControlPlane,
     /// The data plane: the OpenAI-compatible proxy.
     DataPlane,
+    /// The audit writer: consumes the Kafka events topic, chains and stores events, signs
+    /// checkpoints, re-publishes chained records to `routero.audit.v1`.
+    AuditWriter,
     /// Operator commands.
     #[command(subcommand)]
     Admin(Admin),
@@ -128,6 +132,7 @@ fn main() -> Result<()> {
             Command::Up => up::run(settings).await,
             Command::ControlPlane => control_plane(settings).await,
             Command::DataPlane => data_plane(settings).await,
+            Command::AuditWriter => kafka::audit_writer(settings).await,
             Command::Admin(Admin::RotateMasterKey) => rotate_master_key(settings).await,
             Command::Audit(command) => audit::run(settings, command).await,
             Command::Admin(Admin::GenerateSecret) => {
@@ -149,7 +154,11 @@ async fn control_plane(settings: Settings) -> Result<()> {
     let config = settings.control_plane()?;
     let http = bind(settings.control_plane_addr()?).await?;
     let grpc = bind(settings.grpc_addr()?).await?;
-    let plane = ControlPlane::build(config).await?;
+    let audit = kafka::service_bus(&settings)?;
+    let mut plane = ControlPlane::build(config).await?;
+    if let Some((bus, _)) = &audit {
+        plane = plane.with_audit(bus.clone());
+    }
     if let Some(key) = &plane.generated_admin_key {
         writeln!(
             std::io::stdout(),
@@ -161,16 +170,25 @@ async fn control_plane(settings: Settings) -> Result<()> {
     plane
         .serve(Listeners { http, grpc }, shutdown_signal())
         .await?;
-    Ok(())
+    drain(audit).await
 }
 
 async fn data_plane(settings: Settings) -> Result<()> {
     let config = settings.data_plane()?;
     let listener = bind(settings.data_plane_addr()?).await?;
     tracing::info!(addr = %listener.local_addr()?, "data plane listening");
-    // Audit events from separate services travel over Kafka (not built yet); this data plane
-    // does not emit them.
-    routero_data_plane::run(config, listener, None, shutdown_signal()).await?;
+    let audit = kafka::service_bus(&settings)?;
+    let bus = audit.as_ref().map(|(bus, _)| bus.clone());
+    routero_data_plane::run(config, listener, bus, shutdown_signal()).await?;
+    drain(audit).await
+}
+
+/// Once the service is down, lets the audit forwarder send what it still holds.
+async fn drain(audit: Option<(routero_bus::EventBus, tokio::task::JoinHandle<()>)>) -> Result<()> {
+    if let Some((bus, forwarder)) = audit {
+        drop(bus);
+        forwarder.await?;
+    }
     Ok(())
 }
 

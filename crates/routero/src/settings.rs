@@ -79,6 +79,20 @@ pub struct Settings {
     pub audit_webhook_url: Option<String>,
     /// Audit: HMAC-SHA256 key of the webhook signature header (16+ characters).
     pub audit_webhook_secret: Option<String>,
+    /// Audit: Kafka bootstrap servers (`host:port,...`). Separate control-plane and data-plane
+    /// processes publish their audit events there; `routero audit-writer` consumes them.
+    pub kafka_brokers: Option<String>,
+    /// Audit: consumer-group session timeout of the audit writer (`10s`).
+    pub kafka_session_timeout: Option<String>,
+    /// Audit: partitions of the audit topics when the writer creates them (`12`).
+    pub kafka_topic_partitions: Option<String>,
+    /// Audit: replication factor of the audit topics when the writer creates them (`3`).
+    pub kafka_replication_factor: Option<String>,
+    /// Audit: directory of the local spool events wait in until the broker has them
+    /// (`data_dir/audit-spool`, else `./audit-spool`); one per process.
+    pub audit_spool_dir: Option<String>,
+    /// Audit: most bytes the spool holds before the bus's overflow policy applies (256 MiB).
+    pub audit_spool_max_bytes: Option<String>,
 }
 
 impl Settings {
@@ -139,6 +153,12 @@ impl Settings {
             audit_overflow: s(),
             audit_webhook_url: s(),
             audit_webhook_secret: s(),
+            kafka_brokers: s(),
+            kafka_session_timeout: s(),
+            kafka_topic_partitions: s(),
+            kafka_replication_factor: s(),
+            audit_spool_dir: s(),
+            audit_spool_max_bytes: s(),
         }
     }
 
@@ -259,6 +279,49 @@ impl Settings {
             Some("fail_closed") => Ok(routero_bus::Overflow::FailClosed),
             Some(other) => bail!("audit_overflow: {other:?} is not block or fail_closed"),
         }
+    }
+
+    /// The Kafka adapter's config, when `kafka_brokers` is set.
+    pub fn kafka(&self) -> Result<Option<routero_kafka::KafkaConfig>> {
+        let Some(brokers) = self
+            .kafka_brokers
+            .as_deref()
+            .filter(|b| !b.trim().is_empty())
+        else {
+            return Ok(None);
+        };
+        let mut config = routero_kafka::KafkaConfig::new(brokers.to_owned());
+        if let Some(timeout) = Self::duration(&self.kafka_session_timeout, "kafka_session_timeout")?
+        {
+            config.session_timeout = timeout;
+        }
+        if let Some(n) = &self.kafka_topic_partitions {
+            config.partitions = n
+                .parse()
+                .map_err(|e| anyhow!("kafka_topic_partitions: {e}"))?;
+        }
+        if let Some(n) = &self.kafka_replication_factor {
+            config.replication = n
+                .parse()
+                .map_err(|e| anyhow!("kafka_replication_factor: {e}"))?;
+        }
+        Ok(Some(config))
+    }
+
+    /// The audit spool's directory and bound.
+    pub fn audit_spool(&self) -> Result<(PathBuf, u64)> {
+        let dir = match (&self.audit_spool_dir, &self.data_dir) {
+            (Some(dir), _) => PathBuf::from(dir),
+            (None, Some(data)) => Path::new(data).join("audit-spool"),
+            (None, None) => PathBuf::from("audit-spool"),
+        };
+        let max = match &self.audit_spool_max_bytes {
+            Some(bytes) => bytes
+                .parse()
+                .map_err(|e| anyhow!("audit_spool_max_bytes: {e}"))?,
+            None => 256 << 20,
+        };
+        Ok((dir, max))
     }
 
     /// The SIEM webhook sink, when `audit_webhook_url` is set.

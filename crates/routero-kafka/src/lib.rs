@@ -1,0 +1,178 @@
+//! Routero's Kafka adapter (rdkafka with its bundled librdkafka).
+//!
+//! - [`forward`]: a service's in-process audit bus → an ordered, fsynced disk [`Spool`] → the
+//!   events topic (idempotent producer, `acks=all`, keyed by tenant so each tenant's events stay
+//!   in order on one partition). A broker outage fills the spool; a full spool stops draining
+//!   the bus, whose overflow policy then blocks or refuses requests: nothing is dropped.
+//! - [`KafkaSource`]: the audit writer's consumer-group source, committing offsets only after
+//!   the writer's database commit.
+//! - [`republish`]: chained records re-published to the SIEM topic `routero.audit.v1`.
+#![forbid(unsafe_code)]
+
+mod forward;
+mod republish;
+mod source;
+pub mod spool;
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use thiserror::Error;
+
+pub use forward::forward;
+pub use republish::SiemTopic;
+pub use source::KafkaSource;
+pub use spool::Spool;
+
+/// The topic services publish audit events to.
+pub const EVENTS_TOPIC: &str = "routero.audit.events";
+/// The topic chained records are re-published to, for SIEMs.
+pub const SIEM_TOPIC: &str = "routero.audit.v1";
+
+/// Errors of the Kafka adapter.
+#[derive(Debug, Error)]
+pub enum KafkaError {
+    /// The broker client refused its configuration or an operation.
+    #[error("kafka: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    /// A topic could not be created.
+    #[error("creating topic {topic}: {code}")]
+    CreateTopic {
+        /// The topic.
+        topic: String,
+        /// What the broker said.
+        code: RDKafkaErrorCode,
+    },
+    /// The spool's bound is reached.
+    #[error("audit spool full")]
+    SpoolFull,
+    /// Spool file I/O failed.
+    #[error("audit spool: {context}: {source}")]
+    Spool {
+        /// What was being done.
+        context: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A spool file does not have the expected shape.
+    #[error("audit spool corrupt: {0}")]
+    SpoolCorrupt(&'static str),
+    /// An event could not be serialized.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Where the broker is and how the topics are used.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port...]`.
+    pub brokers: String,
+    /// Topic services publish events to.
+    pub events_topic: String,
+    /// Topic chained records are re-published to.
+    pub siem_topic: String,
+    /// Consumer group of the audit writers.
+    pub group_id: String,
+    /// Consumer session timeout (a first join takes about half of it).
+    pub session_timeout: Duration,
+    /// How long the producer retries one message before handing it back to the spool.
+    pub delivery_timeout: Duration,
+    /// Partitions of topics created when missing.
+    pub partitions: i32,
+    /// Replication factor of topics created when missing.
+    pub replication: i32,
+}
+
+impl KafkaConfig {
+    /// Defaults for `brokers`: the standard topic names, group `routero-audit-writer`.
+    pub fn new(brokers: String) -> Self {
+        Self {
+            brokers,
+            events_topic: EVENTS_TOPIC.into(),
+            siem_topic: SIEM_TOPIC.into(),
+            group_id: "routero-audit-writer".into(),
+            session_timeout: Duration::from_secs(10),
+            delivery_timeout: Duration::from_secs(30),
+            partitions: 12,
+            replication: 3,
+        }
+    }
+
+    fn client(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", "routero");
+        config
+    }
+
+    /// An idempotent producer with `acks=all`, partitioning by key as Java clients do.
+    fn producer(&self) -> ClientConfig {
+        let mut config = self.client();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "5")
+            .set(
+                "message.timeout.ms",
+                self.delivery_timeout.as_millis().to_string(),
+            );
+        config
+    }
+}
+
+/// Creates the events and SIEM topics if they do not exist.
+pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = config.client().create()?;
+    let topics = [&config.events_topic, &config.siem_topic].map(|name| {
+        NewTopic::new(
+            name,
+            config.partitions,
+            TopicReplication::Fixed(config.replication),
+        )
+    });
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&topics, &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(KafkaError::CreateTopic { topic, code }),
+        }
+    }
+    Ok(())
+}
+
+/// Sends `(key, payload)` messages and waits for every acknowledgement; returns how many, from
+/// the first, the broker acknowledged without a gap.
+async fn send_in_order<'a>(
+    producer: &FutureProducer,
+    topic: &str,
+    messages: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) -> usize {
+    let mut deliveries = Vec::new();
+    for (key, payload) in messages {
+        match producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
+            Ok(delivery) => deliveries.push(delivery),
+            Err((error, _)) => {
+                tracing::warn!(%error, "kafka producer queue refused a message");
+                break;
+            }
+        }
+    }
+    let mut delivered = 0;
+    for delivery in deliveries {
+        match delivery.await {
+            Ok(Ok(_)) => delivered += 1,
+            Ok(Err((error, _))) => {
+                tracing::warn!(%error, "kafka delivery failed");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    delivered
+}

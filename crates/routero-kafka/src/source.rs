@@ -1,0 +1,156 @@
+//! The audit writer's consumer-group source.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Message as _};
+use rdkafka::{Offset, TopicPartitionList};
+use routero_bus::{BusError, EventSource, actor, event, resource, with_detail};
+use routero_core::audit::{ActorKind, AuditEvent, EventType, Outcome, UNATTRIBUTED_TENANT};
+use sha2::{Digest as _, Sha256};
+
+use crate::{KafkaConfig, KafkaError};
+
+/// How long a batch keeps collecting after its first message.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+
+/// Consumes the events topic in the writer's consumer group. Offsets are committed by
+/// [`EventSource::commit`], which the writer calls only after its database commit; a writer
+/// that dies before that gets the events again, and the store skips them by event id.
+pub struct KafkaSource {
+    consumer: StreamConsumer,
+    /// Next offset to commit, per (topic, partition).
+    positions: BTreeMap<(String, i32), i64>,
+}
+
+impl std::fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("positions", &self.positions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaSource {
+    /// Joins the consumer group and subscribes to the events topic.
+    pub fn subscribe(config: &KafkaConfig) -> Result<Self, KafkaError> {
+        let consumer: StreamConsumer = config
+            .client()
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set(
+                "session.timeout.ms",
+                config.session_timeout.as_millis().to_string(),
+            )
+            .set("isolation.level", "read_committed")
+            .create()?;
+        consumer.subscribe(&[&config.events_topic])?;
+        Ok(Self {
+            consumer,
+            positions: BTreeMap::new(),
+        })
+    }
+}
+
+/// Notes the message's position for the next commit and returns its event.
+fn take(positions: &mut BTreeMap<(String, i32), i64>, message: &BorrowedMessage<'_>) -> AuditEvent {
+    let next = message.offset() + 1;
+    positions
+        .entry((message.topic().to_owned(), message.partition()))
+        .and_modify(|at| *at = (*at).max(next))
+        .or_insert(next);
+    let payload = message.payload().unwrap_or_default();
+    match serde_json::from_slice::<AuditEvent>(payload) {
+        Ok(event) => event,
+        Err(error) => rejected(message, payload, &error),
+    }
+}
+
+/// What a message that is not an audit event becomes: a record of its place and digest, with
+/// an id derived from its place so that redelivery does not record it twice.
+fn rejected(
+    message: &BorrowedMessage<'_>,
+    payload: &[u8],
+    error: &serde_json::Error,
+) -> AuditEvent {
+    tracing::error!(topic = message.topic(), partition = message.partition(), offset = message.offset(), %error, "message on the events topic is not an audit event");
+    let place = format!(
+        "{}/{}/{}",
+        message.topic(),
+        message.partition(),
+        message.offset()
+    );
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&Sha256::digest(place.as_bytes())[..16]);
+    let mut recorded = event(
+        UNATTRIBUTED_TENANT,
+        EventType::AuditMessageRejected,
+        actor(ActorKind::System, Some("audit-writer".into())),
+        resource("kafka_message", Some(place)),
+        Outcome::Failure,
+    );
+    recorded.event_id = uuid::Builder::from_custom_bytes(id).into_uuid().to_string();
+    recorded.reason_code = Some("not_an_audit_event".into());
+    recorded = with_detail(recorded, "error", error.to_string());
+    recorded = with_detail(recorded, "bytes", payload.len());
+    with_detail(recorded, "sha256", hex::encode(Sha256::digest(payload)))
+}
+
+impl EventSource for KafkaSource {
+    async fn next_batch(&mut self, max: usize) -> Option<Vec<AuditEvent>> {
+        let mut batch = Vec::new();
+        loop {
+            match self.consumer.recv().await {
+                Ok(message) => {
+                    let taken = take(&mut self.positions, &message);
+                    batch.push(taken);
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "kafka consume failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        let window = tokio::time::Instant::now() + BATCH_WINDOW;
+        while batch.len() < max {
+            match tokio::time::timeout_at(window, self.consumer.recv()).await {
+                Ok(Ok(message)) => {
+                    let taken = take(&mut self.positions, &message);
+                    batch.push(taken);
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "kafka consume failed");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+
+    async fn commit(&mut self) -> Result<(), BusError> {
+        if self.positions.is_empty() {
+            return Ok(());
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), next) in &self.positions {
+            offsets
+                .add_partition_offset(topic, *partition, Offset::Offset(*next))
+                .map_err(|e| BusError::Commit(e.to_string()))?;
+        }
+        self.consumer
+            .commit(&offsets, CommitMode::Async)
+            .map_err(|e| BusError::Commit(e.to_string()))?;
+        self.positions.clear();
+        Ok(())
+    }
+
+    /// Messages not yet received stay in the broker for the next start.
+    fn drain_now(&mut self, _max: usize) -> Vec<AuditEvent> {
+        Vec::new()
+    }
+}

@@ -1,0 +1,95 @@
+//! The audit pipeline of separate processes, over Kafka: control and data planes publish
+//! through a local spool; `routero audit-writer` chains what it consumes and re-publishes it
+//! for SIEMs.
+
+use anyhow::{Context, Result};
+use routero_audit::AuditStore;
+use routero_audit_writer::{SinkConfig, WriterConfig};
+use routero_bus::EventBus;
+use routero_crypto::CheckpointSigner;
+use routero_kafka::{KafkaSource, SiemTopic, Spool};
+use tokio::task::JoinHandle;
+
+use crate::settings::Settings;
+use crate::shutdown_signal;
+
+/// Events a service's in-process bus holds while the spool is being written.
+const BUS_CAPACITY: usize = 10_000;
+
+/// A service's audit bus, forwarded to Kafka, when `kafka_brokers` is set. The forwarder ends
+/// when the service drops its bus, after giving the spool a few seconds to empty.
+pub fn service_bus(settings: &Settings) -> Result<Option<(EventBus, JoinHandle<()>)>> {
+    let Some(kafka) = settings.kafka()? else {
+        tracing::warn!("kafka_brokers is not set: this process emits no audit events");
+        return Ok(None);
+    };
+    let (dir, max_bytes) = settings.audit_spool()?;
+    let spool = Spool::open(&dir, max_bytes)
+        .with_context(|| format!("opening the audit spool in {}", dir.display()))?;
+    let (bus, stream) = routero_bus::in_process(BUS_CAPACITY, settings.audit_overflow()?);
+    let forwarder = tokio::spawn(async move {
+        if let Err(error) =
+            routero_kafka::forward(stream, spool, kafka, std::future::pending()).await
+        {
+            tracing::error!(%error, "audit forwarder stopped");
+        }
+    });
+    Ok(Some((bus, forwarder)))
+}
+
+/// `routero audit-writer`: consumes the events topic in a consumer group, chains and stores
+/// the events, signs checkpoints, and feeds the SIEM topic (and webhook, when configured).
+pub async fn audit_writer(settings: Settings) -> Result<()> {
+    let kafka = settings
+        .kafka()?
+        .context("kafka_brokers is required: the audit writer consumes the events topic")?;
+    let url = settings
+        .audit_database_url
+        .as_deref()
+        .context("audit_database_url is required (set ROUTERO_AUDIT_DATABASE_URL)")?;
+    let seed = settings
+        .audit_signing_key
+        .as_deref()
+        .context("audit_signing_key is required (set ROUTERO_AUDIT_SIGNING_KEY)")?;
+    let signer = CheckpointSigner::from_base64(seed).context("audit_signing_key")?;
+    let webhook = settings.audit_webhook()?;
+    routero_kafka::ensure_topics(&kafka)
+        .await
+        .context("creating the audit topics")?;
+    let store = AuditStore::connect(url).await?;
+    let source = KafkaSource::subscribe(&kafka)?;
+    let siem = SiemTopic::new(&kafka)?;
+    tracing::info!(brokers = %kafka.brokers, topic = %kafka.events_topic, siem = %kafka.siem_topic, "audit writer consuming");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.changed().await;
+    };
+    let siem_task = tokio::spawn(routero_audit_writer::run_sink(
+        store.clone(),
+        siem,
+        SinkConfig::new(&format!("kafka:{}", kafka.siem_topic)),
+        wait(stop_rx.clone()),
+    ));
+    let webhook_task = webhook.map(|config| {
+        tokio::spawn(routero_audit_writer::run_webhook(
+            store.clone(),
+            config,
+            wait(stop_rx),
+        ))
+    });
+    let written = routero_audit_writer::run(
+        store,
+        source,
+        signer,
+        WriterConfig::default(),
+        shutdown_signal(),
+    )
+    .await;
+    let _ = stop_tx.send(true);
+    siem_task.await??;
+    if let Some(task) = webhook_task {
+        task.await??;
+    }
+    Ok(written?)
+}

@@ -1,0 +1,244 @@
+"""The audit pipeline of separate processes: control plane and data plane publish to a real
+Kafka-protocol broker (tansu) through their spools, `routero audit-writer` chains the events
+into PostgreSQL and re-publishes them to `routero.audit.v1`, where a plain Kafka client
+(confluent-kafka, as a SIEM would) checks the chain. Broker and writer failures lose nothing."""
+
+import hashlib
+import json
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import openai
+import pytest
+from confluent_kafka import Consumer
+
+from conftest import BIN_DIR, Gateway, Process, clean_env, create_postgres_database, ready, secret, wait_until
+from kafka import Broker, S3Server
+
+SIEM_TOPIC = "routero.audit.v1"
+
+
+@pytest.fixture(scope="module")
+def s3():
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+class AuditWriter:
+    """`routero audit-writer` on its own PostgreSQL database."""
+
+    def __init__(self, broker, workdir):
+        self.workdir = workdir
+        self.env = {
+            "ROUTERO_KAFKA_BROKERS": broker.address,
+            "ROUTERO_AUDIT_DATABASE_URL": create_postgres_database(),
+            "ROUTERO_AUDIT_SIGNING_KEY": secret(),
+            "ROUTERO_KAFKA_SESSION_TIMEOUT": "6s",
+            "ROUTERO_KAFKA_TOPIC_PARTITIONS": "3",
+            "ROUTERO_KAFKA_REPLICATION_FACTOR": "1",
+        }
+        self.process = None
+        self.start()
+
+    def start(self):
+        self.process = Process("audit-writer", [str(BIN_DIR / "routero"), "audit-writer"], env=self.env,
+                               cwd=self.workdir)
+        wait_until(lambda: "audit writer consuming" in self.process.output(), what="audit writer up")
+
+    def kill(self):
+        """SIGKILL: no drain, no final checkpoint, offsets as the last commit left them."""
+        self.process.proc.kill()
+        self.process.proc.wait()
+
+    def stop(self):
+        self.process.stop()
+
+    def audit(self, *args):
+        done = subprocess.run([str(BIN_DIR / "routero"), "audit", *args], capture_output=True, text=True,
+                              env=clean_env(self.env), cwd=self.workdir)
+        return done.returncode, done.stdout, done.stderr
+
+    def records(self):
+        code, out, err = self.audit("export")
+        assert code == 0, err
+        return [line for line in map(json.loads, out.splitlines()) if line["kind"] == "record"]
+
+
+@pytest.fixture
+def pipeline(s3, fake_provider):
+    broker = Broker(s3)
+    gw = writer = None
+    try:
+        workdir = tempfile.mkdtemp(prefix="routero-writer-")
+        writer = AuditWriter(broker, workdir)
+        kafka = {"ROUTERO_KAFKA_BROKERS": broker.address}
+        gw = Gateway(fake_provider, "postgres",
+                     extra_env={**kafka, "ROUTERO_AUDIT_SPOOL_DIR": workdir + "/dp-spool"},
+                     cp_env={**kafka, "ROUTERO_AUDIT_SPOOL_DIR": workdir + "/cp-spool",
+                             "ROUTERO_AUDIT_DATABASE_URL": writer.env["ROUTERO_AUDIT_DATABASE_URL"]})
+        yield broker, writer, gw
+    finally:
+        for name, logs in [("gateway", gw and gw.logs()), ("writer", writer and writer.process.output()[-4000:]),
+                           ("broker", broker.logs())]:
+            print(f"=== {name} ===\n{logs}")
+        if gw:
+            gw.close()
+        if writer:
+            writer.stop()
+        broker.stop()
+
+
+def tenant_records(writer):
+    return [r for r in writer.records() if r["tenant_id"] != "_unattributed"]
+
+
+def routed_for(records, key_id):
+    return [r for r in records if r["event"]["action"] == "request.routed" and r["event"]["actor"]["id"] == key_id]
+
+
+def wait_for_routed(writer, key_id, count, timeout=60):
+    wait_until(lambda: len(routed_for(tenant_records(writer), key_id)) >= count, timeout=timeout,
+               what=f"{count} request.routed events of {key_id}")
+    return tenant_records(writer)
+
+
+def chat(client, n):
+    for _ in range(n):
+        client.chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": "hello"}])
+
+
+def assert_once_and_verified(writer, records):
+    ids = [r["event"]["event_id"] for r in records]
+    assert len(ids) == len(set(ids)), "an event was chained twice"
+    code, out, err = writer.audit("verify")
+    assert code == 0, out + err
+
+
+def test_key_lifecycle_events_arrive_once_chained_and_verified(pipeline):
+    broker, writer, gw = pipeline
+    issued = gw.new_key(models=["gpt-a"])
+    gw.wait_for_key(issued["key"])
+    client = gw.client(issued["key"])
+    chat(client, 10)
+    gw.admin("POST", "/key/delete", {"key_ids": [issued["key_id"]]})
+    wait_until(lambda: gw.admin("GET", "/key/list").status_code == 200, what="admin API")
+    time.sleep(0.5)
+    with pytest.raises(openai.AuthenticationError):
+        chat(client, 1)
+
+    wait_until(lambda: any(r["event"]["action"] == "key.revoked" for r in tenant_records(writer)), timeout=60,
+               what="key.revoked chained")
+    records = wait_for_routed(writer, issued["key_id"], 10)
+    actions = [r["event"]["action"] for r in records]
+    assert actions.count("key.created") == 1 and actions.count("key.revoked") == 1, actions
+    assert len(routed_for(records, issued["key_id"])) == 10
+    seqs = [r["seq"] for r in records]
+    assert seqs == list(range(1, len(seqs) + 1)), "one gapless chain per tenant"
+    # The refused request has no tenant to be charged to; it is chained under _unattributed.
+    wait_until(lambda: any(r["event"]["action"] == "request.blocked" and r["event"]["reason_code"] == "invalid_api_key"
+                           for r in writer.records()), timeout=60, what="request.blocked chained")
+    assert_once_and_verified(writer, writer.records())
+
+
+def test_a_broker_outage_loses_no_event(pipeline):
+    broker, writer, gw = pipeline
+    issued = gw.new_key(models=["gpt-a"])
+    gw.wait_for_key(issued["key"])
+    client = gw.client(issued["key"])
+    chat(client, 10)
+    broker.stop()
+    chat(client, 20)  # served while the broker is down: the events wait in the data plane's spool
+    # The data plane restarts before the broker is back: only the spool on disk has the events.
+    gw.stop("data-plane")
+    spooled = sum(f.stat().st_size for f in (Path(writer.workdir) / "dp-spool").glob("*.spool"))
+    assert spooled > 0, "the events are in the spool while the broker is down"
+    gw.start_data_plane()
+    wait_until(lambda: ready(gw.data_url + "/readyz"), what="data plane back")
+    chat(client, 5)
+    broker.start()
+    chat(client, 5)
+    records = wait_for_routed(writer, issued["key_id"], 40, timeout=90)
+    assert len(routed_for(records, issued["key_id"])) == 40
+    assert_once_and_verified(writer, records)
+
+
+def test_killing_the_writer_mid_traffic_neither_loses_nor_duplicates(pipeline):
+    broker, writer, gw = pipeline
+    issued = gw.new_key(models=["gpt-a"])
+    gw.wait_for_key(issued["key"])
+    client = gw.client(issued["key"])
+    traffic = threading.Thread(target=chat, args=(client, 150))
+    traffic.start()
+    wait_until(lambda: len(routed_for(tenant_records(writer), issued["key_id"])) >= 20, timeout=60,
+               what="the writer busy")
+    writer.kill()
+    time.sleep(1)
+    writer.start()
+    traffic.join()
+    records = wait_for_routed(writer, issued["key_id"], 150, timeout=90)
+    assert len(routed_for(records, issued["key_id"])) == 150
+    assert_once_and_verified(writer, records)
+
+
+def link_hash(prev_hash, record):
+    """SHA-256(prev_hash ‖ canonical {event, seq, tenant_id}): sorted keys, no whitespace."""
+    canonical = json.dumps({"event": record["event"], "seq": record["seq"], "tenant_id": record["tenant_id"]},
+                           sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical).hexdigest()
+
+
+def verify_received(records):
+    """A SIEM's check of one tenant's chain as received; returns the first problem or None."""
+    previous = None
+    for record in records:
+        if previous is not None:
+            if record["seq"] != previous["seq"] + 1:
+                return f"seq {record['seq']} after {previous['seq']}"
+            if record["prev_hash"] != previous["hash"]:
+                return f"seq {record['seq']} does not follow {previous['seq']}"
+        if link_hash(record["prev_hash"], record) != record["hash"]:
+            return f"seq {record['seq']} modified"
+        previous = record
+    return None
+
+
+def test_a_siem_consumer_verifies_the_chain_it_receives(pipeline):
+    broker, writer, gw = pipeline
+    issued = gw.new_key(models=["gpt-a"])
+    gw.wait_for_key(issued["key"])
+    chat(gw.client(issued["key"]), 5)
+    stored = wait_for_routed(writer, issued["key_id"], 5)
+    tenant = stored[0]["tenant_id"]
+
+    consumer = Consumer({"bootstrap.servers": broker.address, "group.id": "siem-" + uuid.uuid4().hex,
+                         "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
+    consumer.subscribe([SIEM_TOPIC])
+    received = []
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and len([r for r in received if r["tenant_id"] == tenant]) < len(stored):
+            message = consumer.poll(1.0)
+            if message is None or message.error():
+                continue
+            line = json.loads(message.value())
+            assert line.pop("kind") == "record"
+            assert message.key().decode() == line["tenant_id"], "keyed by tenant"
+            received.append(line)
+    finally:
+        consumer.close()
+    mine = [r for r in received if r["tenant_id"] == tenant]
+    assert [r["seq"] for r in mine] == [r["seq"] for r in stored], "every record, in chain order"
+    assert verify_received(mine) is None
+    assert mine[0]["prev_hash"] == "0" * 64
+
+    # The check can fail: a record altered in transit is named.
+    forged = json.loads(json.dumps(mine))
+    forged[2]["event"]["outcome"] = "failure"
+    assert verify_received(forged) == f"seq {forged[2]['seq']} modified"
+    del forged[2]
+    assert verify_received(forged) is not None
