@@ -107,6 +107,13 @@ impl EventBus {
     }
 }
 
+impl EventStream {
+    /// Whether every publisher is gone (events may still be queued).
+    pub fn is_closed(&self) -> bool {
+        self.receiver.is_closed()
+    }
+}
+
 impl EventSource for EventStream {
     async fn next_batch(&mut self, max: usize) -> Option<Vec<AuditEvent>> {
         let mut batch = Vec::with_capacity(max.min(1024));

@@ -1,13 +1,12 @@
 //! Bus → spool → events topic.
 
 use std::borrow::Cow;
-use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rdkafka::producer::{FutureProducer, Producer as _};
 use routero_bus::{EventSource as _, EventStream};
-use routero_core::audit::UNATTRIBUTED_TENANT;
+use routero_core::audit::{AuditEvent, UNATTRIBUTED_TENANT};
 use serde::Deserialize;
 use tokio::sync::Notify;
 
@@ -47,14 +46,13 @@ impl Shared {
     }
 }
 
-/// Forwards events from the bus through `spool` to the events topic until `shutdown`
-/// completes (or every publisher is gone), then spools what is queued and gives delivery a
-/// few seconds to finish.
+/// Forwards events from the bus through `spool` to the events topic until every publisher is
+/// gone, then gives delivery a few seconds to empty the spool (what is left is sent at the
+/// next start).
 pub async fn forward(
     mut stream: EventStream,
     spool: Spool,
     config: KafkaConfig,
-    shutdown: impl Future<Output = ()>,
 ) -> Result<(), KafkaError> {
     let shared = Arc::new(Shared {
         spool: Mutex::new(spool),
@@ -62,19 +60,8 @@ pub async fn forward(
         freed: Notify::new(),
     });
     let deliverer = tokio::spawn(deliver_forever(Arc::clone(&shared), config));
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        tokio::select! {
-            batch = stream.next_batch(BATCH) => match batch {
-                Some(batch) => spool_batch(&shared, &batch).await,
-                None => break,
-            },
-            () = &mut shutdown => break,
-        }
-    }
-    let rest = stream.drain_now(usize::MAX);
-    if !rest.is_empty() {
-        spool_batch(&shared, &rest).await;
+    while let Some(batch) = stream.next_batch(BATCH).await {
+        spool_batch(&shared, &stream, batch).await?;
     }
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     while shared.spool().pending_bytes() > 0 && tokio::time::Instant::now() < deadline {
@@ -92,21 +79,15 @@ pub async fn forward(
 }
 
 /// Appends a batch to the spool, waiting while it is full and retrying I/O errors: the bus
-/// fills meanwhile and its overflow policy decides what requests see.
-async fn spool_batch(shared: &Arc<Shared>, batch: &[routero_core::audit::AuditEvent]) {
-    let lines: Arc<Vec<Vec<u8>>> = Arc::new(
-        batch
-            .iter()
-            .filter_map(|event| match serde_json::to_vec(event) {
-                Ok(line) => Some(line),
-                Err(error) => {
-                    // Unreachable for a derived Serialize of strings and maps; say it loudly.
-                    tracing::error!(%error, event_id = %event.event_id, "audit event not serializable");
-                    None
-                }
-            })
-            .collect(),
-    );
+/// fills meanwhile and its overflow policy decides what requests see. Once every publisher is
+/// gone, a full spool takes the batch beyond its bound rather than lose it.
+async fn spool_batch(
+    shared: &Arc<Shared>,
+    stream: &EventStream,
+    batch: Vec<AuditEvent>,
+) -> Result<(), KafkaError> {
+    let lines = Arc::new(serialize(&batch));
+    let mut warned = false;
     loop {
         let appending = Arc::clone(&lines);
         match shared
@@ -115,11 +96,25 @@ async fn spool_batch(shared: &Arc<Shared>, batch: &[routero_core::audit::AuditEv
         {
             Ok(()) => {
                 shared.appended.notify_one();
-                return;
+                return Ok(());
+            }
+            Err(KafkaError::SpoolFull) if stream.is_closed() => {
+                let appending = Arc::clone(&lines);
+                shared
+                    .with_spool(move |spool| spool.append_beyond_bound(&appending))
+                    .await?;
+                shared.appended.notify_one();
+                return Ok(());
             }
             Err(KafkaError::SpoolFull) => {
-                tracing::warn!("audit spool full; holding events until the broker takes some");
-                shared.freed.notified().await;
+                if !warned {
+                    tracing::warn!("audit spool full; holding events until the broker takes some");
+                    warned = true;
+                }
+                tokio::select! {
+                    () = shared.freed.notified() => {}
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
             }
             Err(error) => {
                 tracing::error!(%error, "audit spool append failed; retrying");
@@ -127,6 +122,21 @@ async fn spool_batch(shared: &Arc<Shared>, batch: &[routero_core::audit::AuditEv
             }
         }
     }
+}
+
+/// One JSON line per event.
+fn serialize(batch: &[AuditEvent]) -> Vec<Vec<u8>> {
+    batch
+        .iter()
+        .filter_map(|event| match serde_json::to_vec(event) {
+            Ok(line) => Some(line),
+            Err(error) => {
+                // Unreachable for a derived Serialize of strings and maps; say it loudly.
+                tracing::error!(%error, event_id = %event.event_id, "audit event not serializable");
+                None
+            }
+        })
+        .collect()
 }
 
 #[derive(Deserialize)]

@@ -164,6 +164,17 @@ impl Spool {
         if !self.has_room(bytes) {
             return Err(KafkaError::SpoolFull);
         }
+        self.write_lines(lines, bytes)
+    }
+
+    /// Appends past the bound: only for what a stopping process still holds, which would
+    /// otherwise be lost (at most the bus's capacity).
+    pub fn append_beyond_bound<L: AsRef<[u8]>>(&mut self, lines: &[L]) -> Result<(), KafkaError> {
+        let bytes: u64 = lines.iter().map(|l| l.as_ref().len() as u64 + 1).sum();
+        self.write_lines(lines, bytes)
+    }
+
+    fn write_lines<L: AsRef<[u8]>>(&mut self, lines: &[L], bytes: u64) -> Result<(), KafkaError> {
         if self
             .segments
             .back()

@@ -28,9 +28,7 @@ pub fn service_bus(settings: &Settings) -> Result<Option<(EventBus, JoinHandle<(
         .with_context(|| format!("opening the audit spool in {}", dir.display()))?;
     let (bus, stream) = routero_bus::in_process(BUS_CAPACITY, settings.audit_overflow()?);
     let forwarder = tokio::spawn(async move {
-        if let Err(error) =
-            routero_kafka::forward(stream, spool, kafka, std::future::pending()).await
-        {
+        if let Err(error) = routero_kafka::forward(stream, spool, kafka).await {
             tracing::error!(%error, "audit forwarder stopped");
         }
     });

@@ -1,0 +1,75 @@
+//! The spool's bound with no broker reachable: events are kept, never dropped, and once spool
+//! and bus are full the bus's overflow policy decides: refuse (fail closed) or wait (block).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use routero_bus::{EventBus, Overflow, actor, event, in_process, resource};
+use routero_core::audit::{ActorKind, EventType, Outcome};
+use routero_kafka::{KafkaConfig, Spool, forward};
+
+/// Nothing listens on port 1.
+fn unreachable_broker() -> KafkaConfig {
+    let mut config = KafkaConfig::new("127.0.0.1:1".into());
+    config.delivery_timeout = Duration::from_secs(1);
+    config
+}
+
+fn sample() -> routero_core::audit::AuditEvent {
+    event(
+        "tenant-a",
+        EventType::RequestRouted,
+        actor(ActorKind::VirtualKey, Some("key_1".into())),
+        resource("model", Some("gpt-a".into())),
+        Outcome::Success,
+    )
+}
+
+/// Publishes until the bus refuses (or waits longer than 500 ms); returns how many it took.
+async fn fill(bus: &EventBus) -> usize {
+    let mut accepted = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_millis(500), bus.reserve()).await {
+            Ok(Ok(room)) => {
+                room.publish(sample());
+                accepted += 1;
+                // Let the forwarder move events from the bus into the spool.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Ok(Err(_)) | Err(_) => return accepted,
+        }
+        assert!(accepted < 10_000, "the bound never applied");
+    }
+}
+
+async fn spool_bound_applies(overflow: Overflow) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path(), 4096).expect("spool");
+    let (bus, stream) = in_process(8, overflow);
+    let forwarder = tokio::spawn(forward(stream, spool, unreachable_broker()));
+    let accepted = fill(&bus).await;
+    assert!(
+        accepted > 8,
+        "the spool took events beyond the bus ({accepted})"
+    );
+    if overflow == Overflow::FailClosed {
+        assert!(bus.reserve().await.is_err(), "a full pipeline refuses");
+    }
+    drop(bus);
+    forwarder.await.expect("join").expect("forward");
+
+    // Everything accepted is on disk for the next start, in order, none lost.
+    let reopened = Spool::open(dir.path(), 4096).expect("reopen");
+    let spooled = reopened.read_pending(usize::MAX).expect("read");
+    assert_eq!(spooled.len(), accepted);
+}
+
+#[tokio::test]
+async fn failing_closed_refuses_once_spool_and_bus_are_full() {
+    spool_bound_applies(Overflow::FailClosed).await;
+}
+
+#[tokio::test]
+async fn blocking_waits_once_spool_and_bus_are_full() {
+    spool_bound_applies(Overflow::Block).await;
+}
