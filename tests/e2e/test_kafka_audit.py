@@ -1,8 +1,10 @@
 """The audit pipeline of separate processes: control plane and data plane publish to a real
 Kafka-protocol broker (tansu) through their spools, `routero audit-writer` chains the events
 into PostgreSQL and re-publishes them to `routero.audit.v1`, where a plain Kafka client
-(confluent-kafka, as a SIEM would) checks the chain. Broker and writer failures lose nothing."""
+(confluent-kafka, as a SIEM would) checks the chain, and writes hourly gzipped NDJSON objects to an S3-compatible server (moto).
+Broker and writer failures lose nothing."""
 
+import gzip
 import hashlib
 import json
 import subprocess
@@ -12,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+import boto3
 import openai
 import pytest
 from confluent_kafka import Consumer
@@ -32,9 +35,15 @@ def s3():
 class AuditWriter:
     """`routero audit-writer` on its own PostgreSQL database."""
 
-    def __init__(self, broker, workdir):
+    def __init__(self, broker, workdir, s3_bucket):
         self.workdir = workdir
+        self.s3_bucket = s3_bucket
         self.env = {
+            "ROUTERO_AUDIT_S3_ENDPOINT": broker.s3.url,
+            "ROUTERO_AUDIT_S3_BUCKET": s3_bucket,
+            "ROUTERO_AUDIT_S3_ACCESS_KEY_ID": "test",
+            "ROUTERO_AUDIT_S3_SECRET_ACCESS_KEY": "test-secret",
+            "ROUTERO_AUDIT_S3_INTERVAL": "1s",
             "ROUTERO_KAFKA_BROKERS": broker.address,
             "ROUTERO_AUDIT_DATABASE_URL": create_postgres_database(),
             "ROUTERO_AUDIT_SIGNING_KEY": secret(),
@@ -75,7 +84,9 @@ def pipeline(s3, fake_provider):
     gw = writer = None
     try:
         workdir = tempfile.mkdtemp(prefix="routero-writer-")
-        writer = AuditWriter(broker, workdir)
+        bucket = "audit-" + uuid.uuid4().hex[:8]
+        s3.create_bucket(bucket)
+        writer = AuditWriter(broker, workdir, bucket)
         kafka = {"ROUTERO_KAFKA_BROKERS": broker.address}
         gw = Gateway(fake_provider, "postgres",
                      extra_env={**kafka, "ROUTERO_AUDIT_SPOOL_DIR": workdir + "/dp-spool"},
@@ -242,3 +253,40 @@ def test_a_siem_consumer_verifies_the_chain_it_receives(pipeline):
     assert verify_received(forged) == f"seq {forged[2]['seq']} modified"
     del forged[2]
     assert verify_received(forged) is not None
+
+
+def s3_objects(s3, bucket):
+    """Every object in the bucket: name -> gunzipped NDJSON lines (read with boto3)."""
+    client = boto3.client("s3", endpoint_url=s3.url, aws_access_key_id="test", aws_secret_access_key="test",
+                          region_name="us-east-1")
+    names = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    return {name: [json.loads(line) for line in
+                   gzip.decompress(client.get_object(Bucket=bucket, Key=name)["Body"].read()).decode().splitlines()]
+            for name in names}
+
+
+def test_chained_records_land_in_s3_as_gzipped_ndjson_per_hour(pipeline, s3):
+    broker, writer, gw = pipeline
+    issued = gw.new_key(models=["gpt-a"])
+    gw.wait_for_key(issued["key"])
+    chat(gw.client(issued["key"]), 5)
+    stored = wait_for_routed(writer, issued["key_id"], 5)
+    tenant = stored[0]["tenant_id"]
+
+    def exported():
+        objects = s3_objects(s3, writer.s3_bucket)
+        return sorted((line for name, lines in objects.items() if name.startswith(f"routero-audit/{tenant}/")
+                       for line in lines), key=lambda line: line["seq"])
+
+    wait_until(lambda: len(exported()) >= len(stored), timeout=30, what="records in S3")
+    objects = s3_objects(s3, writer.s3_bucket)
+    for name, lines in objects.items():
+        time = lines[0]["event"]["time"]
+        hour = f"{time[:4]}/{time[5:7]}/{time[8:10]}/{time[11:13]}"
+        assert f"/{hour}/" in name and name.endswith(".ndjson.gz"), name
+        assert all(line["kind"] == "record" for line in lines)
+        first, last = name.removesuffix(".ndjson.gz").rsplit("/", 1)[1].split("-")
+        assert [int(first), int(last)] == [lines[0]["seq"], lines[-1]["seq"]], "named by its sequence range"
+    records = exported()
+    assert records[:len(stored)] == stored, "the same records as the database, in chain order"
+    assert verify_received(records) is None

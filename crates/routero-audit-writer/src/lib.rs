@@ -5,9 +5,11 @@
 //! dropped; at shutdown what is queued is written before returning.
 #![forbid(unsafe_code)]
 
+mod s3;
 mod sink;
 mod webhook;
 
+pub use s3::{S3Config, run_s3};
 pub use sink::{Sink, SinkConfig, run_sink};
 pub use webhook::{SIGNATURE_HEADER, WebhookConfig, run_webhook};
 

@@ -50,7 +50,6 @@ pub async fn audit_writer(settings: Settings) -> Result<()> {
         .as_deref()
         .context("audit_signing_key is required (set ROUTERO_AUDIT_SIGNING_KEY)")?;
     let signer = CheckpointSigner::from_base64(seed).context("audit_signing_key")?;
-    let webhook = settings.audit_webhook()?;
     routero_kafka::ensure_topics(&kafka)
         .await
         .context("creating the audit topics")?;
@@ -69,13 +68,7 @@ pub async fn audit_writer(settings: Settings) -> Result<()> {
         SinkConfig::new(&format!("kafka:{}", kafka.siem_topic)),
         wait(stop_rx.clone()),
     ));
-    let webhook_task = webhook.map(|config| {
-        tokio::spawn(routero_audit_writer::run_webhook(
-            store.clone(),
-            config,
-            wait(stop_rx),
-        ))
-    });
+    let sinks = crate::export::start(&settings, &store, &stop_rx)?;
     let written = routero_audit_writer::run(
         store,
         source,
@@ -86,8 +79,6 @@ pub async fn audit_writer(settings: Settings) -> Result<()> {
     .await;
     let _ = stop_tx.send(true);
     siem_task.await??;
-    if let Some(task) = webhook_task {
-        task.await??;
-    }
+    sinks.join().await?;
     Ok(written?)
 }

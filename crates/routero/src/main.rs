@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod export;
 mod kafka;
 mod settings;
 mod up;

@@ -93,6 +93,20 @@ pub struct Settings {
     pub audit_spool_dir: Option<String>,
     /// Audit: most bytes the spool holds before the bus's overflow policy applies (256 MiB).
     pub audit_spool_max_bytes: Option<String>,
+    /// Audit: S3 or S3-compatible endpoint receiving gzipped NDJSON objects of chained records.
+    pub audit_s3_endpoint: Option<String>,
+    /// Audit: bucket of the S3 export.
+    pub audit_s3_bucket: Option<String>,
+    /// Audit: signing region of the S3 export (`us-east-1`).
+    pub audit_s3_region: Option<String>,
+    /// Audit: object name prefix of the S3 export (`routero-audit/`).
+    pub audit_s3_prefix: Option<String>,
+    /// Audit: access key id of the S3 export.
+    pub audit_s3_access_key_id: Option<String>,
+    /// Audit: secret access key of the S3 export.
+    pub audit_s3_secret_access_key: Option<String>,
+    /// Audit: how often the S3 export writes its objects (`1h`).
+    pub audit_s3_interval: Option<String>,
 }
 
 impl Settings {
@@ -159,6 +173,13 @@ impl Settings {
             kafka_replication_factor: s(),
             audit_spool_dir: s(),
             audit_spool_max_bytes: s(),
+            audit_s3_endpoint: s(),
+            audit_s3_bucket: s(),
+            audit_s3_region: s(),
+            audit_s3_prefix: s(),
+            audit_s3_access_key_id: s(),
+            audit_s3_secret_access_key: s(),
+            audit_s3_interval: s(),
         }
     }
 
@@ -322,6 +343,37 @@ impl Settings {
             None => 256 << 20,
         };
         Ok((dir, max))
+    }
+
+    /// The S3 export, when `audit_s3_endpoint` is set.
+    pub fn audit_s3(&self) -> Result<Option<routero_audit_writer::S3Config>> {
+        let Some(endpoint) = &self.audit_s3_endpoint else {
+            return Ok(None);
+        };
+        if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+            bail!("audit_s3_endpoint: use https:// (or http:// for a store on loopback)");
+        }
+        let mut config = routero_audit_writer::S3Config::new(
+            endpoint.clone(),
+            Self::required(&self.audit_s3_bucket, "audit_s3_bucket")?.to_owned(),
+            self.audit_s3_region
+                .clone()
+                .unwrap_or_else(|| "us-east-1".into()),
+            Self::required(&self.audit_s3_access_key_id, "audit_s3_access_key_id")?.to_owned(),
+            Self::required(
+                &self.audit_s3_secret_access_key,
+                "audit_s3_secret_access_key",
+            )?
+            .to_owned()
+            .into(),
+        );
+        if let Some(prefix) = &self.audit_s3_prefix {
+            config.prefix.clone_from(prefix);
+        }
+        if let Some(interval) = Self::duration(&self.audit_s3_interval, "audit_s3_interval")? {
+            config.delivery.poll_interval = interval;
+        }
+        Ok(Some(config))
     }
 
     /// The SIEM webhook sink, when `audit_webhook_url` is set.

@@ -159,13 +159,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.changed().await;
     };
-    let webhook = settings.audit_webhook()?.map(|config| {
-        tokio::spawn(routero_audit_writer::run_webhook(
-            audit_store.clone(),
-            config,
-            wait(stop_rx.clone()),
-        ))
-    });
+    let sinks = crate::export::start(&settings, &audit_store, &stop_rx)?;
     let writer = tokio::spawn(routero_audit_writer::run(
         audit_store,
         events,
@@ -187,10 +181,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     // Both planes are down and their bus handles dropped: the writer drains what they emitted,
     // signs a last checkpoint and returns.
     writer.await??;
-    if let Some(webhook) = webhook {
-        webhook.await??;
-    }
-    Ok(())
+    sinks.join().await
 }
 
 fn announce(admin_key: Option<&SecretString>, control: &str, data: &str, dir: &Path) -> Result<()> {
