@@ -118,6 +118,12 @@ def wait_for_routed(writer, key_id, count, timeout=60):
     return tenant_records(writer)
 
 
+def key_and_client(gw):
+    issued = gw.new_key(models=["gpt-a"])
+    gw.wait_for_key(issued["key"])
+    return issued, gw.client(issued["key"])
+
+
 def chat(client, n):
     for _ in range(n):
         client.chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": "hello"}])
@@ -132,9 +138,7 @@ def assert_once_and_verified(writer, records):
 
 def test_key_lifecycle_events_arrive_once_chained_and_verified(pipeline):
     broker, writer, gw = pipeline
-    issued = gw.new_key(models=["gpt-a"])
-    gw.wait_for_key(issued["key"])
-    client = gw.client(issued["key"])
+    issued, client = key_and_client(gw)
     chat(client, 10)
     gw.admin("POST", "/key/delete", {"key_ids": [issued["key_id"]]})
     wait_until(lambda: gw.admin("GET", "/key/list").status_code == 200, what="admin API")
@@ -158,9 +162,7 @@ def test_key_lifecycle_events_arrive_once_chained_and_verified(pipeline):
 
 def test_a_broker_outage_loses_no_event(pipeline):
     broker, writer, gw = pipeline
-    issued = gw.new_key(models=["gpt-a"])
-    gw.wait_for_key(issued["key"])
-    client = gw.client(issued["key"])
+    issued, client = key_and_client(gw)
     chat(client, 10)
     broker.stop()
     chat(client, 20)  # served while the broker is down: the events wait in the data plane's spool
@@ -180,9 +182,7 @@ def test_a_broker_outage_loses_no_event(pipeline):
 
 def test_killing_the_writer_mid_traffic_neither_loses_nor_duplicates(pipeline):
     broker, writer, gw = pipeline
-    issued = gw.new_key(models=["gpt-a"])
-    gw.wait_for_key(issued["key"])
-    client = gw.client(issued["key"])
+    issued, client = key_and_client(gw)
     traffic = threading.Thread(target=chat, args=(client, 150))
     traffic.start()
     wait_until(lambda: len(routed_for(tenant_records(writer), issued["key_id"])) >= 20, timeout=60,
@@ -220,9 +220,8 @@ def verify_received(records):
 
 def test_a_siem_consumer_verifies_the_chain_it_receives(pipeline):
     broker, writer, gw = pipeline
-    issued = gw.new_key(models=["gpt-a"])
-    gw.wait_for_key(issued["key"])
-    chat(gw.client(issued["key"]), 5)
+    issued, client = key_and_client(gw)
+    chat(client, 5)
     stored = wait_for_routed(writer, issued["key_id"], 5)
     tenant = stored[0]["tenant_id"]
 
@@ -267,9 +266,8 @@ def s3_objects(s3, bucket):
 
 def test_chained_records_land_in_s3_as_gzipped_ndjson_per_hour(pipeline, s3):
     broker, writer, gw = pipeline
-    issued = gw.new_key(models=["gpt-a"])
-    gw.wait_for_key(issued["key"])
-    chat(gw.client(issued["key"]), 5)
+    issued, client = key_and_client(gw)
+    chat(client, 5)
     stored = wait_for_routed(writer, issued["key_id"], 5)
     tenant = stored[0]["tenant_id"]
 

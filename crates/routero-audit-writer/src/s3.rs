@@ -15,7 +15,7 @@ use routero_audit::{AuditError, AuditStore, ChainedRecord, ExportLine};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest as _, Sha256};
 
-use crate::sink::{Sink, SinkConfig, run_sink};
+use crate::sink::{Sink, SinkConfig, run_sink, send};
 
 /// Where the objects go.
 #[derive(Debug, Clone)]
@@ -171,7 +171,7 @@ impl S3 {
             access_key_id: &self.config.access_key_id,
             secret: self.config.secret_access_key.expose_secret(),
         })?;
-        let response = self
+        let request = self
             .client
             .put(format!(
                 "{}{uri}",
@@ -182,15 +182,8 @@ impl S3 {
             .header("authorization", authorization)
             .header("content-type", "application/x-ndjson")
             .header("content-encoding", "gzip")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| format!("request: {e}"))?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(format!("status {}", response.status()))
-        }
+            .body(body);
+        send(request).await
     }
 }
 

@@ -19,6 +19,16 @@ pub trait Sink: Send + Sync {
     ) -> impl Future<Output = Result<(), String>> + Send;
 }
 
+/// Sends an HTTP request; a non-2xx status is an error.
+pub(crate) async fn send(request: reqwest::RequestBuilder) -> Result<(), String> {
+    let response = request.send().await.map_err(|e| format!("request: {e}"))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("status {}", response.status()))
+    }
+}
+
 /// How a sink is driven.
 #[derive(Debug, Clone)]
 pub struct SinkConfig {

@@ -8,7 +8,7 @@ use routero_audit::{AuditError, AuditStore, ChainedRecord};
 use routero_crypto::webhook_signature;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::sink::{Sink, SinkConfig, run_sink};
+use crate::sink::{Sink, SinkConfig, run_sink, send};
 
 /// Header carrying `t=<unix seconds>,v1=<hex HMAC-SHA256 of "t." ‖ body>`.
 pub const SIGNATURE_HEADER: &str = "x-routero-signature";
@@ -58,20 +58,13 @@ impl Sink for Webhook {
         let timestamp = unix_now();
         let signature = webhook_signature(self.secret.expose_secret().as_bytes(), timestamp, &body)
             .map_err(|e| e.to_string())?;
-        let response = self
+        let request = self
             .client
             .post(&self.url)
             .header("content-type", "application/json")
             .header(SIGNATURE_HEADER, format!("t={timestamp},v1={signature}"))
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| format!("request: {e}"))?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(format!("status {}", response.status()))
-        }
+            .body(body);
+        send(request).await
     }
 }
 

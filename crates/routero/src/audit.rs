@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use routero_audit::{
     AuditStore, ExportLine, TenantLog, Verified, Violation, verify_chain, verify_export,
 };
-use routero_crypto::CheckpointVerifier;
+use routero_crypto::{CheckpointSigner, CheckpointVerifier};
 
 use crate::Audit;
 use crate::settings::Settings;
@@ -14,8 +14,11 @@ use crate::up;
 
 /// The store and the public key this installation uses.
 async fn open(settings: &Settings) -> Result<(AuditStore, CheckpointVerifier)> {
-    let dir = up::data_dir(settings)?;
-    let store = AuditStore::connect(&up::audit_database_url(settings, &dir)).await?;
+    let url = match &settings.audit_database_url {
+        Some(url) => url.clone(),
+        None => up::audit_database_url(settings, &up::data_dir(settings)?),
+    };
+    let store = AuditStore::connect(&url).await?;
     Ok((store, verifier(settings, None)?))
 }
 
@@ -24,8 +27,12 @@ fn verifier(settings: &Settings, given: Option<&str>) -> Result<CheckpointVerifi
     if let Some(key) = given.or(settings.audit_public_key.as_deref()) {
         return CheckpointVerifier::from_base64(key).context("public key");
     }
-    let dir = up::data_dir(settings)?;
-    Ok(up::audit_signer(settings, &dir)?.verifier())
+    if let Some(seed) = &settings.audit_signing_key {
+        return Ok(CheckpointSigner::from_base64(seed)
+            .context("audit_signing_key")?
+            .verifier());
+    }
+    Ok(up::audit_signer(settings, &up::data_dir(settings)?)?.verifier())
 }
 
 async fn tenants(store: &AuditStore, only: Option<String>) -> Result<Vec<String>> {
