@@ -435,8 +435,8 @@ async fn run(args: Args) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    // The same snapshot served by a data plane alone (no audit bus: the split deployment's data
-    // plane emits over Kafka, not built yet), to separate the cost of auditing.
+    // The same snapshot served by a data plane alone (no kafka_brokers, so no audit events), to
+    // separate the cost of auditing.
     let data_plane_key = std::fs::read_to_string(dir.join("data-plane.key"))?;
     let alone_port = free_port()?;
     let alone = Proc(
