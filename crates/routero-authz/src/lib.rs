@@ -1,0 +1,187 @@
+//! Authorization by Cerbos.
+//!
+//! The caller becomes a [`Principal`] (id, roles, tenant, teams, custom permissions), the
+//! target a [`Target`] (kind, id, tenant, attributes), and the Cerbos PDP decides. Deny by
+//! default: an action the PDP does not explicitly allow is refused, and a PDP that cannot be
+//! reached refuses everything not already decided ([`AuthzError::Unavailable`], which callers
+//! turn into 503 `policy_engine_unavailable`). Decisions are cached per policy bundle
+//! version ([`bundle_version`]): a cache hit costs no round trip, and a new version empties
+//! the cache so no decision of an older policy is served.
+#![forbid(unsafe_code)]
+
+mod bundle;
+mod cache;
+mod pdp;
+
+use std::time::Duration;
+
+use cerbos::sdk::attr::{ListVal, StrVal};
+use cerbos::sdk::model::{Principal as CerbosPrincipal, Resource as CerbosResource, ResourceList};
+use cerbos::sdk::{CerbosAsyncClient, CerbosClientOptions, CerbosEndpoint};
+use thiserror::Error;
+use tokio::sync::Mutex;
+
+pub use bundle::bundle_version;
+pub use pdp::{Pdp, find_cerbos};
+
+use crate::cache::DecisionCache;
+
+/// Errors of authorization.
+#[derive(Debug, Error)]
+pub enum AuthzError {
+    /// The PDP could not be asked: decisions fail closed.
+    #[error("policy engine unavailable: {0}")]
+    Unavailable(String),
+    /// The policy bundle could not be read.
+    #[error("policy bundle {path}: {source}")]
+    Bundle {
+        /// The file or directory.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The Cerbos child process could not be started or did not become ready.
+    #[error("cerbos: {0}")]
+    Pdp(String),
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Stable id (a key id, a user id).
+    pub id: String,
+    /// Built-in and custom role names.
+    pub roles: Vec<String>,
+    /// The tenant the principal belongs to.
+    pub tenant: String,
+    /// Teams the principal is in.
+    pub teams: Vec<String>,
+    /// `"<kind>:<action>"` grants of custom roles.
+    pub permissions: Vec<String>,
+}
+
+/// What is acted on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Resource kind (`key`, `model`, ...), as named in `policies/resources`.
+    pub kind: String,
+    /// Resource id (`*` for a collection, e.g. listing).
+    pub id: String,
+    /// The tenant owning it.
+    pub tenant: String,
+    /// Further attributes the policies read (`owner`, `tier`, `env`, ...), sorted by name.
+    pub attributes: Vec<(String, String)>,
+}
+
+/// Where the PDP listens and how long a decision may take.
+#[derive(Debug, Clone)]
+pub struct AuthzConfig {
+    /// Host of the PDP's gRPC listener.
+    pub host: String,
+    /// Port of the PDP's gRPC listener.
+    pub port: u16,
+    /// Time allowed per decision.
+    pub timeout: Duration,
+    /// Decisions kept per policy version before the cache starts over.
+    pub cache_capacity: usize,
+    /// How long after a policy version is first seen its decisions are not cached (the PDP
+    /// may not have reloaded yet).
+    pub settle: Duration,
+}
+
+impl AuthzConfig {
+    /// A plaintext PDP at `host:port` (loopback or a sidecar), 2 s per decision, 10 s to settle
+    /// (Cerbos notices a changed policy directory within a few seconds).
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            timeout: Duration::from_secs(2),
+            cache_capacity: 100_000,
+            settle: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Asks the PDP, through the decision cache.
+pub struct Authorizer {
+    client: Mutex<CerbosAsyncClient>,
+    cache: DecisionCache,
+}
+
+impl std::fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorizer").finish_non_exhaustive()
+    }
+}
+
+fn cerbos_principal(principal: &Principal) -> CerbosPrincipal {
+    let list = |items: &[String]| -> ListVal<StrVal<String>, Vec<StrVal<String>>> {
+        ListVal(items.iter().map(|s| StrVal(s.clone())).collect())
+    };
+    CerbosPrincipal::new(principal.id.clone(), principal.roles.clone())
+        .add_attr("tenant", StrVal(principal.tenant.clone()))
+        .add_attr("teams", list(&principal.teams))
+        .add_attr("permissions", list(&principal.permissions))
+}
+
+fn cerbos_resource(target: &Target) -> CerbosResource {
+    target.attributes.iter().fold(
+        CerbosResource::new(target.id.clone(), target.kind.clone())
+            .add_attr("tenant", StrVal(target.tenant.clone())),
+        |resource, (name, value)| resource.add_attr(name.clone(), StrVal(value.clone())),
+    )
+}
+
+impl Authorizer {
+    /// A client for the PDP; it connects on first use and reconnects by itself.
+    pub async fn connect(config: &AuthzConfig) -> Result<Self, AuthzError> {
+        let options =
+            CerbosClientOptions::new(CerbosEndpoint::HostPort(config.host.clone(), config.port))
+                .with_plaintext()
+                .with_timeout(config.timeout);
+        let client = CerbosAsyncClient::new(options)
+            .await
+            .map_err(|e| AuthzError::Unavailable(e.to_string()))?;
+        Ok(Self {
+            client: Mutex::new(client),
+            cache: DecisionCache::new(config.cache_capacity, config.settle),
+        })
+    }
+
+    /// Whether `principal` may do `action` on `target` under the policy bundle
+    /// `policy_version`. `Err` means no decision could be had: refuse.
+    pub async fn is_allowed(
+        &self,
+        policy_version: &str,
+        principal: &Principal,
+        target: &Target,
+        action: &str,
+    ) -> Result<bool, AuthzError> {
+        let key = cache::key(principal, target, action);
+        if let Some(allowed) = self.cache.get(policy_version, &key) {
+            return Ok(allowed);
+        }
+        let response = self
+            .client
+            .lock()
+            .await
+            .check_resources(
+                cerbos_principal(principal),
+                ResourceList::new().add(cerbos_resource(target), [action]),
+                None,
+            )
+            .await
+            .map_err(|e| AuthzError::Unavailable(format!("{e:#}")))?;
+        let allowed = response
+            .find(&target.id)
+            .is_some_and(|result| result.is_allowed(action));
+        self.cache.put(policy_version, key, allowed);
+        Ok(allowed)
+    }
+
+    /// Decisions cached for the current policy version.
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+}
