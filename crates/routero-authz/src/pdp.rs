@@ -19,7 +19,7 @@ pub fn find_cerbos(configured: Option<&Path>) -> Result<PathBuf, AuthzError> {
             Err(AuthzError::Pdp(format!("{} is not a file", path.display())))
         };
     }
-    let on_path = std::env::var_os("PATH")
+    let on_path: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|paths| {
             std::env::split_paths(&paths)
                 .map(|dir| dir.join("cerbos"))
