@@ -1,0 +1,218 @@
+//! One scanner for every detector: a `RegexSet` pass decides which detectors can match at
+//! all (clean text costs that one pass and no allocation), then only those run to find
+//! spans, which their confirmation rules check.
+
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+
+use crate::GuardError;
+use crate::detectors::{BUILTINS, Category, Confirm};
+
+/// Largest compiled size of a custom rule's regex.
+const CUSTOM_SIZE_LIMIT: usize = 1 << 20;
+/// Longest custom regex or keyword, in bytes.
+const CUSTOM_MAX_LEN: usize = 1024;
+
+/// A detector of the scanner.
+#[derive(Debug)]
+pub struct Detector {
+    /// Name (`email`, `card_number`, or a custom rule's name).
+    pub name: String,
+    /// What it detects.
+    pub category: Category,
+    regex: Regex,
+    group: usize,
+    confirm: Confirm,
+    weight: f32,
+}
+
+/// A span of the text that a detector confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finding {
+    /// Index of the detector in the scanner.
+    pub detector: usize,
+    /// Byte offset of the start.
+    pub start: usize,
+    /// Byte offset just past the end.
+    pub end: usize,
+}
+
+/// A tenant's own rule: a regex, or a list of keywords matched as whole words, ignoring case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CustomRule {
+    /// A regular expression.
+    Regex {
+        /// Rule name, shown in findings and audit events.
+        name: String,
+        /// The pattern.
+        pattern: String,
+    },
+    /// Keywords.
+    Keywords {
+        /// Rule name.
+        name: String,
+        /// The words.
+        words: Vec<String>,
+    },
+}
+
+/// Every detector, ready to scan.
+#[derive(Debug)]
+pub struct Scanner {
+    set: RegexSet,
+    detectors: Vec<Detector>,
+    jailbreak_threshold: f32,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl CustomRule {
+    /// Validates and compiles the rule; a pattern that does not compile, is too long or would
+    /// compile too large is refused with the reason.
+    fn compile(&self) -> Result<Detector, GuardError> {
+        let (name, pattern) = match self {
+            Self::Regex { name, pattern } => (name, pattern.clone()),
+            Self::Keywords { name, words } => {
+                if words.is_empty() || words.iter().any(|w| w.trim().is_empty()) {
+                    return Err(GuardError::InvalidRule {
+                        name: name.clone(),
+                        reason: "keywords must be non-empty".into(),
+                    });
+                }
+                let alternatives: Vec<String> =
+                    words.iter().map(|w| regex::escape(w.trim())).collect();
+                (name, format!(r"(?i)\b(?:{})\b", alternatives.join("|")))
+            }
+        };
+        let invalid = |reason: String| GuardError::InvalidRule {
+            name: name.clone(),
+            reason,
+        };
+        if !valid_name(name) {
+            return Err(invalid(
+                "names are 1-64 characters of a-z, 0-9 and _".into(),
+            ));
+        }
+        if pattern.len() > CUSTOM_MAX_LEN {
+            return Err(invalid(format!("longer than {CUSTOM_MAX_LEN} bytes")));
+        }
+        let regex = RegexBuilder::new(&pattern)
+            .size_limit(CUSTOM_SIZE_LIMIT)
+            .dfa_size_limit(CUSTOM_SIZE_LIMIT)
+            .nest_limit(32)
+            .build()
+            .map_err(|e| invalid(e.to_string()))?;
+        if regex.is_match("") {
+            return Err(invalid("matches the empty string".into()));
+        }
+        Ok(Detector {
+            name: name.clone(),
+            category: Category::Custom,
+            regex,
+            group: 0,
+            confirm: Confirm::Pattern,
+            weight: 0.0,
+        })
+    }
+}
+
+impl Scanner {
+    /// The built-in detectors, jailbreak threshold 0.7.
+    pub fn builtin() -> Result<Self, GuardError> {
+        Self::new(&[], 0.7)
+    }
+
+    /// The built-in detectors and `custom` rules; jailbreak findings count once their scores
+    /// add up to `jailbreak_threshold`.
+    pub fn new(custom: &[CustomRule], jailbreak_threshold: f32) -> Result<Self, GuardError> {
+        let mut detectors = Vec::with_capacity(BUILTINS.len() + custom.len());
+        for builtin in BUILTINS {
+            detectors.push(Detector {
+                name: builtin.name.to_owned(),
+                category: builtin.category,
+                regex: Regex::new(builtin.pattern)
+                    .map_err(|e| GuardError::Builtin(e.to_string()))?,
+                group: builtin.group,
+                confirm: builtin.confirm,
+                weight: builtin.weight,
+            });
+        }
+        for rule in custom {
+            let detector = rule.compile()?;
+            if detectors.iter().any(|d| d.name == detector.name) {
+                return Err(GuardError::InvalidRule {
+                    name: detector.name,
+                    reason: "a detector of that name exists".into(),
+                });
+            }
+            detectors.push(detector);
+        }
+        let set = RegexSetBuilder::new(detectors.iter().map(|d| d.regex.as_str()))
+            .size_limit(64 << 20)
+            .build()
+            .map_err(|e| GuardError::Builtin(e.to_string()))?;
+        Ok(Self {
+            set,
+            detectors,
+            jailbreak_threshold,
+        })
+    }
+
+    /// The detector a finding names.
+    pub fn detector(&self, index: usize) -> Option<&Detector> {
+        self.detectors.get(index)
+    }
+
+    /// Confirmed findings, ordered by start, without overlaps (the earlier, then longer,
+    /// finding wins). No allocation when nothing matches.
+    pub fn scan(&self, text: &str) -> Vec<Finding> {
+        if !self.set.is_match(text) {
+            return Vec::new();
+        }
+        let mut findings = Vec::new();
+        let mut jailbreak_score = 0.0f32;
+        let mut jailbreak = Vec::new();
+        for index in self.set.matches(text).iter() {
+            let detector = &self.detectors[index];
+            for captures in detector.regex.captures_iter(text) {
+                let Some(span) = captures.get(detector.group) else {
+                    continue;
+                };
+                let before = text[..span.start()].chars().next_back();
+                if !detector
+                    .confirm
+                    .holds(span.as_str(), before, &text[span.end()..])
+                {
+                    continue;
+                }
+                let finding = Finding {
+                    detector: index,
+                    start: span.start(),
+                    end: span.end(),
+                };
+                if detector.category == Category::Jailbreak {
+                    jailbreak_score += detector.weight;
+                    jailbreak.push(finding);
+                } else {
+                    findings.push(finding);
+                }
+            }
+        }
+        if jailbreak_score >= self.jailbreak_threshold {
+            findings.extend(jailbreak);
+        }
+        findings.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end), f.detector));
+        let mut kept: Vec<Finding> = Vec::with_capacity(findings.len());
+        for finding in findings {
+            if kept.last().is_none_or(|last| finding.start >= last.end) {
+                kept.push(finding);
+            }
+        }
+        kept
+    }
+}
