@@ -81,6 +81,12 @@ impl Policy {
             .map(|(_, action)| *action)
     }
 
+    /// The action a finding gets, if any rule selects it.
+    pub(crate) fn action_of(&self, scanner: &Scanner, finding: &Finding) -> Option<Action> {
+        let detector = scanner.detector(finding.detector)?;
+        self.action_for(&detector.name, detector.category)
+    }
+
     /// Scans `text` and applies the rules; `hash_key` is the tenant's HMAC key.
     pub fn apply<'a>(&self, scanner: &Scanner, hash_key: &[u8], text: &'a str) -> Applied<'a> {
         let findings = scanner.scan(text);

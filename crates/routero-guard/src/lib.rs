@@ -6,12 +6,14 @@
 mod action;
 mod detectors;
 mod scanner;
+mod stream;
 
 use thiserror::Error;
 
 pub use action::{Action, Applied, Policy, Selector};
 pub use detectors::Category;
 pub use scanner::{CustomRule, Detector, Finding, Scanner};
+pub use stream::{Released, StreamScanner};
 
 /// Errors of building a scanner.
 #[derive(Debug, Error, PartialEq, Eq)]

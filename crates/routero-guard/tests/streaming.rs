@@ -1,0 +1,141 @@
+//! The streaming scanner against the whole-text one, for any split into chunks.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+use routero_guard::{Action, Category, Policy, Released, Scanner, Selector, StreamScanner};
+
+const HOLD: usize = 64;
+const KEY: &[u8] = b"tenant-key";
+const AWS_ID: &str = "AKIAIOSFODNN7EXAMPLE";
+
+/// Pieces a text is made of: values of several detectors and filler, some not ASCII, each
+/// starting with a separator so that no two values run into one.
+const PIECES: &[&str] = &[
+    " alice@example.com",
+    " 4242 4242 4242 4242",
+    " 123-45-6789",
+    " 192.168.1.20",
+    " AKIAIOSFODNN7EXAMPLE",
+    " token=Zx8QpL2mV7nR4tY9wK3s",
+    " hello",
+    " world",
+    " café",
+    " 💳",
+    ", ",
+    ".",
+    "\n",
+    " 42",
+];
+
+fn scanner() -> &'static Scanner {
+    static SCANNER: OnceLock<Scanner> = OnceLock::new();
+    SCANNER.get_or_init(|| Scanner::builtin().unwrap())
+}
+
+fn rewriting() -> Policy {
+    Policy {
+        rules: vec![
+            (Selector::Detector("email".into()), Action::Redact),
+            (
+                Selector::Detector("card_number".into()),
+                Action::Mask { keep: 4 },
+            ),
+            (Selector::Detector("us_ssn".into()), Action::Hash),
+            (Selector::Detector("ipv4".into()), Action::Log),
+            (Selector::Category(Category::Secret), Action::Redact),
+        ],
+    }
+}
+
+fn blocking() -> Policy {
+    let mut policy = rewriting();
+    policy
+        .rules
+        .insert(0, (Selector::Category(Category::Secret), Action::Block));
+    policy
+}
+
+/// Splits `text` at the given fractions (moved to character boundaries).
+fn chunks(text: &str, cuts: &[usize]) -> Vec<String> {
+    let mut points: Vec<usize> = cuts
+        .iter()
+        .map(|c| {
+            let mut at = c % (text.len() + 1);
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            at
+        })
+        .collect();
+    points.push(0);
+    points.push(text.len());
+    points.sort_unstable();
+    points.dedup();
+    points
+        .windows(2)
+        .map(|w| text[w[0]..w[1]].to_owned())
+        .collect()
+}
+
+/// Streams the chunks; returns the released text and the blocking detector, if any.
+fn stream(scanner: &Scanner, policy: &Policy, parts: &[String]) -> (String, Option<String>) {
+    let mut streamer = StreamScanner::new(scanner, policy, KEY, HOLD);
+    let mut out = String::new();
+    let mut blocked = None;
+    let mut released: Vec<Released> = parts.iter().map(|p| streamer.push(p)).collect();
+    released.push(streamer.finish());
+    for piece in released {
+        match piece {
+            Released::Text(text) => out.push_str(&text),
+            Released::Blocked { detector, text } => {
+                out.push_str(&text);
+                blocked.get_or_insert(detector);
+            }
+        }
+    }
+    (out, blocked)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn any_split_releases_what_the_whole_text_gives(
+        pieces in prop::collection::vec(prop::sample::select(PIECES), 0..40),
+        cuts in prop::collection::vec(any::<usize>(), 0..12),
+    ) {
+        let scanner = scanner();
+        let text: String = pieces.concat();
+        let policy = rewriting();
+        let whole = policy.apply(scanner, KEY, &text).text.into_owned();
+        let (streamed, blocked) = stream(scanner, &policy, &chunks(&text, &cuts));
+        prop_assert_eq!(blocked, None);
+        prop_assert_eq!(&streamed, &whole);
+        prop_assert!(!streamed.contains(AWS_ID) && !streamed.contains("alice@"));
+    }
+
+    #[test]
+    fn a_block_releases_nothing_of_the_value_nor_after_it(
+        pieces in prop::collection::vec(prop::sample::select(PIECES), 0..40),
+        cuts in prop::collection::vec(any::<usize>(), 0..12),
+    ) {
+        let scanner = scanner();
+        let text: String = pieces.concat();
+        let policy = blocking();
+        let (streamed, blocked) = stream(scanner, &policy, &chunks(&text, &cuts));
+        let first_secret = scanner
+            .scan(&text)
+            .into_iter()
+            .find(|f| scanner.detector(f.detector).unwrap().category == Category::Secret);
+        match first_secret {
+            Some(finding) => {
+                prop_assert_eq!(blocked.as_deref(), scanner.detector(finding.detector).map(|d| d.name.as_str()));
+                let before = policy.apply(scanner, KEY, &text[..finding.start]).text.into_owned();
+                prop_assert_eq!(&streamed, &before);
+            }
+            None => prop_assert_eq!(blocked, None),
+        }
+    }
+}
