@@ -14,6 +14,7 @@ run: setup-build
 
 setup-build:
 	@command -v protoc >/dev/null || ./scripts/setup-test-env.sh
+	@./scripts/install-cerbos.sh
 
 ## make test: install/start what tests need, then formatting, lints, policy tests, unit, store and e2e tests
 test: setup lint policies unit e2e

@@ -115,11 +115,20 @@ impl std::fmt::Debug for Authorizer {
     }
 }
 
+/// The role of a principal that has none (Cerbos needs at least one): a plain member of its
+/// tenant, which the policies grant only what they grant every member.
+pub const DEFAULT_ROLE: &str = "member";
+
 fn cerbos_principal(principal: &Principal) -> CerbosPrincipal {
     let list = |items: &[String]| -> ListVal<StrVal<String>, Vec<StrVal<String>>> {
         ListVal(items.iter().map(|s| StrVal(s.clone())).collect())
     };
-    CerbosPrincipal::new(principal.id.clone(), principal.roles.clone())
+    let roles = if principal.roles.is_empty() {
+        vec![DEFAULT_ROLE.to_owned()]
+    } else {
+        principal.roles.clone()
+    };
+    CerbosPrincipal::new(principal.id.clone(), roles)
         .add_attr("tenant", StrVal(principal.tenant.clone()))
         .add_attr("teams", list(&principal.teams))
         .add_attr("permissions", list(&principal.permissions))

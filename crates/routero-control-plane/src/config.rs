@@ -51,6 +51,9 @@ pub struct ControlPlaneConfig {
     pub grpc_tls: Option<GrpcTls>,
     /// The audit log's database, served at `GET /audit/events`.
     pub audit_database_url: Option<String>,
+    /// The Cerbos policy directory whose bundle version snapshots carry; data planes then ask
+    /// the policies before every request. Watched every `poll_interval`.
+    pub policies_dir: Option<std::path::PathBuf>,
 }
 
 impl ControlPlaneConfig {
@@ -72,6 +75,7 @@ impl ControlPlaneConfig {
             max_body_bytes: 1024 * 1024,
             grpc_tls: None,
             audit_database_url: None,
+            policies_dir: None,
         }
     }
 }

@@ -5,6 +5,7 @@
 mod api;
 pub mod config;
 mod error;
+mod policy;
 mod snapshot;
 pub mod store;
 mod vault;
@@ -80,6 +81,12 @@ impl ControlPlane {
             &config.pepper,
         )
         .await?;
+        if let Some(dir) = &config.policies_dir {
+            // Policies on from the first snapshot: a data plane never sees a state without them.
+            let version = routero_authz::bundle_version(dir)
+                .map_err(|e| ControlPlaneError::Config(format!("policies_dir: {e}")))?;
+            publisher.set_policy_version(&version).await?;
+        }
         let state = api::AppState {
             store,
             hasher,
@@ -114,6 +121,15 @@ impl ControlPlane {
                 .clone()
                 .follow(self.config.poll_interval, stop_rx.clone()),
         );
+        let policy_watch = self.config.policies_dir.clone().map(|dir| {
+            tokio::spawn(policy::watch_bundle(
+                publisher.clone(),
+                dir,
+                self.config.poll_interval,
+                self.state.audit.clone(),
+                stop_rx.clone(),
+            ))
+        });
 
         let grpc_service = SnapshotServiceServer::new(snapshot::SnapshotGrpc::new(
             publisher,
@@ -152,6 +168,9 @@ impl ControlPlane {
         });
         let (grpc, http) = tokio::join!(grpc, http.into_future());
         let _ = follower.await;
+        if let Some(task) = policy_watch {
+            let _ = task.await;
+        }
         grpc.map_err(|e| ControlPlaneError::Server(format!("grpc: {e}")))?;
         http.map_err(|e| ControlPlaneError::Server(format!("http: {e}")))?;
         Ok(())

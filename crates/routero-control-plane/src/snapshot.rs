@@ -46,6 +46,8 @@ pub struct Publisher {
     sealed: Mutex<HashMap<String, (String, Vec<u8>)>>,
     latest: watch::Sender<Arc<WireState>>,
     applied: Mutex<HashMap<String, AppliedVersion>>,
+    /// Version of the policy bundle deciding requests ("" when policies are off).
+    policy_version: Mutex<String>,
 }
 
 impl Publisher {
@@ -66,6 +68,7 @@ impl Publisher {
             sealed: Mutex::new(HashMap::new()),
             latest,
             applied: Mutex::new(HashMap::new()),
+            policy_version: Mutex::new(String::new()),
         });
         publisher.refresh().await?;
         Ok(publisher)
@@ -74,6 +77,27 @@ impl Publisher {
     /// The newest published state.
     pub fn latest(&self) -> Arc<WireState> {
         self.latest.borrow().clone()
+    }
+
+    /// Publishes `version` as the policy bundle's version, in a new snapshot version; returns
+    /// the previous one when it changed.
+    pub async fn set_policy_version(
+        &self,
+        version: &str,
+    ) -> Result<Option<String>, ControlPlaneError> {
+        let previous = {
+            let mut current = self
+                .policy_version
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *current == version {
+                return Ok(None);
+            }
+            std::mem::replace(&mut *current, version.to_owned())
+        };
+        self.store.bump_snapshot_version().await?;
+        self.refresh().await?;
+        Ok(Some(previous))
     }
 
     /// Reloads the store and publishes a new state if its version moved.
@@ -113,6 +137,7 @@ impl Publisher {
             models: k.models,
             allowed_cidrs: k.allowed_cidrs,
             expires_at: k.expires_at,
+            roles: k.roles,
         });
         let routes = rows.routes.into_iter().map(|r| v1::ModelRoute {
             name: Some(v1::RouteName {
@@ -127,6 +152,7 @@ impl Publisher {
                     model: d.model,
                 })
                 .collect(),
+            tags: r.tags,
         });
         let mut cache = self
             .sealed
@@ -157,13 +183,19 @@ impl Publisher {
                 sealed_api_key: sealed,
             });
         }
+        let policy_version = self
+            .policy_version
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         Ok(WireState::new(
             rows.version,
             self.sealed_pepper.clone(),
             keys,
             routes,
             credentials,
-        ))
+        )
+        .with_policy_version(policy_version))
     }
 
     fn seal_for_wire(&self, tenant: &str, ciphertext: &str) -> Result<Vec<u8>, ControlPlaneError> {

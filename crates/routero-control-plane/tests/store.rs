@@ -35,6 +35,7 @@ fn key(tenant: &str, id: &str, hash: u8) -> KeyRecord {
         expires_at: Some(2_000_000_000),
         created_at: 1_700_000_000,
         revoked_at: None,
+        roles: vec!["developer".into()],
     }
 }
 
@@ -148,6 +149,7 @@ async fn tenants_are_walled_off(store: Store) {
             credential_id: cred.id.clone(),
             model: "m".into(),
         }],
+        tags: Default::default(),
     };
     assert!(matches!(
         store.create_route(&foreign_route).await,
@@ -192,6 +194,7 @@ async fn names_are_unique_per_tenant(store: Store) {
             credential_id: cred,
             model: "m".into(),
         }],
+        tags: [("tier".to_owned(), "premium".to_owned())].into(),
     };
     store.create_route(&route).await.unwrap();
     assert!(matches!(

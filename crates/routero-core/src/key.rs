@@ -43,6 +43,8 @@ pub struct KeyPolicy {
     pub allowed_cidrs: Vec<IpNet>,
     /// Unix seconds after which the key is refused.
     pub expires_at: Option<i64>,
+    /// Roles the key acts with when policies decide (`developer`, `manager`, ...).
+    pub roles: Vec<String>,
 }
 
 impl KeyPolicy {
@@ -101,6 +103,7 @@ mod tests {
             allowed_cidrs: parse_cidrs(&cidrs.iter().map(|c| c.to_string()).collect::<Vec<_>>())
                 .unwrap(),
             expires_at,
+            roles: Vec::new(),
         }
     }
 

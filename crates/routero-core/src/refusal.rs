@@ -11,6 +11,10 @@ pub enum Refusal {
     IpNotAllowed,
     /// The key may not use the requested model.
     ModelNotAllowed,
+    /// The authorization policies do not allow the key to use the requested model.
+    PolicyDenied,
+    /// The policy engine could not decide; refused rather than allowed.
+    PolicyEngineUnavailable,
     /// No route exists for the requested model.
     ModelNotFound,
     /// The request body is not what the endpoint takes.
@@ -41,6 +45,8 @@ impl Refusal {
             Self::KeyExpired => "key_expired",
             Self::IpNotAllowed => "ip_not_allowed",
             Self::ModelNotAllowed => "model_not_allowed",
+            Self::PolicyDenied => "policy_denied",
+            Self::PolicyEngineUnavailable => "policy_engine_unavailable",
             Self::ModelNotFound => "model_not_found",
             Self::InvalidRequest => "invalid_request",
             Self::BodyTooLarge => "body_too_large",
@@ -58,11 +64,13 @@ impl Refusal {
     pub fn http_status(self) -> u16 {
         match self {
             Self::InvalidApiKey | Self::KeyExpired => 401,
-            Self::IpNotAllowed | Self::ModelNotAllowed => 403,
+            Self::IpNotAllowed | Self::ModelNotAllowed | Self::PolicyDenied => 403,
             Self::ModelNotFound => 404,
             Self::InvalidRequest => 400,
             Self::BodyTooLarge => 413,
-            Self::ControlPlaneUnreachable | Self::AuditUnavailable => 503,
+            Self::ControlPlaneUnreachable
+            | Self::AuditUnavailable
+            | Self::PolicyEngineUnavailable => 503,
             Self::UpstreamUnreachable | Self::UpstreamAuthFailed | Self::UpstreamError => 502,
             Self::UpstreamTimeout => 504,
             Self::UpstreamRateLimited => 429,
@@ -73,12 +81,13 @@ impl Refusal {
     pub fn error_type(self) -> &'static str {
         match self {
             Self::InvalidApiKey | Self::KeyExpired => "authentication_error",
-            Self::IpNotAllowed | Self::ModelNotAllowed => "permission_error",
+            Self::IpNotAllowed | Self::ModelNotAllowed | Self::PolicyDenied => "permission_error",
             Self::ModelNotFound | Self::InvalidRequest | Self::BodyTooLarge => {
                 "invalid_request_error"
             }
             Self::ControlPlaneUnreachable
             | Self::AuditUnavailable
+            | Self::PolicyEngineUnavailable
             | Self::UpstreamUnreachable
             | Self::UpstreamTimeout
             | Self::UpstreamAuthFailed
@@ -94,6 +103,12 @@ impl Refusal {
             Self::KeyExpired => "The API key has expired.",
             Self::IpNotAllowed => "Requests with this key are not allowed from this address.",
             Self::ModelNotAllowed => "This key may not use the requested model.",
+            Self::PolicyDenied => {
+                "The gateway's policies do not allow this key to use the requested model."
+            }
+            Self::PolicyEngineUnavailable => {
+                "The gateway cannot check its policies right now and refuses the request."
+            }
             Self::ModelNotFound => "The requested model does not exist.",
             Self::InvalidRequest => "The request body is not valid.",
             Self::BodyTooLarge => "The request body is too large.",

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use secrecy::SecretString;
@@ -23,6 +23,8 @@ pub struct ModelRoute {
     pub name: String,
     /// Upstreams, in order of preference.
     pub deployments: Vec<Deployment>,
+    /// Labels policies read (`tier: premium`, `env: staging`).
+    pub tags: BTreeMap<String, String>,
 }
 
 /// A provider credential, decrypted, as a data plane holds it in memory.
@@ -47,6 +49,8 @@ pub struct ProviderCredential {
 pub struct Snapshot {
     /// Monotonic version assigned by the control plane.
     pub version: u64,
+    /// Version of the policy bundle that decides requests; empty when policies are off.
+    pub policy_version: String,
     keys: HashMap<KeyHash, Arc<KeyPolicy>>,
     routes: HashMap<String, HashMap<String, ModelRoute>>,
     credentials: HashMap<String, ProviderCredential>,
@@ -69,10 +73,17 @@ impl Snapshot {
         }
         Self {
             version,
+            policy_version: String::new(),
             keys: keys.into_iter().map(|(h, p)| (h, Arc::new(p))).collect(),
             routes: by_tenant,
             credentials: credentials.into_iter().map(|c| (c.id.clone(), c)).collect(),
         }
+    }
+
+    /// The same snapshot decided by the policy bundle `version`.
+    pub fn with_policy_version(mut self, version: &str) -> Self {
+        version.clone_into(&mut self.policy_version);
+        self
     }
 
     /// The key with this hash, if it is active.

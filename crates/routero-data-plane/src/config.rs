@@ -43,6 +43,9 @@ pub struct DataPlaneConfig {
     pub upstream_read_timeout: Duration,
     /// How long in-flight requests may take to finish after shutdown begins.
     pub shutdown_grace: Duration,
+    /// The Cerbos PDP asked `model:invoke` before every request when the snapshot carries a
+    /// policy version; without it such requests are refused (503 `policy_engine_unavailable`).
+    pub authz: Option<routero_authz::AuthzConfig>,
 }
 
 impl DataPlaneConfig {
@@ -60,6 +63,7 @@ impl DataPlaneConfig {
             upstream_connect_timeout: Duration::from_secs(10),
             upstream_read_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(30),
+            authz: None,
         }
     }
 }

@@ -23,6 +23,9 @@ pub enum DataPlaneError {
     /// Configuration is unusable.
     #[error("config: {0}")]
     Config(String),
+    /// The policy engine client could not be set up.
+    #[error("policy engine: {0}")]
+    Authz(#[from] routero_authz::AuthzError),
     /// The HTTP server failed.
     #[error("server: {0}")]
     Server(#[from] std::io::Error),

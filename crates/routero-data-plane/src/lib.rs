@@ -76,6 +76,10 @@ pub async fn run(
     audit: Option<EventBus>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DataPlaneError> {
+    let authorizer = match &config.authz {
+        Some(authz) => Some(routero_authz::Authorizer::connect(authz).await?),
+        None => None,
+    };
     let gateway = Gateway::new(config.max_staleness);
     let follower = Follower::new(Arc::clone(&gateway), config.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -86,6 +90,7 @@ pub async fn run(
         trusted_proxies: config.trusted_proxies.clone(),
         max_body_bytes: config.max_body_bytes,
         audit,
+        authorizer,
     });
     let mut server_stop = stop_rx.clone();
     // TCP_NODELAY: streamed chunks go out as they arrive.

@@ -70,7 +70,8 @@ impl Live {
             })
             .collect();
         Ok(Self {
-            snapshot: Snapshot::new(state.version(), keys, routes, credentials),
+            snapshot: Snapshot::new(state.version(), keys, routes, credentials)
+                .with_policy_version(state.policy_version()),
             hasher,
             upstreams,
         })

@@ -31,6 +31,8 @@ pub struct App {
     pub(crate) max_body_bytes: usize,
     /// Where each request's audit event goes; `None` when auditing is not configured.
     pub(crate) audit: Option<EventBus>,
+    /// The policy engine, when configured.
+    pub(crate) authorizer: Option<routero_authz::Authorizer>,
 }
 
 /// The id of a request, set by the outermost layer and echoed in `x-request-id`.
@@ -42,6 +44,8 @@ pub(crate) struct RequestId(pub(crate) String);
 struct Seen {
     key: Option<Arc<KeyPolicy>>,
     model: Option<String>,
+    /// The policy version that decided the request, when policies are on.
+    policy_version: Option<String>,
 }
 
 fn now_unix() -> i64 {
@@ -191,6 +195,7 @@ fn request_event(
     );
     event.reason_code = reason.map(str::to_owned);
     event.request_id = Some(request_id.0.clone());
+    event.policy_version.clone_from(&seen.policy_version);
     event
         .details
         .insert("endpoint".into(), Value::from(endpoint.path()));
@@ -249,6 +254,10 @@ async fn proxy(
     let route = snapshot
         .route(&caller.key.tenant_id, model)
         .ok_or(Refusal::ModelNotFound)?;
+    if !snapshot.policy_version.is_empty() {
+        seen.policy_version = Some(snapshot.policy_version.clone());
+        authorize(app, &snapshot.policy_version, &caller.key, route).await?;
+    }
     let (deployment, upstream) = route
         .deployments
         .iter()
@@ -268,6 +277,48 @@ async fn proxy(
     app.provider
         .forward(upstream, endpoint, upstream_body)
         .await
+}
+
+/// Asks the policies whether the key may invoke the route's model; no engine, or no answer,
+/// refuses.
+async fn authorize(
+    app: &App,
+    policy_version: &str,
+    key: &KeyPolicy,
+    route: &routero_core::ModelRoute,
+) -> Result<(), Refused> {
+    let authorizer = app
+        .authorizer
+        .as_ref()
+        .ok_or(Refusal::PolicyEngineUnavailable)?;
+    let principal = routero_authz::Principal {
+        id: key.key_id.clone(),
+        roles: key.roles.clone(),
+        tenant: key.tenant_id.clone(),
+        teams: key.team_id.iter().cloned().collect(),
+        permissions: Vec::new(),
+    };
+    let target = routero_authz::Target {
+        kind: "model".into(),
+        id: route.name.clone(),
+        tenant: route.tenant_id.clone(),
+        attributes: route
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    };
+    match authorizer
+        .is_allowed(policy_version, &principal, &target, "invoke")
+        .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Refusal::PolicyDenied.into()),
+        Err(error) => {
+            tracing::error!(%error, "policy engine unavailable; refusing");
+            Err(Refusal::PolicyEngineUnavailable.into())
+        }
+    }
 }
 
 fn model_object(name: &str) -> Value {

@@ -1,14 +1,10 @@
 //! What each detector must find, and the look-alikes it must leave alone.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::OnceLock;
+mod common;
 
-use routero_guard::{Action, Category, CustomRule, GuardError, Policy, Scanner, Selector};
-
-fn scanner() -> &'static Scanner {
-    static SCANNER: OnceLock<Scanner> = OnceLock::new();
-    SCANNER.get_or_init(|| Scanner::builtin().unwrap())
-}
+use common::{policy, scanner};
+use routero_guard::{Action, CustomRule, GuardError, Scanner};
 
 /// (detector, matched text) for every finding.
 fn found(text: &str) -> Vec<(String, String)> {
@@ -235,18 +231,7 @@ fn clean_text_has_no_findings() {
 
 #[test]
 fn actions_redact_mask_hash_block_and_log() {
-    let policy = Policy {
-        rules: vec![
-            (Selector::Detector("email".into()), Action::Redact),
-            (
-                Selector::Detector("card_number".into()),
-                Action::Mask { keep: 4 },
-            ),
-            (Selector::Detector("us_ssn".into()), Action::Hash),
-            (Selector::Detector("ipv4".into()), Action::Log),
-            (Selector::Category(Category::Secret), Action::Block),
-        ],
-    };
+    let policy = policy(Action::Block);
     let key = b"tenant-hash-key";
     let text = "mail a@b.io, card 4242 4242 4242 4242, ssn 123-45-6789, ip 10.1.2.3";
     let applied = policy.apply(scanner(), key, text);

@@ -1,10 +1,11 @@
 //! The streaming scanner against the whole-text one, for any split into chunks.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::OnceLock;
-
 use proptest::prelude::*;
-use routero_guard::{Action, Category, Policy, Released, Scanner, Selector, StreamScanner};
+mod common;
+
+use common::{policy, scanner};
+use routero_guard::{Action, Category, Policy, Released, Scanner, StreamScanner};
 
 const HOLD: usize = 64;
 const KEY: &[u8] = b"tenant-key";
@@ -29,32 +30,12 @@ const PIECES: &[&str] = &[
     " 42",
 ];
 
-fn scanner() -> &'static Scanner {
-    static SCANNER: OnceLock<Scanner> = OnceLock::new();
-    SCANNER.get_or_init(|| Scanner::builtin().unwrap())
-}
-
 fn rewriting() -> Policy {
-    Policy {
-        rules: vec![
-            (Selector::Detector("email".into()), Action::Redact),
-            (
-                Selector::Detector("card_number".into()),
-                Action::Mask { keep: 4 },
-            ),
-            (Selector::Detector("us_ssn".into()), Action::Hash),
-            (Selector::Detector("ipv4".into()), Action::Log),
-            (Selector::Category(Category::Secret), Action::Redact),
-        ],
-    }
+    policy(Action::Redact)
 }
 
 fn blocking() -> Policy {
-    let mut policy = rewriting();
-    policy
-        .rules
-        .insert(0, (Selector::Category(Category::Secret), Action::Block));
-    policy
+    policy(Action::Block)
 }
 
 /// Splits `text` at the given fractions (moved to character boundaries).

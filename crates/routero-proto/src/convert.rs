@@ -27,6 +27,7 @@ impl TryFrom<&v1::VirtualKey> for (KeyHash, KeyPolicy) {
                 models: key.models.clone(),
                 allowed_cidrs,
                 expires_at: key.expires_at,
+                roles: key.roles.clone(),
             },
         ))
     }
@@ -51,6 +52,11 @@ impl TryFrom<&v1::ModelRoute> for ModelRoute {
                     upstream_model: d.model.clone(),
                 })
                 .collect(),
+            tags: route
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         })
     }
 }
@@ -69,6 +75,11 @@ impl From<&ModelRoute> for v1::ModelRoute {
                     credential_id: d.credential_id.clone(),
                     model: d.upstream_model.clone(),
                 })
+                .collect(),
+            tags: route
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         }
     }

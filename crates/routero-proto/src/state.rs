@@ -13,6 +13,7 @@ type RouteKey = (String, String);
 pub struct WireState {
     version: u64,
     sealed_pepper: Vec<u8>,
+    policy_version: String,
     keys: BTreeMap<Vec<u8>, v1::VirtualKey>,
     routes: BTreeMap<RouteKey, v1::ModelRoute>,
     credentials: BTreeMap<String, v1::Credential>,
@@ -47,6 +48,7 @@ impl WireState {
         Self {
             version,
             sealed_pepper,
+            policy_version: String::new(),
             keys: keys.into_iter().map(|k| (k.key_hash.clone(), k)).collect(),
             routes: routes.into_iter().map(|r| (route_key(&r), r)).collect(),
             credentials: credentials.into_iter().map(|c| (c.id.clone(), c)).collect(),
@@ -56,6 +58,17 @@ impl WireState {
     /// The version of this state.
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The same state deciding requests under the policy bundle `version` ("" when off).
+    pub fn with_policy_version(mut self, version: String) -> Self {
+        self.policy_version = version;
+        self
+    }
+
+    /// The policy bundle version.
+    pub fn policy_version(&self) -> &str {
+        &self.policy_version
     }
 
     /// The sealed key-hashing pepper.
@@ -87,6 +100,7 @@ impl WireState {
                 routes: self.routes.values().cloned().collect(),
                 credentials: self.credentials.values().cloned().collect(),
                 sealed_pepper: self.sealed_pepper.clone(),
+                policy_version: self.policy_version.clone(),
             })),
         }
     }
@@ -104,13 +118,16 @@ impl WireState {
                 .collect(),
             upsert_credentials: changed(&self.credentials, &next.credentials),
             removed_credentials: removed(&self.credentials, &next.credentials),
+            policy_version: (next.policy_version != self.policy_version)
+                .then(|| next.policy_version.clone()),
         };
         let empty = delta.upsert_keys.is_empty()
             && delta.removed_key_hashes.is_empty()
             && delta.upsert_routes.is_empty()
             && delta.removed_routes.is_empty()
             && delta.upsert_credentials.is_empty()
-            && delta.removed_credentials.is_empty();
+            && delta.removed_credentials.is_empty()
+            && delta.policy_version.is_none();
         (!empty || next.version != self.version).then_some(v1::SnapshotMessage {
             version: next.version,
             body: Some(Body::Delta(delta)),
@@ -144,7 +161,8 @@ impl WireState {
                     full.keys,
                     full.routes,
                     full.credentials,
-                );
+                )
+                .with_policy_version(full.policy_version);
             }
             Body::Delta(delta) => {
                 if delta.base_version != self.version {
@@ -170,6 +188,9 @@ impl WireState {
                 }
                 for credential in delta.upsert_credentials {
                     self.credentials.insert(credential.id.clone(), credential);
+                }
+                if let Some(policy_version) = delta.policy_version {
+                    self.policy_version = policy_version;
                 }
                 self.version = message.version;
             }
@@ -217,6 +238,7 @@ mod tests {
                 credential_id: "c".into(),
                 model: model.into(),
             }],
+            tags: [("tier".to_owned(), format!("tier-of-{model}"))].into(),
         }
     }
 
@@ -255,6 +277,22 @@ mod tests {
         let mut applied = old.clone();
         assert_eq!(applied.apply(delta).unwrap(), Applied::NewVersion(4));
         assert_eq!(applied, new);
+    }
+
+    #[test]
+    fn a_new_policy_version_travels_in_deltas_and_full_snapshots() {
+        let old = WireState::new(3, vec![], [key(1, &[])], [], []).with_policy_version("p1".into());
+        let new = WireState::new(4, vec![], [key(1, &[])], [], []).with_policy_version("p2".into());
+        let delta = old.delta_to(&new).unwrap();
+        let mut applied = old.clone();
+        applied.apply(delta).unwrap();
+        assert_eq!(applied.policy_version(), "p2");
+        let mut fresh = WireState::default();
+        fresh.apply(new.to_full_message()).unwrap();
+        assert_eq!(fresh, new);
+        let same =
+            WireState::new(4, vec![], [key(1, &[])], [], []).with_policy_version("p2".into());
+        assert!(new.delta_to(&same).is_none(), "no change, no delta");
     }
 
     #[test]

@@ -107,6 +107,15 @@ pub struct Settings {
     pub audit_s3_secret_access_key: Option<String>,
     /// Audit: how often the S3 export writes its objects (`1h`).
     pub audit_s3_interval: Option<String>,
+    /// Control plane (and `routero up`): the Cerbos policy directory; with it every request is
+    /// decided by the policies (`routero up`: `./policies` when that directory exists).
+    pub policies_dir: Option<String>,
+    /// `routero up`: the `cerbos` binary it runs on `policies_dir` (else PATH, else
+    /// `~/.cache/routero/bin/cerbos`, where `make run` installs it).
+    pub cerbos_binary: Option<String>,
+    /// Data plane: the Cerbos PDP's gRPC address (`127.0.0.1:3593`), asked before every
+    /// request when the control plane has policies.
+    pub cerbos_addr: Option<String>,
 }
 
 impl Settings {
@@ -180,6 +189,9 @@ impl Settings {
             audit_s3_access_key_id: s(),
             audit_s3_secret_access_key: s(),
             audit_s3_interval: s(),
+            policies_dir: s(),
+            cerbos_binary: s(),
+            cerbos_addr: s(),
         }
     }
 
@@ -272,6 +284,7 @@ impl Settings {
             config.admin_key = Some(SecretString::from(admin_key.clone()));
         }
         config.audit_database_url = self.audit_database_url.clone();
+        config.policies_dir = self.policies_dir.as_ref().map(PathBuf::from);
         if let Some(interval) = Self::duration(&self.heartbeat_interval, "heartbeat_interval")? {
             config.heartbeat_interval = interval;
         }
@@ -432,6 +445,13 @@ impl Settings {
         }
         if let Some(bytes) = &self.max_body_bytes {
             config.max_body_bytes = bytes.parse().map_err(|e| anyhow!("max_body_bytes: {e}"))?;
+        }
+        if let Some(addr) = &self.cerbos_addr {
+            let addr: SocketAddr = addr.parse().map_err(|e| anyhow!("cerbos_addr: {e}"))?;
+            config.authz = Some(routero_authz::AuthzConfig::new(
+                addr.ip().to_string(),
+                addr.port(),
+            ));
         }
         if let Some(ca_pem) = Self::file(&self.control_plane_ca, "control_plane_ca")? {
             let identity = match (

@@ -106,6 +106,37 @@ pub fn keyring_file(dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The policy directory: the setting, else `./policies` when it exists.
+fn policies_dir(settings: &Settings) -> Option<PathBuf> {
+    match &settings.policies_dir {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => Some(PathBuf::from("policies")).filter(|dir| dir.is_dir()),
+    }
+}
+
+/// Starts Cerbos on the policies and keeps it running (restarted within a second when it
+/// dies; meanwhile requests fail closed). The task owns the process: aborting it kills Cerbos.
+async fn start_cerbos(
+    settings: &Settings,
+    policies: &Path,
+    dir: &Path,
+) -> Result<(routero_authz::AuthzConfig, tokio::task::JoinHandle<()>)> {
+    let binary = routero_authz::find_cerbos(settings.cerbos_binary.as_deref().map(Path::new))?;
+    let work = dir.join("cerbos");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let mut pdp = routero_authz::Pdp::start(&binary, policies, &work).await?;
+    let config = pdp.config();
+    let supervisor = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Err(error) = pdp.restart().await {
+                tracing::error!(%error, "cerbos is down and did not restart; requests fail closed");
+            }
+        }
+    });
+    Ok((config, supervisor))
+}
+
 /// Runs `routero up` until interrupted.
 pub async fn run(settings: Settings) -> Result<()> {
     let dir = data_dir(&settings)?;
@@ -139,7 +170,23 @@ pub async fn run(settings: Settings) -> Result<()> {
         .with_context(|| format!("binding {data_addr}"))?;
     let grpc_addr = grpc.local_addr()?;
 
+    let policies = policies_dir(&settings);
+    let cerbos = match &policies {
+        Some(policies) => {
+            let (authz, supervisor) = start_cerbos(&settings, policies, &dir).await?;
+            control.policies_dir = Some(policies.clone());
+            tracing::info!(policies = %policies.display(), "requests are decided by the Cerbos policies");
+            Some((authz, supervisor))
+        }
+        None => {
+            tracing::warn!(
+                "no policies directory: requests are checked against key allowlists only"
+            );
+            None
+        }
+    };
     let mut data_config = DataPlaneConfig::new(format!("http://{grpc_addr}"), data_plane_key);
+    data_config.authz = cerbos.as_ref().map(|(authz, _)| authz.clone());
     data_config.node_id = "routero-up".into();
     data_config.snapshot_path = Some(dir.join(SNAPSHOT_FILE));
     data_config.shutdown_grace = Duration::from_secs(5);
@@ -181,6 +228,9 @@ pub async fn run(settings: Settings) -> Result<()> {
     // Both planes are down and their bus handles dropped: the writer drains what they emitted,
     // signs a last checkpoint and returns.
     writer.await??;
+    if let Some((_, supervisor)) = cerbos {
+        supervisor.abort();
+    }
     sinks.join().await
 }
 

@@ -121,6 +121,26 @@ pub(super) async fn list_credentials(
 pub(super) struct NewModel {
     name: String,
     deployments: Vec<NewDeployment>,
+    /// Labels policies read, e.g. `{"tier": "premium"}`.
+    #[serde(default)]
+    tags: std::collections::BTreeMap<String, String>,
+}
+
+/// Tags: at most 16, names like other names, values of at most 128 characters.
+fn check_tags(tags: &std::collections::BTreeMap<String, String>) -> Result<(), ApiError> {
+    if tags.len() > 16 {
+        return Err(ApiError::bad_request("invalid_tags", "at most 16 tags"));
+    }
+    for (name, value) in tags {
+        check_name("tags", name)?;
+        if value.is_empty() || value.len() > 128 || value.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "invalid_tags",
+                format!("tags.{name}: 1-128 printable characters"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -137,6 +157,7 @@ pub(super) async fn create_model(
     Body(body): Body<NewModel>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name("name", &body.name)?;
+    check_tags(&body.tags)?;
     if body.deployments.is_empty() || body.deployments.len() > 32 {
         return Err(ApiError::bad_request(
             "invalid_deployments",
@@ -168,6 +189,7 @@ pub(super) async fn create_model(
         tenant_id: principal.tenant_id.clone(),
         name: body.name,
         deployments,
+        tags: body.tags,
     };
     state.store.create_route(&route).await?;
     state
@@ -182,7 +204,7 @@ pub(super) async fn create_model(
 }
 
 fn route_json(route: &Route) -> Value {
-    json!({ "name": route.name, "deployments": route.deployments })
+    json!({ "name": route.name, "deployments": route.deployments, "tags": route.tags })
 }
 
 pub(super) async fn list_models(

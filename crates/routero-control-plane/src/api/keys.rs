@@ -29,6 +29,15 @@ pub(super) struct GenerateKey {
     team_id: Option<String>,
     user_id: Option<String>,
     metadata: Option<Map<String, Value>>,
+    roles: Option<Vec<String>>,
+}
+
+/// Role names: at most 16, names like other names.
+fn check_roles(roles: &[String]) -> Result<(), ApiError> {
+    if roles.len() > 16 {
+        return Err(ApiError::bad_request("invalid_roles", "at most 16 roles"));
+    }
+    roles.iter().try_for_each(|r| check_name("roles", r))
 }
 
 fn check_models(models: &[String]) -> Result<(), ApiError> {
@@ -105,6 +114,7 @@ fn key_json(key: &KeyRecord) -> Value {
         "expires": rfc3339(key.expires_at),
         "created_at": rfc3339(Some(key.created_at)),
         "revoked": key.revoked_at.is_some(),
+        "roles": key.roles,
     })
 }
 
@@ -132,6 +142,8 @@ pub(super) async fn generate(
     let metadata = body.metadata.unwrap_or_default();
     check_metadata(&metadata)?;
     let expires_at = body.duration.as_deref().map(expiry).transpose()?;
+    let roles = body.roles.unwrap_or_default();
+    check_roles(&roles)?;
     let secret = new_secret(&state)?;
     let record = KeyRecord {
         id: format!("key_{}", uuid::Uuid::now_v7().simple()),
@@ -146,6 +158,7 @@ pub(super) async fn generate(
         expires_at,
         created_at: now_unix(),
         revoked_at: None,
+        roles,
     };
     state.store.insert_key(&record).await?;
     state
@@ -288,6 +301,7 @@ pub(super) struct UpdateKey {
     metadata: Option<Map<String, Value>>,
     team_id: Option<String>,
     user_id: Option<String>,
+    roles: Option<Vec<String>>,
 }
 
 pub(super) async fn update(
@@ -302,6 +316,9 @@ pub(super) async fn update(
     if let Some(metadata) = &body.metadata {
         check_metadata(metadata)?;
     }
+    if let Some(roles) = &body.roles {
+        check_roles(roles)?;
+    }
     let changes = KeyChanges {
         models: body.models,
         allowed_cidrs: body
@@ -313,6 +330,7 @@ pub(super) async fn update(
         expires_at: body.duration.as_deref().map(expiry).transpose()?.map(Some),
         team_id: body.team_id.map(Some),
         user_id: body.user_id.map(Some),
+        roles: body.roles,
     };
     let key = state
         .store

@@ -24,19 +24,27 @@ macro_rules! select_keys {
     ($rest:literal) => {
         concat!(
             "SELECT id, tenant_id, key_hash, key_hint, team_id, user_id, models, allowed_cidrs, \
-             metadata, expires_at, created_at, revoked_at FROM virtual_keys ",
+             metadata, expires_at, created_at, revoked_at, roles FROM virtual_keys ",
             $rest
         )
     };
 }
 
 /// The control plane's schema, per backend.
-const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[(
-    1,
-    "foundation",
-    include_str!("../../../../migrations/postgres/0001_foundation.sql"),
-    include_str!("../../../../migrations/sqlite/0001_foundation.sql"),
-)];
+const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[
+    (
+        1,
+        "foundation",
+        include_str!("../../../../migrations/postgres/0001_foundation.sql"),
+        include_str!("../../../../migrations/sqlite/0001_foundation.sql"),
+    ),
+    (
+        2,
+        "policy attributes",
+        include_str!("../../../../migrations/postgres/0002_policy_attributes.sql"),
+        include_str!("../../../../migrations/sqlite/0002_policy_attributes.sql"),
+    ),
+];
 
 type Result<T> = std::result::Result<T, ControlPlaneError>;
 
@@ -87,6 +95,12 @@ impl Store {
         tx.commit().await?;
         self.changed.notify_one();
         Ok(())
+    }
+
+    /// Moves the snapshot version on with no data change (the policy bundle changed).
+    pub async fn bump_snapshot_version(&self) -> Result<()> {
+        let tx = self.pool.begin().await?;
+        self.commit_change(tx).await
     }
 
     // ---- tenants and admin keys ----
@@ -380,12 +394,13 @@ impl Store {
         let deployments = serde_json::to_string(&route.deployments)
             .map_err(|e| ControlPlaneError::Corrupt(e.to_string()))?;
         sqlx::query(
-            "INSERT INTO model_routes (tenant_id, name, deployments, created_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO model_routes (tenant_id, name, deployments, created_at, tags) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&route.tenant_id)
         .bind(&route.name)
         .bind(deployments)
         .bind(now_unix())
+        .bind(to_json(&route.tags)?)
         .execute(&mut *tx)
         .await
         .map_err(|e| unique_violation(e, "model"))?;
@@ -395,7 +410,7 @@ impl Store {
     /// Routes of a tenant (all tenants with `None`), by name.
     pub async fn list_routes(&self, tenant_id: Option<&str>) -> Result<Vec<Route>> {
         sqlx::query(
-            "SELECT tenant_id, name, deployments FROM model_routes \
+            "SELECT tenant_id, name, deployments, tags FROM model_routes \
              WHERE $1 IS NULL OR tenant_id = $1 ORDER BY tenant_id, name",
         )
         .bind(tenant_id)
@@ -404,11 +419,13 @@ impl Store {
         .iter()
         .map(|r| {
             let deployments: String = r.try_get("deployments")?;
+            let tags: String = r.try_get("tags")?;
             Ok(Route {
                 tenant_id: r.try_get("tenant_id")?,
                 name: r.try_get("name")?,
                 deployments: serde_json::from_str(&deployments)
                     .map_err(|e| ControlPlaneError::Corrupt(e.to_string()))?,
+                tags: from_json(&tags)?,
             })
         })
         .collect()
@@ -445,8 +462,8 @@ impl Store {
         .await?;
         sqlx::query(
             "INSERT INTO virtual_keys (id, tenant_id, key_hash, key_hint, team_id, user_id, models, \
-             allowed_cidrs, metadata, expires_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+             allowed_cidrs, metadata, expires_at, created_at, updated_at, roles) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)",
         )
         .bind(&key.id)
         .bind(&key.tenant_id)
@@ -459,6 +476,7 @@ impl Store {
         .bind(to_json(&key.metadata)?)
         .bind(key.expires_at)
         .bind(key.created_at)
+        .bind(to_json(&key.roles)?)
         .execute(&mut *tx)
         .await?;
         self.commit_change(tx).await
@@ -512,6 +530,7 @@ impl Store {
             expires_at: changes.expires_at.unwrap_or(current.expires_at),
             team_id: changes.team_id.clone().unwrap_or(current.team_id),
             user_id: changes.user_id.clone().unwrap_or(current.user_id),
+            roles: changes.roles.clone().unwrap_or(current.roles),
             ..current
         };
         check_scope(
@@ -523,7 +542,7 @@ impl Store {
         .await?;
         sqlx::query(
             "UPDATE virtual_keys SET models = $1, allowed_cidrs = $2, metadata = $3, expires_at = $4, \
-             team_id = $5, user_id = $6, updated_at = $7 WHERE id = $8 AND tenant_id = $9",
+             team_id = $5, user_id = $6, updated_at = $7, roles = $10 WHERE id = $8 AND tenant_id = $9",
         )
         .bind(to_json(&next.models)?)
         .bind(to_json(&next.allowed_cidrs)?)
@@ -534,6 +553,7 @@ impl Store {
         .bind(now_unix())
         .bind(key_id)
         .bind(tenant_id)
+        .bind(to_json(&next.roles)?)
         .execute(&mut *tx)
         .await?;
         self.commit_change(tx).await?;
@@ -650,6 +670,7 @@ fn key_record(row: &AnyRow) -> Result<KeyRecord> {
     let models: String = row.try_get("models")?;
     let cidrs: String = row.try_get("allowed_cidrs")?;
     let metadata: String = row.try_get("metadata")?;
+    let roles: String = row.try_get("roles")?;
     Ok(KeyRecord {
         id: row.try_get("id")?,
         tenant_id: row.try_get("tenant_id")?,
@@ -663,6 +684,7 @@ fn key_record(row: &AnyRow) -> Result<KeyRecord> {
         expires_at: row.try_get("expires_at")?,
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        roles: from_json(&roles)?,
     })
 }
 

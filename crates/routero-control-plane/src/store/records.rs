@@ -85,6 +85,8 @@ pub struct Route {
     pub name: String,
     /// Upstreams in order.
     pub deployments: Vec<StoredDeployment>,
+    /// Labels policies read (`tier`, `env`, ...).
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// A virtual key's record; never the key itself.
@@ -114,6 +116,8 @@ pub struct KeyRecord {
     pub created_at: i64,
     /// Unix seconds of revocation.
     pub revoked_at: Option<i64>,
+    /// Roles the key acts with when policies decide.
+    pub roles: Vec<String>,
 }
 
 /// Fields of a key that an update may change; `None` leaves a field as it is.
@@ -131,6 +135,8 @@ pub struct KeyChanges {
     pub team_id: Option<Option<String>>,
     /// New user scope.
     pub user_id: Option<Option<String>>,
+    /// New roles.
+    pub roles: Option<Vec<String>>,
 }
 
 /// Everything a snapshot is built from, read at one version.

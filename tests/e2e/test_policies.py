@@ -1,0 +1,120 @@
+"""Every data-plane request decided by the Cerbos policies (the real binary, started by
+`routero up` on a copy of the repository's policies), through the official openai SDK:
+model rules by role, failing closed while Cerbos is down, and policy edits without a restart."""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import openai
+import pytest
+
+from conftest import BIN_DIR, REPO, Gateway, clean_env, wait_until
+
+CERBOS = Path(os.environ.get("ROUTERO_CACHE", Path.home() / ".cache" / "routero")) / "bin" / "cerbos"
+
+
+@pytest.fixture
+def governed(fake_provider, tmp_path):
+    # A copy to edit (Cerbos ignores changes under hidden directories; pytest's are not).
+    policies = tmp_path / "policies"
+    shutil.copytree(REPO / "policies", policies)
+    gw = Gateway(fake_provider, "sqlite-up", extra_env={
+        "ROUTERO_POLICIES_DIR": str(policies), "ROUTERO_CERBOS_BINARY": str(CERBOS)})
+    for name, tags in [("premium", {"tier": "premium"}), ("staging", {"env": "staging"})]:
+        r = gw.admin("POST", "/models", {"name": name, "tags": tags,
+                                         "deployments": [{"credential": "fake", "model": "up-" + name}]})
+        assert r.status_code == 201 and r.json()["tags"] == tags, r.text
+    yield gw, policies
+    gw.close()
+
+
+def client_with(gw, roles):
+    issued = gw.new_key(roles=roles)
+    assert issued["roles"] == roles
+    gw.wait_for_key(issued["key"])
+    return gw.client(issued["key"])
+
+
+def chat(client, model):
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+
+
+def served(client, model):
+    """Whether the request is served (False when refused with any status)."""
+    try:
+        return bool(chat(client, model).model)
+    except openai.APIStatusError:
+        return False
+
+
+def refused_code(client, model):
+    with pytest.raises(openai.APIStatusError) as refused:
+        chat(client, model)
+    return refused.value.status_code, refused.value.response.json()["error"]["code"]
+
+
+def test_models_follow_roles_through_policy_alone(governed):
+    gw, _ = governed
+    developer = client_with(gw, ["developer"])
+    manager = client_with(gw, ["developer", "manager"])
+    qa = client_with(gw, ["developer", "qa"])
+
+    assert chat(developer, "gpt-a").choices[0].message.content
+    no_roles = client_with(gw, [])
+    assert chat(no_roles, "gpt-a").model, "a key without roles acts as a plain member of its tenant"
+    assert refused_code(no_roles, "premium") == (403, "policy_denied")
+    assert refused_code(developer, "premium") == (403, "policy_denied")
+    assert chat(manager, "premium").model
+    assert refused_code(developer, "staging") == (403, "policy_denied")
+    assert refused_code(manager, "staging") == (403, "policy_denied")
+    assert chat(qa, "staging").model
+
+    def blocked_with_version():
+        events = gw.admin("GET", "/audit/events", params={"type": "request.blocked"}).json()["events"]
+        return [e["event"] for e in events
+                if e["event"]["reason_code"] == "policy_denied" and e["event"].get("policy_version")]
+    wait_until(lambda: len(blocked_with_version()) >= 3, what="refusals audited with the policy version")
+    assert blocked_with_version()[0]["policy_version"].startswith("sha256:")
+
+
+def test_cerbos_down_fails_closed_and_traffic_recovers(governed):
+    gw, _ = governed
+    config = str(gw.dir / "data" / "cerbos" / "cerbos.yaml")
+    subprocess.run(["pkill", "-9", "-f", config], check=True)
+    fresh = client_with(gw, ["developer"])  # no cached decision for this key
+    assert refused_code(fresh, "gpt-a") == (503, "policy_engine_unavailable")
+    wait_until(lambda: served(fresh, "gpt-a"), timeout=20, what="traffic to recover once Cerbos is back")
+
+
+def test_a_policy_edit_changes_the_decision_without_restart(governed):
+    gw, policies = governed
+    developer = client_with(gw, ["developer"])
+    # Past the settle window, the refusal is cached under the current version...
+    time.sleep(11)
+    assert refused_code(developer, "premium") == (403, "policy_denied")
+    assert refused_code(developer, "premium") == (403, "policy_denied")
+
+    # ...and developers may invoke premium models from now on.
+    model = policies / "resources" / "model.yaml"
+    edited = model.read_text().replace(
+        "derivedRoles: [tenant_manager]\n      condition:\n        match:\n          expr: V.premium && !V.staging",
+        "derivedRoles: [tenant_developer]\n      condition:\n        match:\n          expr: V.premium && !V.staging")
+    assert edited != model.read_text()
+    staged = policies / "model.yaml.new"
+    staged.write_text(edited)
+    staged.replace(model)
+    wait_until(lambda: served(developer, "premium"), timeout=30, what="the edited policy to decide")
+
+    def policy_changes():
+        out = subprocess.run([str(BIN_DIR / "routero"), "audit", "export"], capture_output=True, text=True,
+                             check=True, env=clean_env({"ROUTERO_DATA_DIR": str(gw.dir / "data")})).stdout
+        return [line["event"] for line in map(json.loads, out.splitlines())
+                if line["kind"] == "record" and line["event"]["action"] == "policy.changed"]
+    wait_until(lambda: len(policy_changes()) == 1, what="policy.changed audited")
+    change = policy_changes()[0]
+    old, new = change["details"]["old_version"], change["details"]["new_version"]
+    assert old.startswith("sha256:") and new.startswith("sha256:") and old != new == change["policy_version"]
