@@ -348,6 +348,86 @@ fn write_readme(path: &Path, table: &str) -> Result<()> {
     Ok(())
 }
 
+/// A `routero up` with a provider, a model `bench` and a key for it.
+struct Up {
+    process: Proc,
+    dir: std::path::PathBuf,
+    admin_url: String,
+    data_url: String,
+    grpc_port: u16,
+    key: String,
+}
+
+async fn start_up(
+    client: &reqwest::Client,
+    bin_dir: &std::path::Path,
+    fake_url: &str,
+    name: &str,
+    env: &[(&str, &str)],
+) -> Result<Up> {
+    let dir = std::env::temp_dir().join(format!("routero-bench-{}-{name}", std::process::id()));
+    let (admin_port, grpc_port, data_port) = (free_port()?, free_port()?, free_port()?);
+    let process = Proc(
+        Command::new(bin_dir.join("routero"))
+            .arg("up")
+            .env("ROUTERO_DATA_DIR", &dir)
+            .env("ROUTERO_ADMIN_KEY", ADMIN_KEY)
+            .env(
+                "ROUTERO_CONTROL_PLANE_ADDR",
+                format!("127.0.0.1:{admin_port}"),
+            )
+            .env("ROUTERO_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
+            .env("ROUTERO_DATA_PLANE_ADDR", format!("127.0.0.1:{data_port}"))
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let (admin_url, data_url) = (
+        format!("http://127.0.0.1:{admin_port}"),
+        format!("http://127.0.0.1:{data_port}"),
+    );
+    wait_ready(client, &format!("{admin_url}/readyz")).await?;
+    wait_ready(client, &format!("{data_url}/readyz")).await?;
+    admin(client, &admin_url, "/credentials", json!({"name": "fake", "provider": "openai", "api_key": UPSTREAM_KEY, "base_url": format!("{fake_url}/v1")})).await?;
+    admin(
+        client,
+        &admin_url,
+        "/models",
+        json!({"name": "bench", "deployments": [{"credential": "fake", "model": "fake-model"}]}),
+    )
+    .await?;
+    let key = admin(
+        client,
+        &admin_url,
+        "/key/generate",
+        json!({"models": ["bench"]}),
+    )
+    .await?["key"]
+        .as_str()
+        .context("key")?
+        .to_owned();
+    let probe = Target {
+        name: "probe",
+        url: data_url.clone(),
+        key: key.clone(),
+        model: "bench",
+        pid: None,
+    };
+    while call(client, &probe).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(Up {
+        process,
+        dir,
+        admin_url,
+        data_url,
+        grpc_port,
+        key,
+    })
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -378,62 +458,51 @@ async fn run(args: Args) -> Result<()> {
     bare_cmd.args(["bare-proxy", &fake_url]);
     let (bare, bare_url) = spawn_listening(bare_cmd)?;
 
-    let dir = std::env::temp_dir().join(format!("routero-bench-{}", std::process::id()));
-    let (admin_port, grpc_port, data_port) = (free_port()?, free_port()?, free_port()?);
-    let routero = Proc(
-        Command::new(bin_dir.join("routero"))
-            .arg("up")
-            .env("ROUTERO_DATA_DIR", &dir)
-            .env("ROUTERO_ADMIN_KEY", ADMIN_KEY)
-            .env(
-                "ROUTERO_CONTROL_PLANE_ADDR",
-                format!("127.0.0.1:{admin_port}"),
-            )
-            .env("ROUTERO_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
-            .env("ROUTERO_DATA_PLANE_ADDR", format!("127.0.0.1:{data_port}"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let (admin_url, data_url) = (
-        format!("http://127.0.0.1:{admin_port}"),
-        format!("http://127.0.0.1:{data_port}"),
-    );
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(64)
         .build()?;
-    wait_ready(&client, &format!("{admin_url}/readyz")).await?;
-    wait_ready(&client, &format!("{data_url}/readyz")).await?;
-    admin(&client, &admin_url, "/credentials", json!({"name": "fake", "provider": "openai", "api_key": UPSTREAM_KEY, "base_url": format!("{fake_url}/v1")})).await?;
-    admin(
+    // Without policies (as the data plane alone below), and with them: decisions cached, and
+    // every decision asked of Cerbos (the cache never settles).
+    let up = start_up(
         &client,
-        &admin_url,
-        "/models",
-        json!({"name": "bench", "deployments": [{"credential": "fake", "model": "fake-model"}]}),
+        bin_dir,
+        &fake_url,
+        "plain",
+        &[("ROUTERO_POLICIES_DIR", "")],
     )
     .await?;
-    let key = admin(
+    let policies = std::env::current_dir()?.join("policies");
+    let policies = policies.to_string_lossy();
+    let warm = start_up(
         &client,
-        &admin_url,
-        "/key/generate",
-        json!({"models": ["bench"]}),
+        bin_dir,
+        &fake_url,
+        "warm",
+        &[
+            ("ROUTERO_POLICIES_DIR", &policies),
+            ("ROUTERO_POLICY_CACHE_SETTLE", "0s"),
+        ],
     )
-    .await?["key"]
-        .as_str()
-        .context("key")?
-        .to_owned();
-    let probe = Target {
-        name: "probe",
-        url: data_url.clone(),
-        key: key.clone(),
-        model: "bench",
-        pid: None,
-    };
-    while call(&client, &probe).await.is_err() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    .await?;
+    let cold = start_up(
+        &client,
+        bin_dir,
+        &fake_url,
+        "cold",
+        &[
+            ("ROUTERO_POLICIES_DIR", &policies),
+            ("ROUTERO_POLICY_CACHE_SETTLE", "100000s"),
+        ],
+    )
+    .await?;
+    let (dir, admin_url, data_url, grpc_port, key) = (
+        up.dir.clone(),
+        up.admin_url.clone(),
+        up.data_url.clone(),
+        up.grpc_port,
+        up.key.clone(),
+    );
 
     // The same snapshot served by a data plane alone (no kafka_brokers, so no audit events), to
     // separate the cost of auditing.
@@ -483,7 +552,21 @@ async fn run(args: Args) -> Result<()> {
             url: data_url.clone(),
             key,
             model: "bench",
-            pid: Some(routero.0.id()),
+            pid: Some(up.process.0.id()),
+        },
+        Target {
+            name: "routero up + Cerbos policies, decision cached",
+            url: warm.data_url.clone(),
+            key: warm.key.clone(),
+            model: "bench",
+            pid: Some(warm.process.0.id()),
+        },
+        Target {
+            name: "routero up + Cerbos policies, every decision asked",
+            url: cold.data_url.clone(),
+            key: cold.key.clone(),
+            model: "bench",
+            pid: Some(cold.process.0.id()),
         },
     ];
     let mut results = Vec::new();
@@ -492,8 +575,11 @@ async fn run(args: Args) -> Result<()> {
     }
     let revocations =
         revocation_latencies(&client, &admin_url, &data_url, args.revocations).await?;
-    drop((fake, bare, routero, alone));
-    let _ = std::fs::remove_dir_all(&dir);
+    drop((fake, bare, alone));
+    for started in [up, warm, cold] {
+        drop(started.process);
+        let _ = std::fs::remove_dir_all(&started.dir);
+    }
     let throughput = writer_throughput(args.audit_events).await?;
 
     let direct_p50 = results[0].p50_us;

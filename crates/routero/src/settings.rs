@@ -108,8 +108,12 @@ pub struct Settings {
     /// Audit: how often the S3 export writes its objects (`1h`).
     pub audit_s3_interval: Option<String>,
     /// Control plane (and `routero up`): the Cerbos policy directory; with it every request is
-    /// decided by the policies (`routero up`: `./policies` when that directory exists).
+    /// decided by the policies (`routero up`: `./policies` when that directory exists; an
+    /// empty value turns policies off).
     pub policies_dir: Option<String>,
+    /// Data plane: how long after a policy version first appears its decisions are asked
+    /// afresh rather than cached, while Cerbos reloads (`10s`).
+    pub policy_cache_settle: Option<String>,
     /// `routero up`: the `cerbos` binary it runs on `policies_dir` (else PATH, else
     /// `~/.cache/routero/bin/cerbos`, where `make run` installs it).
     pub cerbos_binary: Option<String>,
@@ -190,6 +194,7 @@ impl Settings {
             audit_s3_secret_access_key: s(),
             audit_s3_interval: s(),
             policies_dir: s(),
+            policy_cache_settle: s(),
             cerbos_binary: s(),
             cerbos_addr: s(),
         }
@@ -284,7 +289,11 @@ impl Settings {
             config.admin_key = Some(SecretString::from(admin_key.clone()));
         }
         config.audit_database_url = self.audit_database_url.clone();
-        config.policies_dir = self.policies_dir.as_ref().map(PathBuf::from);
+        config.policies_dir = self
+            .policies_dir
+            .as_ref()
+            .filter(|dir| !dir.is_empty())
+            .map(PathBuf::from);
         if let Some(interval) = Self::duration(&self.heartbeat_interval, "heartbeat_interval")? {
             config.heartbeat_interval = interval;
         }
@@ -313,6 +322,15 @@ impl Settings {
             Some("fail_closed") => Ok(routero_bus::Overflow::FailClosed),
             Some(other) => bail!("audit_overflow: {other:?} is not block or fail_closed"),
         }
+    }
+
+    /// How to ask the PDP at `host:port`.
+    pub fn authz(&self, host: String, port: u16) -> Result<routero_authz::AuthzConfig> {
+        let mut config = routero_authz::AuthzConfig::new(host, port);
+        if let Some(settle) = Self::duration(&self.policy_cache_settle, "policy_cache_settle")? {
+            config.settle = settle;
+        }
+        Ok(config)
     }
 
     /// The Kafka adapter's config, when `kafka_brokers` is set.
@@ -448,10 +466,7 @@ impl Settings {
         }
         if let Some(addr) = &self.cerbos_addr {
             let addr: SocketAddr = addr.parse().map_err(|e| anyhow!("cerbos_addr: {e}"))?;
-            config.authz = Some(routero_authz::AuthzConfig::new(
-                addr.ip().to_string(),
-                addr.port(),
-            ));
+            config.authz = Some(self.authz(addr.ip().to_string(), addr.port())?);
         }
         if let Some(ca_pem) = Self::file(&self.control_plane_ca, "control_plane_ca")? {
             let identity = match (

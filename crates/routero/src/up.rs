@@ -108,7 +108,8 @@ pub fn keyring_file(dir: &Path) -> Result<PathBuf> {
 
 /// The policy directory: the setting, else `./policies` when it exists.
 fn policies_dir(settings: &Settings) -> Option<PathBuf> {
-    match &settings.policies_dir {
+    match settings.policies_dir.as_deref() {
+        Some("") => None,
         Some(dir) => Some(PathBuf::from(dir)),
         None => Some(PathBuf::from("policies")).filter(|dir| dir.is_dir()),
     }
@@ -125,7 +126,8 @@ async fn start_cerbos(
     let work = dir.join("cerbos");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let mut pdp = routero_authz::Pdp::start(&binary, policies, &work).await?;
-    let config = pdp.config();
+    let started = pdp.config();
+    let config = settings.authz(started.host, started.port)?;
     let supervisor = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
