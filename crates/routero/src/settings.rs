@@ -327,7 +327,12 @@ impl Settings {
     /// How to ask the PDP at `host:port`.
     pub fn authz(&self, host: String, port: u16) -> Result<routero_authz::AuthzConfig> {
         let mut config = routero_authz::AuthzConfig::new(host, port);
-        if let Some(settle) = Self::duration(&self.policy_cache_settle, "policy_cache_settle")? {
+        // 0s caches at once (benchmarks, a PDP whose policies never change under it).
+        if self.policy_cache_settle.as_deref() == Some("0s") {
+            config.settle = Duration::ZERO;
+        } else if let Some(settle) =
+            Self::duration(&self.policy_cache_settle, "policy_cache_settle")?
+        {
             config.settle = settle;
         }
         Ok(config)
