@@ -13,6 +13,7 @@ mod bundle;
 mod cache;
 mod pdp;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cerbos::sdk::attr::{ListVal, StrVal};
@@ -87,6 +88,8 @@ pub struct AuthzConfig {
     /// How long after a policy version is first seen its decisions are not cached (the PDP
     /// may not have reloaded yet).
     pub settle: Duration,
+    /// Connections to the PDP; each answers one decision at a time.
+    pub connections: usize,
 }
 
 impl AuthzConfig {
@@ -99,13 +102,16 @@ impl AuthzConfig {
             timeout: Duration::from_secs(2),
             cache_capacity: 100_000,
             settle: Duration::from_secs(10),
+            connections: 8,
         }
     }
 }
 
 /// Asks the PDP, through the decision cache.
 pub struct Authorizer {
-    client: Mutex<CerbosAsyncClient>,
+    /// The SDK's client takes `&mut self` per call: a few of them, used in turn.
+    clients: Vec<Mutex<CerbosAsyncClient>>,
+    next: AtomicUsize,
     cache: DecisionCache,
 }
 
@@ -143,17 +149,24 @@ fn cerbos_resource(target: &Target) -> CerbosResource {
 }
 
 impl Authorizer {
-    /// A client for the PDP; it connects on first use and reconnects by itself.
+    /// Clients for the PDP; they connect on first use and reconnect by themselves.
     pub async fn connect(config: &AuthzConfig) -> Result<Self, AuthzError> {
-        let options =
-            CerbosClientOptions::new(CerbosEndpoint::HostPort(config.host.clone(), config.port))
-                .with_plaintext()
-                .with_timeout(config.timeout);
-        let client = CerbosAsyncClient::new(options)
-            .await
-            .map_err(|e| AuthzError::Unavailable(e.to_string()))?;
+        let mut clients = Vec::with_capacity(config.connections.max(1));
+        for _ in 0..config.connections.max(1) {
+            let options = CerbosClientOptions::new(CerbosEndpoint::HostPort(
+                config.host.clone(),
+                config.port,
+            ))
+            .with_plaintext()
+            .with_timeout(config.timeout);
+            let client = CerbosAsyncClient::new(options)
+                .await
+                .map_err(|e| AuthzError::Unavailable(e.to_string()))?;
+            clients.push(Mutex::new(client));
+        }
         Ok(Self {
-            client: Mutex::new(client),
+            clients,
+            next: AtomicUsize::new(0),
             cache: DecisionCache::new(config.cache_capacity, config.settle),
         })
     }
@@ -171,8 +184,8 @@ impl Authorizer {
         if let Some(allowed) = self.cache.get(policy_version, &key) {
             return Ok(allowed);
         }
-        let response = self
-            .client
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
+        let response = self.clients[turn]
             .lock()
             .await
             .check_resources(
