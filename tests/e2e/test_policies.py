@@ -9,10 +9,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
-from conftest import BIN_DIR, REPO, Gateway, clean_env, wait_until
+from conftest import BIN_DIR, REPO, Gateway, Process, clean_env, free_port, wait_until
 
 CERBOS = Path(os.environ.get("ROUTERO_CACHE", Path.home() / ".cache" / "routero")) / "bin" / "cerbos"
 
@@ -118,3 +119,31 @@ def test_a_policy_edit_changes_the_decision_without_restart(governed):
     change = policy_changes()[0]
     old, new = change["details"]["old_version"], change["details"]["new_version"]
     assert old.startswith("sha256:") and new.startswith("sha256:") and old != new == change["policy_version"]
+
+
+def test_split_planes_ask_a_cerbos_sidecar(fake_provider, tmp_path):
+    """Control plane with the policies, data plane asking its own Cerbos sidecar."""
+    http_port, grpc_port = free_port(), free_port()
+    (tmp_path / "cerbos.yaml").write_text(
+        f'server:\n  httpListenAddr: "127.0.0.1:{http_port}"\n  grpcListenAddr: "127.0.0.1:{grpc_port}"\n'
+        f'storage:\n  driver: disk\n  disk:\n    directory: "{REPO / "policies"}"\n'
+        'telemetry:\n  disabled: true\n')
+    sidecar = Process("cerbos", [str(CERBOS), "server", f"--config={tmp_path / 'cerbos.yaml'}"], cwd=tmp_path)
+    try:
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{http_port}/_cerbos/health").status_code == 200,
+                   what="cerbos sidecar")
+        gw = Gateway(fake_provider, "postgres", extra_env={"ROUTERO_CERBOS_ADDR": f"127.0.0.1:{grpc_port}"},
+                     cp_env={"ROUTERO_POLICIES_DIR": str(REPO / "policies")})
+        try:
+            r = gw.admin("POST", "/models", {"name": "premium", "tags": {"tier": "premium"},
+                                             "deployments": [{"credential": "fake", "model": "up-premium"}]})
+            assert r.status_code == 201, r.text
+            developer = client_with(gw, ["developer"])
+            manager = client_with(gw, ["developer", "manager"])
+            wait_until(lambda: served(manager, "premium"), what="the premium model in the data plane")
+            assert refused_code(developer, "premium") == (403, "policy_denied")
+            assert served(developer, "gpt-a")
+        finally:
+            gw.close()
+    finally:
+        sidecar.stop()
