@@ -408,24 +408,31 @@ async fn start_up(
         .as_str()
         .context("key")?
         .to_owned();
-    let probe = Target {
-        name: "probe",
-        url: data_url.clone(),
-        key: key.clone(),
-        model: "bench",
-        pid: None,
-    };
-    while call(client, &probe).await.is_err() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Ok(Up {
+    let up = Up {
         process,
         dir,
         admin_url,
         data_url,
         grpc_port,
         key,
-    })
+    };
+    while call(client, &up.target("probe")).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(up)
+}
+
+impl Up {
+    /// Its data plane, called with its key for the model `bench`.
+    fn target(&self, name: &'static str) -> Target {
+        Target {
+            name,
+            url: self.data_url.clone(),
+            key: self.key.clone(),
+            model: "bench",
+            pid: Some(self.process.0.id()),
+        }
+    }
 }
 
 fn main() -> Result<()> {
@@ -496,24 +503,17 @@ async fn run(args: Args) -> Result<()> {
         ],
     )
     .await?;
-    let (dir, admin_url, data_url, grpc_port, key) = (
-        up.dir.clone(),
-        up.admin_url.clone(),
-        up.data_url.clone(),
-        up.grpc_port,
-        up.key.clone(),
-    );
 
     // The same snapshot served by a data plane alone (no kafka_brokers, so no audit events), to
     // separate the cost of auditing.
-    let data_plane_key = std::fs::read_to_string(dir.join("data-plane.key"))?;
+    let data_plane_key = std::fs::read_to_string(up.dir.join("data-plane.key"))?;
     let alone_port = free_port()?;
     let alone = Proc(
         Command::new(bin_dir.join("routero"))
             .arg("data-plane")
             .env(
                 "ROUTERO_CONTROL_PLANE_URL",
-                format!("http://127.0.0.1:{grpc_port}"),
+                format!("http://127.0.0.1:{}", up.grpc_port),
             )
             .env("ROUTERO_DATA_PLANE_KEY", data_plane_key.trim())
             .env("ROUTERO_DATA_PLANE_ADDR", format!("127.0.0.1:{alone_port}"))
@@ -543,38 +543,20 @@ async fn run(args: Args) -> Result<()> {
         Target {
             name: "routero data plane alone, no audit",
             url: alone_url,
-            key: key.clone(),
+            key: up.key.clone(),
             model: "bench",
             pid: Some(alone.0.id()),
         },
-        Target {
-            name: "routero up: data plane + audit chain written",
-            url: data_url.clone(),
-            key,
-            model: "bench",
-            pid: Some(up.process.0.id()),
-        },
-        Target {
-            name: "routero up + Cerbos policies, decision cached",
-            url: warm.data_url.clone(),
-            key: warm.key.clone(),
-            model: "bench",
-            pid: Some(warm.process.0.id()),
-        },
-        Target {
-            name: "routero up + Cerbos policies, every decision asked",
-            url: cold.data_url.clone(),
-            key: cold.key.clone(),
-            model: "bench",
-            pid: Some(cold.process.0.id()),
-        },
+        up.target("routero up: data plane + audit chain written"),
+        warm.target("routero up + Cerbos policies, decision cached"),
+        cold.target("routero up + Cerbos policies, every decision asked"),
     ];
     let mut results = Vec::new();
     for target in &targets {
         results.push(measure(&client, target, &args).await?);
     }
     let revocations =
-        revocation_latencies(&client, &admin_url, &data_url, args.revocations).await?;
+        revocation_latencies(&client, &up.admin_url, &up.data_url, args.revocations).await?;
     drop((fake, bare, alone));
     for started in [up, warm, cold] {
         drop(started.process);

@@ -141,8 +141,7 @@ def test_key_lifecycle_events_arrive_once_chained_and_verified(pipeline):
     issued, client = key_and_client(gw)
     chat(client, 10)
     gw.admin("POST", "/key/delete", {"key_ids": [issued["key_id"]]})
-    wait_until(lambda: gw.admin("GET", "/key/list").status_code == 200, what="admin API")
-    time.sleep(0.5)
+    time.sleep(0.5)  # revocation reaches the data plane in milliseconds (bench/README.md)
     with pytest.raises(openai.AuthenticationError):
         chat(client, 1)
 

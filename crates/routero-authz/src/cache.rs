@@ -30,29 +30,32 @@ fn field(key: &mut String, value: &str) {
     key.push_str(value);
 }
 
+/// A set of names, order-free (sorted first, which rarely needs a copy).
 fn list(key: &mut String, values: &[String]) {
-    let mut sorted: Vec<&String> = values.iter().collect();
-    sorted.sort();
-    key.push_str(&sorted.len().to_string());
+    key.push_str(&values.len().to_string());
     key.push('[');
-    for value in sorted {
-        field(key, value);
+    if values.is_sorted() {
+        values.iter().for_each(|value| field(key, value));
+    } else {
+        let mut sorted: Vec<&String> = values.iter().collect();
+        sorted.sort();
+        sorted.into_iter().for_each(|value| field(key, value));
     }
 }
 
 /// Everything a decision depends on, unambiguously encoded.
-pub(crate) fn key(principal: &Principal, target: &Target, action: &str) -> String {
+pub(crate) fn key(principal: &Principal<'_>, target: &Target<'_>, action: &str) -> String {
     let mut key = String::with_capacity(128);
-    field(&mut key, &principal.id);
-    field(&mut key, &principal.tenant);
-    list(&mut key, &principal.roles);
-    list(&mut key, &principal.teams);
-    list(&mut key, &principal.permissions);
-    field(&mut key, &target.kind);
-    field(&mut key, &target.id);
-    field(&mut key, &target.tenant);
+    field(&mut key, principal.id);
+    field(&mut key, principal.tenant);
+    list(&mut key, principal.roles);
+    list(&mut key, principal.teams);
+    list(&mut key, principal.permissions);
+    field(&mut key, target.kind);
+    field(&mut key, target.id);
+    field(&mut key, target.tenant);
     key.push_str(&target.attributes.len().to_string());
-    for (name, value) in &target.attributes {
+    for (name, value) in target.attributes {
         field(&mut key, name);
         field(&mut key, value);
     }
@@ -109,29 +112,32 @@ impl DecisionCache {
 mod tests {
     use super::*;
 
-    fn principal(roles: &[&str]) -> Principal {
-        Principal {
-            id: "p".into(),
-            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-            tenant: "t".into(),
-            teams: Vec::new(),
-            permissions: Vec::new(),
-        }
-    }
+    use std::collections::BTreeMap;
 
-    fn target() -> Target {
-        Target {
-            kind: "model".into(),
-            id: "m".into(),
-            tenant: "t".into(),
-            attributes: vec![("tier".into(), "premium".into())],
-        }
+    /// The cache key of `id` in `tenant` with `roles` doing `action` on a model of `tier`.
+    fn key_of(id: &str, tenant: &str, roles: &[&str], tier: &str, action: &str) -> String {
+        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+        let attributes = BTreeMap::from([("tier".to_owned(), tier.to_owned())]);
+        let principal = Principal {
+            id,
+            roles: &roles,
+            tenant,
+            teams: &[],
+            permissions: &[],
+        };
+        let target = Target {
+            kind: "model",
+            id: "m",
+            tenant: "t",
+            attributes: &attributes,
+        };
+        key(&principal, &target, action)
     }
 
     #[test]
     fn a_new_policy_version_forgets_every_decision() {
         let cache = DecisionCache::new(10, Duration::ZERO);
-        let key = key(&principal(&["developer"]), &target(), "invoke");
+        let key = key_of("p", "t", &["developer"], "premium", "invoke");
         cache.put("v1", key.clone(), true);
         assert_eq!(cache.get("v1", &key), Some(true));
         assert_eq!(
@@ -146,28 +152,23 @@ mod tests {
 
     #[test]
     fn keys_tell_apart_what_decisions_depend_on() {
-        let base = key(&principal(&["developer"]), &target(), "invoke");
-        assert_ne!(base, key(&principal(&["manager"]), &target(), "invoke"));
-        assert_ne!(base, key(&principal(&["developer"]), &target(), "read"));
-        let mut other = target();
-        other.attributes[0].1 = "standard".into();
-        assert_ne!(base, key(&principal(&["developer"]), &other, "invoke"));
+        let base = key_of("p", "t", &["developer"], "premium", "invoke");
+        assert_ne!(base, key_of("p", "t", &["manager"], "premium", "invoke"));
+        assert_ne!(base, key_of("p", "t", &["developer"], "premium", "read"));
+        assert_ne!(base, key_of("p", "t", &["developer"], "standard", "invoke"));
         // Length prefixes: moving a character between fields changes the key.
-        let mut shifted = principal(&["developer"]);
-        shifted.id = "pt".into();
-        shifted.tenant = String::new();
-        assert_ne!(base, key(&shifted, &target(), "invoke"));
+        assert_ne!(base, key_of("pt", "", &["developer"], "premium", "invoke"));
         // Role order does not matter.
         assert_eq!(
-            key(&principal(&["a", "b"]), &target(), "x"),
-            key(&principal(&["b", "a"]), &target(), "x")
+            key_of("p", "t", &["a", "b"], "premium", "x"),
+            key_of("p", "t", &["b", "a"], "premium", "x")
         );
     }
 
     #[test]
     fn decisions_are_not_kept_while_a_new_version_settles() {
         let cache = DecisionCache::new(10, Duration::from_secs(60));
-        let key = key(&principal(&[]), &target(), "invoke");
+        let key = key_of("p", "t", &[], "premium", "invoke");
         cache.put("v1", key.clone(), true);
         assert_eq!(cache.get("v1", &key), None);
     }
@@ -176,7 +177,7 @@ mod tests {
     fn the_cache_starts_over_at_capacity() {
         let cache = DecisionCache::new(2, Duration::ZERO);
         for action in ["a", "b", "c"] {
-            cache.put("v", key(&principal(&[]), &target(), action), true);
+            cache.put("v", key_of("p", "t", &[], "premium", action), true);
         }
         assert_eq!(cache.len(), 1);
     }

@@ -13,6 +13,7 @@ mod bundle;
 mod cache;
 mod pdp;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -46,32 +47,33 @@ pub enum AuthzError {
     Pdp(String),
 }
 
-/// Who is asking.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
+/// Who is asking: a view of the caller's own records, so that asking (and a cache hit above
+/// all) copies nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal<'a> {
     /// Stable id (a key id, a user id).
-    pub id: String,
+    pub id: &'a str,
     /// Built-in and custom role names.
-    pub roles: Vec<String>,
+    pub roles: &'a [String],
     /// The tenant the principal belongs to.
-    pub tenant: String,
+    pub tenant: &'a str,
     /// Teams the principal is in.
-    pub teams: Vec<String>,
+    pub teams: &'a [String],
     /// `"<kind>:<action>"` grants of custom roles.
-    pub permissions: Vec<String>,
+    pub permissions: &'a [String],
 }
 
 /// What is acted on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target<'a> {
     /// Resource kind (`key`, `model`, ...), as named in `policies/resources`.
-    pub kind: String,
+    pub kind: &'a str,
     /// Resource id (`*` for a collection, e.g. listing).
-    pub id: String,
+    pub id: &'a str,
     /// The tenant owning it.
-    pub tenant: String,
-    /// Further attributes the policies read (`owner`, `tier`, `env`, ...), sorted by name.
-    pub attributes: Vec<(String, String)>,
+    pub tenant: &'a str,
+    /// Further attributes the policies read (`owner`, `tier`, `env`, ...).
+    pub attributes: &'a BTreeMap<String, String>,
 }
 
 /// Where the PDP listens and how long a decision may take.
@@ -125,25 +127,24 @@ impl std::fmt::Debug for Authorizer {
 /// tenant, which the policies grant only what they grant every member.
 pub const DEFAULT_ROLE: &str = "member";
 
-fn cerbos_principal(principal: &Principal) -> CerbosPrincipal {
+fn cerbos_principal(principal: &Principal<'_>) -> CerbosPrincipal {
     let list = |items: &[String]| -> ListVal<StrVal<String>, Vec<StrVal<String>>> {
         ListVal(items.iter().map(|s| StrVal(s.clone())).collect())
     };
     let roles = if principal.roles.is_empty() {
         vec![DEFAULT_ROLE.to_owned()]
     } else {
-        principal.roles.clone()
+        principal.roles.to_vec()
     };
-    CerbosPrincipal::new(principal.id.clone(), roles)
-        .add_attr("tenant", StrVal(principal.tenant.clone()))
-        .add_attr("teams", list(&principal.teams))
-        .add_attr("permissions", list(&principal.permissions))
+    CerbosPrincipal::new(principal.id.to_owned(), roles)
+        .add_attr("tenant", StrVal(principal.tenant))
+        .add_attr("teams", list(principal.teams))
+        .add_attr("permissions", list(principal.permissions))
 }
 
-fn cerbos_resource(target: &Target) -> CerbosResource {
+fn cerbos_resource(target: &Target<'_>) -> CerbosResource {
     target.attributes.iter().fold(
-        CerbosResource::new(target.id.clone(), target.kind.clone())
-            .add_attr("tenant", StrVal(target.tenant.clone())),
+        CerbosResource::new(target.id, target.kind).add_attr("tenant", StrVal(target.tenant)),
         |resource, (name, value)| resource.add_attr(name.clone(), StrVal(value.clone())),
     )
 }
@@ -176,8 +177,8 @@ impl Authorizer {
     pub async fn is_allowed(
         &self,
         policy_version: &str,
-        principal: &Principal,
-        target: &Target,
+        principal: &Principal<'_>,
+        target: &Target<'_>,
         action: &str,
     ) -> Result<bool, AuthzError> {
         let key = cache::key(principal, target, action);
@@ -196,7 +197,7 @@ impl Authorizer {
             .await
             .map_err(|e| AuthzError::Unavailable(format!("{e:#}")))?;
         let allowed = response
-            .find(&target.id)
+            .find(target.id)
             .is_some_and(|result| result.is_allowed(action));
         self.cache.put(policy_version, key, allowed);
         Ok(allowed)

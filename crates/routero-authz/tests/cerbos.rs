@@ -2,6 +2,7 @@
 //! model invoke rules, failing closed, recovery, and policy edits without a restart.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,18 +12,57 @@ fn repo_policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies")
 }
 
-fn principal(id: &str, roles: &[&str], tenant: &str) -> Principal {
-    Principal {
+/// A caller's records, as the gateway holds them.
+#[derive(Clone)]
+struct Who {
+    id: String,
+    roles: Vec<String>,
+    tenant: String,
+    permissions: Vec<String>,
+}
+
+impl Who {
+    fn principal(&self) -> Principal<'_> {
+        Principal {
+            id: &self.id,
+            roles: &self.roles,
+            tenant: &self.tenant,
+            teams: &[],
+            permissions: &self.permissions,
+        }
+    }
+}
+
+/// A resource's records.
+struct What {
+    kind: String,
+    id: String,
+    tenant: String,
+    attributes: BTreeMap<String, String>,
+}
+
+impl What {
+    fn target(&self) -> Target<'_> {
+        Target {
+            kind: &self.kind,
+            id: &self.id,
+            tenant: &self.tenant,
+            attributes: &self.attributes,
+        }
+    }
+}
+
+fn principal(id: &str, roles: &[&str], tenant: &str) -> Who {
+    Who {
         id: id.into(),
         roles: roles.iter().map(|r| (*r).to_owned()).collect(),
         tenant: tenant.into(),
-        teams: Vec::new(),
         permissions: Vec::new(),
     }
 }
 
-fn target(kind: &str, tenant: &str, attributes: &[(&str, &str)]) -> Target {
-    Target {
+fn target(kind: &str, tenant: &str, attributes: &[(&str, &str)]) -> What {
+    What {
         kind: kind.into(),
         id: format!("{kind}-1"),
         tenant: tenant.into(),
@@ -61,9 +101,14 @@ async fn roles_tenants_and_model_rules_decide() {
     let work = tempfile::tempdir().unwrap();
     let (_pdp, authz) = start(&repo_policies(), work.path(), Duration::ZERO).await;
     let version = bundle_version(&repo_policies()).unwrap();
-    let allowed = |p: Principal, t: Target, action: &'static str| {
+    let allowed = |p: Who, t: What, action: &'static str| {
         let (authz, version) = (&authz, version.clone());
-        async move { authz.is_allowed(&version, &p, &t, action).await.unwrap() }
+        async move {
+            authz
+                .is_allowed(&version, &p.principal(), &t.target(), action)
+                .await
+                .unwrap()
+        }
     };
     let developer = || principal("dev1", &["developer"], "a");
     assert!(allowed(developer(), target("key", "a", &[]), "create").await);
@@ -152,7 +197,7 @@ async fn cerbos_down_fails_closed_cached_decisions_need_no_round_trip_and_it_rec
     let model = target("model", "a", &[]);
     assert!(
         authz
-            .is_allowed(&version, &developer, &model, "invoke")
+            .is_allowed(&version, &developer.principal(), &model.target(), "invoke")
             .await
             .unwrap()
     );
@@ -161,12 +206,14 @@ async fn cerbos_down_fails_closed_cached_decisions_need_no_round_trip_and_it_rec
     pdp.kill().await;
     assert!(
         authz
-            .is_allowed(&version, &developer, &model, "invoke")
+            .is_allowed(&version, &developer.principal(), &model.target(), "invoke")
             .await
             .unwrap(),
         "a cached decision is answered without the PDP"
     );
-    let uncached = authz.is_allowed(&version, &developer, &model, "read").await;
+    let uncached = authz
+        .is_allowed(&version, &developer.principal(), &model.target(), "read")
+        .await;
     assert!(
         matches!(uncached, Err(AuthzError::Unavailable(_))),
         "{uncached:?}"
@@ -175,7 +222,10 @@ async fn cerbos_down_fails_closed_cached_decisions_need_no_round_trip_and_it_rec
     pdp.restart().await.unwrap();
     let mut recovered = None;
     for _ in 0..100 {
-        if let Ok(allowed) = authz.is_allowed(&version, &developer, &model, "read").await {
+        if let Ok(allowed) = authz
+            .is_allowed(&version, &developer.principal(), &model.target(), "read")
+            .await
+        {
             recovered = Some(allowed);
             break;
         }
@@ -201,7 +251,7 @@ async fn a_policy_edit_changes_the_decision_without_a_restart_and_the_old_one_is
     let before = bundle_version(&policies).unwrap();
     assert!(
         authz
-            .is_allowed(&before, &developer, &key, "create")
+            .is_allowed(&before, &developer.principal(), &key.target(), "create")
             .await
             .unwrap()
     );
@@ -222,7 +272,7 @@ async fn a_policy_edit_changes_the_decision_without_a_restart_and_the_old_one_is
     let mut denied_at = None;
     for attempt in 0..100 {
         if !authz
-            .is_allowed(&after, &developer, &key, "create")
+            .is_allowed(&after, &developer.principal(), &key.target(), "create")
             .await
             .unwrap()
         {
@@ -240,7 +290,7 @@ async fn a_policy_edit_changes_the_decision_without_a_restart_and_the_old_one_is
     for _ in 0..3 {
         assert!(
             !authz
-                .is_allowed(&after, &developer, &key, "create")
+                .is_allowed(&after, &developer.principal(), &key.target(), "create")
                 .await
                 .unwrap()
         );

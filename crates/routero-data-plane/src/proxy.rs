@@ -292,21 +292,17 @@ async fn authorize(
         .as_ref()
         .ok_or(Refusal::PolicyEngineUnavailable)?;
     let principal = routero_authz::Principal {
-        id: key.key_id.clone(),
-        roles: key.roles.clone(),
-        tenant: key.tenant_id.clone(),
-        teams: key.team_id.iter().cloned().collect(),
-        permissions: Vec::new(),
+        id: &key.key_id,
+        roles: &key.roles,
+        tenant: &key.tenant_id,
+        teams: key.team_id.as_slice(),
+        permissions: &[],
     };
     let target = routero_authz::Target {
-        kind: "model".into(),
-        id: route.name.clone(),
-        tenant: route.tenant_id.clone(),
-        attributes: route
-            .tags
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        kind: "model",
+        id: &route.name,
+        tenant: &route.tenant_id,
+        attributes: &route.tags,
     };
     match authorizer
         .is_allowed(policy_version, &principal, &target, "invoke")

@@ -17,18 +17,6 @@ pub enum Category {
     Custom,
 }
 
-impl Category {
-    /// The lowercase name used in configuration.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Pii => "pii",
-            Self::Secret => "secret",
-            Self::Jailbreak => "jailbreak",
-            Self::Custom => "custom",
-        }
-    }
-}
-
 /// How a candidate is confirmed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Confirm {

@@ -1,6 +1,8 @@
 //! The streaming scanner against the whole-text one, for any split into chunks.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::BTreeMap;
+
 use proptest::prelude::*;
 mod common;
 
@@ -60,8 +62,15 @@ fn chunks(text: &str, cuts: &[usize]) -> Vec<String> {
         .collect()
 }
 
-/// Streams the chunks; returns the released text and the blocking detector, if any.
-fn stream(scanner: &Scanner, policy: &Policy, parts: &[String]) -> (String, Option<String>) {
+/// What streaming released: the text, the blocking detector if any, and the finding counts.
+struct Streamed {
+    text: String,
+    blocked: Option<String>,
+    counts: BTreeMap<(String, &'static str), u32>,
+}
+
+/// Streams the chunks through a policy.
+fn stream(scanner: &Scanner, policy: &Policy, parts: &[String]) -> Streamed {
     let mut streamer = StreamScanner::new(scanner, policy, KEY, HOLD);
     let mut out = String::new();
     let mut blocked = None;
@@ -76,7 +85,11 @@ fn stream(scanner: &Scanner, policy: &Policy, parts: &[String]) -> (String, Opti
             }
         }
     }
-    (out, blocked)
+    Streamed {
+        text: out,
+        blocked,
+        counts: streamer.counts().clone(),
+    }
 }
 
 proptest! {
@@ -90,11 +103,12 @@ proptest! {
         let scanner = scanner();
         let text: String = pieces.concat();
         let policy = rewriting();
-        let whole = policy.apply(scanner, KEY, &text).text.into_owned();
-        let (streamed, blocked) = stream(scanner, &policy, &chunks(&text, &cuts));
-        prop_assert_eq!(blocked, None);
-        prop_assert_eq!(&streamed, &whole);
-        prop_assert!(!streamed.contains(AWS_ID) && !streamed.contains("alice@"));
+        let whole = policy.apply(scanner, KEY, &text);
+        let streamed = stream(scanner, &policy, &chunks(&text, &cuts));
+        prop_assert_eq!(streamed.blocked, None);
+        prop_assert_eq!(streamed.text.as_str(), whole.text.as_ref());
+        prop_assert_eq!(&streamed.counts, &whole.counts, "the audit counts agree too");
+        prop_assert!(!streamed.text.contains(AWS_ID) && !streamed.text.contains("alice@"));
     }
 
     #[test]
@@ -105,18 +119,18 @@ proptest! {
         let scanner = scanner();
         let text: String = pieces.concat();
         let policy = blocking();
-        let (streamed, blocked) = stream(scanner, &policy, &chunks(&text, &cuts));
+        let streamed = stream(scanner, &policy, &chunks(&text, &cuts));
         let first_secret = scanner
             .scan(&text)
             .into_iter()
             .find(|f| scanner.detector(f.detector).unwrap().category == Category::Secret);
         match first_secret {
             Some(finding) => {
-                prop_assert_eq!(blocked.as_deref(), scanner.detector(finding.detector).map(|d| d.name.as_str()));
+                prop_assert_eq!(streamed.blocked.as_deref(), scanner.detector(finding.detector).map(|d| d.name.as_str()));
                 let before = policy.apply(scanner, KEY, &text[..finding.start]).text.into_owned();
-                prop_assert_eq!(&streamed, &before);
+                prop_assert_eq!(&streamed.text, &before);
             }
-            None => prop_assert_eq!(blocked, None),
+            None => prop_assert_eq!(streamed.blocked, None),
         }
     }
 }

@@ -170,8 +170,7 @@ async fn deliver_forever(shared: Arc<Shared>, config: KafkaConfig) {
                 Ok(created) => created,
                 Err(error) => {
                     tracing::error!(%error, "kafka producer not created; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    back_off(&mut backoff).await;
                     continue;
                 }
             },
@@ -200,13 +199,18 @@ async fn deliver_forever(shared: Arc<Shared>, config: KafkaConfig) {
             if ready.client().fatal_error().is_none() {
                 producer = Some(ready);
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(10));
+            back_off(&mut backoff).await;
         } else {
             producer = Some(ready);
             backoff = Duration::from_millis(100);
         }
     }
+}
+
+/// Waits `backoff`, then doubles it up to 10 s.
+async fn back_off(backoff: &mut Duration) {
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(Duration::from_secs(10));
 }
 
 /// The lines with their tenant as key.

@@ -153,7 +153,7 @@ impl Spool {
     }
 
     /// Whether `bytes` more fit under the bound (an empty spool takes any one batch).
-    pub fn has_room(&self, bytes: u64) -> bool {
+    fn has_room(&self, bytes: u64) -> bool {
         let pending = self.pending_bytes();
         pending == 0 || pending + bytes <= self.max_bytes
     }

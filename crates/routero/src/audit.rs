@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use routero_audit::{
     AuditStore, ExportLine, TenantLog, Verified, Violation, verify_chain, verify_export,
 };
-use routero_crypto::{CheckpointSigner, CheckpointVerifier};
+use routero_crypto::CheckpointVerifier;
 
 use crate::Audit;
 use crate::settings::Settings;
@@ -14,11 +14,7 @@ use crate::up;
 
 /// The store and the public key this installation uses.
 async fn open(settings: &Settings) -> Result<(AuditStore, CheckpointVerifier)> {
-    let url = match &settings.audit_database_url {
-        Some(url) => url.clone(),
-        None => up::audit_database_url(settings, &up::data_dir(settings)?),
-    };
-    let store = AuditStore::connect(&url).await?;
+    let store = AuditStore::connect(&up::audit_database_url(settings)?).await?;
     Ok((store, verifier(settings, None)?))
 }
 
@@ -27,12 +23,7 @@ fn verifier(settings: &Settings, given: Option<&str>) -> Result<CheckpointVerifi
     if let Some(key) = given.or(settings.audit_public_key.as_deref()) {
         return CheckpointVerifier::from_base64(key).context("public key");
     }
-    if let Some(seed) = &settings.audit_signing_key {
-        return Ok(CheckpointSigner::from_base64(seed)
-            .context("audit_signing_key")?
-            .verifier());
-    }
-    Ok(up::audit_signer(settings, &up::data_dir(settings)?)?.verifier())
+    Ok(up::audit_signer(settings)?.verifier())
 }
 
 async fn tenants(store: &AuditStore, only: Option<String>) -> Result<Vec<String>> {
@@ -137,9 +128,8 @@ pub async fn run(settings: Settings, command: Audit) -> Result<()> {
             Ok(())
         }
         Audit::Prune => {
-            let dir = up::data_dir(&settings)?;
-            let store = AuditStore::connect(&up::audit_database_url(&settings, &dir)).await?;
-            let signer = up::audit_signer(&settings, &dir)?;
+            let store = AuditStore::connect(&up::audit_database_url(&settings)?).await?;
+            let signer = up::audit_signer(&settings)?;
             let anchors = store
                 .prune_expired(&signer, std::time::SystemTime::now())
                 .await?;

@@ -10,6 +10,7 @@ use routero_crypto::CheckpointSigner;
 use routero_kafka::{KafkaSource, SiemTopic, Spool};
 use tokio::task::JoinHandle;
 
+use crate::export::Sinks;
 use crate::settings::Settings;
 use crate::shutdown_signal;
 
@@ -59,16 +60,14 @@ pub async fn audit_writer(settings: Settings) -> Result<()> {
     tracing::info!(brokers = %kafka.brokers, topic = %kafka.events_topic, siem = %kafka.siem_topic, "audit writer consuming");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.changed().await;
-    };
-    let siem_task = tokio::spawn(routero_audit_writer::run_sink(
+    let mut sinks = Sinks::start(&settings, &store, &stop_rx)?;
+    let shutdown = sinks.shutdown();
+    sinks.spawn(routero_audit_writer::run_sink(
         store.clone(),
         siem,
         SinkConfig::new(&format!("kafka:{}", kafka.siem_topic)),
-        wait(stop_rx.clone()),
+        shutdown,
     ));
-    let sinks = crate::export::start(&settings, &store, &stop_rx)?;
     let written = routero_audit_writer::run(
         store,
         source,
@@ -78,7 +77,6 @@ pub async fn audit_writer(settings: Settings) -> Result<()> {
     )
     .await;
     let _ = stop_tx.send(true);
-    siem_task.await??;
     sinks.join().await?;
     Ok(written?)
 }

@@ -47,21 +47,25 @@ pub fn write_secret(path: &Path, secret: &SecretString) -> Result<()> {
     Ok(())
 }
 
-/// The audit log's database URL: the setting, else `audit.db` in the data directory.
-pub fn audit_database_url(settings: &Settings, dir: &Path) -> String {
-    settings
-        .audit_database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", dir.join(AUDIT_DATABASE_FILE).display()))
+/// The audit log's database URL: the setting, else `audit.db` in the data directory (which
+/// is only created when it is needed).
+pub fn audit_database_url(settings: &Settings) -> Result<String> {
+    match &settings.audit_database_url {
+        Some(url) => Ok(url.clone()),
+        None => Ok(format!(
+            "sqlite://{}",
+            data_dir(settings)?.join(AUDIT_DATABASE_FILE).display()
+        )),
+    }
 }
 
 /// The checkpoint signing key: the setting, else `audit-signing.key` in the data directory,
 /// generated at first start.
-pub fn audit_signer(settings: &Settings, dir: &Path) -> Result<CheckpointSigner> {
+pub fn audit_signer(settings: &Settings) -> Result<CheckpointSigner> {
     if let Some(seed) = &settings.audit_signing_key {
         return CheckpointSigner::from_base64(seed).context("audit_signing_key");
     }
-    let path = dir.join(AUDIT_SIGNING_KEY_FILE);
+    let path = data_dir(settings)?.join(AUDIT_SIGNING_KEY_FILE);
     if !path.exists() {
         write_secret(&path, &CheckpointSigner::generate()?.to_base64())?;
     }
@@ -150,7 +154,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         data_plane_key.clone(),
     );
     control.admin_key = settings.admin_key.clone().map(SecretString::from);
-    control.audit_database_url = Some(audit_database_url(&settings, &dir));
+    control.audit_database_url = Some(audit_database_url(&settings)?);
     if let Some(key) = &control.admin_key {
         anyhow::ensure!(
             key.expose_secret().len() >= 32,
@@ -193,8 +197,8 @@ pub async fn run(settings: Settings) -> Result<()> {
     data_config.snapshot_path = Some(dir.join(SNAPSHOT_FILE));
     data_config.shutdown_grace = Duration::from_secs(5);
 
-    let audit_store = AuditStore::connect(&audit_database_url(&settings, &dir)).await?;
-    let signer = audit_signer(&settings, &dir)?;
+    let audit_store = AuditStore::connect(&audit_database_url(&settings)?).await?;
+    let signer = audit_signer(&settings)?;
     let (bus, events) = routero_bus::in_process(AUDIT_BUS_CAPACITY, settings.audit_overflow()?);
     let plane = ControlPlane::build(control).await?.with_audit(bus.clone());
     announce(
@@ -208,7 +212,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.changed().await;
     };
-    let sinks = crate::export::start(&settings, &audit_store, &stop_rx)?;
+    let sinks = crate::export::Sinks::start(&settings, &audit_store, &stop_rx)?;
     let writer = tokio::spawn(routero_audit_writer::run(
         audit_store,
         events,
