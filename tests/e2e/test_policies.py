@@ -84,9 +84,9 @@ def test_models_follow_roles_through_policy_alone(governed):
 
 def test_cerbos_down_fails_closed_and_traffic_recovers(governed):
     gw, _ = governed
+    fresh = client_with(gw, ["developer"])  # no cached decision for this key
     config = str(gw.dir / "data" / "cerbos" / "cerbos.yaml")
     subprocess.run(["pkill", "-9", "-f", config], check=True)
-    fresh = client_with(gw, ["developer"])  # no cached decision for this key
     assert refused_code(fresh, "gpt-a") == (503, "policy_engine_unavailable")
     wait_until(lambda: served(fresh, "gpt-a"), timeout=20, what="traffic to recover once Cerbos is back")
 
@@ -122,7 +122,7 @@ def test_a_policy_edit_changes_the_decision_without_restart(governed):
 
 
 def test_split_planes_ask_a_cerbos_sidecar(fake_provider, tmp_path):
-    """Control plane with the policies, data plane asking its own Cerbos sidecar."""
+    """Control plane with the policies, both planes asking a Cerbos sidecar."""
     http_port, grpc_port = free_port(), free_port()
     (tmp_path / "cerbos.yaml").write_text(
         f'server:\n  httpListenAddr: "127.0.0.1:{http_port}"\n  grpcListenAddr: "127.0.0.1:{grpc_port}"\n'
@@ -133,7 +133,8 @@ def test_split_planes_ask_a_cerbos_sidecar(fake_provider, tmp_path):
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{http_port}/_cerbos/health").status_code == 200,
                    what="cerbos sidecar")
         gw = Gateway(fake_provider, "postgres", extra_env={"ROUTERO_CERBOS_ADDR": f"127.0.0.1:{grpc_port}"},
-                     cp_env={"ROUTERO_POLICIES_DIR": str(REPO / "policies")})
+                     cp_env={"ROUTERO_POLICIES_DIR": str(REPO / "policies"),
+                             "ROUTERO_CERBOS_ADDR": f"127.0.0.1:{grpc_port}"})
         try:
             r = gw.admin("POST", "/models", {"name": "premium", "tags": {"tier": "premium"},
                                              "deployments": [{"credential": "fake", "model": "up-premium"}]})

@@ -54,6 +54,9 @@ pub struct ControlPlaneConfig {
     /// The Cerbos policy directory whose bundle version snapshots carry; data planes then ask
     /// the policies before every request. Watched every `poll_interval`.
     pub policies_dir: Option<std::path::PathBuf>,
+    /// The Cerbos PDP that decides every admin request; required with `policies_dir`. Without
+    /// policies, only admin keys with the `admin` role may use the admin API.
+    pub authz: Option<routero_authz::AuthzConfig>,
 }
 
 impl ControlPlaneConfig {
@@ -76,6 +79,7 @@ impl ControlPlaneConfig {
             grpc_tls: None,
             audit_database_url: None,
             policies_dir: None,
+            authz: None,
         }
     }
 }

@@ -36,6 +36,9 @@ pub enum ControlPlaneError {
     /// The audit log could not be opened.
     #[error("audit log: {0}")]
     Audit(#[from] routero_audit::AuditError),
+    /// The policy engine could not be reached when starting.
+    #[error("authorization: {0}")]
+    Authz(#[from] routero_authz::AuthzError),
     /// A listener or server failed.
     #[error("server: {0}")]
     Server(String),

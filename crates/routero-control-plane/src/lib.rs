@@ -34,6 +34,8 @@ pub use vault::{Vault, rotate_credentials};
 pub const DEFAULT_TENANT: &str = "default";
 /// Prefix of admin keys.
 pub const ADMIN_KEY_PREFIX: &str = "sk-rtadm-";
+/// The built-in role with full control of its tenant.
+pub const ADMIN_ROLE: &str = "admin";
 
 /// Whether `name` is 1-128 characters of ASCII letters, digits and `-_.:/@`: the form of
 /// every name the control plane accepts (resources, node ids).
@@ -81,12 +83,23 @@ impl ControlPlane {
             &config.pepper,
         )
         .await?;
-        if let Some(dir) = &config.policies_dir {
-            // Policies on from the first snapshot: a data plane never sees a state without them.
-            let version = routero_authz::bundle_version(dir)
-                .map_err(|e| ControlPlaneError::Config(format!("policies_dir: {e}")))?;
-            publisher.set_policy_version(&version).await?;
-        }
+        let authorizer = match (&config.policies_dir, &config.authz) {
+            (Some(dir), Some(authz)) => {
+                // Policies on from the first snapshot: a data plane never sees a state
+                // without them.
+                let version = routero_authz::bundle_version(dir)
+                    .map_err(|e| ControlPlaneError::Config(format!("policies_dir: {e}")))?;
+                publisher.set_policy_version(&version).await?;
+                Some(Arc::new(routero_authz::Authorizer::connect(authz).await?))
+            }
+            (Some(_), None) => {
+                return Err(ControlPlaneError::Config(
+                    "policies_dir needs a policy engine to decide admin requests (cerbos_addr)"
+                        .into(),
+                ));
+            }
+            (None, _) => None,
+        };
         let state = api::AppState {
             store,
             hasher,
@@ -94,6 +107,7 @@ impl ControlPlane {
             publisher,
             audit: None,
             audit_log,
+            authorizer,
         };
         Ok(Self {
             config,
@@ -194,19 +208,54 @@ async fn bootstrap_admin(
     configured: Option<&SecretString>,
 ) -> Result<Option<SecretString>, ControlPlaneError> {
     let tenant = store.ensure_tenant(DEFAULT_TENANT).await?;
+    let admin = [ADMIN_ROLE.to_owned()];
     if let Some(key) = configured {
         let hash = hasher.hash(key.expose_secret());
         if store.find_admin_key(&hash.0).await?.is_none() {
-            store.insert_admin_key(&tenant, &hash.0, "admin").await?;
+            store
+                .insert_admin_key(&tenant, &hash.0, "configured", &admin)
+                .await?;
         }
         return Ok(None);
     }
     if store.admin_key_count(&tenant).await? > 0 {
         return Ok(None);
     }
-    let key = generate_api_key(ADMIN_KEY_PREFIX)?;
-    store
-        .insert_admin_key(&tenant, &hasher.hash(key.expose_secret()).0, "admin")
-        .await?;
+    let (key, _) = issue_admin_key(store, hasher, &tenant, "first", &admin).await?;
     Ok(Some(key))
+}
+
+/// Generates an admin key for the tenant and stores its hash; the key is returned to be
+/// shown once.
+pub(crate) async fn issue_admin_key(
+    store: &Store,
+    hasher: &KeyHasher,
+    tenant_id: &str,
+    name: &str,
+    roles: &[String],
+) -> Result<(SecretString, store::AdminKey), ControlPlaneError> {
+    let key = generate_api_key(ADMIN_KEY_PREFIX)?;
+    let record = store
+        .insert_admin_key(tenant_id, &hasher.hash(key.expose_secret()).0, name, roles)
+        .await?;
+    Ok((key, record))
+}
+
+/// Creates a tenant with a first admin key (role `admin`), returned to be shown once: an
+/// operator's action (`routero admin create-tenant`), outside any tenant's administration.
+pub async fn create_tenant(
+    store: &Store,
+    hasher: &KeyHasher,
+    name: &str,
+) -> Result<SecretString, ControlPlaneError> {
+    if !is_valid_name(name) {
+        return Err(ControlPlaneError::invalid(
+            "invalid_name",
+            "a tenant name is 1-128 characters of letters, digits and -_.:/@",
+        ));
+    }
+    let tenant = store.create_tenant(name).await?;
+    let admin = [ADMIN_ROLE.to_owned()];
+    let (key, _) = issue_admin_key(store, hasher, &tenant, "first", &admin).await?;
+    Ok(key)
 }

@@ -1,7 +1,9 @@
 //! The store test suite, run against SQLite and a real PostgreSQL (a fresh database per test).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use routero_control_plane::store::{KeyChanges, KeyRecord, Route, StoredDeployment, User};
+use routero_control_plane::store::{
+    CustomRole, KeyChanges, KeyRecord, Route, StoredDeployment, User,
+};
 use routero_control_plane::{ControlPlaneError, Store, rotate_credentials};
 use routero_crypto::Keyring;
 use secrecy::ExposeSecret;
@@ -19,6 +21,7 @@ routero_testkit::on_both_databases!(
     names_are_unique_per_tenant,
     rotation_reencrypts_everything_or_nothing,
     users_and_teams,
+    admin_keys_and_custom_roles,
 );
 
 fn key(tenant: &str, id: &str, hash: u8) -> KeyRecord {
@@ -36,6 +39,7 @@ fn key(tenant: &str, id: &str, hash: u8) -> KeyRecord {
         created_at: 1_700_000_000,
         revoked_at: None,
         roles: vec!["developer".into()],
+        owner: Some("adm_1".into()),
     }
 }
 
@@ -81,18 +85,34 @@ async fn key_lifecycle_advances_the_version_and_leaves_revoked_keys_out(store: S
     assert_eq!(replaced.key_hash, vec![9; 32]);
     assert_eq!(replaced.expires_at, Some(2_000_000_000));
 
-    assert_eq!(
-        store
-            .revoke_keys(&t, &["k1".into()], &[vec![9; 32]])
-            .await
-            .unwrap(),
-        vec!["k1", "k2"]
-    );
+    let named = store
+        .active_keys(&t, &["k1".into()], &[vec![9; 32]])
+        .await
+        .unwrap();
+    let ids: Vec<String> = named.into_iter().map(|k| k.id).collect();
+    assert_eq!(ids, vec!["k1", "k2"]);
+    assert_eq!(store.revoke_keys(&t, &ids).await.unwrap(), ids);
     let state = store.load_state().await.unwrap();
     assert_eq!(state.version, store.snapshot_version().await.unwrap());
     assert!(state.keys.is_empty(), "revoked keys never reach a snapshot");
-    assert_eq!(store.list_keys(&t, false).await.unwrap().len(), 0);
-    assert_eq!(store.list_keys(&t, true).await.unwrap().len(), 2);
+    assert_eq!(store.list_keys(&t, None, false).await.unwrap().len(), 0);
+    assert_eq!(store.list_keys(&t, None, true).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .list_keys(&t, Some("adm_1"), true)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        store
+            .list_keys(&t, Some("adm_2"), true)
+            .await
+            .unwrap()
+            .is_empty(),
+        "owner filter"
+    );
     assert!(matches!(
         store.update_key(&t, "k1", &KeyChanges::default()).await,
         Err(ControlPlaneError::NotFound("key"))
@@ -104,11 +124,11 @@ async fn revocation_is_all_or_none(store: Store) {
     store.insert_key(&key(&t, "k1", 1)).await.unwrap();
     let version = store.snapshot_version().await.unwrap();
     let result = store
-        .revoke_keys(&t, &["k1".into(), "missing".into()], &[])
+        .revoke_keys(&t, &["k1".into(), "missing".into()])
         .await;
     assert!(matches!(result, Err(ControlPlaneError::NotFound("key"))));
     assert_eq!(
-        store.list_keys(&t, false).await.unwrap().len(),
+        store.list_keys(&t, None, false).await.unwrap().len(),
         1,
         "k1 still active"
     );
@@ -128,13 +148,13 @@ async fn tenants_are_walled_off(store: Store) {
         store.get_key(&b, "ka").await,
         Err(ControlPlaneError::NotFound("key"))
     ));
-    assert!(store.list_keys(&b, true).await.unwrap().is_empty());
+    assert!(store.list_keys(&b, None, true).await.unwrap().is_empty());
     assert!(matches!(
-        store.revoke_keys(&b, &["ka".into()], &[]).await,
+        store.revoke_keys(&b, &["ka".into()]).await,
         Err(ControlPlaneError::NotFound("key"))
     ));
     assert!(matches!(
-        store.revoke_keys(&b, &[], &[vec![1; 32]]).await,
+        store.active_keys(&b, &[], &[vec![1; 32]]).await,
         Err(ControlPlaneError::NotFound("key"))
     ));
     assert!(store.list_credentials(&b).await.unwrap().is_empty());
@@ -278,4 +298,97 @@ async fn users_and_teams(store: Store) {
     let mut k = key(&t, "k", 5);
     k.user_id = Some(created.id);
     store.insert_key(&k).await.unwrap();
+}
+
+async fn admin_keys_and_custom_roles(store: Store) {
+    let a = store.ensure_tenant("a").await.unwrap();
+    let b = store.ensure_tenant("b").await.unwrap();
+    let support = CustomRole {
+        name: "support".into(),
+        permissions: vec!["key:read".into(), "team:list".into()],
+    };
+    store.put_role(&a, &support).await.unwrap();
+    let admin = store
+        .insert_admin_key(&a, &[1; 32], "first", &["admin".into()])
+        .await
+        .unwrap();
+    let helper = store
+        .insert_admin_key(
+            &a,
+            &[2; 32],
+            "helper",
+            &["support".into(), "auditor".into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(helper.roles, vec!["auditor", "support"], "roles sorted");
+
+    let principal = store.find_admin_key(&[2; 32]).await.unwrap().unwrap();
+    assert_eq!(principal.tenant_id, a);
+    assert_eq!(principal.permissions, vec!["key:read", "team:list"]);
+    // A role of the same name in another tenant grants nothing here.
+    store
+        .put_role(
+            &b,
+            &CustomRole {
+                name: "support".into(),
+                permissions: vec!["user:delete".into()],
+            },
+        )
+        .await
+        .unwrap();
+    let principal = store.find_admin_key(&[2; 32]).await.unwrap().unwrap();
+    assert_eq!(principal.permissions, vec!["key:read", "team:list"]);
+
+    // Replacing a role changes what its holders may do at their next request.
+    store
+        .put_role(
+            &a,
+            &CustomRole {
+                name: "support".into(),
+                permissions: vec!["team:read".into()],
+            },
+        )
+        .await
+        .unwrap();
+    let principal = store.find_admin_key(&[2; 32]).await.unwrap().unwrap();
+    assert_eq!(principal.permissions, vec!["team:read"]);
+    store.delete_role(&a, "support").await.unwrap();
+    let principal = store.find_admin_key(&[2; 32]).await.unwrap().unwrap();
+    assert!(principal.permissions.is_empty());
+    assert!(matches!(
+        store.delete_role(&a, "support").await,
+        Err(ControlPlaneError::NotFound("role"))
+    ));
+
+    // The last admin cannot be revoked; others can, once, and only in their tenant.
+    assert!(matches!(
+        store.revoke_admin_key(&a, &admin.id).await,
+        Err(ControlPlaneError::Invalid {
+            code: "last_admin_key",
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.revoke_admin_key(&b, &helper.id).await,
+        Err(ControlPlaneError::NotFound("admin key"))
+    ));
+    assert!(
+        store
+            .revoke_admin_key(&a, &helper.id)
+            .await
+            .unwrap()
+            .revoked
+    );
+    assert!(store.find_admin_key(&[2; 32]).await.unwrap().is_none());
+    assert!(matches!(
+        store.revoke_admin_key(&a, &helper.id).await,
+        Err(ControlPlaneError::NotFound("admin key"))
+    ));
+    assert_eq!(
+        store.list_admin_keys(&a, false).await.unwrap(),
+        vec![admin.clone()]
+    );
+    assert_eq!(store.list_admin_keys(&a, true).await.unwrap().len(), 2);
+    assert!(store.list_admin_keys(&b, true).await.unwrap().is_empty());
 }

@@ -55,6 +55,18 @@ pub enum EventType {
     /// A team was created.
     #[serde(rename = "team.created")]
     TeamCreated,
+    /// An admin key was issued.
+    #[serde(rename = "admin_key.created")]
+    AdminKeyCreated,
+    /// An admin key was revoked.
+    #[serde(rename = "admin_key.revoked")]
+    AdminKeyRevoked,
+    /// A custom role was created or its permissions replaced.
+    #[serde(rename = "role.updated")]
+    RoleUpdated,
+    /// A custom role was deleted.
+    #[serde(rename = "role.deleted")]
+    RoleDeleted,
     /// A tenant's audit retention period changed.
     #[serde(rename = "audit.retention_changed")]
     AuditRetentionChanged,

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use routero_control_plane::{ControlPlane, Listeners, Store, rotate_credentials};
-use routero_crypto::{Keyring, SealingKey};
+use routero_crypto::{KeyHasher, Keyring, SealingKey};
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
@@ -90,6 +90,11 @@ enum Admin {
     RotateMasterKey,
     /// Prints a fresh random 32-byte key in base64 (for pepper, data_plane_key, master_keys).
     GenerateSecret,
+    /// Creates a tenant and prints its first admin key (role admin; shown once).
+    CreateTenant {
+        /// Unique tenant name.
+        name: String,
+    },
 }
 
 /// Completes on Ctrl-C or SIGTERM.
@@ -135,6 +140,7 @@ fn main() -> Result<()> {
             Command::DataPlane => data_plane(settings).await,
             Command::AuditWriter => kafka::audit_writer(settings).await,
             Command::Admin(Admin::RotateMasterKey) => rotate_master_key(settings).await,
+            Command::Admin(Admin::CreateTenant { name }) => create_tenant(settings, &name).await,
             Command::Audit(command) => audit::run(settings, command).await,
             Command::Admin(Admin::GenerateSecret) => {
                 let key = SealingKey::generate()?;
@@ -193,6 +199,24 @@ async fn drain(audit: Option<(routero_bus::EventBus, tokio::task::JoinHandle<()>
     Ok(())
 }
 
+async fn create_tenant(settings: Settings, name: &str) -> Result<()> {
+    let (database_url, pepper) = if settings.data_dir.is_some() && settings.database_url.is_none() {
+        let dir = up::data_dir(&settings)?;
+        (up::database_url(&dir), up::pepper(&dir)?)
+    } else {
+        let config = settings.control_plane()?;
+        (config.database_url, config.pepper)
+    };
+    let store = Store::connect(&database_url).await?;
+    let key = routero_control_plane::create_tenant(&store, &KeyHasher::new(pepper)?, name).await?;
+    writeln!(
+        std::io::stdout(),
+        "tenant {name} created; its admin key (shown once; stored hashed): {}",
+        key.expose_secret()
+    )?;
+    Ok(())
+}
+
 async fn rotate_master_key(settings: Settings) -> Result<()> {
     let (database_url, keyring) = if settings.data_dir.is_some() && settings.database_url.is_none()
     {
@@ -206,10 +230,7 @@ async fn rotate_master_key(settings: Settings) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         up::write_secret(&tmp, &next.to_spec())?;
         std::fs::rename(&tmp, &path)?;
-        (
-            format!("sqlite://{}", dir.join("routero.db").display()),
-            next,
-        )
+        (up::database_url(&dir), next)
     } else {
         let config = settings.control_plane()?;
         let keyring = match config.keyring {

@@ -117,8 +117,8 @@ pub struct Settings {
     /// `routero up`: the `cerbos` binary it runs on `policies_dir` (else PATH, else
     /// `~/.cache/routero/bin/cerbos`, where `make run` installs it).
     pub cerbos_binary: Option<String>,
-    /// Data plane: the Cerbos PDP's gRPC address (`127.0.0.1:3593`), asked before every
-    /// request when the control plane has policies.
+    /// Control and data plane: the Cerbos PDP's gRPC address (`127.0.0.1:3593`), asked before
+    /// every admin request and every proxied one when the control plane has policies.
     pub cerbos_addr: Option<String>,
 }
 
@@ -294,6 +294,12 @@ impl Settings {
             .as_ref()
             .filter(|dir| !dir.is_empty())
             .map(PathBuf::from);
+        config.authz = self.cerbos()?;
+        if config.policies_dir.is_some() && config.authz.is_none() {
+            bail!(
+                "policies_dir: set cerbos_addr too, the policy engine that decides admin requests"
+            );
+        }
         if let Some(interval) = Self::duration(&self.heartbeat_interval, "heartbeat_interval")? {
             config.heartbeat_interval = interval;
         }
@@ -322,6 +328,17 @@ impl Settings {
             Some("fail_closed") => Ok(routero_bus::Overflow::FailClosed),
             Some(other) => bail!("audit_overflow: {other:?} is not block or fail_closed"),
         }
+    }
+
+    /// How to ask the PDP at `cerbos_addr`, when set (a sidecar of a split plane).
+    fn cerbos(&self) -> Result<Option<routero_authz::AuthzConfig>> {
+        self.cerbos_addr
+            .as_deref()
+            .map(|addr| {
+                let addr: SocketAddr = addr.parse().map_err(|e| anyhow!("cerbos_addr: {e}"))?;
+                self.authz(addr.ip().to_string(), addr.port())
+            })
+            .transpose()
     }
 
     /// How to ask the PDP at `host:port`.
@@ -469,10 +486,7 @@ impl Settings {
         if let Some(bytes) = &self.max_body_bytes {
             config.max_body_bytes = bytes.parse().map_err(|e| anyhow!("max_body_bytes: {e}"))?;
         }
-        if let Some(addr) = &self.cerbos_addr {
-            let addr: SocketAddr = addr.parse().map_err(|e| anyhow!("cerbos_addr: {e}"))?;
-            config.authz = Some(self.authz(addr.ip().to_string(), addr.port())?);
-        }
+        config.authz = self.cerbos()?;
         if let Some(ca_pem) = Self::file(&self.control_plane_ca, "control_plane_ca")? {
             let identity = match (
                 Self::file(&self.client_tls_cert, "client_tls_cert")?,

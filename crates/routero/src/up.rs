@@ -75,6 +75,11 @@ pub fn audit_signer(settings: &Settings) -> Result<CheckpointSigner> {
         .with_context(|| format!("{} holds no valid key", path.display()))
 }
 
+/// The pepper admin and virtual keys are hashed under, generated at first start.
+pub fn pepper(dir: &Path) -> Result<SealingKey> {
+    key_file(dir, PEPPER_FILE)
+}
+
 /// Reads a 32-byte key from `dir/name`, generating it at first start.
 fn key_file(dir: &Path, name: &str) -> Result<SealingKey> {
     let path = dir.join(name);
@@ -149,7 +154,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     let data_plane_key = key_file(&dir, DATA_PLANE_KEY_FILE)?;
     let mut control = ControlPlaneConfig::new(
         database_url(&dir),
-        key_file(&dir, PEPPER_FILE)?,
+        pepper(&dir)?,
         KeyringSource::File(keyring_file(&dir)?),
         data_plane_key.clone(),
     );
@@ -181,6 +186,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         Some(policies) => {
             let (authz, supervisor) = start_cerbos(&settings, policies, &dir).await?;
             control.policies_dir = Some(policies.clone());
+            control.authz = Some(authz.clone());
             tracing::info!(policies = %policies.display(), "requests are decided by the Cerbos policies");
             Some((authz, supervisor))
         }

@@ -56,6 +56,8 @@ impl From<ControlPlaneError> for ApiError {
                     "team" => "team_not_found",
                     "user" => "user_not_found",
                     "credential" => "credential_not_found",
+                    "admin key" => "admin_key_not_found",
+                    "role" => "role_not_found",
                     _ => "not_found",
                 },
                 format!("No such {what} in this tenant."),

@@ -33,7 +33,7 @@ pub(super) struct GenerateKey {
 }
 
 /// Role names: at most 16, names like other names.
-fn check_roles(roles: &[String]) -> Result<(), ApiError> {
+pub(super) fn check_roles(roles: &[String]) -> Result<(), ApiError> {
     if roles.len() > 16 {
         return Err(ApiError::bad_request("invalid_roles", "at most 16 roles"));
     }
@@ -144,6 +144,7 @@ pub(super) async fn generate(
     let expires_at = body.duration.as_deref().map(expiry).transpose()?;
     let roles = body.roles.unwrap_or_default();
     check_roles(&roles)?;
+    state.allow_grant(&principal, &client, &roles, &[]).await?;
     let secret = new_secret(&state)?;
     let record = KeyRecord {
         id: format!("key_{}", uuid::Uuid::now_v7().simple()),
@@ -159,6 +160,7 @@ pub(super) async fn generate(
         created_at: now_unix(),
         revoked_at: None,
         roles,
+        owner: Some(principal.key_id.clone()),
     };
     state.store.insert_key(&record).await?;
     state
@@ -199,10 +201,15 @@ pub(super) async fn delete(
         .iter()
         .map(|k| state.hasher.hash(k.expose_secret()).0.to_vec())
         .collect();
-    let revoked = state
+    let keys = state
         .store
-        .revoke_keys(&principal.tenant_id, &body.key_ids, &hashes)
+        .active_keys(&principal.tenant_id, &body.key_ids, &hashes)
         .await?;
+    for key in &keys {
+        state.allow_key(&principal, &client, "revoke", key).await?;
+    }
+    let ids: Vec<String> = keys.into_iter().map(|key| key.id).collect();
+    let revoked = state.store.revoke_keys(&principal.tenant_id, &ids).await?;
     for key_id in &revoked {
         state
             .record(
@@ -216,6 +223,25 @@ pub(super) async fn delete(
     Ok(Json(json!({ "deleted_keys": revoked })))
 }
 
+/// Refuses unless `key_id` names an active key of the tenant on which `principal` may do
+/// `action`.
+async fn active_key_allowed(
+    state: &AppState,
+    principal: &AdminPrincipal,
+    client: &ClientInfo,
+    action: &str,
+    key_id: &str,
+) -> Result<(), ApiError> {
+    let keys = state
+        .store
+        .active_keys(&principal.tenant_id, &[key_id.to_owned()], &[])
+        .await?;
+    for key in &keys {
+        state.allow_key(principal, client, action, key).await?;
+    }
+    Ok(())
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct KeyIdQuery {
@@ -225,12 +251,14 @@ pub(super) struct KeyIdQuery {
 pub(super) async fn info(
     State(state): State<AppState>,
     Extension(principal): Extension<AdminPrincipal>,
+    Extension(client): Extension<ClientInfo>,
     Query(query): Query<KeyIdQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let key = state
         .store
         .get_key(&principal.tenant_id, &query.key_id)
         .await?;
+    state.allow_key(&principal, &client, "read", &key).await?;
     Ok(Json(json!({ "key_id": key.id, "info": key_json(&key) })))
 }
 
@@ -244,11 +272,17 @@ pub(super) struct ListQuery {
 pub(super) async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<AdminPrincipal>,
+    Extension(client): Extension<ClientInfo>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let owner = state.listable_keys(&principal, &client).await?;
     let keys = state
         .store
-        .list_keys(&principal.tenant_id, query.include_revoked)
+        .list_keys(
+            &principal.tenant_id,
+            owner.as_deref(),
+            query.include_revoked,
+        )
         .await?;
     Ok(Json(
         json!({ "keys": keys.iter().map(key_json).collect::<Vec<_>>() }),
@@ -269,6 +303,7 @@ pub(super) async fn regenerate(
     Body(body): Body<Regenerate>,
 ) -> Result<Json<Value>, ApiError> {
     let expires_at = body.duration.as_deref().map(expiry).transpose()?.map(Some);
+    active_key_allowed(&state, &principal, &client, "rotate", &body.key_id).await?;
     let secret = new_secret(&state)?;
     let record = state
         .store
@@ -318,7 +353,9 @@ pub(super) async fn update(
     }
     if let Some(roles) = &body.roles {
         check_roles(roles)?;
+        state.allow_grant(&principal, &client, roles, &[]).await?;
     }
+    active_key_allowed(&state, &principal, &client, "update", &body.key_id).await?;
     let changes = KeyChanges {
         models: body.models,
         allowed_cidrs: body

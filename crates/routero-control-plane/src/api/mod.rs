@@ -1,12 +1,15 @@
 //! The admin REST API. Every route but the health probes and the OpenAPI document requires an
-//! admin key; every handler acts inside the caller's tenant.
+//! admin key, and is decided by the policies before it executes (`access`); every handler
+//! acts inside the caller's tenant.
 
+mod access;
 mod audit;
 mod catalog;
 mod directory;
 mod error;
 mod extract;
 mod keys;
+mod principals;
 
 use std::sync::Arc;
 
@@ -16,7 +19,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Extension, Json, Router};
 use routero_bus::EventBus;
 use routero_core::audit::{ActorKind, EventType, Outcome, UNATTRIBUTED_TENANT};
@@ -38,6 +41,8 @@ pub struct AppState {
     pub(crate) audit: Option<EventBus>,
     /// The audit log, for `GET /audit/events`.
     pub(crate) audit_log: Option<routero_audit::AuditStore>,
+    /// The policy decision point; `None` when no policies are configured.
+    pub(crate) authorizer: Option<Arc<routero_authz::Authorizer>>,
 }
 
 /// Where an admin request came from, for its audit event.
@@ -132,6 +137,20 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/audit/retention",
             get(audit::get_retention).put(audit::set_retention),
         )
+        .route(
+            "/admin-keys",
+            post(principals::create_admin_key).get(principals::list_admin_keys),
+        )
+        .route("/admin-keys/{id}", delete(principals::revoke_admin_key))
+        .route("/roles", get(principals::list_roles))
+        .route(
+            "/roles/{name}",
+            put(principals::put_role).delete(principals::delete_role),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::authorize,
+        ))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(admin)

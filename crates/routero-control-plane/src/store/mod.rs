@@ -4,6 +4,7 @@
 //! advances the snapshot version in the same transaction, so a reader that sees the version
 //! also sees the change.
 
+mod access;
 mod records;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,8 +14,8 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use tokio::sync::Notify;
 
 pub use records::{
-    AdminPrincipal, Credential, KeyChanges, KeyRecord, Route, SealedCredential, StateRows,
-    StoredDeployment, Team, User,
+    AdminKey, AdminPrincipal, Credential, CustomRole, KeyChanges, KeyRecord, Route,
+    SealedCredential, StateRows, StoredDeployment, Team, User,
 };
 
 use crate::ControlPlaneError;
@@ -24,7 +25,7 @@ macro_rules! select_keys {
     ($rest:literal) => {
         concat!(
             "SELECT id, tenant_id, key_hash, key_hint, team_id, user_id, models, allowed_cidrs, \
-             metadata, expires_at, created_at, revoked_at, roles FROM virtual_keys ",
+             metadata, expires_at, created_at, revoked_at, roles, owner FROM virtual_keys ",
             $rest
         )
     };
@@ -43,6 +44,12 @@ const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[
         "policy attributes",
         include_str!("../../../../migrations/postgres/0002_policy_attributes.sql"),
         include_str!("../../../../migrations/sqlite/0002_policy_attributes.sql"),
+    ),
+    (
+        3,
+        "admin rbac",
+        include_str!("../../../../migrations/postgres/0003_admin_rbac.sql"),
+        include_str!("../../../../migrations/sqlite/0003_admin_rbac.sql"),
     ),
 ];
 
@@ -103,7 +110,20 @@ impl Store {
         self.commit_change(tx).await
     }
 
-    // ---- tenants and admin keys ----
+    // ---- tenants ----
+
+    /// Creates the tenant `name`; returns its id. `Conflict` if it exists.
+    pub async fn create_tenant(&self, name: &str) -> Result<String> {
+        let id = new_id("tnt");
+        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(&id)
+            .bind(name)
+            .bind(now_unix())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| unique_violation(e, "tenant"))?;
+        Ok(id)
+    }
 
     /// The id of the tenant named `name`, created if missing.
     pub async fn ensure_tenant(&self, name: &str) -> Result<String> {
@@ -114,65 +134,7 @@ impl Store {
         {
             return Ok(row.try_get("id")?);
         }
-        let id = new_id("tnt");
-        sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
-            .bind(&id)
-            .bind(name)
-            .bind(now_unix())
-            .execute(&self.pool)
-            .await?;
-        Ok(id)
-    }
-
-    /// Number of active admin keys of a tenant.
-    pub async fn admin_key_count(&self, tenant_id: &str) -> Result<i64> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM admin_keys WHERE tenant_id = $1 AND revoked_at IS NULL",
-        )
-        .bind(tenant_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get("n")?)
-    }
-
-    /// Stores an admin key's hash; returns its id.
-    pub async fn insert_admin_key(
-        &self,
-        tenant_id: &str,
-        hash: &[u8],
-        role: &str,
-    ) -> Result<String> {
-        let id = new_id("adm");
-        sqlx::query(
-            "INSERT INTO admin_keys (id, tenant_id, key_hash, role, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&id)
-        .bind(tenant_id)
-        .bind(hash)
-        .bind(role)
-        .bind(now_unix())
-        .execute(&self.pool)
-        .await?;
-        Ok(id)
-    }
-
-    /// The principal of an active admin key with this hash.
-    pub async fn find_admin_key(&self, hash: &[u8]) -> Result<Option<AdminPrincipal>> {
-        let row = sqlx::query(
-            "SELECT id, tenant_id, role FROM admin_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-        )
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(AdminPrincipal {
-                key_id: r.try_get("id")?,
-                tenant_id: r.try_get("tenant_id")?,
-                role: r.try_get("role")?,
-            })
-        })
-        .transpose()
+        self.create_tenant(name).await
     }
 
     // ---- teams and users ----
@@ -462,8 +424,8 @@ impl Store {
         .await?;
         sqlx::query(
             "INSERT INTO virtual_keys (id, tenant_id, key_hash, key_hint, team_id, user_id, models, \
-             allowed_cidrs, metadata, expires_at, created_at, updated_at, roles) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)",
+             allowed_cidrs, metadata, expires_at, created_at, updated_at, roles, owner) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13)",
         )
         .bind(&key.id)
         .bind(&key.tenant_id)
@@ -477,6 +439,7 @@ impl Store {
         .bind(key.expires_at)
         .bind(key.created_at)
         .bind(to_json(&key.roles)?)
+        .bind(&key.owner)
         .execute(&mut *tx)
         .await?;
         self.commit_change(tx).await
@@ -493,17 +456,21 @@ impl Store {
         key_record(&row)
     }
 
-    /// Keys of a tenant, newest first; revoked ones only when asked.
+    /// Keys of a tenant (only those `owner` created, when given), newest first; revoked ones
+    /// only when asked.
     pub async fn list_keys(
         &self,
         tenant_id: &str,
+        owner: Option<&str>,
         include_revoked: bool,
     ) -> Result<Vec<KeyRecord>> {
         sqlx::query(select_keys!(
-            "WHERE tenant_id = $1 AND ($2 OR revoked_at IS NULL) ORDER BY created_at DESC, id DESC"
+            "WHERE tenant_id = $1 AND ($2 OR revoked_at IS NULL) AND ($3 IS NULL OR owner = $3) \
+             ORDER BY created_at DESC, id DESC"
         ))
         .bind(tenant_id)
         .bind(include_revoked)
+        .bind(owner)
         .fetch_all(&self.pool)
         .await?
         .iter()
@@ -593,29 +560,40 @@ impl Store {
         })
     }
 
-    /// Revokes keys of the tenant named by id or by hash, all or none: if any is unknown or
-    /// already revoked, nothing changes. Returns the revoked ids.
-    pub async fn revoke_keys(
+    /// The active keys of the tenant named by id or by hash, all or none: an unknown or
+    /// revoked one fails the whole lookup.
+    pub async fn active_keys(
         &self,
         tenant_id: &str,
         ids: &[String],
         hashes: &[Vec<u8>],
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<KeyRecord>> {
         let mut tx = self.pool.begin().await?;
-        let mut revoked = Vec::with_capacity(ids.len() + hashes.len());
+        let mut keys = Vec::with_capacity(ids.len() + hashes.len());
         for id in ids {
-            revoked.push(active_key(&mut tx, tenant_id, id).await?.id);
+            keys.push(active_key(&mut tx, tenant_id, id).await?);
         }
         for hash in hashes {
-            let row = sqlx::query(
-                "SELECT id FROM virtual_keys WHERE tenant_id = $1 AND key_hash = $2 AND revoked_at IS NULL",
-            )
+            let row = sqlx::query(select_keys!(
+                "WHERE tenant_id = $1 AND key_hash = $2 AND revoked_at IS NULL"
+            ))
             .bind(tenant_id)
             .bind(hash.as_slice())
             .fetch_optional(&mut *tx)
             .await?
             .ok_or(ControlPlaneError::NotFound("key"))?;
-            revoked.push(row.try_get("id")?);
+            keys.push(key_record(&row)?);
+        }
+        Ok(keys)
+    }
+
+    /// Revokes keys of the tenant, all or none: if any is unknown or already revoked, nothing
+    /// changes. Returns the revoked ids.
+    pub async fn revoke_keys(&self, tenant_id: &str, ids: &[String]) -> Result<Vec<String>> {
+        let mut tx = self.pool.begin().await?;
+        let mut revoked = Vec::with_capacity(ids.len());
+        for id in ids {
+            revoked.push(active_key(&mut tx, tenant_id, id).await?.id);
         }
         let now = now_unix();
         for id in &revoked {
@@ -685,6 +663,7 @@ fn key_record(row: &AnyRow) -> Result<KeyRecord> {
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
         roles: from_json(&roles)?,
+        owner: row.try_get("owner")?,
     })
 }
 

@@ -5,12 +5,38 @@ use serde::{Deserialize, Serialize};
 /// A caller authenticated by an admin key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminPrincipal {
-    /// Admin key id.
+    /// Admin key id: the principal id policies see (and the owner of keys it creates).
     pub key_id: String,
     /// Tenant the key administers.
     pub tenant_id: String,
-    /// Role name.
-    pub role: String,
+    /// Role names, sorted: built-in ones and the tenant's custom ones.
+    pub roles: Vec<String>,
+    /// `"<kind>:<action>"` permissions of the custom roles among `roles`, sorted.
+    pub permissions: Vec<String>,
+}
+
+/// An admin key's record; never the key itself.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AdminKey {
+    /// Identifier.
+    pub id: String,
+    /// Label given at creation.
+    pub name: String,
+    /// Roles the key acts with.
+    pub roles: Vec<String>,
+    /// Unix seconds of creation.
+    pub created_at: i64,
+    /// Whether the key was revoked.
+    pub revoked: bool,
+}
+
+/// A tenant's custom role: a named set of permissions.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CustomRole {
+    /// Name, unique in the tenant.
+    pub name: String,
+    /// `"<kind>:<action>"` permissions, sorted.
+    pub permissions: Vec<String>,
 }
 
 /// A team (a SCIM group later).
@@ -118,6 +144,8 @@ pub struct KeyRecord {
     pub revoked_at: Option<i64>,
     /// Roles the key acts with when policies decide.
     pub roles: Vec<String>,
+    /// The principal that created the key (an admin key id).
+    pub owner: Option<String>,
 }
 
 /// Fields of a key that an update may change; `None` leaves a field as it is.

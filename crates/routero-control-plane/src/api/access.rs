@@ -1,0 +1,374 @@
+//! Every admin request is decided before it executes. Each route names the resource kind and
+//! action it asks of the policies (`ROUTES`); a route missing from that table is refused.
+//! Virtual keys are decided per key, once the handler has loaded them, because the policies
+//! read their owner (a developer acts on the keys it created).
+//!
+//! With a policy directory, the Cerbos PDP decides, and an unreachable PDP refuses
+//! (503 `policy_engine_unavailable`). Without one, only principals with the `admin` role are
+//! allowed anything. Every refusal is audited as `policy.blocked`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use routero_authz::{Principal, Target};
+use routero_core::audit::{ActorKind, EventType, Outcome};
+
+use super::{ApiError, AppState, ClientInfo};
+use crate::ADMIN_ROLE;
+use crate::store::{AdminPrincipal, KeyRecord};
+
+/// Role names with a meaning in the policies; custom roles may not take them.
+pub(super) const BUILT_IN_ROLES: &[&str] = &[
+    ADMIN_ROLE,
+    "developer",
+    "auditor",
+    "finance",
+    "manager",
+    "qa",
+    "member",
+];
+
+/// Resource kinds and their actions, as the policies in `policies/resources` name them: what
+/// a custom role's permissions may list.
+pub(super) const PERMISSIONS: &[(&str, &[&str])] = &[
+    ("admin_key", &["create", "list", "revoke"]),
+    ("audit_log", &["read", "export", "configure"]),
+    ("billing", &["read"]),
+    (
+        "credential",
+        &["create", "read", "list", "update", "delete"],
+    ),
+    (
+        "key",
+        &["create", "read", "list", "update", "rotate", "revoke"],
+    ),
+    ("model", &["create", "read", "list", "update", "delete"]),
+    ("policy", &["read", "update"]),
+    ("scim_token", &["create", "list", "revoke"]),
+    ("spend_report", &["read"]),
+    ("sso_config", &["read", "update"]),
+    ("team", &["create", "read", "list", "update", "delete"]),
+    ("tenant", &["read", "update"]),
+    ("user", &["create", "read", "list", "update", "delete"]),
+];
+
+/// What a route asks of the policies.
+#[derive(Debug, Clone, Copy)]
+enum Ask {
+    /// `(kind, action)` on the caller's tenant, decided before the handler runs.
+    Tenant(&'static str, &'static str),
+    /// An action on each virtual key the request names, decided by the handler.
+    EachKey,
+}
+
+/// Every authenticated route: (method, path as routed, question).
+const ROUTES: &[(&str, &str, Ask)] = &[
+    ("POST", "/credentials", Ask::Tenant("credential", "create")),
+    ("GET", "/credentials", Ask::Tenant("credential", "list")),
+    ("POST", "/models", Ask::Tenant("model", "create")),
+    ("GET", "/models", Ask::Tenant("model", "list")),
+    ("POST", "/key/generate", Ask::Tenant("key", "create")),
+    ("POST", "/key/delete", Ask::EachKey),
+    ("DELETE", "/key/delete", Ask::EachKey),
+    ("GET", "/key/info", Ask::EachKey),
+    ("GET", "/key/list", Ask::EachKey),
+    ("POST", "/key/regenerate", Ask::EachKey),
+    ("POST", "/key/update", Ask::EachKey),
+    ("POST", "/teams", Ask::Tenant("team", "create")),
+    ("GET", "/teams", Ask::Tenant("team", "list")),
+    ("POST", "/users", Ask::Tenant("user", "create")),
+    ("GET", "/users", Ask::Tenant("user", "list")),
+    ("GET", "/data-planes", Ask::Tenant("tenant", "read")),
+    ("GET", "/audit/events", Ask::Tenant("audit_log", "read")),
+    ("GET", "/audit/retention", Ask::Tenant("audit_log", "read")),
+    (
+        "PUT",
+        "/audit/retention",
+        Ask::Tenant("audit_log", "configure"),
+    ),
+    ("POST", "/admin-keys", Ask::Tenant("admin_key", "create")),
+    ("GET", "/admin-keys", Ask::Tenant("admin_key", "list")),
+    (
+        "DELETE",
+        "/admin-keys/{id}",
+        Ask::Tenant("admin_key", "revoke"),
+    ),
+    ("GET", "/roles", Ask::Tenant("policy", "read")),
+    ("PUT", "/roles/{name}", Ask::Tenant("policy", "update")),
+    ("DELETE", "/roles/{name}", Ask::Tenant("policy", "update")),
+];
+
+/// Middleware after authentication: decides tenant-level routes, lets key routes through to
+/// their per-key decision, refuses routes the table does not name.
+pub(super) async fn authorize(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (Some(principal), Some(client)) = (
+        request.extensions().get::<AdminPrincipal>(),
+        request.extensions().get::<ClientInfo>(),
+    ) else {
+        return ApiError::unauthenticated().into_response();
+    };
+    let path = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("", MatchedPath::as_str);
+    let method = request.method().as_str();
+    let ask = ROUTES
+        .iter()
+        .find(|(m, p, _)| *m == method && *p == path)
+        .map(|(_, _, ask)| *ask);
+    let decided = match ask {
+        Some(Ask::EachKey) => Ok(()),
+        Some(Ask::Tenant(kind, action)) => {
+            let target = collection(kind, principal, &NO_ATTRIBUTES);
+            state.allow(principal, client, &target, action).await
+        }
+        None => {
+            state
+                .refuse(principal, client, ("admin_api", path), "unlisted", None)
+                .await
+        }
+    };
+    match decided {
+        Ok(()) => next.run(request).await,
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+impl AppState {
+    /// Whether `principal` may do `action` on `target`; `Err` only when no decision could
+    /// be had.
+    async fn decide(
+        &self,
+        principal: &AdminPrincipal,
+        target: &Target<'_>,
+        action: &str,
+    ) -> Result<bool, routero_authz::AuthzError> {
+        let Some(authorizer) = &self.authorizer else {
+            return Ok(principal.roles.iter().any(|role| role == ADMIN_ROLE));
+        };
+        let snapshot = self.publisher.latest();
+        authorizer
+            .is_allowed(
+                snapshot.policy_version(),
+                &Principal {
+                    id: &principal.key_id,
+                    roles: &principal.roles,
+                    tenant: &principal.tenant_id,
+                    teams: &[],
+                    permissions: &principal.permissions,
+                },
+                target,
+                action,
+            )
+            .await
+    }
+
+    /// `Ok` when allowed; otherwise the refusal (403 `policy_denied`, or 503
+    /// `policy_engine_unavailable`), audited.
+    pub(super) async fn allow(
+        &self,
+        principal: &AdminPrincipal,
+        client: &ClientInfo,
+        target: &Target<'_>,
+        action: &str,
+    ) -> Result<(), ApiError> {
+        let resource = (target.kind, target.id);
+        match self.decide(principal, target, action).await {
+            Ok(true) => Ok(()),
+            Ok(false) => self.refuse(principal, client, resource, action, None).await,
+            Err(error) => {
+                tracing::error!(%error, "admin request refused: no policy decision");
+                self.refuse(principal, client, resource, action, Some(error))
+                    .await
+            }
+        }
+    }
+
+    /// May `principal` do `action` on this virtual key? Its owner is what the policies read.
+    pub(super) async fn allow_key(
+        &self,
+        principal: &AdminPrincipal,
+        client: &ClientInfo,
+        action: &str,
+        key: &KeyRecord,
+    ) -> Result<(), ApiError> {
+        let attributes = key
+            .owner
+            .iter()
+            .map(|owner| ("owner".to_owned(), owner.clone()))
+            .collect();
+        let target = Target {
+            kind: "key",
+            id: &key.id,
+            tenant: &key.tenant_id,
+            attributes: &attributes,
+        };
+        self.allow(principal, client, &target, action).await
+    }
+
+    /// Which keys `principal` may list: `None` for all of the tenant's, or the owner they
+    /// must have (its own). Refused when it may list neither.
+    pub(super) async fn listable_keys(
+        &self,
+        principal: &AdminPrincipal,
+        client: &ClientInfo,
+    ) -> Result<Option<String>, ApiError> {
+        let all = collection("key", principal, &NO_ATTRIBUTES);
+        match self.decide(principal, &all, "list").await {
+            Ok(true) => return Ok(None),
+            Ok(false) => {}
+            Err(error) => {
+                return self
+                    .refuse(principal, client, ("key", "*"), "list", Some(error))
+                    .await;
+            }
+        }
+        let own = BTreeMap::from([("owner".to_owned(), principal.key_id.clone())]);
+        self.allow(
+            principal,
+            client,
+            &collection("key", principal, &own),
+            "list",
+        )
+        .await
+        .map(|()| Some(principal.key_id.clone()))
+    }
+
+    /// Refuses a grant of roles or permissions the caller does not hold itself (only `admin`
+    /// may grant what it lacks), so that no principal can raise its own rights.
+    pub(super) async fn allow_grant(
+        &self,
+        principal: &AdminPrincipal,
+        client: &ClientInfo,
+        roles: &[String],
+        permissions: &[String],
+    ) -> Result<(), ApiError> {
+        let is_admin = principal.roles.iter().any(|role| role == ADMIN_ROLE);
+        let holds = roles.iter().all(|r| principal.roles.contains(r))
+            && permissions
+                .iter()
+                .all(|p| principal.permissions.contains(p));
+        if is_admin || holds {
+            return Ok(());
+        }
+        self.publish(self.refusal_event(
+            principal,
+            client,
+            ("role", "*"),
+            "grant",
+            "role_escalation",
+        ))
+        .await;
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "role_escalation",
+            "You may grant only roles and permissions you hold yourself.",
+        ))
+    }
+
+    /// Audits a refusal and returns it: the PDP's refusal, or its absence when `unavailable`.
+    async fn refuse<T>(
+        &self,
+        principal: &AdminPrincipal,
+        client: &ClientInfo,
+        resource: (&str, &str),
+        action: &str,
+        unavailable: Option<routero_authz::AuthzError>,
+    ) -> Result<T, ApiError> {
+        let (code, error) = match unavailable {
+            None => (
+                "policy_denied",
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "policy_denied",
+                    format!("Your roles do not allow {action} on {}.", resource.0),
+                ),
+            ),
+            Some(_) => (
+                "policy_engine_unavailable",
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "policy_engine_unavailable",
+                    "The policy engine is unavailable; nothing is allowed until it is back.",
+                ),
+            ),
+        };
+        self.publish(self.refusal_event(principal, client, resource, action, code))
+            .await;
+        Err(error)
+    }
+
+    fn refusal_event(
+        &self,
+        principal: &AdminPrincipal,
+        client: &ClientInfo,
+        resource: (&str, &str),
+        action: &str,
+        code: &str,
+    ) -> routero_core::audit::AuditEvent {
+        let mut actor = routero_bus::actor(ActorKind::AdminKey, Some(principal.key_id.clone()));
+        actor.source_ip.clone_from(&client.source_ip);
+        actor.user_agent.clone_from(&client.user_agent);
+        let mut event = routero_bus::event(
+            &principal.tenant_id,
+            EventType::PolicyBlocked,
+            actor,
+            routero_bus::resource(resource.0, Some(resource.1.to_owned())),
+            Outcome::Denied,
+        );
+        event.reason_code = Some(code.to_owned());
+        event.details.insert("action".into(), action.into());
+        if self.authorizer.is_some() {
+            event.policy_version = Some(self.publisher.latest().policy_version().to_owned())
+                .filter(|version| !version.is_empty());
+        }
+        event
+    }
+}
+
+static NO_ATTRIBUTES: BTreeMap<String, String> = BTreeMap::new();
+
+/// The principal's tenant's collection of `kind` (id `*`).
+fn collection<'a>(
+    kind: &'a str,
+    principal: &'a AdminPrincipal,
+    attributes: &'a BTreeMap<String, String>,
+) -> Target<'a> {
+    Target {
+        kind,
+        id: "*",
+        tenant: &principal.tenant_id,
+        attributes,
+    }
+}
+
+/// Checks a custom role's permissions: 1-100 of `"<kind>:<action>"` the policies know.
+pub(super) fn check_permissions(permissions: &[String]) -> Result<(), ApiError> {
+    if permissions.is_empty() || permissions.len() > 100 {
+        return Err(ApiError::bad_request(
+            "invalid_permissions",
+            "list 1-100 permissions",
+        ));
+    }
+    for permission in permissions {
+        let known = permission.split_once(':').is_some_and(|(kind, action)| {
+            PERMISSIONS
+                .iter()
+                .any(|(k, actions)| *k == kind && actions.contains(&action))
+        });
+        if !known {
+            return Err(ApiError::bad_request(
+                "invalid_permissions",
+                format!("{permission:.64}: not a <kind>:<action> the policies know"),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! Admin keys and custom roles: who may use the admin API, and with which permissions.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::access::{BUILT_IN_ROLES, check_permissions};
+use super::catalog::check_name;
+use super::extract::{Body, Path, Query};
+use super::keys::check_roles;
+use super::{ApiError, AppState, ClientInfo};
+use routero_core::audit::EventType;
+
+use crate::store::{AdminPrincipal, CustomRole};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewAdminKey {
+    name: String,
+    roles: Vec<String>,
+}
+
+/// Issues an admin key with built-in or custom roles; the key is in this response only.
+pub(super) async fn create_admin_key(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Extension(client): Extension<ClientInfo>,
+    Body(body): Body<NewAdminKey>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    check_name("name", &body.name)?;
+    check_roles(&body.roles)?;
+    if body.roles.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_roles",
+            "name at least one role",
+        ));
+    }
+    let custom = state.store.list_roles(&principal.tenant_id).await?;
+    if let Some(unknown) = body.roles.iter().find(|role| {
+        !BUILT_IN_ROLES.contains(&role.as_str()) && !custom.iter().any(|c| &c.name == *role)
+    }) {
+        return Err(ApiError::bad_request(
+            "unknown_role",
+            format!("{unknown}: neither a built-in role nor a custom role of this tenant"),
+        ));
+    }
+    state
+        .allow_grant(&principal, &client, &body.roles, &[])
+        .await?;
+    let (secret, key) = crate::issue_admin_key(
+        &state.store,
+        &state.hasher,
+        &principal.tenant_id,
+        &body.name,
+        &body.roles,
+    )
+    .await?;
+    state
+        .record(
+            &principal,
+            &client,
+            EventType::AdminKeyCreated,
+            ("admin_key", Some(key.id.clone())),
+        )
+        .await;
+    let mut body = json!(key);
+    body["key"] = Value::String(secret.expose_secret().to_owned());
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    #[serde(default)]
+    include_revoked: bool,
+}
+
+/// The tenant's admin keys (never their secrets).
+pub(super) async fn list_admin_keys(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let keys = state
+        .store
+        .list_admin_keys(&principal.tenant_id, query.include_revoked)
+        .await?;
+    Ok(Json(json!({ "admin_keys": keys })))
+}
+
+/// Revokes an admin key at once (never the tenant's last one with the admin role).
+pub(super) async fn revoke_admin_key(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Extension(client): Extension<ClientInfo>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let key = state
+        .store
+        .revoke_admin_key(&principal.tenant_id, &id)
+        .await?;
+    state
+        .record(
+            &principal,
+            &client,
+            EventType::AdminKeyRevoked,
+            ("admin_key", Some(key.id.clone())),
+        )
+        .await;
+    Ok(Json(json!(key)))
+}
+
+/// The tenant's custom roles.
+pub(super) async fn list_roles(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+) -> Result<Json<Value>, ApiError> {
+    let roles = state.store.list_roles(&principal.tenant_id).await?;
+    Ok(Json(json!({ "roles": roles })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RolePermissions {
+    permissions: Vec<String>,
+}
+
+/// Creates or replaces a custom role: a set of `"<kind>:<action>"` permissions.
+pub(super) async fn put_role(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Extension(client): Extension<ClientInfo>,
+    Path(name): Path<String>,
+    Body(body): Body<RolePermissions>,
+) -> Result<Json<Value>, ApiError> {
+    check_name("name", &name)?;
+    if BUILT_IN_ROLES.contains(&name.as_str()) {
+        return Err(ApiError::bad_request(
+            "reserved_role",
+            format!("{name} is a built-in role"),
+        ));
+    }
+    check_permissions(&body.permissions)?;
+    state
+        .allow_grant(&principal, &client, &[], &body.permissions)
+        .await?;
+    let mut permissions = body.permissions;
+    permissions.sort();
+    permissions.dedup();
+    let role = CustomRole { name, permissions };
+    state.store.put_role(&principal.tenant_id, &role).await?;
+    state
+        .record(
+            &principal,
+            &client,
+            EventType::RoleUpdated,
+            ("role", Some(role.name.clone())),
+        )
+        .await;
+    Ok(Json(json!(role)))
+}
+
+/// Deletes a custom role; admin keys holding it lose its permissions at their next request.
+pub(super) async fn delete_role(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Extension(client): Extension<ClientInfo>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state.store.delete_role(&principal.tenant_id, &name).await?;
+    state
+        .record(
+            &principal,
+            &client,
+            EventType::RoleDeleted,
+            ("role", Some(name.clone())),
+        )
+        .await;
+    Ok(Json(json!({ "deleted": name })))
+}

@@ -1,0 +1,203 @@
+//! Who may use the admin API: admin keys with their roles, and each tenant's custom roles.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Result, Store, from_json, new_id, now_unix, to_json, unique_violation};
+use crate::ControlPlaneError;
+use crate::store::{AdminKey, AdminPrincipal, CustomRole};
+
+impl Store {
+    /// Number of active admin keys of a tenant.
+    pub async fn admin_key_count(&self, tenant_id: &str) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM admin_keys WHERE tenant_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(tenant_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Stores an admin key's hash with its name and roles; returns the key's record.
+    pub async fn insert_admin_key(
+        &self,
+        tenant_id: &str,
+        hash: &[u8],
+        name: &str,
+        roles: &[String],
+    ) -> Result<AdminKey> {
+        let key = AdminKey {
+            id: new_id("adm"),
+            name: name.to_owned(),
+            roles: sorted(roles.to_vec()),
+            created_at: now_unix(),
+            revoked: false,
+        };
+        sqlx::query(
+            "INSERT INTO admin_keys (id, tenant_id, key_hash, name, roles, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&key.id)
+        .bind(tenant_id)
+        .bind(hash)
+        .bind(&key.name)
+        .bind(to_json(&key.roles)?)
+        .bind(key.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(key)
+    }
+
+    /// The principal of an active admin key with this hash, with the permissions of the
+    /// tenant's custom roles it holds.
+    pub async fn find_admin_key(&self, hash: &[u8]) -> Result<Option<AdminPrincipal>> {
+        let Some(row) = sqlx::query(
+            "SELECT id, tenant_id, roles FROM admin_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let tenant_id: String = row.try_get("tenant_id")?;
+        let roles: Vec<String> = from_json(&row.try_get::<String, _>("roles")?)?;
+        let permissions: Vec<String> = self
+            .list_roles(&tenant_id)
+            .await?
+            .into_iter()
+            .filter(|role| roles.contains(&role.name))
+            .flat_map(|role| role.permissions)
+            .collect();
+        Ok(Some(AdminPrincipal {
+            key_id: row.try_get("id")?,
+            tenant_id,
+            roles: sorted(roles),
+            permissions: sorted(permissions),
+        }))
+    }
+
+    /// The tenant's admin keys, oldest first; revoked ones only when asked.
+    pub async fn list_admin_keys(
+        &self,
+        tenant_id: &str,
+        include_revoked: bool,
+    ) -> Result<Vec<AdminKey>> {
+        sqlx::query(
+            "SELECT id, name, roles, created_at, revoked_at FROM admin_keys \
+             WHERE tenant_id = $1 AND ($2 OR revoked_at IS NULL) ORDER BY created_at, id",
+        )
+        .bind(tenant_id)
+        .bind(include_revoked)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(admin_key)
+        .collect()
+    }
+
+    /// Revokes an active admin key of the tenant. Refused (`Invalid`, `last_admin_key`) when
+    /// it is the tenant's last active key with the `admin` role, which would lock the tenant
+    /// out of its own administration.
+    pub async fn revoke_admin_key(&self, tenant_id: &str, key_id: &str) -> Result<AdminKey> {
+        let mut tx = self.pool.begin().await?;
+        let active = sqlx::query(
+            "SELECT id, name, roles, created_at, revoked_at FROM admin_keys \
+             WHERE tenant_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(tenant_id)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(admin_key)
+        .collect::<Result<Vec<_>>>()?;
+        let target = active
+            .iter()
+            .find(|key| key.id == key_id)
+            .cloned()
+            .ok_or(ControlPlaneError::NotFound("admin key"))?;
+        let is_admin = |key: &AdminKey| key.roles.iter().any(|r| r == "admin");
+        if is_admin(&target) && active.iter().filter(|k| is_admin(k)).count() == 1 {
+            return Err(ControlPlaneError::Invalid {
+                code: "last_admin_key",
+                message: "this is the tenant's last admin key with the admin role".into(),
+            });
+        }
+        sqlx::query("UPDATE admin_keys SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3")
+            .bind(now_unix())
+            .bind(tenant_id)
+            .bind(key_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(AdminKey {
+            revoked: true,
+            ..target
+        })
+    }
+
+    /// Creates or replaces the tenant's custom role `name`.
+    pub async fn put_role(&self, tenant_id: &str, role: &CustomRole) -> Result<()> {
+        let now = now_unix();
+        sqlx::query(
+            "INSERT INTO roles (tenant_id, name, permissions, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (tenant_id, name) \
+             DO UPDATE SET permissions = excluded.permissions, updated_at = excluded.updated_at",
+        )
+        .bind(tenant_id)
+        .bind(&role.name)
+        .bind(to_json(&role.permissions)?)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unique_violation(e, "role"))?;
+        Ok(())
+    }
+
+    /// The tenant's custom roles by name.
+    pub async fn list_roles(&self, tenant_id: &str) -> Result<Vec<CustomRole>> {
+        sqlx::query("SELECT name, permissions FROM roles WHERE tenant_id = $1 ORDER BY name")
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(CustomRole {
+                    name: row.try_get("name")?,
+                    permissions: from_json(&row.try_get::<String, _>("permissions")?)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes the tenant's custom role `name`; keys holding it lose its permissions.
+    pub async fn delete_role(&self, tenant_id: &str, name: &str) -> Result<()> {
+        let deleted = sqlx::query("DELETE FROM roles WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(ControlPlaneError::NotFound("role"));
+        }
+        Ok(())
+    }
+}
+
+fn admin_key(row: &AnyRow) -> Result<AdminKey> {
+    Ok(AdminKey {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        roles: from_json(&row.try_get::<String, _>("roles")?)?,
+        created_at: row.try_get("created_at")?,
+        revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+    })
+}
+
+fn sorted(mut items: Vec<String>) -> Vec<String> {
+    items.sort();
+    items.dedup();
+    items
+}
