@@ -195,7 +195,13 @@ impl Publisher {
             routes,
             credentials,
         )
-        .with_policy_version(policy_version))
+        .with_policy_version(policy_version)
+        .with_guardrails(rows.guardrails.into_iter().map(|(tenant_id, config_json)| {
+            v1::TenantGuardrails {
+                tenant_id,
+                config_json,
+            }
+        })))
     }
 
     fn seal_for_wire(&self, tenant: &str, ciphertext: &str) -> Result<Vec<u8>, ControlPlaneError> {

@@ -67,6 +67,9 @@ pub enum EventType {
     /// A custom role was deleted.
     #[serde(rename = "role.deleted")]
     RoleDeleted,
+    /// A tenant's guardrail pipeline was replaced.
+    #[serde(rename = "guardrails.updated")]
+    GuardrailsUpdated,
     /// A tenant's audit retention period changed.
     #[serde(rename = "audit.retention_changed")]
     AuditRetentionChanged,

@@ -15,6 +15,10 @@ pub enum Refusal {
     PolicyDenied,
     /// The policy engine could not decide; refused rather than allowed.
     PolicyEngineUnavailable,
+    /// A guardrail's `block` rule fired on the request or the response.
+    GuardrailBlocked,
+    /// The tenant's guardrails could not be loaded; refused rather than unscanned.
+    GuardrailUnavailable,
     /// No route exists for the requested model.
     ModelNotFound,
     /// The request body is not what the endpoint takes.
@@ -47,6 +51,8 @@ impl Refusal {
             Self::ModelNotAllowed => "model_not_allowed",
             Self::PolicyDenied => "policy_denied",
             Self::PolicyEngineUnavailable => "policy_engine_unavailable",
+            Self::GuardrailBlocked => "guardrail_blocked",
+            Self::GuardrailUnavailable => "guardrail_unavailable",
             Self::ModelNotFound => "model_not_found",
             Self::InvalidRequest => "invalid_request",
             Self::BodyTooLarge => "body_too_large",
@@ -65,12 +71,14 @@ impl Refusal {
         match self {
             Self::InvalidApiKey | Self::KeyExpired => 401,
             Self::IpNotAllowed | Self::ModelNotAllowed | Self::PolicyDenied => 403,
+            Self::GuardrailBlocked => 400,
             Self::ModelNotFound => 404,
             Self::InvalidRequest => 400,
             Self::BodyTooLarge => 413,
             Self::ControlPlaneUnreachable
             | Self::AuditUnavailable
-            | Self::PolicyEngineUnavailable => 503,
+            | Self::PolicyEngineUnavailable
+            | Self::GuardrailUnavailable => 503,
             Self::UpstreamUnreachable | Self::UpstreamAuthFailed | Self::UpstreamError => 502,
             Self::UpstreamTimeout => 504,
             Self::UpstreamRateLimited => 429,
@@ -82,12 +90,14 @@ impl Refusal {
         match self {
             Self::InvalidApiKey | Self::KeyExpired => "authentication_error",
             Self::IpNotAllowed | Self::ModelNotAllowed | Self::PolicyDenied => "permission_error",
-            Self::ModelNotFound | Self::InvalidRequest | Self::BodyTooLarge => {
-                "invalid_request_error"
-            }
+            Self::ModelNotFound
+            | Self::InvalidRequest
+            | Self::BodyTooLarge
+            | Self::GuardrailBlocked => "invalid_request_error",
             Self::ControlPlaneUnreachable
             | Self::AuditUnavailable
             | Self::PolicyEngineUnavailable
+            | Self::GuardrailUnavailable
             | Self::UpstreamUnreachable
             | Self::UpstreamTimeout
             | Self::UpstreamAuthFailed
@@ -108,6 +118,12 @@ impl Refusal {
             }
             Self::PolicyEngineUnavailable => {
                 "The gateway cannot check its policies right now and refuses the request."
+            }
+            Self::GuardrailBlocked => {
+                "The gateway's guardrails blocked this request: it carries content the tenant's policy does not allow."
+            }
+            Self::GuardrailUnavailable => {
+                "The gateway cannot apply its guardrails right now and refuses the request."
             }
             Self::ModelNotFound => "The requested model does not exist.",
             Self::InvalidRequest => "The request body is not valid.",

@@ -6,6 +6,7 @@ mod caller;
 mod config;
 mod error;
 mod follow;
+mod guard;
 mod live;
 mod persist;
 mod provider;

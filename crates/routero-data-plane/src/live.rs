@@ -12,6 +12,7 @@ use routero_crypto::{KeyHasher, SealingKey};
 use routero_proto::{WireState, aad};
 
 use crate::DataPlaneError;
+use crate::guard::TenantGuard;
 use crate::provider::Upstream;
 
 /// A snapshot with everything decoded and unsealed, ready for requests.
@@ -23,6 +24,9 @@ pub struct Live {
     pub hasher: KeyHasher,
     /// Each credential prepared for requests, by credential id.
     upstreams: HashMap<String, Upstream>,
+    /// Each tenant's compiled guardrails; `None` when its configuration did not compile here,
+    /// which refuses the tenant's requests rather than leaving them unscanned.
+    guards: HashMap<String, Option<Arc<TenantGuard>>>,
 }
 
 impl Live {
@@ -69,12 +73,35 @@ impl Live {
                 }
             })
             .collect();
+        let guards = state
+            .guardrails()
+            .map(|g| {
+                let guard = TenantGuard::build(&g.config_json, &hasher, &g.tenant_id)
+                    .map_err(|error| {
+                        tracing::error!(tenant = %g.tenant_id, %error, "guardrails did not compile; the tenant's requests are refused");
+                    })
+                    .ok()
+                    .map(Arc::new);
+                (g.tenant_id.clone(), guard)
+            })
+            .collect();
         Ok(Self {
             snapshot: Snapshot::new(state.version(), keys, routes, credentials)
                 .with_policy_version(state.policy_version()),
             hasher,
             upstreams,
+            guards,
         })
+    }
+
+    /// The tenant's guardrails: `Ok(None)` when it has none, `Err` when they could not be
+    /// loaded (refuse).
+    pub fn guard(&self, tenant: &str) -> Result<Option<&Arc<TenantGuard>>, ()> {
+        match self.guards.get(tenant) {
+            None => Ok(None),
+            Some(Some(guard)) => Ok(Some(guard)),
+            Some(None) => Err(()),
+        }
     }
 
     /// The prepared upstream for a credential of `tenant`.

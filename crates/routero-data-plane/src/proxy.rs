@@ -19,6 +19,7 @@ use routero_core::{KeyPolicy, Refusal};
 use serde_json::{Map, Value, json};
 
 use crate::caller::{Caller, authenticate, client_ip};
+use crate::guard::{Blocked, Counts};
 use crate::live::Gateway;
 use crate::provider::{Endpoint, Provider};
 use crate::refusal::Refused;
@@ -39,13 +40,79 @@ pub struct App {
 #[derive(Debug, Clone)]
 pub(crate) struct RequestId(pub(crate) String);
 
-/// What a request revealed about itself on its way, for its audit event.
+/// What a request revealed about itself on its way, for its audit events.
 #[derive(Default)]
 struct Seen {
     key: Option<Arc<KeyPolicy>>,
     model: Option<String>,
     /// The policy version that decided the request, when policies are on.
     policy_version: Option<String>,
+    /// What the guardrails found, per stage (`request`, `response`).
+    guardrails: Vec<(&'static str, Counts, Blocked)>,
+}
+
+/// What a request's audit events share: who sent it and which request it is.
+#[derive(Clone)]
+struct Origin {
+    client: IpAddr,
+    user_agent: Option<String>,
+    request_id: String,
+}
+
+impl Origin {
+    fn actor(&self, key: Option<&KeyPolicy>) -> routero_core::audit::Actor {
+        let mut actor = routero_bus::actor(
+            if key.is_some() {
+                ActorKind::VirtualKey
+            } else {
+                ActorKind::Anonymous
+            },
+            key.map(|k| k.key_id.clone()),
+        );
+        actor.source_ip = Some(self.client.to_string());
+        actor.user_agent.clone_from(&self.user_agent);
+        actor
+    }
+
+    /// `request.guardrail_triggered`: detectors, actions and counts, never the matched text.
+    fn guardrail_event(
+        &self,
+        key: &KeyPolicy,
+        model: Option<String>,
+        stage: &str,
+        counts: &Counts,
+        blocked: Option<&str>,
+    ) -> AuditEvent {
+        let mut event = routero_bus::event(
+            &key.tenant_id,
+            EventType::RequestGuardrailTriggered,
+            self.actor(Some(key)),
+            routero_bus::resource("model", model),
+            if blocked.is_some() {
+                Outcome::Denied
+            } else {
+                Outcome::Success
+            },
+        );
+        event.reason_code = blocked.map(|_| Refusal::GuardrailBlocked.code().to_owned());
+        event.request_id = Some(self.request_id.clone());
+        event.details.insert("stage".into(), Value::from(stage));
+        if let Some(detector) = blocked {
+            event
+                .details
+                .insert("blocked_by".into(), Value::from(detector));
+        }
+        let findings: Vec<Value> = counts
+            .iter()
+            .map(|((detector, action), count)| {
+                json!({ "detector": detector, "action": action, "count": count })
+            })
+            .collect();
+        event
+            .details
+            .insert("findings".into(), Value::from(findings));
+        event
+    }
 }
 
 fn now_unix() -> i64 {
@@ -117,12 +184,27 @@ async fn audited(
             }
         },
     };
+    let origin = Origin {
+        client,
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(256).collect()),
+        request_id: request_id.0.clone(),
+    };
     let mut seen = Seen::default();
-    let result = proxy(app, client, headers, body, endpoint, &mut seen).await;
+    let result = proxy(app, &origin, headers, body, endpoint, &mut seen).await;
     if let Some(reservation) = reservation {
-        reservation.publish(request_event(
-            &seen, client, headers, request_id, endpoint, &result,
-        ));
+        reservation.publish(request_event(&seen, &origin, endpoint, &result));
+    }
+    if let (Some(bus), Some(key)) = (&app.audit, &seen.key) {
+        for (stage, counts, blocked) in &seen.guardrails {
+            let event =
+                origin.guardrail_event(key, seen.model.clone(), stage, counts, blocked.as_deref());
+            if let Err(error) = bus.publish(event).await {
+                tracing::error!(%error, "guardrail event not recorded");
+            }
+        }
     }
     result.unwrap_or_else(IntoResponse::into_response)
 }
@@ -130,9 +212,7 @@ async fn audited(
 /// The audit event of a proxied request: routed, blocked by the gateway, or failed upstream.
 fn request_event(
     seen: &Seen,
-    client: IpAddr,
-    headers: &HeaderMap,
-    request_id: &RequestId,
+    origin: &Origin,
     endpoint: Endpoint,
     result: &Result<Response, Refused>,
 ) -> AuditEvent {
@@ -172,29 +252,16 @@ fn request_event(
         }
     };
     let key = seen.key.as_deref();
-    let mut actor = routero_bus::actor(
-        if key.is_some() {
-            ActorKind::VirtualKey
-        } else {
-            ActorKind::Anonymous
-        },
-        key.map(|k| k.key_id.clone()),
-    );
-    actor.source_ip = Some(client.to_string());
-    actor.user_agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|ua| ua.chars().take(256).collect());
     let tenant = key.map_or(UNATTRIBUTED_TENANT, |k| k.tenant_id.as_str());
     let mut event = routero_bus::event(
         tenant,
         action,
-        actor,
+        origin.actor(key),
         routero_bus::resource("model", seen.model.clone()),
         outcome,
     );
     event.reason_code = reason.map(str::to_owned);
-    event.request_id = Some(request_id.0.clone());
+    event.request_id = Some(origin.request_id.clone());
     event.policy_version.clone_from(&seen.policy_version);
     event
         .details
@@ -217,13 +284,13 @@ fn is_length_limit(error: &axum::Error) -> bool {
 
 async fn proxy(
     app: &App,
-    client: IpAddr,
+    origin: &Origin,
     headers: &HeaderMap,
     body: Body,
     endpoint: Endpoint,
     seen: &mut Seen,
 ) -> Result<Response, Refused> {
-    let caller = authenticate(&app.gateway, headers, client, now_unix())?;
+    let caller = authenticate(&app.gateway, headers, origin.client, now_unix())?;
     seen.key = Some(Arc::clone(&caller.key));
     let bytes = axum::body::to_bytes(body, app.max_body_bytes)
         .await
@@ -258,6 +325,22 @@ async fn proxy(
         seen.policy_version = Some(snapshot.policy_version.clone());
         authorize(app, &snapshot.policy_version, &caller.key, route).await?;
     }
+    let guard = caller
+        .live
+        .guard(&caller.key.tenant_id)
+        .map_err(|()| Refusal::GuardrailUnavailable)?
+        .cloned();
+    if let Some(guard) = &guard {
+        let mut counts = Counts::new();
+        let blocked = guard.request(&route.name, &mut request, &mut counts);
+        let refuse = blocked.is_some();
+        if !counts.is_empty() {
+            seen.guardrails.push(("request", counts, blocked));
+        }
+        if refuse {
+            return Err(Refusal::GuardrailBlocked.into());
+        }
+    }
     let (deployment, upstream) = route
         .deployments
         .iter()
@@ -274,9 +357,76 @@ async fn proxy(
     );
     let upstream_body =
         serde_json::to_vec(&request).map_err(|_| Refused::invalid("unserializable body"))?;
-    app.provider
+    let response = app
+        .provider
         .forward(upstream, endpoint, upstream_body)
+        .await?;
+    match guard {
+        Some(guard) if matches!(endpoint, Endpoint::ChatCompletions) => {
+            guard_response(app, origin, &caller.key, &route.name, guard, response, seen).await
+        }
+        _ => Ok(response),
+    }
+}
+
+/// Largest chat completion (not streamed) the guardrails read whole.
+const MAX_SCANNED_RESPONSE: usize = 32 * 1024 * 1024;
+
+/// Scans a chat completion before the client sees it: whole, or streamed through the
+/// hold-back (its audit event then leaves when the stream ends).
+async fn guard_response(
+    app: &App,
+    origin: &Origin,
+    key: &Arc<KeyPolicy>,
+    route: &str,
+    guard: Arc<crate::guard::TenantGuard>,
+    response: Response,
+    seen: &mut Seen,
+) -> Result<Response, Refused> {
+    let (mut parts, body) = response.into_parts();
+    let streamed = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if streamed {
+        let (bus, origin, key, model) = (
+            app.audit.clone(),
+            origin.clone(),
+            Arc::clone(key),
+            seen.model.clone(),
+        );
+        let body = guard.stream(route.to_owned(), body, move |counts, blocked| {
+            if let Some(bus) = bus.filter(|_| !counts.is_empty()) {
+                let event =
+                    origin.guardrail_event(&key, model, "response", &counts, blocked.as_deref());
+                tokio::spawn(async move {
+                    if let Err(error) = bus.publish(event).await {
+                        tracing::error!(%error, "guardrail event not recorded");
+                    }
+                });
+            }
+        });
+        return Ok(Response::from_parts(parts, body));
+    }
+    let bytes = axum::body::to_bytes(body, MAX_SCANNED_RESPONSE)
         .await
+        .map_err(|_| Refusal::UpstreamError)?;
+    // What cannot be read cannot be scanned: refused rather than relayed unscanned.
+    let mut completion: Value =
+        serde_json::from_slice(&bytes).map_err(|_| Refusal::UpstreamError)?;
+    let mut counts = Counts::new();
+    let blocked = guard.response(route, &mut completion, &mut counts);
+    let refuse = blocked.is_some();
+    if !counts.is_empty() {
+        seen.guardrails.push(("response", counts, blocked));
+    }
+    if refuse {
+        return Err(Refusal::GuardrailBlocked.into());
+    }
+    let body = serde_json::to_vec(&completion).map_err(|_| Refusal::UpstreamError)?;
+    Ok(Response::from_parts(parts, Body::from(body)))
 }
 
 /// Asks the policies whether the key may invoke the route's model; no engine, or no answer,

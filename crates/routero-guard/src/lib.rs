@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod action;
+mod config;
 mod detectors;
 mod scanner;
 mod stream;
@@ -11,6 +12,7 @@ mod stream;
 use thiserror::Error;
 
 pub use action::{Action, Applied, Policy, Selector};
+pub use config::{CustomRuleConfig, GuardrailConfig, Pipeline, RuleConfig};
 pub use detectors::Category;
 pub use scanner::{CustomRule, Detector, Finding, Scanner};
 pub use stream::{Released, StreamScanner};
@@ -26,6 +28,9 @@ pub enum GuardError {
         /// Why.
         reason: String,
     },
+    /// A guardrail configuration was refused.
+    #[error("{0}")]
+    InvalidConfig(String),
     /// A built-in pattern failed to compile (a bug).
     #[error("built-in detector: {0}")]
     Builtin(String),

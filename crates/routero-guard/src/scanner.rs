@@ -163,6 +163,11 @@ impl Scanner {
         })
     }
 
+    /// Whether a detector of this name exists.
+    pub fn has_detector(&self, name: &str) -> bool {
+        self.detectors.iter().any(|d| d.name == name)
+    }
+
     /// The detector a finding names.
     pub fn detector(&self, index: usize) -> Option<&Detector> {
         self.detectors.get(index)

@@ -17,6 +17,7 @@ pub struct WireState {
     keys: BTreeMap<Vec<u8>, v1::VirtualKey>,
     routes: BTreeMap<RouteKey, v1::ModelRoute>,
     credentials: BTreeMap<String, v1::Credential>,
+    guardrails: BTreeMap<String, v1::TenantGuardrails>,
 }
 
 /// What applying a message did.
@@ -52,7 +53,25 @@ impl WireState {
             keys: keys.into_iter().map(|k| (k.key_hash.clone(), k)).collect(),
             routes: routes.into_iter().map(|r| (route_key(&r), r)).collect(),
             credentials: credentials.into_iter().map(|c| (c.id.clone(), c)).collect(),
+            guardrails: BTreeMap::new(),
         }
+    }
+
+    /// The same state with these tenants' guardrail pipelines.
+    pub fn with_guardrails(
+        mut self,
+        guardrails: impl IntoIterator<Item = v1::TenantGuardrails>,
+    ) -> Self {
+        self.guardrails = guardrails
+            .into_iter()
+            .map(|g| (g.tenant_id.clone(), g))
+            .collect();
+        self
+    }
+
+    /// Tenants' guardrail pipelines.
+    pub fn guardrails(&self) -> impl Iterator<Item = &v1::TenantGuardrails> {
+        self.guardrails.values()
     }
 
     /// The version of this state.
@@ -101,6 +120,7 @@ impl WireState {
                 credentials: self.credentials.values().cloned().collect(),
                 sealed_pepper: self.sealed_pepper.clone(),
                 policy_version: self.policy_version.clone(),
+                guardrails: self.guardrails.values().cloned().collect(),
             })),
         }
     }
@@ -120,6 +140,8 @@ impl WireState {
             removed_credentials: removed(&self.credentials, &next.credentials),
             policy_version: (next.policy_version != self.policy_version)
                 .then(|| next.policy_version.clone()),
+            upsert_guardrails: changed(&self.guardrails, &next.guardrails),
+            removed_guardrails: removed(&self.guardrails, &next.guardrails),
         };
         let empty = delta.upsert_keys.is_empty()
             && delta.removed_key_hashes.is_empty()
@@ -127,7 +149,9 @@ impl WireState {
             && delta.removed_routes.is_empty()
             && delta.upsert_credentials.is_empty()
             && delta.removed_credentials.is_empty()
-            && delta.policy_version.is_none();
+            && delta.policy_version.is_none()
+            && delta.upsert_guardrails.is_empty()
+            && delta.removed_guardrails.is_empty();
         (!empty || next.version != self.version).then_some(v1::SnapshotMessage {
             version: next.version,
             body: Some(Body::Delta(delta)),
@@ -162,7 +186,8 @@ impl WireState {
                     full.routes,
                     full.credentials,
                 )
-                .with_policy_version(full.policy_version);
+                .with_policy_version(full.policy_version)
+                .with_guardrails(full.guardrails);
             }
             Body::Delta(delta) => {
                 if delta.base_version != self.version {
@@ -188,6 +213,13 @@ impl WireState {
                 }
                 for credential in delta.upsert_credentials {
                     self.credentials.insert(credential.id.clone(), credential);
+                }
+                for tenant in delta.removed_guardrails {
+                    self.guardrails.remove(&tenant);
+                }
+                for guardrails in delta.upsert_guardrails {
+                    self.guardrails
+                        .insert(guardrails.tenant_id.clone(), guardrails);
                 }
                 if let Some(policy_version) = delta.policy_version {
                     self.policy_version = policy_version;
@@ -293,6 +325,30 @@ mod tests {
         let same =
             WireState::new(4, vec![], [key(1, &[])], [], []).with_policy_version("p2".into());
         assert!(new.delta_to(&same).is_none(), "no change, no delta");
+    }
+
+    #[test]
+    fn guardrails_travel_in_deltas_and_full_snapshots() {
+        let rails = |tenant: &str, json: &str| v1::TenantGuardrails {
+            tenant_id: tenant.into(),
+            config_json: json.into(),
+        };
+        let old = WireState::new(3, vec![], [], [], [])
+            .with_guardrails([rails("a", "{}"), rails("b", "{}")]);
+        let new = WireState::new(4, vec![], [], [], [])
+            .with_guardrails([rails("a", r#"{"rules":[]}"#), rails("c", "{}")]);
+        let delta = old.delta_to(&new).unwrap();
+        let Some(Body::Delta(d)) = &delta.body else {
+            panic!("not a delta")
+        };
+        assert_eq!(d.upsert_guardrails.len(), 2, "changed a and new c only");
+        assert_eq!(d.removed_guardrails, vec!["b".to_owned()]);
+        let mut applied = old.clone();
+        applied.apply(delta).unwrap();
+        assert_eq!(applied, new);
+        let mut fresh = WireState::default();
+        fresh.apply(new.to_full_message()).unwrap();
+        assert_eq!(fresh, new);
     }
 
     #[test]

@@ -187,14 +187,38 @@ async fn chat(
         Err(response) => return response,
     };
     let model = body["model"].as_str().unwrap_or_default().to_owned();
-    let reply = format!("fake reply to: {}", last_user_text(&body));
+    let text = last_user_text(&body);
+    // "say:<text>" answers <text>, "say64:<base64>" answers the decoded text (so a request
+    // can ask for what it does not carry), "call:<text>" calls a tool with <text> as its
+    // arguments (streamed: split across the chunks); anything else gets an answer naming it.
+    let decoded = text
+        .strip_prefix("say64:")
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .and_then(|bytes| String::from_utf8(bytes).ok());
+    let scripted = match (
+        decoded,
+        text.strip_prefix("say:"),
+        text.strip_prefix("call:"),
+    ) {
+        (Some(said), _, _) => Some((said, false)),
+        (None, Some(said), _) => Some((said.to_owned(), false)),
+        (None, None, Some(arguments)) => Some((arguments.to_owned(), true)),
+        (None, None, None) => None,
+    };
+    let reply = format!("fake reply to: {text}");
     if body["stream"].as_bool() != Some(true) {
+        let message = match &scripted {
+            Some((arguments, true)) => json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_fake", "type": "function", "function": {"name": "lookup", "arguments": arguments}}]}),
+            Some((said, false)) => json!({"role": "assistant", "content": said}),
+            None => json!({"role": "assistant", "content": reply}),
+        };
         return Json(json!({
             "id": "chatcmpl-fake",
             "object": "chat.completion",
             "created": 0,
             "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 1, "completion_tokens": config.chunks, "total_tokens": config.chunks + 1},
         }))
         .into_response();
@@ -203,6 +227,7 @@ async fn chat(
     let chunks = config.chunks;
     let stream = futures_util::stream::unfold(0usize, move |i| {
         let model = model.clone();
+        let scripted = scripted.clone();
         async move {
             if i > chunks + 1 {
                 return None;
@@ -216,10 +241,22 @@ async fn chat(
                 let (delta, finish) = if i == chunks {
                     (json!({}), json!("stop"))
                 } else {
-                    (
-                        json!({"role": "assistant", "content": format!("chunk{i} ")}),
-                        Value::Null,
-                    )
+                    match &scripted {
+                        Some((text, tool)) => {
+                            let piece = nth_piece(text, i, chunks);
+                            let delta = if *tool {
+                                json!({"tool_calls": [{"index": 0, "id": "call_fake", "type": "function",
+                                    "function": {"name": "lookup", "arguments": piece}}]})
+                            } else {
+                                json!({"role": "assistant", "content": piece})
+                            };
+                            (delta, Value::Null)
+                        }
+                        None => (
+                            json!({"role": "assistant", "content": format!("chunk{i} ")}),
+                            Value::Null,
+                        ),
+                    }
                 };
                 let chunk = json!({
                     "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
@@ -237,6 +274,13 @@ async fn chat(
         .header(header::CONTENT_TYPE, "text/event-stream")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "response"))
+}
+
+/// The `i`th of `n` nearly equal pieces of `text` (split on character boundaries).
+fn nth_piece(text: &str, i: usize, n: usize) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let size = chars.len().div_ceil(n.max(1));
+    chars.iter().skip(i * size).take(size).collect()
 }
 
 /// A deterministic 8-dimensional vector for a text.

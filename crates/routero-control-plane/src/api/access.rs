@@ -96,6 +96,8 @@ const ROUTES: &[(&str, &str, Ask)] = &[
         "/admin-keys/{id}",
         Ask::Tenant("admin_key", "revoke"),
     ),
+    ("GET", "/guardrails", Ask::Tenant("policy", "read")),
+    ("PUT", "/guardrails", Ask::Tenant("policy", "update")),
     ("GET", "/roles", Ask::Tenant("policy", "read")),
     ("PUT", "/roles/{name}", Ask::Tenant("policy", "update")),
     ("DELETE", "/roles/{name}", Ask::Tenant("policy", "update")),

@@ -8,6 +8,7 @@ mod catalog;
 mod directory;
 mod error;
 mod extract;
+mod guardrails;
 mod keys;
 mod principals;
 
@@ -143,6 +144,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/admin-keys/{id}", delete(principals::revoke_admin_key))
         .route("/roles", get(principals::list_roles))
+        .route("/guardrails", get(guardrails::get).put(guardrails::put))
         .route(
             "/roles/{name}",
             put(principals::put_role).delete(principals::delete_role),

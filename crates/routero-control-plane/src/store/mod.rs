@@ -51,6 +51,12 @@ const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[
         include_str!("../../../../migrations/postgres/0003_admin_rbac.sql"),
         include_str!("../../../../migrations/sqlite/0003_admin_rbac.sql"),
     ),
+    (
+        4,
+        "guardrails",
+        include_str!("../../../../migrations/postgres/0004_guardrails.sql"),
+        include_str!("../../../../migrations/sqlite/0004_guardrails.sql"),
+    ),
 ];
 
 type Result<T> = std::result::Result<T, ControlPlaneError>;
@@ -608,6 +614,35 @@ impl Store {
         Ok(revoked)
     }
 
+    // ---- guardrails ----
+
+    /// The tenant's guardrail configuration (JSON), if it has one.
+    pub async fn guardrails(&self, tenant_id: &str) -> Result<Option<String>> {
+        sqlx::query("SELECT config FROM guardrails WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| Ok(row.try_get("config")?))
+            .transpose()
+    }
+
+    /// Replaces the tenant's guardrail configuration; data planes apply it from the next
+    /// snapshot.
+    pub async fn put_guardrails(&self, tenant_id: &str, config: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO guardrails (tenant_id, config, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id) DO UPDATE SET config = excluded.config, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(tenant_id)
+        .bind(config)
+        .bind(now_unix())
+        .execute(&mut *tx)
+        .await?;
+        self.commit_change(tx).await
+    }
+
     // ---- snapshots ----
 
     /// The current snapshot version.
@@ -632,12 +667,20 @@ impl Store {
                 .collect::<Result<Vec<_>>>()?;
             let routes = self.list_routes(None).await?;
             let credentials = self.sealed_credentials(None).await?;
+            let guardrails =
+                sqlx::query("SELECT tenant_id, config FROM guardrails ORDER BY tenant_id")
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(|row| Ok((row.try_get("tenant_id")?, row.try_get("config")?)))
+                    .collect::<Result<Vec<_>>>()?;
             if self.snapshot_version().await? == version {
                 return Ok(StateRows {
                     version,
                     keys,
                     routes,
                     credentials,
+                    guardrails,
                 });
             }
         }

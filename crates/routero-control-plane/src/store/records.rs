@@ -178,4 +178,6 @@ pub struct StateRows {
     pub routes: Vec<Route>,
     /// Credentials with ciphertexts.
     pub credentials: Vec<SealedCredential>,
+    /// `(tenant id, guardrail configuration JSON)`.
+    pub guardrails: Vec<(String, String)>,
 }

@@ -1,0 +1,53 @@
+//! The tenant's guardrail pipeline: validated here by compiling it, enforced by data planes
+//! from the next snapshot.
+
+use axum::extract::State;
+use axum::{Extension, Json};
+use routero_core::audit::EventType;
+use routero_guard::{GuardrailConfig, Pipeline};
+use serde_json::{Value, json};
+
+use super::extract::Body;
+use super::{ApiError, AppState, ClientInfo};
+use crate::ControlPlaneError;
+use crate::store::AdminPrincipal;
+
+/// The tenant's pipeline (empty when none is set: nothing is scanned).
+pub(super) async fn get(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+) -> Result<Json<Value>, ApiError> {
+    let config: GuardrailConfig = match state.store.guardrails(&principal.tenant_id).await? {
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| ControlPlaneError::Corrupt(format!("guardrails: {e}")))?,
+        None => GuardrailConfig::default(),
+    };
+    Ok(Json(json!(config)))
+}
+
+/// Replaces the tenant's pipeline; a configuration that does not compile (unknown detector,
+/// a custom regex that is invalid or could run away) is refused whole.
+pub(super) async fn put(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Extension(client): Extension<ClientInfo>,
+    Body(config): Body<GuardrailConfig>,
+) -> Result<Json<Value>, ApiError> {
+    Pipeline::compile(&config)
+        .map_err(|e| ApiError::bad_request("invalid_guardrails", e.to_string()))?;
+    let text = serde_json::to_string(&config)
+        .map_err(|e| ControlPlaneError::Corrupt(format!("guardrails: {e}")))?;
+    state
+        .store
+        .put_guardrails(&principal.tenant_id, &text)
+        .await?;
+    state
+        .record(
+            &principal,
+            &client,
+            EventType::GuardrailsUpdated,
+            ("guardrails", None),
+        )
+        .await;
+    Ok(Json(json!(config)))
+}
