@@ -143,10 +143,11 @@ def test_each_case_leaves_its_audit_event(guarded):
     def seen(detector, action):
         return [e for e in triggered() if any(f["detector"] == detector and f["action"] == action
                                               for f in e["event"]["details"]["findings"])]
+    def jailbreaks():
+        return [e for e in triggered() if e["event"]["details"].get("blocked_by") not in (None, "github_token")]
     wait_until(lambda: seen("email", "redact") and seen("card_number", "mask") and seen("github_token", "block")
-               and [e for e in triggered() if e["event"]["details"].get("blocked_by") and
-                    e["event"]["details"]["findings"][0]["action"] == "block"],
-               what="guardrail events")
+               and jailbreaks(), what="guardrail events")
+    assert all(f["action"] == "block" for f in jailbreaks()[0]["event"]["details"]["findings"])
     stream_event = [e["event"] for e in seen("card_number", "mask") if e["event"]["details"]["stage"] == "response"][0]
     assert stream_event["details"]["stage"] == "response" and stream_event["request_id"]
     block = seen("github_token", "block")[0]["event"]
