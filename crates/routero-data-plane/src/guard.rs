@@ -58,6 +58,22 @@ impl TenantGuard {
         blocked
     }
 
+    /// Runs `walk` with a visitor that rewrites each text it is given under the route's rules.
+    fn scan(
+        &self,
+        route: &str,
+        counts: &mut Counts,
+        walk: impl FnOnce(&mut dyn FnMut(&mut String)),
+    ) -> Blocked {
+        let policy = self.pipeline.policy_for(route);
+        let mut blocked = None;
+        walk(&mut |text: &mut String| {
+            let found = self.text(policy, text, counts);
+            blocked = blocked.take().or(found);
+        });
+        blocked
+    }
+
     /// Scans every text of a request body in place.
     pub fn request(
         &self,
@@ -65,41 +81,29 @@ impl TenantGuard {
         body: &mut Map<String, Value>,
         counts: &mut Counts,
     ) -> Blocked {
-        let policy = self.pipeline.policy_for(route);
-        let mut blocked = None;
-        let mut visit = |text: &mut String| {
-            let found = self.text(policy, text, counts);
-            blocked = blocked.take().or(found);
-        };
-        if let Some(Value::Array(messages)) = body.get_mut("messages") {
-            for message in messages {
-                message_texts(message, &mut visit);
+        self.scan(route, counts, |visit| {
+            if let Some(Value::Array(messages)) = body.get_mut("messages") {
+                for message in messages {
+                    message_texts(message, visit);
+                }
             }
-        }
-        for field in ["input", "prompt"] {
-            if let Some(value) = body.get_mut(field) {
-                strings(value, &mut visit);
+            for field in ["input", "prompt"] {
+                if let Some(value) = body.get_mut(field) {
+                    strings(value, visit);
+                }
             }
-        }
-        blocked
+        })
     }
 
     /// Scans a chat completion (not streamed) in place.
     pub fn response(&self, route: &str, body: &mut Value, counts: &mut Counts) -> Blocked {
-        let policy = self.pipeline.policy_for(route);
-        let mut blocked = None;
-        let mut visit = |text: &mut String| {
-            let found = self.text(policy, text, counts);
-            blocked = blocked.take().or(found);
-        };
-        if let Some(Value::Array(choices)) = body.get_mut("choices") {
-            for choice in choices {
-                if let Some(message) = choice.get_mut("message") {
-                    message_texts(message, &mut visit);
+        self.scan(route, counts, |visit| {
+            if let Some(Value::Array(choices)) = body.get_mut("choices") {
+                for message in choices.iter_mut().filter_map(|c| c.get_mut("message")) {
+                    message_texts(message, visit);
                 }
             }
-        }
-        blocked
+        })
     }
 
     /// Relays a streamed chat completion through the guardrails; `done` gets the counts and
@@ -143,7 +147,7 @@ impl TenantGuard {
 
 /// Calls `visit` on every text of a chat message: its content (or text parts), and its
 /// tool-call and function-call arguments.
-fn message_texts(message: &mut Value, visit: &mut impl FnMut(&mut String)) {
+fn message_texts(message: &mut Value, visit: &mut dyn FnMut(&mut String)) {
     match message.get_mut("content") {
         Some(Value::String(text)) => visit(text),
         Some(Value::Array(parts)) => {
@@ -168,7 +172,7 @@ fn message_texts(message: &mut Value, visit: &mut impl FnMut(&mut String)) {
 }
 
 /// Calls `visit` on a string or each string of an array (token arrays are not text).
-fn strings(value: &mut Value, visit: &mut impl FnMut(&mut String)) {
+fn strings(value: &mut Value, visit: &mut dyn FnMut(&mut String)) {
     match value {
         Value::String(text) => visit(text),
         Value::Array(items) => items.iter_mut().for_each(|item| strings(item, visit)),
@@ -187,7 +191,8 @@ struct Relay<'a> {
     /// Counts of scanners already finished.
     finished: Counts,
     blocked: Blocked,
-    /// The last chunk seen, as a template for the chunks that release held-back text.
+    /// The stream's first chunk, as a template (id, model, ...) for the chunks that release
+    /// held-back text.
     template: Option<Map<String, Value>>,
 }
 
@@ -242,7 +247,9 @@ impl<'a> Relay<'a> {
                 }
             }
         }
-        self.template = Some(chunk.clone());
+        if self.template.is_none() {
+            self.template = Some(chunk.clone());
+        }
         if self.blocked.is_some() {
             return out + &self.chunk_event(&chunk) + &self.error_event();
         }
@@ -327,7 +334,10 @@ impl<'a> Relay<'a> {
     }
 
     fn chunk_event(&self, chunk: &Map<String, Value>) -> String {
-        format!("data: {}\n\n", Value::Object(chunk.clone()))
+        format!(
+            "data: {}\n\n",
+            serde_json::to_string(chunk).unwrap_or_default()
+        )
     }
 
     fn error_event(&self) -> String {

@@ -1,6 +1,7 @@
 //! The OpenAI-compatible endpoints. Each request reads the snapshot once, then:
 //! authenticate (key hash lookup) → key checks (expiry, CIDR) → bounded body read →
-//! model allowlist → route → provider adapter, relaying the answer as it arrives.
+//! model allowlist → route → policy decision → guardrails on the request → provider adapter,
+//! relaying the answer as it arrives (through the guardrails for chat completions).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
