@@ -114,6 +114,9 @@ impl Pdp {
             path: policies.display().to_string(),
             source,
         })?;
+        // Absolute, because the child runs inside `work_dir`: a relative path given by the
+        // caller (`./data/cerbos` under `make run`) would not exist from there.
+        let work_dir = &std::path::absolute(work_dir).map_err(|e| pdp_error("its directory", e))?;
         let (http_port, grpc_port) = (free_port()?, free_port()?);
         let config = format!(
             "server:\n  httpListenAddr: \"127.0.0.1:{http_port}\"\n  grpcListenAddr: \"127.0.0.1:{grpc_port}\"\n\
