@@ -121,14 +121,15 @@ class Gateway:
         self.extra_env = extra_env or {}
         self.processes = {}
         if mode == "sqlite-up":
-            self.start("up", {
+            self.up_env = {
                 "ROUTERO_DATA_DIR": str(self.dir / "data"),
                 "ROUTERO_ADMIN_KEY": ADMIN_KEY,
                 "ROUTERO_DATA_PLANE_ADDR": f"127.0.0.1:{self.data_port}",
                 "ROUTERO_CONTROL_PLANE_ADDR": f"127.0.0.1:{self.admin_port}",
                 "ROUTERO_GRPC_ADDR": f"127.0.0.1:{self.grpc_port}",
                 **self.extra_env,
-            })
+            }
+            self.start("up", self.up_env)
         else:
             self.data_plane_key = secret()
             self.cp_env = {

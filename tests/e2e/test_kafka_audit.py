@@ -50,6 +50,7 @@ class AuditWriter:
             "ROUTERO_KAFKA_SESSION_TIMEOUT": "6s",
             "ROUTERO_KAFKA_TOPIC_PARTITIONS": "3",
             "ROUTERO_KAFKA_REPLICATION_FACTOR": "1",
+            "ROUTERO_AUDIT_CHECKPOINT_INTERVAL": "1s",
         }
         self.process = None
         self.start()
@@ -217,33 +218,52 @@ def verify_received(records):
     return None
 
 
-def test_a_siem_consumer_verifies_the_chain_it_receives(pipeline):
+def cut_tail(writer, tenant, keep):
+    """What an operator with the audit database's credentials can do: drop the append-only
+    triggers and delete a tenant's records and checkpoints after `keep`."""
+    url = writer.env["ROUTERO_AUDIT_DATABASE_URL"]
+    subprocess.run(["psql", url, "-q", "-v", "ON_ERROR_STOP=1", "-c",
+                    "ALTER TABLE audit_records DISABLE TRIGGER audit_records_append_only; "
+                    "ALTER TABLE audit_checkpoints DISABLE TRIGGER audit_checkpoints_append_only; "
+                    f"DELETE FROM audit_records WHERE tenant_id = '{tenant}' AND seq > {keep}; "
+                    f"DELETE FROM audit_checkpoints WHERE tenant_id = '{tenant}' AND seq > {keep};"],
+                   check=True)
+
+
+def test_a_siem_consumer_verifies_the_chain_it_receives_and_witnesses_a_cut(pipeline):
     broker, writer, gw = pipeline
     issued, client = key_and_client(gw)
     chat(client, 5)
     stored = wait_for_routed(writer, issued["key_id"], 5)
     tenant = stored[0]["tenant_id"]
+    head = stored[-1]["seq"]
 
     consumer = Consumer({"bootstrap.servers": broker.address, "group.id": "siem-" + uuid.uuid4().hex,
                          "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
     consumer.subscribe([SIEM_TOPIC])
-    received = []
+    received, checkpoints = [], []
     deadline = time.monotonic() + 60
     try:
-        while time.monotonic() < deadline and len([r for r in received if r["tenant_id"] == tenant]) < len(stored):
+        while time.monotonic() < deadline and not (
+                len([r for r in received if r["tenant_id"] == tenant]) >= len(stored)
+                and any(c["tenant_id"] == tenant and c["seq"] >= head for c in checkpoints)):
             message = consumer.poll(1.0)
             if message is None or message.error():
                 continue
             line = json.loads(message.value())
-            assert line.pop("kind") == "record"
             assert message.key().decode() == line["tenant_id"], "keyed by tenant"
-            received.append(line)
+            kind = line.pop("kind")
+            assert kind in ("record", "checkpoint"), kind
+            (received if kind == "record" else checkpoints).append(line)
     finally:
         consumer.close()
     mine = [r for r in received if r["tenant_id"] == tenant]
     assert [r["seq"] for r in mine] == [r["seq"] for r in stored], "every record, in chain order"
     assert verify_received(mine) is None
     assert mine[0]["prev_hash"] == "0" * 64
+    signed = [c for c in checkpoints if c["tenant_id"] == tenant]
+    assert signed and all(any(r["seq"] == c["seq"] and r["hash"] == c["hash"] for r in mine) for c in signed), \
+        "each checkpoint pins a record the SIEM has"
 
     # The check can fail: a record altered in transit is named.
     forged = json.loads(json.dumps(mine))
@@ -251,6 +271,16 @@ def test_a_siem_consumer_verifies_the_chain_it_receives(pipeline):
     assert verify_received(forged) == f"seq {forged[2]['seq']} modified"
     del forged[2]
     assert verify_received(forged) is not None
+
+    # The database's tail is cut; what the SIEM topic holds shows it.
+    witnessed = max(c["seq"] for c in signed)
+    cut_tail(writer, tenant, witnessed - 2)
+    code, out, err = writer.audit("verify", "--tenant", tenant)
+    assert code == 0, out + err + " (alone, a cut chain verifies)"
+    witness = Path(writer.workdir) / "siem-witness.jsonl"
+    witness.write_text("".join(json.dumps(dict(c, kind="checkpoint")) + "\n" for c in checkpoints))
+    code, out, err = writer.audit("verify", "--tenant", tenant, "--witness", str(witness))
+    assert code == 1 and f"tenant {tenant}: seq {witnessed - 1} deleted" in out, out + err
 
 
 def s3_objects(s3, bucket):
@@ -263,21 +293,32 @@ def s3_objects(s3, bucket):
             for name in names}
 
 
-def test_chained_records_land_in_s3_as_gzipped_ndjson_per_hour(pipeline, s3):
+def test_chained_records_land_in_s3_as_gzipped_ndjson_per_hour_with_their_checkpoints(pipeline, s3):
     broker, writer, gw = pipeline
     issued, client = key_and_client(gw)
     chat(client, 5)
     stored = wait_for_routed(writer, issued["key_id"], 5)
     tenant = stored[0]["tenant_id"]
+    head = stored[-1]["seq"]
 
     def exported():
         objects = s3_objects(s3, writer.s3_bucket)
         return sorted((line for name, lines in objects.items() if name.startswith(f"routero-audit/{tenant}/")
                        for line in lines), key=lambda line: line["seq"])
 
+    def checkpoints():
+        objects = s3_objects(s3, writer.s3_bucket)
+        return [line for name, lines in objects.items()
+                if name.startswith(f"routero-audit/checkpoints/{tenant}/") for line in lines]
+
     wait_until(lambda: len(exported()) >= len(stored), timeout=30, what="records in S3")
+    wait_until(lambda: any(c["seq"] >= head for c in checkpoints()), timeout=30, what="the head's checkpoint in S3")
     objects = s3_objects(s3, writer.s3_bucket)
     for name, lines in objects.items():
+        if name.startswith("routero-audit/checkpoints/"):
+            assert [line["kind"] for line in lines] == ["checkpoint"], name
+            assert name.endswith(f"/{lines[0]['seq']:020}.ndjson.gz"), name
+            continue
         time = lines[0]["event"]["time"]
         hour = f"{time[:4]}/{time[5:7]}/{time[8:10]}/{time[11:13]}"
         assert f"/{hour}/" in name and name.endswith(".ndjson.gz"), name
@@ -287,3 +328,11 @@ def test_chained_records_land_in_s3_as_gzipped_ndjson_per_hour(pipeline, s3):
     records = exported()
     assert records[:len(stored)] == stored, "the same records as the database, in chain order"
     assert verify_received(records) is None
+
+    # The S3 export is the witness of a cut tail.
+    witnessed = max(c["seq"] for c in checkpoints())
+    cut_tail(writer, tenant, witnessed - 1)
+    code, out, err = writer.audit("verify", "--tenant", tenant)
+    assert code == 0, out + err
+    code, out, err = writer.audit("verify", "--tenant", tenant, "--witness", f"s3://{writer.s3_bucket}/routero-audit/")
+    assert code == 1 and f"tenant {tenant}: seq {witnessed} deleted" in out, out + err

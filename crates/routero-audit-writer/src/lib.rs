@@ -9,15 +9,15 @@ mod s3;
 mod sink;
 mod webhook;
 
-pub use s3::{S3Config, run_s3};
-pub use sink::{Sink, SinkConfig, run_sink};
+pub use s3::{S3Config, read_witness_objects, run_s3};
+pub use sink::{Batch, Sink, SinkConfig, run_sink};
 pub use webhook::{SIGNATURE_HEADER, WebhookConfig, run_webhook};
 
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-use routero_audit::{AuditError, AuditStore};
+use routero_audit::AuditStore;
 use routero_bus::EventSource;
 use routero_core::audit::AuditEvent;
 use routero_crypto::CheckpointSigner;
@@ -55,11 +55,12 @@ struct Writer {
     config: WriterConfig,
     unsigned: BTreeSet<String>,
     since_checkpoint: u64,
+    leftovers_signed: bool,
 }
 
 impl Writer {
     /// Commits `batch`, retrying until it is stored: a batch is never dropped.
-    async fn write(&mut self, batch: &[AuditEvent]) -> Result<(), AuditError> {
+    async fn write(&mut self, batch: &[AuditEvent]) {
         let mut backoff = self.config.retry_backoff;
         loop {
             match self.store.append(batch).await {
@@ -68,9 +69,9 @@ impl Writer {
                     self.unsigned
                         .extend(written.into_iter().map(|r| r.tenant_id));
                     if self.since_checkpoint >= self.config.checkpoint_every {
-                        self.checkpoint().await?;
+                        self.checkpoint().await;
                     }
-                    return Ok(());
+                    return;
                 }
                 Err(error) => {
                     tracing::error!(%error, events = batch.len(), retry_in_ms = backoff.as_millis() as u64, "audit batch not committed; retrying");
@@ -81,43 +82,69 @@ impl Writer {
         }
     }
 
-    async fn checkpoint(&mut self) -> Result<(), AuditError> {
+    /// Signs the heads of the tenants written since the last checkpoint. A failure is reported
+    /// and leaves them pending for the next tick: it never ends the writer.
+    async fn checkpoint(&mut self) {
         if self.unsigned.is_empty() {
-            return Ok(());
+            return;
         }
         let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
-        let signed = self
+        match self
             .store
             .checkpoint(
                 &self.signer,
                 self.unsigned.iter().map(String::as_str),
                 &time,
             )
-            .await?;
-        tracing::debug!(checkpoints = signed.len(), "audit checkpoints signed");
-        self.unsigned.clear();
-        self.since_checkpoint = 0;
-        Ok(())
+            .await
+        {
+            Ok(signed) => {
+                tracing::debug!(checkpoints = signed.len(), "audit checkpoints signed");
+                self.unsigned.clear();
+                self.since_checkpoint = 0;
+            }
+            Err(error) => {
+                tracing::error!(%error, tenants = self.unsigned.len(), "audit checkpoint failed; retried at the next tick");
+            }
+        }
+    }
+
+    /// At the first tick: a tail a crash left unsigned is signed now, not when new events
+    /// arrive (retried at each tick until the store answers).
+    async fn sign_leftover_tails(&mut self) {
+        match self.store.tenants().await {
+            Ok(tenants) => {
+                self.unsigned.extend(tenants);
+                self.leftovers_signed = true;
+            }
+            Err(error) => {
+                tracing::error!(%error, "audit store unreadable; leftover tails signed at the next tick");
+            }
+        }
     }
 }
 
 /// Runs the writer until `shutdown` completes (or the source ends), then writes what is still
-/// queued and signs a final checkpoint. The source's position is committed only after the
-/// database commit, so a crash redelivers (and the store skips duplicates) but never loses.
+/// queued and signs a final checkpoint. It first signs any tail a crash left unsigned. The
+/// source's position is committed only after the database commit, so a crash redelivers (and
+/// the store skips duplicates) but never loses. Store and checkpoint failures are retried with
+/// backoff and reported; none ends the writer.
 pub async fn run(
     store: AuditStore,
     mut stream: impl EventSource,
     signer: CheckpointSigner,
     config: WriterConfig,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), AuditError> {
+) {
     let mut writer = Writer {
         store,
         signer,
         config: config.clone(),
         unsigned: BTreeSet::new(),
         since_checkpoint: 0,
+        leftovers_signed: false,
     };
+    // The first tick is at once: leftover tails are signed at start.
     let mut ticker = tokio::time::interval(config.checkpoint_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut pruner = tokio::time::interval(config.prune_interval);
@@ -127,7 +154,7 @@ pub async fn run(
         tokio::select! {
             batch = stream.next_batch(config.batch_size) => match batch {
                 Some(batch) => {
-                    writer.write(&batch).await?;
+                    writer.write(&batch).await;
                     // Only now, with the batch in the database, may the source forget it.
                     if let Err(error) = stream.commit().await {
                         tracing::warn!(%error, "source position not committed; events may be redelivered (and skipped as duplicates)");
@@ -136,9 +163,10 @@ pub async fn run(
                 None => break,
             },
             _ = ticker.tick() => {
-                if let Err(error) = writer.checkpoint().await {
-                    tracing::error!(%error, "audit checkpoint failed; will retry");
+                if !writer.leftovers_signed {
+                    writer.sign_leftover_tails().await;
                 }
+                writer.checkpoint().await;
             }
             _ = pruner.tick() => {
                 match writer.store.prune_expired(&writer.signer, SystemTime::now()).await {
@@ -155,10 +183,52 @@ pub async fn run(
         if rest.is_empty() {
             break;
         }
-        writer.write(&rest).await?;
+        writer.write(&rest).await;
         if let Err(error) = stream.commit().await {
             tracing::warn!(%error, "source position not committed at shutdown");
         }
     }
-    writer.checkpoint().await
+    writer.checkpoint().await;
+}
+
+/// Runs the writer until `stop` turns true (or its source ends), and starts it again, on a
+/// fresh source, if it ever stops otherwise (a panic): an audit trail never ends quietly.
+pub async fn run_supervised<S, F>(
+    store: AuditStore,
+    signer: CheckpointSigner,
+    config: WriterConfig,
+    mut source: F,
+    stop: tokio::sync::watch::Receiver<bool>,
+) where
+    S: EventSource + 'static,
+    F: FnMut() -> Result<S, String>,
+{
+    loop {
+        let stream = match source() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::error!(%error, "audit writer source unavailable; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut stopping = stop.clone();
+        let shutdown = async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        };
+        let writer = tokio::spawn(run(
+            store.clone(),
+            stream,
+            signer.clone(),
+            config.clone(),
+            shutdown,
+        ));
+        match writer.await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::error!(%error, "audit writer stopped unexpectedly; restarting it in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }

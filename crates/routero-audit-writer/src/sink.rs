@@ -1,22 +1,50 @@
-//! Export sinks: chained records delivered in order per tenant from a cursor in the audit
-//! database, moved only after a delivery succeeded, so a restart never skips a record (and
-//! re-sends at most the batch in flight). Failures are retried with exponential backoff and
-//! dead-lettered after `max_attempts`.
+//! Export sinks: chained records and the signed checkpoints over them, delivered in order per
+//! tenant from cursors in the audit database, moved only after a delivery succeeded, so a
+//! restart never skips a record (and re-sends at most the batch in flight). Failures are
+//! retried with exponential backoff and dead-lettered after `max_attempts`.
+//!
+//! Every sink is also a witness: the checkpoints it receives are signed chain heads kept
+//! outside the audit database, against which `routero audit verify --witness` detects a cut
+//! tail.
 
 use std::future::Future;
 use std::time::Duration;
 
-use routero_audit::{AuditError, AuditStore, ChainedRecord};
+use routero_audit::{AuditError, AuditStore, ChainedRecord, Checkpoint, ExportLine};
 
-/// A destination for chained records.
+/// One delivery: a tenant's next records, and the checkpoints signed over records delivered
+/// so far (a checkpoint goes out once its record has).
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// The tenant.
+    pub tenant_id: &'a str,
+    /// Records, in order.
+    pub records: &'a [ChainedRecord],
+    /// Checkpoints, in order.
+    pub checkpoints: &'a [Checkpoint],
+}
+
+impl Batch<'_> {
+    /// The batch as export lines, in chain order: each checkpoint after the record it pins.
+    pub fn lines(&self) -> Vec<ExportLine> {
+        let mut lines = Vec::with_capacity(self.records.len() + self.checkpoints.len());
+        let mut checkpoints = self.checkpoints.iter().peekable();
+        for record in self.records {
+            while let Some(checkpoint) = checkpoints.next_if(|c| c.seq < record.seq) {
+                lines.push(ExportLine::Checkpoint(checkpoint.clone()));
+            }
+            lines.push(ExportLine::Record(Box::new(record.clone())));
+        }
+        lines.extend(checkpoints.cloned().map(ExportLine::Checkpoint));
+        lines
+    }
+}
+
+/// A destination for chained records and checkpoints.
 pub trait Sink: Send + Sync {
-    /// Delivers one batch of a tenant's records, in order; `Err` says what went wrong, for the
-    /// log and the dead letter.
-    fn deliver(
-        &self,
-        tenant_id: &str,
-        records: &[ChainedRecord],
-    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Delivers one batch, in order; `Err` says what went wrong, for the log and the dead
+    /// letter.
+    fn deliver(&self, batch: Batch<'_>) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 /// Sends an HTTP request; a non-2xx status is an error.
@@ -66,26 +94,46 @@ struct Driver<S> {
     config: SinkConfig,
 }
 
+/// The cursor of a sink's checkpoints, beside its records' cursor.
+fn checkpoint_cursor(sink: &str) -> String {
+    format!("{sink}#checkpoints")
+}
+
 impl<S: Sink> Driver<S> {
+    /// Moves the cursors past a delivered (or given up) batch.
+    async fn advance(
+        &self,
+        batch: Batch<'_>,
+        dead: Option<(&[u64], u32, &str)>,
+    ) -> Result<(), AuditError> {
+        let name = &self.config.name;
+        if let Some(last) = batch.records.last() {
+            self.store
+                .advance_export(name, batch.tenant_id, last.seq, dead)
+                .await?;
+        }
+        if let Some(last) = batch.checkpoints.last() {
+            self.store
+                .advance_export(&checkpoint_cursor(name), batch.tenant_id, last.seq, None)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Delivers one batch with retries; returns false if `stop` fired meanwhile.
     async fn deliver(
         &self,
-        tenant_id: &str,
-        records: &[ChainedRecord],
+        batch: Batch<'_>,
         stop: &mut (impl Future<Output = ()> + Unpin),
     ) -> Result<bool, AuditError> {
-        let Some(last) = records.last().map(|r| r.seq) else {
-            return Ok(true);
-        };
+        let tenant_id = batch.tenant_id;
         let name = &self.config.name;
         let mut backoff = self.config.initial_backoff;
         let mut error = String::new();
         for attempt in 1..=self.config.max_attempts {
-            match self.sink.deliver(tenant_id, records).await {
+            match self.sink.deliver(batch).await {
                 Ok(()) => {
-                    self.store
-                        .advance_export(name, tenant_id, last, None)
-                        .await?;
+                    self.advance(batch, None).await?;
                     return Ok(true);
                 }
                 Err(e) => error = e,
@@ -99,15 +147,9 @@ impl<S: Sink> Driver<S> {
                 backoff = (backoff * 2).min(self.config.max_backoff);
             }
         }
-        let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
-        tracing::error!(sink = %name, tenant = tenant_id, first = seqs[0], last, %error, "audit export gave up; records dead-lettered");
-        self.store
-            .advance_export(
-                name,
-                tenant_id,
-                last,
-                Some((&seqs, self.config.max_attempts, &error)),
-            )
+        let seqs: Vec<u64> = batch.records.iter().map(|r| r.seq).collect();
+        tracing::error!(sink = %name, tenant = tenant_id, records = ?seqs.first().zip(seqs.last()), checkpoints = batch.checkpoints.len(), %error, "audit export gave up; dead-lettered");
+        self.advance(batch, Some((&seqs, self.config.max_attempts, &error)))
             .await?;
         Ok(true)
     }
@@ -118,17 +160,32 @@ impl<S: Sink> Driver<S> {
         stop: &mut (impl Future<Output = ()> + Unpin),
     ) -> Result<(bool, bool), AuditError> {
         let mut sent = false;
+        let name = &self.config.name;
         for tenant in self.store.tenants().await? {
-            let cursor = self.store.export_cursor(&self.config.name, &tenant).await?;
+            let cursor = self.store.export_cursor(name, &tenant).await?;
             let records = self
                 .store
                 .records_after(&tenant, cursor, self.config.batch)
                 .await?;
-            if records.is_empty() {
+            let through = records.last().map_or(cursor, |r| r.seq);
+            let signed = self
+                .store
+                .export_cursor(&checkpoint_cursor(name), &tenant)
+                .await?;
+            let checkpoints = self
+                .store
+                .checkpoints_between(&tenant, signed, through)
+                .await?;
+            if records.is_empty() && checkpoints.is_empty() {
                 continue;
             }
             sent = true;
-            if !self.deliver(&tenant, &records, stop).await? {
+            let batch = Batch {
+                tenant_id: &tenant,
+                records: &records,
+                checkpoints: &checkpoints,
+            };
+            if !self.deliver(batch, stop).await? {
                 return Ok((sent, false));
             }
         }

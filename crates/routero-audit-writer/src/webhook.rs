@@ -1,14 +1,15 @@
-//! The webhook SIEM sink: chained records POSTed in order per tenant, signed with
-//! HMAC-SHA256 over the timestamp and body.
+//! The webhook SIEM sink: chained records and the checkpoints over them POSTed in order per
+//! tenant (`{"tenant_id", "records", "checkpoints"}`), signed with HMAC-SHA256 over the
+//! timestamp and body.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use routero_audit::{AuditError, AuditStore, ChainedRecord};
+use routero_audit::{AuditError, AuditStore};
 use routero_crypto::webhook_signature;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::sink::{Sink, SinkConfig, run_sink, send};
+use crate::sink::{Batch, Sink, SinkConfig, run_sink, send};
 
 /// Header carrying `t=<unix seconds>,v1=<hex HMAC-SHA256 of "t." ‖ body>`.
 pub const SIGNATURE_HEADER: &str = "x-routero-signature";
@@ -51,10 +52,13 @@ struct Webhook {
 }
 
 impl Sink for Webhook {
-    async fn deliver(&self, tenant_id: &str, records: &[ChainedRecord]) -> Result<(), String> {
-        let body =
-            serde_json::to_vec(&serde_json::json!({ "tenant_id": tenant_id, "records": records }))
-                .map_err(|e| e.to_string())?;
+    async fn deliver(&self, batch: Batch<'_>) -> Result<(), String> {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "tenant_id": batch.tenant_id,
+            "records": batch.records,
+            "checkpoints": batch.checkpoints,
+        }))
+        .map_err(|e| e.to_string())?;
         let timestamp = unix_now();
         let signature = webhook_signature(self.secret.expose_secret().as_bytes(), timestamp, &body)
             .map_err(|e| e.to_string())?;

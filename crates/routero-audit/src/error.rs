@@ -15,6 +15,33 @@ pub enum AuditError {
     /// A hash or signature field is not valid hex/base64 of the right length.
     #[error("malformed {0}")]
     Malformed(&'static str),
+    /// An export line labelled as an anchor is a checkpoint: refused, it would make the records
+    /// below it look legitimately pruned.
+    #[error("line {line}: a checkpoint (seq {seq}) relabelled as an anchor; refused")]
+    CheckpointAsAnchor {
+        /// 1-based line number.
+        line: usize,
+        /// The checkpoint's sequence number.
+        seq: u64,
+    },
+    /// A witness holds a checkpoint whose signature does not verify.
+    #[error(
+        "witness line {line}: the checkpoint of tenant {tenant_id} at seq {seq} is not signed by this key"
+    )]
+    UnsignedWitness {
+        /// 1-based line number in the witness.
+        line: usize,
+        /// Its tenant.
+        tenant_id: String,
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// A retention shorter than the operator's minimum was asked for.
+    #[error("retention below the minimum of {minimum} days")]
+    RetentionTooShort {
+        /// The operator's minimum, in days.
+        minimum: u32,
+    },
     /// An event was appended to another tenant's chain.
     #[error("event of tenant {event} appended to the chain of tenant {chain}")]
     WrongTenant {

@@ -1,5 +1,7 @@
-//! The NDJSON export: one JSON object per line, records and checkpoints of any tenants, in
-//! chain order per tenant. Verifiable with the public key alone, no database.
+//! The NDJSON export: one JSON object per line, anchors, records and checkpoints of any tenants,
+//! in chain order per tenant. Verifiable with the public key alone, no database. Witnesses (the
+//! SIEM topic, the S3 export, a webhook receiver's archive) hold the same lines; the signed
+//! checkpoints among them pin chain heads the database cannot take back.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -8,75 +10,124 @@ use routero_crypto::CheckpointVerifier;
 use serde::{Deserialize, Serialize};
 
 use crate::AuditError;
+use crate::anchor::Anchor;
 use crate::chain::ChainedRecord;
 use crate::checkpoint::Checkpoint;
-use crate::verify::{Verified, Violation, verify_chain};
+use crate::store::TenantLog;
+use crate::verify::{Verified, Violation};
 
 /// One line of an export.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ExportLine {
-    /// The signed checkpoint a pruned chain continues from.
-    Anchor(Checkpoint),
+    /// The signed retention anchor a pruned chain continues from.
+    Anchor(Anchor),
     /// A chained record.
     Record(Box<ChainedRecord>),
     /// A signed checkpoint.
     Checkpoint(Checkpoint),
 }
 
-#[derive(Default)]
-struct TenantLines {
-    anchor: Option<Checkpoint>,
-    records: Vec<ChainedRecord>,
-    checkpoints: Vec<Checkpoint>,
+/// A checkpoint line with its kind changed to `anchor`: recognised to be named, never used.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Relabelled {
+    Anchor(Checkpoint),
 }
 
-/// Verifies every tenant's chain in an export. Lines that do not parse are errors (with their
-/// line number); tampering is reported per tenant as a [`Violation`].
-pub fn verify_export(
-    reader: impl BufRead,
-    verifier: &CheckpointVerifier,
-) -> Result<Vec<Result<Verified, Violation>>, AuditError> {
-    let mut tenants: BTreeMap<String, TenantLines> = BTreeMap::new();
-    for (index, line) in reader.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed: ExportLine =
-            serde_json::from_str(&line).map_err(|source| AuditError::Json {
-                line: index + 1,
-                source,
-            })?;
-        match parsed {
-            ExportLine::Anchor(c) => {
-                let lines = tenants.entry(c.tenant_id.clone()).or_default();
-                lines.anchor = Some(c);
+/// Reads the lines of an export or a witness with their line numbers; blank lines are skipped,
+/// anything else that does not parse is an error naming its line.
+fn lines(reader: impl BufRead) -> impl Iterator<Item = Result<(usize, ExportLine), AuditError>> {
+    reader
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.as_ref().is_ok_and(|l| l.trim().is_empty()))
+        .map(|(index, line)| {
+            let line = line?;
+            let parsed =
+                serde_json::from_str(&line).map_err(|source| {
+                    match serde_json::from_str::<Relabelled>(&line) {
+                        Ok(Relabelled::Anchor(checkpoint)) => AuditError::CheckpointAsAnchor {
+                            line: index + 1,
+                            seq: checkpoint.seq,
+                        },
+                        Err(_) => AuditError::Json {
+                            line: index + 1,
+                            source,
+                        },
+                    }
+                })?;
+            Ok((index + 1, parsed))
+        })
+}
+
+/// Reads an export into each tenant's log.
+pub fn read_export(reader: impl BufRead) -> Result<BTreeMap<String, TenantLog>, AuditError> {
+    let mut tenants: BTreeMap<String, TenantLog> = BTreeMap::new();
+    for line in lines(reader) {
+        match line?.1 {
+            ExportLine::Anchor(a) => {
+                let log = tenants.entry(a.tenant_id.clone()).or_default();
+                if log.anchor.as_ref().is_none_or(|held| held.seq < a.seq) {
+                    log.anchor = Some(a);
+                }
             }
             ExportLine::Record(r) => tenants
                 .entry(r.tenant_id.clone())
                 .or_default()
                 .records
                 .push(*r),
-            ExportLine::Checkpoint(c) => {
-                tenants
-                    .entry(c.tenant_id.clone())
-                    .or_default()
-                    .checkpoints
-                    .push(c);
-            }
+            ExportLine::Checkpoint(c) => tenants
+                .entry(c.tenant_id.clone())
+                .or_default()
+                .checkpoints
+                .push(c),
         }
     }
-    Ok(tenants
+    Ok(tenants)
+}
+
+/// The checkpoints a witness holds, each checked against `verifier` (a witness line that does
+/// not verify is an error: a witness is only as good as its signatures). Other lines are
+/// skipped.
+pub fn read_witness(
+    reader: impl BufRead,
+    verifier: &CheckpointVerifier,
+) -> Result<Vec<Checkpoint>, AuditError> {
+    let mut checkpoints = Vec::new();
+    for line in lines(reader) {
+        if let (line, ExportLine::Checkpoint(checkpoint)) = line? {
+            if !checkpoint.verify(verifier) {
+                return Err(AuditError::UnsignedWitness {
+                    line,
+                    tenant_id: checkpoint.tenant_id,
+                    seq: checkpoint.seq,
+                });
+            }
+            checkpoints.push(checkpoint);
+        }
+    }
+    Ok(checkpoints)
+}
+
+/// Adds witnessed checkpoints to the logs they belong to, and a log for every tenant a witness
+/// knows and the logs do not (its chain was cut whole).
+pub fn add_witnessed(logs: &mut BTreeMap<String, TenantLog>, witnessed: Vec<Checkpoint>) {
+    for checkpoint in witnessed {
+        logs.entry(checkpoint.tenant_id.clone())
+            .or_default()
+            .checkpoints
+            .push(checkpoint);
+    }
+}
+
+/// Verifies every tenant's chain in an export.
+pub fn verify_export(
+    reader: impl BufRead,
+    verifier: &CheckpointVerifier,
+) -> Result<Vec<Result<Verified, Violation>>, AuditError> {
+    Ok(read_export(reader)?
         .iter()
-        .map(|(tenant, lines)| {
-            verify_chain(
-                tenant,
-                &lines.records,
-                &lines.checkpoints,
-                lines.anchor.as_ref(),
-                verifier,
-            )
-        })
+        .map(|(tenant, log)| log.verify(tenant, verifier))
         .collect())
 }

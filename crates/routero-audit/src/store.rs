@@ -6,13 +6,15 @@ use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use routero_core::audit::{AuditEvent, canonical_json};
-use routero_crypto::CheckpointSigner;
+use routero_crypto::{CheckpointSigner, CheckpointVerifier};
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
 use crate::AuditError;
+use crate::anchor::Anchor;
 use crate::chain::{ChainHead, ChainedRecord, parse_digest};
 use crate::checkpoint::Checkpoint;
+use crate::verify::{Verified, Violation, verify_chain};
 
 const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[
     (
@@ -33,20 +35,45 @@ const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[
         include_str!("../../../migrations/postgres/audit/0003_export.sql"),
         include_str!("../../../migrations/sqlite/audit/0003_export.sql"),
     ),
+    (
+        4,
+        "anchor domain",
+        include_str!("../../../migrations/postgres/audit/0004_anchor_domain.sql"),
+        include_str!("../../../migrations/sqlite/audit/0004_anchor_domain.sql"),
+    ),
 ];
 
 /// How long a tenant keeps its audit trail unless configured otherwise.
 pub const DEFAULT_RETENTION_DAYS: u32 = 365;
+/// The shortest retention a tenant may set unless the operator says otherwise.
+pub const DEFAULT_MIN_RETENTION_DAYS: u32 = 90;
 
 /// Everything stored for one tenant, in chain order, for verification and export.
 #[derive(Debug, Clone, Default)]
 pub struct TenantLog {
     /// The anchor the chain continues from after pruning.
-    pub anchor: Option<Checkpoint>,
+    pub anchor: Option<Anchor>,
     /// Records by sequence number.
     pub records: Vec<ChainedRecord>,
-    /// Checkpoints by sequence number.
+    /// Checkpoints by sequence number (and any a witness added).
     pub checkpoints: Vec<Checkpoint>,
+}
+
+impl TenantLog {
+    /// Verifies this log as `tenant_id`'s chain.
+    pub fn verify(
+        &self,
+        tenant_id: &str,
+        verifier: &CheckpointVerifier,
+    ) -> Result<Verified, Violation> {
+        verify_chain(
+            tenant_id,
+            &self.records,
+            &self.checkpoints,
+            self.anchor.as_ref(),
+            verifier,
+        )
+    }
 }
 
 /// Filters of an audit query; `None` matches everything.
@@ -72,6 +99,8 @@ pub struct EventQuery {
 #[derive(Debug, Clone)]
 pub struct AuditStore {
     pool: AnyPool,
+    /// No tenant keeps its trail for less (the operator's floor, whatever a tenant asks).
+    min_retention_days: u32,
 }
 
 fn unix_now() -> i64 {
@@ -100,6 +129,24 @@ fn record_of(row: &AnyRow) -> Result<ChainedRecord, AuditError> {
     })
 }
 
+fn anchor_of(row: &AnyRow) -> Result<Anchor, AuditError> {
+    // Anchors from before the anchor domain lack these: they load, and fail to verify.
+    let retention_days = row
+        .try_get::<Option<i64>, _>("retention_days")?
+        .unwrap_or(0);
+    Ok(Anchor {
+        tenant_id: row.try_get("tenant_id")?,
+        seq: seq_of(row)?,
+        hash: row.try_get("hash")?,
+        covered_until: row
+            .try_get::<Option<String>, _>("covered_until")?
+            .unwrap_or_default(),
+        retention_days: u32::try_from(retention_days).unwrap_or(0),
+        pruned_at: row.try_get("time")?,
+        signature: row.try_get("signature")?,
+    })
+}
+
 fn checkpoint_of(row: &AnyRow) -> Result<Checkpoint, AuditError> {
     Ok(Checkpoint {
         tenant_id: row.try_get("tenant_id")?,
@@ -118,7 +165,21 @@ impl AuditStore {
     /// Opens the store and applies its migrations (ledger `_routero_audit_migrations`).
     pub async fn connect(url: &str) -> Result<Self, AuditError> {
         let pool = routero_sql::open(url, "_routero_audit_migrations", MIGRATIONS).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            min_retention_days: DEFAULT_MIN_RETENTION_DAYS,
+        })
+    }
+
+    /// The same store with the operator's minimum retention (at least 1 day).
+    pub fn with_min_retention_days(mut self, days: u32) -> Self {
+        self.min_retention_days = days.max(1);
+        self
+    }
+
+    /// The operator's minimum retention, in days.
+    pub fn min_retention_days(&self) -> u32 {
+        self.min_retention_days
     }
 
     /// The head of a tenant's chain: its last record, else its anchor, else genesis.
@@ -282,10 +343,13 @@ impl AuditStore {
         rows.iter().map(record_of).collect()
     }
 
-    /// Sets how many days a tenant keeps its audit trail (at least 1).
+    /// Sets how many days a tenant keeps its audit trail: never below the operator's minimum
+    /// ([`AuditError::RetentionTooShort`]).
     pub async fn set_retention(&self, tenant_id: &str, days: u32) -> Result<(), AuditError> {
-        if days == 0 {
-            return Err(AuditError::Malformed("retention days"));
+        if days < self.min_retention_days {
+            return Err(AuditError::RetentionTooShort {
+                minimum: self.min_retention_days,
+            });
         }
         sqlx::query(
             "INSERT INTO audit_retention (tenant_id, days, updated_at) VALUES ($1, $2, $3) \
@@ -299,29 +363,36 @@ impl AuditStore {
         Ok(())
     }
 
-    /// How many days a tenant keeps its audit trail.
+    /// How many days a tenant keeps its audit trail: what it set, never below the operator's
+    /// minimum (so a row changed behind the API's back cannot shorten it).
     pub async fn retention(&self, tenant_id: &str) -> Result<u32, AuditError> {
         let row = sqlx::query("SELECT days FROM audit_retention WHERE tenant_id = $1")
             .bind(tenant_id)
             .fetch_optional(&self.pool)
             .await?;
-        match row {
+        let days = match row {
             Some(row) => u32::try_from(row.try_get::<i64, _>("days")?)
-                .map_err(|_| AuditError::Malformed("retention days")),
-            None => Ok(DEFAULT_RETENTION_DAYS),
-        }
+                .map_err(|_| AuditError::Malformed("retention days"))?,
+            None => DEFAULT_RETENTION_DAYS,
+        };
+        Ok(days.max(self.min_retention_days))
     }
 
-    /// Removes the oldest records of a tenant that are all older than `cutoff` (RFC 3339 UTC,
-    /// as stored), after signing an anchor at the last one removed, so that what remains still
-    /// verifies. Returns the anchor, or `None` when nothing was old enough.
+    /// Removes a tenant's oldest records that are all past its retention at `now`, after signing
+    /// an anchor at the last one removed, so that what remains still verifies. Returns the
+    /// anchor, or `None` when nothing was old enough.
     pub async fn prune(
         &self,
         signer: &CheckpointSigner,
         tenant_id: &str,
-        cutoff: &str,
-        now: &str,
-    ) -> Result<Option<Checkpoint>, AuditError> {
+        now: SystemTime,
+    ) -> Result<Option<Anchor>, AuditError> {
+        let days = self.retention(tenant_id).await?;
+        let cutoff = now
+            .checked_sub(std::time::Duration::from_secs(u64::from(days) * 86_400))
+            .unwrap_or(UNIX_EPOCH);
+        let cutoff = humantime::format_rfc3339_millis(cutoff).to_string();
+        let pruned_at = humantime::format_rfc3339_millis(now).to_string();
         let mut tx = self.pool.begin().await?;
         // The longest prefix entirely older than the cutoff: never a newer event out of order.
         let row = sqlx::query(
@@ -330,29 +401,41 @@ impl AuditStore {
              (SELECT MAX(seq) + 1 FROM audit_records WHERE tenant_id = $1))",
         )
         .bind(tenant_id)
-        .bind(cutoff)
+        .bind(&cutoff)
         .fetch_one(&mut *tx)
         .await?;
         let Some(last) = row.try_get::<Option<i64>, _>("seq")? else {
             return Ok(None);
         };
-        let hash: String =
-            sqlx::query("SELECT hash FROM audit_records WHERE tenant_id = $1 AND seq = $2")
+        let row =
+            sqlx::query("SELECT hash, time FROM audit_records WHERE tenant_id = $1 AND seq = $2")
                 .bind(tenant_id)
                 .bind(last)
                 .fetch_one(&mut *tx)
-                .await?
-                .try_get("hash")?;
+                .await?;
+        let hash = parse_digest(&row.try_get::<String, _>("hash")?, "hash")?;
+        let covered_until: String = row.try_get("time")?;
         let seq = u64::try_from(last).map_err(|_| AuditError::Malformed("seq"))?;
-        let anchor = Checkpoint::sign(signer, tenant_id, seq, &parse_digest(&hash, "hash")?, now)?;
-        sqlx::query("INSERT INTO audit_anchors (tenant_id, seq, hash, time, signature) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&anchor.tenant_id)
-            .bind(last)
-            .bind(&anchor.hash)
-            .bind(&anchor.time)
-            .bind(&anchor.signature)
-            .execute(&mut *tx)
-            .await?;
+        let anchor = Anchor::sign(
+            signer,
+            tenant_id,
+            (seq, &hash, &covered_until),
+            days,
+            &pruned_at,
+        )?;
+        sqlx::query(
+            "INSERT INTO audit_anchors (tenant_id, seq, hash, time, signature, covered_until, retention_days) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&anchor.tenant_id)
+        .bind(last)
+        .bind(&anchor.hash)
+        .bind(&anchor.pruned_at)
+        .bind(&anchor.signature)
+        .bind(&anchor.covered_until)
+        .bind(i64::from(anchor.retention_days))
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM audit_records WHERE tenant_id = $1 AND seq <= $2")
             .bind(tenant_id)
             .bind(last)
@@ -367,16 +450,10 @@ impl AuditStore {
         &self,
         signer: &CheckpointSigner,
         now: SystemTime,
-    ) -> Result<Vec<Checkpoint>, AuditError> {
-        let stamp = humantime::format_rfc3339_millis(now).to_string();
+    ) -> Result<Vec<Anchor>, AuditError> {
         let mut anchors = Vec::new();
         for tenant in self.tenants().await? {
-            let days = self.retention(&tenant).await?;
-            let cutoff = now
-                .checked_sub(std::time::Duration::from_secs(u64::from(days) * 86_400))
-                .unwrap_or(UNIX_EPOCH);
-            let cutoff = humantime::format_rfc3339_millis(cutoff).to_string();
-            if let Some(anchor) = self.prune(signer, &tenant, &cutoff, &stamp).await? {
+            if let Some(anchor) = self.prune(signer, &tenant, now).await? {
                 anchors.push(anchor);
             }
         }
@@ -412,6 +489,27 @@ impl AuditStore {
         .await?
         .iter()
         .map(record_of)
+        .collect()
+    }
+
+    /// A tenant's checkpoints with `after < seq <= through`, in order, for export.
+    pub async fn checkpoints_between(
+        &self,
+        tenant_id: &str,
+        after: u64,
+        through: u64,
+    ) -> Result<Vec<Checkpoint>, AuditError> {
+        sqlx::query(
+            "SELECT tenant_id, seq, hash, time, signature FROM audit_checkpoints \
+             WHERE tenant_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
+        )
+        .bind(tenant_id)
+        .bind(as_i64(after)?)
+        .bind(as_i64(through)?)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(checkpoint_of)
         .collect()
     }
 
@@ -495,14 +593,14 @@ impl AuditStore {
         .map(checkpoint_of)
         .collect::<Result<Vec<_>, AuditError>>()?;
         let anchor = sqlx::query(
-            "SELECT tenant_id, seq, hash, time, signature FROM audit_anchors WHERE tenant_id = $1 \
-             ORDER BY seq DESC LIMIT 1",
+            "SELECT tenant_id, seq, hash, time, signature, covered_until, retention_days \
+             FROM audit_anchors WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
         )
         .bind(tenant_id)
         .fetch_optional(&self.pool)
         .await?
         .as_ref()
-        .map(checkpoint_of)
+        .map(anchor_of)
         .transpose()?;
         Ok(TenantLog {
             anchor,

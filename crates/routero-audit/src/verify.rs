@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use routero_crypto::CheckpointVerifier;
 use serde::Serialize;
 
+use crate::anchor::Anchor;
 use crate::chain::{ChainedRecord, Digest, GENESIS};
 use crate::checkpoint::Checkpoint;
 
@@ -25,6 +26,13 @@ pub enum Tamper {
     /// The chain is self-consistent but differs from what a valid checkpoint pinned: it was
     /// rewritten at or before this sequence number.
     CheckpointMismatch,
+    /// The retention anchor's signature does not verify.
+    BadAnchorSignature,
+    /// A checkpoint stands where a retention anchor should: someone relabelled it to make the
+    /// records below it deletable.
+    CheckpointAsAnchor,
+    /// The anchor stands for records that were not yet past its retention when it was signed.
+    AnchorWithinRetention,
 }
 
 impl std::fmt::Display for Tamper {
@@ -36,6 +44,9 @@ impl std::fmt::Display for Tamper {
             Self::Inserted => "inserted",
             Self::BadCheckpointSignature => "bad checkpoint signature",
             Self::CheckpointMismatch => "does not match its signed checkpoint",
+            Self::BadAnchorSignature => "bad anchor signature",
+            Self::CheckpointAsAnchor => "anchor is a checkpoint relabelled (refused)",
+            Self::AnchorWithinRetention => "anchor covers records still within retention",
         })
     }
 }
@@ -75,13 +86,15 @@ pub struct Verified {
     pub signed_through: u64,
 }
 
-/// Verifies one tenant's records, in stored order, against its checkpoints. `anchor`, when the
-/// chain was pruned, is the signed checkpoint the remaining records continue from.
+/// Verifies one tenant's records, in stored order, against its checkpoints (the database's and
+/// any a witness holds: a checkpoint beyond the last record names the tail as deleted).
+/// `anchor`, when the chain was pruned, is the signed anchor the remaining records continue
+/// from.
 pub fn verify_chain(
     tenant_id: &str,
     records: &[ChainedRecord],
     checkpoints: &[Checkpoint],
-    anchor: Option<&Checkpoint>,
+    anchor: Option<&Anchor>,
     verifier: &CheckpointVerifier,
 ) -> Result<Verified, Violation> {
     let violation = |seq, kind| Violation {
@@ -90,11 +103,15 @@ pub fn verify_chain(
         kind,
     };
     let (start_seq, start_hash) = match anchor {
-        Some(anchor) => {
-            let hash = anchor.digest().ok().filter(|_| anchor.verify(verifier));
-            let hash = hash.ok_or_else(|| violation(anchor.seq, Tamper::BadCheckpointSignature))?;
-            (anchor.seq, hash)
+        Some(anchor) if anchor.tenant_id != tenant_id => {
+            return Err(violation(anchor.seq, Tamper::BadAnchorSignature));
         }
+        Some(anchor) => (
+            anchor.seq,
+            anchor
+                .check(verifier)
+                .map_err(|kind| violation(anchor.seq, kind))?,
+        ),
         None => (0, GENESIS),
     };
 

@@ -2,7 +2,7 @@
 //! append-only triggers, and tampering done directly in the database named by the verifier.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use routero_audit::{AuditStore, ChainHead, Tamper, verify_chain};
+use routero_audit::{AuditError, AuditStore, ChainHead, Tamper, verify_chain};
 use routero_core::audit::{
     Actor, ActorKind, AuditEvent, EventType, Outcome, Resource, canonical_json,
 };
@@ -97,6 +97,7 @@ routero_testkit::on_both_databases!(
     the_log_refuses_update_and_delete,
     tampering_in_the_database_is_named,
     pruning_leaves_a_signed_anchor_and_the_rest_verifies,
+    a_checkpoint_copied_into_the_anchors_is_refused,
 );
 
 async fn appends_chain_per_tenant_idempotently_and_verify(db: Db) {
@@ -235,37 +236,56 @@ async fn tampering_in_the_database_is_named(db: Db) {
     );
 }
 
+/// `2025-01-31T00:00:00Z`, the prune time of these tests.
+fn prune_time() -> std::time::SystemTime {
+    humantime::parse_rfc3339("2025-01-31T00:00:00Z").unwrap()
+}
+
 async fn pruning_leaves_a_signed_anchor_and_the_rest_verifies(db: Db) {
     let signer = CheckpointSigner::generate().unwrap();
     assert_eq!(db.store.retention("a").await.unwrap(), 365);
-    db.store.set_retention("a", 30).await.unwrap();
-    assert_eq!(db.store.retention("a").await.unwrap(), 30);
-    assert!(db.store.set_retention("a", 0).await.is_err());
+    assert!(matches!(
+        db.store.set_retention("a", 30).await,
+        Err(AuditError::RetentionTooShort { minimum: 90 })
+    ));
+    db.store.set_retention("a", 120).await.unwrap();
+    assert_eq!(db.store.retention("a").await.unwrap(), 120);
+    // Lowered behind the API's back: the operator's minimum still holds.
+    db.sql(&["UPDATE audit_retention SET days = 1 WHERE tenant_id = 'a'"])
+        .await
+        .unwrap();
+    assert_eq!(db.store.retention("a").await.unwrap(), 90);
+    let store = db.store.clone().with_min_retention_days(1);
+    store.set_retention("a", 30).await.unwrap();
 
     // Six old events, two recent ones, then an old one arriving late (out of time order).
     let mut events: Vec<AuditEvent> = (1..=9).map(|i| event("a", i)).collect();
     for (i, e) in events.iter_mut().enumerate() {
         e.time = if (6..8).contains(&i) {
-            format!("2026-11-0{}T00:00:00.000Z", i - 5)
+            format!("2025-01-0{}T00:00:00.000Z", i - 3)
         } else {
             format!("2020-01-0{}T00:00:00.000Z", i + 1)
         };
     }
-    db.store.append(&events).await.unwrap();
-    db.store.checkpoint(&signer, ["a"], "t").await.unwrap();
-    let anchor = db
-        .store
-        .prune(&signer, "a", "2025-01-01T00:00:00.000Z", "now")
+    store.append(&events).await.unwrap();
+    store.checkpoint(&signer, ["a"], "t").await.unwrap();
+    let anchor = store
+        .prune(&signer, "a", prune_time())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(
-        anchor.seq, 6,
+        (
+            anchor.seq,
+            anchor.retention_days,
+            anchor.covered_until.as_str()
+        ),
+        (6, 30, "2020-01-06T00:00:00.000Z"),
         "only the prefix that is entirely older than the cutoff"
     );
     assert!(
-        db.store
-            .prune(&signer, "a", "2025-01-01T00:00:00.000Z", "now")
+        store
+            .prune(&signer, "a", prune_time())
             .await
             .unwrap()
             .is_none()
@@ -290,4 +310,27 @@ async fn pruning_leaves_a_signed_anchor_and_the_rest_verifies(db: Db) {
     assert!(refused.to_string().contains("append-only"), "{refused}");
     let refused = db.sql(&["DELETE FROM audit_anchors"]).await.unwrap_err();
     assert!(refused.to_string().contains("append-only"), "{refused}");
+}
+
+/// With the application's own database credentials: a checkpoint copied into the anchors,
+/// then every record below it deleted. The verifier names the copy.
+async fn a_checkpoint_copied_into_the_anchors_is_refused(db: Db) {
+    let signer = CheckpointSigner::generate().unwrap();
+    let events: Vec<AuditEvent> = (1..=8).map(|i| event("a", i)).collect();
+    db.store.append(&events).await.unwrap();
+    db.store
+        .checkpoint(&signer, ["a"], "2026-11-22T12:00:00.000Z")
+        .await
+        .unwrap();
+    db.sql(&[
+        "INSERT INTO audit_anchors (tenant_id, seq, hash, time, signature, covered_until, retention_days) \
+         SELECT tenant_id, seq, hash, time, signature, '2020-01-01T00:00:00.000Z', 90 FROM audit_checkpoints",
+        "DELETE FROM audit_records WHERE tenant_id = 'a'",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        db.verify(&signer, "a").await,
+        Err((8, Tamper::CheckpointAsAnchor))
+    );
 }

@@ -2,8 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use routero_audit::{
-    ChainHead, ChainedRecord, Checkpoint, ExportLine, Tamper, Verified, Violation, verify_chain,
-    verify_export,
+    Anchor, ChainHead, ChainedRecord, Checkpoint, ExportLine, Tamper, Verified, Violation,
+    read_witness, verify_chain, verify_export,
 };
 use routero_core::audit::{Actor, ActorKind, AuditEvent, EventType, Outcome, Resource};
 use routero_crypto::{CheckpointSigner, CheckpointVerifier};
@@ -237,19 +237,28 @@ fn a_rewritten_chain_is_caught_by_the_next_checkpoint() {
     assert_eq!(found(log.verify()), (10, Tamper::CheckpointMismatch));
 }
 
+/// The anchor pruning would leave at seq 5 (events of 2026-11-22, 90 days' retention).
+fn anchor_at_5(log: &Log) -> Anchor {
+    let record = &log.records[4];
+    Anchor::sign(
+        &log.signer,
+        TENANT,
+        (5, &record.digest().unwrap(), &record.event.time),
+        90,
+        "2027-03-01T00:00:00.000Z",
+    )
+    .unwrap()
+}
+
 #[test]
 fn a_pruned_chain_verifies_from_its_signed_anchor() {
     let log = log();
-    let anchor = log.checkpoints[0].clone();
+    let anchor = anchor_at_5(&log);
     let rest = &log.records[5..];
-    let verified = verify_chain(
-        TENANT,
-        rest,
-        &log.checkpoints,
-        Some(&anchor),
-        &log.verifier(),
-    )
-    .unwrap();
+    let verify = |anchor: Option<&Anchor>| {
+        verify_chain(TENANT, rest, &log.checkpoints, anchor, &log.verifier())
+    };
+    let verified = verify(Some(&anchor)).unwrap();
     assert_eq!(
         (verified.records, verified.last_seq, verified.signed_through),
         (5, 10, 10)
@@ -257,25 +266,95 @@ fn a_pruned_chain_verifies_from_its_signed_anchor() {
     let mut forged = anchor.clone();
     forged.seq = 4;
     assert_eq!(
-        found(verify_chain(
-            TENANT,
-            rest,
-            &log.checkpoints,
-            Some(&forged),
-            &log.verifier()
-        )),
-        (4, Tamper::BadCheckpointSignature)
+        found(verify(Some(&forged))),
+        (4, Tamper::BadAnchorSignature)
+    );
+    // The checkpoint at 5, relabelled as an anchor (as by copying its row, or by editing the
+    // kind of its export line).
+    let checkpoint = &log.checkpoints[0];
+    let relabelled = Anchor {
+        signature: checkpoint.signature.clone(),
+        pruned_at: checkpoint.time.clone(),
+        ..anchor.clone()
+    };
+    assert_eq!(
+        found(verify(Some(&relabelled))),
+        (5, Tamper::CheckpointAsAnchor)
+    );
+    // Another tenant's anchor does not stand for this one.
+    let theirs = Anchor::sign(
+        &log.signer,
+        "other",
+        (
+            5,
+            &log.records[4].digest().unwrap(),
+            "2026-11-22T12:00:05.000Z",
+        ),
+        90,
+        "2027-03-01T00:00:00.000Z",
+    )
+    .unwrap();
+    assert_eq!(
+        found(verify(Some(&theirs))),
+        (5, Tamper::BadAnchorSignature)
+    );
+    // Pruned a day after the records were written: still within retention.
+    let early = Anchor::sign(
+        &log.signer,
+        TENANT,
+        (
+            5,
+            &log.records[4].digest().unwrap(),
+            &log.records[4].event.time,
+        ),
+        90,
+        "2026-11-23T00:00:00.000Z",
+    )
+    .unwrap();
+    assert_eq!(
+        found(verify(Some(&early))),
+        (5, Tamper::AnchorWithinRetention)
     );
     // Without its anchor the remainder does not verify.
+    assert_eq!(found(verify(None)), (1, Tamper::Deleted));
+}
+
+#[test]
+fn a_witnessed_head_beyond_the_stored_chain_names_the_cut() {
+    let log = log();
+    // The database lost its last three records and the checkpoint at 10; a SIEM holds it.
+    let cut = &log.records[..7];
+    let stored = &log.checkpoints[..1];
+    assert_eq!(
+        verify_chain(TENANT, cut, stored, None, &log.verifier())
+            .unwrap()
+            .last_seq,
+        7,
+        "on its own, the cut chain verifies"
+    );
+    let witness = ndjson(&log);
+    let witnessed = read_witness(witness.as_bytes(), &log.verifier()).unwrap();
+    assert_eq!(witnessed.len(), 2);
+    let mut with_witness = stored.to_vec();
+    with_witness.extend(witnessed);
     assert_eq!(
         found(verify_chain(
             TENANT,
-            rest,
-            &log.checkpoints,
+            cut,
+            &with_witness,
             None,
             &log.verifier()
         )),
-        (1, Tamper::Deleted)
+        (8, Tamper::Deleted)
+    );
+    // A forged witness line is refused, not silently ignored.
+    let mut moved = log.checkpoints[1].clone();
+    moved.seq = 11;
+    let forged = serde_json::to_string(&ExportLine::Checkpoint(moved)).unwrap();
+    let error = read_witness(forged.as_bytes(), &log.verifier()).unwrap_err();
+    assert!(
+        error.to_string().contains("not signed by this key"),
+        "{error}"
     );
 }
 
@@ -308,4 +387,12 @@ fn an_export_verifies_with_the_public_key_alone() {
     let broken = ndjson(&log) + "{\"kind\":\"record\",\"oops\":1}\n";
     let error = verify_export(broken.as_bytes(), &public).unwrap_err();
     assert!(error.to_string().starts_with("line 13:"), "{error}");
+
+    // A checkpoint line relabelled as an anchor is refused by name.
+    let relabelled = ndjson(&log).replacen("\"kind\":\"checkpoint\"", "\"kind\":\"anchor\"", 1);
+    let error = verify_export(relabelled.as_bytes(), &public).unwrap_err();
+    assert!(
+        error.to_string().contains("relabelled as an anchor"),
+        "{error}"
+    );
 }

@@ -1,17 +1,29 @@
 //! The event bus: services publish [`AuditEvent`]s, the audit writer consumes them in batches.
 //!
-//! This crate holds the in-process adapter used by `routero up`: a bounded channel. What
-//! happens when it is full is configured ([`Overflow`]): wait for room, or refuse so the caller
-//! can fail closed. Events are never dropped silently.
+//! The bus is a bounded in-process channel. What happens when it is full is configured
+//! ([`Overflow`]): wait for room, or refuse so the caller can fail closed. Events are never
+//! dropped silently. Every event is bounded ([`AuditEvent::bounded`]) as it is published.
+//! Behind the bus, every process keeps its events in an fsynced disk [`Spool`] until they are
+//! delivered ([`Spooled`]): to Kafka in split deployments, to the audit writer ([`SpoolSource`])
+//! in `routero up`.
 #![forbid(unsafe_code)]
+
+pub mod spool;
+mod spooled;
+
+pub use spool::{Spool, SpoolError};
+pub use spooled::{SpoolSource, Spooled};
 
 use std::future::Future;
 use std::time::SystemTime;
 
-use routero_core::audit::{Actor, ActorKind, AuditEvent, EventType, Outcome, Resource};
+use routero_core::audit::{
+    Actor, ActorKind, AuditEvent, EventType, Outcome, Resource, UNATTRIBUTED_TENANT,
+};
 use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
 use thiserror::Error;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Errors of publishing.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -48,29 +60,51 @@ pub enum Overflow {
     FailClosed,
 }
 
+/// An event on its way, with whom to tell once it is on disk.
+#[derive(Debug)]
+pub(crate) struct Envelope {
+    pub(crate) event: AuditEvent,
+    pub(crate) spooled: Option<oneshot::Sender<()>>,
+}
+
 /// The publishing side; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EventBus {
-    sender: mpsc::Sender<AuditEvent>,
+    sender: mpsc::Sender<Envelope>,
     overflow: Overflow,
 }
 
 /// Room for one event, taken before the work it records, so that the work is refused when it
 /// could not be recorded.
 #[derive(Debug)]
-pub struct Reservation(mpsc::OwnedPermit<AuditEvent>);
+pub struct Reservation(mpsc::OwnedPermit<Envelope>);
 
 impl Reservation {
     /// Publishes the event into the reserved room; cannot fail.
     pub fn publish(self, event: AuditEvent) {
-        self.0.send(event);
+        self.0.send(Envelope {
+            event: event.bounded(),
+            spooled: None,
+        });
+    }
+
+    /// Publishes the event into the reserved room and waits until the spool behind the bus
+    /// has it on disk: what an answer to a client waits for, so that a crash after the answer
+    /// loses nothing. (Without a spool, until the consumer has taken it.)
+    pub async fn publish_durably(self, event: AuditEvent) {
+        let (spooled, on_disk) = oneshot::channel();
+        self.0.send(Envelope {
+            event: event.bounded(),
+            spooled: Some(spooled),
+        });
+        let _ = on_disk.await;
     }
 }
 
 /// The consuming side.
 #[derive(Debug)]
 pub struct EventStream {
-    receiver: mpsc::Receiver<AuditEvent>,
+    receiver: mpsc::Receiver<Envelope>,
 }
 
 /// An in-process bus holding up to `capacity` events.
@@ -80,19 +114,12 @@ pub fn in_process(capacity: usize, overflow: Overflow) -> (EventBus, EventStream
 }
 
 impl EventBus {
-    /// Publishes one event.
+    /// Publishes one event, waiting for room or refusing per the overflow policy.
     pub async fn publish(&self, event: AuditEvent) -> Result<(), BusError> {
-        match self.overflow {
-            Overflow::Block => self.sender.send(event).await.map_err(|_| BusError::Closed),
-            Overflow::FailClosed => self.sender.try_send(event).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => BusError::Full,
-                mpsc::error::TrySendError::Closed(_) => BusError::Closed,
-            }),
-        }
+        self.reserve().await?.publish(event);
+        Ok(())
     }
-}
 
-impl EventBus {
     /// Reserves room for one event, waiting or refusing per the overflow policy.
     pub async fn reserve(&self) -> Result<Reservation, BusError> {
         let sender = self.sender.clone();
@@ -112,13 +139,20 @@ impl EventStream {
     pub fn is_closed(&self) -> bool {
         self.receiver.is_closed()
     }
+
+    /// Waits for events and returns up to `max` with their receipts; `None` once every
+    /// publisher is gone and nothing is queued.
+    pub(crate) async fn next_envelopes(&mut self, max: usize) -> Option<Vec<Envelope>> {
+        let mut batch = Vec::with_capacity(max.min(1024));
+        let received = self.receiver.recv_many(&mut batch, max.max(1)).await;
+        (received > 0).then_some(batch)
+    }
 }
 
 impl EventSource for EventStream {
     async fn next_batch(&mut self, max: usize) -> Option<Vec<AuditEvent>> {
-        let mut batch = Vec::with_capacity(max.min(1024));
-        let received = self.receiver.recv_many(&mut batch, max.max(1)).await;
-        (received > 0).then_some(batch)
+        let batch = self.next_envelopes(max).await?;
+        Some(batch.into_iter().map(|envelope| envelope.event).collect())
     }
 
     /// In process there is nothing to acknowledge.
@@ -130,7 +164,7 @@ impl EventSource for EventStream {
         let mut batch = Vec::new();
         while batch.len() < max {
             match self.receiver.try_recv() {
-                Ok(event) => batch.push(event),
+                Ok(envelope) => batch.push(envelope.event),
                 Err(_) => break,
             }
         }
@@ -159,6 +193,33 @@ pub fn event(
         policy_version: None,
         details: Map::new(),
     }
+}
+
+/// What something that should have been an audit event and cannot be read or delivered
+/// becomes: `audit.message_rejected` under the unattributed tenant, with where it was
+/// (`place`), why (`reason_code`, `error`), its size and SHA-256, never its bytes. Its id is
+/// derived from `place`, so meeting the same thing again does not record it twice.
+pub fn rejected(place: &str, payload: &[u8], reason_code: &str, error: &str) -> AuditEvent {
+    tracing::error!(
+        place,
+        error,
+        bytes = payload.len(),
+        "audit message rejected; recorded by its digest"
+    );
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&Sha256::digest(place.as_bytes())[..16]);
+    let mut recorded = event(
+        UNATTRIBUTED_TENANT,
+        EventType::AuditMessageRejected,
+        actor(ActorKind::System, Some("audit-pipeline".into())),
+        resource("audit_message", Some(place.to_owned())),
+        Outcome::Failure,
+    );
+    recorded.event_id = uuid::Builder::from_custom_bytes(id).into_uuid().to_string();
+    recorded.reason_code = Some(reason_code.to_owned());
+    recorded = with_detail(recorded, "error", error);
+    recorded = with_detail(recorded, "bytes", payload.len());
+    with_detail(recorded, "sha256", hex::encode(Sha256::digest(payload)))
 }
 
 /// An actor of the given kind and id, with no network details.

@@ -51,6 +51,8 @@ pub struct ControlPlaneConfig {
     pub grpc_tls: Option<GrpcTls>,
     /// The audit log's database, served at `GET /audit/events`.
     pub audit_database_url: Option<String>,
+    /// The shortest audit retention a tenant may set (`PUT /audit/retention`), in days.
+    pub audit_min_retention_days: u32,
     /// The Cerbos policy directory whose bundle version snapshots carry; data planes then ask
     /// the policies before every request. Watched every `poll_interval`.
     pub policies_dir: Option<std::path::PathBuf>,
@@ -78,6 +80,7 @@ impl ControlPlaneConfig {
             max_body_bytes: 1024 * 1024,
             grpc_tls: None,
             audit_database_url: None,
+            audit_min_retention_days: routero_audit::DEFAULT_MIN_RETENTION_DAYS,
             policies_dir: None,
             authz: None,
         }

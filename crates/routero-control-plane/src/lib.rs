@@ -73,7 +73,11 @@ impl ControlPlane {
         let generated_admin_key =
             bootstrap_admin(&store, &hasher, config.admin_key.as_ref()).await?;
         let audit_log = match &config.audit_database_url {
-            Some(url) => Some(routero_audit::AuditStore::connect(url).await?),
+            Some(url) => Some(
+                routero_audit::AuditStore::connect(url)
+                    .await?
+                    .with_min_retention_days(config.audit_min_retention_days),
+            ),
             None => None,
         };
         let publisher = snapshot::Publisher::start(

@@ -179,6 +179,88 @@ pub struct AuditEvent {
     pub details: Map<String, Value>,
 }
 
+/// Most characters an event keeps of any one string; the rest is cut and marked.
+pub const MAX_STRING_CHARS: usize = 512;
+/// Most entries an event keeps of any one list or object in its details.
+pub const MAX_DETAIL_ENTRIES: usize = 64;
+/// How deep details may nest; deeper values are replaced by a marker.
+const MAX_DETAIL_DEPTH: usize = 4;
+/// What replaces the cut part of a string, or a value nested too deep.
+const CUT: &str = "…[cut]";
+
+fn bound_string(text: &mut String) {
+    if let Some((at, _)) = text.char_indices().nth(MAX_STRING_CHARS) {
+        text.truncate(at);
+        text.push_str(CUT);
+    }
+}
+
+fn bound_option(text: &mut Option<String>) {
+    if let Some(text) = text {
+        bound_string(text);
+    }
+}
+
+fn bound_value(value: &mut Value, depth: usize) {
+    match value {
+        Value::String(text) => bound_string(text),
+        _ if depth >= MAX_DETAIL_DEPTH && (value.is_array() || value.is_object()) => {
+            *value = Value::from(CUT);
+        }
+        Value::Array(items) => {
+            items.truncate(MAX_DETAIL_ENTRIES);
+            items
+                .iter_mut()
+                .for_each(|item| bound_value(item, depth + 1));
+        }
+        Value::Object(map) => bound_map(map, depth + 1),
+        _ => {}
+    }
+}
+
+fn bound_map(map: &mut Map<String, Value>, depth: usize) {
+    if map.len() > MAX_DETAIL_ENTRIES || map.keys().any(|k| k.chars().count() > MAX_STRING_CHARS) {
+        *map = std::mem::take(map)
+            .into_iter()
+            .take(MAX_DETAIL_ENTRIES)
+            .map(|(mut key, value)| {
+                bound_string(&mut key);
+                (key, value)
+            })
+            .collect();
+    }
+    map.values_mut().for_each(|value| bound_value(value, depth));
+}
+
+impl AuditEvent {
+    /// The event with every string, list and object bounded, whatever a client sent (a 4 MB
+    /// model name becomes its first [`MAX_STRING_CHARS`] characters and a marker), so no one
+    /// event can bloat the log or exceed what the pipeline carries.
+    pub fn bounded(mut self) -> Self {
+        for text in [
+            &mut self.event_id,
+            &mut self.tenant_id,
+            &mut self.time,
+            &mut self.resource.kind,
+        ] {
+            bound_string(text);
+        }
+        for text in [
+            &mut self.actor.id,
+            &mut self.actor.source_ip,
+            &mut self.actor.user_agent,
+            &mut self.resource.id,
+            &mut self.reason_code,
+            &mut self.request_id,
+            &mut self.policy_version,
+        ] {
+            bound_option(text);
+        }
+        bound_map(&mut self.details, 0);
+        self
+    }
+}
+
 /// The chain of events no tenant can be attributed to, such as a failed login with an unknown key.
 pub const UNATTRIBUTED_TENANT: &str = "_unattributed";
 
@@ -236,6 +318,42 @@ mod tests {
             bytes,
             "re-serialization is byte-identical"
         );
+    }
+
+    #[test]
+    fn every_string_is_bounded_on_character_boundaries() {
+        let mut big = event();
+        big.resource.id = Some("é".repeat(2_000_000));
+        big.actor.user_agent = Some("x".repeat(MAX_STRING_CHARS));
+        big.details
+            .insert("error".into(), Value::from("€".repeat(10_000)));
+        big.details.insert(
+            "list".into(),
+            Value::from(vec![Value::from("y".repeat(1000)); 1000]),
+        );
+        big.details.insert(
+            "deep".into(),
+            serde_json::json!({"a": {"b": {"c": {"d": {"e": "f"}}}}}),
+        );
+        let bounded = big.bounded();
+        let id = bounded.resource.id.clone().unwrap();
+        assert_eq!(id.chars().count(), MAX_STRING_CHARS + CUT.chars().count());
+        assert!(id.starts_with("éé") && id.ends_with(CUT));
+        assert_eq!(
+            bounded.actor.user_agent.as_deref().map(str::len),
+            Some(MAX_STRING_CHARS),
+            "a string at the bound is kept whole"
+        );
+        assert_eq!(
+            bounded.details["list"].as_array().unwrap().len(),
+            MAX_DETAIL_ENTRIES
+        );
+        assert_eq!(
+            bounded.details["deep"]["a"]["b"]["c"]["d"],
+            Value::from(CUT)
+        );
+        assert!(canonical_json(&bounded).unwrap().len() < 64 * 1024);
+        assert_eq!(event().bounded(), event(), "small events are unchanged");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
-use routero_bus::EventBus;
+use routero_bus::{EventBus, Reservation};
 use routero_core::audit::{ActorKind, AuditEvent, EventType, Outcome, UNATTRIBUTED_TENANT};
 use routero_core::{KeyPolicy, Refusal};
 use serde_json::{Map, Value, json};
@@ -50,6 +50,8 @@ struct Seen {
     policy_version: Option<String>,
     /// What the guardrails found, per stage (`request`, `response`).
     guardrails: Vec<(&'static str, Counts, Blocked)>,
+    /// Room reserved on the audit bus for the events still to come.
+    room: Vec<Reservation>,
 }
 
 /// What a request's audit events share: who sent it and which request it is.
@@ -163,9 +165,11 @@ pub(crate) async fn embeddings(
     .await
 }
 
-/// Proxies a request and records it: room on the audit bus is reserved first, so a request
-/// that could not be recorded is refused (or waits, per the bus's overflow policy) rather
-/// than served unaudited.
+/// Proxies a request and records it. Room on the audit bus is reserved as soon as the caller
+/// is authenticated (so unauthenticated traffic never holds any): one place for the request's
+/// event and, when the tenant has guardrails, one per guardrail stage. A request that could not
+/// be recorded is refused (or waits, per the bus's overflow policy) rather than served
+/// unaudited, and its answer leaves only once its event is in the spool on disk.
 async fn audited(
     app: &App,
     peer: SocketAddr,
@@ -174,19 +178,8 @@ async fn audited(
     body: Body,
     endpoint: Endpoint,
 ) -> Response {
-    let client = client_ip(peer.ip(), headers, &app.trusted_proxies);
-    let reservation = match &app.audit {
-        None => None,
-        Some(bus) => match bus.reserve().await {
-            Ok(reservation) => Some(reservation),
-            Err(error) => {
-                tracing::error!(%error, "audit bus unavailable; refusing the request");
-                return Refused::from(Refusal::AuditUnavailable).into_response();
-            }
-        },
-    };
     let origin = Origin {
-        client,
+        client: client_ip(peer.ip(), headers, &app.trusted_proxies),
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
@@ -195,19 +188,49 @@ async fn audited(
     };
     let mut seen = Seen::default();
     let result = proxy(app, &origin, headers, body, endpoint, &mut seen).await;
-    if let Some(reservation) = reservation {
-        reservation.publish(request_event(&seen, &origin, endpoint, &result));
+    let event = request_event(&seen, &origin, endpoint, &result);
+    match seen.room.pop() {
+        Some(room) => room.publish_durably(event).await,
+        None => app.record_unreserved(event).await,
     }
-    if let (Some(bus), Some(key)) = (&app.audit, &seen.key) {
+    if let Some(key) = &seen.key {
         for (stage, counts, blocked) in &seen.guardrails {
             let event =
                 origin.guardrail_event(key, seen.model.clone(), stage, counts, blocked.as_deref());
-            if let Err(error) = bus.publish(event).await {
-                tracing::error!(%error, "guardrail event not recorded");
+            match seen.room.pop() {
+                Some(room) => room.publish_durably(event).await,
+                None => app.record_unreserved(event).await,
             }
         }
     }
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+impl App {
+    /// Records an event no room was reserved for (a refusal before authentication): waits for
+    /// room or, failing closed, logs that it could not.
+    async fn record_unreserved(&self, event: AuditEvent) {
+        if let Some(bus) = &self.audit
+            && let Err(error) = bus.publish(event).await
+        {
+            tracing::error!(%error, "audit event of a refused request not recorded");
+        }
+    }
+
+    /// Reserves `count` places on the audit bus, or refuses the request.
+    async fn reserve(&self, count: usize) -> Result<Vec<Reservation>, Refused> {
+        let Some(bus) = &self.audit else {
+            return Ok(Vec::new());
+        };
+        let mut room = Vec::with_capacity(count);
+        for _ in 0..count {
+            room.push(bus.reserve().await.map_err(|error| {
+                tracing::error!(%error, "audit bus unavailable; refusing the request");
+                Refused::from(Refusal::AuditUnavailable)
+            })?);
+        }
+        Ok(room)
+    }
 }
 
 /// The audit event of a proxied request: routed, blocked by the gateway, or failed upstream.
@@ -293,6 +316,10 @@ async fn proxy(
 ) -> Result<Response, Refused> {
     let caller = authenticate(&app.gateway, headers, origin.client, now_unix())?;
     seen.key = Some(Arc::clone(&caller.key));
+    // The request's event, and one per guardrail stage when the tenant has guardrails (the
+    // streamed response's stage takes its place with it).
+    let guarded = matches!(caller.live.guard(&caller.key.tenant_id), Ok(Some(_)));
+    seen.room = app.reserve(if guarded { 3 } else { 1 }).await?;
     let bytes = axum::body::to_bytes(body, app.max_body_bytes)
         .await
         .map_err(|e| {
@@ -364,7 +391,7 @@ async fn proxy(
         .await?;
     match guard {
         Some(guard) if matches!(endpoint, Endpoint::ChatCompletions) => {
-            guard_response(app, origin, &caller.key, &route.name, guard, response, seen).await
+            guard_response(origin, &caller.key, &route.name, guard, response, seen).await
         }
         _ => Ok(response),
     }
@@ -376,7 +403,6 @@ const MAX_SCANNED_RESPONSE: usize = 32 * 1024 * 1024;
 /// Scans a chat completion before the client sees it: whole, or streamed through the
 /// hold-back (its audit event then leaves when the stream ends).
 async fn guard_response(
-    app: &App,
     origin: &Origin,
     key: &Arc<KeyPolicy>,
     route: &str,
@@ -392,21 +418,22 @@ async fn guard_response(
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
     parts.headers.remove(header::CONTENT_LENGTH);
     if streamed {
-        let (bus, origin, key, model) = (
-            app.audit.clone(),
+        let (room, origin, key, model) = (
+            seen.room.pop(),
             origin.clone(),
             Arc::clone(key),
             seen.model.clone(),
         );
+        // The stream's guardrail event has its room reserved from the start.
         let body = guard.stream(route.to_owned(), body, move |counts, blocked| {
-            if let Some(bus) = bus.filter(|_| !counts.is_empty()) {
-                let event =
-                    origin.guardrail_event(&key, model, "response", &counts, blocked.as_deref());
-                tokio::spawn(async move {
-                    if let Err(error) = bus.publish(event).await {
-                        tracing::error!(%error, "guardrail event not recorded");
-                    }
-                });
+            if let Some(room) = room.filter(|_| !counts.is_empty()) {
+                room.publish(origin.guardrail_event(
+                    &key,
+                    model,
+                    "response",
+                    &counts,
+                    blocked.as_deref(),
+                ));
             }
         });
         return Ok(Response::from_parts(parts, body));

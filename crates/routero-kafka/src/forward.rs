@@ -1,74 +1,40 @@
 //! Bus → spool → events topic.
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rdkafka::producer::{FutureProducer, Producer as _};
-use routero_bus::{EventSource as _, EventStream};
-use routero_core::audit::{AuditEvent, UNATTRIBUTED_TENANT};
+use rdkafka::types::RDKafkaErrorCode;
+use routero_bus::spool::Spooled as Line;
+use routero_bus::{EventStream, Spool, Spooled, rejected};
+use routero_core::audit::UNATTRIBUTED_TENANT;
 use serde::Deserialize;
-use tokio::sync::Notify;
+use sha2::{Digest as _, Sha256};
 
-use crate::spool::{Spool, Spooled};
 use crate::{KafkaConfig, KafkaError, send_in_order};
 
-/// Events taken from the bus, and sent to the broker, at a time.
-const BATCH: usize = 512;
+/// Spooled lines sent to the broker at a time.
+const BATCH: usize = 2048;
 /// How long shutdown waits for the spool to empty (what is left is sent at the next start).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-struct Shared {
-    spool: Mutex<Spool>,
-    /// Signalled when lines were appended.
-    appended: Notify,
-    /// Signalled when lines were acknowledged (room freed).
-    freed: Notify,
-}
-
-impl Shared {
-    fn spool(&self) -> MutexGuard<'_, Spool> {
-        // A panic while holding the lock cannot leave the spool inconsistent: every method
-        // updates memory only after its file operation succeeded.
-        self.spool
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    async fn with_spool<T: Send + 'static>(
-        self: &Arc<Self>,
-        work: impl FnOnce(&mut Spool) -> Result<T, KafkaError> + Send + 'static,
-    ) -> Result<T, KafkaError> {
-        let shared = Arc::clone(self);
-        tokio::task::spawn_blocking(move || work(&mut shared.spool()))
-            .await
-            .map_err(|_| KafkaError::SpoolCorrupt("spool task stopped"))?
-    }
-}
 
 /// Forwards events from the bus through `spool` to the events topic until every publisher is
 /// gone, then gives delivery a few seconds to empty the spool (what is left is sent at the
 /// next start).
 pub async fn forward(
-    mut stream: EventStream,
+    stream: EventStream,
     spool: Spool,
     config: KafkaConfig,
 ) -> Result<(), KafkaError> {
-    let shared = Arc::new(Shared {
-        spool: Mutex::new(spool),
-        appended: Notify::new(),
-        freed: Notify::new(),
-    });
-    let deliverer = tokio::spawn(deliver_forever(Arc::clone(&shared), config));
-    while let Some(batch) = stream.next_batch(BATCH).await {
-        spool_batch(&shared, &stream, batch).await?;
-    }
+    let spooled = Spooled::new(spool);
+    let deliverer = tokio::spawn(deliver_forever(spooled.clone(), config));
+    spooled.fill(stream).await;
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
-    while shared.spool().pending_bytes() > 0 && tokio::time::Instant::now() < deadline {
+    while spooled.pending_bytes() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     deliverer.abort();
-    let left = shared.spool().pending_bytes();
+    let left = spooled.pending_bytes();
     if left > 0 {
         tracing::warn!(
             bytes = left,
@@ -78,92 +44,29 @@ pub async fn forward(
     Ok(())
 }
 
-/// Appends a batch to the spool, waiting while it is full and retrying I/O errors: the bus
-/// fills meanwhile and its overflow policy decides what requests see. Once every publisher is
-/// gone, a full spool takes the batch beyond its bound rather than lose it.
-async fn spool_batch(
-    shared: &Arc<Shared>,
-    stream: &EventStream,
-    batch: Vec<AuditEvent>,
-) -> Result<(), KafkaError> {
-    let lines = Arc::new(serialize(&batch));
-    let mut warned = false;
-    loop {
-        let appending = Arc::clone(&lines);
-        match shared
-            .with_spool(move |spool| spool.append(&appending))
-            .await
-        {
-            Ok(()) => {
-                shared.appended.notify_one();
-                return Ok(());
-            }
-            Err(KafkaError::SpoolFull) if stream.is_closed() => {
-                let appending = Arc::clone(&lines);
-                shared
-                    .with_spool(move |spool| spool.append_beyond_bound(&appending))
-                    .await?;
-                shared.appended.notify_one();
-                return Ok(());
-            }
-            Err(KafkaError::SpoolFull) => {
-                if !warned {
-                    tracing::warn!("audit spool full; holding events until the broker takes some");
-                    warned = true;
-                }
-                tokio::select! {
-                    () = shared.freed.notified() => {}
-                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
-                }
-            }
-            Err(error) => {
-                tracing::error!(%error, "audit spool append failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
-}
-
-/// One JSON line per event.
-fn serialize(batch: &[AuditEvent]) -> Vec<Vec<u8>> {
-    batch
-        .iter()
-        .filter_map(|event| match serde_json::to_vec(event) {
-            Ok(line) => Some(line),
-            Err(error) => {
-                // Unreachable for a derived Serialize of strings and maps; say it loudly.
-                tracing::error!(%error, event_id = %event.event_id, "audit event not serializable");
-                None
-            }
-        })
-        .collect()
-}
-
 #[derive(Deserialize)]
 struct TenantOf<'a> {
     #[serde(borrow)]
     tenant_id: Cow<'a, str>,
 }
 
-async fn deliver_forever(shared: Arc<Shared>, config: KafkaConfig) {
+/// Whether the broker (or the client, before sending) will never take this message, however
+/// often it is retried.
+fn is_permanent(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidRecord
+    )
+}
+
+async fn deliver_forever(spooled: Spooled, config: KafkaConfig) {
     let mut producer: Option<FutureProducer> = None;
     let mut backoff = Duration::from_millis(100);
-    loop {
-        let pending = match shared
-            .with_spool(|spool| spool.read_pending(BATCH * 4))
-            .await
-        {
-            Ok(pending) => pending,
-            Err(error) => {
-                tracing::error!(%error, "audit spool read failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if pending.is_empty() {
-            shared.appended.notified().await;
-            continue;
-        }
+    while let Some(pending) = spooled.pending(BATCH).await {
         let ready = match producer.take() {
             Some(ready) => ready,
             None => match config.producer().create::<FutureProducer>() {
@@ -175,23 +78,36 @@ async fn deliver_forever(shared: Arc<Shared>, config: KafkaConfig) {
                 }
             },
         };
-        let messages = keyed(&pending);
-        let delivered = send_in_order(
+        let keys: Vec<Cow<'_, str>> = pending.iter().map(tenant_of).collect();
+        let sent = send_in_order(
             &ready,
             &config.events_topic,
-            messages.iter().map(|(key, line)| (key.as_bytes(), *line)),
+            keys.iter()
+                .zip(&pending)
+                .map(|(key, line)| (key.as_bytes(), line.line.as_slice())),
         )
         .await;
-        if let Some(last) = delivered.checked_sub(1).and_then(|i| pending.get(i)) {
-            let end = last.end;
-            match shared.with_spool(move |spool| spool.acknowledge(end)).await {
-                Ok(()) => shared.freed.notify_one(),
-                Err(error) => tracing::error!(%error, "audit spool acknowledge failed"),
+        let mut acknowledged = sent.delivered.checked_sub(1).and_then(|i| pending.get(i));
+        let mut replaced = false;
+        let refused = pending
+            .get(sent.delivered)
+            .filter(|_| sent.refused.is_some_and(is_permanent));
+        if let Some(line) = refused {
+            // Never retried forever ahead of the rest: what replaces it is small and says
+            // what it was.
+            replaced = replace(&ready, &config, line, sent.refused).await;
+            if replaced {
+                acknowledged = Some(line);
             }
         }
-        if delivered < pending.len() {
+        if let Some(end) = acknowledged.map(|line| line.end)
+            && let Err(error) = spooled.acknowledge(end).await
+        {
+            tracing::error!(%error, "audit spool acknowledge failed");
+        }
+        if sent.delivered < pending.len() && !replaced {
             tracing::warn!(
-                delivered,
+                delivered = sent.delivered,
                 pending = pending.len(),
                 "kafka delivery incomplete; retrying from the spool"
             );
@@ -207,20 +123,39 @@ async fn deliver_forever(shared: Arc<Shared>, config: KafkaConfig) {
     }
 }
 
+/// Sends `audit.message_rejected` (digest and size, never the bytes) in place of a line the
+/// broker will never take; true once the broker has it.
+async fn replace(
+    producer: &FutureProducer,
+    config: &KafkaConfig,
+    line: &Line,
+    code: Option<RDKafkaErrorCode>,
+) -> bool {
+    let place = format!("spool/{}", hex::encode(Sha256::digest(&line.line)));
+    let reason = code.map_or_else(String::new, |c| c.to_string());
+    let replacement = rejected(&place, &line.line, "refused_by_broker", &reason);
+    let Ok(payload) = serde_json::to_vec(&replacement) else {
+        return false;
+    };
+    let tenant = tenant_of(line);
+    send_in_order(
+        producer,
+        &config.events_topic,
+        [(tenant.as_bytes(), payload.as_slice())],
+    )
+    .await
+    .delivered
+        == 1
+}
+
+/// The line's tenant, the key that keeps each tenant's events in order on one partition.
+fn tenant_of(line: &Line) -> Cow<'_, str> {
+    serde_json::from_slice::<TenantOf<'_>>(&line.line)
+        .map_or(Cow::Borrowed(UNATTRIBUTED_TENANT), |t| t.tenant_id)
+}
+
 /// Waits `backoff`, then doubles it up to 10 s.
 async fn back_off(backoff: &mut Duration) {
     tokio::time::sleep(*backoff).await;
     *backoff = (*backoff * 2).min(Duration::from_secs(10));
-}
-
-/// The lines with their tenant as key.
-fn keyed(lines: &[Spooled]) -> Vec<(Cow<'_, str>, &[u8])> {
-    lines
-        .iter()
-        .map(|spooled| {
-            let key = serde_json::from_slice::<TenantOf<'_>>(&spooled.line)
-                .map_or(Cow::Borrowed(UNATTRIBUTED_TENANT), |t| t.tenant_id);
-            (key, spooled.line.as_slice())
-        })
-        .collect()
 }

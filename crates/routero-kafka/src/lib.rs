@@ -12,7 +12,6 @@
 mod forward;
 mod republish;
 mod source;
-pub mod spool;
 
 use std::time::Duration;
 
@@ -26,7 +25,6 @@ use thiserror::Error;
 pub use forward::forward;
 pub use republish::SiemTopic;
 pub use source::KafkaSource;
-pub use spool::Spool;
 
 /// The topic services publish audit events to.
 pub const EVENTS_TOPIC: &str = "routero.audit.events";
@@ -47,20 +45,9 @@ pub enum KafkaError {
         /// What the broker said.
         code: RDKafkaErrorCode,
     },
-    /// The spool's bound is reached.
-    #[error("audit spool full")]
-    SpoolFull,
-    /// Spool file I/O failed.
-    #[error("audit spool: {context}: {source}")]
-    Spool {
-        /// What was being done.
-        context: &'static str,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// A spool file does not have the expected shape.
-    #[error("audit spool corrupt: {0}")]
-    SpoolCorrupt(&'static str),
+    /// The disk spool failed.
+    #[error(transparent)]
+    Spool(#[from] routero_bus::SpoolError),
     /// An event could not be serialized.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
@@ -146,19 +133,29 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), KafkaError> {
     Ok(())
 }
 
-/// Sends `(key, payload)` messages and waits for every acknowledgement; returns how many, from
-/// the first, the broker acknowledged without a gap.
+/// What [`send_in_order`] achieved.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    /// How many messages, from the first, the broker acknowledged without a gap.
+    delivered: usize,
+    /// Why the next one was not, when the broker or the client said.
+    refused: Option<RDKafkaErrorCode>,
+}
+
+/// Sends `(key, payload)` messages and waits for every acknowledgement.
 async fn send_in_order<'a>(
     producer: &FutureProducer,
     topic: &str,
     messages: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
-) -> usize {
+) -> Sent {
     let mut deliveries = Vec::new();
+    let mut refused = None;
     for (key, payload) in messages {
         match producer.send_result(FutureRecord::to(topic).key(key).payload(payload)) {
             Ok(delivery) => deliveries.push(delivery),
             Err((error, _)) => {
                 tracing::warn!(%error, "kafka producer queue refused a message");
+                refused = error.rdkafka_error_code();
                 break;
             }
         }
@@ -169,10 +166,18 @@ async fn send_in_order<'a>(
             Ok(Ok(_)) => delivered += 1,
             Ok(Err((error, _))) => {
                 tracing::warn!(%error, "kafka delivery failed");
-                break;
+                return Sent {
+                    delivered,
+                    refused: error.rdkafka_error_code(),
+                };
             }
-            Err(_) => break,
+            Err(_) => {
+                return Sent {
+                    delivered,
+                    refused: None,
+                };
+            }
         }
     }
-    delivered
+    Sent { delivered, refused }
 }

@@ -1,9 +1,8 @@
-//! The SIEM topic: chained records re-published for SIEMs, keyed by tenant so that each
-//! tenant's chain arrives in order, one JSON record per message (the export's record line).
+//! The SIEM topic: chained records and the checkpoints over them re-published for SIEMs, keyed
+//! by tenant so that each tenant's chain arrives in order, one export line per message.
 
 use rdkafka::producer::FutureProducer;
-use routero_audit::{ChainedRecord, ExportLine};
-use routero_audit_writer::Sink;
+use routero_audit_writer::{Batch, Sink};
 
 use crate::{KafkaConfig, KafkaError, send_in_order};
 
@@ -24,22 +23,24 @@ impl SiemTopic {
 }
 
 impl Sink for SiemTopic {
-    async fn deliver(&self, tenant_id: &str, records: &[ChainedRecord]) -> Result<(), String> {
-        let lines = records
+    async fn deliver(&self, batch: Batch<'_>) -> Result<(), String> {
+        let lines = batch
+            .lines()
             .iter()
-            .map(|record| serde_json::to_vec(&ExportLine::Record(Box::new(record.clone()))))
+            .map(serde_json::to_vec)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
         let messages = lines
             .iter()
-            .map(|line| (tenant_id.as_bytes(), line.as_slice()));
-        let delivered = send_in_order(&self.producer, &self.topic, messages).await;
-        if delivered == records.len() {
+            .map(|line| (batch.tenant_id.as_bytes(), line.as_slice()));
+        let sent = send_in_order(&self.producer, &self.topic, messages).await;
+        if sent.delivered == lines.len() {
             Ok(())
         } else {
             Err(format!(
-                "{delivered} of {} records acknowledged by the broker",
-                records.len()
+                "{} of {} lines acknowledged by the broker",
+                sent.delivered,
+                lines.len()
             ))
         }
     }

@@ -6,9 +6,8 @@ use std::time::Duration;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
-use routero_bus::{BusError, EventSource, actor, event, resource, with_detail};
-use routero_core::audit::{ActorKind, AuditEvent, EventType, Outcome, UNATTRIBUTED_TENANT};
-use sha2::{Digest as _, Sha256};
+use routero_bus::{BusError, EventSource, rejected};
+use routero_core::audit::AuditEvent;
 
 use crate::{KafkaConfig, KafkaError};
 
@@ -65,38 +64,16 @@ fn take(positions: &mut BTreeMap<(String, i32), i64>, message: &BorrowedMessage<
     let payload = message.payload().unwrap_or_default();
     match serde_json::from_slice::<AuditEvent>(payload) {
         Ok(event) => event,
-        Err(error) => rejected(message, payload, &error),
+        Err(error) => {
+            let place = format!(
+                "{}/{}/{}",
+                message.topic(),
+                message.partition(),
+                message.offset()
+            );
+            rejected(&place, payload, "not_an_audit_event", &error.to_string())
+        }
     }
-}
-
-/// What a message that is not an audit event becomes: a record of its place and digest, with
-/// an id derived from its place so that redelivery does not record it twice.
-fn rejected(
-    message: &BorrowedMessage<'_>,
-    payload: &[u8],
-    error: &serde_json::Error,
-) -> AuditEvent {
-    tracing::error!(topic = message.topic(), partition = message.partition(), offset = message.offset(), %error, "message on the events topic is not an audit event");
-    let place = format!(
-        "{}/{}/{}",
-        message.topic(),
-        message.partition(),
-        message.offset()
-    );
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&Sha256::digest(place.as_bytes())[..16]);
-    let mut recorded = event(
-        UNATTRIBUTED_TENANT,
-        EventType::AuditMessageRejected,
-        actor(ActorKind::System, Some("audit-writer".into())),
-        resource("kafka_message", Some(place)),
-        Outcome::Failure,
-    );
-    recorded.event_id = uuid::Builder::from_custom_bytes(id).into_uuid().to_string();
-    recorded.reason_code = Some("not_an_audit_event".into());
-    recorded = with_detail(recorded, "error", error.to_string());
-    recorded = with_detail(recorded, "bytes", payload.len());
-    with_detail(recorded, "sha256", hex::encode(Sha256::digest(payload)))
 }
 
 impl EventSource for KafkaSource {

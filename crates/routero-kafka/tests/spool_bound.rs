@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use routero_bus::{EventBus, Overflow, actor, event, in_process, resource};
+use routero_bus::{EventBus, Overflow, Spool, actor, event, in_process, resource};
 use routero_core::audit::{ActorKind, EventType, Outcome};
-use routero_kafka::{KafkaConfig, Spool, forward};
+use routero_kafka::{KafkaConfig, forward};
 
 /// Nothing listens on port 1.
 fn unreachable_broker() -> KafkaConfig {

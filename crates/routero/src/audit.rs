@@ -1,10 +1,11 @@
-//! `routero audit …`: verify, export, and the public key.
+//! `routero audit …`: verify (against witnesses too), export, prune, and the public key.
 
+use std::collections::BTreeMap;
 use std::io::{BufReader, Write};
 
 use anyhow::{Context, Result, bail};
 use routero_audit::{
-    AuditStore, ExportLine, TenantLog, Verified, Violation, verify_chain, verify_export,
+    AuditStore, Checkpoint, ExportLine, TenantLog, add_witnessed, read_export, read_witness,
 };
 use routero_crypto::CheckpointVerifier;
 
@@ -14,7 +15,9 @@ use crate::up;
 
 /// The store and the public key this installation uses.
 async fn open(settings: &Settings) -> Result<(AuditStore, CheckpointVerifier)> {
-    let store = AuditStore::connect(&up::audit_database_url(settings)?).await?;
+    let store = settings
+        .audit_store(&up::audit_database_url(settings)?)
+        .await?;
     Ok((store, verifier(settings, None)?))
 }
 
@@ -33,16 +36,26 @@ async fn tenants(store: &AuditStore, only: Option<String>) -> Result<Vec<String>
     })
 }
 
-fn report(results: &[Result<Verified, Violation>]) -> Result<()> {
+fn report(logs: &BTreeMap<String, TenantLog>, verifier: &CheckpointVerifier) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let mut failed = 0;
-    for result in results {
-        match result {
-            Ok(v) => writeln!(
-                out,
-                "tenant {}: ok, {} records through seq {}, signed through seq {}",
-                v.tenant_id, v.records, v.last_seq, v.signed_through
-            )?,
+    for (tenant, log) in logs {
+        match log.verify(tenant, verifier) {
+            Ok(v) => {
+                write!(
+                    out,
+                    "tenant {}: ok, {} records through seq {}, signed through seq {}",
+                    v.tenant_id, v.records, v.last_seq, v.signed_through
+                )?;
+                if let Some(anchor) = &log.anchor {
+                    write!(
+                        out,
+                        ", pruned through seq {} at {} under a {}-day retention",
+                        anchor.seq, anchor.pruned_at, anchor.retention_days
+                    )?;
+                }
+                writeln!(out)?;
+            }
             Err(violation) => {
                 failed += 1;
                 writeln!(out, "{violation}")?;
@@ -55,54 +68,71 @@ fn report(results: &[Result<Verified, Violation>]) -> Result<()> {
     Ok(())
 }
 
+/// The checkpoints every witness holds, each verified.
+async fn witnessed(
+    settings: &Settings,
+    witnesses: &[String],
+    verifier: &CheckpointVerifier,
+) -> Result<Vec<Checkpoint>> {
+    let mut checkpoints = Vec::new();
+    for witness in witnesses {
+        let held = match witness.strip_prefix("s3://") {
+            Some(place) => {
+                let (bucket, prefix) = place.split_once('/').unwrap_or((place, ""));
+                let mut config = settings
+                    .audit_s3()?
+                    .context("--witness s3://…: set audit_s3_endpoint and its credentials")?;
+                config.bucket = bucket.to_owned();
+                config.prefix = prefix.to_owned();
+                let lines = routero_audit_writer::read_witness_objects(config)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("witness {witness}: {e}"))?;
+                read_witness(lines.as_slice(), verifier)
+            }
+            None => {
+                let file = std::fs::File::open(witness)
+                    .with_context(|| format!("opening witness {witness}"))?;
+                read_witness(BufReader::new(file), verifier)
+            }
+        };
+        checkpoints.extend(held.with_context(|| format!("witness {witness}"))?);
+    }
+    Ok(checkpoints)
+}
+
 /// Runs an audit command.
 pub async fn run(settings: Settings, command: Audit) -> Result<()> {
     match command {
         Audit::Verify {
-            file: Some(path),
+            file,
             public_key,
             tenant,
+            witness,
         } => {
             let verifier = verifier(&settings, public_key.as_deref())?;
-            let file = std::fs::File::open(&path)
-                .with_context(|| format!("opening {}", path.display()))?;
-            let results = verify_export(BufReader::new(file), &verifier)?;
-            let results: Vec<_> = results
-                .into_iter()
-                .filter(|r| {
-                    tenant.as_ref().is_none_or(|t| {
-                        r.as_ref().map_or_else(|v| &v.tenant_id, |v| &v.tenant_id) == t
-                    })
-                })
-                .collect();
-            report(&results)
-        }
-        Audit::Verify {
-            file: None,
-            public_key,
-            tenant,
-        } => {
-            let (store, configured) = open(&settings).await?;
-            let verifier = match public_key {
-                Some(key) => CheckpointVerifier::from_base64(&key).context("public key")?,
-                None => configured,
+            let mut logs = match file {
+                Some(path) => {
+                    let file = std::fs::File::open(&path)
+                        .with_context(|| format!("opening {}", path.display()))?;
+                    read_export(BufReader::new(file))?
+                }
+                None => {
+                    let store = settings
+                        .audit_store(&up::audit_database_url(&settings)?)
+                        .await?;
+                    let mut logs = BTreeMap::new();
+                    for tenant in tenants(&store, tenant.clone()).await? {
+                        let log = store.load(&tenant).await?;
+                        logs.insert(tenant, log);
+                    }
+                    logs
+                }
             };
-            let mut results = Vec::new();
-            for tenant in tenants(&store, tenant).await? {
-                let TenantLog {
-                    anchor,
-                    records,
-                    checkpoints,
-                } = store.load(&tenant).await?;
-                results.push(verify_chain(
-                    &tenant,
-                    &records,
-                    &checkpoints,
-                    anchor.as_ref(),
-                    &verifier,
-                ));
+            add_witnessed(&mut logs, witnessed(&settings, &witness, &verifier).await?);
+            if let Some(only) = &tenant {
+                logs.retain(|name, _| name == only);
             }
-            report(&results)
+            report(&logs, &verifier)
         }
         Audit::Export { tenant } => {
             let (store, _) = open(&settings).await?;
@@ -128,7 +158,9 @@ pub async fn run(settings: Settings, command: Audit) -> Result<()> {
             Ok(())
         }
         Audit::Prune => {
-            let store = AuditStore::connect(&up::audit_database_url(&settings)?).await?;
+            let store = settings
+                .audit_store(&up::audit_database_url(&settings)?)
+                .await?;
             let signer = up::audit_signer(&settings)?;
             let anchors = store
                 .prune_expired(&signer, std::time::SystemTime::now())

@@ -3,11 +3,10 @@
 //! for SIEMs.
 
 use anyhow::{Context, Result};
-use routero_audit::AuditStore;
-use routero_audit_writer::{SinkConfig, WriterConfig};
-use routero_bus::EventBus;
+use routero_audit_writer::SinkConfig;
+use routero_bus::{EventBus, Spool};
 use routero_crypto::CheckpointSigner;
-use routero_kafka::{KafkaSource, SiemTopic, Spool};
+use routero_kafka::{KafkaSource, SiemTopic};
 use tokio::task::JoinHandle;
 
 use crate::export::Sinks;
@@ -24,7 +23,7 @@ pub fn service_bus(settings: &Settings) -> Result<Option<(EventBus, JoinHandle<(
         tracing::warn!("kafka_brokers is not set: this process emits no audit events");
         return Ok(None);
     };
-    let (dir, max_bytes) = settings.audit_spool()?;
+    let (dir, max_bytes) = settings.audit_spool(None)?;
     let spool = Spool::open(&dir, max_bytes)
         .with_context(|| format!("opening the audit spool in {}", dir.display()))?;
     let (bus, stream) = routero_bus::in_process(BUS_CAPACITY, settings.audit_overflow()?);
@@ -54,8 +53,9 @@ pub async fn audit_writer(settings: Settings) -> Result<()> {
     routero_kafka::ensure_topics(&kafka)
         .await
         .context("creating the audit topics")?;
-    let store = AuditStore::connect(url).await?;
-    let source = KafkaSource::subscribe(&kafka)?;
+    let store = settings.audit_store(url).await?;
+    // Fail at start on a configuration the broker client refuses.
+    drop(KafkaSource::subscribe(&kafka)?);
     let siem = SiemTopic::new(&kafka)?;
     tracing::info!(brokers = %kafka.brokers, topic = %kafka.events_topic, siem = %kafka.siem_topic, "audit writer consuming");
 
@@ -68,15 +68,22 @@ pub async fn audit_writer(settings: Settings) -> Result<()> {
         SinkConfig::new(&format!("kafka:{}", kafka.siem_topic)),
         shutdown,
     ));
-    let written = routero_audit_writer::run(
+    let (writer_stop, stopping) = tokio::sync::watch::channel(false);
+    let writer = routero_audit_writer::run_supervised(
         store,
-        source,
         signer,
-        WriterConfig::default(),
-        shutdown_signal(),
-    )
-    .await;
+        settings.audit_writer()?,
+        || KafkaSource::subscribe(&kafka).map_err(|e| e.to_string()),
+        stopping,
+    );
+    tokio::pin!(writer);
+    tokio::select! {
+        () = &mut writer => {}
+        () = shutdown_signal() => {
+            let _ = writer_stop.send(true);
+            writer.await;
+        }
+    }
     let _ = stop_tx.send(true);
-    sinks.join().await?;
-    Ok(written?)
+    sinks.join().await
 }

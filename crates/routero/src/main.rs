@@ -68,6 +68,12 @@ enum Audit {
         /// Base64 Ed25519 public key that signed the checkpoints.
         #[arg(long)]
         public_key: Option<String>,
+        /// Signed chain heads kept outside the database: an NDJSON file of export lines (what a
+        /// SIEM kept of the `routero.audit.v1` topic or the webhook), or `s3://<bucket>/<prefix>`
+        /// (the S3 export, reached with the audit_s3_* settings). A chain shorter than a
+        /// witnessed head is reported as cut. Repeatable.
+        #[arg(long)]
+        witness: Vec<String>,
     },
     /// Writes the audit log (anchors, records, checkpoints) as NDJSON to standard output.
     Export {

@@ -75,6 +75,12 @@ pub struct Settings {
     /// Audit: when the audit bus is full, `block` requests until there is room, or
     /// `fail_closed` to refuse them with 503 `audit_unavailable`.
     pub audit_overflow: Option<String>,
+    /// Audit: the shortest retention a tenant may set, in days (`90`); pruning never keeps
+    /// less, whatever the retention table says.
+    pub audit_min_retention_days: Option<String>,
+    /// Audit: the writer signs a checkpoint of each tenant's head at least this often while
+    /// events arrive (`10s`), and every 1000 events.
+    pub audit_checkpoint_interval: Option<String>,
     /// Audit: SIEM webhook receiving chained records (signed with `audit_webhook_secret`).
     pub audit_webhook_url: Option<String>,
     /// Audit: HMAC-SHA256 key of the webhook signature header (16+ characters).
@@ -178,6 +184,8 @@ impl Settings {
             audit_signing_key: s(),
             audit_public_key: s(),
             audit_overflow: s(),
+            audit_min_retention_days: s(),
+            audit_checkpoint_interval: s(),
             audit_webhook_url: s(),
             audit_webhook_secret: s(),
             kafka_brokers: s(),
@@ -289,6 +297,7 @@ impl Settings {
             config.admin_key = Some(SecretString::from(admin_key.clone()));
         }
         config.audit_database_url = self.audit_database_url.clone();
+        config.audit_min_retention_days = self.audit_min_retention_days()?;
         config.policies_dir = self
             .policies_dir
             .as_ref()
@@ -382,12 +391,46 @@ impl Settings {
         Ok(Some(config))
     }
 
-    /// The audit spool's directory and bound.
-    pub fn audit_spool(&self) -> Result<(PathBuf, u64)> {
-        let dir = match (&self.audit_spool_dir, &self.data_dir) {
-            (Some(dir), _) => PathBuf::from(dir),
-            (None, Some(data)) => Path::new(data).join("audit-spool"),
-            (None, None) => PathBuf::from("audit-spool"),
+    /// The operator's minimum audit retention, in days (default 90).
+    pub fn audit_min_retention_days(&self) -> Result<u32> {
+        match &self.audit_min_retention_days {
+            None => Ok(routero_audit::DEFAULT_MIN_RETENTION_DAYS),
+            Some(days) => match days.parse::<u32>() {
+                Ok(days) if days >= 1 => Ok(days),
+                _ => bail!("audit_min_retention_days: a whole number of days, at least 1"),
+            },
+        }
+    }
+
+    /// How the audit writer batches and checkpoints.
+    pub fn audit_writer(&self) -> Result<routero_audit_writer::WriterConfig> {
+        let mut config = routero_audit_writer::WriterConfig::default();
+        if let Some(interval) =
+            Self::duration(&self.audit_checkpoint_interval, "audit_checkpoint_interval")?
+        {
+            if interval.is_zero() {
+                bail!("audit_checkpoint_interval: must be longer than 0s");
+            }
+            config.checkpoint_interval = interval;
+        }
+        Ok(config)
+    }
+
+    /// The audit store at `url`, holding tenants to the operator's minimum retention.
+    pub async fn audit_store(&self, url: &str) -> Result<routero_audit::AuditStore> {
+        Ok(routero_audit::AuditStore::connect(url)
+            .await?
+            .with_min_retention_days(self.audit_min_retention_days()?))
+    }
+
+    /// The audit spool's directory and bound: `audit_spool_dir`, else `audit-spool` in the data
+    /// directory (`data_dir`, or the one given), else `./audit-spool`.
+    pub fn audit_spool(&self, data_dir: Option<&Path>) -> Result<(PathBuf, u64)> {
+        let dir = match (&self.audit_spool_dir, &self.data_dir, data_dir) {
+            (Some(dir), _, _) => PathBuf::from(dir),
+            (None, Some(data), _) => Path::new(data).join("audit-spool"),
+            (None, None, Some(data)) => data.join("audit-spool"),
+            (None, None, None) => PathBuf::from("audit-spool"),
         };
         let max = match &self.audit_spool_max_bytes {
             Some(bytes) => bytes

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use routero_audit::AuditStore;
-use routero_audit_writer::WriterConfig;
+use routero_bus::{Spool, SpoolSource, Spooled};
 use routero_control_plane::{ControlPlane, ControlPlaneConfig, KeyringSource, Listeners};
 use routero_crypto::{CheckpointSigner, Keyring, SealingKey};
 use routero_data_plane::DataPlaneConfig;
@@ -160,6 +159,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     );
     control.admin_key = settings.admin_key.clone().map(SecretString::from);
     control.audit_database_url = Some(audit_database_url(&settings)?);
+    control.audit_min_retention_days = settings.audit_min_retention_days()?;
     if let Some(key) = &control.admin_key {
         anyhow::ensure!(
             key.expose_secret().len() >= 32,
@@ -203,9 +203,21 @@ pub async fn run(settings: Settings) -> Result<()> {
     data_config.snapshot_path = Some(dir.join(SNAPSHOT_FILE));
     data_config.shutdown_grace = Duration::from_secs(5);
 
-    let audit_store = AuditStore::connect(&audit_database_url(&settings)?).await?;
+    let audit_store = settings
+        .audit_store(&audit_database_url(&settings)?)
+        .await?;
     let signer = audit_signer(&settings)?;
+    // The same path as the split services: bus → fsynced spool → (here) the writer.
     let (bus, events) = routero_bus::in_process(AUDIT_BUS_CAPACITY, settings.audit_overflow()?);
+    let (spool_dir, spool_bytes) = settings.audit_spool(Some(&dir))?;
+    let spooled = Spooled::new(
+        Spool::open(&spool_dir, spool_bytes)
+            .with_context(|| format!("opening the audit spool in {}", spool_dir.display()))?,
+    );
+    let filling = tokio::spawn({
+        let spooled = spooled.clone();
+        async move { spooled.fill(events).await }
+    });
     let plane = ControlPlane::build(control).await?.with_audit(bus.clone());
     announce(
         plane.generated_admin_key.as_ref(),
@@ -219,12 +231,15 @@ pub async fn run(settings: Settings) -> Result<()> {
         let _ = rx.changed().await;
     };
     let sinks = crate::export::Sinks::start(&settings, &audit_store, &stop_rx)?;
-    let writer = tokio::spawn(routero_audit_writer::run(
+    // The writer ends when the spool is drained after both planes are down; it is restarted
+    // if it ever stops before.
+    let (_writer_stop, never) = tokio::sync::watch::channel(false);
+    let writer = tokio::spawn(routero_audit_writer::run_supervised(
         audit_store,
-        events,
         signer,
-        WriterConfig::default(),
-        std::future::pending(),
+        settings.audit_writer()?,
+        move || Ok(SpoolSource::new(spooled.clone())),
+        never,
     ));
     let control_task = tokio::spawn(plane.serve(Listeners { http, grpc }, wait(stop_rx.clone())));
     let data_task = tokio::spawn(routero_data_plane::run(
@@ -237,9 +252,10 @@ pub async fn run(settings: Settings) -> Result<()> {
     let _ = stop_tx.send(true);
     control_task.await??;
     data_task.await??;
-    // Both planes are down and their bus handles dropped: the writer drains what they emitted,
-    // signs a last checkpoint and returns.
-    writer.await??;
+    // Both planes are down and their bus handles dropped: the spool takes what they emitted,
+    // the writer drains it, signs a last checkpoint and returns.
+    filling.await?;
+    writer.await?;
     if let Some((_, supervisor)) = cerbos {
         supervisor.abort();
     }

@@ -307,7 +307,8 @@ impl AppState {
         Err(error)
     }
 
-    fn refusal_event(
+    /// A refusal's audit event (`policy.blocked` with the reason code).
+    pub(super) fn refusal_event(
         &self,
         principal: &AdminPrincipal,
         client: &ClientInfo,

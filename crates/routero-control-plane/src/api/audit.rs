@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use routero_audit::EventQuery;
+use routero_audit::{AuditError, EventQuery};
 use routero_core::audit::{EventType, Outcome};
 
 use serde::Deserialize;
@@ -161,10 +161,25 @@ pub(super) async fn set_retention(
             format!("days: 1-{MAX_RETENTION_DAYS}"),
         ));
     }
-    audit_log(&state)?
+    let set = audit_log(&state)?
         .set_retention(&principal.tenant_id, body.days)
-        .await
-        .map_err(unavailable)?;
+        .await;
+    if let Err(AuditError::RetentionTooShort { minimum }) = set {
+        let days = body.days.to_string();
+        let refusal = state.refusal_event(
+            &principal,
+            &client,
+            ("audit_retention", &days),
+            "update",
+            "retention_too_short",
+        );
+        state.publish(refusal).await;
+        return Err(ApiError::bad_request(
+            "retention_too_short",
+            format!("days: at least {minimum}, the operator's minimum"),
+        ));
+    }
+    set.map_err(unavailable)?;
     state
         .record(
             &principal,

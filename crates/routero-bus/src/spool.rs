@@ -1,5 +1,5 @@
 //! The spool: an ordered, fsynced, bounded queue of audit events on local disk, between the
-//! in-process bus and the broker.
+//! in-process bus and where the events go (the broker, or the audit writer of `routero up`).
 //!
 //! Events are lines of JSON in numbered segment files (`00000000000000000001.spool`, ...);
 //! `delivered` holds the position up to which the broker acknowledged them. An append is on
@@ -13,7 +13,26 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read as _, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::KafkaError;
+use thiserror::Error;
+
+/// Errors of the spool.
+#[derive(Debug, Error)]
+pub enum SpoolError {
+    /// The spool's bound is reached.
+    #[error("audit spool full")]
+    Full,
+    /// Spool file I/O failed.
+    #[error("audit spool: {context}: {source}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A spool file does not have the expected shape.
+    #[error("audit spool corrupt: {0}")]
+    Corrupt(&'static str),
+}
 
 const SEGMENT_SUFFIX: &str = ".spool";
 const DELIVERED_FILE: &str = "delivered";
@@ -55,12 +74,12 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}{SEGMENT_SUFFIX}"))
 }
 
-fn io(context: &'static str) -> impl Fn(std::io::Error) -> KafkaError {
-    move |source| KafkaError::Spool { context, source }
+fn io(context: &'static str) -> impl Fn(std::io::Error) -> SpoolError {
+    move |source| SpoolError::Io { context, source }
 }
 
 /// Cuts a segment back to its last complete line; returns the new length.
-fn cut_torn_tail(path: &Path) -> Result<u64, KafkaError> {
+fn cut_torn_tail(path: &Path) -> Result<u64, SpoolError> {
     let bytes = fs::read(path).map_err(io("read segment"))?;
     let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     if keep != bytes.len() {
@@ -77,7 +96,7 @@ fn cut_torn_tail(path: &Path) -> Result<u64, KafkaError> {
 
 impl Spool {
     /// Opens (or creates) the spool in `dir`, holding at most `max_bytes` of undelivered events.
-    pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, KafkaError> {
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, SpoolError> {
         Self::open_with_segments(dir, max_bytes, (max_bytes / 16).clamp(64 * 1024, 64 << 20))
     }
 
@@ -85,7 +104,7 @@ impl Spool {
         dir: &Path,
         max_bytes: u64,
         segment_bytes: u64,
-    ) -> Result<Self, KafkaError> {
+    ) -> Result<Self, SpoolError> {
         fs::create_dir_all(dir).map_err(io("create spool directory"))?;
         let mut ids: Vec<u64> = fs::read_dir(dir)
             .map_err(io("list spool"))?
@@ -97,7 +116,7 @@ impl Spool {
             .collect();
         ids.sort_unstable();
         let mut delivered = match fs::read_to_string(dir.join(DELIVERED_FILE)) {
-            Ok(text) => parse_position(&text).ok_or(KafkaError::SpoolCorrupt("delivered"))?,
+            Ok(text) => parse_position(&text).ok_or(SpoolError::Corrupt("delivered"))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Position {
                 segment: ids.first().copied().unwrap_or(1),
                 offset: 0,
@@ -159,22 +178,22 @@ impl Spool {
     }
 
     /// Appends lines (no newlines inside) and fsyncs; `Err(SpoolFull)` leaves the spool as it was.
-    pub fn append<L: AsRef<[u8]>>(&mut self, lines: &[L]) -> Result<(), KafkaError> {
+    pub fn append<L: AsRef<[u8]>>(&mut self, lines: &[L]) -> Result<(), SpoolError> {
         let bytes: u64 = lines.iter().map(|l| l.as_ref().len() as u64 + 1).sum();
         if !self.has_room(bytes) {
-            return Err(KafkaError::SpoolFull);
+            return Err(SpoolError::Full);
         }
         self.write_lines(lines, bytes)
     }
 
     /// Appends past the bound: only for what a stopping process still holds, which would
     /// otherwise be lost (at most the bus's capacity).
-    pub fn append_beyond_bound<L: AsRef<[u8]>>(&mut self, lines: &[L]) -> Result<(), KafkaError> {
+    pub fn append_beyond_bound<L: AsRef<[u8]>>(&mut self, lines: &[L]) -> Result<(), SpoolError> {
         let bytes: u64 = lines.iter().map(|l| l.as_ref().len() as u64 + 1).sum();
         self.write_lines(lines, bytes)
     }
 
-    fn write_lines<L: AsRef<[u8]>>(&mut self, lines: &[L], bytes: u64) -> Result<(), KafkaError> {
+    fn write_lines<L: AsRef<[u8]>>(&mut self, lines: &[L], bytes: u64) -> Result<(), SpoolError> {
         if self
             .segments
             .back()
@@ -204,7 +223,7 @@ impl Spool {
     }
 
     /// Up to `max` lines after the acknowledged position, in order.
-    pub fn read_pending(&self, max: usize) -> Result<Vec<Spooled>, KafkaError> {
+    pub fn read_pending(&self, max: usize) -> Result<Vec<Spooled>, SpoolError> {
         let mut out = Vec::new();
         let mut at = self.delivered;
         let from = at.segment;
@@ -235,7 +254,7 @@ impl Spool {
                     break;
                 }
                 if line.pop() != Some(b'\n') {
-                    return Err(KafkaError::SpoolCorrupt("line without newline"));
+                    return Err(SpoolError::Corrupt("line without newline"));
                 }
                 at.offset += read as u64;
                 out.push(Spooled { line, end: at });
@@ -245,7 +264,7 @@ impl Spool {
     }
 
     /// Records that everything up to `end` reached the broker; deletes finished segments.
-    pub fn acknowledge(&mut self, end: Position) -> Result<(), KafkaError> {
+    pub fn acknowledge(&mut self, end: Position) -> Result<(), SpoolError> {
         if end <= self.delivered {
             return Ok(());
         }
@@ -274,7 +293,7 @@ impl Spool {
 
     /// The mark is written by rename: a crash leaves the old one or the new one. It is not
     /// fsynced: losing it re-sends events, which the writer skips.
-    fn write_delivered(&self, at: Position) -> Result<(), KafkaError> {
+    fn write_delivered(&self, at: Position) -> Result<(), SpoolError> {
         let temporary = self.dir.join(format!("{DELIVERED_FILE}.tmp"));
         fs::write(&temporary, format!("{} {}\n", at.segment, at.offset))
             .map_err(io("write delivered"))?;
@@ -304,7 +323,7 @@ mod tests {
     }
 
     #[test]
-    fn lines_come_back_in_order_across_segments_and_reopening() -> Result<(), KafkaError> {
+    fn lines_come_back_in_order_across_segments_and_reopening() -> Result<(), SpoolError> {
         let dir = tempfile::tempdir().map_err(io("tempdir"))?;
         let mut spool = Spool::open_with_segments(dir.path(), 1 << 20, 20)?;
         for i in 0..10 {
@@ -339,7 +358,7 @@ mod tests {
     }
 
     #[test]
-    fn a_torn_last_line_is_cut_and_the_rest_survives() -> Result<(), KafkaError> {
+    fn a_torn_last_line_is_cut_and_the_rest_survives() -> Result<(), SpoolError> {
         let dir = tempfile::tempdir().map_err(io("tempdir"))?;
         let mut spool = Spool::open(dir.path(), 1 << 20)?;
         spool.append(&["one", "two"])?;
@@ -360,13 +379,13 @@ mod tests {
     }
 
     #[test]
-    fn the_bound_refuses_without_writing() -> Result<(), KafkaError> {
+    fn the_bound_refuses_without_writing() -> Result<(), SpoolError> {
         let dir = tempfile::tempdir().map_err(io("tempdir"))?;
         let mut spool = Spool::open(dir.path(), 16)?;
         spool.append(&["0123456789"])?;
         assert!(matches!(
             spool.append(&["0123456789"]),
-            Err(KafkaError::SpoolFull)
+            Err(SpoolError::Full)
         ));
         assert_eq!(lines(&spool), ["0123456789"]);
         let pending = spool.read_pending(1)?;
