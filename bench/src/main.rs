@@ -504,8 +504,8 @@ async fn run(args: Args) -> Result<()> {
     )
     .await?;
 
-    // The same snapshot served by a data plane alone (no kafka_brokers, so no audit events), to
-    // separate the cost of auditing.
+    // The same snapshot served by a data plane alone (no kafka_brokers, allowed unaudited, so no
+    // audit events), to separate the cost of auditing.
     let data_plane_key = std::fs::read_to_string(up.dir.join("data-plane.key"))?;
     let alone_port = free_port()?;
     let alone = Proc(
@@ -517,6 +517,7 @@ async fn run(args: Args) -> Result<()> {
             )
             .env("ROUTERO_DATA_PLANE_KEY", data_plane_key.trim())
             .env("ROUTERO_DATA_PLANE_ADDR", format!("127.0.0.1:{alone_port}"))
+            .env("ROUTERO_ALLOW_UNAUDITED", "true")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -8,9 +8,11 @@ mod error;
 mod key;
 mod refusal;
 mod snapshot;
+mod throttle;
 
 pub use duration::{format_duration, parse_duration};
 pub use error::CoreError;
 pub use key::{KEY_PREFIX, KeyHash, KeyPolicy, canonical_ip, parse_cidrs};
 pub use refusal::Refusal;
 pub use snapshot::{Deployment, ModelRoute, ProviderCredential, Snapshot};
+pub use throttle::{Aggregate, AuthFailures, FailureLimits, Verdict};

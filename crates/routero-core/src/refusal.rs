@@ -39,6 +39,12 @@ pub enum Refusal {
     UpstreamError,
     /// The provider is rate limiting the gateway.
     UpstreamRateLimited,
+    /// The source address failed authentication too often this minute.
+    TooManyAuthFailures,
+    /// The client did not send its request (headers, body) within the deadline.
+    RequestTimeout,
+    /// The gateway failed unexpectedly; nothing was served.
+    InternalError,
 }
 
 impl Refusal {
@@ -63,6 +69,9 @@ impl Refusal {
             Self::UpstreamAuthFailed => "upstream_auth_failed",
             Self::UpstreamError => "upstream_error",
             Self::UpstreamRateLimited => "upstream_rate_limited",
+            Self::TooManyAuthFailures => "too_many_auth_failures",
+            Self::RequestTimeout => "request_timeout",
+            Self::InternalError => "internal_error",
         }
     }
 
@@ -81,14 +90,19 @@ impl Refusal {
             | Self::GuardrailUnavailable => 503,
             Self::UpstreamUnreachable | Self::UpstreamAuthFailed | Self::UpstreamError => 502,
             Self::UpstreamTimeout => 504,
-            Self::UpstreamRateLimited => 429,
+            Self::UpstreamRateLimited | Self::TooManyAuthFailures => 429,
+            Self::RequestTimeout => 408,
+            Self::InternalError => 500,
         }
     }
 
     /// The OpenAI error `type` this refusal belongs to.
     pub fn error_type(self) -> &'static str {
         match self {
-            Self::InvalidApiKey | Self::KeyExpired => "authentication_error",
+            Self::InvalidApiKey | Self::KeyExpired | Self::TooManyAuthFailures => {
+                "authentication_error"
+            }
+            Self::RequestTimeout => "invalid_request_error",
             Self::IpNotAllowed | Self::ModelNotAllowed | Self::PolicyDenied => "permission_error",
             Self::ModelNotFound
             | Self::InvalidRequest
@@ -102,7 +116,8 @@ impl Refusal {
             | Self::UpstreamTimeout
             | Self::UpstreamAuthFailed
             | Self::UpstreamError
-            | Self::UpstreamRateLimited => "api_error",
+            | Self::UpstreamRateLimited
+            | Self::InternalError => "api_error",
         }
     }
 
@@ -141,6 +156,11 @@ impl Refusal {
             Self::UpstreamRateLimited => {
                 "The model provider is rate limiting requests; retry later."
             }
+            Self::TooManyAuthFailures => {
+                "Too many failed authentications from this address; retry after the time given."
+            }
+            Self::RequestTimeout => "The request was not received in time.",
+            Self::InternalError => "The gateway failed; the request was not served.",
         }
     }
 }

@@ -18,9 +18,19 @@ const BUS_CAPACITY: usize = 10_000;
 
 /// A service's audit bus, forwarded to Kafka, when `kafka_brokers` is set. The forwarder ends
 /// when the service drops its bus, after giving the spool a few seconds to empty.
+///
+/// A service without an audit destination does not start, unless the operator set the
+/// development switch `allow_unaudited`, which is logged at every start.
 pub fn service_bus(settings: &Settings) -> Result<Option<(EventBus, JoinHandle<()>)>> {
     let Some(kafka) = settings.kafka()? else {
-        tracing::warn!("kafka_brokers is not set: this process emits no audit events");
+        anyhow::ensure!(
+            settings.allow_unaudited()?,
+            "kafka_brokers is required: without it this service would record no audit events \
+             (set ROUTERO_KAFKA_BROKERS; for development only, ROUTERO_ALLOW_UNAUDITED=true)"
+        );
+        tracing::warn!(
+            "UNAUDITED: kafka_brokers is not set and allow_unaudited is on; this process records no audit events"
+        );
         return Ok(None);
     };
     let (dir, max_bytes) = settings.audit_spool(None)?;

@@ -85,6 +85,10 @@ pub struct Settings {
     pub audit_webhook_url: Option<String>,
     /// Audit: HMAC-SHA256 key of the webhook signature header (16+ characters).
     pub audit_webhook_secret: Option<String>,
+    /// Development only: lets `routero control-plane` and `routero data-plane` run without an
+    /// audit destination (`kafka_brokers`); they refuse to start otherwise. Logged at every
+    /// start.
+    pub allow_unaudited: Option<String>,
     /// Audit: Kafka bootstrap servers (`host:port,...`). Separate control-plane and data-plane
     /// processes publish their audit events there; `routero audit-writer` consumes them.
     pub kafka_brokers: Option<String>,
@@ -188,6 +192,7 @@ impl Settings {
             audit_checkpoint_interval: s(),
             audit_webhook_url: s(),
             audit_webhook_secret: s(),
+            allow_unaudited: s(),
             kafka_brokers: s(),
             kafka_session_timeout: s(),
             kafka_topic_partitions: s(),
@@ -389,6 +394,15 @@ impl Settings {
                 .map_err(|e| anyhow!("kafka_replication_factor: {e}"))?;
         }
         Ok(Some(config))
+    }
+
+    /// Whether a split service may run without an audit destination (default: no).
+    pub fn allow_unaudited(&self) -> Result<bool> {
+        match self.allow_unaudited.as_deref() {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => bail!("allow_unaudited: {other:?} is not true or false"),
+        }
     }
 
     /// The operator's minimum audit retention, in days (default 90).
