@@ -1,7 +1,9 @@
 """Every data-plane request decided by the Cerbos policies (the real binary, started by
 `routero up` on a copy of the repository's policies), through the official openai SDK:
-model rules by role, failing closed while Cerbos is down, and policy edits without a restart."""
+model rules by role, failing closed while Cerbos is down or when the snapshot carries no
+policies, and policy edits without a restart."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -121,8 +123,9 @@ def test_a_policy_edit_changes_the_decision_without_restart(governed):
     assert old.startswith("sha256:") and new.startswith("sha256:") and old != new == change["policy_version"]
 
 
-def test_split_planes_ask_a_cerbos_sidecar(fake_provider, tmp_path):
-    """Control plane with the policies, both planes asking a Cerbos sidecar."""
+@contextlib.contextmanager
+def cerbos_sidecar(tmp_path):
+    """A Cerbos server on the repository's policies; yields its gRPC address."""
     http_port, grpc_port = free_port(), free_port()
     (tmp_path / "cerbos.yaml").write_text(
         f'server:\n  httpListenAddr: "127.0.0.1:{http_port}"\n  grpcListenAddr: "127.0.0.1:{grpc_port}"\n'
@@ -132,9 +135,16 @@ def test_split_planes_ask_a_cerbos_sidecar(fake_provider, tmp_path):
     try:
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{http_port}/_cerbos/health").status_code == 200,
                    what="cerbos sidecar")
-        gw = Gateway(fake_provider, "postgres", extra_env={"ROUTERO_CERBOS_ADDR": f"127.0.0.1:{grpc_port}"},
-                     cp_env={"ROUTERO_POLICIES_DIR": str(REPO / "policies"),
-                             "ROUTERO_CERBOS_ADDR": f"127.0.0.1:{grpc_port}"})
+        yield f"127.0.0.1:{grpc_port}"
+    finally:
+        sidecar.stop()
+
+
+def test_split_planes_ask_a_cerbos_sidecar(fake_provider, tmp_path):
+    """Control plane with the policies, both planes asking a Cerbos sidecar."""
+    with cerbos_sidecar(tmp_path) as cerbos:
+        gw = Gateway(fake_provider, "postgres", extra_env={"ROUTERO_CERBOS_ADDR": cerbos},
+                     cp_env={"ROUTERO_POLICIES_DIR": str(REPO / "policies"), "ROUTERO_CERBOS_ADDR": cerbos})
         try:
             r = gw.admin("POST", "/models", {"name": "premium", "tags": {"tier": "premium"},
                                              "deployments": [{"credential": "fake", "model": "up-premium"}]})
@@ -146,5 +156,15 @@ def test_split_planes_ask_a_cerbos_sidecar(fake_provider, tmp_path):
             assert served(developer, "gpt-a")
         finally:
             gw.close()
-    finally:
-        sidecar.stop()
+
+
+def test_a_data_plane_with_a_policy_engine_never_skips_it(fake_provider, tmp_path):
+    """A control plane without policies publishes no policy version: a data plane configured
+    with a policy engine refuses rather than serving undecided."""
+    with cerbos_sidecar(tmp_path) as cerbos:
+        gw = Gateway(fake_provider, "sqlite", extra_env={"ROUTERO_CERBOS_ADDR": cerbos})
+        try:
+            developer = client_with(gw, ["developer"])
+            assert refused_code(developer, "gpt-a") == (503, "policy_engine_unavailable")
+        finally:
+            gw.close()
