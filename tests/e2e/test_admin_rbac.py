@@ -1,7 +1,8 @@
 """The admin API decided by the Cerbos policies (the real binary, started by `routero up` on
 the repository's policies): every endpoint as each built-in role and a custom role, developers
-acting on their own keys only, no raising of one's own rights, tenants walled off from each
-other through every endpoint, and failing closed while Cerbos is down."""
+acting on their own keys only, no raising of one's own rights, model tags the policies read
+normalised, tenants walled off from each other through every endpoint, and failing closed while
+Cerbos is down."""
 
 import subprocess
 import uuid
@@ -169,6 +170,29 @@ def test_nobody_raises_their_own_rights(governed, principals):
     r = gw.admin("PUT", "/roles/delegate", {"permissions": ["policy:update", "admin_key:create", "team:create"]})
     assert r.status_code == 200
     assert gw.admin("POST", "/teams", {"name": unique("t")}, key=delegate).status_code == 201
+
+
+def refused(r, status, code):
+    """Whether `r` is the refusal `status` `code`."""
+    return r.status_code == status and r.json()["error"]["code"] == code
+
+
+def test_model_tags_the_policies_read_are_normalised_or_refused(governed):
+    gw = governed
+
+    def create(tags):
+        return gw.admin("POST", "/models", {"name": unique("m"), "tags": tags,
+                                            "deployments": [{"credential": "fake", "model": "up-a"}]})
+    for tags, stored in [({"tier": "Premium"}, {"tier": "premium"}),
+                         ({"Tier": " PREMIUM ", "ENV": "Staging"}, {"tier": "premium", "env": "staging"}),
+                         ({"tier": "standard", "env": "production", "cost-center": "R&D"},
+                          {"tier": "standard", "env": "production", "cost-center": "R&D"})]:
+        r = create(tags)
+        assert r.status_code == 201 and r.json()["tags"] == stored, (tags, r.text)
+    for tags, code in [({"tier": "gold"}, "invalid_tags"), ({"env": "stagging"}, "invalid_tags"),
+                       ({"tier": "premium", "TIER": "standard"}, "invalid_tags"),
+                       ({"tenant": "other"}, "reserved_tag"), ({"Owner": "adm_1"}, "reserved_tag")]:
+        assert refused(create(tags), 400, code), tags
 
 
 def test_bad_role_and_key_requests_are_refused_with_codes(governed):

@@ -1,7 +1,7 @@
 """Every data-plane request decided by the Cerbos policies (the real binary, started by
 `routero up` on a copy of the repository's policies), through the official openai SDK:
-model rules by role, failing closed while Cerbos is down or when the snapshot carries no
-policies, and policy edits without a restart."""
+model rules by role, tags spelled otherwise still deciding, failing closed while Cerbos is down
+or when the snapshot carries no policies, and policy edits without a restart."""
 
 import contextlib
 import json
@@ -84,6 +84,19 @@ def test_models_follow_roles_through_policy_alone(governed):
     assert blocked_with_version()[0]["policy_version"].startswith("sha256:")
 
 
+def test_a_tag_spelled_otherwise_still_decides(governed):
+    """A model tagged "Premium" used to be open to every key: the rule reads "premium"."""
+    gw, _ = governed
+    r = gw.admin("POST", "/models", {"name": "shouted", "tags": {"Tier": " Premium "},
+                                     "deployments": [{"credential": "fake", "model": "up-shouted"}]})
+    assert r.status_code == 201, r.text
+    developer = client_with(gw, ["developer"])
+    manager = client_with(gw, ["developer", "manager"])
+    wait_until(lambda: served(manager, "shouted"), what="the model in the data plane")
+    assert refused_code(developer, "shouted") == (403, "policy_denied")
+    assert r.json()["tags"] == {"tier": "premium"}
+
+
 def test_cerbos_down_fails_closed_and_traffic_recovers(governed):
     gw, _ = governed
     fresh = client_with(gw, ["developer"])  # no cached decision for this key
@@ -104,8 +117,8 @@ def test_a_policy_edit_changes_the_decision_without_restart(governed):
     # ...and developers may invoke premium models from now on.
     model = policies / "resources" / "model.yaml"
     edited = model.read_text().replace(
-        "derivedRoles: [tenant_manager]\n      condition:\n        match:\n          expr: V.premium && !V.staging",
-        "derivedRoles: [tenant_developer]\n      condition:\n        match:\n          expr: V.premium && !V.staging")
+        "derivedRoles: [tenant_manager]\n      condition:\n        match:\n          expr: V.known && V.premium && !V.staging",
+        "derivedRoles: [tenant_developer]\n      condition:\n        match:\n          expr: V.known && V.premium && !V.staging")
     assert edited != model.read_text()
     staged = policies / "model.yaml.new"
     staged.write_text(edited)
