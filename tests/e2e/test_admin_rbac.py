@@ -1,8 +1,8 @@
 """The admin API decided by the Cerbos policies (the real binary, started by `routero up` on
 the repository's policies): every endpoint as each built-in role and a custom role, developers
-acting on their own keys only, no raising of one's own rights, model tags the policies read
-normalised, tenants walled off from each other through every endpoint, and failing closed while
-Cerbos is down."""
+acting on their own keys only, no raising of one's own rights (granting, rotating or updating
+keys), model tags the policies read normalised, tenants walled off from each other through
+every endpoint, and failing closed while Cerbos is down."""
 
 import subprocess
 import uuid
@@ -175,6 +175,46 @@ def test_nobody_raises_their_own_rights(governed, principals):
 def refused(r, status, code):
     """Whether `r` is the refusal `status` `code`."""
     return r.status_code == status and r.json()["error"]["code"] == code
+
+
+def audited_refusal(gw, actor_id, code, resource_id):
+    """Waits for the `policy.blocked` event of `actor_id` refused with `code` on `resource_id`."""
+    def matching():
+        events = gw.admin("GET", "/audit/events", params={"type": "policy.blocked", "limit": 500}).json()["events"]
+        return [e["event"] for e in events
+                if e["event"]["actor"]["id"] == actor_id and e["event"]["reason_code"] == code
+                and e["event"]["resource"]["id"] == resource_id]
+    wait_until(matching, what=f"{code} on {resource_id} audited as policy.blocked")
+    assert matching()[0]["outcome"] == "denied"
+
+
+def test_rotating_or_updating_a_key_needs_every_role_it_acts_with(governed):
+    gw = governed
+    r = gw.admin("PUT", "/roles/rotator", {"permissions": ["key:read", "key:rotate", "key:update"]})
+    assert r.status_code == 200, r.text
+    rotator = issue(gw, ["rotator", "developer"])
+    premium = gw.new_key(roles=["developer", "manager"])
+    plain = gw.new_key(roles=["developer"])
+
+    # A key with premium access (manager), which the rotator lacks: no new secret for it, no
+    # wider networks, no longer life.
+    r = gw.admin("POST", "/key/regenerate", {"key_id": premium["key_id"]}, key=rotator["key"])
+    assert refused(r, 403, "role_escalation") and "sk-rt-" not in r.text, r.text
+    for change in [{"allowed_cidrs": ["0.0.0.0/0"]}, {"duration": "3650d"}, {"models": ["gpt-a"]}]:
+        r = gw.admin("POST", "/key/update", {"key_id": premium["key_id"], **change}, key=rotator["key"])
+        assert refused(r, 403, "role_escalation"), (change, r.text)
+    info = gw.admin("GET", "/key/info", params={"key_id": premium["key_id"]}).json()["info"]
+    assert info["key_hint"] == premium["key_hint"] and info["expires"] is None and info["allowed_cidrs"] == []
+    audited_refusal(gw, rotator["id"], "role_escalation", premium["key_id"])
+
+    # A key acting only with roles the rotator holds is its to rotate and update.
+    r = gw.admin("POST", "/key/regenerate", {"key_id": plain["key_id"]}, key=rotator["key"])
+    assert r.status_code == 200 and r.json()["key"].startswith("sk-rt-"), r.text
+    r = gw.admin("POST", "/key/update", {"key_id": plain["key_id"], "allowed_cidrs": ["10.0.0.0/8"]},
+                 key=rotator["key"])
+    assert r.status_code == 200, r.text
+    # The admin rotates any key.
+    assert gw.admin("POST", "/key/regenerate", {"key_id": premium["key_id"]}).status_code == 200
 
 
 def test_model_tags_the_policies_read_are_normalised_or_refused(governed):

@@ -153,7 +153,7 @@ impl AppState {
         action: &str,
     ) -> Result<bool, routero_authz::AuthzError> {
         let Some(authorizer) = &self.authorizer else {
-            return Ok(principal.roles.iter().any(|role| role == ADMIN_ROLE));
+            return Ok(is_admin(principal));
         };
         let snapshot = self.publisher.latest();
         authorizer
@@ -243,36 +243,50 @@ impl AppState {
         .map(|()| Some(principal.key_id.clone()))
     }
 
-    /// Refuses a grant of roles or permissions the caller does not hold itself (only `admin`
-    /// may grant what it lacks), so that no principal can raise its own rights.
-    pub(super) async fn allow_grant(
+    /// Refuses `action` on `resource` unless the caller holds every one of `roles` and
+    /// `permissions` itself (only `admin` acts on rights it lacks): what a grant gives, what a
+    /// key it rotates or updates acts with. No principal raises its own rights, nor takes over
+    /// a key with more of them.
+    pub(super) async fn allow_held(
         &self,
         principal: &AdminPrincipal,
         client: &ClientInfo,
+        resource: (&str, &str),
+        action: &str,
         roles: &[String],
         permissions: &[String],
     ) -> Result<(), ApiError> {
-        let is_admin = principal.roles.iter().any(|role| role == ADMIN_ROLE);
         let holds = roles.iter().all(|r| principal.roles.contains(r))
             && permissions
                 .iter()
                 .all(|p| principal.permissions.contains(p));
-        if is_admin || holds {
+        if is_admin(principal) || holds {
             return Ok(());
         }
-        self.publish(self.refusal_event(
+        self.forbid(
             principal,
             client,
-            ("role", "*"),
-            "grant",
+            resource,
+            action,
             "role_escalation",
-        ))
-        .await;
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "role_escalation",
-            "You may grant only roles and permissions you hold yourself.",
-        ))
+            "You may grant, or act on, only roles and permissions you hold yourself.",
+        )
+        .await
+    }
+
+    /// Audits a 403 with `code` on `(resource, action)` and returns it.
+    async fn forbid(
+        &self,
+        principal: &AdminPrincipal,
+        client: &ClientInfo,
+        resource: (&str, &str),
+        action: &str,
+        code: &'static str,
+        message: &str,
+    ) -> Result<(), ApiError> {
+        self.publish(self.refusal_event(principal, client, resource, action, code))
+            .await;
+        Err(ApiError::new(StatusCode::FORBIDDEN, code, message))
     }
 
     /// Audits a refusal and returns it: the PDP's refusal, or its absence when `unavailable`.
@@ -336,6 +350,11 @@ impl AppState {
 }
 
 static NO_ATTRIBUTES: BTreeMap<String, String> = BTreeMap::new();
+
+/// Whether the principal has the built-in `admin` role.
+fn is_admin(principal: &AdminPrincipal) -> bool {
+    principal.roles.iter().any(|role| role == ADMIN_ROLE)
+}
 
 /// The principal's tenant's collection of `kind` (id `*`).
 fn collection<'a>(

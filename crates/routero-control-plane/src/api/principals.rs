@@ -48,7 +48,14 @@ pub(super) async fn create_admin_key(
         ));
     }
     state
-        .allow_grant(&principal, &client, &body.roles, &[])
+        .allow_held(
+            &principal,
+            &client,
+            ("admin_key", "*"),
+            "grant",
+            &body.roles,
+            &[],
+        )
         .await?;
     let (secret, key) = crate::issue_admin_key(
         &state.store,
@@ -145,7 +152,14 @@ pub(super) async fn put_role(
     }
     check_permissions(&body.permissions)?;
     state
-        .allow_grant(&principal, &client, &[], &body.permissions)
+        .allow_held(
+            &principal,
+            &client,
+            ("role", &name),
+            "grant",
+            &[],
+            &body.permissions,
+        )
         .await?;
     let mut permissions = body.permissions;
     permissions.sort();
