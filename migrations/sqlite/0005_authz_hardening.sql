@@ -1,6 +1,15 @@
 -- Authorization hardening (issue 10):
+-- - names that are no longer roles of the tenant are taken off admin keys (deleting a role
+--   now does so itself), so a role created later under such a name grants them nothing;
 -- - model tags the policies read are normalised (tier and env names and values trimmed and
 --   lowercase), and tags named like the policies' own attributes (tenant, owner) dropped.
+UPDATE admin_keys SET roles = (
+    SELECT json_group_array(held.value)
+    FROM json_each(admin_keys.roles) AS held
+    WHERE held.value IN ('admin', 'developer', 'auditor', 'finance', 'manager', 'qa', 'member')
+       OR EXISTS (SELECT 1 FROM roles r WHERE r.tenant_id = admin_keys.tenant_id AND r.name = held.value)
+);
+
 UPDATE model_routes SET tags = (
     SELECT json_group_object(
         CASE WHEN lower(t.key) IN ('tier', 'env') THEN lower(t.key) ELSE t.key END,

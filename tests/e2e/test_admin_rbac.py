@@ -1,8 +1,8 @@
 """The admin API decided by the Cerbos policies (the real binary, started by `routero up` on
 the repository's policies): every endpoint as each built-in role and a custom role, developers
 acting on their own keys only, no raising of one's own rights (granting, rotating or updating
-keys), model tags the policies read normalised, tenants walled off from each other through
-every endpoint, and failing closed while Cerbos is down."""
+keys, managing roles), model tags the policies read normalised, tenants walled off from each
+other through every endpoint, and failing closed while Cerbos is down."""
 
 import subprocess
 import uuid
@@ -156,10 +156,10 @@ def test_nobody_raises_their_own_rights(governed, principals):
     assert r.status_code == 403 and r.json()["error"]["code"] == "role_escalation", r.text
 
     # A custom role that may manage roles and admin keys still grants only what it holds.
-    r = gw.admin("PUT", "/roles/delegate", {"permissions": ["policy:update", "admin_key:create", "team:list"]})
+    r = gw.admin("PUT", "/roles/delegate", {"permissions": ["role:manage", "admin_key:create", "team:list"]})
     assert r.status_code == 200, r.text
     delegate = issue(gw, ["delegate"])["key"]
-    r = gw.admin("PUT", "/roles/delegate", {"permissions": ["policy:update", "team:create"]}, key=delegate)
+    r = gw.admin("PUT", "/roles/delegate", {"permissions": ["role:manage", "team:create"]}, key=delegate)
     assert r.status_code == 403 and r.json()["error"]["code"] == "role_escalation", r.text
     r = gw.admin("POST", "/admin-keys", {"name": "sneaky", "roles": ["admin"]}, key=delegate)
     assert r.status_code == 403 and r.json()["error"]["code"] == "role_escalation", r.text
@@ -167,7 +167,7 @@ def test_nobody_raises_their_own_rights(governed, principals):
 
     # Permissions follow the role: granting team:create lets its holders create teams at once.
     assert gw.admin("POST", "/teams", {"name": unique("t")}, key=delegate).status_code == 403
-    r = gw.admin("PUT", "/roles/delegate", {"permissions": ["policy:update", "admin_key:create", "team:create"]})
+    r = gw.admin("PUT", "/roles/delegate", {"permissions": ["role:manage", "admin_key:create", "team:create"]})
     assert r.status_code == 200
     assert gw.admin("POST", "/teams", {"name": unique("t")}, key=delegate).status_code == 201
 
@@ -215,6 +215,55 @@ def test_rotating_or_updating_a_key_needs_every_role_it_acts_with(governed):
     assert r.status_code == 200, r.text
     # The admin rotates any key.
     assert gw.admin("POST", "/key/regenerate", {"key_id": premium["key_id"]}).status_code == 200
+
+
+def test_managing_roles_is_its_own_permission(governed):
+    gw = governed
+    assert gw.admin("PUT", "/roles/guard-editor", {"permissions": ["policy:read", "policy:update"]}).status_code == 200
+    assert gw.admin("PUT", "/roles/auditing", {"permissions": ["audit_log:read", "team:list"]}).status_code == 200
+    editor = issue(gw, ["guard-editor"])
+
+    # policy:update is the guardrails, not the roles.
+    assert gw.admin("PUT", "/guardrails", {"rules": []}, key=editor["key"]).status_code == 200
+    for method, path, body in [("GET", "/roles", None), ("PUT", "/roles/mine", {"permissions": ["policy:update"]}),
+                               ("DELETE", "/roles/auditing", None)]:
+        r = gw.admin(method, path, body, key=editor["key"])
+        assert refused(r, 403, "policy_denied"), (method, path, r.text)
+
+    assert gw.admin("PUT", "/roles/steward", {"permissions": ["role:list", "role:manage", "team:list"]}).status_code == 200
+    steward = issue(gw, ["steward"])
+    # role:manage is the roles, not the guardrails...
+    assert refused(gw.admin("PUT", "/guardrails", {"rules": []}, key=steward["key"]), 403, "policy_denied")
+    assert gw.admin("GET", "/roles", key=steward["key"]).status_code == 200
+    r = gw.admin("PUT", "/roles/listers", {"permissions": ["team:list"]}, key=steward["key"])
+    assert r.status_code == 200, r.text
+    assert gw.admin("DELETE", "/roles/listers", key=steward["key"]).status_code == 200
+    # ...and only roles whose permissions the steward holds: no overwriting nor deleting a
+    # role that grants more (audit_log:read here).
+    r = gw.admin("PUT", "/roles/auditing", {"permissions": ["team:list"]}, key=steward["key"])
+    assert refused(r, 403, "role_escalation"), r.text
+    r = gw.admin("DELETE", "/roles/auditing", key=steward["key"])
+    assert refused(r, 403, "role_escalation"), r.text
+    roles = {role["name"]: role["permissions"] for role in gw.admin("GET", "/roles").json()["roles"]}
+    assert roles["auditing"] == ["audit_log:read", "team:list"] and "listers" not in roles
+    audited_refusal(gw, steward["id"], "role_escalation", "auditing")
+
+
+def test_a_deleted_role_leaves_nothing_behind_for_its_name(governed):
+    gw = governed
+    assert gw.admin("PUT", "/roles/temp", {"permissions": ["audit_log:read"]}).status_code == 200
+    holder = issue(gw, ["temp", "finance"])
+    virtual = gw.new_key(roles=["developer", "temp"])
+    assert gw.admin("GET", "/audit/events", key=holder["key"]).status_code == 200
+
+    assert gw.admin("DELETE", "/roles/temp").status_code == 200
+    admin_keys = {k["id"]: k for k in gw.admin("GET", "/admin-keys").json()["admin_keys"]}
+    assert admin_keys[holder["id"]]["roles"] == ["finance"]
+    info = gw.admin("GET", "/key/info", params={"key_id": virtual["key_id"]}).json()["info"]
+    assert info["roles"] == ["developer"]
+    # The name created again grants nothing to the keys that held the old role.
+    assert gw.admin("PUT", "/roles/temp", {"permissions": ["audit_log:read"]}).status_code == 200
+    assert refused(gw.admin("GET", "/audit/events", key=holder["key"]), 403, "policy_denied")
 
 
 def test_model_tags_the_policies_read_are_normalised_or_refused(governed):

@@ -22,6 +22,7 @@ routero_testkit::on_both_databases!(
     rotation_reencrypts_everything_or_nothing,
     users_and_teams,
     admin_keys_and_custom_roles,
+    deleting_a_role_takes_its_name_off_every_key,
 );
 
 fn key(tenant: &str, id: &str, hash: u8) -> KeyRecord {
@@ -391,4 +392,85 @@ async fn admin_keys_and_custom_roles(store: Store) {
     );
     assert_eq!(store.list_admin_keys(&a, true).await.unwrap().len(), 2);
     assert!(store.list_admin_keys(&b, true).await.unwrap().is_empty());
+}
+
+async fn deleting_a_role_takes_its_name_off_every_key(store: Store) {
+    let a = store.ensure_tenant("a").await.unwrap();
+    let b = store.ensure_tenant("b").await.unwrap();
+    let ops = |permissions: &[&str]| CustomRole {
+        name: "ops".into(),
+        permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+    };
+    store.put_role(&a, &ops(&["team:list"])).await.unwrap();
+    store.put_role(&b, &ops(&["team:list"])).await.unwrap();
+    assert_eq!(
+        store.role(&a, "ops").await.unwrap(),
+        Some(ops(&["team:list"]))
+    );
+    assert_eq!(store.role(&a, "nobody").await.unwrap(), None);
+    let roles = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+    store
+        .insert_admin_key(&a, &[1; 32], "holder", &roles(&["auditor", "ops"]))
+        .await
+        .unwrap();
+    // `_` in a LIKE pattern matches any character: "op_" must not lose "ops".
+    store
+        .put_role(
+            &a,
+            &CustomRole {
+                name: "op_".into(),
+                ..ops(&["team:list"])
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .insert_admin_key(&a, &[2; 32], "other", &roles(&["ops"]))
+        .await
+        .unwrap();
+    store
+        .insert_admin_key(&b, &[3; 32], "tenant b", &roles(&["ops"]))
+        .await
+        .unwrap();
+    let mut held = key(&a, "k1", 4);
+    held.roles = roles(&["developer", "ops"]);
+    store.insert_key(&held).await.unwrap();
+    let mut in_b = key(&b, "k2", 5);
+    in_b.roles = roles(&["ops"]);
+    store.insert_key(&in_b).await.unwrap();
+
+    let v0 = store.snapshot_version().await.unwrap();
+    store.delete_role(&a, "op_").await.unwrap();
+    assert_eq!(
+        store.get_key(&a, "k1").await.unwrap().roles,
+        roles(&["developer", "ops"])
+    );
+    store.delete_role(&a, "ops").await.unwrap();
+    assert!(
+        store.snapshot_version().await.unwrap() > v0,
+        "virtual keys changed"
+    );
+    assert_eq!(
+        store.get_key(&a, "k1").await.unwrap().roles,
+        roles(&["developer"])
+    );
+    let principal = |hash: u8| {
+        let store = &store;
+        async move { store.find_admin_key(&[hash; 32]).await.unwrap().unwrap() }
+    };
+    assert_eq!(principal(1).await.roles, roles(&["auditor"]));
+    // Created again, the name grants nothing to the keys that held the old role...
+    store.put_role(&a, &ops(&["user:delete"])).await.unwrap();
+    assert!(principal(1).await.permissions.is_empty());
+    assert!(principal(2).await.roles.is_empty());
+    // ...and another tenant's role of the same name and its holders are untouched.
+    assert_eq!(principal(3).await.roles, roles(&["ops"]));
+    assert_eq!(
+        store.get_key(&b, "k2").await.unwrap().roles,
+        roles(&["ops"])
+    );
+    assert!(matches!(
+        store.delete_role(&a, "op_").await,
+        Err(ControlPlaneError::NotFound("role"))
+    ));
 }

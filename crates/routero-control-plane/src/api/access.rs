@@ -47,6 +47,7 @@ pub(super) const PERMISSIONS: &[(&str, &[&str])] = &[
     ),
     ("model", &["create", "read", "list", "update", "delete"]),
     ("policy", &["read", "update"]),
+    ("role", &["list", "manage"]),
     ("scim_token", &["create", "list", "revoke"]),
     ("spend_report", &["read"]),
     ("sso_config", &["read", "update"]),
@@ -98,9 +99,9 @@ const ROUTES: &[(&str, &str, Ask)] = &[
     ),
     ("GET", "/guardrails", Ask::Tenant("policy", "read")),
     ("PUT", "/guardrails", Ask::Tenant("policy", "update")),
-    ("GET", "/roles", Ask::Tenant("policy", "read")),
-    ("PUT", "/roles/{name}", Ask::Tenant("policy", "update")),
-    ("DELETE", "/roles/{name}", Ask::Tenant("policy", "update")),
+    ("GET", "/roles", Ask::Tenant("role", "list")),
+    ("PUT", "/roles/{name}", Ask::Tenant("role", "manage")),
+    ("DELETE", "/roles/{name}", Ask::Tenant("role", "manage")),
 ];
 
 /// Middleware after authentication: decides tenant-level routes, lets key routes through to
@@ -245,8 +246,8 @@ impl AppState {
 
     /// Refuses `action` on `resource` unless the caller holds every one of `roles` and
     /// `permissions` itself (only `admin` acts on rights it lacks): what a grant gives, what a
-    /// key it rotates or updates acts with. No principal raises its own rights, nor takes over
-    /// a key with more of them.
+    /// key it rotates or updates acts with, what a role it replaces or deletes grants. No
+    /// principal raises its own rights, nor takes over a key or role with more of them.
     pub(super) async fn allow_held(
         &self,
         principal: &AdminPrincipal,

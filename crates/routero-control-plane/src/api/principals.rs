@@ -135,7 +135,30 @@ pub(super) struct RolePermissions {
     permissions: Vec<String>,
 }
 
-/// Creates or replaces a custom role: a set of `"<kind>:<action>"` permissions.
+/// The tenant's role `name`, if any, once `principal` may manage it: holding `giving` and
+/// every permission the role grants now (only `admin` manages a role with rights it lacks).
+async fn allow_manage_role(
+    state: &AppState,
+    principal: &AdminPrincipal,
+    client: &ClientInfo,
+    name: &str,
+    giving: &[String],
+) -> Result<Option<CustomRole>, ApiError> {
+    let current = state.store.role(&principal.tenant_id, name).await?;
+    let touched: Vec<String> = current
+        .iter()
+        .flat_map(|role| &role.permissions)
+        .chain(giving)
+        .cloned()
+        .collect();
+    state
+        .allow_held(principal, client, ("role", name), "manage", &[], &touched)
+        .await?;
+    Ok(current)
+}
+
+/// Creates or replaces a custom role: a set of `"<kind>:<action>"` permissions. A caller
+/// without `admin` must hold the permissions it gives, and those of the role it replaces.
 pub(super) async fn put_role(
     State(state): State<AppState>,
     Extension(principal): Extension<AdminPrincipal>,
@@ -151,16 +174,7 @@ pub(super) async fn put_role(
         ));
     }
     check_permissions(&body.permissions)?;
-    state
-        .allow_held(
-            &principal,
-            &client,
-            ("role", &name),
-            "grant",
-            &[],
-            &body.permissions,
-        )
-        .await?;
+    allow_manage_role(&state, &principal, &client, &name, &body.permissions).await?;
     let mut permissions = body.permissions;
     permissions.sort();
     permissions.dedup();
@@ -177,13 +191,18 @@ pub(super) async fn put_role(
     Ok(Json(json!(role)))
 }
 
-/// Deletes a custom role; admin keys holding it lose its permissions at their next request.
+/// Deletes a custom role (a caller without `admin` only one whose permissions it holds) and
+/// takes its name off every key: admin keys lose its permissions at their next request, and
+/// a role created later under the name grants nothing to the keys that held this one.
 pub(super) async fn delete_role(
     State(state): State<AppState>,
     Extension(principal): Extension<AdminPrincipal>,
     Extension(client): Extension<ClientInfo>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    allow_manage_role(&state, &principal, &client, &name, &[])
+        .await?
+        .ok_or(crate::ControlPlaneError::NotFound("role"))?;
     state.store.delete_role(&principal.tenant_id, &name).await?;
     state
         .record(

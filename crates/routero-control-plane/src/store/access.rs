@@ -1,7 +1,7 @@
 //! Who may use the admin API: admin keys with their roles, and each tenant's custom roles.
 
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 
 use super::{Result, Store, from_json, new_id, now_unix, to_json, unique_violation};
 use crate::ControlPlaneError;
@@ -155,6 +155,18 @@ impl Store {
         Ok(())
     }
 
+    /// The tenant's custom role `name`, if it exists.
+    pub async fn role(&self, tenant_id: &str, name: &str) -> Result<Option<CustomRole>> {
+        sqlx::query("SELECT name, permissions FROM roles WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant_id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(custom_role)
+            .transpose()
+    }
+
     /// The tenant's custom roles by name.
     pub async fn list_roles(&self, tenant_id: &str) -> Result<Vec<CustomRole>> {
         sqlx::query("SELECT name, permissions FROM roles WHERE tenant_id = $1 ORDER BY name")
@@ -162,28 +174,85 @@ impl Store {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|row| {
-                Ok(CustomRole {
-                    name: row.try_get("name")?,
-                    permissions: from_json(&row.try_get::<String, _>("permissions")?)?,
-                })
-            })
+            .map(custom_role)
             .collect()
     }
 
-    /// Deletes the tenant's custom role `name`; keys holding it lose its permissions.
+    /// Deletes the tenant's custom role `name` and takes the name off every admin key and
+    /// virtual key of the tenant, in one transaction: a role created later under the same
+    /// name grants them nothing.
     pub async fn delete_role(&self, tenant_id: &str, name: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         let deleted = sqlx::query("DELETE FROM roles WHERE tenant_id = $1 AND name = $2")
             .bind(tenant_id)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
         if deleted == 0 {
             return Err(ControlPlaneError::NotFound("role"));
         }
-        Ok(())
+        for (id, roles) in without_role(&mut tx, HELD_BY_ADMIN_KEYS, tenant_id, name).await? {
+            sqlx::query("UPDATE admin_keys SET roles = $1 WHERE tenant_id = $2 AND id = $3")
+                .bind(to_json(&roles)?)
+                .bind(tenant_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let now = now_unix();
+        for (id, roles) in without_role(&mut tx, HELD_BY_VIRTUAL_KEYS, tenant_id, name).await? {
+            sqlx::query(
+                "UPDATE virtual_keys SET roles = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4",
+            )
+            .bind(to_json(&roles)?)
+            .bind(now)
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Virtual keys' roles reach data planes in snapshots.
+        self.commit_change(tx).await
     }
+}
+
+const HELD_BY_ADMIN_KEYS: &str =
+    "SELECT id, roles FROM admin_keys WHERE tenant_id = $1 AND roles LIKE $2";
+const HELD_BY_VIRTUAL_KEYS: &str =
+    "SELECT id, roles FROM virtual_keys WHERE tenant_id = $1 AND roles LIKE $2";
+
+/// The rows (`id`, `roles` as a JSON array) that `holders` finds holding role `name` in the
+/// tenant, each with its roles but that one.
+async fn without_role(
+    tx: &mut Transaction<'_, Any>,
+    holders: &'static str,
+    tenant_id: &str,
+    name: &str,
+) -> Result<Vec<(String, Vec<String>)>> {
+    // Role names are JSON strings without escapes (letters, digits, -_.:/@), so the quoted
+    // name finds every holder; `_` matching any character only finds more, dropped below.
+    let rows = sqlx::query(holders)
+        .bind(tenant_id)
+        .bind(format!("%\"{name}\"%"))
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut changed = Vec::new();
+    for row in &rows {
+        let roles: Vec<String> = from_json(&row.try_get::<String, _>("roles")?)?;
+        if roles.iter().any(|role| role == name) {
+            let kept = roles.into_iter().filter(|role| role != name).collect();
+            changed.push((row.try_get("id")?, kept));
+        }
+    }
+    Ok(changed)
+}
+
+fn custom_role(row: &AnyRow) -> Result<CustomRole> {
+    Ok(CustomRole {
+        name: row.try_get("name")?,
+        permissions: from_json(&row.try_get::<String, _>("permissions")?)?,
+    })
 }
 
 fn admin_key(row: &AnyRow) -> Result<AdminKey> {
