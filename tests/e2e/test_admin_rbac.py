@@ -1,8 +1,9 @@
 """The admin API decided by the Cerbos policies (the real binary, started by `routero up` on
 the repository's policies): every endpoint as each built-in role and a custom role, developers
 acting on their own keys only, no raising of one's own rights (granting, rotating or updating
-keys, managing roles), model tags the policies read normalised, tenants walled off from each
-other through every endpoint, and failing closed while Cerbos is down."""
+keys, managing roles), keys bound only to their creator's user and teams, model tags the
+policies read normalised, tenants walled off from each other through every endpoint, and
+failing closed while Cerbos is down."""
 
 import subprocess
 import uuid
@@ -28,10 +29,14 @@ def governed(fake_provider):
     gw.close()
 
 
-def issue(gw, roles, key=None):
-    """An admin key with `roles`, issued by `key` (the bootstrap admin key by default)."""
+def issue(gw, roles, key=None, user_id=None):
+    """An admin key with `roles` (acting for `user_id`), issued by `key` (the bootstrap admin
+    key by default)."""
     kwargs = {"key": key} if key else {}
-    r = gw.admin("POST", "/admin-keys", {"name": unique("k"), "roles": roles}, **kwargs)
+    body = {"name": unique("k"), "roles": roles}
+    if user_id:
+        body["user_id"] = user_id
+    r = gw.admin("POST", "/admin-keys", body, **kwargs)
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["key"].startswith("sk-rtadm-") and body["roles"] == sorted(roles)
@@ -264,6 +269,49 @@ def test_a_deleted_role_leaves_nothing_behind_for_its_name(governed):
     # The name created again grants nothing to the keys that held the old role.
     assert gw.admin("PUT", "/roles/temp", {"permissions": ["audit_log:read"]}).status_code == 200
     assert refused(gw.admin("GET", "/audit/events", key=holder["key"]), 403, "policy_denied")
+
+
+def test_keys_are_bound_only_to_their_creators_user_and_teams(governed, principals):
+    gw = governed
+    platform, data = (gw.admin("POST", "/teams", {"name": unique(n)}).json()["id"] for n in ("platform", "data"))
+    alice = gw.admin("POST", "/users", {"user_name": unique("alice"), "team_ids": [platform]}).json()["id"]
+    bob = gw.admin("POST", "/users", {"user_name": unique("bob"), "team_ids": [data]}).json()["id"]
+
+    # A developer key acting for no user binds keys to nobody.
+    unbound = principals["developer"]["key"]
+    for scope in [{"user_id": alice}, {"team_id": platform}]:
+        assert refused(gw.admin("POST", "/key/generate", scope, key=unbound), 403, "scope_not_allowed"), scope
+    assert gw.admin("POST", "/key/generate", {}, key=unbound).status_code == 200
+
+    dev_alice = issue(gw, ["developer"], user_id=alice)
+    assert dev_alice["user_id"] == alice
+    assert [k for k in gw.admin("GET", "/admin-keys").json()["admin_keys"]
+            if k["id"] == dev_alice["id"]][0]["user_id"] == alice
+
+    # Alice's developer key binds keys to alice and her team, never to bob or his team.
+    for scope in [{"user_id": bob}, {"team_id": data}, {"user_id": alice, "team_id": data}]:
+        r = gw.admin("POST", "/key/generate", scope, key=dev_alice["key"])
+        assert refused(r, 403, "scope_not_allowed"), (scope, r.text)
+    r = gw.admin("POST", "/key/generate", {"user_id": alice, "team_id": platform}, key=dev_alice["key"])
+    assert r.status_code == 200 and (r.json()["user_id"], r.json()["team_id"]) == (alice, platform), r.text
+    own = r.json()["key_id"]
+    for scope in [{"user_id": bob}, {"team_id": data}]:
+        r = gw.admin("POST", "/key/update", {"key_id": own, **scope}, key=dev_alice["key"])
+        assert refused(r, 403, "scope_not_allowed"), (scope, r.text)
+    info = gw.admin("GET", "/key/info", params={"key_id": own}).json()["info"]
+    assert (info["user_id"], info["team_id"]) == (alice, platform)
+    audited_refusal(gw, dev_alice["id"], "scope_not_allowed", own)
+
+    # Issuing admin keys follows the same rule; the admin binds any user of the tenant.
+    assert gw.admin("PUT", "/roles/issuer", {"permissions": ["admin_key:create"]}).status_code == 200
+    issuer = issue(gw, ["issuer"], user_id=alice)["key"]
+    r = gw.admin("POST", "/admin-keys", {"name": unique("k"), "roles": ["issuer"], "user_id": bob}, key=issuer)
+    assert refused(r, 403, "scope_not_allowed"), r.text
+    assert issue(gw, ["issuer"], key=issuer, user_id=alice)["user_id"] == alice
+    r = gw.admin("POST", "/key/generate", {"user_id": bob, "team_id": data})
+    assert r.status_code == 200, r.text
+    r = gw.admin("POST", "/admin-keys", {"name": unique("k"), "roles": ["developer"], "user_id": "usr_missing"})
+    assert refused(r, 404, "user_not_found"), r.text
 
 
 def test_model_tags_the_policies_read_are_normalised_or_refused(governed):

@@ -23,6 +23,7 @@ routero_testkit::on_both_databases!(
     users_and_teams,
     admin_keys_and_custom_roles,
     deleting_a_role_takes_its_name_off_every_key,
+    admin_keys_act_for_a_user_and_its_teams,
 );
 
 fn key(tenant: &str, id: &str, hash: u8) -> KeyRecord {
@@ -310,7 +311,7 @@ async fn admin_keys_and_custom_roles(store: Store) {
     };
     store.put_role(&a, &support).await.unwrap();
     let admin = store
-        .insert_admin_key(&a, &[1; 32], "first", &["admin".into()])
+        .insert_admin_key(&a, &[1; 32], "first", &["admin".into()], None)
         .await
         .unwrap();
     let helper = store
@@ -319,6 +320,7 @@ async fn admin_keys_and_custom_roles(store: Store) {
             &[2; 32],
             "helper",
             &["support".into(), "auditor".into()],
+            None,
         )
         .await
         .unwrap();
@@ -410,7 +412,7 @@ async fn deleting_a_role_takes_its_name_off_every_key(store: Store) {
     assert_eq!(store.role(&a, "nobody").await.unwrap(), None);
     let roles = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
     store
-        .insert_admin_key(&a, &[1; 32], "holder", &roles(&["auditor", "ops"]))
+        .insert_admin_key(&a, &[1; 32], "holder", &roles(&["auditor", "ops"]), None)
         .await
         .unwrap();
     // `_` in a LIKE pattern matches any character: "op_" must not lose "ops".
@@ -425,11 +427,11 @@ async fn deleting_a_role_takes_its_name_off_every_key(store: Store) {
         .await
         .unwrap();
     store
-        .insert_admin_key(&a, &[2; 32], "other", &roles(&["ops"]))
+        .insert_admin_key(&a, &[2; 32], "other", &roles(&["ops"]), None)
         .await
         .unwrap();
     store
-        .insert_admin_key(&b, &[3; 32], "tenant b", &roles(&["ops"]))
+        .insert_admin_key(&b, &[3; 32], "tenant b", &roles(&["ops"]), None)
         .await
         .unwrap();
     let mut held = key(&a, "k1", 4);
@@ -473,4 +475,61 @@ async fn deleting_a_role_takes_its_name_off_every_key(store: Store) {
         store.delete_role(&a, "op_").await,
         Err(ControlPlaneError::NotFound("role"))
     ));
+}
+
+async fn admin_keys_act_for_a_user_and_its_teams(store: Store) {
+    let a = store.ensure_tenant("a").await.unwrap();
+    let b = store.ensure_tenant("b").await.unwrap();
+    let platform = store.create_team(&a, "platform", None).await.unwrap();
+    let data = store.create_team(&a, "data", None).await.unwrap();
+    store.create_team(&a, "finance", None).await.unwrap();
+    let user = |name: &str, team_ids: Vec<String>| User {
+        id: String::new(),
+        user_name: name.into(),
+        email: None,
+        display_name: None,
+        external_id: None,
+        active: true,
+        team_ids,
+    };
+    let alice = store
+        .create_user(
+            &a,
+            &user("alice", vec![platform.id.clone(), data.id.clone()]),
+        )
+        .await
+        .unwrap();
+    let bob = store.create_user(&b, &user("bob", vec![])).await.unwrap();
+    let developer = vec!["developer".to_owned()];
+
+    let key = store
+        .insert_admin_key(&a, &[1; 32], "alice's", &developer, Some(&alice.id))
+        .await
+        .unwrap();
+    assert_eq!(key.user_id.as_deref(), Some(alice.id.as_str()));
+    let principal = store.find_admin_key(&[1; 32]).await.unwrap().unwrap();
+    assert_eq!(principal.user_id.as_deref(), Some(alice.id.as_str()));
+    let mut teams = vec![platform.id, data.id];
+    teams.sort();
+    assert_eq!(principal.teams, teams);
+    assert_eq!(store.list_admin_keys(&a, false).await.unwrap(), vec![key]);
+
+    let unbound = store
+        .insert_admin_key(&a, &[2; 32], "nobody's", &developer, None)
+        .await
+        .unwrap();
+    assert_eq!(unbound.user_id, None);
+    let principal = store.find_admin_key(&[2; 32]).await.unwrap().unwrap();
+    assert_eq!((principal.user_id, principal.teams), (None, vec![]));
+
+    // A user of another tenant, or none at all, is not found here.
+    for missing in [bob.id.as_str(), "usr_missing"] {
+        assert!(matches!(
+            store
+                .insert_admin_key(&a, &[3; 32], "stolen", &developer, Some(missing))
+                .await,
+            Err(ControlPlaneError::NotFound("user"))
+        ));
+    }
+    assert!(store.find_admin_key(&[3; 32]).await.unwrap().is_none());
 }

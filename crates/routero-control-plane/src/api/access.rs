@@ -164,7 +164,7 @@ impl AppState {
                     id: &principal.key_id,
                     roles: &principal.roles,
                     tenant: &principal.tenant_id,
-                    teams: &[],
+                    teams: &principal.teams,
                     permissions: &principal.permissions,
                 },
                 target,
@@ -271,6 +271,50 @@ impl AppState {
             action,
             "role_escalation",
             "You may grant, or act on, only roles and permissions you hold yourself.",
+        )
+        .await
+    }
+
+    /// Refuses giving a key (virtual or admin) `roles` the caller does not hold, or binding it
+    /// to a user or team other than the caller's own (both only `admin` may).
+    pub(super) async fn allow_issue(
+        &self,
+        principal: &AdminPrincipal,
+        client: &ClientInfo,
+        resource: (&str, &str),
+        roles: &[String],
+        user_id: Option<&str>,
+        team_id: Option<&str>,
+    ) -> Result<(), ApiError> {
+        self.allow_held(principal, client, resource, "grant", roles, &[])
+            .await?;
+        self.allow_scope(principal, client, resource, user_id, team_id)
+            .await
+    }
+
+    /// Refuses binding a key to a user or team other than the caller's own (its user and the
+    /// teams that user belongs to; only `admin` binds any of the tenant's): spend, audit and
+    /// team rules follow the binding. A caller acting for no user binds to neither.
+    async fn allow_scope(
+        &self,
+        principal: &AdminPrincipal,
+        client: &ClientInfo,
+        resource: (&str, &str),
+        user_id: Option<&str>,
+        team_id: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let own = user_id.is_none_or(|user| principal.user_id.as_deref() == Some(user))
+            && team_id.is_none_or(|team| principal.teams.iter().any(|t| t == team));
+        if is_admin(principal) || own {
+            return Ok(());
+        }
+        self.forbid(
+            principal,
+            client,
+            resource,
+            "bind",
+            "scope_not_allowed",
+            "You may bind keys only to your own user and the teams it belongs to.",
         )
         .await
     }

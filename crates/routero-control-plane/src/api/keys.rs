@@ -145,7 +145,14 @@ pub(super) async fn generate(
     let roles = body.roles.unwrap_or_default();
     check_roles(&roles)?;
     state
-        .allow_held(&principal, &client, ("key", "*"), "grant", &roles, &[])
+        .allow_issue(
+            &principal,
+            &client,
+            ("key", "*"),
+            &roles,
+            body.user_id.as_deref(),
+            body.team_id.as_deref(),
+        )
         .await?;
     let secret = new_secret(&state)?;
     let record = KeyRecord {
@@ -361,11 +368,16 @@ pub(super) async fn update(
         check_roles(roles)?;
     }
     let key = active_key_allowed(&state, &principal, &client, "update", &body.key_id).await?;
-    if let Some(roles) = &body.roles {
-        state
-            .allow_held(&principal, &client, ("key", &key.id), "grant", roles, &[])
-            .await?;
-    }
+    state
+        .allow_issue(
+            &principal,
+            &client,
+            ("key", &key.id),
+            body.roles.as_deref().unwrap_or_default(),
+            body.user_id.as_deref(),
+            body.team_id.as_deref(),
+        )
+        .await?;
     let changes = KeyChanges {
         models: body.models,
         allowed_cidrs: body

@@ -21,9 +21,12 @@ use crate::store::{AdminPrincipal, CustomRole};
 pub(super) struct NewAdminKey {
     name: String,
     roles: Vec<String>,
+    /// The user the key acts for: the keys it creates may be bound to that user and its teams.
+    user_id: Option<String>,
 }
 
-/// Issues an admin key with built-in or custom roles; the key is in this response only.
+/// Issues an admin key with built-in or custom roles, acting for a user when given; the key
+/// is in this response only.
 pub(super) async fn create_admin_key(
     State(state): State<AppState>,
     Extension(principal): Extension<AdminPrincipal>,
@@ -48,13 +51,13 @@ pub(super) async fn create_admin_key(
         ));
     }
     state
-        .allow_held(
+        .allow_issue(
             &principal,
             &client,
             ("admin_key", "*"),
-            "grant",
             &body.roles,
-            &[],
+            body.user_id.as_deref(),
+            None,
         )
         .await?;
     let (secret, key) = crate::issue_admin_key(
@@ -63,6 +66,7 @@ pub(super) async fn create_admin_key(
         &principal.tenant_id,
         &body.name,
         &body.roles,
+        body.user_id.as_deref(),
     )
     .await?;
     state

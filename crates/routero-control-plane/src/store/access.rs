@@ -3,7 +3,9 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{Result, Store, from_json, new_id, now_unix, to_json, unique_violation};
+use super::{
+    Owned, Result, Store, from_json, new_id, now_unix, require_in_tenant, to_json, unique_violation,
+};
 use crate::ControlPlaneError;
 use crate::store::{AdminKey, AdminPrincipal, CustomRole};
 
@@ -19,41 +21,51 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
-    /// Stores an admin key's hash with its name and roles; returns the key's record.
+    /// Stores an admin key's hash with its name, roles and user (one of the tenant's, when
+    /// given); returns the key's record.
     pub async fn insert_admin_key(
         &self,
         tenant_id: &str,
         hash: &[u8],
         name: &str,
         roles: &[String],
+        user_id: Option<&str>,
     ) -> Result<AdminKey> {
         let key = AdminKey {
             id: new_id("adm"),
             name: name.to_owned(),
             roles: sorted(roles.to_vec()),
+            user_id: user_id.map(str::to_owned),
             created_at: now_unix(),
             revoked: false,
         };
+        let mut tx = self.pool.begin().await?;
+        if let Some(user) = user_id {
+            require_in_tenant(&mut tx, Owned::User, tenant_id, user).await?;
+        }
         sqlx::query(
-            "INSERT INTO admin_keys (id, tenant_id, key_hash, name, roles, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO admin_keys (id, tenant_id, key_hash, name, roles, user_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&key.id)
         .bind(tenant_id)
         .bind(hash)
         .bind(&key.name)
         .bind(to_json(&key.roles)?)
+        .bind(&key.user_id)
         .bind(key.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(key)
     }
 
     /// The principal of an active admin key with this hash, with the permissions of the
-    /// tenant's custom roles it holds.
+    /// tenant's custom roles it holds and the teams of its user.
     pub async fn find_admin_key(&self, hash: &[u8]) -> Result<Option<AdminPrincipal>> {
         let Some(row) = sqlx::query(
-            "SELECT id, tenant_id, roles FROM admin_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            "SELECT id, tenant_id, roles, user_id FROM admin_keys \
+             WHERE key_hash = $1 AND revoked_at IS NULL",
         )
         .bind(hash)
         .fetch_optional(&self.pool)
@@ -63,6 +75,7 @@ impl Store {
         };
         let tenant_id: String = row.try_get("tenant_id")?;
         let roles: Vec<String> = from_json(&row.try_get::<String, _>("roles")?)?;
+        let user_id: Option<String> = row.try_get("user_id")?;
         let permissions: Vec<String> = self
             .list_roles(&tenant_id)
             .await?
@@ -70,11 +83,24 @@ impl Store {
             .filter(|role| roles.contains(&role.name))
             .flat_map(|role| role.permissions)
             .collect();
+        let teams = sqlx::query(
+            "SELECT m.team_id FROM team_members m JOIN teams t ON t.id = m.team_id \
+             WHERE m.user_id = $1 AND t.tenant_id = $2",
+        )
+        .bind(&user_id)
+        .bind(&tenant_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| row.try_get("team_id"))
+        .collect::<std::result::Result<_, _>>()?;
         Ok(Some(AdminPrincipal {
             key_id: row.try_get("id")?,
             tenant_id,
             roles: sorted(roles),
             permissions: sorted(permissions),
+            user_id,
+            teams: sorted(teams),
         }))
     }
 
@@ -85,7 +111,7 @@ impl Store {
         include_revoked: bool,
     ) -> Result<Vec<AdminKey>> {
         sqlx::query(
-            "SELECT id, name, roles, created_at, revoked_at FROM admin_keys \
+            "SELECT id, name, roles, user_id, created_at, revoked_at FROM admin_keys \
              WHERE tenant_id = $1 AND ($2 OR revoked_at IS NULL) ORDER BY created_at, id",
         )
         .bind(tenant_id)
@@ -103,7 +129,7 @@ impl Store {
     pub async fn revoke_admin_key(&self, tenant_id: &str, key_id: &str) -> Result<AdminKey> {
         let mut tx = self.pool.begin().await?;
         let active = sqlx::query(
-            "SELECT id, name, roles, created_at, revoked_at FROM admin_keys \
+            "SELECT id, name, roles, user_id, created_at, revoked_at FROM admin_keys \
              WHERE tenant_id = $1 AND revoked_at IS NULL",
         )
         .bind(tenant_id)
@@ -260,6 +286,7 @@ fn admin_key(row: &AnyRow) -> Result<AdminKey> {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         roles: from_json(&row.try_get::<String, _>("roles")?)?,
+        user_id: row.try_get("user_id")?,
         created_at: row.try_get("created_at")?,
         revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
     })
