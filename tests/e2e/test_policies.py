@@ -60,6 +60,19 @@ def refused_code(client, model):
     return refused.value.status_code, refused.value.response.json()["error"]["code"]
 
 
+def premium_for_managers_only(gw, name, tags):
+    """Creates the model `name` with `tags` and shows it served to a manager and refused to a
+    developer; returns the model as created and the developer's client."""
+    r = gw.admin("POST", "/models", {"name": name, "tags": tags,
+                                     "deployments": [{"credential": "fake", "model": "up-" + name}]})
+    assert r.status_code == 201, r.text
+    developer = client_with(gw, ["developer"])
+    manager = client_with(gw, ["developer", "manager"])
+    wait_until(lambda: served(manager, name), what=f"{name} in the data plane")
+    assert refused_code(developer, name) == (403, "policy_denied")
+    return r.json(), developer
+
+
 def test_models_follow_roles_through_policy_alone(governed):
     gw, _ = governed
     developer = client_with(gw, ["developer"])
@@ -87,14 +100,8 @@ def test_models_follow_roles_through_policy_alone(governed):
 def test_a_tag_spelled_otherwise_still_decides(governed):
     """A model tagged "Premium" used to be open to every key: the rule reads "premium"."""
     gw, _ = governed
-    r = gw.admin("POST", "/models", {"name": "shouted", "tags": {"Tier": " Premium "},
-                                     "deployments": [{"credential": "fake", "model": "up-shouted"}]})
-    assert r.status_code == 201, r.text
-    developer = client_with(gw, ["developer"])
-    manager = client_with(gw, ["developer", "manager"])
-    wait_until(lambda: served(manager, "shouted"), what="the model in the data plane")
-    assert refused_code(developer, "shouted") == (403, "policy_denied")
-    assert r.json()["tags"] == {"tier": "premium"}
+    model, _ = premium_for_managers_only(gw, "shouted", {"Tier": " Premium "})
+    assert model["tags"] == {"tier": "premium"}
 
 
 def test_cerbos_down_fails_closed_and_traffic_recovers(governed):
@@ -159,13 +166,7 @@ def test_split_planes_ask_a_cerbos_sidecar(fake_provider, tmp_path):
         gw = Gateway(fake_provider, "postgres", extra_env={"ROUTERO_CERBOS_ADDR": cerbos},
                      cp_env={"ROUTERO_POLICIES_DIR": str(REPO / "policies"), "ROUTERO_CERBOS_ADDR": cerbos})
         try:
-            r = gw.admin("POST", "/models", {"name": "premium", "tags": {"tier": "premium"},
-                                             "deployments": [{"credential": "fake", "model": "up-premium"}]})
-            assert r.status_code == 201, r.text
-            developer = client_with(gw, ["developer"])
-            manager = client_with(gw, ["developer", "manager"])
-            wait_until(lambda: served(manager, "premium"), what="the premium model in the data plane")
-            assert refused_code(developer, "premium") == (403, "policy_denied")
+            _, developer = premium_for_managers_only(gw, "premium", {"tier": "premium"})
             assert served(developer, "gpt-a")
         finally:
             gw.close()
