@@ -5,7 +5,10 @@
 //!
 //! With a policy directory, the Cerbos PDP decides, and an unreachable PDP refuses
 //! (503 `policy_engine_unavailable`). Without one, only principals with the `admin` role are
-//! allowed anything. Every refusal is audited as `policy.blocked`.
+//! allowed anything. Past the policies, which do not see the rights a key or role carries, a
+//! caller without `admin` grants and acts on only rights it holds (`allow_held`) and binds
+//! keys only to its own user and teams (`allow_issue`). Every refusal is audited as
+//! `policy.blocked`.
 
 use std::collections::BTreeMap;
 
