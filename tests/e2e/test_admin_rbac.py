@@ -1,7 +1,9 @@
 """The admin API decided by the Cerbos policies (the real binary, started by `routero up` on
 the repository's policies): every endpoint as each built-in role and a custom role, developers
-acting on their own keys only, no raising of one's own rights, tenants walled off from each
-other through every endpoint, and failing closed while Cerbos is down."""
+acting on their own keys only, no raising of one's own rights (granting, rotating or updating
+keys, managing roles), keys bound only to their creator's user and teams, model tags the
+policies read normalised, tenants walled off from each other through every endpoint, and
+failing closed while Cerbos is down."""
 
 import subprocess
 import uuid
@@ -27,10 +29,14 @@ def governed(fake_provider):
     gw.close()
 
 
-def issue(gw, roles, key=None):
-    """An admin key with `roles`, issued by `key` (the bootstrap admin key by default)."""
+def issue(gw, roles, key=None, user_id=None):
+    """An admin key with `roles` (acting for `user_id`), issued by `key` (the bootstrap admin
+    key by default)."""
     kwargs = {"key": key} if key else {}
-    r = gw.admin("POST", "/admin-keys", {"name": unique("k"), "roles": roles}, **kwargs)
+    body = {"name": unique("k"), "roles": roles}
+    if user_id:
+        body["user_id"] = user_id
+    r = gw.admin("POST", "/admin-keys", body, **kwargs)
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["key"].startswith("sk-rtadm-") and body["roles"] == sorted(roles)
@@ -155,10 +161,10 @@ def test_nobody_raises_their_own_rights(governed, principals):
     assert r.status_code == 403 and r.json()["error"]["code"] == "role_escalation", r.text
 
     # A custom role that may manage roles and admin keys still grants only what it holds.
-    r = gw.admin("PUT", "/roles/delegate", {"permissions": ["policy:update", "admin_key:create", "team:list"]})
+    r = gw.admin("PUT", "/roles/delegate", {"permissions": ["role:manage", "admin_key:create", "team:list"]})
     assert r.status_code == 200, r.text
     delegate = issue(gw, ["delegate"])["key"]
-    r = gw.admin("PUT", "/roles/delegate", {"permissions": ["policy:update", "team:create"]}, key=delegate)
+    r = gw.admin("PUT", "/roles/delegate", {"permissions": ["role:manage", "team:create"]}, key=delegate)
     assert r.status_code == 403 and r.json()["error"]["code"] == "role_escalation", r.text
     r = gw.admin("POST", "/admin-keys", {"name": "sneaky", "roles": ["admin"]}, key=delegate)
     assert r.status_code == 403 and r.json()["error"]["code"] == "role_escalation", r.text
@@ -166,9 +172,164 @@ def test_nobody_raises_their_own_rights(governed, principals):
 
     # Permissions follow the role: granting team:create lets its holders create teams at once.
     assert gw.admin("POST", "/teams", {"name": unique("t")}, key=delegate).status_code == 403
-    r = gw.admin("PUT", "/roles/delegate", {"permissions": ["policy:update", "admin_key:create", "team:create"]})
+    r = gw.admin("PUT", "/roles/delegate", {"permissions": ["role:manage", "admin_key:create", "team:create"]})
     assert r.status_code == 200
     assert gw.admin("POST", "/teams", {"name": unique("t")}, key=delegate).status_code == 201
+
+
+def refused(r, status, code):
+    """Whether `r` is the refusal `status` `code`."""
+    return r.status_code == status and r.json()["error"]["code"] == code
+
+
+def audited_refusal(gw, actor_id, code, resource_id):
+    """Waits for the `policy.blocked` event of `actor_id` refused with `code` on `resource_id`."""
+    def matching():
+        events = gw.admin("GET", "/audit/events", params={"type": "policy.blocked", "limit": 500}).json()["events"]
+        return [e["event"] for e in events
+                if e["event"]["actor"]["id"] == actor_id and e["event"]["reason_code"] == code
+                and e["event"]["resource"]["id"] == resource_id]
+    wait_until(matching, what=f"{code} on {resource_id} audited as policy.blocked")
+    assert matching()[0]["outcome"] == "denied"
+
+
+def test_rotating_or_updating_a_key_needs_every_role_it_acts_with(governed):
+    gw = governed
+    r = gw.admin("PUT", "/roles/rotator", {"permissions": ["key:read", "key:rotate", "key:update"]})
+    assert r.status_code == 200, r.text
+    rotator = issue(gw, ["rotator", "developer"])
+    premium = gw.new_key(roles=["developer", "manager"])
+    plain = gw.new_key(roles=["developer"])
+
+    # A key with premium access (manager), which the rotator lacks: no new secret for it, no
+    # wider networks, no longer life.
+    r = gw.admin("POST", "/key/regenerate", {"key_id": premium["key_id"]}, key=rotator["key"])
+    assert refused(r, 403, "role_escalation") and "sk-rt-" not in r.text, r.text
+    for change in [{"allowed_cidrs": ["0.0.0.0/0"]}, {"duration": "3650d"}, {"models": ["gpt-a"]}]:
+        r = gw.admin("POST", "/key/update", {"key_id": premium["key_id"], **change}, key=rotator["key"])
+        assert refused(r, 403, "role_escalation"), (change, r.text)
+    info = gw.admin("GET", "/key/info", params={"key_id": premium["key_id"]}).json()["info"]
+    assert info["key_hint"] == premium["key_hint"] and info["expires"] is None and info["allowed_cidrs"] == []
+    audited_refusal(gw, rotator["id"], "role_escalation", premium["key_id"])
+
+    # A key acting only with roles the rotator holds is its to rotate and update.
+    r = gw.admin("POST", "/key/regenerate", {"key_id": plain["key_id"]}, key=rotator["key"])
+    assert r.status_code == 200 and r.json()["key"].startswith("sk-rt-"), r.text
+    r = gw.admin("POST", "/key/update", {"key_id": plain["key_id"], "allowed_cidrs": ["10.0.0.0/8"]},
+                 key=rotator["key"])
+    assert r.status_code == 200, r.text
+    # The admin rotates any key.
+    assert gw.admin("POST", "/key/regenerate", {"key_id": premium["key_id"]}).status_code == 200
+
+
+def test_managing_roles_is_its_own_permission(governed):
+    gw = governed
+    assert gw.admin("PUT", "/roles/guard-editor", {"permissions": ["policy:read", "policy:update"]}).status_code == 200
+    assert gw.admin("PUT", "/roles/auditing", {"permissions": ["audit_log:read", "team:list"]}).status_code == 200
+    editor = issue(gw, ["guard-editor"])
+
+    # policy:update is the guardrails, not the roles.
+    assert gw.admin("PUT", "/guardrails", {"rules": []}, key=editor["key"]).status_code == 200
+    for method, path, body in [("GET", "/roles", None), ("PUT", "/roles/mine", {"permissions": ["policy:update"]}),
+                               ("DELETE", "/roles/auditing", None)]:
+        r = gw.admin(method, path, body, key=editor["key"])
+        assert refused(r, 403, "policy_denied"), (method, path, r.text)
+
+    assert gw.admin("PUT", "/roles/steward", {"permissions": ["role:list", "role:manage", "team:list"]}).status_code == 200
+    steward = issue(gw, ["steward"])
+    # role:manage is the roles, not the guardrails...
+    assert refused(gw.admin("PUT", "/guardrails", {"rules": []}, key=steward["key"]), 403, "policy_denied")
+    assert gw.admin("GET", "/roles", key=steward["key"]).status_code == 200
+    r = gw.admin("PUT", "/roles/listers", {"permissions": ["team:list"]}, key=steward["key"])
+    assert r.status_code == 200, r.text
+    assert gw.admin("DELETE", "/roles/listers", key=steward["key"]).status_code == 200
+    # ...and only roles whose permissions the steward holds: no overwriting nor deleting a
+    # role that grants more (audit_log:read here).
+    r = gw.admin("PUT", "/roles/auditing", {"permissions": ["team:list"]}, key=steward["key"])
+    assert refused(r, 403, "role_escalation"), r.text
+    r = gw.admin("DELETE", "/roles/auditing", key=steward["key"])
+    assert refused(r, 403, "role_escalation"), r.text
+    roles = {role["name"]: role["permissions"] for role in gw.admin("GET", "/roles").json()["roles"]}
+    assert roles["auditing"] == ["audit_log:read", "team:list"] and "listers" not in roles
+    audited_refusal(gw, steward["id"], "role_escalation", "auditing")
+
+
+def test_a_deleted_role_leaves_nothing_behind_for_its_name(governed):
+    gw = governed
+    assert gw.admin("PUT", "/roles/temp", {"permissions": ["audit_log:read"]}).status_code == 200
+    holder = issue(gw, ["temp", "finance"])
+    virtual = gw.new_key(roles=["developer", "temp"])
+    assert gw.admin("GET", "/audit/events", key=holder["key"]).status_code == 200
+
+    assert gw.admin("DELETE", "/roles/temp").status_code == 200
+    admin_keys = {k["id"]: k for k in gw.admin("GET", "/admin-keys").json()["admin_keys"]}
+    assert admin_keys[holder["id"]]["roles"] == ["finance"]
+    info = gw.admin("GET", "/key/info", params={"key_id": virtual["key_id"]}).json()["info"]
+    assert info["roles"] == ["developer"]
+    # The name created again grants nothing to the keys that held the old role.
+    assert gw.admin("PUT", "/roles/temp", {"permissions": ["audit_log:read"]}).status_code == 200
+    assert refused(gw.admin("GET", "/audit/events", key=holder["key"]), 403, "policy_denied")
+
+
+def test_keys_are_bound_only_to_their_creators_user_and_teams(governed, principals):
+    gw = governed
+    platform, data = (gw.admin("POST", "/teams", {"name": unique(n)}).json()["id"] for n in ("platform", "data"))
+    alice = gw.admin("POST", "/users", {"user_name": unique("alice"), "team_ids": [platform]}).json()["id"]
+    bob = gw.admin("POST", "/users", {"user_name": unique("bob"), "team_ids": [data]}).json()["id"]
+
+    # A developer key acting for no user binds keys to nobody.
+    unbound = principals["developer"]["key"]
+    for scope in [{"user_id": alice}, {"team_id": platform}]:
+        assert refused(gw.admin("POST", "/key/generate", scope, key=unbound), 403, "scope_not_allowed"), scope
+    assert gw.admin("POST", "/key/generate", {}, key=unbound).status_code == 200
+
+    dev_alice = issue(gw, ["developer"], user_id=alice)
+    assert dev_alice["user_id"] == alice
+    assert [k for k in gw.admin("GET", "/admin-keys").json()["admin_keys"]
+            if k["id"] == dev_alice["id"]][0]["user_id"] == alice
+
+    # Alice's developer key binds keys to alice and her team, never to bob or his team.
+    for scope in [{"user_id": bob}, {"team_id": data}, {"user_id": alice, "team_id": data}]:
+        r = gw.admin("POST", "/key/generate", scope, key=dev_alice["key"])
+        assert refused(r, 403, "scope_not_allowed"), (scope, r.text)
+    r = gw.admin("POST", "/key/generate", {"user_id": alice, "team_id": platform}, key=dev_alice["key"])
+    assert r.status_code == 200 and (r.json()["user_id"], r.json()["team_id"]) == (alice, platform), r.text
+    own = r.json()["key_id"]
+    for scope in [{"user_id": bob}, {"team_id": data}]:
+        r = gw.admin("POST", "/key/update", {"key_id": own, **scope}, key=dev_alice["key"])
+        assert refused(r, 403, "scope_not_allowed"), (scope, r.text)
+    info = gw.admin("GET", "/key/info", params={"key_id": own}).json()["info"]
+    assert (info["user_id"], info["team_id"]) == (alice, platform)
+    audited_refusal(gw, dev_alice["id"], "scope_not_allowed", own)
+
+    # Issuing admin keys follows the same rule; the admin binds any user of the tenant.
+    assert gw.admin("PUT", "/roles/issuer", {"permissions": ["admin_key:create"]}).status_code == 200
+    issuer = issue(gw, ["issuer"], user_id=alice)["key"]
+    r = gw.admin("POST", "/admin-keys", {"name": unique("k"), "roles": ["issuer"], "user_id": bob}, key=issuer)
+    assert refused(r, 403, "scope_not_allowed"), r.text
+    assert issue(gw, ["issuer"], key=issuer, user_id=alice)["user_id"] == alice
+    r = gw.admin("POST", "/key/generate", {"user_id": bob, "team_id": data})
+    assert r.status_code == 200, r.text
+    r = gw.admin("POST", "/admin-keys", {"name": unique("k"), "roles": ["developer"], "user_id": "usr_missing"})
+    assert refused(r, 404, "user_not_found"), r.text
+
+
+def test_model_tags_the_policies_read_are_normalised_or_refused(governed):
+    gw = governed
+
+    def create(tags):
+        return gw.admin("POST", "/models", {"name": unique("m"), "tags": tags,
+                                            "deployments": [{"credential": "fake", "model": "up-a"}]})
+    for tags, stored in [({"tier": "Premium"}, {"tier": "premium"}),
+                         ({"Tier": " PREMIUM ", "ENV": "Staging"}, {"tier": "premium", "env": "staging"}),
+                         ({"tier": "standard", "env": "production", "cost-center": "R&D"},
+                          {"tier": "standard", "env": "production", "cost-center": "R&D"})]:
+        r = create(tags)
+        assert r.status_code == 201 and r.json()["tags"] == stored, (tags, r.text)
+    for tags, code in [({"tier": "gold"}, "invalid_tags"), ({"env": "stagging"}, "invalid_tags"),
+                       ({"tier": "premium", "TIER": "standard"}, "invalid_tags"),
+                       ({"tenant": "other"}, "reserved_tag"), ({"Owner": "adm_1"}, "reserved_tag")]:
+        assert refused(create(tags), 400, code), tags
 
 
 def test_bad_role_and_key_requests_are_refused_with_codes(governed):

@@ -1,7 +1,9 @@
 """Every data-plane request decided by the Cerbos policies (the real binary, started by
 `routero up` on a copy of the repository's policies), through the official openai SDK:
-model rules by role, failing closed while Cerbos is down, and policy edits without a restart."""
+model rules by role, tags spelled otherwise still deciding, failing closed while Cerbos is down
+or when the snapshot carries no policies, and policy edits without a restart."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -58,6 +60,19 @@ def refused_code(client, model):
     return refused.value.status_code, refused.value.response.json()["error"]["code"]
 
 
+def premium_for_managers_only(gw, name, tags):
+    """Creates the model `name` with `tags` and shows it served to a manager and refused to a
+    developer; returns the model as created and the developer's client."""
+    r = gw.admin("POST", "/models", {"name": name, "tags": tags,
+                                     "deployments": [{"credential": "fake", "model": "up-" + name}]})
+    assert r.status_code == 201, r.text
+    developer = client_with(gw, ["developer"])
+    manager = client_with(gw, ["developer", "manager"])
+    wait_until(lambda: served(manager, name), what=f"{name} in the data plane")
+    assert refused_code(developer, name) == (403, "policy_denied")
+    return r.json(), developer
+
+
 def test_models_follow_roles_through_policy_alone(governed):
     gw, _ = governed
     developer = client_with(gw, ["developer"])
@@ -82,6 +97,13 @@ def test_models_follow_roles_through_policy_alone(governed):
     assert blocked_with_version()[0]["policy_version"].startswith("sha256:")
 
 
+def test_a_tag_spelled_otherwise_still_decides(governed):
+    """A model tagged "Premium" used to be open to every key: the rule reads "premium"."""
+    gw, _ = governed
+    model, _ = premium_for_managers_only(gw, "shouted", {"Tier": " Premium "})
+    assert model["tags"] == {"tier": "premium"}
+
+
 def test_cerbos_down_fails_closed_and_traffic_recovers(governed):
     gw, _ = governed
     fresh = client_with(gw, ["developer"])  # no cached decision for this key
@@ -102,8 +124,8 @@ def test_a_policy_edit_changes_the_decision_without_restart(governed):
     # ...and developers may invoke premium models from now on.
     model = policies / "resources" / "model.yaml"
     edited = model.read_text().replace(
-        "derivedRoles: [tenant_manager]\n      condition:\n        match:\n          expr: V.premium && !V.staging",
-        "derivedRoles: [tenant_developer]\n      condition:\n        match:\n          expr: V.premium && !V.staging")
+        "derivedRoles: [tenant_manager]\n      condition:\n        match:\n          expr: V.known && V.premium && !V.staging",
+        "derivedRoles: [tenant_developer]\n      condition:\n        match:\n          expr: V.known && V.premium && !V.staging")
     assert edited != model.read_text()
     staged = policies / "model.yaml.new"
     staged.write_text(edited)
@@ -121,8 +143,9 @@ def test_a_policy_edit_changes_the_decision_without_restart(governed):
     assert old.startswith("sha256:") and new.startswith("sha256:") and old != new == change["policy_version"]
 
 
-def test_split_planes_ask_a_cerbos_sidecar(fake_provider, tmp_path):
-    """Control plane with the policies, both planes asking a Cerbos sidecar."""
+@contextlib.contextmanager
+def cerbos_sidecar(tmp_path):
+    """A Cerbos server on the repository's policies; yields its gRPC address."""
     http_port, grpc_port = free_port(), free_port()
     (tmp_path / "cerbos.yaml").write_text(
         f'server:\n  httpListenAddr: "127.0.0.1:{http_port}"\n  grpcListenAddr: "127.0.0.1:{grpc_port}"\n'
@@ -132,19 +155,30 @@ def test_split_planes_ask_a_cerbos_sidecar(fake_provider, tmp_path):
     try:
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{http_port}/_cerbos/health").status_code == 200,
                    what="cerbos sidecar")
-        gw = Gateway(fake_provider, "postgres", extra_env={"ROUTERO_CERBOS_ADDR": f"127.0.0.1:{grpc_port}"},
-                     cp_env={"ROUTERO_POLICIES_DIR": str(REPO / "policies"),
-                             "ROUTERO_CERBOS_ADDR": f"127.0.0.1:{grpc_port}"})
+        yield f"127.0.0.1:{grpc_port}"
+    finally:
+        sidecar.stop()
+
+
+def test_split_planes_ask_a_cerbos_sidecar(fake_provider, tmp_path):
+    """Control plane with the policies, both planes asking a Cerbos sidecar."""
+    with cerbos_sidecar(tmp_path) as cerbos:
+        gw = Gateway(fake_provider, "postgres", extra_env={"ROUTERO_CERBOS_ADDR": cerbos},
+                     cp_env={"ROUTERO_POLICIES_DIR": str(REPO / "policies"), "ROUTERO_CERBOS_ADDR": cerbos})
         try:
-            r = gw.admin("POST", "/models", {"name": "premium", "tags": {"tier": "premium"},
-                                             "deployments": [{"credential": "fake", "model": "up-premium"}]})
-            assert r.status_code == 201, r.text
-            developer = client_with(gw, ["developer"])
-            manager = client_with(gw, ["developer", "manager"])
-            wait_until(lambda: served(manager, "premium"), what="the premium model in the data plane")
-            assert refused_code(developer, "premium") == (403, "policy_denied")
+            _, developer = premium_for_managers_only(gw, "premium", {"tier": "premium"})
             assert served(developer, "gpt-a")
         finally:
             gw.close()
-    finally:
-        sidecar.stop()
+
+
+def test_a_data_plane_with_a_policy_engine_never_skips_it(fake_provider, tmp_path):
+    """A control plane without policies publishes no policy version: a data plane configured
+    with a policy engine refuses rather than serving undecided."""
+    with cerbos_sidecar(tmp_path) as cerbos:
+        gw = Gateway(fake_provider, "sqlite", extra_env={"ROUTERO_CERBOS_ADDR": cerbos})
+        try:
+            developer = client_with(gw, ["developer"])
+            assert refused_code(developer, "gpt-a") == (503, "policy_engine_unavailable")
+        finally:
+            gw.close()

@@ -23,6 +23,13 @@ pub(crate) struct DecisionCache {
     entries: RwLock<Entries>,
 }
 
+/// Appends a count and its separator: a count is never read together with the digits of
+/// the length that follows it.
+fn count(key: &mut String, n: usize) {
+    key.push_str(&n.to_string());
+    key.push('#');
+}
+
 /// Appends a field, length-prefixed so that no two different inputs give the same key.
 fn field(key: &mut String, value: &str) {
     key.push_str(&value.len().to_string());
@@ -32,8 +39,7 @@ fn field(key: &mut String, value: &str) {
 
 /// A set of names, order-free (sorted first, which rarely needs a copy).
 fn list(key: &mut String, values: &[String]) {
-    key.push_str(&values.len().to_string());
-    key.push('[');
+    count(key, values.len());
     if values.is_sorted() {
         values.iter().for_each(|value| field(key, value));
     } else {
@@ -54,7 +60,7 @@ pub(crate) fn key(principal: &Principal<'_>, target: &Target<'_>, action: &str) 
     field(&mut key, target.kind);
     field(&mut key, target.id);
     field(&mut key, target.tenant);
-    key.push_str(&target.attributes.len().to_string());
+    count(&mut key, target.attributes.len());
     for (name, value) in target.attributes {
         field(&mut key, name);
         field(&mut key, value);
@@ -116,8 +122,20 @@ mod tests {
 
     /// The cache key of `id` in `tenant` with `roles` doing `action` on a model of `tier`.
     fn key_of(id: &str, tenant: &str, roles: &[&str], tier: &str, action: &str) -> String {
-        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
         let attributes = BTreeMap::from([("tier".to_owned(), tier.to_owned())]);
+        key_with(id, tenant, roles, &attributes, action)
+    }
+
+    /// The cache key of `id` in `tenant` with `roles` doing `action` on a model with
+    /// `attributes`.
+    fn key_with(
+        id: &str,
+        tenant: &str,
+        roles: &[&str],
+        attributes: &BTreeMap<String, String>,
+        action: &str,
+    ) -> String {
+        let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
         let principal = Principal {
             id,
             roles: &roles,
@@ -129,7 +147,7 @@ mod tests {
             kind: "model",
             id: "m",
             tenant: "t",
-            attributes: &attributes,
+            attributes,
         };
         key(&principal, &target, action)
     }
@@ -162,6 +180,21 @@ mod tests {
         assert_eq!(
             key_of("p", "t", &["a", "b"], "premium", "x"),
             key_of("p", "t", &["b", "a"], "premium", "x")
+        );
+    }
+
+    #[test]
+    fn an_attribute_count_is_not_read_with_the_length_after_it() {
+        // Twelve attributes whose first name is 3 characters long, against one attribute
+        // whose 23-character name and 88-character value hold the other eleven: without a
+        // separator after the count, both began "123:" and encoded the same.
+        let mut twelve = BTreeMap::from([("aaa".to_owned(), format!("{}88:", "x".repeat(17)))]);
+        twelve.extend((0..11).map(|i| (format!("b{i:02}"), "v".to_owned())));
+        let hidden: String = (0..11).map(|i| format!("3:b{i:02}1:v")).collect();
+        let one = BTreeMap::from([(format!("aaa20:{}", "x".repeat(17)), hidden)]);
+        assert_ne!(
+            key_with("p", "t", &[], &twelve, "invoke"),
+            key_with("p", "t", &[], &one, "invoke")
         );
     }
 

@@ -142,11 +142,17 @@ fn cerbos_principal(principal: &Principal<'_>) -> CerbosPrincipal {
         .add_attr("permissions", list(principal.permissions))
 }
 
+/// The resource with its attributes; `tenant` is set last, so that no attribute of the same
+/// name can move a resource into another tenant.
 fn cerbos_resource(target: &Target<'_>) -> CerbosResource {
-    target.attributes.iter().fold(
-        CerbosResource::new(target.id, target.kind).add_attr("tenant", StrVal(target.tenant)),
-        |resource, (name, value)| resource.add_attr(name.clone(), StrVal(value.clone())),
-    )
+    target
+        .attributes
+        .iter()
+        .fold(
+            CerbosResource::new(target.id, target.kind),
+            |resource, (name, value)| resource.add_attr(name.clone(), StrVal(value.clone())),
+        )
+        .add_attr("tenant", StrVal(target.tenant))
 }
 
 impl Authorizer {

@@ -157,6 +157,15 @@ async fn roles_tenants_and_model_rules_decide() {
         .await
     );
     assert!(
+        !allowed(
+            principal("adm", &["admin"], "a"),
+            target("credential", "b", &[("tenant", "a")]),
+            "read"
+        )
+        .await,
+        "an attribute named tenant does not move a resource across the wall"
+    );
+    assert!(
         !allowed(developer(), target("no_such_kind", "a", &[]), "read").await,
         "deny by default"
     );
@@ -186,6 +195,22 @@ async fn roles_tenants_and_model_rules_decide() {
         .await
     );
     assert!(allowed(developer(), target("model", "a", &[]), "invoke").await);
+    // Tag values the policies do not know fail closed, for every role.
+    for tags in [
+        [("tier", "Premium")],
+        [("tier", "gold")],
+        [("env", "Staging")],
+    ] {
+        assert!(!allowed(developer(), target("model", "a", &tags), "invoke").await);
+        assert!(
+            !allowed(
+                principal("mq", &["developer", "manager", "qa"], "a"),
+                target("model", "a", &tags),
+                "invoke"
+            )
+            .await
+        );
+    }
 }
 
 #[tokio::test]

@@ -217,7 +217,7 @@ async fn bootstrap_admin(
         let hash = hasher.hash(key.expose_secret());
         if store.find_admin_key(&hash.0).await?.is_none() {
             store
-                .insert_admin_key(&tenant, &hash.0, "configured", &admin)
+                .insert_admin_key(&tenant, &hash.0, "configured", &admin, None)
                 .await?;
         }
         return Ok(None);
@@ -225,22 +225,24 @@ async fn bootstrap_admin(
     if store.admin_key_count(&tenant).await? > 0 {
         return Ok(None);
     }
-    let (key, _) = issue_admin_key(store, hasher, &tenant, "first", &admin).await?;
+    let (key, _) = issue_admin_key(store, hasher, &tenant, "first", &admin, None).await?;
     Ok(Some(key))
 }
 
-/// Generates an admin key for the tenant and stores its hash; the key is returned to be
-/// shown once.
+/// Generates an admin key for the tenant (acting for `user_id`, when given) and stores its
+/// hash; the key is returned to be shown once.
 pub(crate) async fn issue_admin_key(
     store: &Store,
     hasher: &KeyHasher,
     tenant_id: &str,
     name: &str,
     roles: &[String],
+    user_id: Option<&str>,
 ) -> Result<(SecretString, store::AdminKey), ControlPlaneError> {
     let key = generate_api_key(ADMIN_KEY_PREFIX)?;
+    let hash = hasher.hash(key.expose_secret());
     let record = store
-        .insert_admin_key(tenant_id, &hasher.hash(key.expose_secret()).0, name, roles)
+        .insert_admin_key(tenant_id, &hash.0, name, roles, user_id)
         .await?;
     Ok((key, record))
 }
@@ -260,6 +262,6 @@ pub async fn create_tenant(
     }
     let tenant = store.create_tenant(name).await?;
     let admin = [ADMIN_ROLE.to_owned()];
-    let (key, _) = issue_admin_key(store, hasher, &tenant, "first", &admin).await?;
+    let (key, _) = issue_admin_key(store, hasher, &tenant, "first", &admin, None).await?;
     Ok(key)
 }

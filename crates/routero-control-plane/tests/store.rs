@@ -22,6 +22,8 @@ routero_testkit::on_both_databases!(
     rotation_reencrypts_everything_or_nothing,
     users_and_teams,
     admin_keys_and_custom_roles,
+    deleting_a_role_takes_its_name_off_every_key,
+    admin_keys_act_for_a_user_and_its_teams,
 );
 
 fn key(tenant: &str, id: &str, hash: u8) -> KeyRecord {
@@ -309,7 +311,7 @@ async fn admin_keys_and_custom_roles(store: Store) {
     };
     store.put_role(&a, &support).await.unwrap();
     let admin = store
-        .insert_admin_key(&a, &[1; 32], "first", &["admin".into()])
+        .insert_admin_key(&a, &[1; 32], "first", &["admin".into()], None)
         .await
         .unwrap();
     let helper = store
@@ -318,6 +320,7 @@ async fn admin_keys_and_custom_roles(store: Store) {
             &[2; 32],
             "helper",
             &["support".into(), "auditor".into()],
+            None,
         )
         .await
         .unwrap();
@@ -391,4 +394,142 @@ async fn admin_keys_and_custom_roles(store: Store) {
     );
     assert_eq!(store.list_admin_keys(&a, true).await.unwrap().len(), 2);
     assert!(store.list_admin_keys(&b, true).await.unwrap().is_empty());
+}
+
+async fn deleting_a_role_takes_its_name_off_every_key(store: Store) {
+    let a = store.ensure_tenant("a").await.unwrap();
+    let b = store.ensure_tenant("b").await.unwrap();
+    let ops = |permissions: &[&str]| CustomRole {
+        name: "ops".into(),
+        permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
+    };
+    store.put_role(&a, &ops(&["team:list"])).await.unwrap();
+    store.put_role(&b, &ops(&["team:list"])).await.unwrap();
+    assert_eq!(
+        store.role(&a, "ops").await.unwrap(),
+        Some(ops(&["team:list"]))
+    );
+    assert_eq!(store.role(&a, "nobody").await.unwrap(), None);
+    let roles = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+    store
+        .insert_admin_key(&a, &[1; 32], "holder", &roles(&["auditor", "ops"]), None)
+        .await
+        .unwrap();
+    // `_` in a LIKE pattern matches any character: "op_" must not lose "ops".
+    store
+        .put_role(
+            &a,
+            &CustomRole {
+                name: "op_".into(),
+                ..ops(&["team:list"])
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .insert_admin_key(&a, &[2; 32], "other", &roles(&["ops"]), None)
+        .await
+        .unwrap();
+    store
+        .insert_admin_key(&b, &[3; 32], "tenant b", &roles(&["ops"]), None)
+        .await
+        .unwrap();
+    let mut held = key(&a, "k1", 4);
+    held.roles = roles(&["developer", "ops"]);
+    store.insert_key(&held).await.unwrap();
+    let mut in_b = key(&b, "k2", 5);
+    in_b.roles = roles(&["ops"]);
+    store.insert_key(&in_b).await.unwrap();
+
+    let v0 = store.snapshot_version().await.unwrap();
+    store.delete_role(&a, "op_").await.unwrap();
+    assert_eq!(
+        store.get_key(&a, "k1").await.unwrap().roles,
+        roles(&["developer", "ops"])
+    );
+    store.delete_role(&a, "ops").await.unwrap();
+    assert!(
+        store.snapshot_version().await.unwrap() > v0,
+        "virtual keys changed"
+    );
+    assert_eq!(
+        store.get_key(&a, "k1").await.unwrap().roles,
+        roles(&["developer"])
+    );
+    let principal = |hash: u8| {
+        let store = &store;
+        async move { store.find_admin_key(&[hash; 32]).await.unwrap().unwrap() }
+    };
+    assert_eq!(principal(1).await.roles, roles(&["auditor"]));
+    // Created again, the name grants nothing to the keys that held the old role...
+    store.put_role(&a, &ops(&["user:delete"])).await.unwrap();
+    assert!(principal(1).await.permissions.is_empty());
+    assert!(principal(2).await.roles.is_empty());
+    // ...and another tenant's role of the same name and its holders are untouched.
+    assert_eq!(principal(3).await.roles, roles(&["ops"]));
+    assert_eq!(
+        store.get_key(&b, "k2").await.unwrap().roles,
+        roles(&["ops"])
+    );
+    assert!(matches!(
+        store.delete_role(&a, "op_").await,
+        Err(ControlPlaneError::NotFound("role"))
+    ));
+}
+
+async fn admin_keys_act_for_a_user_and_its_teams(store: Store) {
+    let a = store.ensure_tenant("a").await.unwrap();
+    let b = store.ensure_tenant("b").await.unwrap();
+    let platform = store.create_team(&a, "platform", None).await.unwrap();
+    let data = store.create_team(&a, "data", None).await.unwrap();
+    store.create_team(&a, "finance", None).await.unwrap();
+    let user = |name: &str, team_ids: Vec<String>| User {
+        id: String::new(),
+        user_name: name.into(),
+        email: None,
+        display_name: None,
+        external_id: None,
+        active: true,
+        team_ids,
+    };
+    let alice = store
+        .create_user(
+            &a,
+            &user("alice", vec![platform.id.clone(), data.id.clone()]),
+        )
+        .await
+        .unwrap();
+    let bob = store.create_user(&b, &user("bob", vec![])).await.unwrap();
+    let developer = vec!["developer".to_owned()];
+
+    let key = store
+        .insert_admin_key(&a, &[1; 32], "alice's", &developer, Some(&alice.id))
+        .await
+        .unwrap();
+    assert_eq!(key.user_id.as_deref(), Some(alice.id.as_str()));
+    let principal = store.find_admin_key(&[1; 32]).await.unwrap().unwrap();
+    assert_eq!(principal.user_id.as_deref(), Some(alice.id.as_str()));
+    let mut teams = vec![platform.id, data.id];
+    teams.sort();
+    assert_eq!(principal.teams, teams);
+    assert_eq!(store.list_admin_keys(&a, false).await.unwrap(), vec![key]);
+
+    let unbound = store
+        .insert_admin_key(&a, &[2; 32], "nobody's", &developer, None)
+        .await
+        .unwrap();
+    assert_eq!(unbound.user_id, None);
+    let principal = store.find_admin_key(&[2; 32]).await.unwrap().unwrap();
+    assert_eq!((principal.user_id, principal.teams), (None, vec![]));
+
+    // A user of another tenant, or none at all, is not found here.
+    for missing in [bob.id.as_str(), "usr_missing"] {
+        assert!(matches!(
+            store
+                .insert_admin_key(&a, &[3; 32], "stolen", &developer, Some(missing))
+                .await,
+            Err(ControlPlaneError::NotFound("user"))
+        ));
+    }
+    assert!(store.find_admin_key(&[3; 32]).await.unwrap().is_none());
 }

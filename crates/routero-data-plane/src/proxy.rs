@@ -349,8 +349,8 @@ async fn proxy(
     let route = snapshot
         .route(&caller.key.tenant_id, model)
         .ok_or(Refusal::ModelNotFound)?;
-    if !snapshot.policy_version.is_empty() {
-        seen.policy_version = Some(snapshot.policy_version.clone());
+    if app.authorizer.is_some() || !snapshot.policy_version.is_empty() {
+        seen.policy_version = Some(snapshot.policy_version.clone()).filter(|v| !v.is_empty());
         authorize(app, &snapshot.policy_version, &caller.key, route).await?;
     }
     let guard = caller
@@ -457,18 +457,27 @@ async fn guard_response(
     Ok(Response::from_parts(parts, Body::from(body)))
 }
 
-/// Asks the policies whether the key may invoke the route's model; no engine, or no answer,
-/// refuses.
+/// Asks the policies whether the key may invoke the route's model. Fails closed: policies in
+/// the snapshot but no engine here, an engine here but no policy version in the snapshot (a
+/// control plane without policies), or no answer, all refuse.
 async fn authorize(
     app: &App,
     policy_version: &str,
     key: &KeyPolicy,
     route: &routero_core::ModelRoute,
 ) -> Result<(), Refused> {
-    let authorizer = app
+    let Some(authorizer) = app
         .authorizer
         .as_ref()
-        .ok_or(Refusal::PolicyEngineUnavailable)?;
+        .filter(|_| !policy_version.is_empty())
+    else {
+        tracing::error!(
+            engine = app.authorizer.is_some(),
+            policy_version,
+            "policy engine and snapshot disagree on whether policies decide; refusing"
+        );
+        return Err(Refusal::PolicyEngineUnavailable.into());
+    };
     let principal = routero_authz::Principal {
         id: &key.key_id,
         roles: &key.roles,

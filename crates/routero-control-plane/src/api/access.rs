@@ -5,7 +5,10 @@
 //!
 //! With a policy directory, the Cerbos PDP decides, and an unreachable PDP refuses
 //! (503 `policy_engine_unavailable`). Without one, only principals with the `admin` role are
-//! allowed anything. Every refusal is audited as `policy.blocked`.
+//! allowed anything. Past the policies, which do not see the rights a key or role carries, a
+//! caller without `admin` grants and acts on only rights it holds (`allow_held`) and binds
+//! keys only to its own user and teams (`allow_issue`). Every refusal is audited as
+//! `policy.blocked`.
 
 use std::collections::BTreeMap;
 
@@ -47,6 +50,7 @@ pub(super) const PERMISSIONS: &[(&str, &[&str])] = &[
     ),
     ("model", &["create", "read", "list", "update", "delete"]),
     ("policy", &["read", "update"]),
+    ("role", &["list", "manage"]),
     ("scim_token", &["create", "list", "revoke"]),
     ("spend_report", &["read"]),
     ("sso_config", &["read", "update"]),
@@ -98,9 +102,9 @@ const ROUTES: &[(&str, &str, Ask)] = &[
     ),
     ("GET", "/guardrails", Ask::Tenant("policy", "read")),
     ("PUT", "/guardrails", Ask::Tenant("policy", "update")),
-    ("GET", "/roles", Ask::Tenant("policy", "read")),
-    ("PUT", "/roles/{name}", Ask::Tenant("policy", "update")),
-    ("DELETE", "/roles/{name}", Ask::Tenant("policy", "update")),
+    ("GET", "/roles", Ask::Tenant("role", "list")),
+    ("PUT", "/roles/{name}", Ask::Tenant("role", "manage")),
+    ("DELETE", "/roles/{name}", Ask::Tenant("role", "manage")),
 ];
 
 /// Middleware after authentication: decides tenant-level routes, lets key routes through to
@@ -153,7 +157,7 @@ impl AppState {
         action: &str,
     ) -> Result<bool, routero_authz::AuthzError> {
         let Some(authorizer) = &self.authorizer else {
-            return Ok(principal.roles.iter().any(|role| role == ADMIN_ROLE));
+            return Ok(is_admin(principal));
         };
         let snapshot = self.publisher.latest();
         authorizer
@@ -163,7 +167,7 @@ impl AppState {
                     id: &principal.key_id,
                     roles: &principal.roles,
                     tenant: &principal.tenant_id,
-                    teams: &[],
+                    teams: &principal.teams,
                     permissions: &principal.permissions,
                 },
                 target,
@@ -243,36 +247,94 @@ impl AppState {
         .map(|()| Some(principal.key_id.clone()))
     }
 
-    /// Refuses a grant of roles or permissions the caller does not hold itself (only `admin`
-    /// may grant what it lacks), so that no principal can raise its own rights.
-    pub(super) async fn allow_grant(
+    /// Refuses `action` on `resource` unless the caller holds every one of `roles` and
+    /// `permissions` itself (only `admin` acts on rights it lacks): what a grant gives, what a
+    /// key it rotates or updates acts with, what a role it replaces or deletes grants. No
+    /// principal raises its own rights, nor takes over a key or role with more of them.
+    pub(super) async fn allow_held(
         &self,
         principal: &AdminPrincipal,
         client: &ClientInfo,
+        resource: (&str, &str),
+        action: &str,
         roles: &[String],
         permissions: &[String],
     ) -> Result<(), ApiError> {
-        let is_admin = principal.roles.iter().any(|role| role == ADMIN_ROLE);
         let holds = roles.iter().all(|r| principal.roles.contains(r))
             && permissions
                 .iter()
                 .all(|p| principal.permissions.contains(p));
-        if is_admin || holds {
+        if is_admin(principal) || holds {
             return Ok(());
         }
-        self.publish(self.refusal_event(
+        self.forbid(
             principal,
             client,
-            ("role", "*"),
-            "grant",
+            resource,
+            action,
             "role_escalation",
-        ))
-        .await;
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "role_escalation",
-            "You may grant only roles and permissions you hold yourself.",
-        ))
+            "You may grant, or act on, only roles and permissions you hold yourself.",
+        )
+        .await
+    }
+
+    /// Refuses giving a key (virtual or admin) `roles` the caller does not hold, or binding it
+    /// to a user or team other than the caller's own (both only `admin` may).
+    pub(super) async fn allow_issue(
+        &self,
+        principal: &AdminPrincipal,
+        client: &ClientInfo,
+        resource: (&str, &str),
+        roles: &[String],
+        user_id: Option<&str>,
+        team_id: Option<&str>,
+    ) -> Result<(), ApiError> {
+        self.allow_held(principal, client, resource, "grant", roles, &[])
+            .await?;
+        self.allow_scope(principal, client, resource, user_id, team_id)
+            .await
+    }
+
+    /// Refuses binding a key to a user or team other than the caller's own (its user and the
+    /// teams that user belongs to; only `admin` binds any of the tenant's): spend, audit and
+    /// team rules follow the binding. A caller acting for no user binds to neither.
+    async fn allow_scope(
+        &self,
+        principal: &AdminPrincipal,
+        client: &ClientInfo,
+        resource: (&str, &str),
+        user_id: Option<&str>,
+        team_id: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let own = user_id.is_none_or(|user| principal.user_id.as_deref() == Some(user))
+            && team_id.is_none_or(|team| principal.teams.iter().any(|t| t == team));
+        if is_admin(principal) || own {
+            return Ok(());
+        }
+        self.forbid(
+            principal,
+            client,
+            resource,
+            "bind",
+            "scope_not_allowed",
+            "You may bind keys only to your own user and the teams it belongs to.",
+        )
+        .await
+    }
+
+    /// Audits a 403 with `code` on `(resource, action)` and returns it.
+    async fn forbid(
+        &self,
+        principal: &AdminPrincipal,
+        client: &ClientInfo,
+        resource: (&str, &str),
+        action: &str,
+        code: &'static str,
+        message: &str,
+    ) -> Result<(), ApiError> {
+        self.publish(self.refusal_event(principal, client, resource, action, code))
+            .await;
+        Err(ApiError::new(StatusCode::FORBIDDEN, code, message))
     }
 
     /// Audits a refusal and returns it: the PDP's refusal, or its absence when `unavailable`.
@@ -337,6 +399,11 @@ impl AppState {
 }
 
 static NO_ATTRIBUTES: BTreeMap<String, String> = BTreeMap::new();
+
+/// Whether the principal has the built-in `admin` role.
+fn is_admin(principal: &AdminPrincipal) -> bool {
+    principal.roles.iter().any(|role| role == ADMIN_ROLE)
+}
 
 /// The principal's tenant's collection of `kind` (id `*`).
 fn collection<'a>(

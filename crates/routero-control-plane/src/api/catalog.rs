@@ -1,5 +1,7 @@
 //! Provider credentials and model routes.
 
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
@@ -123,24 +125,68 @@ pub(super) struct NewModel {
     deployments: Vec<NewDeployment>,
     /// Labels policies read, e.g. `{"tier": "premium"}`.
     #[serde(default)]
-    tags: std::collections::BTreeMap<String, String>,
+    tags: BTreeMap<String, String>,
 }
 
-/// Tags: at most 16, names like other names, values of at most 128 characters.
-fn check_tags(tags: &std::collections::BTreeMap<String, String>) -> Result<(), ApiError> {
+/// Attributes the policies give every resource themselves: a tag of that name would stand
+/// in for the resource's own.
+const RESERVED_TAGS: &[&str] = &["tenant", "owner"];
+
+/// Tags the policies decide on, with the values they know. A spelling their rules do not
+/// read (`"Premium"`) would leave a model open to every key, so names and values are
+/// normalised (trimmed, lowercase) and any other value is refused.
+const POLICY_TAGS: &[(&str, &[&str])] = &[
+    ("tier", &["standard", "premium"]),
+    ("env", &["production", "staging"]),
+];
+
+/// Checks and normalises tags: at most 16, names like other names, values of at most 128
+/// printable characters; names the policies reserve are refused, and the tags they decide
+/// on normalised to a value they know.
+fn normalize_tags(tags: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ApiError> {
     if tags.len() > 16 {
         return Err(ApiError::bad_request("invalid_tags", "at most 16 tags"));
     }
+    let mut normalized = BTreeMap::new();
     for (name, value) in tags {
-        check_name("tags", name)?;
+        check_name("tags", &name)?;
         if value.is_empty() || value.len() > 128 || value.chars().any(char::is_control) {
             return Err(ApiError::bad_request(
                 "invalid_tags",
                 format!("tags.{name}: 1-128 printable characters"),
             ));
         }
+        if let Some(reserved) = RESERVED_TAGS.iter().find(|r| r.eq_ignore_ascii_case(&name)) {
+            return Err(ApiError::bad_request(
+                "reserved_tag",
+                format!("tags.{reserved}: the policies set this attribute themselves"),
+            ));
+        }
+        let (name, value) = match POLICY_TAGS
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+        {
+            Some((policy_tag, known)) => {
+                let value = value.trim().to_ascii_lowercase();
+                if !known.contains(&value.as_str()) {
+                    return Err(ApiError::bad_request(
+                        "invalid_tags",
+                        format!("tags.{policy_tag}: one of {}", known.join(", ")),
+                    ));
+                }
+                ((*policy_tag).to_owned(), value)
+            }
+            None => (name, value),
+        };
+        if normalized.contains_key(&name) {
+            return Err(ApiError::bad_request(
+                "invalid_tags",
+                format!("tags.{name}: given twice"),
+            ));
+        }
+        normalized.insert(name, value);
     }
-    Ok(())
+    Ok(normalized)
 }
 
 #[derive(Deserialize)]
@@ -157,7 +203,7 @@ pub(super) async fn create_model(
     Body(body): Body<NewModel>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name("name", &body.name)?;
-    check_tags(&body.tags)?;
+    let tags = normalize_tags(body.tags)?;
     if body.deployments.is_empty() || body.deployments.len() > 32 {
         return Err(ApiError::bad_request(
             "invalid_deployments",
@@ -189,7 +235,7 @@ pub(super) async fn create_model(
         tenant_id: principal.tenant_id.clone(),
         name: body.name,
         deployments,
-        tags: body.tags,
+        tags,
     };
     state.store.create_route(&route).await?;
     state

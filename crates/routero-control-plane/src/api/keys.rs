@@ -144,7 +144,16 @@ pub(super) async fn generate(
     let expires_at = body.duration.as_deref().map(expiry).transpose()?;
     let roles = body.roles.unwrap_or_default();
     check_roles(&roles)?;
-    state.allow_grant(&principal, &client, &roles, &[]).await?;
+    state
+        .allow_issue(
+            &principal,
+            &client,
+            ("key", "*"),
+            &roles,
+            body.user_id.as_deref(),
+            body.team_id.as_deref(),
+        )
+        .await?;
     let secret = new_secret(&state)?;
     let record = KeyRecord {
         id: format!("key_{}", uuid::Uuid::now_v7().simple()),
@@ -223,23 +232,27 @@ pub(super) async fn delete(
     Ok(Json(json!({ "deleted_keys": revoked })))
 }
 
-/// Refuses unless `key_id` names an active key of the tenant on which `principal` may do
-/// `action`.
+/// The active key `key_id` of the tenant, once `principal` is allowed `action` on it: by the
+/// policies, and by holding every role the key acts with (only `admin` acts on a key with
+/// rights it lacks), so that rotating or updating a key never hands over more rights.
 async fn active_key_allowed(
     state: &AppState,
     principal: &AdminPrincipal,
     client: &ClientInfo,
     action: &str,
     key_id: &str,
-) -> Result<(), ApiError> {
-    let keys = state
+) -> Result<KeyRecord, ApiError> {
+    let key = state
         .store
         .active_keys(&principal.tenant_id, &[key_id.to_owned()], &[])
+        .await?
+        .pop()
+        .ok_or(crate::ControlPlaneError::NotFound("key"))?;
+    state.allow_key(principal, client, action, &key).await?;
+    state
+        .allow_held(principal, client, ("key", &key.id), action, &key.roles, &[])
         .await?;
-    for key in &keys {
-        state.allow_key(principal, client, action, key).await?;
-    }
-    Ok(())
+    Ok(key)
 }
 
 #[derive(Deserialize)]
@@ -353,9 +366,18 @@ pub(super) async fn update(
     }
     if let Some(roles) = &body.roles {
         check_roles(roles)?;
-        state.allow_grant(&principal, &client, roles, &[]).await?;
     }
-    active_key_allowed(&state, &principal, &client, "update", &body.key_id).await?;
+    let key = active_key_allowed(&state, &principal, &client, "update", &body.key_id).await?;
+    state
+        .allow_issue(
+            &principal,
+            &client,
+            ("key", &key.id),
+            body.roles.as_deref().unwrap_or_default(),
+            body.user_id.as_deref(),
+            body.team_id.as_deref(),
+        )
+        .await?;
     let changes = KeyChanges {
         models: body.models,
         allowed_cidrs: body

@@ -21,9 +21,12 @@ use crate::store::{AdminPrincipal, CustomRole};
 pub(super) struct NewAdminKey {
     name: String,
     roles: Vec<String>,
+    /// The user the key acts for: the keys it creates may be bound to that user and its teams.
+    user_id: Option<String>,
 }
 
-/// Issues an admin key with built-in or custom roles; the key is in this response only.
+/// Issues an admin key with built-in or custom roles, acting for a user when given; the key
+/// is in this response only.
 pub(super) async fn create_admin_key(
     State(state): State<AppState>,
     Extension(principal): Extension<AdminPrincipal>,
@@ -48,7 +51,14 @@ pub(super) async fn create_admin_key(
         ));
     }
     state
-        .allow_grant(&principal, &client, &body.roles, &[])
+        .allow_issue(
+            &principal,
+            &client,
+            ("admin_key", "*"),
+            &body.roles,
+            body.user_id.as_deref(),
+            None,
+        )
         .await?;
     let (secret, key) = crate::issue_admin_key(
         &state.store,
@@ -56,6 +66,7 @@ pub(super) async fn create_admin_key(
         &principal.tenant_id,
         &body.name,
         &body.roles,
+        body.user_id.as_deref(),
     )
     .await?;
     state
@@ -128,7 +139,30 @@ pub(super) struct RolePermissions {
     permissions: Vec<String>,
 }
 
-/// Creates or replaces a custom role: a set of `"<kind>:<action>"` permissions.
+/// The tenant's role `name`, if any, once `principal` may manage it: holding `giving` and
+/// every permission the role grants now (only `admin` manages a role with rights it lacks).
+async fn allow_manage_role(
+    state: &AppState,
+    principal: &AdminPrincipal,
+    client: &ClientInfo,
+    name: &str,
+    giving: &[String],
+) -> Result<Option<CustomRole>, ApiError> {
+    let current = state.store.role(&principal.tenant_id, name).await?;
+    let touched: Vec<String> = current
+        .iter()
+        .flat_map(|role| &role.permissions)
+        .chain(giving)
+        .cloned()
+        .collect();
+    state
+        .allow_held(principal, client, ("role", name), "manage", &[], &touched)
+        .await?;
+    Ok(current)
+}
+
+/// Creates or replaces a custom role: a set of `"<kind>:<action>"` permissions. A caller
+/// without `admin` must hold the permissions it gives, and those of the role it replaces.
 pub(super) async fn put_role(
     State(state): State<AppState>,
     Extension(principal): Extension<AdminPrincipal>,
@@ -144,9 +178,7 @@ pub(super) async fn put_role(
         ));
     }
     check_permissions(&body.permissions)?;
-    state
-        .allow_grant(&principal, &client, &[], &body.permissions)
-        .await?;
+    allow_manage_role(&state, &principal, &client, &name, &body.permissions).await?;
     let mut permissions = body.permissions;
     permissions.sort();
     permissions.dedup();
@@ -163,13 +195,18 @@ pub(super) async fn put_role(
     Ok(Json(json!(role)))
 }
 
-/// Deletes a custom role; admin keys holding it lose its permissions at their next request.
+/// Deletes a custom role (a caller without `admin` only one whose permissions it holds) and
+/// takes its name off every key: admin keys lose its permissions at their next request, and
+/// a role created later under the name grants nothing to the keys that held this one.
 pub(super) async fn delete_role(
     State(state): State<AppState>,
     Extension(principal): Extension<AdminPrincipal>,
     Extension(client): Extension<ClientInfo>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    allow_manage_role(&state, &principal, &client, &name, &[])
+        .await?
+        .ok_or(crate::ControlPlaneError::NotFound("role"))?;
     state.store.delete_role(&principal.tenant_id, &name).await?;
     state
         .record(

@@ -1,9 +1,11 @@
 //! Who may use the admin API: admin keys with their roles, and each tenant's custom roles.
 
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 
-use super::{Result, Store, from_json, new_id, now_unix, to_json, unique_violation};
+use super::{
+    Owned, Result, Store, from_json, new_id, now_unix, require_in_tenant, to_json, unique_violation,
+};
 use crate::ControlPlaneError;
 use crate::store::{AdminKey, AdminPrincipal, CustomRole};
 
@@ -19,41 +21,51 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 
-    /// Stores an admin key's hash with its name and roles; returns the key's record.
+    /// Stores an admin key's hash with its name, roles and user (one of the tenant's, when
+    /// given); returns the key's record.
     pub async fn insert_admin_key(
         &self,
         tenant_id: &str,
         hash: &[u8],
         name: &str,
         roles: &[String],
+        user_id: Option<&str>,
     ) -> Result<AdminKey> {
         let key = AdminKey {
             id: new_id("adm"),
             name: name.to_owned(),
             roles: sorted(roles.to_vec()),
+            user_id: user_id.map(str::to_owned),
             created_at: now_unix(),
             revoked: false,
         };
+        let mut tx = self.pool.begin().await?;
+        if let Some(user) = user_id {
+            require_in_tenant(&mut tx, Owned::User, tenant_id, user).await?;
+        }
         sqlx::query(
-            "INSERT INTO admin_keys (id, tenant_id, key_hash, name, roles, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO admin_keys (id, tenant_id, key_hash, name, roles, user_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&key.id)
         .bind(tenant_id)
         .bind(hash)
         .bind(&key.name)
         .bind(to_json(&key.roles)?)
+        .bind(&key.user_id)
         .bind(key.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(key)
     }
 
     /// The principal of an active admin key with this hash, with the permissions of the
-    /// tenant's custom roles it holds.
+    /// tenant's custom roles it holds and the teams of its user.
     pub async fn find_admin_key(&self, hash: &[u8]) -> Result<Option<AdminPrincipal>> {
         let Some(row) = sqlx::query(
-            "SELECT id, tenant_id, roles FROM admin_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            "SELECT id, tenant_id, roles, user_id FROM admin_keys \
+             WHERE key_hash = $1 AND revoked_at IS NULL",
         )
         .bind(hash)
         .fetch_optional(&self.pool)
@@ -63,6 +75,7 @@ impl Store {
         };
         let tenant_id: String = row.try_get("tenant_id")?;
         let roles: Vec<String> = from_json(&row.try_get::<String, _>("roles")?)?;
+        let user_id: Option<String> = row.try_get("user_id")?;
         let permissions: Vec<String> = self
             .list_roles(&tenant_id)
             .await?
@@ -70,11 +83,24 @@ impl Store {
             .filter(|role| roles.contains(&role.name))
             .flat_map(|role| role.permissions)
             .collect();
+        let teams = sqlx::query(
+            "SELECT m.team_id FROM team_members m JOIN teams t ON t.id = m.team_id \
+             WHERE m.user_id = $1 AND t.tenant_id = $2",
+        )
+        .bind(&user_id)
+        .bind(&tenant_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| row.try_get("team_id"))
+        .collect::<std::result::Result<_, _>>()?;
         Ok(Some(AdminPrincipal {
             key_id: row.try_get("id")?,
             tenant_id,
             roles: sorted(roles),
             permissions: sorted(permissions),
+            user_id,
+            teams: sorted(teams),
         }))
     }
 
@@ -85,7 +111,7 @@ impl Store {
         include_revoked: bool,
     ) -> Result<Vec<AdminKey>> {
         sqlx::query(
-            "SELECT id, name, roles, created_at, revoked_at FROM admin_keys \
+            "SELECT id, name, roles, user_id, created_at, revoked_at FROM admin_keys \
              WHERE tenant_id = $1 AND ($2 OR revoked_at IS NULL) ORDER BY created_at, id",
         )
         .bind(tenant_id)
@@ -103,7 +129,7 @@ impl Store {
     pub async fn revoke_admin_key(&self, tenant_id: &str, key_id: &str) -> Result<AdminKey> {
         let mut tx = self.pool.begin().await?;
         let active = sqlx::query(
-            "SELECT id, name, roles, created_at, revoked_at FROM admin_keys \
+            "SELECT id, name, roles, user_id, created_at, revoked_at FROM admin_keys \
              WHERE tenant_id = $1 AND revoked_at IS NULL",
         )
         .bind(tenant_id)
@@ -155,6 +181,18 @@ impl Store {
         Ok(())
     }
 
+    /// The tenant's custom role `name`, if it exists.
+    pub async fn role(&self, tenant_id: &str, name: &str) -> Result<Option<CustomRole>> {
+        sqlx::query("SELECT name, permissions FROM roles WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant_id)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(custom_role)
+            .transpose()
+    }
+
     /// The tenant's custom roles by name.
     pub async fn list_roles(&self, tenant_id: &str) -> Result<Vec<CustomRole>> {
         sqlx::query("SELECT name, permissions FROM roles WHERE tenant_id = $1 ORDER BY name")
@@ -162,28 +200,85 @@ impl Store {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|row| {
-                Ok(CustomRole {
-                    name: row.try_get("name")?,
-                    permissions: from_json(&row.try_get::<String, _>("permissions")?)?,
-                })
-            })
+            .map(custom_role)
             .collect()
     }
 
-    /// Deletes the tenant's custom role `name`; keys holding it lose its permissions.
+    /// Deletes the tenant's custom role `name` and takes the name off every admin key and
+    /// virtual key of the tenant, in one transaction: a role created later under the same
+    /// name grants them nothing.
     pub async fn delete_role(&self, tenant_id: &str, name: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         let deleted = sqlx::query("DELETE FROM roles WHERE tenant_id = $1 AND name = $2")
             .bind(tenant_id)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
         if deleted == 0 {
             return Err(ControlPlaneError::NotFound("role"));
         }
-        Ok(())
+        for (id, roles) in without_role(&mut tx, HELD_BY_ADMIN_KEYS, tenant_id, name).await? {
+            sqlx::query("UPDATE admin_keys SET roles = $1 WHERE tenant_id = $2 AND id = $3")
+                .bind(to_json(&roles)?)
+                .bind(tenant_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let now = now_unix();
+        for (id, roles) in without_role(&mut tx, HELD_BY_VIRTUAL_KEYS, tenant_id, name).await? {
+            sqlx::query(
+                "UPDATE virtual_keys SET roles = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4",
+            )
+            .bind(to_json(&roles)?)
+            .bind(now)
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // Virtual keys' roles reach data planes in snapshots.
+        self.commit_change(tx).await
     }
+}
+
+const HELD_BY_ADMIN_KEYS: &str =
+    "SELECT id, roles FROM admin_keys WHERE tenant_id = $1 AND roles LIKE $2";
+const HELD_BY_VIRTUAL_KEYS: &str =
+    "SELECT id, roles FROM virtual_keys WHERE tenant_id = $1 AND roles LIKE $2";
+
+/// The rows (`id`, `roles` as a JSON array) that `holders` finds holding role `name` in the
+/// tenant, each with its roles but that one.
+async fn without_role(
+    tx: &mut Transaction<'_, Any>,
+    holders: &'static str,
+    tenant_id: &str,
+    name: &str,
+) -> Result<Vec<(String, Vec<String>)>> {
+    // Role names are JSON strings without escapes (letters, digits, -_.:/@), so the quoted
+    // name finds every holder; `_` matching any character only finds more, dropped below.
+    let rows = sqlx::query(holders)
+        .bind(tenant_id)
+        .bind(format!("%\"{name}\"%"))
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut changed = Vec::new();
+    for row in &rows {
+        let roles: Vec<String> = from_json(&row.try_get::<String, _>("roles")?)?;
+        if roles.iter().any(|role| role == name) {
+            let kept = roles.into_iter().filter(|role| role != name).collect();
+            changed.push((row.try_get("id")?, kept));
+        }
+    }
+    Ok(changed)
+}
+
+fn custom_role(row: &AnyRow) -> Result<CustomRole> {
+    Ok(CustomRole {
+        name: row.try_get("name")?,
+        permissions: from_json(&row.try_get::<String, _>("permissions")?)?,
+    })
 }
 
 fn admin_key(row: &AnyRow) -> Result<AdminKey> {
@@ -191,6 +286,7 @@ fn admin_key(row: &AnyRow) -> Result<AdminKey> {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         roles: from_json(&row.try_get::<String, _>("roles")?)?,
+        user_id: row.try_get("user_id")?,
         created_at: row.try_get("created_at")?,
         revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
     })

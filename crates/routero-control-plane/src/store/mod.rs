@@ -57,6 +57,12 @@ const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[
         include_str!("../../../../migrations/postgres/0004_guardrails.sql"),
         include_str!("../../../../migrations/sqlite/0004_guardrails.sql"),
     ),
+    (
+        5,
+        "authz hardening",
+        include_str!("../../../../migrations/postgres/0005_authz_hardening.sql"),
+        include_str!("../../../../migrations/sqlite/0005_authz_hardening.sql"),
+    ),
 ];
 
 type Result<T> = std::result::Result<T, ControlPlaneError>;

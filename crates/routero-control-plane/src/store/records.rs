@@ -13,6 +13,10 @@ pub struct AdminPrincipal {
     pub roles: Vec<String>,
     /// `"<kind>:<action>"` permissions of the custom roles among `roles`, sorted.
     pub permissions: Vec<String>,
+    /// The user the key acts for, when an admin bound it to one.
+    pub user_id: Option<String>,
+    /// Teams that user belongs to, sorted (none without a user).
+    pub teams: Vec<String>,
 }
 
 /// An admin key's record; never the key itself.
@@ -24,6 +28,8 @@ pub struct AdminKey {
     pub name: String,
     /// Roles the key acts with.
     pub roles: Vec<String>,
+    /// The user the key acts for: the keys it creates may be bound to that user and its teams.
+    pub user_id: Option<String>,
     /// Unix seconds of creation.
     pub created_at: i64,
     /// Whether the key was revoked.
