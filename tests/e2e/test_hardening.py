@@ -1,12 +1,21 @@
 """Security promises under attack or fault, each through a public interface: services that will
 not run unaudited, events that cannot bloat the log, and the rest of issue 10's review."""
 
+import json
+import socket
 import sqlite3
 import subprocess
+import time
 
 import httpx
 
-from conftest import BIN_DIR, Gateway, Process, clean_env, free_port, secret, wait_until
+from conftest import ADMIN_KEY, BIN_DIR, Gateway, Process, clean_env, free_port, secret, wait_until
+
+
+def audit_export(gw):
+    done = subprocess.run([str(BIN_DIR / "routero"), "audit", "export"], capture_output=True, text=True,
+                          env=clean_env({"ROUTERO_DATA_DIR": str(gw.dir / "data")}))
+    return done.returncode, done.stdout
 
 
 def test_split_services_refuse_to_run_unaudited(tmp_path):
@@ -63,5 +72,112 @@ def test_a_huge_model_name_cannot_bloat_the_audit_log(fake_provider):
         db.close()
         assert largest < 16 * 1024, largest
         assert database.stat().st_size - before < 1024 * 1024, (before, database.stat().st_size)
+    finally:
+        gw.close()
+
+
+def held_open(port, request, count):
+    """`count` connections that each send `request` (headers, maybe a partial body) and stop."""
+    sockets = []
+    for _ in range(count):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(request)
+        sockets.append(s)
+    return sockets
+
+
+def closed_within(sockets, seconds):
+    """How many of the sockets the server closed within `seconds`, and what it said first."""
+    deadline = time.monotonic() + seconds
+    closed, answers = 0, []
+    for s in sockets:
+        s.settimeout(max(0.01, deadline - time.monotonic()))
+        said = b""
+        try:
+            while chunk := s.recv(4096):
+                said += chunk
+            closed += 1
+        except (socket.timeout, TimeoutError):
+            pass
+        except ConnectionResetError:
+            closed += 1
+        answers.append(said)
+        s.close()
+    return closed, answers
+
+
+def test_slow_and_silent_clients_are_cut_off_on_both_planes(fake_provider):
+    """Before: 10,300 uploads that sent headers and never a body were all still open 42 s later."""
+    gw = Gateway(fake_provider, "sqlite-up", extra_env={"ROUTERO_HEADER_TIMEOUT": "1s", "ROUTERO_BODY_TIMEOUT": "1s"})
+    try:
+        issued = gw.new_key(models=["gpt-a"])
+        gw.wait_for_key(issued["key"])
+        headers_only = lambda path, auth: (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                           f"Authorization: Bearer {auth}\r\nContent-Length: 1000\r\n\r\n{{").encode()
+        attacks = {
+            "silent": held_open(gw.data_port, b"", 100),
+            "half headers": held_open(gw.data_port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n", 100),
+            "no body, valid key": held_open(gw.data_port, headers_only("/v1/chat/completions", issued["key"]), 100),
+            "admin, no body": held_open(gw.admin_port, headers_only("/key/generate", ADMIN_KEY), 100),
+            "admin, silent": held_open(gw.admin_port, b"", 100),
+        }
+        started = time.monotonic()
+        # Meanwhile, the gateway serves.
+        client = gw.client(issued["key"])
+        assert client.chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": "hi"}]).choices
+        for name, sockets in attacks.items():
+            closed, answers = closed_within(sockets, 6 - (time.monotonic() - started))
+            assert closed == len(sockets), f"{name}: {closed} of {len(sockets)} closed"
+            if "no body" in name:
+                assert all(b"request_timeout" in answer for answer in answers), (name, answers[:2])
+        assert time.monotonic() - started < 6
+        # The authenticated slow uploads were refused, and recorded as such.
+        wait_until(lambda: len([e for e in gw.admin("GET", "/audit/events?type=request.blocked&limit=200").json()["events"]
+                                if e["event"]["reason_code"] == "request_timeout"]) == 100, timeout=10,
+                   what="100 request_timeout refusals recorded")
+    finally:
+        gw.close()
+
+
+def test_failed_authentication_is_throttled_and_its_events_aggregated(fake_provider):
+    gw = Gateway(fake_provider, "sqlite-up", extra_env={"ROUTERO_AUTH_FAILURE_WINDOW": "4s"})
+    try:
+        issued = gw.new_key(models=["gpt-a"])
+        gw.wait_for_key(issued["key"])
+        # Start at the beginning of a window, so the whole flood falls in one.
+        time.sleep(4 - time.time() % 4 + 0.05)
+        bad = {"Authorization": "Bearer sk-rt-" + "x" * 43}
+        statuses = [httpx.get(gw.data_url + "/v1/models", headers=bad).status_code for _ in range(80)]
+        assert statuses[:60] == [401] * 60 and statuses[60:] == [429] * 20, statuses
+        throttled = httpx.get(gw.data_url + "/v1/models", headers=bad)
+        assert throttled.json()["error"]["code"] == "too_many_auth_failures"
+        assert 1 <= int(throttled.headers["retry-after"]) <= 4
+        # Data-plane keys are 256 random bits: a valid one from the same address still passes.
+        assert httpx.get(gw.data_url + "/v1/models", headers={"Authorization": f"Bearer {issued['key']}"}).status_code == 200
+
+        # The admin API: past the limit even the right admin key is refused until the window ends.
+        for _ in range(61):
+            gw.admin("GET", "/key/list", key="sk-rtadm-guess")
+        r = gw.admin("GET", "/key/list")
+        assert r.status_code == 429 and r.json()["error"]["code"] == "too_many_auth_failures", r.text
+        wait_until(lambda: gw.admin("GET", "/key/list").status_code == 200, timeout=10, what="the next window")
+
+        def unattributed():
+            code, out = audit_export(gw)
+            return [json.loads(line)["event"] for line in out.splitlines()
+                    if '"_unattributed"' in line and '"record"' in line]
+        def aggregated(action):
+            return [e for e in unattributed() if e["action"] == action and e["details"].get("aggregated")]
+        gw.stop("up")
+        events = unattributed()
+        single = [e for e in events if e["action"] == "request.blocked" and not e["details"].get("aggregated")]
+        assert len(single) == 10, "a source's first 10 failures in a window are recorded one by one"
+        blocked = aggregated("request.blocked")
+        assert [(e["actor"]["source_ip"], e["details"]["count"]) for e in blocked] == [("127.0.0.1", 71)], blocked
+        logins = [e for e in events if e["action"] == "login.failed"]
+        assert len([e for e in logins if not e["details"].get("aggregated")]) == 10
+        counts = [e["details"]["count"] for e in logins if e["details"].get("aggregated")]
+        # 61 guesses, the refused right key, and the tries while waiting for the next window.
+        assert len(counts) == 1 and counts[0] >= 52, counts
     finally:
         gw.close()

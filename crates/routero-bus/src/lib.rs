@@ -222,6 +222,76 @@ pub fn rejected(place: &str, payload: &[u8], reason_code: &str, error: &str) -> 
     with_detail(recorded, "sha256", hex::encode(Sha256::digest(payload)))
 }
 
+/// How a service records the failed authentications it only counted.
+#[derive(Debug, Clone, Copy)]
+pub struct FailureReport {
+    /// The event type (`request.blocked`, `login.failed`).
+    pub action: EventType,
+    /// The resource kind the attempts were made on.
+    pub resource: &'static str,
+    /// The refusal's reason code.
+    pub reason_code: &'static str,
+}
+
+/// Records each source's failed authentications of the windows that ended, past what was
+/// recorded one by one, as one aggregated event (`details.aggregated`, `count`, `window`),
+/// looking every quarter window (at most 10 s), until `stop` turns true.
+pub async fn report_auth_failures(
+    failures: std::sync::Arc<routero_core::AuthFailures>,
+    bus: Option<EventBus>,
+    report: FailureReport,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let Some(bus) = bus else {
+        return;
+    };
+    let every = std::time::Duration::from_secs((failures.limits().window_secs / 4).clamp(1, 10));
+    loop {
+        let stopping = tokio::select! {
+            () = tokio::time::sleep(every) => false,
+            _ = stop.wait_for(|stop| *stop) => true,
+        };
+        let aggregates = if stopping {
+            failures.take_all()
+        } else {
+            let now = SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            failures.take_finished(now)
+        };
+        for aggregate in aggregates {
+            if let Err(error) = bus.publish(aggregated(&aggregate, report)).await {
+                tracing::error!(%error, "aggregated authentication failures not recorded");
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// The event of one source's counted failures in one window.
+fn aggregated(aggregate: &routero_core::Aggregate, report: FailureReport) -> AuditEvent {
+    let mut source = actor(ActorKind::Anonymous, None);
+    source.source_ip = aggregate.source.map(|ip| ip.to_string());
+    let mut recorded = event(
+        UNATTRIBUTED_TENANT,
+        report.action,
+        source,
+        resource(report.resource, None),
+        Outcome::Denied,
+    );
+    recorded.reason_code = Some(report.reason_code.to_owned());
+    let window = std::time::UNIX_EPOCH + std::time::Duration::from_secs(aggregate.window_start);
+    recorded = with_detail(recorded, "aggregated", true);
+    recorded = with_detail(recorded, "count", aggregate.counted);
+    with_detail(
+        recorded,
+        "window",
+        humantime::format_rfc3339_seconds(window).to_string(),
+    )
+}
+
 /// An actor of the given kind and id, with no network details.
 pub fn actor(kind: ActorKind, id: Option<String>) -> Actor {
     Actor {

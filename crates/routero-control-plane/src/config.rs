@@ -47,6 +47,11 @@ pub struct ControlPlaneConfig {
     pub poll_interval: Duration,
     /// Largest admin request body accepted.
     pub max_body_bytes: usize,
+    /// How long admin clients may take to send a request's headers and body, and a request to
+    /// be handled (10 s, 30 s, 60 s).
+    pub deadlines: routero_http::Deadlines,
+    /// Failed authentications per source address: recorded, counted, throttled.
+    pub failure_limits: routero_core::FailureLimits,
     /// TLS (and mutual TLS) for the snapshot service; plaintext when absent.
     pub grpc_tls: Option<GrpcTls>,
     /// The audit log's database, served at `GET /audit/events`.
@@ -78,6 +83,8 @@ impl ControlPlaneConfig {
             heartbeat_interval: Duration::from_secs(5),
             poll_interval: Duration::from_secs(1),
             max_body_bytes: 1024 * 1024,
+            failure_limits: routero_core::FailureLimits::default(),
+            deadlines: routero_http::Deadlines::with_request(Duration::from_secs(60)),
             grpc_tls: None,
             audit_database_url: None,
             audit_min_retention_days: routero_audit::DEFAULT_MIN_RETENTION_DAYS,

@@ -13,7 +13,6 @@ mod vault;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use routero_bus::EventBus;
 use routero_crypto::{KeyHasher, generate_api_key};
 use routero_proto::v1::snapshot_service_server::SnapshotServiceServer;
@@ -112,6 +111,9 @@ impl ControlPlane {
             audit: None,
             audit_log,
             authorizer,
+            deadlines: config.deadlines,
+            max_body_bytes: config.max_body_bytes,
+            failures: Arc::new(routero_core::AuthFailures::new(config.failure_limits)),
         };
         Ok(Self {
             config,
@@ -170,27 +172,38 @@ impl ControlPlane {
                 let _ = grpc_stop.changed().await;
             });
 
-        let app = api::router(self.state, self.config.max_body_bytes);
+        let reporting = tokio::spawn(routero_bus::report_auth_failures(
+            Arc::clone(&self.state.failures),
+            self.state.audit.clone(),
+            routero_bus::FailureReport {
+                action: routero_core::audit::EventType::LoginFailed,
+                resource: "admin_api",
+                reason_code: "invalid_admin_key",
+            },
+            stop_rx.clone(),
+        ));
+        let deadlines = self.state.deadlines;
         let mut http_stop = stop_rx;
-        let listener = listeners.http.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let http = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = http_stop.changed().await;
-        });
+        let http = routero_http::serve(
+            listeners.http,
+            api::router(self.state),
+            deadlines,
+            async move {
+                let _ = http_stop.changed().await;
+            },
+        );
 
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let (grpc, http) = tokio::join!(grpc, http.into_future());
+        let (grpc, ()) = tokio::join!(grpc, http);
         let _ = follower.await;
+        let _ = reporting.await;
         if let Some(task) = policy_watch {
             let _ = task.await;
         }
         grpc.map_err(|e| ControlPlaneError::Server(format!("grpc: {e}")))?;
-        http.map_err(|e| ControlPlaneError::Server(format!("http: {e}")))?;
         Ok(())
     }
 }

@@ -43,6 +43,8 @@ pub enum Refusal {
     TooManyAuthFailures,
     /// The client did not send its request (headers, body) within the deadline.
     RequestTimeout,
+    /// Handling the request took longer than the gateway allows.
+    DeadlineExceeded,
     /// The gateway failed unexpectedly; nothing was served.
     InternalError,
 }
@@ -71,6 +73,7 @@ impl Refusal {
             Self::UpstreamRateLimited => "upstream_rate_limited",
             Self::TooManyAuthFailures => "too_many_auth_failures",
             Self::RequestTimeout => "request_timeout",
+            Self::DeadlineExceeded => "deadline_exceeded",
             Self::InternalError => "internal_error",
         }
     }
@@ -89,7 +92,7 @@ impl Refusal {
             | Self::PolicyEngineUnavailable
             | Self::GuardrailUnavailable => 503,
             Self::UpstreamUnreachable | Self::UpstreamAuthFailed | Self::UpstreamError => 502,
-            Self::UpstreamTimeout => 504,
+            Self::UpstreamTimeout | Self::DeadlineExceeded => 504,
             Self::UpstreamRateLimited | Self::TooManyAuthFailures => 429,
             Self::RequestTimeout => 408,
             Self::InternalError => 500,
@@ -117,6 +120,7 @@ impl Refusal {
             | Self::UpstreamAuthFailed
             | Self::UpstreamError
             | Self::UpstreamRateLimited
+            | Self::DeadlineExceeded
             | Self::InternalError => "api_error",
         }
     }
@@ -160,6 +164,7 @@ impl Refusal {
                 "Too many failed authentications from this address; retry after the time given."
             }
             Self::RequestTimeout => "The request was not received in time.",
+            Self::DeadlineExceeded => "The request took longer than the gateway allows.",
             Self::InternalError => "The gateway failed; the request was not served.",
         }
     }

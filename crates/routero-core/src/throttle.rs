@@ -1,7 +1,7 @@
-//! Failed authentications per source address and minute. The first few of a source in a
-//! minute are recorded one by one; past that they are only counted, and each such source gets
-//! one aggregated record when its minute is over, so no one can flood the audit log. A source
-//! past the limit is throttled until its minute ends.
+//! Failed authentications per source address and window (a minute by default). The first few
+//! of a source in a window are recorded one by one; past that they are only counted, and each
+//! such source gets one aggregated record when its window is over, so no one can flood the
+//! audit log. A source past the limit is throttled until its window ends.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,19 +12,19 @@ use std::sync::Mutex;
 pub enum Verdict {
     /// Record it as its own event.
     Record,
-    /// Only count it: it is part of its source's aggregated record for the minute.
+    /// Only count it: it is part of its source's aggregated record for the window.
     Count,
-    /// Count it, and throttle the source (429) until the minute ends.
+    /// Count it, and throttle the source (429) until the window ends.
     Throttle,
 }
 
-/// A source's failures in a finished minute, past what was recorded one by one.
+/// A source's failures in a finished window, past what was recorded one by one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Aggregate {
     /// The source; `None` for sources beyond the tracking bound, counted together.
     pub source: Option<IpAddr>,
-    /// Unix second the minute began.
-    pub minute_start: u64,
+    /// Unix second the window began.
+    pub window_start: u64,
     /// Failures only counted, not recorded one by one.
     pub counted: u32,
 }
@@ -32,21 +32,24 @@ pub struct Aggregate {
 /// Limits of [`AuthFailures`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FailureLimits {
-    /// Failures of a source per minute recorded one by one.
+    /// Failures of a source per window recorded one by one.
     pub recorded: u32,
-    /// Failures of a source per minute before it is throttled.
+    /// Failures of a source per window before it is throttled.
     pub throttle: u32,
-    /// Sources tracked per minute; the rest share one count.
+    /// Sources tracked per window; the rest share one count.
     pub sources: usize,
+    /// Length of a window in seconds (60).
+    pub window_secs: u64,
 }
 
 impl Default for FailureLimits {
-    /// 10 recorded, throttled past 60, 100,000 sources.
+    /// 10 recorded, throttled past 60, 100,000 sources, windows of a minute.
     fn default() -> Self {
         Self {
             recorded: 10,
             throttle: 60,
             sources: 100_000,
+            window_secs: 60,
         }
     }
 }
@@ -58,22 +61,21 @@ struct Minute {
     untracked: u32,
 }
 
-/// Failed authentications per source and minute (see the module documentation).
+/// Failed authentications per source and window (see the module documentation).
 #[derive(Debug)]
 pub struct AuthFailures {
     limits: FailureLimits,
     state: Mutex<(Minute, Vec<Aggregate>)>,
 }
 
-fn minute_of(now_unix: u64) -> u64 {
-    now_unix - now_unix % 60
-}
-
 impl AuthFailures {
     /// A tracker with these limits.
     pub fn new(limits: FailureLimits) -> Self {
         Self {
-            limits,
+            limits: FailureLimits {
+                window_secs: limits.window_secs.max(1),
+                ..limits
+            },
             state: Mutex::new((Minute::default(), Vec::new())),
         }
     }
@@ -86,7 +88,7 @@ impl AuthFailures {
 
     /// Moves to the minute of `now_unix`; an ended minute leaves its aggregated records.
     fn rotate(&self, (minute, finished): &mut (Minute, Vec<Aggregate>), now_unix: u64) {
-        let start = minute_of(now_unix);
+        let start = now_unix - now_unix % self.limits.window_secs;
         if minute.start == start {
             return;
         }
@@ -105,14 +107,14 @@ impl AuthFailures {
                 .filter(|(_, count)| *count > recorded)
                 .map(|(source, count)| Aggregate {
                     source: Some(source),
-                    minute_start: ended.start,
+                    window_start: ended.start,
                     counted: count - recorded,
                 }),
         );
         if ended.untracked > 0 {
             finished.push(Aggregate {
                 source: None,
-                minute_start: ended.start,
+                window_start: ended.start,
                 counted: ended.untracked,
             });
         }
@@ -146,12 +148,17 @@ impl AuthFailures {
         })
     }
 
+    /// The limits in force.
+    pub fn limits(&self) -> FailureLimits {
+        self.limits
+    }
+
     /// Whether `source` is throttled at `now_unix`, and for how many more seconds.
     pub fn throttled(&self, source: IpAddr, now_unix: u64) -> Option<u64> {
         let limits = self.limits;
         self.with_minute(now_unix, |minute| {
             (minute.counts.get(&source).copied().unwrap_or(0) >= limits.throttle)
-                .then(|| minute.start + 60 - now_unix)
+                .then(|| minute.start + limits.window_secs - now_unix)
         })
     }
 
@@ -159,6 +166,14 @@ impl AuthFailures {
     pub fn take_finished(&self, now_unix: u64) -> Vec<Aggregate> {
         let mut state = self.lock();
         self.rotate(&mut state, now_unix);
+        std::mem::take(&mut state.1)
+    }
+
+    /// Every aggregated record, the current window's too (at shutdown).
+    pub fn take_all(&self) -> Vec<Aggregate> {
+        let mut state = self.lock();
+        let next = state.0.start.saturating_add(self.limits.window_secs);
+        self.rotate(&mut state, next);
         std::mem::take(&mut state.1)
     }
 }
@@ -177,6 +192,7 @@ mod tests {
             recorded: 3,
             throttle: 5,
             sources: 100,
+            window_secs: 60,
         });
         let t = 6_000;
         let verdicts: Vec<_> = (0..7).map(|i| failures.fail(ip(1), t + i)).collect();
@@ -196,7 +212,7 @@ mod tests {
             failures.take_finished(t + 60),
             [Aggregate {
                 source: Some(ip(1)),
-                minute_start: t,
+                window_start: t,
                 counted: 4
             }]
         );
@@ -207,6 +223,18 @@ mod tests {
             "a new minute, a new start"
         );
         assert_eq!(failures.fail(ip(1), t + 61), Record);
+        for _ in 0..4 {
+            failures.fail(ip(1), t + 62);
+        }
+        assert_eq!(
+            failures.take_all(),
+            [Aggregate {
+                source: Some(ip(1)),
+                window_start: t + 60,
+                counted: 2
+            }],
+            "at shutdown, the unfinished window too"
+        );
     }
 
     #[test]
@@ -215,6 +243,7 @@ mod tests {
             recorded: 1,
             throttle: 100,
             sources: 2,
+            window_secs: 60,
         });
         assert_eq!(failures.fail(ip(1), 0), Verdict::Record);
         assert_eq!(failures.fail(ip(2), 0), Verdict::Record);
@@ -225,7 +254,7 @@ mod tests {
             failures.take_finished(60),
             [Aggregate {
                 source: None,
-                minute_start: 0,
+                window_start: 0,
                 counted: 7
             }]
         );

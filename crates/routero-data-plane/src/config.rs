@@ -43,6 +43,11 @@ pub struct DataPlaneConfig {
     pub upstream_read_timeout: Duration,
     /// How long in-flight requests may take to finish after shutdown begins.
     pub shutdown_grace: Duration,
+    /// How long clients may take to send a request's headers and body, and a request to be
+    /// handled up to its response's head (10 s, 30 s, 600 s).
+    pub deadlines: routero_http::Deadlines,
+    /// Failed authentications per source address: recorded, counted, throttled.
+    pub failure_limits: routero_core::FailureLimits,
     /// The Cerbos PDP asked `model:invoke` before every request when the snapshot carries a
     /// policy version; without it such requests are refused (503 `policy_engine_unavailable`).
     pub authz: Option<routero_authz::AuthzConfig>,
@@ -63,6 +68,8 @@ impl DataPlaneConfig {
             upstream_connect_timeout: Duration::from_secs(10),
             upstream_read_timeout: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(30),
+            failure_limits: routero_core::FailureLimits::default(),
+            deadlines: routero_http::Deadlines::with_request(Duration::from_secs(600)),
             authz: None,
         }
     }

@@ -14,7 +14,6 @@ mod proxy;
 mod refusal;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -23,8 +22,9 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
-use routero_bus::EventBus;
+use routero_bus::{EventBus, FailureReport};
+use routero_core::audit::EventType;
+use routero_core::{AuthFailures, Refusal};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -36,8 +36,10 @@ use crate::live::Gateway;
 use crate::provider::Provider;
 use crate::proxy::{App, RequestId};
 
-/// Builds the HTTP stack. Layers, outermost first: request id; then the routes, each of which
-/// authenticates, checks the key, reads a bounded body and proxies.
+/// Builds the HTTP stack. Layers, outermost first: a handler's panic contained (500
+/// `internal_error`, audited); request id; then the routes, each of which authenticates,
+/// checks the key, reads a bounded body within its deadline and proxies, within the
+/// whole-request deadline.
 fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(proxy::chat_completions))
@@ -48,6 +50,10 @@ fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(proxy::ready))
         .fallback(proxy::not_found)
         .layer(axum::middleware::from_fn(request_id))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
+            proxy::contain_panics,
+        ))
         .with_state(app)
 }
 
@@ -85,6 +91,17 @@ pub async fn run(
     let follower = Follower::new(Arc::clone(&gateway), config.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let following = tokio::spawn(follower.run(stop_rx.clone()));
+    let failures = Arc::new(AuthFailures::new(config.failure_limits));
+    let reporting = tokio::spawn(routero_bus::report_auth_failures(
+        Arc::clone(&failures),
+        audit.clone(),
+        FailureReport {
+            action: EventType::RequestBlocked,
+            resource: "data_plane",
+            reason_code: Refusal::InvalidApiKey.code(),
+        },
+        stop_rx.clone(),
+    ));
     let app = Arc::new(App {
         gateway,
         provider: Provider::new(&config)?,
@@ -92,17 +109,11 @@ pub async fn run(
         max_body_bytes: config.max_body_bytes,
         audit,
         authorizer,
+        deadlines: config.deadlines,
+        failures,
     });
     let mut server_stop = stop_rx.clone();
-    // TCP_NODELAY: streamed chunks go out as they arrive.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(
-        listener,
-        router(app).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let server = routero_http::serve(listener, router(app), config.deadlines, async move {
         let _ = server_stop.changed().await;
     });
     tokio::spawn(async move {
@@ -111,16 +122,14 @@ pub async fn run(
     });
     let mut grace_stop = stop_rx;
     let grace = config.shutdown_grace;
-    let result = tokio::select! {
-        result = server.into_future() => result,
+    tokio::select! {
+        () = server => {}
         () = async move {
             let _ = grace_stop.changed().await;
             tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!("shutdown grace period over; dropping remaining requests");
-            Ok(())
-        }
-    };
+        } => tracing::warn!("shutdown grace period over; dropping remaining requests"),
+    }
     let _ = following.await;
-    Ok(result?)
+    let _ = reporting.await;
+    Ok(())
 }

@@ -16,7 +16,8 @@ use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 use routero_bus::{EventBus, Reservation};
 use routero_core::audit::{ActorKind, AuditEvent, EventType, Outcome, UNATTRIBUTED_TENANT};
-use routero_core::{KeyPolicy, Refusal};
+use routero_core::{AuthFailures, KeyPolicy, Refusal, Verdict};
+use routero_http::{BodyError, Deadlines};
 use serde_json::{Map, Value, json};
 
 use crate::caller::{Caller, authenticate, client_ip};
@@ -35,6 +36,10 @@ pub struct App {
     pub(crate) audit: Option<EventBus>,
     /// The policy engine, when configured.
     pub(crate) authorizer: Option<routero_authz::Authorizer>,
+    /// How long clients may take.
+    pub(crate) deadlines: Deadlines,
+    /// Failed authentications per source address and minute.
+    pub(crate) failures: Arc<AuthFailures>,
 }
 
 /// The id of a request, set by the outermost layer and echoed in `x-request-id`.
@@ -124,9 +129,46 @@ fn now_unix() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-fn caller(app: &App, peer: SocketAddr, headers: &HeaderMap) -> Result<Caller, Refusal> {
+/// The caller of a read-only endpoint; a refusal is recorded (`request.blocked`) like a
+/// proxied request's.
+async fn caller(
+    app: &App,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    request_id: &RequestId,
+    endpoint: &str,
+) -> Result<Caller, Refused> {
     let client = client_ip(peer.ip(), headers, &app.trusted_proxies);
-    authenticate(&app.gateway, headers, client, now_unix())
+    let refused = match app.authenticate(headers, client) {
+        Ok(caller) => return Ok(caller),
+        Err(refused) => refused,
+    };
+    if !refused.counted_only {
+        let origin = Origin {
+            client,
+            user_agent: user_agent(headers),
+            request_id: request_id.0.clone(),
+        };
+        let mut event = routero_bus::event(
+            UNATTRIBUTED_TENANT,
+            EventType::RequestBlocked,
+            origin.actor(None),
+            routero_bus::resource("endpoint", Some(endpoint.to_owned())),
+            Outcome::Denied,
+        );
+        event.reason_code = Some(refused.refusal.code().to_owned());
+        event.request_id = Some(origin.request_id);
+        app.record_unreserved(event).await;
+    }
+    Err(refused)
+}
+
+/// The client's user agent, bounded.
+fn user_agent(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(256).collect())
 }
 
 pub(crate) async fn chat_completions(
@@ -180,17 +222,22 @@ async fn audited(
 ) -> Response {
     let origin = Origin {
         client: client_ip(peer.ip(), headers, &app.trusted_proxies),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().take(256).collect()),
+        user_agent: user_agent(headers),
         request_id: request_id.0.clone(),
     };
     let mut seen = Seen::default();
-    let result = proxy(app, &origin, headers, body, endpoint, &mut seen).await;
+    let handled = tokio::time::timeout(
+        app.deadlines.request,
+        proxy(app, &origin, headers, body, endpoint, &mut seen),
+    )
+    .await;
+    let result = handled.unwrap_or_else(|_| Err(Refusal::DeadlineExceeded.into()));
     let event = request_event(&seen, &origin, endpoint, &result);
     match seen.room.pop() {
         Some(room) => room.publish_durably(event).await,
+        // A failed authentication past its source's first few in a minute is only counted,
+        // into one record per source and minute.
+        None if result.as_ref().is_err_and(|refused| refused.counted_only) => {}
         None => app.record_unreserved(event).await,
     }
     if let Some(key) = &seen.key {
@@ -207,6 +254,30 @@ async fn audited(
 }
 
 impl App {
+    /// Authenticates the caller. A failure counts against its source address: the first few
+    /// a minute are recorded one by one, the rest only counted, and past the limit the source
+    /// is answered 429 until the minute ends (valid keys from it still pass: they are 256
+    /// random bits, not guessable).
+    fn authenticate(&self, headers: &HeaderMap, client: IpAddr) -> Result<Caller, Refused> {
+        let now = now_unix();
+        match authenticate(&self.gateway, headers, client, now) {
+            Err(Refusal::InvalidApiKey) => {
+                let now = u64::try_from(now).unwrap_or(0);
+                let verdict = self.failures.fail(client, now);
+                let mut refused = Refused::from(match verdict {
+                    Verdict::Throttle => Refusal::TooManyAuthFailures,
+                    Verdict::Record | Verdict::Count => Refusal::InvalidApiKey,
+                });
+                refused.counted_only = verdict != Verdict::Record;
+                if verdict == Verdict::Throttle {
+                    refused.retry_after = self.failures.throttled(client, now);
+                }
+                Err(refused)
+            }
+            other => other.map_err(Refused::from),
+        }
+    }
+
     /// Records an event no room was reserved for (a refusal before authentication): waits for
     /// room or, failing closed, logs that it could not.
     async fn record_unreserved(&self, event: AuditEvent) {
@@ -294,18 +365,6 @@ fn request_event(
     event
 }
 
-/// Whether a body read failed on the size limit (rather than, say, a dropped connection).
-fn is_length_limit(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
-}
-
 async fn proxy(
     app: &App,
     origin: &Origin,
@@ -314,20 +373,18 @@ async fn proxy(
     endpoint: Endpoint,
     seen: &mut Seen,
 ) -> Result<Response, Refused> {
-    let caller = authenticate(&app.gateway, headers, origin.client, now_unix())?;
+    let caller = app.authenticate(headers, origin.client)?;
     seen.key = Some(Arc::clone(&caller.key));
     // The request's event, and one per guardrail stage when the tenant has guardrails (the
     // streamed response's stage takes its place with it).
     let guarded = matches!(caller.live.guard(&caller.key.tenant_id), Ok(Some(_)));
     seen.room = app.reserve(if guarded { 3 } else { 1 }).await?;
-    let bytes = axum::body::to_bytes(body, app.max_body_bytes)
+    let bytes = routero_http::read_body(body, app.max_body_bytes, app.deadlines.body)
         .await
-        .map_err(|e| {
-            if is_length_limit(&e) {
-                Refused::from(Refusal::BodyTooLarge)
-            } else {
-                Refused::invalid("the request body could not be read")
-            }
+        .map_err(|error| match error {
+            BodyError::TooLarge => Refused::from(Refusal::BodyTooLarge),
+            BodyError::Timeout => Refused::from(Refusal::RequestTimeout),
+            BodyError::Unreadable => Refused::invalid("the request body could not be read"),
         })?;
     let mut request: Map<String, Value> = serde_json::from_slice(&bytes)
         .map_err(|e| Refused::invalid(format!("the body must be a JSON object: {e}")))?;
@@ -511,9 +568,10 @@ fn model_object(name: &str) -> Value {
 pub(crate) async fn list_models(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, Refused> {
-    let caller = caller(&app, peer, &headers)?;
+    let caller = caller(&app, peer, &headers, &request_id, "/v1/models").await?;
     let data: Vec<Value> = caller
         .live
         .snapshot
@@ -527,10 +585,11 @@ pub(crate) async fn list_models(
 pub(crate) async fn get_model(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     Path(model): Path<String>,
 ) -> Result<Json<Value>, Refused> {
-    let caller = caller(&app, peer, &headers)?;
+    let caller = caller(&app, peer, &headers, &request_id, "/v1/models/{model}").await?;
     let visible = caller.key.allows_model(&model)
         && caller
             .live
@@ -552,6 +611,39 @@ pub(crate) async fn ready(State(app): State<Arc<App>>) -> Response {
         }))
         .into_response(),
         None => Refused::from(Refusal::ControlPlaneUnreachable).into_response(),
+    }
+}
+
+/// Contains a handler's panic: the client gets 500 `internal_error` instead of a dropped
+/// connection, and the panic is recorded (`request.failed`, under no tenant: the caller is
+/// not known out here; the panic's text stays in the log, it may hold client data).
+pub(crate) async fn contain_panics(
+    State(app): State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip().to_string());
+    match routero_http::unwinding(next.run(request)).await {
+        Ok(response) => response,
+        Err(panic) => {
+            tracing::error!(%panic, %path, "handler panicked; answered 500 internal_error");
+            let mut actor = routero_bus::actor(ActorKind::Anonymous, None);
+            actor.source_ip = peer;
+            let mut event = routero_bus::event(
+                UNATTRIBUTED_TENANT,
+                EventType::RequestFailed,
+                actor,
+                routero_bus::resource("endpoint", Some(path)),
+                Outcome::Failure,
+            );
+            event.reason_code = Some(Refusal::InternalError.code().to_owned());
+            app.record_unreserved(event).await;
+            Refused::from(Refusal::InternalError).into_response()
+        }
     }
 }
 

@@ -11,6 +11,11 @@ pub struct Refused {
     pub refusal: Refusal,
     /// Detail for the client; never internal state.
     pub detail: Option<String>,
+    /// A failed authentication counted into its source's aggregated record, not recorded
+    /// on its own.
+    pub counted_only: bool,
+    /// Seconds after which the client may try again (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl From<Refusal> for Refused {
@@ -18,6 +23,8 @@ impl From<Refusal> for Refused {
         Self {
             refusal,
             detail: None,
+            counted_only: false,
+            retry_after: None,
         }
     }
 }
@@ -28,6 +35,8 @@ impl Refused {
         Self {
             refusal: Refusal::InvalidRequest,
             detail: Some(detail.into()),
+            counted_only: false,
+            retry_after: None,
         }
     }
 }
@@ -50,6 +59,12 @@ impl IntoResponse for Refused {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(value) = self
+            .retry_after
+            .and_then(|seconds| HeaderValue::from_str(&seconds.to_string()).ok())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
     }

@@ -66,6 +66,18 @@ pub struct Settings {
     pub trusted_proxies: Option<String>,
     /// Data plane: largest request body in bytes.
     pub max_body_bytes: Option<String>,
+    /// Both planes: how long a client may take to send a request's headers (`10s`); silent
+    /// connections are closed after it.
+    pub header_timeout: Option<String>,
+    /// Both planes: how long a client may take to send a request's body, whole (`30s`).
+    pub body_timeout: Option<String>,
+    /// Both planes: the window failed authentications are counted in per source address
+    /// (`60s`): 10 are recorded one by one, the rest counted into one record per source and
+    /// window, and past 60 the source gets 429 until the window ends.
+    pub auth_failure_window: Option<String>,
+    /// Both planes: how long handling a request may take up to its response's head (data plane
+    /// `600s`, admin API `60s`).
+    pub request_timeout: Option<String>,
     /// Audit: database of the audit log (`routero up`: `data_dir/audit.db`).
     pub audit_database_url: Option<String>,
     /// Audit: Ed25519 seed (base64) that signs checkpoints.
@@ -184,6 +196,10 @@ impl Settings {
             max_staleness: s(),
             trusted_proxies: s(),
             max_body_bytes: s(),
+            header_timeout: s(),
+            body_timeout: s(),
+            request_timeout: s(),
+            auth_failure_window: s(),
             audit_database_url: s(),
             audit_signing_key: s(),
             audit_public_key: s(),
@@ -251,6 +267,44 @@ impl Settings {
             .transpose()
     }
 
+    /// Deadlines for clients, with `request` as the default whole-request deadline.
+    pub fn deadlines(&self, request: Duration) -> Result<routero_http::Deadlines> {
+        let mut deadlines = routero_http::Deadlines::with_request(request);
+        for (value, field, slot) in [
+            (
+                &self.header_timeout,
+                "header_timeout",
+                &mut deadlines.header,
+            ),
+            (&self.body_timeout, "body_timeout", &mut deadlines.body),
+            (
+                &self.request_timeout,
+                "request_timeout",
+                &mut deadlines.request,
+            ),
+        ] {
+            if let Some(duration) = Self::duration(value, field)? {
+                if duration.is_zero() {
+                    bail!("{field}: must be longer than 0s");
+                }
+                *slot = duration;
+            }
+        }
+        Ok(deadlines)
+    }
+
+    /// Limits on failed authentications per source address.
+    pub fn failure_limits(&self) -> Result<routero_core::FailureLimits> {
+        let mut limits = routero_core::FailureLimits::default();
+        if let Some(window) = Self::duration(&self.auth_failure_window, "auth_failure_window")? {
+            if window.as_secs() == 0 {
+                bail!("auth_failure_window: at least 1s");
+            }
+            limits.window_secs = window.as_secs();
+        }
+        Ok(limits)
+    }
+
     /// Admin API address (default `127.0.0.1:8081`).
     pub fn control_plane_addr(&self) -> Result<SocketAddr> {
         Self::addr(
@@ -303,6 +357,8 @@ impl Settings {
         }
         config.audit_database_url = self.audit_database_url.clone();
         config.audit_min_retention_days = self.audit_min_retention_days()?;
+        config.deadlines = self.deadlines(config.deadlines.request)?;
+        config.failure_limits = self.failure_limits()?;
         config.policies_dir = self
             .policies_dir
             .as_ref()
@@ -543,6 +599,8 @@ impl Settings {
         if let Some(bytes) = &self.max_body_bytes {
             config.max_body_bytes = bytes.parse().map_err(|e| anyhow!("max_body_bytes: {e}"))?;
         }
+        config.deadlines = self.deadlines(config.deadlines.request)?;
+        config.failure_limits = self.failure_limits()?;
         config.authz = self.cerbos()?;
         if let Some(ca_pem) = Self::file(&self.control_plane_ca, "control_plane_ca")? {
             let identity = match (

@@ -160,6 +160,8 @@ pub async fn run(settings: Settings) -> Result<()> {
     control.admin_key = settings.admin_key.clone().map(SecretString::from);
     control.audit_database_url = Some(audit_database_url(&settings)?);
     control.audit_min_retention_days = settings.audit_min_retention_days()?;
+    control.deadlines = settings.deadlines(control.deadlines.request)?;
+    control.failure_limits = settings.failure_limits()?;
     if let Some(key) = &control.admin_key {
         anyhow::ensure!(
             key.expose_secret().len() >= 32,
@@ -202,6 +204,8 @@ pub async fn run(settings: Settings) -> Result<()> {
     data_config.node_id = "routero-up".into();
     data_config.snapshot_path = Some(dir.join(SNAPSHOT_FILE));
     data_config.shutdown_grace = Duration::from_secs(5);
+    data_config.deadlines = settings.deadlines(data_config.deadlines.request)?;
+    data_config.failure_limits = settings.failure_limits()?;
 
     let audit_store = settings
         .audit_store(&audit_database_url(&settings)?)

@@ -17,13 +17,14 @@ use std::sync::Arc;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Extension, Json, Router};
 use routero_bus::EventBus;
 use routero_core::audit::{ActorKind, EventType, Outcome, UNATTRIBUTED_TENANT};
+use routero_core::{AuthFailures, Verdict};
 use routero_crypto::KeyHasher;
 
 pub use error::ApiError;
@@ -44,6 +45,12 @@ pub struct AppState {
     pub(crate) audit_log: Option<routero_audit::AuditStore>,
     /// The policy decision point; `None` when no policies are configured.
     pub(crate) authorizer: Option<Arc<routero_authz::Authorizer>>,
+    /// How long clients may take.
+    pub(crate) deadlines: routero_http::Deadlines,
+    /// Largest request body.
+    pub(crate) max_body_bytes: usize,
+    /// Failed admin authentications per source address and minute.
+    pub(crate) failures: Arc<AuthFailures>,
 }
 
 /// Where an admin request came from, for its audit event.
@@ -108,7 +115,8 @@ impl AppState {
 pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Builds the admin router.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+pub fn router(state: AppState) -> Router {
+    let max_body_bytes = state.max_body_bytes;
     let admin = Router::new()
         .route(
             "/credentials",
@@ -149,6 +157,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/roles/{name}",
             put(principals::put_role).delete(principals::delete_role),
         )
+        .route_layer(middleware::from_fn_with_state(state.clone(), read_body))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             access::authorize,
@@ -161,13 +170,116 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError::not_found_route() })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), contain))
         .with_state(state)
 }
 
+/// The outermost layer: a request is handled within the whole-request deadline (504
+/// `deadline_exceeded`), and a handler's panic becomes 500 `internal_error`, recorded,
+/// instead of a dropped connection.
+async fn contain(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let client = ClientInfo::of(&request);
+    let path = request.uri().path().to_owned();
+    let handled = tokio::time::timeout(
+        state.deadlines.request,
+        routero_http::unwinding(next.run(request)),
+    )
+    .await;
+    match handled {
+        Ok(Ok(response)) => response,
+        Ok(Err(panic)) => {
+            tracing::error!(%panic, %path, "admin handler panicked; answered 500 internal_error");
+            state
+                .publish(anonymous_event(
+                    &client,
+                    EventType::PolicyBlocked,
+                    &path,
+                    "internal_error",
+                    Outcome::Failure,
+                ))
+                .await;
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "The control plane failed; nothing was changed by this request.",
+            )
+            .into_response()
+        }
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "deadline_exceeded",
+            "The request took longer than the control plane allows.",
+        )
+        .into_response(),
+    }
+}
+
+/// Reads an authorized request's body, whole, within the body deadline (408
+/// `request_timeout`), so no handler waits on a slow client.
+async fn read_body(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    match routero_http::read_body(body, state.max_body_bytes, state.deadlines.body).await {
+        Ok(bytes) => next.run(Request::from_parts(parts, bytes.into())).await,
+        Err(routero_http::BodyError::TooLarge) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "The request body is too large.",
+        )
+        .into_response(),
+        Err(routero_http::BodyError::Timeout) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "The request body was not received in time.",
+        )
+        .into_response(),
+        Err(routero_http::BodyError::Unreadable) => {
+            ApiError::bad_request("invalid_body", "The request body could not be read.")
+                .into_response()
+        }
+    }
+}
+
+/// An event of a caller not (or not yet) known: no tenant, the source address.
+fn anonymous_event(
+    client: &ClientInfo,
+    action: EventType,
+    path: &str,
+    reason_code: &str,
+    outcome: Outcome,
+) -> routero_core::audit::AuditEvent {
+    let mut actor = routero_bus::actor(ActorKind::Anonymous, None);
+    actor.source_ip.clone_from(&client.source_ip);
+    actor.user_agent.clone_from(&client.user_agent);
+    let mut event = routero_bus::event(
+        UNATTRIBUTED_TENANT,
+        action,
+        actor,
+        routero_bus::resource("admin_api", Some(path.to_owned())),
+        outcome,
+    );
+    event.reason_code = Some(reason_code.to_owned());
+    event
+}
+
 /// Resolves the admin key to a principal, or refuses with `invalid_admin_key` (recorded as
-/// `login.failed` with the source address).
+/// `login.failed` with the source address: one by one for a source's first few failures in a
+/// minute, then counted into one record). A source past the limit is refused every admin
+/// request, valid key or not, until its minute ends (429 `too_many_auth_failures`): an
+/// operator-chosen admin key may be weaker than a generated one.
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let client = ClientInfo::of(&request);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let source = client
+        .source_ip
+        .as_deref()
+        .and_then(|ip| ip.parse().ok())
+        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    if let Some(wait) = state.failures.throttled(source, now) {
+        state.failures.fail(source, now);
+        return too_many_failures(wait);
+    }
     let principal = match bearer(request.headers()) {
         Some(presented) => {
             state
@@ -185,23 +297,42 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         }
         Ok(None) => {
             let path = request.uri().path().to_owned();
-            tracing::warn!(%path, source_ip = ?client.source_ip, "admin authentication failed");
-            let mut actor = routero_bus::actor(ActorKind::Anonymous, None);
-            actor.source_ip = client.source_ip;
-            actor.user_agent = client.user_agent;
-            let mut event = routero_bus::event(
-                UNATTRIBUTED_TENANT,
-                EventType::LoginFailed,
-                actor,
-                routero_bus::resource("admin_api", Some(path)),
-                Outcome::Denied,
-            );
-            event.reason_code = Some("invalid_admin_key".into());
-            state.publish(event).await;
+            match state.failures.fail(source, now) {
+                Verdict::Record => {
+                    tracing::warn!(%path, source_ip = ?client.source_ip, "admin authentication failed");
+                    let event = anonymous_event(
+                        &client,
+                        EventType::LoginFailed,
+                        &path,
+                        "invalid_admin_key",
+                        Outcome::Denied,
+                    );
+                    state.publish(event).await;
+                }
+                Verdict::Count => {}
+                Verdict::Throttle => {
+                    let wait = state.failures.throttled(source, now).unwrap_or(1);
+                    return too_many_failures(wait);
+                }
+            }
             ApiError::unauthenticated().into_response()
         }
         Err(error) => ApiError::from(error).into_response(),
     }
+}
+
+/// 429 `too_many_auth_failures`, to retry after `wait` seconds.
+fn too_many_failures(wait: u64) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_auth_failures",
+        "Too many failed authentications from this address; retry after the time given.",
+    )
+    .into_response();
+    if let Ok(value) = header::HeaderValue::from_str(&wait.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 /// The bearer token of a request, if any.

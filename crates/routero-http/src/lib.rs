@@ -1,0 +1,264 @@
+//! How Routero's HTTP listeners serve (the data plane's OpenAI API and the admin API alike).
+//!
+//! A client gets [`Deadlines`]: its request headers must arrive within `header` (else the
+//! connection is closed), its body within `body` ([`read_body`]), and its handling is bounded
+//! by `request` (the caller's middleware). So slow or silent clients cannot hold connections,
+//! and with them descriptors and memory, for long. [`serve`] drains connections on shutdown,
+//! and [`unwinding`] turns a handler's panic into an error the caller answers with a stable
+//! code instead of a dropped connection.
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use bytes::Bytes;
+use futures_util::FutureExt as _;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tower_service::Service as _;
+
+/// How long a client may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// To send a request's headers (and between requests on a kept-alive connection).
+    pub header: Duration,
+    /// To send a request's body, whole.
+    pub body: Duration,
+    /// For the request to be handled, up to its response's head.
+    pub request: Duration,
+}
+
+impl Deadlines {
+    /// 10 s for headers, 30 s for a body, and `request` for the whole.
+    pub fn with_request(request: Duration) -> Self {
+        Self {
+            header: Duration::from_secs(10),
+            body: Duration::from_secs(30),
+            request,
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then waits for the open
+/// connections to finish (callers bound that wait by their grace period). Every request
+/// carries its peer as `ConnectInfo<SocketAddr>`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    deadlines: Deadlines,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(deadlines.header);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(deadlines.header)
+        .keep_alive_timeout(deadlines.header);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors, most likely: wait rather than spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small frames (a streamed chunk, a revocation's answer) must not wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().call(request)
+        });
+        tokio::spawn(async move {
+            // Until a client has said which protocol it speaks, hyper's own header deadline
+            // does not run: a silent client is dropped here.
+            if !speaks_within(&stream, deadlines.header).await {
+                return;
+            }
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%error, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// The HTTP/2 connection preface, which tells HTTP/2 from HTTP/1 clients.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether the client sent enough to tell its protocol within `deadline`.
+async fn speaks_within(stream: &tokio::net::TcpStream, deadline: Duration) -> bool {
+    let until = tokio::time::Instant::now() + deadline;
+    let mut seen = [0u8; H2_PREFACE.len()];
+    loop {
+        match tokio::time::timeout_at(until, stream.peek(&mut seen)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
+            Ok(Ok(n)) if n == seen.len() || seen.get(..n) != H2_PREFACE.get(..n) => return true,
+            // A prefix of the HTTP/2 preface so far: wait for more.
+            Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// It is larger than allowed.
+    TooLarge,
+    /// It did not arrive within the deadline.
+    Timeout,
+    /// The connection failed while reading it.
+    Unreadable,
+}
+
+/// Reads a whole body of at most `limit` bytes within `deadline`.
+pub async fn read_body(body: Body, limit: usize, deadline: Duration) -> Result<Bytes, BodyError> {
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(BodyError::Timeout),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(error)) if is_length_limit(&error) => Err(BodyError::TooLarge),
+        Ok(Err(_)) => Err(BodyError::Unreadable),
+    }
+}
+
+/// Whether a body read failed on the size limit (rather than, say, a dropped connection).
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Runs `work`; a panic inside it comes back as its message instead of unwinding further.
+pub async fn unwinding<F: Future>(work: F) -> Result<F::Output, String> {
+    AssertUnwindSafe(work)
+        .catch_unwind()
+        .await
+        .map_err(|panic| {
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    async fn echo(body: Body) -> Result<Bytes, String> {
+        read_body(body, 1024, Duration::from_millis(300))
+            .await
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    async fn server(deadlines: Deadlines) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|_| unreachable!());
+        let addr = listener.local_addr().unwrap_or_else(|_| unreachable!());
+        let router = Router::new().route("/", axum::routing::post(echo));
+        tokio::spawn(serve(listener, router, deadlines, std::future::pending()));
+        addr
+    }
+
+    /// Reads until the server closes; returns what it sent and how long it took.
+    async fn until_closed(mut stream: TcpStream) -> (String, Duration) {
+        let started = Instant::now();
+        let mut seen = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut seen)).await;
+        (
+            String::from_utf8_lossy(&seen).into_owned(),
+            started.elapsed(),
+        )
+    }
+
+    #[tokio::test]
+    async fn silent_and_slow_clients_are_cut_off_at_their_deadlines() {
+        let addr = server(Deadlines {
+            header: Duration::from_millis(300),
+            body: Duration::from_millis(300),
+            request: Duration::from_secs(5),
+        })
+        .await;
+
+        // Connects and says nothing.
+        let silent = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|_| unreachable!());
+        // Sends half its headers.
+        let mut half = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|_| unreachable!());
+        let _ = half.write_all(b"POST / HTTP/1.1\r\nHost: x\r\n").await;
+        // Sends its headers and never its body.
+        let mut bodiless = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|_| unreachable!());
+        let _ = bodiless
+            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+            .await;
+
+        for stream in [silent, half] {
+            let (_, waited) = until_closed(stream).await;
+            assert!(waited < Duration::from_secs(3), "closed after {waited:?}");
+        }
+        let (answer, waited) = until_closed(bodiless).await;
+        assert!(waited < Duration::from_secs(3), "closed after {waited:?}");
+        assert!(answer.contains("Timeout"), "{answer}");
+
+        // A client that sends its request is served.
+        let mut good = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|_| unreachable!());
+        let _ = good
+            .write_all(
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+            )
+            .await;
+        let (answer, _) = until_closed(good).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("hi"),
+            "{answer}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_caught_with_its_message() {
+        let caught = unwinding(async { panic!("boom") }).await;
+        assert_eq!(caught, Err("boom".to_owned()));
+        assert_eq!(unwinding(async { 7 }).await, Ok(7));
+    }
+}
