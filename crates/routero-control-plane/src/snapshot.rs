@@ -13,7 +13,7 @@ use futures_util::Stream;
 use routero_crypto::SealingKey;
 use routero_proto::v1::snapshot_service_server::SnapshotService;
 use routero_proto::v1::{self, snapshot_message::Body};
-use routero_proto::{WireState, aad};
+use routero_proto::{CREDENTIAL_METADATA, ChannelAuth, WireState, aad};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -48,6 +48,8 @@ pub struct Publisher {
     applied: Mutex<HashMap<String, AppliedVersion>>,
     /// Version of the policy bundle deciding requests ("" when policies are off).
     policy_version: Mutex<String>,
+    /// Tags every message sent and checks watch credentials.
+    auth: ChannelAuth,
 }
 
 impl Publisher {
@@ -59,6 +61,8 @@ impl Publisher {
         pepper: &SealingKey,
     ) -> Result<Arc<Self>, ControlPlaneError> {
         let sealed_pepper = data_plane_key.seal(aad::PEPPER, pepper.to_bytes().expose())?;
+        let auth = ChannelAuth::new(&data_plane_key)
+            .map_err(|e| ControlPlaneError::Config(format!("data_plane_key: {e}")))?;
         let (latest, _) = watch::channel(Arc::new(WireState::default()));
         let publisher = Arc::new(Self {
             store,
@@ -69,6 +73,7 @@ impl Publisher {
             latest,
             applied: Mutex::new(HashMap::new()),
             policy_version: Mutex::new(String::new()),
+            auth,
         });
         publisher.refresh().await?;
         Ok(publisher)
@@ -248,6 +253,46 @@ impl SnapshotGrpc {
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<v1::SnapshotMessage, Status>> + Send>>;
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl SnapshotGrpc {
+    /// Admits a call of `node_id`: a verified client certificate (mutual TLS), or a watch
+    /// credential derived from the data-plane key, issued to that node and recent.
+    fn admit<T>(&self, request: &Request<T>, node_id: &str) -> Result<(), Status> {
+        if request.peer_certs().is_some_and(|certs| !certs.is_empty()) {
+            return Ok(());
+        }
+        let presented = request
+            .metadata()
+            .get(CREDENTIAL_METADATA)
+            .and_then(|value| value.to_str().ok())
+            .ok_or_else(|| Status::unauthenticated("a watch credential is required"))?;
+        match self.publisher.auth.check_credential(presented, now_ms()) {
+            Ok(holder) if holder == node_id => Ok(()),
+            _ => {
+                tracing::warn!(%node_id, "snapshot call with a credential that does not authenticate; refused");
+                Err(Status::unauthenticated(
+                    "the watch credential does not authenticate",
+                ))
+            }
+        }
+    }
+}
+
+/// Stamps for one stream's messages: the time, and always later than the one before.
+struct Stamps(i64);
+
+impl Stamps {
+    fn next(&mut self) -> i64 {
+        self.0 = now_ms().max(self.0 + 1);
+        self.0
+    }
+}
+
 fn valid_node_id(node_id: &str) -> Result<(), Status> {
     if crate::is_valid_name(node_id) {
         Ok(())
@@ -266,20 +311,25 @@ impl SnapshotService for SnapshotGrpc {
         &self,
         request: Request<v1::WatchRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
-        let node_id = request.into_inner().node_id;
+        let node_id = request.get_ref().node_id.clone();
         valid_node_id(&node_id)?;
+        self.admit(&request, &node_id)?;
+        let publisher = Arc::clone(&self.publisher);
         let mut latest = self.publisher.latest.subscribe();
         let mut stop = self.stop.clone();
         let heartbeat = self.heartbeat;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
+            let mut stamps = Stamps(0);
             let mut sent = latest.borrow_and_update().clone();
-            if tx.send(Ok(sent.to_full_message())).await.is_err() {
+            let mut first = sent.to_full_message();
+            publisher.auth.sign(&mut first, stamps.next());
+            if tx.send(Ok(first)).await.is_err() {
                 return;
             }
             tracing::info!(%node_id, version = sent.version(), "data plane connected");
             loop {
-                let message = tokio::select! {
+                let mut message = tokio::select! {
                     changed = latest.changed() => {
                         if changed.is_err() { return; }
                         let next = latest.borrow_and_update().clone();
@@ -290,10 +340,12 @@ impl SnapshotService for SnapshotGrpc {
                     () = tokio::time::sleep(heartbeat) => v1::SnapshotMessage {
                         version: sent.version(),
                         body: Some(Body::Heartbeat(v1::Heartbeat {})),
+                        ..v1::SnapshotMessage::default()
                     },
                     () = tx.closed() => return,
                     _ = stop.changed() => return,
                 };
+                publisher.auth.sign(&mut message, stamps.next());
                 if tx.send(Ok(message)).await.is_err() {
                     return;
                 }
@@ -306,8 +358,9 @@ impl SnapshotService for SnapshotGrpc {
         &self,
         request: Request<v1::AppliedReport>,
     ) -> Result<Response<v1::AppliedAck>, Status> {
+        valid_node_id(&request.get_ref().node_id)?;
+        self.admit(&request, &request.get_ref().node_id)?;
         let report = request.into_inner();
-        valid_node_id(&report.node_id)?;
         let mut applied = self
             .publisher
             .applied

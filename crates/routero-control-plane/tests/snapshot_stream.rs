@@ -9,7 +9,7 @@ use routero_crypto::{Keyring, SealingKey};
 use routero_proto::v1::snapshot_message::Body;
 use routero_proto::v1::snapshot_service_client::SnapshotServiceClient;
 use routero_proto::v1::{AppliedReport, SnapshotMessage, WatchRequest};
-use routero_proto::{WireState, aad};
+use routero_proto::{CREDENTIAL_METADATA, ChannelAuth, WireState, aad};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -69,6 +69,26 @@ async fn post(base: &str, path: &str, body: Value) -> Value {
     serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
 }
 
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// A call carrying `node`'s watch credential under `key`.
+fn credentialed<T>(key: &SealingKey, node: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let credential = ChannelAuth::new(key).unwrap().credential(node, now_ms());
+    request
+        .metadata_mut()
+        .insert(CREDENTIAL_METADATA, credential.parse().unwrap());
+    request
+}
+
 async fn next(stream: &mut tonic::Streaming<SnapshotMessage>) -> SnapshotMessage {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(5), stream.message())
@@ -97,9 +117,13 @@ async fn full_snapshot_then_deltas_with_sealed_secrets() {
         .await
         .unwrap();
     let mut stream = client
-        .watch(WatchRequest {
-            node_id: "test-node".into(),
-        })
+        .watch(credentialed(
+            &cp.data_plane_key,
+            "test-node",
+            WatchRequest {
+                node_id: "test-node".into(),
+            },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -119,6 +143,8 @@ async fn full_snapshot_then_deltas_with_sealed_secrets() {
                 .any(|w| w == PROVIDER_SECRET.as_bytes()),
             "plaintext secret on the wire"
         );
+        let auth = ChannelAuth::new(&cp.data_plane_key).unwrap();
+        auth.verify(&mut message).expect("every message is tagged");
         state.apply(message).unwrap();
         if state.credentials().count() == 1 && state.routes().count() == 1 {
             break;
@@ -175,11 +201,14 @@ async fn full_snapshot_then_deltas_with_sealed_secrets() {
     state.apply(removal.clone()).unwrap();
     assert_eq!(state.keys().count(), 0);
 
+    let report = AppliedReport {
+        node_id: "test-node".into(),
+        version: removal.version,
+    };
+    let unauthenticated = client.report_applied(report.clone()).await.unwrap_err();
+    assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
     client
-        .report_applied(AppliedReport {
-            node_id: "test-node".into(),
-            version: removal.version,
-        })
+        .report_applied(credentialed(&cp.data_plane_key, "test-node", report))
         .await
         .unwrap();
     let applied: Value = serde_json::from_slice(
@@ -212,9 +241,13 @@ async fn heartbeats_flow_and_bad_node_ids_are_refused() {
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     let mut stream = client
-        .watch(WatchRequest {
-            node_id: "n1".into(),
-        })
+        .watch(credentialed(
+            &cp.data_plane_key,
+            "n1",
+            WatchRequest {
+                node_id: "n1".into(),
+            },
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -225,4 +258,42 @@ async fn heartbeats_flow_and_bad_node_ids_are_refused() {
         .unwrap()
         .unwrap();
     assert!(matches!(beat.body, Some(Body::Heartbeat(_))));
+}
+
+#[tokio::test]
+async fn watching_needs_a_credential_of_the_data_plane_key_for_that_node() {
+    let cp = start().await;
+    let mut client = SnapshotServiceClient::connect(cp.grpc.clone())
+        .await
+        .unwrap();
+    let watch = || WatchRequest {
+        node_id: "n1".into(),
+    };
+    let refusals = [
+        ("none", tonic::Request::new(watch())),
+        (
+            "another key's",
+            credentialed(&SealingKey::generate().unwrap(), "n1", watch()),
+        ),
+        (
+            "another node's",
+            credentialed(&cp.data_plane_key, "n2", watch()),
+        ),
+    ];
+    for (what, request) in refusals {
+        let refused = client.watch(request).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{what}");
+    }
+    let mut expired = tonic::Request::new(watch());
+    let old = ChannelAuth::new(&cp.data_plane_key)
+        .unwrap()
+        .credential("n1", now_ms() - 10 * 60_000);
+    expired
+        .metadata_mut()
+        .insert(CREDENTIAL_METADATA, old.parse().unwrap());
+    assert_eq!(
+        client.watch(expired).await.unwrap_err().code(),
+        tonic::Code::Unauthenticated,
+        "a credential captured ten minutes ago"
+    );
 }

@@ -109,6 +109,11 @@ impl SealingKey {
         SecretBytes(self.0.to_vec())
     }
 
+    /// A key from an array.
+    pub(crate) fn from_array(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     /// A key from 32 raw bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
         <[u8; 32]>::try_from(bytes)

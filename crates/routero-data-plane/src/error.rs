@@ -14,6 +14,9 @@ pub enum DataPlaneError {
     /// A snapshot message could not be applied.
     #[error("snapshot: {0}")]
     Snapshot(#[from] ProtoError),
+    /// A snapshot message was replayed, stamped by a far-off clock, or out of step.
+    #[error("snapshot refused: {0}")]
+    Stale(String),
     /// A sealed secret did not open: most likely a data-plane key mismatch.
     #[error("unseal: {0}")]
     Crypto(#[from] CryptoError),

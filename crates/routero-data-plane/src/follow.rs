@@ -1,12 +1,17 @@
-//! The snapshot client: watches the control plane, applies what arrives, keeps the last good
-//! state (also on disk), and reconnects with backoff.
+//! The snapshot client: watches the control plane, authenticates and applies what arrives,
+//! keeps the last good state (also on disk), and reconnects with backoff.
+//!
+//! Only applied state counts as contact: a message that does not authenticate, carries an old
+//! or far-off stamp, or cannot be applied (a version regression, a secret that does not
+//! unseal) is refused, the gateway keeps its last good state, and ages toward `max_staleness`,
+//! with the reason on `/readyz`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use routero_proto::v1::snapshot_service_client::SnapshotServiceClient;
-use routero_proto::v1::{AppliedReport, WatchRequest};
-use routero_proto::{Applied, WireState};
+use routero_proto::v1::{AppliedReport, SnapshotMessage, WatchRequest};
+use routero_proto::{Applied, CREDENTIAL_METADATA, ChannelAuth, MAX_CLOCK_SKEW_MS, WireState};
 use tokio::sync::watch;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -23,21 +28,27 @@ const PERSIST_CONTACT_EVERY_MS: i64 = 30_000;
 pub struct Follower {
     gateway: Arc<Gateway>,
     config: DataPlaneConfig,
+    auth: ChannelAuth,
     state: WireState,
     persisted_contact_ms: i64,
+    /// The stamp of the last message accepted: later ones must be newer.
+    last_stamp_ms: i64,
 }
 
 impl Follower {
     /// A follower that first loads the persisted snapshot, if any, into `gateway`.
-    pub fn new(gateway: Arc<Gateway>, config: DataPlaneConfig) -> Self {
+    pub fn new(gateway: Arc<Gateway>, config: DataPlaneConfig) -> Result<Self, DataPlaneError> {
+        let auth = ChannelAuth::new(&config.data_plane_key)?;
         let mut follower = Self {
             gateway,
             config,
+            auth,
             state: WireState::default(),
             persisted_contact_ms: 0,
+            last_stamp_ms: 0,
         };
         follower.load_persisted();
-        follower
+        Ok(follower)
     }
 
     fn load_persisted(&mut self) {
@@ -73,6 +84,7 @@ impl Follower {
             };
             if let Err(error) = result {
                 tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "snapshot stream down");
+                self.gateway.refused(error.to_string());
             }
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
@@ -104,38 +116,77 @@ impl Follower {
         Ok(SnapshotServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES))
     }
 
+    /// A request carrying this node's watch credential.
+    fn credentialed<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        let credential = self.auth.credential(&self.config.node_id, now_ms());
+        if let Ok(value) = credential.parse() {
+            request.metadata_mut().insert(CREDENTIAL_METADATA, value);
+        }
+        request
+    }
+
     async fn stream_once(&mut self, backoff: &mut Duration) -> Result<(), DataPlaneError> {
         let mut client = self.connect().await?;
-        let mut stream = client
-            .watch(WatchRequest {
-                node_id: self.config.node_id.clone(),
-            })
-            .await?
-            .into_inner();
+        let watch = self.credentialed(WatchRequest {
+            node_id: self.config.node_id.clone(),
+        });
+        let mut stream = client.watch(watch).await?.into_inner();
         while let Some(message) = stream.message().await? {
             let now = now_ms();
-            self.gateway.touch(now);
-            *backoff = MIN_BACKOFF;
-            let mut next = self.state.clone();
-            match next.apply(message)? {
-                Applied::NewVersion(version) => {
-                    let live = Live::build(&next, &self.config.data_plane_key)?;
-                    self.gateway.store(live);
-                    self.state = next;
-                    self.persist(now);
-                    self.report(&client, version);
-                    tracing::debug!(version, "snapshot applied");
-                }
-                Applied::Heartbeat => {
-                    if now - self.persisted_contact_ms >= PERSIST_CONTACT_EVERY_MS {
-                        self.persist(now);
-                    }
-                }
+            if let Err(error) = self.accept(&client, message, now) {
+                tracing::error!(%error, "snapshot message refused; keeping the last good state");
+                return Err(error);
             }
+            *backoff = MIN_BACKOFF;
         }
         Err(DataPlaneError::Stream(tonic::Status::unavailable(
             "control plane closed the stream",
         )))
+    }
+
+    /// Authenticates and applies one message; only then is it contact.
+    fn accept(
+        &mut self,
+        client: &SnapshotServiceClient<Channel>,
+        mut message: SnapshotMessage,
+        now: i64,
+    ) -> Result<(), DataPlaneError> {
+        self.auth.verify(&mut message)?;
+        let stamp = message.sent_at_ms;
+        if stamp <= self.last_stamp_ms || (now - stamp).abs() > MAX_CLOCK_SKEW_MS {
+            return Err(DataPlaneError::Stale(format!(
+                "a message stamped {stamp} after one stamped {} (now {now}): replayed or from a far-off clock",
+                self.last_stamp_ms
+            )));
+        }
+        let version = message.version;
+        let mut next = self.state.clone();
+        match next.apply(message)? {
+            Applied::NewVersion(version) => {
+                let live = Live::build(&next, &self.config.data_plane_key)?;
+                self.gateway.store(live);
+                self.state = next;
+                self.persist(now);
+                self.report(client, version);
+                tracing::debug!(version, "snapshot applied");
+            }
+            Applied::Heartbeat if version != self.state.version() => {
+                return Err(DataPlaneError::Stale(format!(
+                    "a heartbeat for version {version} while version {} is applied",
+                    self.state.version()
+                )));
+            }
+            Applied::Heartbeat => {
+                if now - self.persisted_contact_ms >= PERSIST_CONTACT_EVERY_MS {
+                    self.persist(now);
+                }
+            }
+        }
+        self.last_stamp_ms = stamp;
+        self.gateway.touch(now);
+        self.gateway.accepted();
+        Ok(())
     }
 
     fn persist(&mut self, now: i64) {
@@ -150,12 +201,12 @@ impl Follower {
 
     fn report(&self, client: &SnapshotServiceClient<Channel>, version: u64) {
         let mut client = client.clone();
-        let node_id = self.config.node_id.clone();
+        let report = self.credentialed(AppliedReport {
+            node_id: self.config.node_id.clone(),
+            version,
+        });
         tokio::spawn(async move {
-            if let Err(error) = client
-                .report_applied(AppliedReport { node_id, version })
-                .await
-            {
+            if let Err(error) = client.report_applied(report).await {
                 tracing::debug!(%error, "applied-version report failed");
             }
         });

@@ -88,7 +88,7 @@ pub async fn run(
         None => None,
     };
     let gateway = Gateway::new(config.max_staleness);
-    let follower = Follower::new(Arc::clone(&gateway), config.clone());
+    let follower = Follower::new(Arc::clone(&gateway), config.clone())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let following = tokio::spawn(follower.run(stop_rx.clone()));
     let failures = Arc::new(AuthFailures::new(config.failure_limits));

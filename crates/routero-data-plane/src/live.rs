@@ -124,6 +124,8 @@ pub struct Gateway {
     live: ArcSwapOption<Live>,
     last_contact_ms: AtomicI64,
     max_staleness_ms: i64,
+    /// Why the last snapshot message was refused, until one is accepted again.
+    refusal: std::sync::Mutex<Option<String>>,
 }
 
 impl Gateway {
@@ -133,7 +135,41 @@ impl Gateway {
             live: ArcSwapOption::empty(),
             last_contact_ms: AtomicI64::new(0),
             max_staleness_ms: i64::try_from(max_staleness.as_millis()).unwrap_or(i64::MAX),
+            refusal: std::sync::Mutex::new(None),
         })
+    }
+
+    fn refusal_slot(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.refusal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records why a snapshot message was refused (shown by `/readyz`).
+    pub fn refused(&self, reason: String) {
+        *self.refusal_slot() = Some(reason);
+    }
+
+    /// A snapshot message was accepted: no refusal stands.
+    pub fn accepted(&self) {
+        self.refusal_slot().take();
+    }
+
+    /// Why the gateway cannot serve, when it cannot: no snapshot yet, or none applied within
+    /// the staleness bound, with the last refusal if there was one.
+    pub fn not_ready_reason(&self) -> String {
+        let why = if self.live.load().is_none() {
+            "no snapshot applied yet".to_owned()
+        } else {
+            format!(
+                "no snapshot applied for longer than max_staleness (last at {} ms)",
+                self.last_contact_ms()
+            )
+        };
+        match self.refusal_slot().as_deref() {
+            Some(refusal) => format!("{why}; last from the snapshot channel: {refusal}"),
+            None => why,
+        }
     }
 
     /// The snapshot to serve from, if there is one and the control plane was heard from

@@ -610,7 +610,11 @@ pub(crate) async fn ready(State(app): State<Arc<App>>) -> Response {
             "last_contact_ms": app.gateway.last_contact_ms(),
         }))
         .into_response(),
-        None => Refused::from(Refusal::ControlPlaneUnreachable).into_response(),
+        None => Refused {
+            detail: Some(app.gateway.not_ready_reason()),
+            ..Refused::from(Refusal::ControlPlaneUnreachable)
+        }
+        .into_response(),
     }
 }
 

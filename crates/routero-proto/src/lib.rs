@@ -2,6 +2,7 @@
 //! conversions to domain types, and [`WireState`], the state both sides diff and apply.
 #![forbid(unsafe_code)]
 
+mod auth;
 mod convert;
 mod state;
 
@@ -11,6 +12,7 @@ pub mod v1 {
     tonic::include_proto!("routero.v1");
 }
 
+pub use auth::{CREDENTIAL_METADATA, ChannelAuth, MAX_CLOCK_SKEW_MS};
 pub use state::{Applied, WireState};
 
 /// Associated data under which secrets are sealed for data planes, so a sealed value cannot
@@ -30,8 +32,11 @@ pub mod aad {
 use thiserror::Error;
 
 /// Errors of decoding and applying snapshot messages.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum ProtoError {
+    /// A message or credential did not authenticate: forged, altered, or another key's.
+    #[error("{0} did not authenticate")]
+    Unauthentic(&'static str),
     /// A message carried a version lower than or equal to the one applied.
     #[error("version regression: have {have}, got {got}")]
     VersionRegression {

@@ -114,6 +114,8 @@ impl WireState {
     pub fn to_full_message(&self) -> v1::SnapshotMessage {
         v1::SnapshotMessage {
             version: self.version,
+            sent_at_ms: 0,
+            mac: Vec::new(),
             body: Some(Body::Full(v1::Full {
                 keys: self.keys.values().cloned().collect(),
                 routes: self.routes.values().cloned().collect(),
@@ -155,6 +157,8 @@ impl WireState {
         (!empty || next.version != self.version).then_some(v1::SnapshotMessage {
             version: next.version,
             body: Some(Body::Delta(delta)),
+            sent_at_ms: 0,
+            mac: Vec::new(),
         })
     }
 
@@ -376,7 +380,8 @@ mod tests {
         assert_eq!(
             state.apply(v1::SnapshotMessage {
                 version: 0,
-                body: Some(Body::Heartbeat(v1::Heartbeat {}))
+                body: Some(Body::Heartbeat(v1::Heartbeat {})),
+                ..v1::SnapshotMessage::default()
             }),
             Ok(Applied::Heartbeat)
         );

@@ -38,6 +38,10 @@ pub struct Settings {
     pub grpc_addr: Option<String>,
     /// Control plane: heartbeat interval on snapshot streams (`5s`).
     pub heartbeat_interval: Option<String>,
+    /// Both planes: allow the snapshot channel in plaintext beyond loopback (messages are still
+    /// authenticated and secrets sealed, but their contents, key hashes and routes, are
+    /// readable on the network). Off by default: TLS is required off loopback.
+    pub allow_plaintext_grpc: Option<String>,
     /// Control plane: PEM certificate for the gRPC service (enables TLS).
     pub grpc_tls_cert: Option<String>,
     /// Control plane: PEM key for the gRPC service.
@@ -182,6 +186,7 @@ impl Settings {
             control_plane_addr: s(),
             grpc_addr: s(),
             heartbeat_interval: s(),
+            allow_plaintext_grpc: s(),
             grpc_tls_cert: s(),
             grpc_tls_key: s(),
             grpc_tls_client_ca: s(),
@@ -388,6 +393,15 @@ impl Settings {
                 "grpc_tls_cert and grpc_tls_key: set both (and grpc_tls_client_ca only with them)"
             ),
         };
+        let grpc_addr = self.grpc_addr()?;
+        if config.grpc_tls.is_none()
+            && !grpc_addr.ip().is_loopback()
+            && !self.allow_plaintext_grpc()?
+        {
+            bail!(
+                "grpc_addr: {grpc_addr} is not loopback and the snapshot service has no TLS; set grpc_tls_cert and grpc_tls_key (or, knowingly, allow_plaintext_grpc=true)"
+            );
+        }
         Ok(config)
     }
 
@@ -450,6 +464,15 @@ impl Settings {
                 .map_err(|e| anyhow!("kafka_replication_factor: {e}"))?;
         }
         Ok(Some(config))
+    }
+
+    /// Whether the snapshot channel may be plaintext beyond loopback (default: no).
+    fn allow_plaintext_grpc(&self) -> Result<bool> {
+        match self.allow_plaintext_grpc.as_deref() {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => bail!("allow_plaintext_grpc: {other:?} is not true or false"),
+        }
     }
 
     /// Whether a split service may run without an audit destination (default: no).
@@ -575,6 +598,11 @@ impl Settings {
             (Some("https"), false) => bail!("control_plane_url: https:// needs control_plane_ca"),
             _ => bail!("control_plane_url: use http:// or https://"),
         }
+        if !tls && !is_loopback_url(url) && !self.allow_plaintext_grpc()? {
+            bail!(
+                "control_plane_url: plaintext beyond loopback; use https:// with control_plane_ca (or, knowingly, allow_plaintext_grpc=true)"
+            );
+        }
         let mut config = DataPlaneConfig::new(
             url.to_owned(),
             Self::key(&self.data_plane_key, "data_plane_key")?,
@@ -625,6 +653,21 @@ impl Settings {
         }
         Ok(config)
     }
+}
+
+/// Whether a URL's host is a loopback address or `localhost`.
+fn is_loopback_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    uri.host().is_some_and(|host| {
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    })
 }
 
 #[cfg(test)]
@@ -712,5 +755,51 @@ mod tests {
         );
         let s = Settings::load(None, &env(&[("ROUTERO_DATABASE_URL", "sqlite://x")])).unwrap();
         assert!(format!("{:#}", s.control_plane().unwrap_err()).contains("pepper"));
+    }
+
+    #[test]
+    fn plaintext_snapshots_only_on_loopback_unless_allowed() {
+        let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let data_plane = |url: &str, allow: Option<&str>| {
+            let mut vars = vec![
+                ("ROUTERO_CONTROL_PLANE_URL", url),
+                ("ROUTERO_DATA_PLANE_KEY", key),
+            ];
+            if let Some(allow) = allow {
+                vars.push(("ROUTERO_ALLOW_PLAINTEXT_GRPC", allow));
+            }
+            Settings::load(None, &env(&vars)).unwrap().data_plane()
+        };
+        for url in [
+            "http://127.0.0.1:8082",
+            "http://localhost:8082",
+            "http://[::1]:8082",
+        ] {
+            assert!(data_plane(url, None).is_ok(), "{url}");
+        }
+        let refused = data_plane("http://10.0.0.5:8082", None).unwrap_err();
+        assert!(format!("{refused:#}").contains("plaintext beyond loopback"));
+        assert!(data_plane("http://10.0.0.5:8082", Some("true")).is_ok());
+
+        let control_plane = |addr: &str, allow: Option<&str>| {
+            let mut vars = vec![
+                ("ROUTERO_DATABASE_URL", "sqlite://x"),
+                ("ROUTERO_PEPPER", key),
+                (
+                    "ROUTERO_MASTER_KEYS",
+                    "1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                ),
+                ("ROUTERO_DATA_PLANE_KEY", key),
+                ("ROUTERO_GRPC_ADDR", addr),
+            ];
+            if let Some(allow) = allow {
+                vars.push(("ROUTERO_ALLOW_PLAINTEXT_GRPC", allow));
+            }
+            Settings::load(None, &env(&vars)).unwrap().control_plane()
+        };
+        assert!(control_plane("127.0.0.1:8082", None).is_ok());
+        let refused = control_plane("0.0.0.0:8082", None).unwrap_err();
+        assert!(format!("{refused:#}").contains("not loopback"));
+        assert!(control_plane("0.0.0.0:8082", Some("true")).is_ok());
     }
 }
