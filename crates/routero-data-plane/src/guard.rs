@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use futures_util::StreamExt;
-use routero_crypto::KeyHasher;
+use routero_crypto::{KeyHasher, MessageKey, Purpose};
 use routero_guard::{GuardrailConfig, Pipeline, Policy, Released, StreamScanner};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
@@ -32,15 +32,19 @@ pub struct TenantGuard {
 pub type Blocked = Option<String>;
 
 impl TenantGuard {
-    /// Compiles a tenant's stored configuration; the hash key is derived from the key-hashing
-    /// pepper and the tenant, so tokens are stable per tenant and differ between tenants.
+    /// Compiles a tenant's stored configuration; the hash key is the tenant's tag under a key
+    /// derived from the key-hashing pepper for this purpose alone, so tokens are stable per
+    /// tenant, differ between tenants, and are never a key hash.
     pub fn build(config_json: &str, hasher: &KeyHasher, tenant: &str) -> Result<Self, String> {
         let config: GuardrailConfig =
             serde_json::from_str(config_json).map_err(|e| e.to_string())?;
         let pipeline = Pipeline::compile(&config).map_err(|e| e.to_string())?;
         let hash_key = hasher
-            .hash(&format!("routero-guardrails:{tenant}"))
-            .0
+            .pepper()
+            .derive(Purpose::GuardrailHashing)
+            .and_then(|key| MessageKey::new(&key))
+            .map_err(|e| e.to_string())?
+            .tag(tenant.as_bytes())
             .to_vec();
         Ok(Self { pipeline, hash_key })
     }

@@ -728,7 +728,7 @@ mod tests {
             None,
             &env(&[
                 ("ROUTERO_MAX_STALENESS", "soon"),
-                ("ROUTERO_CONTROL_PLANE_URL", "http://x"),
+                ("ROUTERO_CONTROL_PLANE_URL", "http://127.0.0.1:8082"),
                 (
                     "ROUTERO_DATA_PLANE_KEY",
                     "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
