@@ -2,6 +2,7 @@
 not run unaudited, events that cannot bloat the log, and the rest of issue 10's review."""
 
 import json
+import os
 import socket
 import sqlite3
 import subprocess
@@ -9,7 +10,7 @@ import time
 
 import httpx
 
-from conftest import ADMIN_KEY, BIN_DIR, Gateway, Process, clean_env, free_port, secret, wait_until
+from conftest import ADMIN_KEY, BIN_DIR, REPO, Gateway, Process, clean_env, free_port, secret, wait_until
 
 
 def audit_export(gw):
@@ -179,5 +180,68 @@ def test_failed_authentication_is_throttled_and_its_events_aggregated(fake_provi
         counts = [e["details"]["count"] for e in logins if e["details"].get("aggregated")]
         # 61 guesses, the refused right key, and the tries while waiting for the next window.
         assert len(counts) == 1 and counts[0] >= 52, counts
+    finally:
+        gw.close()
+
+
+def test_files_are_owner_only_whatever_the_umask(tmp_path, fake_provider):
+    """Keys, databases, the audit spool, the persisted snapshot and Cerbos' files, created under
+    umask 000: every directory 0700 and every file 0600."""
+    data = tmp_path / "data"
+    ports = {name: free_port() for name in ("ROUTERO_DATA_PLANE_ADDR", "ROUTERO_CONTROL_PLANE_ADDR", "ROUTERO_GRPC_ADDR")}
+    env = clean_env({"ROUTERO_DATA_DIR": str(data), "ROUTERO_ADMIN_KEY": ADMIN_KEY,
+                     **{name: f"127.0.0.1:{port}" for name, port in ports.items()}})
+    if "ROUTERO_CACHE" in os.environ:
+        env["ROUTERO_CACHE"] = os.environ["ROUTERO_CACHE"]
+    log = open(tmp_path / "up.log", "w")
+    up = subprocess.Popen([str(BIN_DIR / "routero"), "up"], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                          preexec_fn=lambda: os.umask(0))
+    try:
+        data_url = f"http://127.0.0.1:{ports['ROUTERO_DATA_PLANE_ADDR']}"
+        wait_until(lambda: httpx.get(data_url + "/readyz").status_code == 200, what="up ready")
+        admin = f"http://127.0.0.1:{ports['ROUTERO_CONTROL_PLANE_ADDR']}"
+        r = httpx.post(admin + "/key/generate", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, json={})
+        assert r.status_code == 200, r.text
+        httpx.get(data_url + "/v1/models", headers={"Authorization": "Bearer sk-rt-nope"})
+        wait_until(lambda: (data / "snapshot.bin").exists(), what="the persisted snapshot")
+    finally:
+        up.terminate()
+        up.wait(timeout=30)
+        log.close()
+    seen = {"dirs": 0, "files": 0}
+    wrong = []
+    for path in [data, *data.rglob("*")]:
+        mode = path.stat().st_mode & 0o777
+        expected = 0o700 if path.is_dir() else 0o600
+        seen["dirs" if path.is_dir() else "files"] += 1
+        if mode != expected:
+            wrong.append(f"{path.relative_to(tmp_path)}: {mode:o}")
+    assert not wrong, wrong
+    names = {p.name for p in data.rglob("*")}
+    for expected in ("pepper.key", "master-keys", "data-plane.key", "audit-signing.key", "routero.db", "audit.db",
+                     "snapshot.bin", "audit-spool", "cerbos.yaml", "cerbos.log"):
+        assert expected in names, (expected, sorted(names))
+
+
+def test_revoking_the_configured_admin_key_survives_a_restart(fake_provider):
+    """The configured ROUTERO_ADMIN_KEY revoked through the API: the next start succeeds, the
+    key stays revoked (a restart never undoes a revocation), and the start says so."""
+    gw = Gateway(fake_provider, "sqlite-up")
+    try:
+        second = gw.admin("POST", "/admin-keys", {"name": "second", "roles": ["admin"]})
+        assert second.status_code == 201, second.text
+        second_key = second.json()["key"]
+        keys = gw.admin("GET", "/admin-keys", key=second_key).json()
+        listed = keys["admin_keys"] if isinstance(keys, dict) else keys
+        configured = next(k for k in listed if k["name"] == "configured")
+        r = gw.admin("DELETE", f"/admin-keys/{configured['id']}", key=second_key)
+        assert r.status_code in (200, 204), r.text
+        assert gw.admin("GET", "/key/list").status_code == 401
+        gw.stop("up")
+        gw.start("up", gw.up_env)
+        wait_until(lambda: httpx.get(gw.admin_url + "/readyz").status_code == 200, what="the restart")
+        assert gw.admin("GET", "/key/list").status_code == 401, "still revoked"
+        assert gw.admin("GET", "/key/list", key=second_key).status_code == 200
+        assert "configured admin_key was revoked" in gw.processes["up"].output()
     finally:
         gw.close()

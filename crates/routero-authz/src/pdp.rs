@@ -56,10 +56,7 @@ fn pdp_error(what: &str, e: std::io::Error) -> AuthzError {
 
 /// Starts the binary on the config in `work_dir` and waits until its gRPC port answers.
 async fn spawn(binary: &Path, work_dir: &Path, grpc_port: u16) -> Result<Child, AuthzError> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(work_dir.join("cerbos.log"))
+    let log = routero_files::append_private(&work_dir.join("cerbos.log"))
         .map_err(|e| pdp_error("opening its log", e))?;
     let log_err = log
         .try_clone()
@@ -124,7 +121,8 @@ impl Pdp {
              telemetry:\n  disabled: true\n",
         );
         let config_path = work_dir.join("cerbos.yaml");
-        std::fs::write(&config_path, config).map_err(|e| pdp_error("writing its config", e))?;
+        routero_files::write_private(&config_path, config.as_bytes())
+            .map_err(|e| pdp_error("writing its config", e))?;
         let child = spawn(binary, work_dir, grpc_port).await?;
         tracing::info!(grpc_port, policies = %policies.display(), "cerbos ready");
         Ok(Self {

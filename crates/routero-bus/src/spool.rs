@@ -105,7 +105,7 @@ impl Spool {
         max_bytes: u64,
         segment_bytes: u64,
     ) -> Result<Self, SpoolError> {
-        fs::create_dir_all(dir).map_err(io("create spool directory"))?;
+        routero_files::private_dir(dir).map_err(io("create spool directory"))?;
         let mut ids: Vec<u64> = fs::read_dir(dir)
             .map_err(io("list spool"))?
             .filter_map(Result::ok)
@@ -151,10 +151,7 @@ impl Spool {
             }
         }
         let last = segments.back().map_or(delivered.segment, |s| s.id);
-        let active = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(segment_path(dir, last))
+        let active = routero_files::append_private(&segment_path(dir, last))
             .map_err(io("open active segment"))?;
         Ok(Self {
             dir: dir.to_owned(),
@@ -200,10 +197,7 @@ impl Spool {
             .is_some_and(|s| s.len >= self.segment_bytes)
         {
             let id = self.segments.back().map_or(1, |s| s.id + 1);
-            self.active = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(segment_path(&self.dir, id))
+            self.active = routero_files::append_private(&segment_path(&self.dir, id))
                 .map_err(io("open new segment"))?;
             self.segments.push_back(Segment { id, len: 0 });
         }
@@ -291,13 +285,14 @@ impl Spool {
         Ok(())
     }
 
-    /// The mark is written by rename: a crash leaves the old one or the new one. It is not
-    /// fsynced: losing it re-sends events, which the writer skips.
+    /// The mark is written by rename: a crash leaves the old one or the new one (losing the
+    /// new one re-sends events, which the writer skips).
     fn write_delivered(&self, at: Position) -> Result<(), SpoolError> {
-        let temporary = self.dir.join(format!("{DELIVERED_FILE}.tmp"));
-        fs::write(&temporary, format!("{} {}\n", at.segment, at.offset))
-            .map_err(io("write delivered"))?;
-        fs::rename(&temporary, self.dir.join(DELIVERED_FILE)).map_err(io("rename delivered"))
+        routero_files::write_private(
+            &self.dir.join(DELIVERED_FILE),
+            format!("{} {}\n", at.segment, at.offset).as_bytes(),
+        )
+        .map_err(io("write delivered"))
     }
 }
 

@@ -27,8 +27,9 @@ pub struct GrpcTls {
     pub client_ca_pem: Option<Vec<u8>>,
 }
 
-/// Everything the control plane needs to run.
-#[derive(Debug, Clone)]
+/// Everything the control plane needs to run. Its Debug output shows no secret (database
+/// passwords included).
+#[derive(Clone)]
 pub struct ControlPlaneConfig {
     /// `postgres://…` or `sqlite://…`.
     pub database_url: String,
@@ -91,5 +92,31 @@ impl ControlPlaneConfig {
             policies_dir: None,
             authz: None,
         }
+    }
+}
+
+impl std::fmt::Debug for ControlPlaneConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |url: &Option<String>| url.as_deref().map(routero_core::redact_url);
+        f.debug_struct("ControlPlaneConfig")
+            .field(
+                "database_url",
+                &routero_core::redact_url(&self.database_url),
+            )
+            .field("admin_key", &self.admin_key)
+            .field("pepper", &self.pepper)
+            .field("keyring", &self.keyring)
+            .field("data_plane_key", &self.data_plane_key)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("poll_interval", &self.poll_interval)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("deadlines", &self.deadlines)
+            .field("failure_limits", &self.failure_limits)
+            .field("grpc_tls", &self.grpc_tls)
+            .field("audit_database_url", &redacted(&self.audit_database_url))
+            .field("audit_min_retention_days", &self.audit_min_retention_days)
+            .field("policies_dir", &self.policies_dir)
+            .field("authz", &self.authz)
+            .finish()
     }
 }

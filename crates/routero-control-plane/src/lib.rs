@@ -219,6 +219,10 @@ fn server_tls(tls: &GrpcTls) -> ServerTlsConfig {
 
 /// Ensures the default tenant has an admin key: the configured one (registered if new), or
 /// a generated one when the tenant has none, returned so the caller can show it once.
+///
+/// A configured key that was revoked stays revoked: the control plane starts, says so, and
+/// does not register it again (a restart never undoes a revocation). If that leaves the
+/// tenant without any admin key, one is generated and shown, as at a first start.
 async fn bootstrap_admin(
     store: &Store,
     hasher: &KeyHasher,
@@ -228,12 +232,18 @@ async fn bootstrap_admin(
     let admin = [ADMIN_ROLE.to_owned()];
     if let Some(key) = configured {
         let hash = hasher.hash(key.expose_secret());
-        if store.find_admin_key(&hash.0).await?.is_none() {
-            store
-                .insert_admin_key(&tenant, &hash.0, "configured", &admin, None)
-                .await?;
+        match store.admin_key_state(&hash.0).await? {
+            None => {
+                store
+                    .insert_admin_key(&tenant, &hash.0, "configured", &admin, None)
+                    .await?;
+                return Ok(None);
+            }
+            Some(false) => return Ok(None),
+            Some(true) => tracing::warn!(
+                "the configured admin_key was revoked: it stays revoked and is not registered again; remove it from the configuration"
+            ),
         }
-        return Ok(None);
     }
     if store.admin_key_count(&tenant).await? > 0 {
         return Ok(None);

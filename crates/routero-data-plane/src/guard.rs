@@ -22,10 +22,18 @@ const HOLD: usize = 1024;
 pub type Counts = BTreeMap<(String, &'static str), u32>;
 
 /// A tenant's compiled guardrails and the key its `hash` action uses.
-#[derive(Debug)]
 pub struct TenantGuard {
     pipeline: Pipeline,
     hash_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for TenantGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantGuard")
+            .field("pipeline", &self.pipeline)
+            .field("hash_key", &routero_core::REDACTED)
+            .finish()
+    }
 }
 
 /// The outcome of scanning: the blocking detector, if a `block` rule fired.
@@ -362,5 +370,26 @@ impl<'a> Relay<'a> {
             }
         }
         counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use routero_crypto::SealingKey;
+
+    use super::*;
+
+    #[test]
+    fn debug_output_shows_no_hash_key() {
+        let hasher = KeyHasher::new(SealingKey::generate().unwrap()).unwrap();
+        let guard = TenantGuard::build(r#"{"rules": []}"#, &hasher, "t").unwrap();
+        let shown = format!("{guard:?}");
+        assert!(shown.contains("[REDACTED]"), "{shown}");
+        assert!(!shown.contains(&format!("{:?}", guard.hash_key)), "{shown}");
+        assert!(!shown.contains(&hex_of(&guard.hash_key)), "{shown}");
+    }
+
+    fn hex_of(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 }

@@ -1,7 +1,6 @@
 //! The last good snapshot on disk, sealed under the data-plane key, so a data plane restarted
 //! while the control plane is down can serve (within the staleness bound).
 
-use std::io::Write;
 use std::path::Path;
 
 use prost::Message;
@@ -22,18 +21,8 @@ pub fn save(
         last_contact_ms,
     };
     let sealed = key.seal(aad::PERSISTED_SNAPSHOT, &record.encode_to_vec())?;
-    let tmp = path.with_extension("tmp");
-    let io = |e: std::io::Error| DataPlaneError::Persist(format!("{}: {e}", path.display()));
-    {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&tmp).map_err(io)?;
-        file.write_all(&sealed).map_err(io)?;
-        file.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, path).map_err(io)
+    routero_files::write_private(path, &sealed)
+        .map_err(|e| DataPlaneError::Persist(format!("{}: {e}", path.display())))
 }
 
 /// Reads a persisted snapshot: the state and the last contact time. `Ok(None)` if absent.

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 use std::borrow::Cow;
+use std::path::Path;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlSafeStr, any::AnyPoolOptions};
@@ -21,10 +22,22 @@ pub enum SqlError {
     /// A migration failed.
     #[error("migrate: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database file could not be created owner-only.
+    #[error("database file: {0}")]
+    File(std::io::Error),
 }
 
 /// A migration: `(version, description, PostgreSQL text, SQLite text)`.
 pub type EmbeddedMigration = (i64, &'static str, &'static str, &'static str);
+
+/// The file of a `sqlite://<path>[?…]` or `sqlite:<path>` URL (not an in-memory database).
+fn sqlite_file(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && !path.starts_with(":memory:")).then_some(path)
+}
 
 /// Opens `url` and applies `migrations`, recording them in the table `ledger`.
 pub async fn open(
@@ -36,6 +49,10 @@ pub async fn open(
     let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
     if !postgres && !url.starts_with("sqlite:") {
         return Err(SqlError::UnsupportedUrl);
+    }
+    if let Some(path) = sqlite_file(url) {
+        // Created owner-only before SQLite opens it; its journal files take its permissions.
+        routero_files::touch_private(Path::new(path)).map_err(SqlError::File)?;
     }
     let url = if postgres || url.contains("mode=") {
         url.to_owned()

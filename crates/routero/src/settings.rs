@@ -14,8 +14,9 @@ use routero_data_plane::{ControlPlaneTls, DataPlaneConfig};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-/// Every setting. Secrets are base64 of 32 bytes unless said otherwise.
-#[derive(Debug, Default, Deserialize, Serialize)]
+/// Every setting. Secrets are base64 of 32 bytes unless said otherwise. Debug output shows
+/// none of them (nor database passwords).
+#[derive(Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// `routero up`: directory for the SQLite file, generated secrets and the snapshot.
@@ -146,6 +147,34 @@ pub struct Settings {
     /// Control and data plane: the Cerbos PDP's gRPC address (`127.0.0.1:3593`), asked before
     /// every admin request and every proxied one when the control plane has policies.
     pub cerbos_addr: Option<String>,
+}
+
+/// Settings whose values are secrets.
+const SECRETS: &[&str] = &[
+    "admin_key",
+    "pepper",
+    "master_keys",
+    "data_plane_key",
+    "audit_signing_key",
+    "audit_webhook_secret",
+    "audit_s3_secret_access_key",
+];
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let table = toml::Table::try_from(self).unwrap_or_default();
+        let mut map = f.debug_map();
+        for (name, value) in &table {
+            let text = value.as_str().unwrap_or_default();
+            let shown = if SECRETS.contains(&name.as_str()) {
+                routero_core::REDACTED.to_owned()
+            } else {
+                routero_core::redact_url(text)
+            };
+            map.entry(name, &shown);
+        }
+        map.finish()
+    }
 }
 
 impl Settings {
@@ -755,6 +784,52 @@ mod tests {
         );
         let s = Settings::load(None, &env(&[("ROUTERO_DATABASE_URL", "sqlite://x")])).unwrap();
         assert!(format!("{:#}", s.control_plane().unwrap_err()).contains("pepper"));
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ=";
+        let s = Settings::load(
+            None,
+            &env(&[
+                (
+                    "ROUTERO_ADMIN_KEY",
+                    "sk-rtadm-configured-0123456789abcdefghij",
+                ),
+                ("ROUTERO_PEPPER", secret),
+                ("ROUTERO_MASTER_KEYS", &format!("1:{secret}")),
+                ("ROUTERO_DATA_PLANE_KEY", secret),
+                ("ROUTERO_AUDIT_SIGNING_KEY", secret),
+                ("ROUTERO_AUDIT_WEBHOOK_SECRET", "whsec-0123456789abcdef"),
+                ("ROUTERO_AUDIT_S3_SECRET_ACCESS_KEY", "s3-secret-key-value"),
+                (
+                    "ROUTERO_DATABASE_URL",
+                    "postgres://app:db-password-value@db/routero",
+                ),
+                (
+                    "ROUTERO_AUDIT_DATABASE_URL",
+                    "postgres://db/audit?password=audit-password-value",
+                ),
+            ]),
+        )
+        .unwrap();
+        let mut shown = format!("{s:?}");
+        let control = s.control_plane().unwrap();
+        shown.push_str(&format!("{control:?}"));
+        for leaked in [
+            secret,
+            "configured-0123456789",
+            "whsec-0123456789",
+            "s3-secret-key-value",
+            "db-password-value",
+            "audit-password-value",
+        ] {
+            assert!(!shown.contains(leaked), "{leaked} in {shown}");
+        }
+        assert!(
+            shown.contains("postgres://app:[REDACTED]@db/routero"),
+            "{shown}"
+        );
     }
 
     #[test]

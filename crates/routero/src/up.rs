@@ -34,12 +34,7 @@ const SNAPSHOT_FILE: &str = "snapshot.bin";
 
 /// Writes a secret file readable by its owner only; fails if it exists.
 pub fn write_secret(path: &Path, secret: &SecretString) -> Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
+    let mut file = routero_files::create_new_private(path)
         .with_context(|| format!("creating {}", path.display()))?;
     file.write_all(secret.expose_secret().as_bytes())?;
     file.sync_all()?;
@@ -90,18 +85,10 @@ fn key_file(dir: &Path, name: &str) -> Result<SealingKey> {
     SealingKey::from_base64(&text).with_context(|| format!("{} holds no valid key", path.display()))
 }
 
-/// The data directory, created with mode 0700 if missing.
+/// The data directory, 0700 (created, or tightened if it was wider).
 pub fn data_dir(settings: &Settings) -> Result<PathBuf> {
     let dir = PathBuf::from(settings.data_dir.as_deref().unwrap_or("./data"));
-    if !dir.exists() {
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder
-            .create(&dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
-    }
+    routero_files::private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
 
@@ -132,7 +119,7 @@ async fn start_cerbos(
 ) -> Result<(routero_authz::AuthzConfig, tokio::task::JoinHandle<()>)> {
     let binary = routero_authz::find_cerbos(settings.cerbos_binary.as_deref().map(Path::new))?;
     let work = dir.join("cerbos");
-    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    routero_files::private_dir(&work).with_context(|| format!("creating {}", work.display()))?;
     let mut pdp = routero_authz::Pdp::start(&binary, policies, &work).await?;
     let started = pdp.config();
     let config = settings.authz(started.host, started.port)?;

@@ -60,6 +60,16 @@ impl Store {
         Ok(key)
     }
 
+    /// Whether an admin key with this hash was ever registered, and whether it is revoked.
+    pub async fn admin_key_state(&self, hash: &[u8]) -> Result<Option<bool>> {
+        let row = sqlx::query("SELECT revoked_at FROM admin_keys WHERE key_hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| Ok(row.try_get::<Option<i64>, _>("revoked_at")?.is_some()))
+            .transpose()
+    }
+
     /// The principal of an active admin key with this hash, with the permissions of the
     /// tenant's custom roles it holds and the teams of its user.
     pub async fn find_admin_key(&self, hash: &[u8]) -> Result<Option<AdminPrincipal>> {
