@@ -336,3 +336,26 @@ def test_a_locked_audit_store_is_retried_and_nothing_is_lost(fake_provider):
         assert code == 0, out
     finally:
         gw.close()
+
+
+def test_an_admin_change_and_its_event_commit_together(fake_provider):
+    """Each admin mutation writes its event in its own transaction (the outbox): SIGKILL right
+    after the answers, restart, and every change is in the chain, once."""
+    gw = Gateway(fake_provider, "sqlite-up", extra_env={"ROUTERO_AUDIT_CHECKPOINT_INTERVAL": "1h"})
+    try:
+        created = [gw.new_key(models=["gpt-a"])["key_id"] for _ in range(20)]
+        gw.processes["up"].proc.kill()
+        gw.processes["up"].proc.wait()
+        gw.stop("up")
+        gw.start("up", gw.up_env)
+        wait_until(lambda: ready(gw.admin_url + "/readyz"), what="up again")
+
+        def chained():
+            events = gw.admin("GET", "/audit/events?type=key.created&limit=100").json()["events"]
+            return sorted(e["event"]["resource"]["id"] for e in events)
+        wait_until(lambda: chained() == sorted(created), timeout=20, what="all 20 key.created events chained")
+        gw.stop("up")
+        code, out = audit(gw, "verify")
+        assert code == 0, out
+    finally:
+        gw.close()

@@ -41,6 +41,12 @@ const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[
         include_str!("../../../migrations/postgres/audit/0004_anchor_domain.sql"),
         include_str!("../../../migrations/sqlite/audit/0004_anchor_domain.sql"),
     ),
+    (
+        5,
+        "inbox",
+        include_str!("../../../migrations/postgres/audit/0005_inbox.sql"),
+        include_str!("../../../migrations/sqlite/audit/0005_inbox.sql"),
+    ),
 ];
 
 /// How long a tenant keeps its audit trail unless configured otherwise.
@@ -214,12 +220,51 @@ impl AuditStore {
     /// are skipped, so redelivery never duplicates. Returns the records written.
     pub async fn append(&self, events: &[AuditEvent]) -> Result<Vec<ChainedRecord>, AuditError> {
         let mut tx = self.pool.begin().await?;
+        let written = Self::append_in(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// Chains the events waiting in the inbox and empties it, in one transaction; returns the
+    /// records written.
+    pub async fn chain_inbox(&self) -> Result<Vec<ChainedRecord>, AuditError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query("SELECT seq, event FROM audit_inbox ORDER BY seq")
+            .fetch_all(&mut *tx)
+            .await?;
+        let Some(last) = rows
+            .last()
+            .map(|row| row.try_get::<i64, _>("seq"))
+            .transpose()?
+        else {
+            return Ok(Vec::new());
+        };
+        let events = rows
+            .iter()
+            .map(|row| {
+                serde_json::from_str::<AuditEvent>(&row.try_get::<String, _>("event")?)
+                    .map_err(json_error)
+            })
+            .collect::<Result<Vec<_>, AuditError>>()?;
+        let written = Self::append_in(&mut tx, &events).await?;
+        sqlx::query("DELETE FROM audit_inbox WHERE seq <= $1")
+            .bind(last)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    async fn append_in(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        events: &[AuditEvent],
+    ) -> Result<Vec<ChainedRecord>, AuditError> {
         let mut heads: HashMap<String, ChainHead> = HashMap::new();
         let mut written = Vec::with_capacity(events.len());
         for event in events {
             let exists = sqlx::query("SELECT 1 AS one FROM audit_records WHERE event_id = $1")
                 .bind(&event.event_id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?
                 .is_some();
             if exists
@@ -230,7 +275,7 @@ impl AuditStore {
                 continue;
             }
             if !heads.contains_key(&event.tenant_id) {
-                let head = Self::head(&mut tx, &event.tenant_id).await?;
+                let head = Self::head(tx, &event.tenant_id).await?;
                 heads.insert(event.tenant_id.clone(), head);
             }
             let head = heads
@@ -256,11 +301,10 @@ impl AuditStore {
             .bind(&record.hash)
             .bind(canonical)
             .bind(unix_now())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
             written.push(record);
         }
-        tx.commit().await?;
         Ok(written)
     }
 
@@ -344,13 +388,20 @@ impl AuditStore {
     }
 
     /// Sets how many days a tenant keeps its audit trail: never below the operator's minimum
-    /// ([`AuditError::RetentionTooShort`]).
-    pub async fn set_retention(&self, tenant_id: &str, days: u32) -> Result<(), AuditError> {
+    /// ([`AuditError::RetentionTooShort`]). `recorded` (the event of the change) commits with
+    /// it, into the inbox the writer chains.
+    pub async fn set_retention(
+        &self,
+        tenant_id: &str,
+        days: u32,
+        recorded: &AuditEvent,
+    ) -> Result<(), AuditError> {
         if days < self.min_retention_days {
             return Err(AuditError::RetentionTooShort {
                 minimum: self.min_retention_days,
             });
         }
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO audit_retention (tenant_id, days, updated_at) VALUES ($1, $2, $3) \
              ON CONFLICT (tenant_id) DO UPDATE SET days = $2, updated_at = $3",
@@ -358,8 +409,14 @@ impl AuditStore {
         .bind(tenant_id)
         .bind(i64::from(days))
         .bind(unix_now())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query("INSERT INTO audit_inbox (event, created_at) VALUES ($1, $2)")
+            .bind(serde_json::to_string(recorded).map_err(json_error)?)
+            .bind(unix_now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -98,6 +98,7 @@ routero_testkit::on_both_databases!(
     tampering_in_the_database_is_named,
     pruning_leaves_a_signed_anchor_and_the_rest_verifies,
     a_checkpoint_copied_into_the_anchors_is_refused,
+    a_retention_change_and_its_event_commit_together,
 );
 
 async fn appends_chain_per_tenant_idempotently_and_verify(db: Db) {
@@ -245,10 +246,13 @@ async fn pruning_leaves_a_signed_anchor_and_the_rest_verifies(db: Db) {
     let signer = CheckpointSigner::generate().unwrap();
     assert_eq!(db.store.retention("a").await.unwrap(), 365);
     assert!(matches!(
-        db.store.set_retention("a", 30).await,
+        db.store.set_retention("a", 30, &event("a", 90)).await,
         Err(AuditError::RetentionTooShort { minimum: 90 })
     ));
-    db.store.set_retention("a", 120).await.unwrap();
+    db.store
+        .set_retention("a", 120, &event("a", 91))
+        .await
+        .unwrap();
     assert_eq!(db.store.retention("a").await.unwrap(), 120);
     // Lowered behind the API's back: the operator's minimum still holds.
     db.sql(&["UPDATE audit_retention SET days = 1 WHERE tenant_id = 'a'"])
@@ -256,7 +260,7 @@ async fn pruning_leaves_a_signed_anchor_and_the_rest_verifies(db: Db) {
         .unwrap();
     assert_eq!(db.store.retention("a").await.unwrap(), 90);
     let store = db.store.clone().with_min_retention_days(1);
-    store.set_retention("a", 30).await.unwrap();
+    store.set_retention("a", 30, &event("a", 92)).await.unwrap();
 
     // Six old events, two recent ones, then an old one arriving late (out of time order).
     let mut events: Vec<AuditEvent> = (1..=9).map(|i| event("a", i)).collect();
@@ -310,6 +314,26 @@ async fn pruning_leaves_a_signed_anchor_and_the_rest_verifies(db: Db) {
     assert!(refused.to_string().contains("append-only"), "{refused}");
     let refused = db.sql(&["DELETE FROM audit_anchors"]).await.unwrap_err();
     assert!(refused.to_string().contains("append-only"), "{refused}");
+}
+
+/// A retention change and its event commit together; the writer chains the event once.
+async fn a_retention_change_and_its_event_commit_together(db: Db) {
+    let mut recorded = event("t", 1);
+    recorded.action = routero_core::audit::EventType::AuditRetentionChanged;
+    assert!(db.store.set_retention("t", 1, &recorded).await.is_err());
+    assert!(
+        db.store.chain_inbox().await.unwrap().is_empty(),
+        "a refused change records nothing"
+    );
+    db.store.set_retention("t", 200, &recorded).await.unwrap();
+    let chained = db.store.chain_inbox().await.unwrap();
+    assert_eq!(chained.len(), 1);
+    assert_eq!(chained[0].event, recorded);
+    assert!(
+        db.store.chain_inbox().await.unwrap().is_empty(),
+        "chained once"
+    );
+    assert_eq!(db.store.load("t").await.unwrap().records.len(), 1);
 }
 
 /// With the application's own database credentials: a checkpoint copied into the anchors,

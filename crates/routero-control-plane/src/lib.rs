@@ -5,6 +5,7 @@
 mod api;
 pub mod config;
 mod error;
+mod outbox;
 mod policy;
 mod snapshot;
 pub mod store;
@@ -122,8 +123,10 @@ impl ControlPlane {
         })
     }
 
-    /// Records every admin mutation and failed admin authentication on `bus`.
+    /// Records every admin mutation (through the outbox, committed with it) and failed admin
+    /// authentication on `bus`.
     pub fn with_audit(mut self, bus: EventBus) -> Self {
+        self.state.store = self.state.store.clone().with_outbox();
         self.state.audit = Some(bus);
         self
     }
@@ -182,6 +185,13 @@ impl ControlPlane {
             },
             stop_rx.clone(),
         ));
+        let forwarding = self.state.audit.clone().map(|bus| {
+            tokio::spawn(outbox::forward(
+                self.state.store.clone(),
+                bus,
+                stop_rx.clone(),
+            ))
+        });
         let deadlines = self.state.deadlines;
         let mut http_stop = stop_rx;
         let http = routero_http::serve(
@@ -200,6 +210,9 @@ impl ControlPlane {
         let (grpc, ()) = tokio::join!(grpc, http);
         let _ = follower.await;
         let _ = reporting.await;
+        if let Some(task) = forwarding {
+            let _ = task.await;
+        }
         if let Some(task) = policy_watch {
             let _ = task.await;
         }
@@ -235,7 +248,7 @@ async fn bootstrap_admin(
         match store.admin_key_state(&hash.0).await? {
             None => {
                 store
-                    .insert_admin_key(&tenant, &hash.0, "configured", &admin, None)
+                    .insert_admin_key(&tenant, &hash.0, ("configured", &admin, None), Vec::new())
                     .await?;
                 return Ok(None);
             }
@@ -248,7 +261,8 @@ async fn bootstrap_admin(
     if store.admin_key_count(&tenant).await? > 0 {
         return Ok(None);
     }
-    let (key, _) = issue_admin_key(store, hasher, &tenant, "first", &admin, None).await?;
+    let (key, _) =
+        issue_admin_key(store, hasher, &tenant, ("first", &admin, None), Vec::new()).await?;
     Ok(Some(key))
 }
 
@@ -258,14 +272,13 @@ pub(crate) async fn issue_admin_key(
     store: &Store,
     hasher: &KeyHasher,
     tenant_id: &str,
-    name: &str,
-    roles: &[String],
-    user_id: Option<&str>,
+    named: (&str, &[String], Option<&str>),
+    events: Vec<routero_core::audit::AuditEvent>,
 ) -> Result<(SecretString, store::AdminKey), ControlPlaneError> {
     let key = generate_api_key(ADMIN_KEY_PREFIX)?;
     let hash = hasher.hash(key.expose_secret());
     let record = store
-        .insert_admin_key(tenant_id, &hash.0, name, roles, user_id)
+        .insert_admin_key(tenant_id, &hash.0, named, events)
         .await?;
     Ok((key, record))
 }
@@ -285,6 +298,7 @@ pub async fn create_tenant(
     }
     let tenant = store.create_tenant(name).await?;
     let admin = [ADMIN_ROLE.to_owned()];
-    let (key, _) = issue_admin_key(store, hasher, &tenant, "first", &admin, None).await?;
+    let (key, _) =
+        issue_admin_key(store, hasher, &tenant, ("first", &admin, None), Vec::new()).await?;
     Ok(key)
 }

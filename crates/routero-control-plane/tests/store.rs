@@ -24,6 +24,7 @@ routero_testkit::on_both_databases!(
     admin_keys_and_custom_roles,
     deleting_a_role_takes_its_name_off_every_key,
     admin_keys_act_for_a_user_and_its_teams,
+    mutations_and_their_events_commit_together,
 );
 
 fn key(tenant: &str, id: &str, hash: u8) -> KeyRecord {
@@ -55,8 +56,8 @@ async fn migrations_are_idempotent_and_version_starts_at_one(store: Store) {
 async fn key_lifecycle_advances_the_version_and_leaves_revoked_keys_out(store: Store) {
     let t = store.ensure_tenant("t").await.unwrap();
     let v0 = store.snapshot_version().await.unwrap();
-    store.insert_key(&key(&t, "k1", 1)).await.unwrap();
-    store.insert_key(&key(&t, "k2", 2)).await.unwrap();
+    store.insert_key(&key(&t, "k1", 1), &[]).await.unwrap();
+    store.insert_key(&key(&t, "k2", 2), &[]).await.unwrap();
     assert_eq!(store.snapshot_version().await.unwrap(), v0 + 2);
     assert_eq!(store.get_key(&t, "k1").await.unwrap(), key(&t, "k1", 1));
 
@@ -69,6 +70,7 @@ async fn key_lifecycle_advances_the_version_and_leaves_revoked_keys_out(store: S
                 expires_at: Some(None),
                 ..Default::default()
             },
+            &[],
         )
         .await
         .unwrap();
@@ -81,7 +83,7 @@ async fn key_lifecycle_advances_the_version_and_leaves_revoked_keys_out(store: S
     );
 
     let replaced = store
-        .replace_key_secret(&t, "k2", &[9; 32], "sk-rt-new...hint", None)
+        .replace_key_secret(&t, "k2", (&[9; 32], "sk-rt-new...hint"), None, &[])
         .await
         .unwrap();
     assert_eq!(replaced.key_hash, vec![9; 32]);
@@ -93,7 +95,7 @@ async fn key_lifecycle_advances_the_version_and_leaves_revoked_keys_out(store: S
         .unwrap();
     let ids: Vec<String> = named.into_iter().map(|k| k.id).collect();
     assert_eq!(ids, vec!["k1", "k2"]);
-    assert_eq!(store.revoke_keys(&t, &ids).await.unwrap(), ids);
+    assert_eq!(store.revoke_keys(&t, &ids, &[]).await.unwrap(), ids);
     let state = store.load_state().await.unwrap();
     assert_eq!(state.version, store.snapshot_version().await.unwrap());
     assert!(state.keys.is_empty(), "revoked keys never reach a snapshot");
@@ -116,17 +118,19 @@ async fn key_lifecycle_advances_the_version_and_leaves_revoked_keys_out(store: S
         "owner filter"
     );
     assert!(matches!(
-        store.update_key(&t, "k1", &KeyChanges::default()).await,
+        store
+            .update_key(&t, "k1", &KeyChanges::default(), &[])
+            .await,
         Err(ControlPlaneError::NotFound("key"))
     ));
 }
 
 async fn revocation_is_all_or_none(store: Store) {
     let t = store.ensure_tenant("t").await.unwrap();
-    store.insert_key(&key(&t, "k1", 1)).await.unwrap();
+    store.insert_key(&key(&t, "k1", 1), &[]).await.unwrap();
     let version = store.snapshot_version().await.unwrap();
     let result = store
-        .revoke_keys(&t, &["k1".into(), "missing".into()])
+        .revoke_keys(&t, &["k1".into(), "missing".into()], &[])
         .await;
     assert!(matches!(result, Err(ControlPlaneError::NotFound("key"))));
     assert_eq!(
@@ -140,9 +144,9 @@ async fn revocation_is_all_or_none(store: Store) {
 async fn tenants_are_walled_off(store: Store) {
     let a = store.ensure_tenant("a").await.unwrap();
     let b = store.ensure_tenant("b").await.unwrap();
-    store.insert_key(&key(&a, "ka", 1)).await.unwrap();
+    store.insert_key(&key(&a, "ka", 1), &[]).await.unwrap();
     let cred = store
-        .create_credential(&a, "openai", "openai", "http://x/v1", "v1:xx")
+        .create_credential(&a, "openai", "openai", "http://x/v1", "v1:xx", Vec::new())
         .await
         .unwrap();
 
@@ -152,7 +156,7 @@ async fn tenants_are_walled_off(store: Store) {
     ));
     assert!(store.list_keys(&b, None, true).await.unwrap().is_empty());
     assert!(matches!(
-        store.revoke_keys(&b, &["ka".into()]).await,
+        store.revoke_keys(&b, &["ka".into()], &[]).await,
         Err(ControlPlaneError::NotFound("key"))
     ));
     assert!(matches!(
@@ -174,14 +178,17 @@ async fn tenants_are_walled_off(store: Store) {
         tags: Default::default(),
     };
     assert!(matches!(
-        store.create_route(&foreign_route).await,
+        store.create_route(&foreign_route, &[]).await,
         Err(ControlPlaneError::NotFound("credential"))
     ));
-    let team_a = store.create_team(&a, "red", None).await.unwrap();
+    let team_a = store
+        .create_team(&a, "red", None, Vec::new())
+        .await
+        .unwrap();
     let mut foreign_key = key(&b, "kb", 2);
     foreign_key.team_id = Some(team_a.id);
     assert!(matches!(
-        store.insert_key(&foreign_key).await,
+        store.insert_key(&foreign_key, &[]).await,
         Err(ControlPlaneError::NotFound("team"))
     ));
     assert!(store.list_routes(Some(&b)).await.unwrap().is_empty());
@@ -191,17 +198,17 @@ async fn names_are_unique_per_tenant(store: Store) {
     let a = store.ensure_tenant("a").await.unwrap();
     let b = store.ensure_tenant("b").await.unwrap();
     store
-        .create_credential(&a, "main", "openai", "http://x", "v1:x")
+        .create_credential(&a, "main", "openai", "http://x", "v1:x", Vec::new())
         .await
         .unwrap();
     assert!(matches!(
         store
-            .create_credential(&a, "main", "openai", "http://x", "v1:x")
+            .create_credential(&a, "main", "openai", "http://x", "v1:x", Vec::new())
             .await,
         Err(ControlPlaneError::Conflict("credential"))
     ));
     store
-        .create_credential(&b, "main", "openai", "http://x", "v1:x")
+        .create_credential(&b, "main", "openai", "http://x", "v1:x", Vec::new())
         .await
         .unwrap();
     let cred = store
@@ -218,9 +225,9 @@ async fn names_are_unique_per_tenant(store: Store) {
         }],
         tags: [("tier".to_owned(), "premium".to_owned())].into(),
     };
-    store.create_route(&route).await.unwrap();
+    store.create_route(&route, &[]).await.unwrap();
     assert!(matches!(
-        store.create_route(&route).await,
+        store.create_route(&route, &[]).await,
         Err(ControlPlaneError::Conflict("model"))
     ));
     assert_eq!(store.list_routes(Some(&a)).await.unwrap(), vec![route]);
@@ -232,7 +239,7 @@ async fn rotation_reencrypts_everything_or_nothing(store: Store) {
     for name in ["one", "two", "three"] {
         let ct = v1.encrypt(&t, &format!("sk-{name}")).unwrap();
         store
-            .create_credential(&t, name, "openai", "http://x", &ct)
+            .create_credential(&t, name, "openai", "http://x", &ct, Vec::new())
             .await
             .unwrap();
     }
@@ -278,7 +285,7 @@ async fn rotation_reencrypts_everything_or_nothing(store: Store) {
 async fn users_and_teams(store: Store) {
     let t = store.ensure_tenant("t").await.unwrap();
     let team = store
-        .create_team(&t, "platform", Some("okta-group-1"))
+        .create_team(&t, "platform", Some("okta-group-1"), Vec::new())
         .await
         .unwrap();
     let user = User {
@@ -290,16 +297,16 @@ async fn users_and_teams(store: Store) {
         active: true,
         team_ids: vec![team.id.clone()],
     };
-    let created = store.create_user(&t, &user).await.unwrap();
+    let created = store.create_user(&t, &user, Vec::new()).await.unwrap();
     assert_eq!(store.list_users(&t).await.unwrap(), vec![created.clone()]);
     assert_eq!(store.list_teams(&t).await.unwrap(), vec![team]);
     assert!(matches!(
-        store.create_user(&t, &user).await,
+        store.create_user(&t, &user, Vec::new()).await,
         Err(ControlPlaneError::Conflict("user"))
     ));
     let mut k = key(&t, "k", 5);
     k.user_id = Some(created.id);
-    store.insert_key(&k).await.unwrap();
+    store.insert_key(&k, &[]).await.unwrap();
 }
 
 async fn admin_keys_and_custom_roles(store: Store) {
@@ -309,18 +316,17 @@ async fn admin_keys_and_custom_roles(store: Store) {
         name: "support".into(),
         permissions: vec!["key:read".into(), "team:list".into()],
     };
-    store.put_role(&a, &support).await.unwrap();
+    store.put_role(&a, &support, &[]).await.unwrap();
     let admin = store
-        .insert_admin_key(&a, &[1; 32], "first", &["admin".into()], None)
+        .insert_admin_key(&a, &[1; 32], ("first", &["admin".into()], None), Vec::new())
         .await
         .unwrap();
     let helper = store
         .insert_admin_key(
             &a,
             &[2; 32],
-            "helper",
-            &["support".into(), "auditor".into()],
-            None,
+            ("helper", &["support".into(), "auditor".into()], None),
+            Vec::new(),
         )
         .await
         .unwrap();
@@ -337,6 +343,7 @@ async fn admin_keys_and_custom_roles(store: Store) {
                 name: "support".into(),
                 permissions: vec!["user:delete".into()],
             },
+            &[],
         )
         .await
         .unwrap();
@@ -351,41 +358,42 @@ async fn admin_keys_and_custom_roles(store: Store) {
                 name: "support".into(),
                 permissions: vec!["team:read".into()],
             },
+            &[],
         )
         .await
         .unwrap();
     let principal = store.find_admin_key(&[2; 32]).await.unwrap().unwrap();
     assert_eq!(principal.permissions, vec!["team:read"]);
-    store.delete_role(&a, "support").await.unwrap();
+    store.delete_role(&a, "support", &[]).await.unwrap();
     let principal = store.find_admin_key(&[2; 32]).await.unwrap().unwrap();
     assert!(principal.permissions.is_empty());
     assert!(matches!(
-        store.delete_role(&a, "support").await,
+        store.delete_role(&a, "support", &[]).await,
         Err(ControlPlaneError::NotFound("role"))
     ));
 
     // The last admin cannot be revoked; others can, once, and only in their tenant.
     assert!(matches!(
-        store.revoke_admin_key(&a, &admin.id).await,
+        store.revoke_admin_key(&a, &admin.id, &[]).await,
         Err(ControlPlaneError::Invalid {
             code: "last_admin_key",
             ..
         })
     ));
     assert!(matches!(
-        store.revoke_admin_key(&b, &helper.id).await,
+        store.revoke_admin_key(&b, &helper.id, &[]).await,
         Err(ControlPlaneError::NotFound("admin key"))
     ));
     assert!(
         store
-            .revoke_admin_key(&a, &helper.id)
+            .revoke_admin_key(&a, &helper.id, &[])
             .await
             .unwrap()
             .revoked
     );
     assert!(store.find_admin_key(&[2; 32]).await.unwrap().is_none());
     assert!(matches!(
-        store.revoke_admin_key(&a, &helper.id).await,
+        store.revoke_admin_key(&a, &helper.id, &[]).await,
         Err(ControlPlaneError::NotFound("admin key"))
     ));
     assert_eq!(
@@ -403,8 +411,8 @@ async fn deleting_a_role_takes_its_name_off_every_key(store: Store) {
         name: "ops".into(),
         permissions: permissions.iter().map(|p| (*p).to_owned()).collect(),
     };
-    store.put_role(&a, &ops(&["team:list"])).await.unwrap();
-    store.put_role(&b, &ops(&["team:list"])).await.unwrap();
+    store.put_role(&a, &ops(&["team:list"]), &[]).await.unwrap();
+    store.put_role(&b, &ops(&["team:list"]), &[]).await.unwrap();
     assert_eq!(
         store.role(&a, "ops").await.unwrap(),
         Some(ops(&["team:list"]))
@@ -412,7 +420,12 @@ async fn deleting_a_role_takes_its_name_off_every_key(store: Store) {
     assert_eq!(store.role(&a, "nobody").await.unwrap(), None);
     let roles = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
     store
-        .insert_admin_key(&a, &[1; 32], "holder", &roles(&["auditor", "ops"]), None)
+        .insert_admin_key(
+            &a,
+            &[1; 32],
+            ("holder", &roles(&["auditor", "ops"]), None),
+            Vec::new(),
+        )
         .await
         .unwrap();
     // `_` in a LIKE pattern matches any character: "op_" must not lose "ops".
@@ -423,31 +436,37 @@ async fn deleting_a_role_takes_its_name_off_every_key(store: Store) {
                 name: "op_".into(),
                 ..ops(&["team:list"])
             },
+            &[],
         )
         .await
         .unwrap();
     store
-        .insert_admin_key(&a, &[2; 32], "other", &roles(&["ops"]), None)
+        .insert_admin_key(&a, &[2; 32], ("other", &roles(&["ops"]), None), Vec::new())
         .await
         .unwrap();
     store
-        .insert_admin_key(&b, &[3; 32], "tenant b", &roles(&["ops"]), None)
+        .insert_admin_key(
+            &b,
+            &[3; 32],
+            ("tenant b", &roles(&["ops"]), None),
+            Vec::new(),
+        )
         .await
         .unwrap();
     let mut held = key(&a, "k1", 4);
     held.roles = roles(&["developer", "ops"]);
-    store.insert_key(&held).await.unwrap();
+    store.insert_key(&held, &[]).await.unwrap();
     let mut in_b = key(&b, "k2", 5);
     in_b.roles = roles(&["ops"]);
-    store.insert_key(&in_b).await.unwrap();
+    store.insert_key(&in_b, &[]).await.unwrap();
 
     let v0 = store.snapshot_version().await.unwrap();
-    store.delete_role(&a, "op_").await.unwrap();
+    store.delete_role(&a, "op_", &[]).await.unwrap();
     assert_eq!(
         store.get_key(&a, "k1").await.unwrap().roles,
         roles(&["developer", "ops"])
     );
-    store.delete_role(&a, "ops").await.unwrap();
+    store.delete_role(&a, "ops", &[]).await.unwrap();
     assert!(
         store.snapshot_version().await.unwrap() > v0,
         "virtual keys changed"
@@ -462,7 +481,10 @@ async fn deleting_a_role_takes_its_name_off_every_key(store: Store) {
     };
     assert_eq!(principal(1).await.roles, roles(&["auditor"]));
     // Created again, the name grants nothing to the keys that held the old role...
-    store.put_role(&a, &ops(&["user:delete"])).await.unwrap();
+    store
+        .put_role(&a, &ops(&["user:delete"]), &[])
+        .await
+        .unwrap();
     assert!(principal(1).await.permissions.is_empty());
     assert!(principal(2).await.roles.is_empty());
     // ...and another tenant's role of the same name and its holders are untouched.
@@ -472,7 +494,7 @@ async fn deleting_a_role_takes_its_name_off_every_key(store: Store) {
         roles(&["ops"])
     );
     assert!(matches!(
-        store.delete_role(&a, "op_").await,
+        store.delete_role(&a, "op_", &[]).await,
         Err(ControlPlaneError::NotFound("role"))
     ));
 }
@@ -480,9 +502,18 @@ async fn deleting_a_role_takes_its_name_off_every_key(store: Store) {
 async fn admin_keys_act_for_a_user_and_its_teams(store: Store) {
     let a = store.ensure_tenant("a").await.unwrap();
     let b = store.ensure_tenant("b").await.unwrap();
-    let platform = store.create_team(&a, "platform", None).await.unwrap();
-    let data = store.create_team(&a, "data", None).await.unwrap();
-    store.create_team(&a, "finance", None).await.unwrap();
+    let platform = store
+        .create_team(&a, "platform", None, Vec::new())
+        .await
+        .unwrap();
+    let data = store
+        .create_team(&a, "data", None, Vec::new())
+        .await
+        .unwrap();
+    store
+        .create_team(&a, "finance", None, Vec::new())
+        .await
+        .unwrap();
     let user = |name: &str, team_ids: Vec<String>| User {
         id: String::new(),
         user_name: name.into(),
@@ -496,14 +527,23 @@ async fn admin_keys_act_for_a_user_and_its_teams(store: Store) {
         .create_user(
             &a,
             &user("alice", vec![platform.id.clone(), data.id.clone()]),
+            Vec::new(),
         )
         .await
         .unwrap();
-    let bob = store.create_user(&b, &user("bob", vec![])).await.unwrap();
+    let bob = store
+        .create_user(&b, &user("bob", vec![]), Vec::new())
+        .await
+        .unwrap();
     let developer = vec!["developer".to_owned()];
 
     let key = store
-        .insert_admin_key(&a, &[1; 32], "alice's", &developer, Some(&alice.id))
+        .insert_admin_key(
+            &a,
+            &[1; 32],
+            ("alice's", &developer, Some(&alice.id)),
+            Vec::new(),
+        )
         .await
         .unwrap();
     assert_eq!(key.user_id.as_deref(), Some(alice.id.as_str()));
@@ -515,7 +555,7 @@ async fn admin_keys_act_for_a_user_and_its_teams(store: Store) {
     assert_eq!(store.list_admin_keys(&a, false).await.unwrap(), vec![key]);
 
     let unbound = store
-        .insert_admin_key(&a, &[2; 32], "nobody's", &developer, None)
+        .insert_admin_key(&a, &[2; 32], ("nobody's", &developer, None), Vec::new())
         .await
         .unwrap();
     assert_eq!(unbound.user_id, None);
@@ -526,10 +566,51 @@ async fn admin_keys_act_for_a_user_and_its_teams(store: Store) {
     for missing in [bob.id.as_str(), "usr_missing"] {
         assert!(matches!(
             store
-                .insert_admin_key(&a, &[3; 32], "stolen", &developer, Some(missing))
+                .insert_admin_key(
+                    &a,
+                    &[3; 32],
+                    ("stolen", &developer, Some(missing)),
+                    Vec::new()
+                )
                 .await,
             Err(ControlPlaneError::NotFound("user"))
         ));
     }
     assert!(store.find_admin_key(&[3; 32]).await.unwrap().is_none());
+}
+
+/// The outbox: an event is written with the change it records, in its transaction; a change
+/// that fails leaves no event; forwarded events leave the outbox.
+async fn mutations_and_their_events_commit_together(store: Store) {
+    let store = store.with_outbox();
+    let a = store.ensure_tenant("a").await.unwrap();
+    let recorded = || {
+        routero_bus::event(
+            &a,
+            routero_core::audit::EventType::TeamCreated,
+            routero_bus::actor(routero_core::audit::ActorKind::AdminKey, Some("adm_1".into())),
+            routero_bus::resource("team", None),
+            routero_core::audit::Outcome::Success,
+        )
+    };
+    let team = store
+        .create_team(&a, "ops", None, vec![recorded()])
+        .await
+        .unwrap();
+    let duplicate = store.create_team(&a, "ops", None, vec![recorded()]).await;
+    assert!(matches!(duplicate, Err(ControlPlaneError::Conflict(_))), "{duplicate:?}");
+    let waiting = store.outbox(10).await.unwrap();
+    assert_eq!(waiting.len(), 1, "the failed change left no event");
+    assert_eq!(
+        waiting[0].1.resource.id.as_deref(),
+        Some(team.id.as_str()),
+        "the event names the row it created"
+    );
+    store.forwarded(waiting[0].0).await.unwrap();
+    assert!(store.outbox(10).await.unwrap().is_empty());
+    let revoked = store
+        .revoke_keys(&a, &["key_missing".into()], &[recorded()])
+        .await;
+    assert!(revoked.is_err());
+    assert!(store.outbox(10).await.unwrap().is_empty(), "all or none, events too");
 }

@@ -161,8 +161,14 @@ pub(super) async fn set_retention(
             format!("days: 1-{MAX_RETENTION_DAYS}"),
         ));
     }
+    let event = AppState::event(
+        &principal,
+        &client,
+        EventType::AuditRetentionChanged,
+        ("audit_retention", Some(body.days.to_string())),
+    );
     let set = audit_log(&state)?
-        .set_retention(&principal.tenant_id, body.days)
+        .set_retention(&principal.tenant_id, body.days, &event)
         .await;
     if let Err(AuditError::RetentionTooShort { minimum }) = set {
         let days = body.days.to_string();
@@ -180,13 +186,5 @@ pub(super) async fn set_retention(
         ));
     }
     set.map_err(unavailable)?;
-    state
-        .record(
-            &principal,
-            &client,
-            EventType::AuditRetentionChanged,
-            ("audit_retention", Some(body.days.to_string())),
-        )
-        .await;
     Ok(Json(json!({ "days": body.days })))
 }

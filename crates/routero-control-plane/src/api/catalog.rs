@@ -84,6 +84,12 @@ pub(super) async fn create_credential(
     }
     let ciphertext = state.vault.encrypt(&principal.tenant_id, api_key)?;
     let base_url = body.base_url.trim_end_matches('/');
+    let event = AppState::event(
+        &principal,
+        &client,
+        EventType::CredentialCreated,
+        ("credential", None),
+    );
     let credential = state
         .store
         .create_credential(
@@ -92,16 +98,9 @@ pub(super) async fn create_credential(
             &body.provider,
             base_url,
             &ciphertext,
+            vec![event],
         )
         .await?;
-    state
-        .record(
-            &principal,
-            &client,
-            EventType::CredentialCreated,
-            ("credential", Some(credential.id.clone())),
-        )
-        .await;
     Ok((
         StatusCode::CREATED,
         Json(
@@ -237,15 +236,13 @@ pub(super) async fn create_model(
         deployments,
         tags,
     };
-    state.store.create_route(&route).await?;
-    state
-        .record(
-            &principal,
-            &client,
-            EventType::ModelCreated,
-            ("model", Some(route.name.clone())),
-        )
-        .await;
+    let event = AppState::event(
+        &principal,
+        &client,
+        EventType::ModelCreated,
+        ("model", Some(route.name.clone())),
+    );
+    state.store.create_route(&route, &[event]).await?;
     Ok((StatusCode::CREATED, Json(route_json(&route))))
 }
 

@@ -27,22 +27,16 @@ pub(super) async fn create_team(
     Body(body): Body<NewTeam>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name("name", &body.name)?;
+    let event = AppState::event(&principal, &client, EventType::TeamCreated, ("team", None));
     let team = state
         .store
         .create_team(
             &principal.tenant_id,
             &body.name,
             body.external_id.as_deref(),
+            vec![event],
         )
         .await?;
-    state
-        .record(
-            &principal,
-            &client,
-            EventType::TeamCreated,
-            ("team", Some(team.id.clone())),
-        )
-        .await;
     Ok((StatusCode::CREATED, Json(json!(team))))
 }
 
@@ -88,15 +82,16 @@ pub(super) async fn create_user(
         active: body.active,
         team_ids: body.team_ids,
     };
-    let user = state.store.create_user(&principal.tenant_id, &user).await?;
-    state
-        .record(
-            &principal,
-            &client,
-            EventType::UserProvisioned,
-            ("user", Some(user.id.clone())),
-        )
-        .await;
+    let event = AppState::event(
+        &principal,
+        &client,
+        EventType::UserProvisioned,
+        ("user", None),
+    );
+    let user = state
+        .store
+        .create_user(&principal.tenant_id, &user, vec![event])
+        .await?;
     Ok((StatusCode::CREATED, Json(json!(user))))
 }
 

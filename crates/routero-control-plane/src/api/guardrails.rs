@@ -37,17 +37,15 @@ pub(super) async fn put(
         .map_err(|e| ApiError::bad_request("invalid_guardrails", e.to_string()))?;
     let text = serde_json::to_string(&config)
         .map_err(|e| ControlPlaneError::Corrupt(format!("guardrails: {e}")))?;
+    let event = AppState::event(
+        &principal,
+        &client,
+        EventType::GuardrailsUpdated,
+        ("guardrails", Some(principal.tenant_id.clone())),
+    );
     state
         .store
-        .put_guardrails(&principal.tenant_id, &text)
+        .put_guardrails(&principal.tenant_id, &text, &[event])
         .await?;
-    state
-        .record(
-            &principal,
-            &client,
-            EventType::GuardrailsUpdated,
-            ("guardrails", None),
-        )
-        .await;
     Ok(Json(json!(config)))
 }

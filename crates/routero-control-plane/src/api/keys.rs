@@ -171,15 +171,13 @@ pub(super) async fn generate(
         roles,
         owner: Some(principal.key_id.clone()),
     };
-    state.store.insert_key(&record).await?;
-    state
-        .record(
-            &principal,
-            &client,
-            EventType::KeyCreated,
-            ("key", Some(record.id.clone())),
-        )
-        .await;
+    let event = AppState::event(
+        &principal,
+        &client,
+        EventType::KeyCreated,
+        ("key", Some(record.id.clone())),
+    );
+    state.store.insert_key(&record, &[event]).await?;
     Ok(Json(issued_json(&secret, &record)))
 }
 
@@ -218,17 +216,21 @@ pub(super) async fn delete(
         state.allow_key(&principal, &client, "revoke", key).await?;
     }
     let ids: Vec<String> = keys.into_iter().map(|key| key.id).collect();
-    let revoked = state.store.revoke_keys(&principal.tenant_id, &ids).await?;
-    for key_id in &revoked {
-        state
-            .record(
+    let events: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            AppState::event(
                 &principal,
                 &client,
                 EventType::KeyRevoked,
-                ("key", Some(key_id.clone())),
+                ("key", Some(id.clone())),
             )
-            .await;
-    }
+        })
+        .collect();
+    let revoked = state
+        .store
+        .revoke_keys(&principal.tenant_id, &ids, &events)
+        .await?;
     Ok(Json(json!({ "deleted_keys": revoked })))
 }
 
@@ -318,24 +320,22 @@ pub(super) async fn regenerate(
     let expires_at = body.duration.as_deref().map(expiry).transpose()?.map(Some);
     active_key_allowed(&state, &principal, &client, "rotate", &body.key_id).await?;
     let secret = new_secret(&state)?;
+    let event = AppState::event(
+        &principal,
+        &client,
+        EventType::KeyRotated,
+        ("key", Some(body.key_id.clone())),
+    );
     let record = state
         .store
         .replace_key_secret(
             &principal.tenant_id,
             &body.key_id,
-            &secret.hash,
-            &secret.hint,
+            (&secret.hash, &secret.hint),
             expires_at,
+            &[event],
         )
         .await?;
-    state
-        .record(
-            &principal,
-            &client,
-            EventType::KeyRotated,
-            ("key", Some(record.id.clone())),
-        )
-        .await;
     Ok(Json(issued_json(&secret, &record)))
 }
 
@@ -391,17 +391,15 @@ pub(super) async fn update(
         user_id: body.user_id.map(Some),
         roles: body.roles,
     };
+    let event = AppState::event(
+        &principal,
+        &client,
+        EventType::KeyUpdated,
+        ("key", Some(body.key_id.clone())),
+    );
     let key = state
         .store
-        .update_key(&principal.tenant_id, &body.key_id, &changes)
+        .update_key(&principal.tenant_id, &body.key_id, &changes, &[event])
         .await?;
-    state
-        .record(
-            &principal,
-            &client,
-            EventType::KeyUpdated,
-            ("key", Some(key.id.clone())),
-        )
-        .await;
     Ok(Json(json!({ "key_id": key.id, "info": key_json(&key) })))
 }

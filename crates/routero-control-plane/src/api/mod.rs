@@ -77,29 +77,28 @@ impl ClientInfo {
 }
 
 impl AppState {
-    /// Records an admin action that has happened. A failure to record is logged loudly; the
-    /// action itself is already committed.
-    pub(crate) async fn record(
-        &self,
+    /// The event recording an admin action of `principal` on `resource`; handed to the store
+    /// with the mutation, so both commit together. A resource without an id is given the id
+    /// of the row the mutation creates.
+    pub(crate) fn event(
         principal: &AdminPrincipal,
         client: &ClientInfo,
         action: EventType,
         resource: (&str, Option<String>),
-    ) {
+    ) -> routero_core::audit::AuditEvent {
         let actor = routero_core::audit::Actor {
             kind: ActorKind::AdminKey,
             id: Some(principal.key_id.clone()),
             source_ip: client.source_ip.clone(),
             user_agent: client.user_agent.clone(),
         };
-        let event = routero_bus::event(
+        routero_bus::event(
             &principal.tenant_id,
             action,
             actor,
             routero_bus::resource(resource.0, resource.1),
             Outcome::Success,
-        );
-        self.publish(event).await;
+        )
     }
 
     async fn publish(&self, event: routero_core::audit::AuditEvent) {

@@ -60,23 +60,20 @@ pub(super) async fn create_admin_key(
             None,
         )
         .await?;
+    let event = AppState::event(
+        &principal,
+        &client,
+        EventType::AdminKeyCreated,
+        ("admin_key", None),
+    );
     let (secret, key) = crate::issue_admin_key(
         &state.store,
         &state.hasher,
         &principal.tenant_id,
-        &body.name,
-        &body.roles,
-        body.user_id.as_deref(),
+        (&body.name, &body.roles, body.user_id.as_deref()),
+        vec![event],
     )
     .await?;
-    state
-        .record(
-            &principal,
-            &client,
-            EventType::AdminKeyCreated,
-            ("admin_key", Some(key.id.clone())),
-        )
-        .await;
     let mut body = json!(key);
     body["key"] = Value::String(secret.expose_secret().to_owned());
     Ok((StatusCode::CREATED, Json(body)))
@@ -109,18 +106,16 @@ pub(super) async fn revoke_admin_key(
     Extension(client): Extension<ClientInfo>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let event = AppState::event(
+        &principal,
+        &client,
+        EventType::AdminKeyRevoked,
+        ("admin_key", Some(id.clone())),
+    );
     let key = state
         .store
-        .revoke_admin_key(&principal.tenant_id, &id)
+        .revoke_admin_key(&principal.tenant_id, &id, &[event])
         .await?;
-    state
-        .record(
-            &principal,
-            &client,
-            EventType::AdminKeyRevoked,
-            ("admin_key", Some(key.id.clone())),
-        )
-        .await;
     Ok(Json(json!(key)))
 }
 
@@ -183,15 +178,16 @@ pub(super) async fn put_role(
     permissions.sort();
     permissions.dedup();
     let role = CustomRole { name, permissions };
-    state.store.put_role(&principal.tenant_id, &role).await?;
+    let event = AppState::event(
+        &principal,
+        &client,
+        EventType::RoleUpdated,
+        ("role", Some(role.name.clone())),
+    );
     state
-        .record(
-            &principal,
-            &client,
-            EventType::RoleUpdated,
-            ("role", Some(role.name.clone())),
-        )
-        .await;
+        .store
+        .put_role(&principal.tenant_id, &role, &[event])
+        .await?;
     Ok(Json(json!(role)))
 }
 
@@ -207,14 +203,15 @@ pub(super) async fn delete_role(
     allow_manage_role(&state, &principal, &client, &name, &[])
         .await?
         .ok_or(crate::ControlPlaneError::NotFound("role"))?;
-    state.store.delete_role(&principal.tenant_id, &name).await?;
+    let event = AppState::event(
+        &principal,
+        &client,
+        EventType::RoleDeleted,
+        ("role", Some(name.clone())),
+    );
     state
-        .record(
-            &principal,
-            &client,
-            EventType::RoleDeleted,
-            ("role", Some(name.clone())),
-        )
-        .await;
+        .store
+        .delete_role(&principal.tenant_id, &name, &[event])
+        .await?;
     Ok(Json(json!({ "deleted": name })))
 }

@@ -3,8 +3,11 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use routero_core::audit::AuditEvent;
+
 use super::{
-    Owned, Result, Store, from_json, new_id, now_unix, require_in_tenant, to_json, unique_violation,
+    Owned, Result, Store, from_json, naming, new_id, now_unix, require_in_tenant, to_json,
+    unique_violation,
 };
 use crate::ControlPlaneError;
 use crate::store::{AdminKey, AdminPrincipal, CustomRole};
@@ -22,14 +25,13 @@ impl Store {
     }
 
     /// Stores an admin key's hash with its name, roles and user (one of the tenant's, when
-    /// given); returns the key's record.
+    /// given), with the events recording it; returns the key's record.
     pub async fn insert_admin_key(
         &self,
         tenant_id: &str,
         hash: &[u8],
-        name: &str,
-        roles: &[String],
-        user_id: Option<&str>,
+        (name, roles, user_id): (&str, &[String], Option<&str>),
+        events: Vec<AuditEvent>,
     ) -> Result<AdminKey> {
         let key = AdminKey {
             id: new_id("adm"),
@@ -56,7 +58,7 @@ impl Store {
         .bind(key.created_at)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit_recorded(tx, &naming(events, &key.id)).await?;
         Ok(key)
     }
 
@@ -136,7 +138,12 @@ impl Store {
     /// Revokes an active admin key of the tenant. Refused (`Invalid`, `last_admin_key`) when
     /// it is the tenant's last active key with the `admin` role, which would lock the tenant
     /// out of its own administration.
-    pub async fn revoke_admin_key(&self, tenant_id: &str, key_id: &str) -> Result<AdminKey> {
+    pub async fn revoke_admin_key(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        events: &[AuditEvent],
+    ) -> Result<AdminKey> {
         let mut tx = self.pool.begin().await?;
         let active = sqlx::query(
             "SELECT id, name, roles, user_id, created_at, revoked_at FROM admin_keys \
@@ -166,15 +173,21 @@ impl Store {
             .bind(key_id)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        self.commit_recorded(tx, events).await?;
         Ok(AdminKey {
             revoked: true,
             ..target
         })
     }
 
-    /// Creates or replaces the tenant's custom role `name`.
-    pub async fn put_role(&self, tenant_id: &str, role: &CustomRole) -> Result<()> {
+    /// Creates or replaces the tenant's custom role `name`, with the events recording it.
+    pub async fn put_role(
+        &self,
+        tenant_id: &str,
+        role: &CustomRole,
+        events: &[AuditEvent],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         let now = now_unix();
         sqlx::query(
             "INSERT INTO roles (tenant_id, name, permissions, created_at, updated_at) \
@@ -185,10 +198,10 @@ impl Store {
         .bind(&role.name)
         .bind(to_json(&role.permissions)?)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| unique_violation(e, "role"))?;
-        Ok(())
+        self.commit_recorded(tx, events).await
     }
 
     /// The tenant's custom role `name`, if it exists.
@@ -217,7 +230,12 @@ impl Store {
     /// Deletes the tenant's custom role `name` and takes the name off every admin key and
     /// virtual key of the tenant, in one transaction: a role created later under the same
     /// name grants them nothing.
-    pub async fn delete_role(&self, tenant_id: &str, name: &str) -> Result<()> {
+    pub async fn delete_role(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        events: &[AuditEvent],
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let deleted = sqlx::query("DELETE FROM roles WHERE tenant_id = $1 AND name = $2")
             .bind(tenant_id)
@@ -249,7 +267,7 @@ impl Store {
             .await?;
         }
         // Virtual keys' roles reach data planes in snapshots.
-        self.commit_change(tx).await
+        self.commit_change(tx, events).await
     }
 }
 

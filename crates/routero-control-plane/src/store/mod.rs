@@ -5,14 +5,17 @@
 //! also sees the change.
 
 mod access;
+mod outbox;
 mod records;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use routero_core::audit::AuditEvent;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 use tokio::sync::Notify;
 
+pub(crate) use outbox::naming;
 pub use records::{
     AdminKey, AdminPrincipal, Credential, CustomRole, KeyChanges, KeyRecord, Route,
     SealedCredential, StateRows, StoredDeployment, Team, User,
@@ -63,6 +66,12 @@ const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[
         include_str!("../../../../migrations/postgres/0005_authz_hardening.sql"),
         include_str!("../../../../migrations/sqlite/0005_authz_hardening.sql"),
     ),
+    (
+        6,
+        "audit outbox",
+        include_str!("../../../../migrations/postgres/0006_audit_outbox.sql"),
+        include_str!("../../../../migrations/sqlite/0006_audit_outbox.sql"),
+    ),
 ];
 
 type Result<T> = std::result::Result<T, ControlPlaneError>;
@@ -83,6 +92,9 @@ fn new_id(prefix: &str) -> String {
 pub struct Store {
     pool: AnyPool,
     changed: std::sync::Arc<Notify>,
+    /// Whether mutations write the events recording them into the audit outbox.
+    outbox: bool,
+    outbox_filled: std::sync::Arc<Notify>,
 }
 
 impl Store {
@@ -92,6 +104,8 @@ impl Store {
         Ok(Self {
             pool,
             changed: std::sync::Arc::new(Notify::new()),
+            outbox: false,
+            outbox_filled: std::sync::Arc::new(Notify::new()),
         })
     }
 
@@ -107,11 +121,17 @@ impl Store {
         Ok(())
     }
 
-    async fn commit_change(&self, mut tx: Transaction<'_, Any>) -> Result<()> {
+    /// Commits a change data planes enforce, with the events recording it (into the outbox,
+    /// in the same transaction), and moves the snapshot version on.
+    async fn commit_change(
+        &self,
+        mut tx: Transaction<'_, Any>,
+        events: &[AuditEvent],
+    ) -> Result<()> {
         sqlx::query("UPDATE snapshot_version SET version = version + 1 WHERE id = 1")
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        self.commit_recorded(tx, events).await?;
         self.changed.notify_one();
         Ok(())
     }
@@ -119,7 +139,7 @@ impl Store {
     /// Moves the snapshot version on with no data change (the policy bundle changed).
     pub async fn bump_snapshot_version(&self) -> Result<()> {
         let tx = self.pool.begin().await?;
-        self.commit_change(tx).await
+        self.commit_change(tx, &[]).await
     }
 
     // ---- tenants ----
@@ -151,13 +171,15 @@ impl Store {
 
     // ---- teams and users ----
 
-    /// Creates a team.
+    /// Creates a team, with the events recording it.
     pub async fn create_team(
         &self,
         tenant_id: &str,
         name: &str,
         external_id: Option<&str>,
+        events: Vec<AuditEvent>,
     ) -> Result<Team> {
+        let mut tx = self.pool.begin().await?;
         let id = new_id("team");
         sqlx::query(
             "INSERT INTO teams (id, tenant_id, name, external_id, created_at) VALUES ($1, $2, $3, $4, $5)",
@@ -167,9 +189,10 @@ impl Store {
         .bind(name)
         .bind(external_id)
         .bind(now_unix())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| unique_violation(e, "team"))?;
+        self.commit_recorded(tx, &naming(events, &id)).await?;
         Ok(Team {
             id,
             name: name.to_owned(),
@@ -194,8 +217,14 @@ impl Store {
             .collect()
     }
 
-    /// Creates a user, member of `team_ids` (all in the same tenant).
-    pub async fn create_user(&self, tenant_id: &str, user: &User) -> Result<User> {
+    /// Creates a user, member of `team_ids` (all in the same tenant), with the events
+    /// recording it.
+    pub async fn create_user(
+        &self,
+        tenant_id: &str,
+        user: &User,
+        events: Vec<AuditEvent>,
+    ) -> Result<User> {
         let mut tx = self.pool.begin().await?;
         let id = new_id("usr");
         sqlx::query(
@@ -221,7 +250,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
+        self.commit_recorded(tx, &naming(events, &id)).await?;
         Ok(User { id, ..user.clone() })
     }
 
@@ -266,7 +295,7 @@ impl Store {
 
     // ---- provider credentials ----
 
-    /// Stores a credential whose secret is already encrypted.
+    /// Stores a credential whose secret is already encrypted, with the events recording it.
     pub async fn create_credential(
         &self,
         tenant_id: &str,
@@ -274,6 +303,7 @@ impl Store {
         provider: &str,
         base_url: &str,
         ciphertext: &str,
+        events: Vec<AuditEvent>,
     ) -> Result<Credential> {
         let mut tx = self.pool.begin().await?;
         let id = new_id("cred");
@@ -291,7 +321,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| unique_violation(e, "credential"))?;
-        self.commit_change(tx).await?;
+        self.commit_change(tx, &naming(events, &id)).await?;
         Ok(Credential {
             id,
             name: name.to_owned(),
@@ -347,14 +377,15 @@ impl Store {
                 changed += 1;
             }
         }
-        self.commit_change(tx).await?;
+        self.commit_change(tx, &[]).await?;
         Ok(changed)
     }
 
     // ---- model routes ----
 
-    /// Creates a route; every deployment's credential must belong to the tenant.
-    pub async fn create_route(&self, route: &Route) -> Result<()> {
+    /// Creates a route (every deployment's credential must belong to the tenant), with the
+    /// events recording it.
+    pub async fn create_route(&self, route: &Route, events: &[AuditEvent]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for deployment in &route.deployments {
             require_in_tenant(
@@ -378,7 +409,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| unique_violation(e, "model"))?;
-        self.commit_change(tx).await
+        self.commit_change(tx, events).await
     }
 
     /// Routes of a tenant (all tenants with `None`), by name.
@@ -424,8 +455,8 @@ impl Store {
 
     // ---- virtual keys ----
 
-    /// Stores a new key record (its hash, never the key).
-    pub async fn insert_key(&self, key: &KeyRecord) -> Result<()> {
+    /// Stores a new key record (its hash, never the key), with the events recording it.
+    pub async fn insert_key(&self, key: &KeyRecord, events: &[AuditEvent]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         check_scope(
             &mut tx,
@@ -454,7 +485,7 @@ impl Store {
         .bind(&key.owner)
         .execute(&mut *tx)
         .await?;
-        self.commit_change(tx).await
+        self.commit_change(tx, events).await
     }
 
     /// A key of the tenant by id, revoked or not.
@@ -490,12 +521,13 @@ impl Store {
         .collect()
     }
 
-    /// Applies `changes` to an active key.
+    /// Applies `changes` to an active key, with the events recording it.
     pub async fn update_key(
         &self,
         tenant_id: &str,
         key_id: &str,
         changes: &KeyChanges,
+        events: &[AuditEvent],
     ) -> Result<KeyRecord> {
         let mut tx = self.pool.begin().await?;
         let current = active_key(&mut tx, tenant_id, key_id).await?;
@@ -535,18 +567,19 @@ impl Store {
         .bind(to_json(&next.roles)?)
         .execute(&mut *tx)
         .await?;
-        self.commit_change(tx).await?;
+        self.commit_change(tx, events).await?;
         Ok(next)
     }
 
-    /// Replaces an active key's secret: the old key stops working at once.
+    /// Replaces an active key's secret (the old key stops working at once), with the events
+    /// recording it.
     pub async fn replace_key_secret(
         &self,
         tenant_id: &str,
         key_id: &str,
-        key_hash: &[u8],
-        key_hint: &str,
+        (key_hash, key_hint): (&[u8], &str),
         expires_at: Option<Option<i64>>,
+        events: &[AuditEvent],
     ) -> Result<KeyRecord> {
         let mut tx = self.pool.begin().await?;
         let current = active_key(&mut tx, tenant_id, key_id).await?;
@@ -563,7 +596,7 @@ impl Store {
         .bind(tenant_id)
         .execute(&mut *tx)
         .await?;
-        self.commit_change(tx).await?;
+        self.commit_change(tx, events).await?;
         Ok(KeyRecord {
             key_hash: key_hash.to_vec(),
             key_hint: key_hint.to_owned(),
@@ -600,8 +633,14 @@ impl Store {
     }
 
     /// Revokes keys of the tenant, all or none: if any is unknown or already revoked, nothing
-    /// changes. Returns the revoked ids.
-    pub async fn revoke_keys(&self, tenant_id: &str, ids: &[String]) -> Result<Vec<String>> {
+    /// changes. Returns the revoked ids. `events` records it (one per key, built by the caller
+    /// from `ids`).
+    pub async fn revoke_keys(
+        &self,
+        tenant_id: &str,
+        ids: &[String],
+        events: &[AuditEvent],
+    ) -> Result<Vec<String>> {
         let mut tx = self.pool.begin().await?;
         let mut revoked = Vec::with_capacity(ids.len());
         for id in ids {
@@ -616,7 +655,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        self.commit_change(tx).await?;
+        self.commit_change(tx, events).await?;
         Ok(revoked)
     }
 
@@ -634,7 +673,12 @@ impl Store {
 
     /// Replaces the tenant's guardrail configuration; data planes apply it from the next
     /// snapshot.
-    pub async fn put_guardrails(&self, tenant_id: &str, config: &str) -> Result<()> {
+    pub async fn put_guardrails(
+        &self,
+        tenant_id: &str,
+        config: &str,
+        events: &[AuditEvent],
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO guardrails (tenant_id, config, updated_at) VALUES ($1, $2, $3) \
@@ -646,7 +690,7 @@ impl Store {
         .bind(now_unix())
         .execute(&mut *tx)
         .await?;
-        self.commit_change(tx).await
+        self.commit_change(tx, events).await
     }
 
     // ---- snapshots ----

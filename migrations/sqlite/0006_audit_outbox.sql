@@ -1,0 +1,7 @@
+-- Admin mutations and the audit events recording them commit together: each event is written
+-- here in the mutation's own transaction, then forwarded to the audit pipeline and deleted.
+CREATE TABLE audit_outbox (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    event       TEXT NOT NULL,
+    created_at  BIGINT NOT NULL
+);
