@@ -588,7 +588,10 @@ async fn mutations_and_their_events_commit_together(store: Store) {
         routero_bus::event(
             &a,
             routero_core::audit::EventType::TeamCreated,
-            routero_bus::actor(routero_core::audit::ActorKind::AdminKey, Some("adm_1".into())),
+            routero_bus::actor(
+                routero_core::audit::ActorKind::AdminKey,
+                Some("adm_1".into()),
+            ),
             routero_bus::resource("team", None),
             routero_core::audit::Outcome::Success,
         )
@@ -598,7 +601,10 @@ async fn mutations_and_their_events_commit_together(store: Store) {
         .await
         .unwrap();
     let duplicate = store.create_team(&a, "ops", None, vec![recorded()]).await;
-    assert!(matches!(duplicate, Err(ControlPlaneError::Conflict(_))), "{duplicate:?}");
+    assert!(
+        matches!(duplicate, Err(ControlPlaneError::Conflict(_))),
+        "{duplicate:?}"
+    );
     let waiting = store.outbox(10).await.unwrap();
     assert_eq!(waiting.len(), 1, "the failed change left no event");
     assert_eq!(
@@ -612,5 +618,8 @@ async fn mutations_and_their_events_commit_together(store: Store) {
         .revoke_keys(&a, &["key_missing".into()], &[recorded()])
         .await;
     assert!(revoked.is_err());
-    assert!(store.outbox(10).await.unwrap().is_empty(), "all or none, events too");
+    assert!(
+        store.outbox(10).await.unwrap().is_empty(),
+        "all or none, events too"
+    );
 }

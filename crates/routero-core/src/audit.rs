@@ -52,6 +52,18 @@ pub enum EventType {
     /// A model route was created.
     #[serde(rename = "model.created")]
     ModelCreated,
+    /// A model route's deployments or tags were replaced.
+    #[serde(rename = "model.updated")]
+    ModelUpdated,
+    /// A model route was deleted.
+    #[serde(rename = "model.deleted")]
+    ModelDeleted,
+    /// A provider credential's secret or base URL was replaced.
+    #[serde(rename = "credential.updated")]
+    CredentialUpdated,
+    /// A provider credential was deleted.
+    #[serde(rename = "credential.deleted")]
+    CredentialDeleted,
     /// A team was created.
     #[serde(rename = "team.created")]
     TeamCreated,

@@ -74,6 +74,8 @@ const ROUTES: &[(&str, &str, Ask)] = &[
     ("GET", "/credentials", Ask::Tenant("credential", "list")),
     ("POST", "/models", Ask::Tenant("model", "create")),
     ("GET", "/models", Ask::Tenant("model", "list")),
+    ("PUT", "/models/{name}", Ask::Tenant("model", "update")),
+    ("DELETE", "/models/{name}", Ask::Tenant("model", "delete")),
     ("POST", "/key/generate", Ask::Tenant("key", "create")),
     ("POST", "/key/delete", Ask::EachKey),
     ("DELETE", "/key/delete", Ask::EachKey),

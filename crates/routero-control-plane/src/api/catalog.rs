@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::extract::Body;
+use super::extract::{Body, Path};
 use super::{ApiError, AppState, ClientInfo};
 use routero_core::audit::EventType;
 
@@ -195,22 +195,23 @@ struct NewDeployment {
     model: String,
 }
 
-pub(super) async fn create_model(
-    State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
-    Extension(client): Extension<ClientInfo>,
-    Body(body): Body<NewModel>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    check_name("name", &body.name)?;
-    let tags = normalize_tags(body.tags)?;
-    if body.deployments.is_empty() || body.deployments.len() > 32 {
+/// A route of the caller's tenant from its deployments and tags, checked.
+async fn route_of(
+    state: &AppState,
+    principal: &AdminPrincipal,
+    name: String,
+    deployments: &[NewDeployment],
+    tags: BTreeMap<String, String>,
+) -> Result<Route, ApiError> {
+    let tags = normalize_tags(tags)?;
+    if deployments.is_empty() || deployments.len() > 32 {
         return Err(ApiError::bad_request(
             "invalid_deployments",
             "a model needs 1-32 deployments",
         ));
     }
-    let mut deployments = Vec::with_capacity(body.deployments.len());
-    for deployment in &body.deployments {
+    let mut stored = Vec::with_capacity(deployments.len());
+    for deployment in deployments {
         check_name("deployments.model", &deployment.model)?;
         let credential_id = state
             .store
@@ -225,17 +226,27 @@ pub(super) async fn create_model(
                     ),
                 )
             })?;
-        deployments.push(StoredDeployment {
+        stored.push(StoredDeployment {
             credential_id,
             model: deployment.model.clone(),
         });
     }
-    let route = Route {
+    Ok(Route {
         tenant_id: principal.tenant_id.clone(),
-        name: body.name,
-        deployments,
+        name,
+        deployments: stored,
         tags,
-    };
+    })
+}
+
+pub(super) async fn create_model(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Extension(client): Extension<ClientInfo>,
+    Body(body): Body<NewModel>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    check_name("name", &body.name)?;
+    let route = route_of(&state, &principal, body.name, &body.deployments, body.tags).await?;
     let event = AppState::event(
         &principal,
         &client,
@@ -244,6 +255,55 @@ pub(super) async fn create_model(
     );
     state.store.create_route(&route, &[event]).await?;
     Ok((StatusCode::CREATED, Json(route_json(&route))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ModelUpdate {
+    deployments: Vec<NewDeployment>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+/// Replaces a model's deployments and tags; data planes route by them from the next snapshot.
+pub(super) async fn update_model(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Extension(client): Extension<ClientInfo>,
+    Path(name): Path<String>,
+    Body(body): Body<ModelUpdate>,
+) -> Result<Json<Value>, ApiError> {
+    check_name("name", &name)?;
+    let route = route_of(&state, &principal, name, &body.deployments, body.tags).await?;
+    let event = AppState::event(
+        &principal,
+        &client,
+        EventType::ModelUpdated,
+        ("model", Some(route.name.clone())),
+    );
+    state.store.replace_route(&route, &[event]).await?;
+    Ok(Json(route_json(&route)))
+}
+
+/// Deletes a model: data planes refuse it (404 `model_not_found`) from the next snapshot.
+pub(super) async fn delete_model(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Extension(client): Extension<ClientInfo>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    check_name("name", &name)?;
+    let event = AppState::event(
+        &principal,
+        &client,
+        EventType::ModelDeleted,
+        ("model", Some(name.clone())),
+    );
+    state
+        .store
+        .delete_route(&principal.tenant_id, &name, &[event])
+        .await?;
+    Ok(Json(json!({ "deleted": name })))
 }
 
 fn route_json(route: &Route) -> Value {

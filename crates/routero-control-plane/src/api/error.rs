@@ -58,6 +58,7 @@ impl From<ControlPlaneError> for ApiError {
                     "credential" => "credential_not_found",
                     "admin key" => "admin_key_not_found",
                     "role" => "role_not_found",
+                    "model" => "model_not_found",
                     _ => "not_found",
                 },
                 format!("No such {what} in this tenant."),

@@ -125,6 +125,10 @@ pub fn router(state: AppState) -> Router {
             "/models",
             post(catalog::create_model).get(catalog::list_models),
         )
+        .route(
+            "/models/{name}",
+            put(catalog::update_model).delete(catalog::delete_model),
+        )
         .route("/key/generate", post(keys::generate))
         .route("/key/delete", post(keys::delete).delete(keys::delete))
         .route("/key/info", get(keys::info))

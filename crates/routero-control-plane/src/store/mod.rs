@@ -412,6 +412,55 @@ impl Store {
         self.commit_change(tx, events).await
     }
 
+    /// Replaces a route's deployments and tags (every deployment's credential must belong to
+    /// the tenant), with the events recording it. `NotFound` when there is no such route.
+    pub async fn replace_route(&self, route: &Route, events: &[AuditEvent]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for deployment in &route.deployments {
+            require_in_tenant(
+                &mut tx,
+                Owned::Credential,
+                &route.tenant_id,
+                &deployment.credential_id,
+            )
+            .await?;
+        }
+        let replaced = sqlx::query(
+            "UPDATE model_routes SET deployments = $1, tags = $2 WHERE tenant_id = $3 AND name = $4",
+        )
+        .bind(to_json(&route.deployments)?)
+        .bind(to_json(&route.tags)?)
+        .bind(&route.tenant_id)
+        .bind(&route.name)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if replaced == 0 {
+            return Err(ControlPlaneError::NotFound("model"));
+        }
+        self.commit_change(tx, events).await
+    }
+
+    /// Deletes a route, with the events recording it. `NotFound` when there is no such route.
+    pub async fn delete_route(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        events: &[AuditEvent],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM model_routes WHERE tenant_id = $1 AND name = $2")
+            .bind(tenant_id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(ControlPlaneError::NotFound("model"));
+        }
+        self.commit_change(tx, events).await
+    }
+
     /// Routes of a tenant (all tenants with `None`), by name.
     pub async fn list_routes(&self, tenant_id: Option<&str>) -> Result<Vec<Route>> {
         sqlx::query(
