@@ -1,6 +1,12 @@
 //! The webhook sink against a real HTTP receiver on loopback that checks signatures with its
 //! own HMAC and fails on demand.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -210,7 +210,8 @@ fn walk(
             continue;
         }
         let next = records.get(i + 1);
-        let kind = if i > 0 && !links && record.prev_hash == records[i - 1].prev_hash {
+        let before = i.checked_sub(1).and_then(|j| records.get(j));
+        let kind = if !links && before.is_some_and(|b| record.prev_hash == b.prev_hash) {
             // Two records claim the same predecessor: the one before was slipped in.
             return Err((s - 1, Tamper::Inserted));
         } else if !links && stored.contains(record.prev_hash.as_str()) {

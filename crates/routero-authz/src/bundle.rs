@@ -52,5 +52,8 @@ pub fn bundle_version(dir: &Path) -> Result<String, AuthzError> {
         hasher.update(&contents);
     }
     let digest = hasher.finalize();
-    Ok(format!("sha256:{}", hex::encode(&digest[..8])))
+    Ok(format!(
+        "sha256:{}",
+        hex::encode(digest.get(..8).unwrap_or_default())
+    ))
 }

@@ -191,8 +191,13 @@ impl Authorizer {
         if let Some(allowed) = self.cache.get(policy_version, &key) {
             return Ok(allowed);
         }
-        let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
-        let response = self.clients[turn]
+        let turn = self
+            .next
+            .fetch_add(1, Ordering::Relaxed)
+            .checked_rem(self.clients.len())
+            .and_then(|turn| self.clients.get(turn))
+            .ok_or_else(|| AuthzError::Unavailable("no policy engine client".into()))?;
+        let response = turn
             .lock()
             .await
             .check_resources(

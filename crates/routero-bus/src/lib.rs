@@ -206,8 +206,11 @@ pub fn rejected(place: &str, payload: &[u8], reason_code: &str, error: &str) -> 
         bytes = payload.len(),
         "audit message rejected; recorded by its digest"
     );
+    let digest: [u8; 32] = Sha256::digest(place.as_bytes()).into();
     let mut id = [0u8; 16];
-    id.copy_from_slice(&Sha256::digest(place.as_bytes())[..16]);
+    id.iter_mut()
+        .zip(digest)
+        .for_each(|(byte, from)| *byte = from);
     let mut recorded = event(
         UNATTRIBUTED_TENANT,
         EventType::AuditMessageRejected,

@@ -37,15 +37,7 @@ pub const ADMIN_KEY_PREFIX: &str = "sk-rtadm-";
 /// The built-in role with full control of its tenant.
 pub const ADMIN_ROLE: &str = "admin";
 
-/// Whether `name` is 1-128 characters of ASCII letters, digits and `-_.:/@`: the form of
-/// every name the control plane accepts (resources, node ids).
-pub(crate) fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@".contains(&b))
-}
+pub(crate) use routero_core::is_valid_name;
 
 /// The two listeners the control plane serves on.
 #[derive(Debug)]

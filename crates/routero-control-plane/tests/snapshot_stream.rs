@@ -1,6 +1,12 @@
 //! The gRPC snapshot service through its public interface: a full snapshot on connect, then
 //! versioned deltas as the admin API changes things; secrets sealed on the wire.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 
 use std::time::Duration;
 

@@ -9,18 +9,20 @@ const MAX_SECONDS: u64 = 10 * 365 * 86_400;
 ///
 /// Strict on purpose: no spaces, no fractions, no zero, no compound forms, at most ten years.
 pub fn parse_duration(text: &str) -> Result<Duration, CoreError> {
-    let invalid = || CoreError::InvalidDuration(text.to_owned());
-    let split = text.len().checked_sub(1).ok_or_else(invalid)?;
-    let (digits, unit) = text.split_at(split);
+    let invalid = || CoreError::InvalidDuration(text.chars().take(64).collect());
+    // The unit is the last character, whatever its width (a byte index could fall inside it).
+    let mut chars = text.chars();
+    let unit = chars.next_back().ok_or_else(invalid)?;
+    let digits = chars.as_str();
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(invalid());
     }
     let count: u64 = digits.parse().map_err(|_| invalid())?;
     let unit_seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
         _ => return Err(invalid()),
     };
     let seconds = count.checked_mul(unit_seconds).ok_or_else(invalid)?;
@@ -51,6 +53,27 @@ mod tests {
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(43_200)));
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(2_592_000)));
+    }
+
+    #[test]
+    fn a_multibyte_last_character_is_refused_not_a_panic() {
+        for text in ["5é", "é", "5€", "12h\u{1F600}", "\u{1F600}"] {
+            assert!(parse_duration(text).is_err(), "{text}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused(text in "\\PC{0,24}") {
+            let _ = parse_duration(&text);
+        }
+
+        #[test]
+        fn valid_durations_round_trip(count in 1u64..=3650, unit in proptest::sample::select(vec!['s', 'm', 'h', 'd'])) {
+            let text = format!("{count}{unit}");
+            let parsed = parse_duration(&text).unwrap();
+            proptest::prop_assert_eq!(parse_duration(&format_duration(parsed)).unwrap(), parsed);
+        }
     }
 
     #[test]

@@ -76,9 +76,19 @@ pub fn parse_cidrs(entries: &[String]) -> Result<Vec<IpNet>, CoreError> {
                 .parse::<IpNet>()
                 .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
                 .map(|net| net.trunc())
-                .map_err(|_| CoreError::InvalidCidr(entry.clone()))
+                .map_err(|_| CoreError::InvalidCidr(entry.chars().take(64).collect()))
         })
         .collect()
+}
+
+/// Whether `name` is 1-128 characters of ASCII letters, digits and `-_.:/@`: the form of every
+/// name Routero accepts (models, resources, node ids), checked before anything else reads it.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@".contains(&b))
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) are compared as the IPv4 they carry.
@@ -92,6 +102,30 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn any_cidr_text_parses_or_is_refused_by_name(text in "\\PC{0,64}") {
+            match parse_cidrs(&[text.clone()]) {
+                Ok(nets) => proptest::prop_assert_eq!(nets.len(), 1),
+                Err(CoreError::InvalidCidr(shown)) => proptest::prop_assert!(shown.chars().count() <= 64),
+                Err(other) => proptest::prop_assert!(false, "{other}"),
+            }
+        }
+
+        #[test]
+        fn valid_cidrs_round_trip(a in 0u8..=255, b in 0u8..=255, prefix in 0u8..=32) {
+            let text = format!("{a}.{b}.0.0/{prefix}");
+            let nets = parse_cidrs(&[text]).unwrap();
+            proptest::prop_assert_eq!(parse_cidrs(&[nets[0].to_string()]).unwrap(), nets);
+        }
+
+        #[test]
+        fn names_are_judged_without_panicking(text in "\\PC{0,200}") {
+            let valid = is_valid_name(&text);
+            proptest::prop_assert_eq!(valid, !text.is_empty() && text.len() <= 128 && text.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/@".contains(c)));
+        }
+    }
 
     fn policy(cidrs: &[&str], expires_at: Option<i64>) -> KeyPolicy {
         KeyPolicy {

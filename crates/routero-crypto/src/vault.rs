@@ -154,7 +154,7 @@ mod tests {
     fn tampered_ciphertext_does_not_decrypt() {
         let ring = Keyring::generate().unwrap();
         let ct = ring.encrypt("t", "sk-provider").unwrap();
-        let mut raw = STANDARD.decode(&ct[3..]).unwrap();
+        let mut raw = STANDARD.decode(ct.strip_prefix("v1:").unwrap()).unwrap();
         raw[14] ^= 0x40;
         let tampered = format!("v1:{}", STANDARD.encode(raw));
         assert_eq!(

@@ -130,6 +130,24 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_headers_are_read_without_panicking(
+            authorization in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            api_key in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            forwarded in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+        ) {
+            let mut h = HeaderMap::new();
+            for (name, raw) in [("authorization", &authorization), ("x-api-key", &api_key), ("x-forwarded-for", &forwarded)] {
+                if let Ok(value) = axum::http::HeaderValue::from_bytes(raw) {
+                    h.insert(name, value);
+                }
+            }
+            let _ = presented_key(&h);
+            let _ = client_ip("127.0.0.1".parse().unwrap(), &h, &nets(&["127.0.0.0/8"]));
+        }
+    }
+
     #[test]
     fn key_from_bearer_or_x_api_key() {
         let mut h = HeaderMap::new();

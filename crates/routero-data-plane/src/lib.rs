@@ -133,3 +133,69 @@ pub async fn run(
     let _ = reporting.await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use routero_bus::{EventSource as _, Overflow, in_process};
+    use routero_core::audit::EventType;
+
+    use super::*;
+
+    async fn boom() -> &'static str {
+        panic!("a bug")
+    }
+
+    /// A handler that panics behind the real containment layer, served over HTTP: the client
+    /// gets 500 `internal_error` (not a dropped connection), the panic is recorded, and the
+    /// server goes on serving.
+    #[tokio::test]
+    async fn a_handler_panic_becomes_a_recorded_500() {
+        let config = DataPlaneConfig::new(
+            "http://127.0.0.1:1".into(),
+            routero_crypto::SealingKey::generate().unwrap(),
+        );
+        let (bus, mut events) = in_process(8, Overflow::Block);
+        let app = Arc::new(App {
+            gateway: Gateway::new(Duration::from_secs(1)),
+            provider: Provider::new(&config).unwrap(),
+            trusted_proxies: Vec::new(),
+            max_body_bytes: 1024,
+            audit: Some(bus),
+            authorizer: None,
+            deadlines: config.deadlines,
+            failures: Arc::new(AuthFailures::new(config.failure_limits)),
+        });
+        let router = Router::new()
+            .route("/boom", get(boom))
+            .route("/fine", get(|| async { "fine" }))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&app),
+                proxy::contain_panics,
+            ))
+            .with_state(app);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(routero_http::serve(
+            listener,
+            router,
+            config.deadlines,
+            std::future::pending(),
+        ));
+        let client = reqwest::Client::new();
+        let boom = client.get(format!("{base}/boom")).send().await.unwrap();
+        assert_eq!(boom.status().as_u16(), 500);
+        let body: serde_json::Value = serde_json::from_slice(&boom.bytes().await.unwrap()).unwrap();
+        assert_eq!(body["error"]["code"], "internal_error");
+        assert!(
+            !body.to_string().contains("a bug"),
+            "the panic's text stays in the log"
+        );
+        let recorded = events.next_batch(1).await.unwrap();
+        assert_eq!(recorded[0].action, EventType::RequestFailed);
+        assert_eq!(recorded[0].reason_code.as_deref(), Some("internal_error"));
+        let fine = client.get(format!("{base}/fine")).send().await.unwrap();
+        assert_eq!(fine.status().as_u16(), 200, "the server goes on serving");
+    }
+}

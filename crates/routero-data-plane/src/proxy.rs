@@ -392,6 +392,11 @@ async fn proxy(
         .get("model")
         .and_then(Value::as_str)
         .ok_or_else(|| Refused::invalid("model: a string is required"))?;
+    if !routero_core::is_valid_name(model) {
+        return Err(Refused::invalid(
+            "model: 1-128 characters of letters, digits and -_.:/@",
+        ));
+    }
     seen.model = Some(model.to_owned());
     if !request.contains_key(endpoint.required_field()) {
         return Err(Refused::invalid(format!(

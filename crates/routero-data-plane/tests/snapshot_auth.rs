@@ -3,7 +3,12 @@
 //! messages, replays them, or a rogue control plane serves its own. The data plane refuses each
 //! message, stays on its last good state, ages toward `max_staleness` and then fails closed,
 //! and `/readyz` says why.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::pin::Pin;
 use std::time::Duration;

@@ -119,7 +119,10 @@ impl Policy {
                 .counts
                 .entry((detector.name.clone(), action.name()))
                 .or_default() += 1;
-            let value = &text[finding.start..finding.end];
+            // Findings come from regex matches: their offsets are character boundaries.
+            let Some(value) = text.get(finding.start..finding.end) else {
+                continue;
+            };
             let replacement = match action {
                 Action::Block => {
                     applied
@@ -136,12 +139,12 @@ impl Policy {
                     token(hash_key, value)
                 ),
             };
-            out.push_str(&text[copied..finding.start]);
+            out.push_str(text.get(copied..finding.start).unwrap_or_default());
             out.push_str(&replacement);
             copied = finding.end;
         }
         if copied > 0 {
-            out.push_str(&text[copied..]);
+            out.push_str(text.get(copied..).unwrap_or_default());
             applied.text = Cow::Owned(out);
         }
         applied
@@ -152,7 +155,7 @@ fn mask(value: &str, keep: usize) -> String {
     let kept: Vec<char> = value.chars().filter(char::is_ascii_alphanumeric).collect();
     let shown = keep.min(kept.len() / 2);
     let mut masked = "*".repeat(kept.len() - shown);
-    masked.extend(&kept[kept.len() - shown..]);
+    masked.extend(kept.iter().skip(kept.len() - shown));
     masked
 }
 
@@ -163,7 +166,7 @@ fn token(key: &[u8], value: &str) -> String {
         |_| String::new(),
         |mut mac| {
             mac.update(value.as_bytes());
-            hex::encode(&mac.finalize().into_bytes()[..8])
+            hex::encode(mac.finalize().into_bytes().get(..8).unwrap_or_default())
         },
     )
 }

@@ -270,7 +270,7 @@ fn card(text: &str) -> bool {
     };
     // Separators, if any, must be of one kind (4242 4242 4242 4242, not 4242-4242 4242-4242).
     let separators: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_digit()).collect();
-    let consistent = separators.windows(2).all(|w| w[0] == w[1]);
+    let consistent = separators.windows(2).all(|w| w.first() == w.last());
     brand && consistent && luhn(&digits)
 }
 
@@ -298,12 +298,12 @@ fn ipv6(text: &str) -> bool {
 
 fn phone(text: &str) -> bool {
     let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_digit).collect();
-    let national = match digits.len() {
-        10 => &digits[..],
-        11 if digits[0] == b'1' => &digits[1..],
+    let national = match (digits.len(), digits.split_first()) {
+        (10, _) => digits.as_slice(),
+        (11, Some((b'1', rest))) => rest,
         _ => return false,
     };
-    national[0] >= b'2' && national[3] >= b'2'
+    national.first().is_some_and(|d| *d >= b'2') && national.get(3).is_some_and(|d| *d >= b'2')
 }
 
 fn jwt(text: &str) -> bool {
@@ -319,7 +319,9 @@ fn jwt(text: &str) -> bool {
 pub(crate) fn entropy(text: &str) -> f64 {
     let mut counts = [0u32; 256];
     for byte in text.bytes() {
-        counts[usize::from(byte)] += 1;
+        if let Some(count) = counts.get_mut(usize::from(byte)) {
+            *count += 1;
+        }
     }
     let len = text.len() as f64;
     counts

@@ -183,16 +183,19 @@ impl Scanner {
         let mut jailbreak_score = 0.0f32;
         let mut jailbreak = Vec::new();
         for index in self.set.matches(text).iter() {
-            let detector = &self.detectors[index];
+            let Some(detector) = self.detectors.get(index) else {
+                continue;
+            };
             for captures in detector.regex.captures_iter(text) {
                 let Some(span) = captures.get(detector.group) else {
                     continue;
                 };
-                let before = text[..span.start()].chars().next_back();
-                if !detector
-                    .confirm
-                    .holds(span.as_str(), before, &text[span.end()..])
-                {
+                // A match's offsets are character boundaries.
+                let before = text
+                    .get(..span.start())
+                    .and_then(|head| head.chars().next_back());
+                let after = text.get(span.end()..).unwrap_or_default();
+                if !detector.confirm.holds(span.as_str(), before, after) {
                     continue;
                 }
                 let finding = Finding {

@@ -115,19 +115,22 @@ impl<'a> StreamScanner<'a> {
         let blocking = findings
             .iter()
             .position(|f| self.policy.action_of(self.scanner, f) == Some(Action::Block));
-        let (cut, findings, blocked_by) = match blocking {
-            Some(index) => (
-                findings[index].start,
-                &findings[..index],
+        let (cut, findings, blocked_by) = match blocking.and_then(|i| Some((i, findings.get(i)?))) {
+            Some((index, blocking)) => (
+                blocking.start,
+                findings.get(..index).unwrap_or_default(),
                 self.scanner
-                    .detector(findings[index].detector)
+                    .detector(blocking.detector)
                     .map(|d| d.name.clone()),
             ),
             None => (cut, findings, None),
         };
-        let Applied { text, counts, .. } =
-            self.policy
-                .apply_findings(self.scanner, self.hash_key, &self.held[..cut], findings);
+        let Applied { text, counts, .. } = self.policy.apply_findings(
+            self.scanner,
+            self.hash_key,
+            self.held.get(..cut).unwrap_or_default(),
+            findings,
+        );
         let text = text.into_owned();
         for (key, count) in counts {
             *self.counts.entry(key).or_default() += count;

@@ -1,6 +1,12 @@
 //! The spool's bound with no broker reachable: events are kept, never dropped, and once spool
 //! and bus are full the bus's overflow policy decides: refuse (fail closed) or wait (block).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::string_slice
+)]
 
 use std::time::Duration;
 

@@ -96,8 +96,13 @@ struct NewSecret {
 fn new_secret(state: &AppState) -> Result<NewSecret, ApiError> {
     let key = generate_api_key(KEY_PREFIX).map_err(crate::ControlPlaneError::from)?;
     let text = key.expose_secret();
-    let body = &text[KEY_PREFIX.len()..];
-    let hint = format!("{KEY_PREFIX}{}...{}", &body[..4], &body[body.len() - 4..]);
+    let body = text.strip_prefix(KEY_PREFIX).unwrap_or(text);
+    let head: String = body.chars().take(4).collect();
+    let tail: String = body
+        .chars()
+        .skip(body.chars().count().saturating_sub(4))
+        .collect();
+    let hint = format!("{KEY_PREFIX}{head}...{tail}");
     let hash = state.hasher.hash(text).0.to_vec();
     Ok(NewSecret { key, hash, hint })
 }

@@ -75,7 +75,12 @@ pub(super) async fn create_admin_key(
     )
     .await?;
     let mut body = json!(key);
-    body["key"] = Value::String(secret.expose_secret().to_owned());
+    if let Some(fields) = body.as_object_mut() {
+        fields.insert(
+            "key".into(),
+            Value::String(secret.expose_secret().to_owned()),
+        );
+    }
     Ok((StatusCode::CREATED, Json(body)))
 }
 
