@@ -106,7 +106,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn any_cidr_text_parses_or_is_refused_by_name(text in "\\PC{0,64}") {
-            match parse_cidrs(&[text.clone()]) {
+            match parse_cidrs(std::slice::from_ref(&text)) {
                 Ok(nets) => proptest::prop_assert_eq!(nets.len(), 1),
                 Err(CoreError::InvalidCidr(shown)) => proptest::prop_assert!(shown.chars().count() <= 64),
                 Err(other) => proptest::prop_assert!(false, "{other}"),
