@@ -336,3 +336,32 @@ def test_chained_records_land_in_s3_as_gzipped_ndjson_per_hour_with_their_checkp
     assert code == 0, out + err
     code, out, err = writer.audit("verify", "--tenant", tenant, "--witness", f"s3://{writer.s3_bucket}/routero-audit/")
     assert code == 1 and f"tenant {tenant}: seq {witnessed} deleted" in out, out + err
+
+
+def test_a_message_the_broker_will_never_take_is_recorded_and_skipped(pipeline):
+    """A spooled event too large for the broker (here planted in the data plane's spool, as a
+    disk fault or an older version could leave it) is not retried forever ahead of the rest:
+    it is replaced by audit.message_rejected with its SHA-256, and later events flow."""
+    broker, writer, gw = pipeline
+    issued, client = key_and_client(gw)
+    chat(client, 2)
+    wait_for_routed(writer, issued["key_id"], 2)
+    gw.stop("data-plane")
+    spool = Path(writer.workdir) / "dp-spool"
+    segment = sorted(spool.glob("*.spool"))[-1]
+    huge = json.dumps({"event_id": str(uuid.uuid4()), "tenant_id": "_unattributed", "time": "2026-11-29T00:00:00.000Z",
+                       "actor": {"kind": "system", "id": None, "source_ip": None, "user_agent": None},
+                       "action": "request.failed", "resource": {"kind": "x", "id": None}, "outcome": "failure",
+                       "reason_code": None, "request_id": None, "policy_version": None,
+                       "details": {"padding": "x" * (2 * 1024 * 1024)}}).encode()
+    with open(segment, "ab") as f:
+        f.write(huge + b"\n")
+    gw.start_data_plane()
+    wait_until(lambda: ready(gw.data_url + "/readyz"), what="data plane back")
+    chat(client, 3)
+    wait_for_routed(writer, issued["key_id"], 5, timeout=90)
+    digest = hashlib.sha256(huge).hexdigest()
+    rejected = [r["event"] for r in writer.records() if r["event"]["action"] == "audit.message_rejected"]
+    assert any(e["details"].get("sha256") == digest and e["reason_code"] == "refused_by_broker" for e in rejected), rejected
+    assert all("padding" not in json.dumps(e) for e in rejected), "never its bytes"
+    assert_once_and_verified(writer, writer.records())
