@@ -279,6 +279,15 @@ def test_webhook_sink_delivers_signed_chained_records_and_witnesses_the_heads(fa
         server.shutdown()
 
 
+def crash_and_restart(gw):
+    """SIGKILL `routero up` (no drain, no final checkpoint), then start it again."""
+    gw.processes["up"].proc.kill()
+    gw.processes["up"].proc.wait()
+    gw.stop("up")
+    gw.start("up", gw.up_env)
+    wait_until(lambda: ready(gw.admin_url + "/readyz"), what="up again")
+
+
 def test_a_crash_loses_no_event_a_client_was_answered_for(fake_provider):
     """`routero up` spools each event to disk before the client's answer: SIGKILL right after
     the answers, restart, and every request is in the chain."""
@@ -289,11 +298,7 @@ def test_a_crash_loses_no_event_a_client_was_answered_for(fake_provider):
         client = gw.client(issued["key"])
         for _ in range(30):
             client.chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": "hi"}])
-        gw.processes["up"].proc.kill()
-        gw.processes["up"].proc.wait()
-        gw.stop("up")
-        gw.start("up", gw.up_env)
-        wait_until(lambda: ready(gw.admin_url + "/readyz"), what="up again")
+        crash_and_restart(gw)
 
         def routed():
             events = gw.admin("GET", "/audit/events?type=request.routed&limit=100").json()["events"]
@@ -344,11 +349,7 @@ def test_an_admin_change_and_its_event_commit_together(fake_provider):
     gw = Gateway(fake_provider, "sqlite-up", extra_env={"ROUTERO_AUDIT_CHECKPOINT_INTERVAL": "1h"})
     try:
         created = [gw.new_key(models=["gpt-a"])["key_id"] for _ in range(20)]
-        gw.processes["up"].proc.kill()
-        gw.processes["up"].proc.wait()
-        gw.stop("up")
-        gw.start("up", gw.up_env)
-        wait_until(lambda: ready(gw.admin_url + "/readyz"), what="up again")
+        crash_and_restart(gw)
 
         def chained():
             events = gw.admin("GET", "/audit/events?type=key.created&limit=100").json()["events"]

@@ -76,21 +76,21 @@ fn scan(c: &mut Criterion) {
             (Selector::Category(Category::Jailbreak), Action::Log),
         ],
     };
+    let mut group = c.benchmark_group("scan");
     for dirty in [false, true] {
-        let mut group = c.benchmark_group(if dirty { "dirty" } else { "clean" });
         for size in [1024, 16 * 1024, 256 * 1024] {
             let input = text(size, dirty);
             group.throughput(Throughput::Bytes(size as u64));
             group.bench_with_input(
-                BenchmarkId::from_parameter(size / 1024),
+                BenchmarkId::new(if dirty { "dirty" } else { "clean" }, size / 1024),
                 &input,
                 |b, input| {
                     b.iter(|| policy.apply(&scanner, b"key", input));
                 },
             );
         }
-        group.finish();
     }
+    group.finish();
 }
 
 criterion_group!(benches, scan);

@@ -6,8 +6,8 @@ use sqlx::{Any, Row, Transaction};
 use routero_core::audit::AuditEvent;
 
 use super::{
-    Owned, Result, Store, from_json, naming, new_id, now_unix, require_in_tenant, to_json,
-    unique_violation,
+    Owned, Result, Store, delete_named, from_json, naming, new_id, now_unix, require_in_tenant,
+    to_json, unique_violation,
 };
 use crate::ControlPlaneError;
 use crate::store::{AdminKey, AdminPrincipal, CustomRole};
@@ -237,15 +237,13 @@ impl Store {
         events: &[AuditEvent],
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let deleted = sqlx::query("DELETE FROM roles WHERE tenant_id = $1 AND name = $2")
-            .bind(tenant_id)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if deleted == 0 {
-            return Err(ControlPlaneError::NotFound("role"));
-        }
+        delete_named(
+            &mut tx,
+            "DELETE FROM roles WHERE tenant_id = $1 AND name = $2",
+            (tenant_id, name),
+            "role",
+        )
+        .await?;
         for (id, roles) in without_role(&mut tx, HELD_BY_ADMIN_KEYS, tenant_id, name).await? {
             sqlx::query("UPDATE admin_keys SET roles = $1 WHERE tenant_id = $2 AND id = $3")
                 .bind(to_json(&roles)?)

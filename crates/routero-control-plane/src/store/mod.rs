@@ -387,15 +387,7 @@ impl Store {
     /// events recording it.
     pub async fn create_route(&self, route: &Route, events: &[AuditEvent]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        for deployment in &route.deployments {
-            require_in_tenant(
-                &mut tx,
-                Owned::Credential,
-                &route.tenant_id,
-                &deployment.credential_id,
-            )
-            .await?;
-        }
+        require_credentials(&mut tx, route).await?;
         let deployments = serde_json::to_string(&route.deployments)
             .map_err(|e| ControlPlaneError::Corrupt(e.to_string()))?;
         sqlx::query(
@@ -416,15 +408,7 @@ impl Store {
     /// the tenant), with the events recording it. `NotFound` when there is no such route.
     pub async fn replace_route(&self, route: &Route, events: &[AuditEvent]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        for deployment in &route.deployments {
-            require_in_tenant(
-                &mut tx,
-                Owned::Credential,
-                &route.tenant_id,
-                &deployment.credential_id,
-            )
-            .await?;
-        }
+        require_credentials(&mut tx, route).await?;
         let replaced = sqlx::query(
             "UPDATE model_routes SET deployments = $1, tags = $2 WHERE tenant_id = $3 AND name = $4",
         )
@@ -449,15 +433,13 @@ impl Store {
         events: &[AuditEvent],
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let deleted = sqlx::query("DELETE FROM model_routes WHERE tenant_id = $1 AND name = $2")
-            .bind(tenant_id)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if deleted == 0 {
-            return Err(ControlPlaneError::NotFound("model"));
-        }
+        delete_named(
+            &mut tx,
+            "DELETE FROM model_routes WHERE tenant_id = $1 AND name = $2",
+            (tenant_id, name),
+            "model",
+        )
+        .await?;
         self.commit_change(tx, events).await
     }
 
@@ -862,6 +844,39 @@ impl Owned {
             Self::Credential => "credential",
         }
     }
+}
+
+/// Every deployment's credential belongs to the route's tenant.
+async fn require_credentials(tx: &mut Transaction<'_, Any>, route: &Route) -> Result<()> {
+    for deployment in &route.deployments {
+        require_in_tenant(
+            tx,
+            Owned::Credential,
+            &route.tenant_id,
+            &deployment.credential_id,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Runs a `DELETE … WHERE tenant_id = $1 AND name = $2`; `NotFound(what)` when nothing was.
+async fn delete_named(
+    tx: &mut Transaction<'_, Any>,
+    statement: &'static str,
+    (tenant_id, name): (&str, &str),
+    what: &'static str,
+) -> Result<()> {
+    let deleted = sqlx::query(statement)
+        .bind(tenant_id)
+        .bind(name)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    if deleted == 0 {
+        return Err(ControlPlaneError::NotFound(what));
+    }
+    Ok(())
 }
 
 /// Fails unless `id` names a row of that kind in `tenant_id`: the store's own tenant wall.
