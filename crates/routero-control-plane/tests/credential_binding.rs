@@ -13,11 +13,23 @@ use routero_control_plane::{
 use routero_crypto::{CryptoError, Keyring, SealingKey};
 use secrecy::ExposeSecret;
 
+const BASE_URL: &str = "http://127.0.0.1:9/v1";
+
 /// A ciphertext as written before credentials were bound: the tenant alone as associated data.
 fn legacy(key: &SealingKey, tenant: &str, plaintext: &str) -> String {
     let aad = [b"routero:credential:".as_slice(), tenant.as_bytes()].concat();
     let sealed = key.seal(&aad, plaintext.as_bytes()).unwrap();
     format!("v1:{}", STANDARD.encode(sealed))
+}
+
+/// Stores a credential `name` of `tenant` whose ciphertext is the legacy one of `sealed_for`.
+async fn store_legacy(store: &Store, key: &SealingKey, tenant: &str, name: &str, sealed_for: &str) {
+    store
+        .create_credential(tenant, name, "openai", BASE_URL, |_| {
+            Ok(legacy(key, sealed_for, &format!("sk-{name}")))
+        })
+        .await
+        .unwrap();
 }
 
 async fn row(store: &Store, name: &str) -> SealedCredential {
@@ -29,6 +41,21 @@ async fn row(store: &Store, name: &str) -> SealedCredential {
         .into_iter()
         .find(|c| c.credential.name == name)
         .unwrap()
+}
+
+/// Asserts that `name`'s secret is bound under `prefix` (`b<version>:`) and opens to
+/// `sk-<name>`; returns the row.
+async fn assert_bound(
+    store: &Store,
+    keyring: &Keyring,
+    name: &str,
+    prefix: &str,
+) -> SealedCredential {
+    let row = row(store, name).await;
+    assert!(row.ciphertext.starts_with(prefix), "{}", row.ciphertext);
+    let secret = keyring.decrypt(&row.binding(), &row.ciphertext).unwrap();
+    assert_eq!(secret.expose_secret(), format!("sk-{name}"));
+    row
 }
 
 async fn execute(url: &str, sql: &str) {
@@ -55,31 +82,12 @@ async fn legacy_rows_are_bound_once_and_stay_bound(url: String) {
     let tenant = store.ensure_tenant(DEFAULT_TENANT).await.unwrap();
     let key = SealingKey::generate().unwrap();
     let keyring = Keyring::new([(1, key.clone())]).unwrap();
-    let base_url = "http://127.0.0.1:9/v1";
-    store
-        .create_credential(&tenant, "old", "openai", base_url, |_| {
-            Ok(legacy(&key, &tenant, "sk-old"))
-        })
-        .await
-        .unwrap();
+    store_legacy(&store, &key, &tenant, "old", &tenant).await;
     // A legacy ciphertext of another tenant, moved here: it does not decrypt, so it is not bound.
-    store
-        .create_credential(&tenant, "moved", "openai", base_url, |_| {
-            Ok(legacy(&key, "another-tenant", "sk-other"))
-        })
-        .await
-        .unwrap();
+    store_legacy(&store, &key, &tenant, "moved", "another-tenant").await;
 
     start(&url, &keyring).await;
-    let old = row(&store, "old").await;
-    assert!(old.ciphertext.starts_with("b1:"), "{}", old.ciphertext);
-    assert_eq!(
-        keyring
-            .decrypt(&old.binding(), &old.ciphertext)
-            .unwrap()
-            .expose_secret(),
-        "sk-old"
-    );
+    let old = assert_bound(&store, &keyring, "old", "b1:").await;
     let moved = row(&store, "moved").await;
     assert!(
         Keyring::is_legacy(&moved.ciphertext),
@@ -119,33 +127,19 @@ async fn legacy_rows_are_bound_once_and_stay_bound(url: String) {
     );
     execute(
         &url,
-        &format!("UPDATE credentials SET base_url = '{base_url}' WHERE name = 'old'"),
+        &format!("UPDATE credentials SET base_url = '{BASE_URL}' WHERE name = 'old'"),
     )
     .await;
 
     // Rotation moves the row to the new key, still bound.
     assert_eq!(rotate_credentials(&store, &rotated).await.unwrap(), 1);
-    let old = row(&store, "old").await;
-    assert!(old.ciphertext.starts_with("b2:"), "{}", old.ciphertext);
-    assert_eq!(
-        rotated
-            .decrypt(&old.binding(), &old.ciphertext)
-            .unwrap()
-            .expose_secret(),
-        "sk-old"
-    );
+    assert_bound(&store, &rotated, "old", "b2:").await;
 
     // A rotation also binds a legacy row it meets (a database no control plane has started on
     // since the upgrade).
-    store
-        .create_credential(&tenant, "late", "openai", base_url, |_| {
-            Ok(legacy(&key, &tenant, "sk-late"))
-        })
-        .await
-        .unwrap();
+    store_legacy(&store, &key, &tenant, "late", &tenant).await;
     assert_eq!(rotate_credentials(&store, &rotated).await.unwrap(), 1);
-    let late = row(&store, "late").await;
-    assert!(late.ciphertext.starts_with("b2:"), "{}", late.ciphertext);
+    assert_bound(&store, &rotated, "late", "b2:").await;
 }
 
 #[tokio::test]

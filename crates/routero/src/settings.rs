@@ -720,6 +720,23 @@ mod tests {
             .collect()
     }
 
+    const KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+    /// What a control plane needs, plus `extra`.
+    fn control_plane_env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut vars = vec![
+            ("ROUTERO_DATABASE_URL", "sqlite://x"),
+            ("ROUTERO_PEPPER", KEY),
+            (
+                "ROUTERO_MASTER_KEYS",
+                "1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            ),
+            ("ROUTERO_DATA_PLANE_KEY", KEY),
+        ];
+        vars.extend_from_slice(extra);
+        vars
+    }
+
     #[test]
     fn env_overrides_file_and_unrelated_variables_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
@@ -798,18 +815,9 @@ mod tests {
 
     #[test]
     fn egress_allow_opens_ranges_on_both_planes() {
-        let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
         let planes = |allow: Option<&str>| {
-            let mut vars = vec![
-                ("ROUTERO_DATABASE_URL", "sqlite://x"),
-                ("ROUTERO_PEPPER", key),
-                (
-                    "ROUTERO_MASTER_KEYS",
-                    "1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-                ),
-                ("ROUTERO_DATA_PLANE_KEY", key),
-                ("ROUTERO_CONTROL_PLANE_URL", "http://127.0.0.1:8082"),
-            ];
+            let mut vars =
+                control_plane_env(&[("ROUTERO_CONTROL_PLANE_URL", "http://127.0.0.1:8082")]);
             if let Some(allow) = allow {
                 vars.push(("ROUTERO_EGRESS_ALLOW", allow));
             }
@@ -874,16 +882,7 @@ mod tests {
         assert!(data_plane("http://10.0.0.5:8082", Some("true")).is_ok());
 
         let control_plane = |addr: &str, allow: Option<&str>| {
-            let mut vars = vec![
-                ("ROUTERO_DATABASE_URL", "sqlite://x"),
-                ("ROUTERO_PEPPER", key),
-                (
-                    "ROUTERO_MASTER_KEYS",
-                    "1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-                ),
-                ("ROUTERO_DATA_PLANE_KEY", key),
-                ("ROUTERO_GRPC_ADDR", addr),
-            ];
+            let mut vars = control_plane_env(&[("ROUTERO_GRPC_ADDR", addr)]);
             if let Some(allow) = allow {
                 vars.push(("ROUTERO_ALLOW_PLAINTEXT_GRPC", allow));
             }
