@@ -31,12 +31,12 @@ pub struct Live {
 }
 
 impl Live {
-    /// Decodes and unseals a wire state. Entries that do not decode are left out (so they are
-    /// refused), never guessed at.
+    /// Decodes and unseals a wire state, preparing each credential under the egress `policy`.
+    /// Entries that do not decode are left out (so they are refused), never guessed at.
     pub fn build(
         state: &WireState,
         key: &SealingKey,
-        egress: &EgressPolicy,
+        policy: &EgressPolicy,
     ) -> Result<Self, DataPlaneError> {
         let pepper = key.open(aad::PEPPER, state.sealed_pepper())?;
         let hasher = KeyHasher::new(SealingKey::from_bytes(&pepper)?)?;
@@ -76,7 +76,7 @@ impl Live {
         let upstreams = credentials
             .iter()
             .map(|c| {
-                let prepared = Upstream::prepare(c, egress).map_err(|error| {
+                let prepared = Upstream::prepare(c, policy).map_err(|error| {
                     tracing::error!(credential = %c.id, %error, "credential unusable; its requests are refused");
                     egress::refusal(&error)
                 });
