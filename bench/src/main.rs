@@ -520,6 +520,8 @@ async fn run(args: Args) -> Result<()> {
             .env("ROUTERO_DATA_PLANE_KEY", data_plane_key.trim())
             .env("ROUTERO_DATA_PLANE_ADDR", format!("127.0.0.1:{alone_port}"))
             .env("ROUTERO_ALLOW_UNAUDITED", "true")
+            // The fake provider is on loopback, which a split data plane refuses unless allowed.
+            .env("ROUTERO_EGRESS_ALLOW", "127.0.0.1/32")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -141,6 +141,8 @@ class Gateway:
                 "ROUTERO_CONTROL_PLANE_ADDR": f"127.0.0.1:{self.admin_port}",
                 "ROUTERO_GRPC_ADDR": f"127.0.0.1:{self.grpc_port}",
                 "ROUTERO_HEARTBEAT_INTERVAL": "1s",
+                # The fake provider is on loopback, which split planes refuse unless allowed.
+                "ROUTERO_EGRESS_ALLOW": "127.0.0.1/32",
                 # Split planes without a broker: only for tests that are not about the audit pipeline.
                 **({} if "ROUTERO_KAFKA_BROKERS" in (cp_env or {}) else {"ROUTERO_ALLOW_UNAUDITED": "true"}),
                 **(cp_env or {}),
@@ -169,6 +171,7 @@ class Gateway:
             "ROUTERO_DATA_PLANE_ADDR": f"127.0.0.1:{self.data_port}",
             "ROUTERO_SNAPSHOT_PATH": str(self.dir / "snapshot.bin"),
             "ROUTERO_NODE_ID": "e2e-dp",
+            "ROUTERO_EGRESS_ALLOW": "127.0.0.1/32",
             **({} if "ROUTERO_KAFKA_BROKERS" in self.extra_env else {"ROUTERO_ALLOW_UNAUDITED": "true"}),
             **self.extra_env,
             **overrides,

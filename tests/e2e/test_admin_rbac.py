@@ -59,7 +59,7 @@ def endpoints(gw):
     """(name, method, path, body or None, query or None, success status, roles allowed)."""
     return [
         ("create credential", "POST", "/credentials",
-         lambda: {"name": unique("c"), "provider": "openai", "api_key": "sk-x", "base_url": "https://api.example/v1"},
+         lambda: {"name": unique("c"), "provider": "openai", "api_key": "sk-x", "base_url": gw.fake_url + "/v1"},
          None, 201, {"admin"}),
         ("list credentials", "GET", "/credentials", None, None, 200, {"admin"}),
         ("create model", "POST", "/models",
@@ -363,7 +363,7 @@ def test_tenants_see_nothing_of_each_other(governed):
 
     # Tenant B builds a little of everything.
     assert gw.admin("POST", "/credentials", {"name": "b-cred", "provider": "openai", "api_key": "sk-b",
-                                             "base_url": "https://b.example/v1"}, key=b).status_code == 201
+                                             "base_url": gw.fake_url + "/v1"}, key=b).status_code == 201
     assert gw.admin("POST", "/models", {"name": "b-model", "deployments": [{"credential": "b-cred", "model": "x"}]},
                     key=b).status_code == 201
     b_key = gw.admin("POST", "/key/generate", {}, key=b).json()["key_id"]

@@ -198,7 +198,7 @@ def test_admin_api_refuses_bad_input_with_stable_codes(gateway):
         (gateway.admin("POST", "/key/generate", {}, key=None), 401, "invalid_admin_key"),
         (gateway.admin("POST", "/credentials", {"name": "x", "provider": "openai", "api_key": "k", "base_url": "ftp://x"}), 400, "invalid_base_url"),
         (gateway.admin("POST", "/credentials", {"name": "x", "provider": "mystery", "api_key": "k", "base_url": "http://x"}), 400, "unsupported_provider"),
-        (gateway.admin("POST", "/credentials", {"name": "fake", "provider": "openai", "api_key": "k", "base_url": "http://x"}), 409, "already_exists"),
+        (gateway.admin("POST", "/credentials", {"name": "fake", "provider": "openai", "api_key": "k", "base_url": gateway.fake_url + "/v1"}), 409, "already_exists"),
         (gateway.admin("POST", "/models", {"name": "m", "deployments": [{"credential": "nope", "model": "x"}]}), 400, "unknown_credential"),
         (gateway.admin("GET", "/key/info?key_id=key_missing"), 404, "key_not_found"),
         (gateway.admin("GET", "/key/info"), 400, "invalid_query"),

@@ -65,6 +65,9 @@ pub struct ControlPlaneConfig {
     /// The Cerbos PDP that decides every admin request; required with `policies_dir`. Without
     /// policies, only admin keys with the `admin` role may use the admin API.
     pub authz: Option<routero_authz::AuthzConfig>,
+    /// Which addresses a credential's base URL may resolve to (private, loopback and
+    /// link-local ranges refused unless allowed).
+    pub egress: routero_core::EgressPolicy,
 }
 
 impl ControlPlaneConfig {
@@ -91,6 +94,7 @@ impl ControlPlaneConfig {
             audit_min_retention_days: routero_audit::DEFAULT_MIN_RETENTION_DAYS,
             policies_dir: None,
             authz: None,
+            egress: routero_core::EgressPolicy::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 mod api;
 pub mod config;
+mod egress;
 mod error;
 mod outbox;
 mod policy;
@@ -61,6 +62,13 @@ impl ControlPlane {
     pub async fn build(config: ControlPlaneConfig) -> Result<Self, ControlPlaneError> {
         let store = Store::connect(&config.database_url).await?;
         let vault = Vault::open(config.keyring.clone())?;
+        let bound = vault::bind_legacy_credentials(&store, &vault).await?;
+        if bound > 0 {
+            tracing::info!(
+                credentials = bound,
+                "legacy credentials bound to their tenant, id and base URL"
+            );
+        }
         let hasher = KeyHasher::new(config.pepper.clone())?;
         let generated_admin_key =
             bootstrap_admin(&store, &hasher, config.admin_key.as_ref()).await?;
@@ -107,6 +115,7 @@ impl ControlPlane {
             deadlines: config.deadlines,
             max_body_bytes: config.max_body_bytes,
             failures: Arc::new(routero_core::AuthFailures::new(config.failure_limits)),
+            egress: Arc::new(config.egress.clone()),
         };
         Ok(Self {
             config,

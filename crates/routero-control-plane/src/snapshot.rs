@@ -21,7 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::ControlPlaneError;
-use crate::store::{StateRows, Store, now_unix};
+use crate::store::{SealedCredential, StateRows, Store, now_unix};
 use crate::vault::Vault;
 
 /// What a data plane last reported.
@@ -41,9 +41,9 @@ pub struct Publisher {
     vault: Vault,
     data_plane_key: SealingKey,
     sealed_pepper: Vec<u8>,
-    /// Sealed provider keys by credential id, reused while the vault ciphertext is unchanged,
-    /// so unchanged credentials produce no delta.
-    sealed: Mutex<HashMap<String, (String, Vec<u8>)>>,
+    /// Sealed provider keys by credential id, reused while the row (tenant, base URL, vault
+    /// ciphertext) is unchanged, so unchanged credentials produce no delta.
+    sealed: Mutex<HashMap<String, (SealedCredential, Vec<u8>)>>,
     latest: watch::Sender<Arc<WireState>>,
     applied: Mutex<HashMap<String, AppliedVersion>>,
     /// Version of the policy bundle deciding requests ("" when policies are off).
@@ -167,10 +167,14 @@ impl Publisher {
         for row in rows.credentials {
             let id = row.credential.id.clone();
             let sealed = match cache.get(&id) {
-                Some((ciphertext, sealed)) if *ciphertext == row.ciphertext => sealed.clone(),
-                _ => match self.seal_for_wire(&row.tenant_id, &row.ciphertext) {
+                Some((seen, sealed))
+                    if seen.binding() == row.binding() && seen.ciphertext == row.ciphertext =>
+                {
+                    sealed.clone()
+                }
+                _ => match self.seal_for_wire(&row) {
                     Ok(sealed) => {
-                        cache.insert(id.clone(), (row.ciphertext.clone(), sealed.clone()));
+                        cache.insert(id.clone(), (row.clone(), sealed.clone()));
                         sealed
                     }
                     Err(error) => {
@@ -209,10 +213,13 @@ impl Publisher {
         })))
     }
 
-    fn seal_for_wire(&self, tenant: &str, ciphertext: &str) -> Result<Vec<u8>, ControlPlaneError> {
-        let plaintext = self.vault.decrypt(tenant, ciphertext)?;
+    /// The row's provider key sealed for data planes, bound to the same tenant, id and base
+    /// URL as in the vault: a row repointed in the database does not decrypt.
+    fn seal_for_wire(&self, row: &SealedCredential) -> Result<Vec<u8>, ControlPlaneError> {
+        let binding = row.binding();
+        let plaintext = self.vault.decrypt(&binding, &row.ciphertext)?;
         Ok(self.data_plane_key.seal(
-            &aad::credential(tenant),
+            &aad::credential(&binding),
             plaintext.expose_secret().as_bytes(),
         )?)
     }

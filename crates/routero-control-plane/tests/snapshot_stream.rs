@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use routero_control_plane::{ControlPlane, ControlPlaneConfig, KeyringSource, Listeners};
-use routero_crypto::{Keyring, SealingKey};
+use routero_crypto::{CredentialBinding, Keyring, SealingKey};
 use routero_proto::v1::snapshot_message::Body;
 use routero_proto::v1::snapshot_service_client::SnapshotServiceClient;
 use routero_proto::v1::{AppliedReport, SnapshotMessage, WatchRequest};
@@ -40,6 +40,7 @@ async fn start() -> Running {
     );
     config.admin_key = Some(ADMIN.to_owned().into());
     config.heartbeat_interval = Duration::from_millis(200);
+    config.egress = routero_core::EgressPolicy::loopback();
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = format!("http://{}", http.local_addr().unwrap());
@@ -158,22 +159,37 @@ async fn full_snapshot_then_deltas_with_sealed_secrets() {
         message = next(&mut stream).await;
     }
     let credential = state.credentials().next().unwrap();
+    let binding = CredentialBinding {
+        tenant: &credential.tenant_id,
+        credential_id: &credential.id,
+        base_url: &credential.base_url,
+    };
     let opened = cp
         .data_plane_key
-        .open(
-            &aad::credential(&credential.tenant_id),
-            &credential.sealed_api_key,
-        )
+        .open(&aad::credential(&binding), &credential.sealed_api_key)
         .unwrap();
     assert_eq!(opened, PROVIDER_SECRET.as_bytes());
-    assert!(
-        cp.data_plane_key
-            .open(
-                &aad::credential("another-tenant"),
-                &credential.sealed_api_key
-            )
-            .is_err()
-    );
+    for other in [
+        CredentialBinding {
+            tenant: "another-tenant",
+            ..binding
+        },
+        CredentialBinding {
+            credential_id: "cred_other",
+            ..binding
+        },
+        CredentialBinding {
+            base_url: "http://127.0.0.1:2/v1",
+            ..binding
+        },
+    ] {
+        assert!(
+            cp.data_plane_key
+                .open(&aad::credential(&other), &credential.sealed_api_key)
+                .is_err(),
+            "{other:?}"
+        );
+    }
     let before = state.version();
 
     // A new key arrives as a delta at the next version.

@@ -11,7 +11,7 @@ use routero_control_plane::store::{
     CustomRole, KeyChanges, KeyRecord, Route, StoredDeployment, User,
 };
 use routero_control_plane::{ControlPlaneError, Store, rotate_credentials};
-use routero_crypto::Keyring;
+use routero_crypto::{CredentialBinding, Keyring};
 use secrecy::ExposeSecret;
 
 async fn open(url: &str) -> Store {
@@ -152,7 +152,14 @@ async fn tenants_are_walled_off(store: Store) {
     let b = store.ensure_tenant("b").await.unwrap();
     store.insert_key(&key(&a, "ka", 1), &[]).await.unwrap();
     let cred = store
-        .create_credential(&a, "openai", "openai", "http://x/v1", "v1:xx", Vec::new())
+        .create_credential(
+            &a,
+            "openai",
+            "openai",
+            "http://x/v1",
+            |_| Ok("b1:xx".into()),
+            Vec::new(),
+        )
         .await
         .unwrap();
 
@@ -204,17 +211,38 @@ async fn names_are_unique_per_tenant(store: Store) {
     let a = store.ensure_tenant("a").await.unwrap();
     let b = store.ensure_tenant("b").await.unwrap();
     store
-        .create_credential(&a, "main", "openai", "http://x", "v1:x", Vec::new())
+        .create_credential(
+            &a,
+            "main",
+            "openai",
+            "http://x",
+            |_| Ok("b1:x".into()),
+            Vec::new(),
+        )
         .await
         .unwrap();
     assert!(matches!(
         store
-            .create_credential(&a, "main", "openai", "http://x", "v1:x", Vec::new())
+            .create_credential(
+                &a,
+                "main",
+                "openai",
+                "http://x",
+                |_| Ok("b1:x".into()),
+                Vec::new()
+            )
             .await,
         Err(ControlPlaneError::Conflict("credential"))
     ));
     store
-        .create_credential(&b, "main", "openai", "http://x", "v1:x", Vec::new())
+        .create_credential(
+            &b,
+            "main",
+            "openai",
+            "http://x",
+            |_| Ok("b1:x".into()),
+            Vec::new(),
+        )
         .await
         .unwrap();
     let cred = store
@@ -243,9 +271,22 @@ async fn rotation_reencrypts_everything_or_nothing(store: Store) {
     let t = store.ensure_tenant("t").await.unwrap();
     let v1 = Keyring::generate().unwrap();
     for name in ["one", "two", "three"] {
-        let ct = v1.encrypt(&t, &format!("sk-{name}")).unwrap();
         store
-            .create_credential(&t, name, "openai", "http://x", &ct, Vec::new())
+            .create_credential(
+                &t,
+                name,
+                "openai",
+                "http://x",
+                |id| {
+                    let binding = CredentialBinding {
+                        tenant: &t,
+                        credential_id: id,
+                        base_url: "http://x",
+                    };
+                    Ok(v1.encrypt(&binding, &format!("sk-{name}"))?)
+                },
+                Vec::new(),
+            )
             .await
             .unwrap();
     }
@@ -254,7 +295,7 @@ async fn rotation_reencrypts_everything_or_nothing(store: Store) {
     // A failure on the second row leaves every row as it was.
     let calls = std::cell::Cell::new(0);
     let failed = store
-        .reencrypt_credentials(|_, _| {
+        .reencrypt_credentials(|_| {
             calls.set(calls.get() + 1);
             if calls.get() == 2 {
                 Err(ControlPlaneError::Corrupt("injected".into()))
@@ -282,8 +323,8 @@ async fn rotation_reencrypts_everything_or_nothing(store: Store) {
         "already current"
     );
     for row in store.load_state().await.unwrap().credentials {
-        assert!(row.ciphertext.starts_with("v2:"));
-        let plain = v2.decrypt(&t, &row.ciphertext).unwrap();
+        assert!(row.ciphertext.starts_with("b2:"));
+        let plain = v2.decrypt(&row.binding(), &row.ciphertext).unwrap();
         assert_eq!(plain.expose_secret(), format!("sk-{}", row.credential.name));
     }
 }

@@ -12,4 +12,15 @@ pub enum CoreError {
     /// A key hash did not have 32 bytes.
     #[error("key hash must be 32 bytes, got {0}")]
     InvalidKeyHash(usize),
+    /// A provider base URL is not an http(s) URL with a host and nothing hidden.
+    #[error("base_url: {0}")]
+    InvalidBaseUrl(&'static str),
+    /// The egress policy does not allow a provider at this address.
+    #[error("{address} is {range}, which the egress policy does not allow")]
+    EgressRefused {
+        /// The address refused.
+        address: std::net::IpAddr,
+        /// The restricted range it is in.
+        range: &'static str,
+    },
 }

@@ -4,6 +4,7 @@
 
 pub mod audit;
 mod duration;
+mod egress;
 mod error;
 mod key;
 mod redact;
@@ -12,6 +13,7 @@ mod snapshot;
 mod throttle;
 
 pub use duration::{format_duration, parse_duration};
+pub use egress::{EgressPolicy, ProviderHost, ProviderUrl};
 pub use error::CoreError;
 pub use key::{KEY_PREFIX, KeyHash, KeyPolicy, canonical_ip, is_valid_name, parse_cidrs};
 pub use redact::{REDACTED, redact_url};

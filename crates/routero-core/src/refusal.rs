@@ -31,6 +31,8 @@ pub enum Refusal {
     AuditUnavailable,
     /// The provider could not be reached.
     UpstreamUnreachable,
+    /// The provider's address is one the operator's egress policy does not allow.
+    EgressNotAllowed,
     /// The provider did not answer in time.
     UpstreamTimeout,
     /// The provider refused the gateway's own credentials.
@@ -67,6 +69,7 @@ impl Refusal {
             Self::ControlPlaneUnreachable => "control_plane_unreachable",
             Self::AuditUnavailable => "audit_unavailable",
             Self::UpstreamUnreachable => "upstream_unreachable",
+            Self::EgressNotAllowed => "egress_not_allowed",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamAuthFailed => "upstream_auth_failed",
             Self::UpstreamError => "upstream_error",
@@ -91,7 +94,10 @@ impl Refusal {
             | Self::AuditUnavailable
             | Self::PolicyEngineUnavailable
             | Self::GuardrailUnavailable => 503,
-            Self::UpstreamUnreachable | Self::UpstreamAuthFailed | Self::UpstreamError => 502,
+            Self::UpstreamUnreachable
+            | Self::EgressNotAllowed
+            | Self::UpstreamAuthFailed
+            | Self::UpstreamError => 502,
             Self::UpstreamTimeout | Self::DeadlineExceeded => 504,
             Self::UpstreamRateLimited | Self::TooManyAuthFailures => 429,
             Self::RequestTimeout => 408,
@@ -116,6 +122,7 @@ impl Refusal {
             | Self::PolicyEngineUnavailable
             | Self::GuardrailUnavailable
             | Self::UpstreamUnreachable
+            | Self::EgressNotAllowed
             | Self::UpstreamTimeout
             | Self::UpstreamAuthFailed
             | Self::UpstreamError
@@ -154,6 +161,9 @@ impl Refusal {
                 "The request cannot be recorded in the audit log right now and is refused."
             }
             Self::UpstreamUnreachable => "The model provider could not be reached.",
+            Self::EgressNotAllowed => {
+                "The gateway's egress policy does not allow the model provider's address."
+            }
             Self::UpstreamTimeout => "The model provider did not answer in time.",
             Self::UpstreamAuthFailed => "The gateway's provider credential was refused.",
             Self::UpstreamError => "The model provider failed.",

@@ -6,12 +6,55 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::{CryptoError, SealingKey};
 
+/// Domain of the vault's associated data for credentials bound to their binding.
+const BOUND_DOMAIN: &[u8] = b"routero:credential-bound";
+/// Prefix of the associated data of legacy ciphertexts, followed by the tenant id.
+const LEGACY_DOMAIN: &[u8] = b"routero:credential:";
+
+/// What a provider key is bound to: its tenant, its credential, and the base URL it may be sent
+/// to. A ciphertext (or a sealed copy for data planes) opens only under the same three, so a
+/// credential repointed at another URL, or a ciphertext copied to another row, does not open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CredentialBinding<'a> {
+    /// Tenant id.
+    pub tenant: &'a str,
+    /// Credential id.
+    pub credential_id: &'a str,
+    /// Base URL, exactly as stored.
+    pub base_url: &'a str,
+}
+
+impl CredentialBinding<'_> {
+    /// Associated data under `domain`: each part length-prefixed, so no two bindings encode
+    /// alike.
+    pub fn associated_data(&self, domain: &[u8]) -> Vec<u8> {
+        let mut out = domain.to_vec();
+        for part in [self.tenant, self.credential_id, self.base_url] {
+            let len = u64::try_from(part.len()).unwrap_or(u64::MAX);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(part.as_bytes());
+        }
+        out
+    }
+}
+
+/// The two ciphertext forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// `b<version>:`: bound to tenant, credential id and base URL.
+    Bound,
+    /// `v<version>:`: bound to the tenant only (before credentials were bound); opened only to
+    /// be re-encrypted bound ([`Keyring::bind_legacy`]).
+    Legacy,
+}
+
 /// Master keys for provider credentials, by version. New encryptions use the highest version;
 /// every version held stays decryptable, so a rotation can re-encrypt while traffic continues.
 ///
-/// Ciphertexts read `v<version>:<base64(nonce ‖ ciphertext ‖ tag)>` and are bound to their
-/// tenant: the tenant id is the associated data, so a ciphertext copied to another tenant's
-/// row does not decrypt.
+/// Ciphertexts read `b<version>:<base64(nonce ‖ ciphertext ‖ tag)>` and are bound to their
+/// [`CredentialBinding`]: tenant, credential id and base URL are the associated data. Legacy
+/// ciphertexts (`v<version>:`, the tenant alone as associated data) do not decrypt; they can
+/// only be re-encrypted bound.
 #[derive(Clone, Debug)]
 pub struct Keyring {
     keys: BTreeMap<u32, SealingKey>,
@@ -74,28 +117,63 @@ impl Keyring {
         Ok(Self { keys })
     }
 
-    /// Encrypts a credential for `tenant` under the current key.
-    pub fn encrypt(&self, tenant: &str, plaintext: &str) -> Result<String, CryptoError> {
-        let version = self.current_version();
-        let key = self
-            .keys
+    fn key(&self, version: u32) -> Result<&SealingKey, CryptoError> {
+        self.keys
             .get(&version)
-            .ok_or(CryptoError::UnknownKeyVersion(version))?;
-        let sealed = key.seal(&aad(tenant), plaintext.as_bytes())?;
-        Ok(format!("v{version}:{}", STANDARD.encode(sealed)))
+            .ok_or(CryptoError::UnknownKeyVersion(version))
     }
 
-    /// Decrypts a credential of `tenant`, whatever version it was encrypted under.
-    pub fn decrypt(&self, tenant: &str, ciphertext: &str) -> Result<SecretString, CryptoError> {
-        let (version, body) = split_version(ciphertext)?;
-        let key = self
-            .keys
-            .get(&version)
-            .ok_or(CryptoError::UnknownKeyVersion(version))?;
+    /// Encrypts a credential's secret under the current key, bound to `binding`.
+    pub fn encrypt(
+        &self,
+        binding: &CredentialBinding<'_>,
+        plaintext: &str,
+    ) -> Result<String, CryptoError> {
+        let version = self.current_version();
+        let sealed = self
+            .key(version)?
+            .seal(&binding.associated_data(BOUND_DOMAIN), plaintext.as_bytes())?;
+        Ok(format!("b{version}:{}", STANDARD.encode(sealed)))
+    }
+
+    /// Decrypts a credential's secret bound to `binding`, whatever version it was encrypted
+    /// under. A legacy ciphertext is refused ([`CryptoError::Legacy`]).
+    pub fn decrypt(
+        &self,
+        binding: &CredentialBinding<'_>,
+        ciphertext: &str,
+    ) -> Result<SecretString, CryptoError> {
+        match split(ciphertext)? {
+            (Form::Bound, version, body) => {
+                self.open(version, &binding.associated_data(BOUND_DOMAIN), body)
+            }
+            (Form::Legacy, ..) => Err(CryptoError::Legacy),
+        }
+    }
+
+    /// Re-encrypts a legacy ciphertext of `binding.tenant` under the current key, bound to
+    /// `binding`. Anything but a legacy ciphertext is refused.
+    pub fn bind_legacy(
+        &self,
+        binding: &CredentialBinding<'_>,
+        ciphertext: &str,
+    ) -> Result<String, CryptoError> {
+        match split(ciphertext)? {
+            (Form::Legacy, version, body) => {
+                let aad = [LEGACY_DOMAIN, binding.tenant.as_bytes()].concat();
+                let plaintext = self.open(version, &aad, body)?;
+                self.encrypt(binding, plaintext.expose_secret())
+            }
+            (Form::Bound, ..) => Err(CryptoError::Malformed("not a legacy ciphertext")),
+        }
+    }
+
+    fn open(&self, version: u32, aad: &[u8], body: &str) -> Result<SecretString, CryptoError> {
+        let key = self.key(version)?;
         let sealed = STANDARD
             .decode(body)
             .map_err(|_| CryptoError::Malformed("not base64"))?;
-        let plaintext = key.open(&aad(tenant), &sealed)?;
+        let plaintext = key.open(aad, &sealed)?;
         String::from_utf8(plaintext)
             .map(SecretString::from)
             .map_err(|_| CryptoError::Malformed("not UTF-8"))
@@ -103,80 +181,183 @@ impl Keyring {
 
     /// The key version a ciphertext was encrypted under.
     pub fn version_of(ciphertext: &str) -> Result<u32, CryptoError> {
-        split_version(ciphertext).map(|(version, _)| version)
+        split(ciphertext).map(|(_, version, _)| version)
+    }
+
+    /// Whether a ciphertext is in the legacy form, bound to its tenant only.
+    pub fn is_legacy(ciphertext: &str) -> bool {
+        matches!(split(ciphertext), Ok((Form::Legacy, ..)))
     }
 }
 
-fn aad(tenant: &str) -> Vec<u8> {
-    [b"routero:credential:".as_slice(), tenant.as_bytes()].concat()
-}
-
-fn split_version(ciphertext: &str) -> Result<(u32, &str), CryptoError> {
-    let rest = ciphertext
-        .strip_prefix('v')
-        .ok_or(CryptoError::Malformed("missing version prefix"))?;
+fn split(ciphertext: &str) -> Result<(Form, u32, &str), CryptoError> {
+    let (form, rest) = if let Some(rest) = ciphertext.strip_prefix('b') {
+        (Form::Bound, rest)
+    } else if let Some(rest) = ciphertext.strip_prefix('v') {
+        (Form::Legacy, rest)
+    } else {
+        return Err(CryptoError::Malformed("missing version prefix"));
+    };
     let (version, body) = rest
         .split_once(':')
         .ok_or(CryptoError::Malformed("missing version prefix"))?;
     let version = version
         .parse()
         .map_err(|_| CryptoError::Malformed("bad version"))?;
-    Ok((version, body))
+    Ok((form, version, body))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn ciphertext_is_prefixed_and_round_trips() {
-        let ring = Keyring::generate().unwrap();
-        let ct = ring.encrypt("tenant-a", "sk-provider").unwrap();
-        assert!(ct.starts_with("v1:"), "{ct}");
-        assert!(!ct.contains("sk-provider"));
-        assert_eq!(
-            ring.decrypt("tenant-a", &ct).unwrap().expose_secret(),
-            "sk-provider"
-        );
+    const A: CredentialBinding<'static> = CredentialBinding {
+        tenant: "tenant-a",
+        credential_id: "cred_1",
+        base_url: "https://api.openai.com/v1",
+    };
+
+    /// A ciphertext as written before credentials were bound: tenant-only associated data.
+    fn legacy(key: &SealingKey, version: u32, tenant: &str, plaintext: &str) -> String {
+        let sealed = key
+            .seal(
+                &[LEGACY_DOMAIN, tenant.as_bytes()].concat(),
+                plaintext.as_bytes(),
+            )
+            .unwrap();
+        format!("v{version}:{}", STANDARD.encode(sealed))
     }
 
     #[test]
-    fn wrong_tenant_does_not_decrypt() {
+    fn ciphertext_is_prefixed_and_round_trips() {
         let ring = Keyring::generate().unwrap();
-        let ct = ring.encrypt("tenant-a", "sk-provider").unwrap();
+        let ct = ring.encrypt(&A, "sk-provider").unwrap();
+        assert!(ct.starts_with("b1:"), "{ct}");
+        assert!(!ct.contains("sk-provider"));
         assert_eq!(
-            ring.decrypt("tenant-b", &ct).unwrap_err(),
+            ring.decrypt(&A, &ct).unwrap().expose_secret(),
+            "sk-provider"
+        );
+        assert!(!Keyring::is_legacy(&ct));
+    }
+
+    #[test]
+    fn another_tenant_credential_or_base_url_does_not_decrypt() {
+        let ring = Keyring::generate().unwrap();
+        let ct = ring.encrypt(&A, "sk-provider").unwrap();
+        for other in [
+            CredentialBinding {
+                tenant: "tenant-b",
+                ..A
+            },
+            CredentialBinding {
+                credential_id: "cred_2",
+                ..A
+            },
+            CredentialBinding {
+                base_url: "https://attacker.example/v1",
+                ..A
+            },
+            CredentialBinding {
+                base_url: "https://api.openai.com/v1/",
+                ..A
+            },
+        ] {
+            assert_eq!(
+                ring.decrypt(&other, &ct).unwrap_err(),
+                CryptoError::Unauthentic,
+                "{other:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bindings_encode_unambiguously() {
+        let split_differently = CredentialBinding {
+            tenant: "tenant-acred_1",
+            credential_id: "",
+            base_url: "https://api.openai.com/v1",
+        };
+        assert_ne!(
+            A.associated_data(b"d"),
+            split_differently.associated_data(b"d")
+        );
+        assert_ne!(A.associated_data(b"d"), A.associated_data(b"e"));
+    }
+
+    #[test]
+    fn legacy_ciphertexts_do_not_decrypt_but_can_be_bound_once() {
+        let key = SealingKey::generate().unwrap();
+        let ring = Keyring::new([(1, key.clone())]).unwrap();
+        let old = legacy(&key, 1, "tenant-a", "sk-provider");
+        assert!(Keyring::is_legacy(&old));
+        assert_eq!(Keyring::version_of(&old).unwrap(), 1);
+        assert_eq!(ring.decrypt(&A, &old).unwrap_err(), CryptoError::Legacy);
+
+        let bound = ring.bind_legacy(&A, &old).unwrap();
+        assert!(bound.starts_with("b1:"), "{bound}");
+        assert_eq!(
+            ring.decrypt(&A, &bound).unwrap().expose_secret(),
+            "sk-provider"
+        );
+        let elsewhere = CredentialBinding {
+            base_url: "https://attacker.example/v1",
+            ..A
+        };
+        assert_eq!(
+            ring.decrypt(&elsewhere, &bound).unwrap_err(),
             CryptoError::Unauthentic
         );
+        // Only a legacy ciphertext of the binding's tenant is bound; a bound one is not re-bound.
+        let other_tenant = CredentialBinding {
+            tenant: "tenant-b",
+            ..A
+        };
+        assert_eq!(
+            ring.bind_legacy(&other_tenant, &old).unwrap_err(),
+            CryptoError::Unauthentic
+        );
+        assert_eq!(
+            ring.bind_legacy(&elsewhere, &bound).unwrap_err(),
+            CryptoError::Malformed("not a legacy ciphertext")
+        );
+        // Binding moves a legacy ciphertext to the current key.
+        let rotated = ring.with_new_version().unwrap();
+        assert!(rotated.bind_legacy(&A, &old).unwrap().starts_with("b2:"));
     }
 
     #[test]
     fn tampered_ciphertext_does_not_decrypt() {
         let ring = Keyring::generate().unwrap();
-        let ct = ring.encrypt("t", "sk-provider").unwrap();
-        let mut raw = STANDARD.decode(ct.strip_prefix("v1:").unwrap()).unwrap();
+        let ct = ring.encrypt(&A, "sk-provider").unwrap();
+        let body = ct.strip_prefix("b1:").unwrap();
+        let mut raw = STANDARD.decode(body).unwrap();
         raw[14] ^= 0x40;
-        let tampered = format!("v1:{}", STANDARD.encode(raw));
+        let tampered = format!("b1:{}", STANDARD.encode(raw));
         assert_eq!(
-            ring.decrypt("t", &tampered).unwrap_err(),
+            ring.decrypt(&A, &tampered).unwrap_err(),
             CryptoError::Unauthentic
         );
         assert_eq!(
-            ring.decrypt("t", "v1:!!!").unwrap_err(),
+            ring.decrypt(&A, "b1:!!!").unwrap_err(),
             CryptoError::Malformed("not base64")
         );
         assert_eq!(
-            ring.decrypt("t", "plain").unwrap_err(),
+            ring.decrypt(&A, "plain").unwrap_err(),
             CryptoError::Malformed("missing version prefix")
+        );
+        assert_eq!(
+            ring.decrypt(&A, "bx:AAAA").unwrap_err(),
+            CryptoError::Malformed("bad version")
         );
     }
 
     #[test]
     fn unknown_version_is_named() {
         let ring = Keyring::generate().unwrap();
-        let ct = ring.encrypt("t", "x").unwrap().replacen("v1:", "v7:", 1);
+        let ct = ring.encrypt(&A, "x").unwrap().replacen("b1:", "b7:", 1);
         assert_eq!(
-            ring.decrypt("t", &ct).unwrap_err(),
+            ring.decrypt(&A, &ct).unwrap_err(),
             CryptoError::UnknownKeyVersion(7)
         );
     }
@@ -184,22 +365,22 @@ mod tests {
     #[test]
     fn rotation_midway_keeps_both_versions_readable() {
         let old = Keyring::generate().unwrap();
-        let old_ct = old.encrypt("t", "first").unwrap();
+        let old_ct = old.encrypt(&A, "first").unwrap();
         let rotated = old.with_new_version().unwrap();
-        let new_ct = rotated.encrypt("t", "second").unwrap();
+        let new_ct = rotated.encrypt(&A, "second").unwrap();
         assert_eq!(Keyring::version_of(&new_ct).unwrap(), 2);
         // Midway: some rows still v1, some already v2; both decrypt under the new keyring.
         assert_eq!(
-            rotated.decrypt("t", &old_ct).unwrap().expose_secret(),
+            rotated.decrypt(&A, &old_ct).unwrap().expose_secret(),
             "first"
         );
         assert_eq!(
-            rotated.decrypt("t", &new_ct).unwrap().expose_secret(),
+            rotated.decrypt(&A, &new_ct).unwrap().expose_secret(),
             "second"
         );
         // A node still on the old keyring reads v1 and names v2 as unknown.
         assert_eq!(
-            old.decrypt("t", &new_ct).unwrap_err(),
+            old.decrypt(&A, &new_ct).unwrap_err(),
             CryptoError::UnknownKeyVersion(2)
         );
     }
@@ -209,8 +390,8 @@ mod tests {
         let ring = Keyring::generate().unwrap().with_new_version().unwrap();
         let again = Keyring::parse(ring.to_spec().expose_secret()).unwrap();
         assert_eq!(again.current_version(), 2);
-        let ct = ring.encrypt("t", "x").unwrap();
-        assert_eq!(again.decrypt("t", &ct).unwrap().expose_secret(), "x");
+        let ct = ring.encrypt(&A, "x").unwrap();
+        assert_eq!(again.decrypt(&A, &ct).unwrap().expose_secret(), "x");
         assert!(Keyring::parse("").is_err());
         assert!(Keyring::parse("0:AAAA").is_err());
         assert!(Keyring::parse("one:AAAA").is_err());

@@ -51,6 +51,9 @@ pub struct DataPlaneConfig {
     /// The Cerbos PDP asked `model:invoke` before every request when the snapshot carries a
     /// policy version; without it such requests are refused (503 `policy_engine_unavailable`).
     pub authz: Option<routero_authz::AuthzConfig>,
+    /// Which addresses providers may be reached at, checked when a snapshot is applied (address
+    /// literals) and at every connection (resolved names).
+    pub egress: routero_core::EgressPolicy,
 }
 
 impl DataPlaneConfig {
@@ -71,6 +74,7 @@ impl DataPlaneConfig {
             failure_limits: routero_core::FailureLimits::default(),
             deadlines: routero_http::Deadlines::with_request(Duration::from_secs(600)),
             authz: None,
+            egress: routero_core::EgressPolicy::default(),
         }
     }
 }

@@ -29,6 +29,9 @@ pub enum DataPlaneError {
     /// The policy engine client could not be set up.
     #[error("policy engine: {0}")]
     Authz(#[from] routero_authz::AuthzError),
+    /// A provider base URL, or the address it leads to, is refused (egress policy).
+    #[error("provider egress: {0}")]
+    Egress(#[from] routero_core::CoreError),
     /// The HTTP server failed.
     #[error("server: {0}")]
     Server(#[from] std::io::Error),

@@ -56,19 +56,21 @@ impl Follower {
             return;
         };
         match persist::load(path, &self.config.data_plane_key) {
-            Ok(Some((state, contact))) => match Live::build(&state, &self.config.data_plane_key) {
-                Ok(live) => {
-                    tracing::info!(
-                        version = state.version(),
-                        "serving from the persisted snapshot"
-                    );
-                    self.gateway.store(live);
-                    self.gateway.touch(contact);
-                    self.persisted_contact_ms = contact;
-                    self.state = state;
+            Ok(Some((state, contact))) => {
+                match Live::build(&state, &self.config.data_plane_key, &self.config.egress) {
+                    Ok(live) => {
+                        tracing::info!(
+                            version = state.version(),
+                            "serving from the persisted snapshot"
+                        );
+                        self.gateway.store(live);
+                        self.gateway.touch(contact);
+                        self.persisted_contact_ms = contact;
+                        self.state = state;
+                    }
+                    Err(error) => tracing::warn!(%error, "persisted snapshot unusable; ignored"),
                 }
-                Err(error) => tracing::warn!(%error, "persisted snapshot unusable; ignored"),
-            },
+            }
             Ok(None) => {}
             Err(error) => tracing::warn!(%error, "persisted snapshot unreadable; ignored"),
         }
@@ -164,7 +166,7 @@ impl Follower {
         let mut next = self.state.clone();
         match next.apply(message)? {
             Applied::NewVersion(version) => {
-                let live = Live::build(&next, &self.config.data_plane_key)?;
+                let live = Live::build(&next, &self.config.data_plane_key, &self.config.egress)?;
                 self.gateway.store(live);
                 self.state = next;
                 self.persist(now);

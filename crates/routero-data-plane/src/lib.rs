@@ -4,6 +4,7 @@
 
 mod caller;
 mod config;
+mod egress;
 mod error;
 mod follow;
 mod guard;

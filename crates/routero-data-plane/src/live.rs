@@ -7,13 +7,13 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
-use routero_core::{KeyPolicy, ModelRoute, ProviderCredential, Snapshot};
-use routero_crypto::{KeyHasher, SealingKey};
+use routero_core::{EgressPolicy, KeyPolicy, ModelRoute, ProviderCredential, Refusal, Snapshot};
+use routero_crypto::{CredentialBinding, KeyHasher, SealingKey};
 use routero_proto::{WireState, aad};
 
-use crate::DataPlaneError;
 use crate::guard::TenantGuard;
 use crate::provider::Upstream;
+use crate::{DataPlaneError, egress};
 
 /// A snapshot with everything decoded and unsealed, ready for requests.
 #[derive(Debug)]
@@ -22,17 +22,22 @@ pub struct Live {
     pub snapshot: Snapshot,
     /// Hashes presented keys the way the control plane stored them.
     pub hasher: KeyHasher,
-    /// Each credential prepared for requests, by credential id.
-    upstreams: HashMap<String, Upstream>,
+    /// Each credential prepared for requests, by credential id, or the refusal its requests
+    /// get when it could not be.
+    upstreams: HashMap<String, Result<Upstream, Refusal>>,
     /// Each tenant's compiled guardrails; `None` when its configuration did not compile here,
     /// which refuses the tenant's requests rather than leaving them unscanned.
     guards: HashMap<String, Option<Arc<TenantGuard>>>,
 }
 
 impl Live {
-    /// Decodes and unseals a wire state. Entries that do not decode are left out (so they are
-    /// refused), never guessed at.
-    pub fn build(state: &WireState, key: &SealingKey) -> Result<Self, DataPlaneError> {
+    /// Decodes and unseals a wire state, preparing each credential under the egress `policy`.
+    /// Entries that do not decode are left out (so they are refused), never guessed at.
+    pub fn build(
+        state: &WireState,
+        key: &SealingKey,
+        policy: &EgressPolicy,
+    ) -> Result<Self, DataPlaneError> {
         let pepper = key.open(aad::PEPPER, state.sealed_pepper())?;
         let hasher = KeyHasher::new(SealingKey::from_bytes(&pepper)?)?;
         let keys = state
@@ -46,8 +51,13 @@ impl Live {
             });
         let routes = state.routes().filter_map(|r| ModelRoute::try_from(r).ok());
         let credentials = state.credentials().filter_map(|c| {
+            let binding = CredentialBinding {
+                tenant: &c.tenant_id,
+                credential_id: &c.id,
+                base_url: &c.base_url,
+            };
             let opened = key
-                .open(&aad::credential(&c.tenant_id), &c.sealed_api_key)
+                .open(&aad::credential(&binding), &c.sealed_api_key)
                 .ok()
                 .and_then(|bytes| String::from_utf8(bytes).ok());
             let Some(api_key) = opened else {
@@ -65,12 +75,12 @@ impl Live {
         let credentials: Vec<ProviderCredential> = credentials.collect();
         let upstreams = credentials
             .iter()
-            .filter_map(|c| match Upstream::prepare(c) {
-                Some(upstream) => Some((c.id.clone(), upstream)),
-                None => {
-                    tracing::error!(credential = %c.id, "credential unusable (base URL or key); left out");
-                    None
-                }
+            .map(|c| {
+                let prepared = Upstream::prepare(c, policy).map_err(|error| {
+                    tracing::error!(credential = %c.id, %error, "credential unusable; its requests are refused");
+                    egress::refusal(&error)
+                });
+                (c.id.clone(), prepared)
             })
             .collect();
         let guards = state
@@ -104,10 +114,17 @@ impl Live {
         }
     }
 
-    /// The prepared upstream for a credential of `tenant`.
-    pub fn upstream(&self, tenant: &str, credential_id: &str) -> Option<&Upstream> {
-        self.snapshot.credential(tenant, credential_id)?;
-        self.upstreams.get(credential_id)
+    /// The prepared upstream for a credential of `tenant`, or the refusal its requests get
+    /// (`upstream_unreachable`, or `egress_not_allowed` for an address the policy refuses).
+    pub fn upstream(&self, tenant: &str, credential_id: &str) -> Result<&Upstream, Refusal> {
+        self.snapshot
+            .credential(tenant, credential_id)
+            .ok_or(Refusal::UpstreamUnreachable)?;
+        match self.upstreams.get(credential_id) {
+            Some(Ok(upstream)) => Ok(upstream),
+            Some(Err(refusal)) => Err(*refusal),
+            None => Err(Refusal::UpstreamUnreachable),
+        }
     }
 }
 

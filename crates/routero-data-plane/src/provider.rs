@@ -1,13 +1,18 @@
 //! The adapter for OpenAI-compatible providers: pooled keep-alive connections, TCP_NODELAY,
-//! timeouts, and responses relayed as they arrive. The client never sees the provider key,
-//! and provider authentication failures are not relayed (their bodies can echo key fragments).
+//! timeouts, every address checked against the egress policy, and responses relayed as they
+//! arrive. The client never sees the provider key, and provider authentication failures are
+//! not relayed (their bodies can echo key fragments).
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use routero_core::{ProviderCredential, Refusal};
+use routero_core::{
+    CoreError, EgressPolicy, ProviderCredential, ProviderHost, ProviderUrl, Refusal,
+};
+use routero_proto::ProtoError;
 use secrecy::ExposeSecret;
 
+use crate::egress::{self, EgressResolver};
 use crate::refusal::Refused;
 use crate::{DataPlaneConfig, DataPlaneError};
 
@@ -38,8 +43,9 @@ impl Endpoint {
     }
 }
 
-/// A provider credential prepared once per snapshot: endpoint URLs parsed and the
-/// `Authorization` header built (marked sensitive), so requests do neither.
+/// A provider credential prepared once per snapshot: endpoint URLs parsed (and an address
+/// literal checked against the egress policy) and the `Authorization` header built (marked
+/// sensitive), so requests do neither.
 pub struct Upstream {
     chat_completions: reqwest::Url,
     embeddings: reqwest::Url,
@@ -55,16 +61,28 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// Prepares a credential; `None` if its base URL or key cannot be used.
-    pub fn prepare(credential: &ProviderCredential) -> Option<Self> {
+    /// Prepares a credential: its base URL well-formed and, when its host is an address
+    /// literal (which no resolver sees), allowed by `egress`; its key a valid header.
+    pub fn prepare(
+        credential: &ProviderCredential,
+        egress: &EgressPolicy,
+    ) -> Result<Self, DataPlaneError> {
+        let base = ProviderUrl::parse(&credential.base_url)?;
+        if let ProviderHost::Ip(ip) = base.host() {
+            egress.check(*ip)?;
+        }
         let url = |endpoint: Endpoint| {
-            reqwest::Url::parse(&format!("{}/{}", credential.base_url, endpoint.path())).ok()
+            reqwest::Url::parse(&format!("{}/{}", base.as_str(), endpoint.path()))
+                .map_err(|_| CoreError::InvalidBaseUrl("not a URL"))
         };
         let mut authorization =
             HeaderValue::from_str(&format!("Bearer {}", credential.api_key.expose_secret()))
-                .ok()?;
+                .map_err(|_| ProtoError::Invalid {
+                    field: "api_key",
+                    reason: "not usable in a header".into(),
+                })?;
         authorization.set_sensitive(true);
-        Some(Self {
+        Ok(Self {
             chat_completions: url(Endpoint::ChatCompletions)?,
             embeddings: url(Endpoint::Embeddings)?,
             authorization,
@@ -86,9 +104,21 @@ pub struct Provider {
 }
 
 impl Provider {
-    /// A client with the configured timeouts.
+    /// A client with the configured timeouts, resolving provider names with the system
+    /// resolver under the egress policy.
     pub fn new(config: &DataPlaneConfig) -> Result<Self, DataPlaneError> {
+        Self::with_lookup(config, egress::system_lookup())
+    }
+
+    /// A client resolving provider names with `lookup` under the egress policy. Proxies from
+    /// the environment are not used: the gateway itself connects, to addresses it checked.
+    pub(crate) fn with_lookup(
+        config: &DataPlaneConfig,
+        lookup: egress::Lookup,
+    ) -> Result<Self, DataPlaneError> {
         let client = reqwest::Client::builder()
+            .dns_resolver(EgressResolver::new(config.egress.clone(), lookup))
+            .no_proxy()
             .tcp_nodelay(true)
             .connect_timeout(config.upstream_connect_timeout)
             .read_timeout(config.upstream_read_timeout)
@@ -116,7 +146,9 @@ impl Provider {
             .await
             .map_err(|error| {
                 tracing::warn!(%error, "provider request failed");
-                if error.is_timeout() {
+                if egress_refused(&error) {
+                    Refusal::EgressNotAllowed
+                } else if error.is_timeout() {
                     Refusal::UpstreamTimeout
                 } else if error.is_connect() {
                     Refusal::UpstreamUnreachable
@@ -164,4 +196,13 @@ impl Provider {
         );
         Ok(response)
     }
+}
+
+/// Whether a request failed because the egress policy refused every address of its host.
+fn egress_refused(error: &reqwest::Error) -> bool {
+    std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |error| {
+        error.source()
+    })
+    .filter_map(|error| error.downcast_ref::<DataPlaneError>())
+    .any(|error| egress::refusal(error) == Refusal::EgressNotAllowed)
 }

@@ -431,16 +431,21 @@ async fn proxy(
             return Err(Refusal::GuardrailBlocked.into());
         }
     }
+    // The first deployment whose provider can be used; else the first one's refusal.
+    let mut refusal = None;
     let (deployment, upstream) = route
         .deployments
         .iter()
-        .find_map(|d| {
-            caller
-                .live
-                .upstream(&route.tenant_id, &d.credential_id)
-                .map(|u| (d, u))
-        })
-        .ok_or(Refusal::UpstreamUnreachable)?;
+        .find_map(
+            |d| match caller.live.upstream(&route.tenant_id, &d.credential_id) {
+                Ok(upstream) => Some((d, upstream)),
+                Err(why) => {
+                    refusal.get_or_insert(why);
+                    None
+                }
+            },
+        )
+        .ok_or(refusal.unwrap_or(Refusal::UpstreamUnreachable))?;
     request.insert(
         "model".into(),
         Value::String(deployment.upstream_model.clone()),

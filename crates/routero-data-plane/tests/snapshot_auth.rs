@@ -184,6 +184,7 @@ async fn control_plane(
     config.admin_key = Some(ADMIN.to_owned().into());
     config.heartbeat_interval = Duration::from_millis(100);
     config.poll_interval = Duration::from_millis(100);
+    config.egress = routero_core::EgressPolicy::loopback();
     let pdp = if policies {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
         let work = dir.path().join("cerbos");
@@ -232,7 +233,7 @@ async fn setup(attack: Attack, rogue: bool) -> Setup {
     let data_plane_key = SealingKey::generate().unwrap();
     let policies = attack == Attack::ClearPolicyVersion;
     let (admin_url, grpc, cp_dir, pdp) = control_plane(data_plane_key.clone(), policies).await;
-    admin(&admin_url, "/credentials", json!({"name": "p", "provider": "openai", "api_key": "sk-up", "base_url": "https://api.example.com/v1"})).await;
+    admin(&admin_url, "/credentials", json!({"name": "p", "provider": "openai", "api_key": "sk-up", "base_url": "http://127.0.0.1:1/v1"})).await;
     admin(
         &admin_url,
         "/models",

@@ -16,16 +16,18 @@ pub use auth::{CREDENTIAL_METADATA, ChannelAuth, MAX_CLOCK_SKEW_MS};
 pub use state::{Applied, WireState};
 
 /// Associated data under which secrets are sealed for data planes, so a sealed value cannot
-/// be replayed in another field or for another tenant.
+/// be replayed in another field, for another tenant, credential or base URL.
 pub mod aad {
+    use routero_crypto::CredentialBinding;
+
     /// The key-hashing pepper.
     pub const PEPPER: &[u8] = b"routero:dp-pepper";
     /// A data plane's snapshot file on disk.
     pub const PERSISTED_SNAPSHOT: &[u8] = b"routero:dp-persisted-snapshot";
 
-    /// A provider API key of `tenant`.
-    pub fn credential(tenant: &str) -> Vec<u8> {
-        [b"routero:dp-credential:".as_slice(), tenant.as_bytes()].concat()
+    /// A provider API key, bound to its tenant, credential and base URL.
+    pub fn credential(binding: &CredentialBinding<'_>) -> Vec<u8> {
+        binding.associated_data(b"routero:dp-credential-bound")
     }
 }
 

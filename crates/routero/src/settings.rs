@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use routero_control_plane::{ControlPlaneConfig, GrpcTls, KeyringSource};
-use routero_core::{parse_cidrs, parse_duration};
+use routero_core::{EgressPolicy, parse_cidrs, parse_duration};
 use routero_crypto::{Keyring, SealingKey};
 use routero_data_plane::{ControlPlaneTls, DataPlaneConfig};
 use secrecy::SecretString;
@@ -69,6 +69,10 @@ pub struct Settings {
     pub max_staleness: Option<String>,
     /// Data plane: comma-separated CIDRs whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Option<String>,
+    /// Both planes: comma-separated CIDRs a provider may be reached at although private,
+    /// loopback, link-local or otherwise special-purpose (on-premises models). None by default;
+    /// `routero up`: `127.0.0.0/8,::1/128` unless set (an empty value opens nothing).
+    pub egress_allow: Option<String>,
     /// Data plane: largest request body in bytes.
     pub max_body_bytes: Option<String>,
     /// Both planes: how long a client may take to send a request's headers (`10s`); silent
@@ -229,6 +233,7 @@ impl Settings {
             snapshot_path: s(),
             max_staleness: s(),
             trusted_proxies: s(),
+            egress_allow: s(),
             max_body_bytes: s(),
             header_timeout: s(),
             body_timeout: s(),
@@ -299,6 +304,45 @@ impl Settings {
             .as_deref()
             .map(|path| std::fs::read(path).map_err(|e| anyhow!("{field}: {path}: {e}")))
             .transpose()
+    }
+
+    /// A comma-separated CIDR list.
+    fn cidrs(list: &str, field: &str) -> Result<Vec<ipnet::IpNet>> {
+        let entries: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        parse_cidrs(&entries).map_err(|e| anyhow!("{field}: {e}"))
+    }
+
+    /// The provider egress policy: `egress_allow` opened, else `default`.
+    pub fn egress(&self, default: EgressPolicy) -> Result<EgressPolicy> {
+        match &self.egress_allow {
+            Some(list) => Ok(EgressPolicy::new(Self::cidrs(list, "egress_allow")?)),
+            None => Ok(default),
+        }
+    }
+
+    /// Logs where providers may be reached: a warning naming the ranges opened, since each
+    /// opens the gateway toward a network it could otherwise not reach for a client.
+    pub fn log_egress(&self, policy: &EgressPolicy) {
+        let ranges = policy
+            .allowlist()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        if ranges.is_empty() {
+            tracing::info!(
+                "provider egress: loopback, private, link-local and other special-purpose addresses refused (egress_allow opens ranges)"
+            );
+        } else if self.egress_allow.is_some() {
+            tracing::warn!(%ranges, "provider egress opened by egress_allow to {ranges}");
+        } else {
+            tracing::warn!(%ranges, "provider egress to loopback ({ranges}) allowed by default in routero up, for models on this host; set egress_allow to narrow or widen it");
+        }
     }
 
     /// Deadlines for clients, with `request` as the default whole-request deadline.
@@ -391,6 +435,7 @@ impl Settings {
         }
         config.audit_database_url = self.audit_database_url.clone();
         config.audit_min_retention_days = self.audit_min_retention_days()?;
+        config.egress = self.egress(EgressPolicy::default())?;
         config.deadlines = self.deadlines(config.deadlines.request)?;
         config.failure_limits = self.failure_limits()?;
         config.policies_dir = self
@@ -644,15 +689,9 @@ impl Settings {
             config.max_staleness = staleness;
         }
         if let Some(list) = &self.trusted_proxies {
-            let entries: Vec<String> = list
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect();
-            config.trusted_proxies =
-                parse_cidrs(&entries).map_err(|e| anyhow!("trusted_proxies: {e}"))?;
+            config.trusted_proxies = Self::cidrs(list, "trusted_proxies")?;
         }
+        config.egress = self.egress(EgressPolicy::default())?;
         if let Some(bytes) = &self.max_body_bytes {
             config.max_body_bytes = bytes.parse().map_err(|e| anyhow!("max_body_bytes: {e}"))?;
         }
@@ -708,6 +747,23 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    const KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+    /// What a control plane needs, plus `extra`.
+    fn control_plane_env<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut vars = vec![
+            ("ROUTERO_DATABASE_URL", "sqlite://x"),
+            ("ROUTERO_PEPPER", KEY),
+            (
+                "ROUTERO_MASTER_KEYS",
+                "1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            ),
+            ("ROUTERO_DATA_PLANE_KEY", KEY),
+        ];
+        vars.extend_from_slice(extra);
+        vars
     }
 
     #[test]
@@ -833,6 +889,50 @@ mod tests {
     }
 
     #[test]
+    fn egress_allow_opens_ranges_on_both_planes() {
+        let planes = |allow: Option<&str>| {
+            let mut vars =
+                control_plane_env(&[("ROUTERO_CONTROL_PLANE_URL", "http://127.0.0.1:8082")]);
+            if let Some(allow) = allow {
+                vars.push(("ROUTERO_EGRESS_ALLOW", allow));
+            }
+            let settings = Settings::load(None, &env(&vars)).unwrap();
+            let control = settings.control_plane().map(|c| c.egress);
+            let data = settings.data_plane().map(|c| c.egress);
+            (control, data)
+        };
+        let (control, data) = planes(None);
+        assert_eq!(control.unwrap(), EgressPolicy::default());
+        assert_eq!(data.unwrap(), EgressPolicy::default());
+        let (control, data) = planes(Some("10.20.0.0/16, 127.0.0.1"));
+        let expected = EgressPolicy::new(
+            parse_cidrs(&["10.20.0.0/16".into(), "127.0.0.1/32".into()]).unwrap(),
+        );
+        assert_eq!(control.unwrap(), expected);
+        assert_eq!(data.unwrap(), expected);
+        let (control, data) = planes(Some("10.0.0.0/33"));
+        assert!(format!("{:#}", control.unwrap_err()).contains("egress_allow"));
+        assert!(format!("{:#}", data.unwrap_err()).contains("egress_allow"));
+
+        let up = |allow: Option<&str>| {
+            let vars: Vec<(&str, &str)> = allow
+                .map(|a| ("ROUTERO_EGRESS_ALLOW", a))
+                .into_iter()
+                .collect();
+            Settings::load(None, &env(&vars))
+                .unwrap()
+                .egress(EgressPolicy::loopback())
+                .unwrap()
+        };
+        assert_eq!(up(None), EgressPolicy::loopback());
+        assert_eq!(
+            up(Some("")),
+            EgressPolicy::default(),
+            "an empty value opens nothing"
+        );
+    }
+
+    #[test]
     fn plaintext_snapshots_only_on_loopback_unless_allowed() {
         let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
         let data_plane = |url: &str, allow: Option<&str>| {
@@ -857,16 +957,7 @@ mod tests {
         assert!(data_plane("http://10.0.0.5:8082", Some("true")).is_ok());
 
         let control_plane = |addr: &str, allow: Option<&str>| {
-            let mut vars = vec![
-                ("ROUTERO_DATABASE_URL", "sqlite://x"),
-                ("ROUTERO_PEPPER", key),
-                (
-                    "ROUTERO_MASTER_KEYS",
-                    "1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-                ),
-                ("ROUTERO_DATA_PLANE_KEY", key),
-                ("ROUTERO_GRPC_ADDR", addr),
-            ];
+            let mut vars = control_plane_env(&[("ROUTERO_GRPC_ADDR", addr)]);
             if let Some(allow) = allow {
                 vars.push(("ROUTERO_ALLOW_PLAINTEXT_GRPC", allow));
             }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use routero_bus::{Spool, SpoolSource, Spooled};
 use routero_control_plane::{ControlPlane, ControlPlaneConfig, KeyringSource, Listeners};
+use routero_core::EgressPolicy;
 use routero_crypto::{CheckpointSigner, Keyring, SealingKey};
 use routero_data_plane::DataPlaneConfig;
 use secrecy::{ExposeSecret, SecretString};
@@ -149,6 +150,10 @@ pub async fn run(settings: Settings) -> Result<()> {
     control.audit_min_retention_days = settings.audit_min_retention_days()?;
     control.deadlines = settings.deadlines(control.deadlines.request)?;
     control.failure_limits = settings.failure_limits()?;
+    // Local models on the same host are a real use of an all-in-one gateway.
+    let egress = settings.egress(EgressPolicy::loopback())?;
+    settings.log_egress(&egress);
+    control.egress = egress.clone();
     if let Some(key) = &control.admin_key {
         anyhow::ensure!(
             key.expose_secret().len() >= 32,
@@ -193,6 +198,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     data_config.shutdown_grace = Duration::from_secs(5);
     data_config.deadlines = settings.deadlines(data_config.deadlines.request)?;
     data_config.failure_limits = settings.failure_limits()?;
+    data_config.egress = egress;
 
     let audit_store = settings
         .audit_store(&audit_database_url(&settings)?)

@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use super::extract::{Body, Path};
 use super::{ApiError, AppState, ClientInfo};
 use routero_core::audit::EventType;
+use routero_crypto::CredentialBinding;
 
+use crate::ControlPlaneError;
 use crate::store::{AdminPrincipal, Route, StoredDeployment};
 
 /// Providers the data plane has an adapter for.
@@ -39,26 +41,22 @@ pub(super) fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
     }
 }
 
-fn check_base_url(url: &str) -> Result<(), ApiError> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .filter(|rest| !rest.is_empty());
-    let host = rest.map(|r| r.split('/').next().unwrap_or_default());
-    match host {
-        Some(host)
-            if !host.is_empty()
-                && !host.contains('@')
-                && url.len() <= 2048
-                && !url.contains(char::is_whitespace) =>
-        {
-            Ok(())
-        }
-        _ => Err(ApiError::bad_request(
-            "invalid_base_url",
-            "base_url must be an http:// or https:// URL without credentials",
-        )),
+/// Checks a credential's base URL (well-formed, and every address it resolves to allowed by
+/// the egress policy) and returns it as stored; a refusal is audited on `(credential, action)`.
+pub(super) async fn check_base_url(
+    state: &AppState,
+    principal: &AdminPrincipal,
+    client: &ClientInfo,
+    (credential, action): (&str, &str),
+    base_url: &str,
+) -> Result<String, ApiError> {
+    let vetted = crate::egress::vet_base_url(&state.egress, base_url).await;
+    if let Err(ControlPlaneError::Invalid { code, .. }) = &vetted {
+        let refusal =
+            state.refusal_event(principal, client, ("credential", credential), action, code);
+        state.publish(refusal).await;
     }
+    Ok(vetted?)
 }
 
 pub(super) async fn create_credential(
@@ -74,7 +72,14 @@ pub(super) async fn create_credential(
             format!("provider must be one of: {}", PROVIDERS.join(", ")),
         ));
     }
-    check_base_url(&body.base_url)?;
+    let base_url = check_base_url(
+        &state,
+        &principal,
+        &client,
+        (&body.name, "create"),
+        &body.base_url,
+    )
+    .await?;
     let api_key = body.api_key.expose_secret();
     if api_key.trim().is_empty() || api_key.len() > 4096 {
         return Err(ApiError::bad_request(
@@ -82,8 +87,6 @@ pub(super) async fn create_credential(
             "api_key must be 1-4096 characters",
         ));
     }
-    let ciphertext = state.vault.encrypt(&principal.tenant_id, api_key)?;
-    let base_url = body.base_url.trim_end_matches('/');
     let event = AppState::event(
         &principal,
         &client,
@@ -96,8 +99,15 @@ pub(super) async fn create_credential(
             &principal.tenant_id,
             &body.name,
             &body.provider,
-            base_url,
-            &ciphertext,
+            &base_url,
+            |id| {
+                let binding = CredentialBinding {
+                    tenant: &principal.tenant_id,
+                    credential_id: id,
+                    base_url: &base_url,
+                };
+                state.vault.encrypt(&binding, api_key)
+            },
             vec![event],
         )
         .await?;

@@ -51,6 +51,8 @@ pub struct AppState {
     pub(crate) max_body_bytes: usize,
     /// Failed admin authentications per source address and minute.
     pub(crate) failures: Arc<AuthFailures>,
+    /// Which addresses a credential's base URL may resolve to.
+    pub(crate) egress: Arc<routero_core::EgressPolicy>,
 }
 
 /// Where an admin request came from, for its audit event.

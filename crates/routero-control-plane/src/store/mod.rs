@@ -295,18 +295,20 @@ impl Store {
 
     // ---- provider credentials ----
 
-    /// Stores a credential whose secret is already encrypted, with the events recording it.
+    /// Stores a credential, with the events recording it; `seal(id)` encrypts its secret bound
+    /// to the id it is given.
     pub async fn create_credential(
         &self,
         tenant_id: &str,
         name: &str,
         provider: &str,
         base_url: &str,
-        ciphertext: &str,
+        seal: impl FnOnce(&str) -> Result<String>,
         events: Vec<AuditEvent>,
     ) -> Result<Credential> {
-        let mut tx = self.pool.begin().await?;
         let id = new_id("cred");
+        let ciphertext = seal(&id)?;
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO credentials (id, tenant_id, name, provider, base_url, ciphertext, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -316,7 +318,7 @@ impl Store {
         .bind(name)
         .bind(provider)
         .bind(base_url)
-        .bind(ciphertext)
+        .bind(&ciphertext)
         .bind(now_unix())
         .execute(&mut *tx)
         .await
@@ -353,31 +355,36 @@ impl Store {
         .collect()
     }
 
-    /// Re-encrypts every credential in one transaction with `reencrypt(tenant, ciphertext)`.
-    /// Either every row is rewritten or none is. Returns how many rows changed.
+    /// Re-encrypts every credential in one transaction with `reencrypt(row)`, which returns
+    /// the new ciphertext or `None` to leave the row. Either every row is rewritten or none is.
+    /// Returns how many rows changed.
     pub async fn reencrypt_credentials(
         &self,
-        reencrypt: impl Fn(&str, &str) -> Result<Option<String>>,
+        reencrypt: impl Fn(&SealedCredential) -> Result<Option<String>>,
     ) -> Result<usize> {
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query("SELECT id, tenant_id, ciphertext FROM credentials ORDER BY id")
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, name, provider, base_url, ciphertext FROM credentials ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         let mut changed = 0;
         for row in &rows {
-            let id: String = row.try_get("id")?;
-            let tenant: String = row.try_get("tenant_id")?;
-            let ciphertext: String = row.try_get("ciphertext")?;
-            if let Some(new) = reencrypt(&tenant, &ciphertext)? {
+            let row = sealed_credential(row)?;
+            if let Some(new) = reencrypt(&row)? {
                 sqlx::query("UPDATE credentials SET ciphertext = $1 WHERE id = $2")
                     .bind(new)
-                    .bind(&id)
+                    .bind(&row.credential.id)
                     .execute(&mut *tx)
                     .await?;
                 changed += 1;
             }
         }
-        self.commit_change(tx, &[]).await?;
+        if changed == 0 {
+            tx.commit().await?;
+        } else {
+            self.commit_change(tx, &[]).await?;
+        }
         Ok(changed)
     }
 

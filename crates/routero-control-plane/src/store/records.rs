@@ -95,8 +95,19 @@ pub struct SealedCredential {
     pub credential: Credential,
     /// Tenant.
     pub tenant_id: String,
-    /// Vault ciphertext (`vN:...`).
+    /// Vault ciphertext (`bN:...`).
     pub ciphertext: String,
+}
+
+impl SealedCredential {
+    /// What the row's secret is bound to: its tenant, id and base URL.
+    pub fn binding(&self) -> routero_crypto::CredentialBinding<'_> {
+        routero_crypto::CredentialBinding {
+            tenant: &self.tenant_id,
+            credential_id: &self.credential.id,
+            base_url: &self.credential.base_url,
+        }
+    }
 }
 
 /// One upstream of a model route, as stored.
