@@ -65,3 +65,53 @@ def test_a_developer_cannot_change_or_delete_models(gateway):
     for method, body in [("PUT", {"deployments": [{"credential": "fake", "model": "evil"}]}), ("DELETE", None)]:
         r = gateway.admin(method, "/models/gpt-a", body, key=developer)
         assert r.status_code == 403 and r.json()["error"]["code"] == "policy_denied", r.text
+
+
+def test_a_leaked_provider_key_is_rotated_then_removed(gateway):
+    r = gateway.admin("POST", "/credentials", {"name": "leaky", "provider": "openai", "api_key": UPSTREAM_KEY,
+                                               "base_url": gateway.fake_url + "/v1"})
+    assert r.status_code == 201, r.text
+    credential_id = r.json()["id"]
+    assert gateway.admin("POST", "/models", {"name": "gpt-leaky", "deployments": [{"credential": "leaky", "model": "up-l"}]}).status_code == 201
+    key = gateway.new_key(models=["gpt-leaky"])["key"]
+    gateway.wait_for_key(key)
+    chat(gateway, key, "gpt-leaky", "before rotation")
+    assert fake_requests(gateway.fake_url)[-1]["authorization"] == f"Bearer {UPSTREAM_KEY}"
+
+    # Rotated to a secret the provider does not know: the next snapshot carries it.
+    r = gateway.admin("PUT", "/credentials/leaky", {"api_key": "sk-rotated-unknown-to-the-provider"})
+    assert r.status_code == 200 and "api_key" not in r.json() and "rotated" not in r.text, r.text
+    def refused_upstream():
+        try:
+            chat(gateway, key, "gpt-leaky", "after rotation")
+        except openai.APIStatusError as error:
+            return error_code(error) == "upstream_auth_failed"
+        return False
+    wait_until(refused_upstream, timeout=5, what="the rotated secret in use")
+    assert fake_requests(gateway.fake_url)[-1]["authorization"] == "Bearer sk-rotated-unknown-to-the-provider"
+    # Rotated back, and the base URL kept (only the secret changed).
+    assert gateway.admin("PUT", "/credentials/leaky", {"api_key": UPSTREAM_KEY}).status_code == 200
+    wait_until(lambda: chat(gateway, key, "gpt-leaky", "rotated back").choices, timeout=5, what="the secret back")
+    # The base URL changes with the secret sealed again under it; the egress policy applies.
+    r = gateway.admin("PUT", "/credentials/leaky", {"base_url": "http://169.254.169.254/v1"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "egress_not_allowed", r.text
+    r = gateway.admin("PUT", "/credentials/leaky", {"base_url": gateway.fake_url + "/v1/"})
+    assert r.status_code == 200, r.text
+    wait_until(lambda: chat(gateway, key, "gpt-leaky", "moved").choices, timeout=5, what="the moved credential in use")
+
+    for body, code in [({}, "invalid_update"), ({"api_key": ""}, "invalid_api_key"), ({"api_key": "x", "extra": 1}, "unknown_field")]:
+        r = gateway.admin("PUT", "/credentials/leaky", body)
+        assert r.status_code == 400 and r.json()["error"]["code"] == code, (body, r.text)
+    assert gateway.admin("PUT", "/credentials/nope", {"api_key": "x"}).json()["error"]["code"] == "credential_not_found"
+
+    # Removal: refused while a model deploys it, then gone from the data plane.
+    r = gateway.admin("DELETE", "/credentials/leaky")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "credential_in_use" and "gpt-leaky" in r.text, r.text
+    assert gateway.admin("DELETE", "/models/gpt-leaky").status_code == 200
+    assert gateway.admin("DELETE", "/credentials/leaky").status_code == 200
+    assert all(c["name"] != "leaky" for c in gateway.admin("GET", "/credentials").json()["credentials"])
+    assert gateway.admin("DELETE", "/credentials/leaky").status_code == 404
+    if gateway.mode == "sqlite-up":
+        wait_until(lambda: audited(gateway, "credential.updated").count(credential_id) == 3
+                   and audited(gateway, "credential.deleted") == [credential_id],
+                   timeout=15, what="credential.updated x3 and credential.deleted audited")

@@ -27,6 +27,14 @@ pub enum ControlPlaneError {
         /// Message for the client.
         message: String,
     },
+    /// The target is still used by something else; `code` is stable.
+    #[error("{message}")]
+    InUse {
+        /// Stable machine-readable code.
+        code: &'static str,
+        /// Message for the client, naming what uses it.
+        message: String,
+    },
     /// Stored data could not be read back.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),

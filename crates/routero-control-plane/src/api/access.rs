@@ -72,6 +72,16 @@ enum Ask {
 const ROUTES: &[(&str, &str, Ask)] = &[
     ("POST", "/credentials", Ask::Tenant("credential", "create")),
     ("GET", "/credentials", Ask::Tenant("credential", "list")),
+    (
+        "PUT",
+        "/credentials/{name}",
+        Ask::Tenant("credential", "update"),
+    ),
+    (
+        "DELETE",
+        "/credentials/{name}",
+        Ask::Tenant("credential", "delete"),
+    ),
     ("POST", "/models", Ask::Tenant("model", "create")),
     ("GET", "/models", Ask::Tenant("model", "list")),
     ("PUT", "/models/{name}", Ask::Tenant("model", "update")),

@@ -80,13 +80,7 @@ pub(super) async fn create_credential(
         &body.base_url,
     )
     .await?;
-    let api_key = body.api_key.expose_secret();
-    if api_key.trim().is_empty() || api_key.len() > 4096 {
-        return Err(ApiError::bad_request(
-            "invalid_api_key",
-            "api_key must be 1-4096 characters",
-        ));
-    }
+    let api_key = check_api_key(&body.api_key)?;
     let event = AppState::event(
         &principal,
         &client,
@@ -117,6 +111,113 @@ pub(super) async fn create_credential(
             json!({"id": credential.id, "name": credential.name, "provider": credential.provider}),
         ),
     ))
+}
+
+/// A provider secret as given: 1-4096 characters, not blank.
+fn check_api_key(api_key: &SecretString) -> Result<&str, ApiError> {
+    let api_key = api_key.expose_secret();
+    if api_key.trim().is_empty() || api_key.len() > 4096 {
+        return Err(ApiError::bad_request(
+            "invalid_api_key",
+            "api_key must be 1-4096 characters",
+        ));
+    }
+    Ok(api_key)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CredentialUpdate {
+    api_key: Option<SecretString>,
+    base_url: Option<String>,
+}
+
+/// Rotates a credential's secret and/or points it at another base URL (checked against the
+/// egress policy); the secret is sealed again under the new binding in the same transaction,
+/// and data planes use it from the next snapshot. The secret is never returned.
+pub(super) async fn update_credential(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Extension(client): Extension<ClientInfo>,
+    Path(name): Path<String>,
+    Body(body): Body<CredentialUpdate>,
+) -> Result<Json<Value>, ApiError> {
+    check_name("name", &name)?;
+    if body.api_key.is_none() && body.base_url.is_none() {
+        return Err(ApiError::bad_request(
+            "invalid_update",
+            "give api_key, base_url, or both",
+        ));
+    }
+    let new_key = body.api_key.as_ref().map(check_api_key).transpose()?;
+    let new_url = match &body.base_url {
+        Some(url) => {
+            Some(check_base_url(&state, &principal, &client, (&name, "update"), url).await?)
+        }
+        None => None,
+    };
+    let mut event = AppState::event(
+        &principal,
+        &client,
+        EventType::CredentialUpdated,
+        ("credential", None),
+    );
+    event
+        .details
+        .insert("secret_rotated".into(), new_key.is_some().into());
+    event
+        .details
+        .insert("base_url_changed".into(), new_url.is_some().into());
+    let vault = &state.vault;
+    let credential = state
+        .store
+        .update_credential(
+            &principal.tenant_id,
+            &name,
+            |row| {
+                let base_url = new_url
+                    .clone()
+                    .unwrap_or_else(|| row.credential.base_url.clone());
+                let secret = match new_key {
+                    Some(key) => SecretString::from(key.to_owned()),
+                    None => vault.decrypt(&row.binding(), &row.ciphertext)?,
+                };
+                let binding = CredentialBinding {
+                    tenant: &row.tenant_id,
+                    credential_id: &row.credential.id,
+                    base_url: &base_url,
+                };
+                Ok((
+                    base_url.clone(),
+                    vault.encrypt(&binding, secret.expose_secret())?,
+                ))
+            },
+            vec![event],
+        )
+        .await?;
+    Ok(Json(json!(credential)))
+}
+
+/// Deletes a credential (a leaked provider key removed): refused (409 `credential_in_use`)
+/// while a model deploys it; data planes drop it from the next snapshot.
+pub(super) async fn delete_credential(
+    State(state): State<AppState>,
+    Extension(principal): Extension<AdminPrincipal>,
+    Extension(client): Extension<ClientInfo>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    check_name("name", &name)?;
+    let event = AppState::event(
+        &principal,
+        &client,
+        EventType::CredentialDeleted,
+        ("credential", None),
+    );
+    state
+        .store
+        .delete_credential(&principal.tenant_id, &name, vec![event])
+        .await?;
+    Ok(Json(json!({ "deleted": name })))
 }
 
 pub(super) async fn list_credentials(

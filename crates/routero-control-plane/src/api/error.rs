@@ -69,6 +69,9 @@ impl From<ControlPlaneError> for ApiError {
                 format!("A {what} with this name already exists."),
             ),
             ControlPlaneError::Invalid { code, message } => Self::bad_request(code, message),
+            ControlPlaneError::InUse { code, message } => {
+                Self::new(StatusCode::CONFLICT, code, message)
+            }
             ControlPlaneError::Database(ref e) => {
                 tracing::error!(error = %e, "database error");
                 Self::new(

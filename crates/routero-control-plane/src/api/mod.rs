@@ -128,6 +128,10 @@ pub fn router(state: AppState) -> Router {
             post(catalog::create_model).get(catalog::list_models),
         )
         .route(
+            "/credentials/{name}",
+            put(catalog::update_credential).delete(catalog::delete_credential),
+        )
+        .route(
             "/models/{name}",
             put(catalog::update_model).delete(catalog::delete_model),
         )

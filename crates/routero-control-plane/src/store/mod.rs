@@ -332,6 +332,93 @@ impl Store {
         })
     }
 
+    /// Replaces a credential's base URL and sealed secret with what `change(row)` returns (it
+    /// sees the stored row, to re-seal the secret under the new binding), with the events
+    /// recording it. `NotFound` when the tenant has no credential of that name.
+    pub async fn update_credential(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        change: impl FnOnce(&SealedCredential) -> Result<(String, String)>,
+        events: Vec<AuditEvent>,
+    ) -> Result<Credential> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT id, tenant_id, name, provider, base_url, ciphertext FROM credentials \
+             WHERE tenant_id = $1 AND name = $2",
+        )
+        .bind(tenant_id)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(ControlPlaneError::NotFound("credential"))?;
+        let current = sealed_credential(&row)?;
+        let (base_url, ciphertext) = change(&current)?;
+        sqlx::query("UPDATE credentials SET base_url = $1, ciphertext = $2 WHERE id = $3 AND tenant_id = $4")
+            .bind(&base_url)
+            .bind(&ciphertext)
+            .bind(&current.credential.id)
+            .bind(tenant_id)
+            .execute(&mut *tx)
+            .await?;
+        self.commit_change(tx, &naming(events, &current.credential.id))
+            .await?;
+        Ok(Credential {
+            base_url,
+            ..current.credential
+        })
+    }
+
+    /// Deletes a credential, with the events recording it: refused (`credential_in_use`)
+    /// while a route deploys it, naming the routes.
+    pub async fn delete_credential(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        events: Vec<AuditEvent>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let id: String =
+            sqlx::query("SELECT id FROM credentials WHERE tenant_id = $1 AND name = $2")
+                .bind(tenant_id)
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(ControlPlaneError::NotFound("credential"))?
+                .try_get("id")?;
+        let mut users = Vec::new();
+        for row in sqlx::query(
+            "SELECT name, deployments FROM model_routes WHERE tenant_id = $1 ORDER BY name",
+        )
+        .bind(tenant_id)
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let deployments: Vec<StoredDeployment> =
+                from_json(&row.try_get::<String, _>("deployments")?)?;
+            if deployments.iter().any(|d| d.credential_id == id) {
+                users.push(row.try_get::<String, _>("name")?);
+            }
+        }
+        if !users.is_empty() {
+            return Err(ControlPlaneError::InUse {
+                code: "credential_in_use",
+                message: format!(
+                    "models deploy it: {}; change or delete them first",
+                    users.join(", ")
+                ),
+            });
+        }
+        delete_named(
+            &mut tx,
+            "DELETE FROM credentials WHERE tenant_id = $1 AND name = $2",
+            (tenant_id, name),
+            "credential",
+        )
+        .await?;
+        self.commit_change(tx, &naming(events, &id)).await
+    }
+
     /// Credentials of a tenant, by name, without secrets.
     pub async fn list_credentials(&self, tenant_id: &str) -> Result<Vec<Credential>> {
         Ok(self
