@@ -3,5 +3,8 @@
 CREATE TABLE audit_outbox (
     seq         BIGSERIAL PRIMARY KEY,
     event       TEXT NOT NULL,
+    -- HMAC of the event under a key derived from the pepper: only rows the control plane wrote
+    -- are forwarded (one inserted with the database's credentials is recorded as rejected).
+    mac         TEXT NOT NULL,
     created_at  BIGINT NOT NULL
 );

@@ -62,10 +62,16 @@ def endpoints(gw):
          lambda: {"name": unique("c"), "provider": "openai", "api_key": "sk-x", "base_url": gw.fake_url + "/v1"},
          None, 201, {"admin"}),
         ("list credentials", "GET", "/credentials", None, None, 200, {"admin"}),
+        ("update credential", "PUT", lambda: "/credentials/" + credential(gw), lambda: {"api_key": "sk-rotated"},
+         None, 200, {"admin"}),
+        ("delete credential", "DELETE", lambda: "/credentials/" + credential(gw), None, None, 200, {"admin"}),
         ("create model", "POST", "/models",
          lambda: {"name": unique("m"), "deployments": [{"credential": "fake", "model": "up-a"}]},
          None, 201, {"admin"}),
         ("list models", "GET", "/models", None, None, 200, set(ROLES)),
+        ("update model", "PUT", lambda: "/models/" + model(gw),
+         lambda: {"deployments": [{"credential": "fake", "model": "up-b"}]}, None, 200, {"admin"}),
+        ("delete model", "DELETE", lambda: "/models/" + model(gw), None, None, 200, {"admin"}),
         ("generate key", "POST", "/key/generate", lambda: {}, None, 200, {"admin", "developer"}),
         ("list keys", "GET", "/key/list", None, None, 200, {"admin", "developer", "auditor", "support"}),
         ("key info", "GET", "/key/info", None, lambda: {"key_id": admin_key_id(gw)}, 200,
@@ -92,6 +98,21 @@ def endpoints(gw):
          {"admin"}),
         ("delete role", "DELETE", lambda: "/roles/" + put_role(gw), None, None, 200, {"admin"}),
     ]
+
+
+def credential(gw):
+    name = unique("c")
+    r = gw.admin("POST", "/credentials", {"name": name, "provider": "openai", "api_key": "sk-x",
+                                          "base_url": gw.fake_url + "/v1"})
+    assert r.status_code == 201, r.text
+    return name
+
+
+def model(gw):
+    name = unique("m")
+    r = gw.admin("POST", "/models", {"name": name, "deployments": [{"credential": "fake", "model": "up-a"}]})
+    assert r.status_code == 201, r.text
+    return name
 
 
 def put_role(gw):

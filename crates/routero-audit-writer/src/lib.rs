@@ -109,18 +109,6 @@ impl Writer {
         }
     }
 
-    /// Chains what changes made in the audit database recorded there (a retention change).
-    async fn chain_inbox(&mut self) {
-        match self.store.chain_inbox().await {
-            Ok(written) => self
-                .unsigned
-                .extend(written.into_iter().map(|record| record.tenant_id)),
-            Err(error) => {
-                tracing::error!(%error, "audit inbox not chained; retried at the next tick")
-            }
-        }
-    }
-
     /// At the first tick: a tail a crash left unsigned is signed now, not when new events
     /// arrive (retried at each tick until the store answers).
     async fn sign_leftover_tails(&mut self) {
@@ -167,7 +155,6 @@ pub async fn run(
             batch = stream.next_batch(config.batch_size) => match batch {
                 Some(batch) => {
                     writer.write(&batch).await;
-                    writer.chain_inbox().await;
                     // Only now, with the batch in the database, may the source forget it.
                     if let Err(error) = stream.commit().await {
                         tracing::warn!(%error, "source position not committed; events may be redelivered (and skipped as duplicates)");
@@ -179,7 +166,6 @@ pub async fn run(
                 if !writer.leftovers_signed {
                     writer.sign_leftover_tails().await;
                 }
-                writer.chain_inbox().await;
                 writer.checkpoint().await;
             }
             _ = pruner.tick() => {
@@ -202,7 +188,6 @@ pub async fn run(
             tracing::warn!(%error, "source position not committed at shutdown");
         }
     }
-    writer.chain_inbox().await;
     writer.checkpoint().await;
 }
 

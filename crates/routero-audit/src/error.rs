@@ -36,6 +36,9 @@ pub enum AuditError {
         /// Its sequence number.
         seq: u64,
     },
+    /// A tenant's chain did not verify, so it is not pruned.
+    #[error("chain does not verify: {0}")]
+    Unverified(crate::Violation),
     /// A retention shorter than the operator's minimum was asked for.
     #[error("retention below the minimum of {minimum} days")]
     RetentionTooShort {

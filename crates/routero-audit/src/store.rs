@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use routero_core::audit::{AuditEvent, canonical_json};
-use routero_crypto::{CheckpointSigner, CheckpointVerifier};
+use routero_crypto::{CheckpointSigner, CheckpointVerifier, MessageKey};
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
@@ -43,9 +43,9 @@ const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[
     ),
     (
         5,
-        "inbox",
-        include_str!("../../../migrations/postgres/audit/0005_inbox.sql"),
-        include_str!("../../../migrations/sqlite/audit/0005_inbox.sql"),
+        "record tags",
+        include_str!("../../../migrations/postgres/audit/0005_record_tags.sql"),
+        include_str!("../../../migrations/sqlite/audit/0005_record_tags.sql"),
     ),
 ];
 
@@ -107,6 +107,8 @@ pub struct AuditStore {
     pool: AnyPool,
     /// No tenant keeps its trail for less (the operator's floor, whatever a tenant asks).
     min_retention_days: u32,
+    /// The writer's key tagging the records it stores; only the writer holds one.
+    record_key: Option<MessageKey>,
 }
 
 fn unix_now() -> i64 {
@@ -174,12 +176,20 @@ impl AuditStore {
         Ok(Self {
             pool,
             min_retention_days: DEFAULT_MIN_RETENTION_DAYS,
+            record_key: None,
         })
     }
 
     /// The same store with the operator's minimum retention (at least 1 day).
     pub fn with_min_retention_days(mut self, days: u32) -> Self {
         self.min_retention_days = days.max(1);
+        self
+    }
+
+    /// The same store tagging the records it appends with `key` and signing checkpoints only
+    /// over records carrying its tags (the writer's store).
+    pub fn with_record_key(mut self, key: MessageKey) -> Self {
+        self.record_key = Some(key);
         self
     }
 
@@ -217,54 +227,16 @@ impl AuditStore {
     }
 
     /// Chains and stores `events` in one transaction. Events already stored (same event id)
-    /// are skipped, so redelivery never duplicates. Returns the records written.
+    /// are skipped, so redelivery never duplicates. Returns the records written. With a
+    /// record key (the writer's store), each record carries its tag.
     pub async fn append(&self, events: &[AuditEvent]) -> Result<Vec<ChainedRecord>, AuditError> {
         let mut tx = self.pool.begin().await?;
-        let written = Self::append_in(&mut tx, events).await?;
-        tx.commit().await?;
-        Ok(written)
-    }
-
-    /// Chains the events waiting in the inbox and empties it, in one transaction; returns the
-    /// records written.
-    pub async fn chain_inbox(&self) -> Result<Vec<ChainedRecord>, AuditError> {
-        let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query("SELECT seq, event FROM audit_inbox ORDER BY seq")
-            .fetch_all(&mut *tx)
-            .await?;
-        let Some(last) = rows
-            .last()
-            .map(|row| row.try_get::<i64, _>("seq"))
-            .transpose()?
-        else {
-            return Ok(Vec::new());
-        };
-        let events = rows
-            .iter()
-            .map(|row| {
-                serde_json::from_str::<AuditEvent>(&row.try_get::<String, _>("event")?)
-                    .map_err(json_error)
-            })
-            .collect::<Result<Vec<_>, AuditError>>()?;
-        let written = Self::append_in(&mut tx, &events).await?;
-        sqlx::query("DELETE FROM audit_inbox WHERE seq <= $1")
-            .bind(last)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(written)
-    }
-
-    async fn append_in(
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        events: &[AuditEvent],
-    ) -> Result<Vec<ChainedRecord>, AuditError> {
         let mut heads: HashMap<String, ChainHead> = HashMap::new();
         let mut written = Vec::with_capacity(events.len());
         for event in events {
             let exists = sqlx::query("SELECT 1 AS one FROM audit_records WHERE event_id = $1")
                 .bind(&event.event_id)
-                .fetch_optional(&mut **tx)
+                .fetch_optional(&mut *tx)
                 .await?
                 .is_some();
             if exists
@@ -275,7 +247,7 @@ impl AuditStore {
                 continue;
             }
             if !heads.contains_key(&event.tenant_id) {
-                let head = Self::head(tx, &event.tenant_id).await?;
+                let head = Self::head(&mut tx, &event.tenant_id).await?;
                 heads.insert(event.tenant_id.clone(), head);
             }
             let head = heads
@@ -286,8 +258,8 @@ impl AuditStore {
                 .map_err(|_| AuditError::Malformed("event"))?;
             sqlx::query(
                 "INSERT INTO audit_records (tenant_id, seq, event_id, time, action, actor_kind, actor_id, \
-                 outcome, prev_hash, hash, event, written_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                 outcome, prev_hash, hash, event, written_at, mac) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
             .bind(&record.tenant_id)
             .bind(as_i64(record.seq)?)
@@ -301,11 +273,65 @@ impl AuditStore {
             .bind(&record.hash)
             .bind(canonical)
             .bind(unix_now())
-            .execute(&mut **tx)
+            .bind(self.record_key.as_ref().map(|key| tag(key, &record.hash)))
+            .execute(&mut *tx)
             .await?;
             written.push(record);
         }
+        tx.commit().await?;
         Ok(written)
+    }
+
+    /// Whether the records after `tenant_id`'s last checkpoint (or anchor) through `head`
+    /// link up and carry this store's record tags: `Err(seq)` names the first that does not
+    /// (inserted, altered, or not written by this writer).
+    async fn written_here(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        key: &MessageKey,
+        tenant_id: &str,
+        head: u64,
+    ) -> Result<Result<(), u64>, AuditError> {
+        let signed = sqlx::query(
+            "SELECT seq, hash FROM audit_checkpoints WHERE tenant_id = $1 AND seq <= $2 \
+             UNION SELECT seq, hash FROM audit_anchors WHERE tenant_id = $1 AND seq <= $2 \
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(tenant_id)
+        .bind(as_i64(head)?)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let (mut seq, mut hash) = match &signed {
+            Some(row) => (seq_of(row)?, row.try_get::<String, _>("hash")?),
+            None => (0, hex::encode(crate::chain::GENESIS)),
+        };
+        let rows = sqlx::query(
+            "SELECT tenant_id, seq, prev_hash, hash, event, mac FROM audit_records \
+             WHERE tenant_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
+        )
+        .bind(tenant_id)
+        .bind(as_i64(seq)?)
+        .bind(as_i64(head)?)
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in &rows {
+            let record = record_of(row)?;
+            let mac: Option<String> = row.try_get("mac")?;
+            let intact = record.seq == seq + 1
+                && record.prev_hash == hash
+                && record.recompute_at(record.seq).ok() == record.digest().ok()
+                && mac.is_some_and(|mac| {
+                    key.verify_parts(
+                        &[record.hash.as_bytes()],
+                        &hex::decode(mac).unwrap_or_default(),
+                    )
+                    .is_ok()
+                });
+            if !intact {
+                return Ok(Err(seq + 1));
+            }
+            (seq, hash) = (record.seq, record.hash);
+        }
+        Ok(if seq == head { Ok(()) } else { Err(seq + 1) })
     }
 
     /// Signs and stores a checkpoint at each given tenant's head, unless one is already there.
@@ -320,6 +346,17 @@ impl AuditStore {
         for tenant in tenants {
             let head = Self::head(&mut tx, tenant).await?;
             if head.seq == 0 {
+                continue;
+            }
+            if let Some(key) = &self.record_key
+                && let Err(seq) = Self::written_here(&mut tx, key, tenant, head.seq).await?
+            {
+                // Never sign what this writer did not write: the database was changed.
+                tracing::error!(
+                    tenant,
+                    seq,
+                    "audit record not written by this writer (inserted or altered in the database); its chain is not signed"
+                );
                 continue;
             }
             let exists = sqlx::query(
@@ -387,105 +424,97 @@ impl AuditStore {
         rows.iter().map(record_of).collect()
     }
 
-    /// Sets how many days a tenant keeps its audit trail: never below the operator's minimum
-    /// ([`AuditError::RetentionTooShort`]). `recorded` (the event of the change) commits with
-    /// it, into the inbox the writer chains.
-    pub async fn set_retention(
-        &self,
-        tenant_id: &str,
-        days: u32,
-        recorded: &AuditEvent,
-    ) -> Result<(), AuditError> {
+    /// Refuses a retention below the operator's minimum ([`AuditError::RetentionTooShort`]).
+    pub fn check_retention(&self, days: u32) -> Result<(), AuditError> {
         if days < self.min_retention_days {
             return Err(AuditError::RetentionTooShort {
                 minimum: self.min_retention_days,
             });
         }
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO audit_retention (tenant_id, days, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (tenant_id) DO UPDATE SET days = $2, updated_at = $3",
-        )
-        .bind(tenant_id)
-        .bind(i64::from(days))
-        .bind(unix_now())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("INSERT INTO audit_inbox (event, created_at) VALUES ($1, $2)")
-            .bind(serde_json::to_string(recorded).map_err(json_error)?)
-            .bind(unix_now())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
         Ok(())
     }
 
-    /// How many days a tenant keeps its audit trail: what it set, never below the operator's
-    /// minimum (so a row changed behind the API's back cannot shorten it).
+    /// How many days a tenant keeps its audit trail, as its chain says: its latest
+    /// `audit.retention_changed` record, else the retention its latest anchor was pruned
+    /// under, else the default; never below the operator's minimum.
     pub async fn retention(&self, tenant_id: &str) -> Result<u32, AuditError> {
-        let row = sqlx::query("SELECT days FROM audit_retention WHERE tenant_id = $1")
-            .bind(tenant_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        let days = match row {
-            Some(row) => u32::try_from(row.try_get::<i64, _>("days")?)
-                .map_err(|_| AuditError::Malformed("retention days"))?,
-            None => DEFAULT_RETENTION_DAYS,
-        };
-        Ok(days.max(self.min_retention_days))
+        let changed = sqlx::query(
+            "SELECT tenant_id, seq, prev_hash, hash, event FROM audit_records \
+             WHERE tenant_id = $1 AND action = 'audit.retention_changed' ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(record_of)
+        .transpose()?;
+        let anchor = self.latest_anchor(tenant_id).await?;
+        Ok(self.retention_in(changed.as_ref().into_iter(), anchor.as_ref()))
     }
 
-    /// Removes a tenant's oldest records that are all past its retention at `now`, after signing
-    /// an anchor at the last one removed, so that what remains still verifies. Returns the
-    /// anchor, or `None` when nothing was old enough.
+    /// The retention `records` (in chain order) and `anchor` set, never below the minimum.
+    fn retention_in<'a>(
+        &self,
+        records: impl DoubleEndedIterator<Item = &'a ChainedRecord>,
+        anchor: Option<&Anchor>,
+    ) -> u32 {
+        let mut records = records;
+        let set = records
+            .rfind(|r| r.event.action == routero_core::audit::EventType::AuditRetentionChanged)
+            .and_then(|r| r.event.details.get("days")?.as_u64())
+            .and_then(|days| u32::try_from(days).ok());
+        set.or(anchor.map(|a| a.retention_days))
+            .unwrap_or(DEFAULT_RETENTION_DAYS)
+            .max(self.min_retention_days)
+    }
+
+    /// Removes a tenant's oldest records that are all past its retention at `now`, behind a
+    /// signed anchor at the last one removed. Nothing is taken on the database's word: the
+    /// tenant's chain is verified first (a chain that does not verify is not pruned), the
+    /// retention is the one its chain records, the records' times are their hashed events'
+    /// own, and only records a checkpoint signed are removed. Returns the anchor, or `None`
+    /// when nothing was old enough.
     pub async fn prune(
         &self,
         signer: &CheckpointSigner,
         tenant_id: &str,
         now: SystemTime,
     ) -> Result<Option<Anchor>, AuditError> {
-        let days = self.retention(tenant_id).await?;
+        let log = self.load(tenant_id).await?;
+        let verified = log
+            .verify(tenant_id, &signer.verifier())
+            .map_err(AuditError::Unverified)?;
+        let days = self.retention_in(log.records.iter(), log.anchor.as_ref());
         let cutoff = now
             .checked_sub(std::time::Duration::from_secs(u64::from(days) * 86_400))
             .unwrap_or(UNIX_EPOCH);
-        let cutoff = humantime::format_rfc3339_millis(cutoff).to_string();
-        let pruned_at = humantime::format_rfc3339_millis(now).to_string();
-        let mut tx = self.pool.begin().await?;
         // The longest prefix entirely older than the cutoff: never a newer event out of order.
-        let row = sqlx::query(
-            "SELECT MAX(seq) AS seq FROM audit_records WHERE tenant_id = $1 AND seq < COALESCE(\
-             (SELECT MIN(seq) FROM audit_records WHERE tenant_id = $1 AND time >= $2), \
-             (SELECT MAX(seq) + 1 FROM audit_records WHERE tenant_id = $1))",
-        )
-        .bind(tenant_id)
-        .bind(&cutoff)
-        .fetch_one(&mut *tx)
-        .await?;
-        let Some(last) = row.try_get::<Option<i64>, _>("seq")? else {
+        let old = |record: &&ChainedRecord| {
+            humantime::parse_rfc3339(&record.event.time).is_ok_and(|time| time < cutoff)
+        };
+        let Some(last) = log
+            .records
+            .iter()
+            .take_while(old)
+            .take_while(|r| r.seq <= verified.signed_through)
+            .last()
+        else {
             return Ok(None);
         };
-        let row =
-            sqlx::query("SELECT hash, time FROM audit_records WHERE tenant_id = $1 AND seq = $2")
-                .bind(tenant_id)
-                .bind(last)
-                .fetch_one(&mut *tx)
-                .await?;
-        let hash = parse_digest(&row.try_get::<String, _>("hash")?, "hash")?;
-        let covered_until: String = row.try_get("time")?;
-        let seq = u64::try_from(last).map_err(|_| AuditError::Malformed("seq"))?;
         let anchor = Anchor::sign(
             signer,
             tenant_id,
-            (seq, &hash, &covered_until),
+            (last.seq, &last.digest()?, &last.event.time),
             days,
-            &pruned_at,
+            &humantime::format_rfc3339_millis(now).to_string(),
         )?;
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO audit_anchors (tenant_id, seq, hash, time, signature, covered_until, retention_days) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&anchor.tenant_id)
-        .bind(last)
+        .bind(as_i64(anchor.seq)?)
         .bind(&anchor.hash)
         .bind(&anchor.pruned_at)
         .bind(&anchor.signature)
@@ -495,7 +524,7 @@ impl AuditStore {
         .await?;
         sqlx::query("DELETE FROM audit_records WHERE tenant_id = $1 AND seq <= $2")
             .bind(tenant_id)
-            .bind(last)
+            .bind(as_i64(anchor.seq)?)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -503,6 +532,7 @@ impl AuditStore {
     }
 
     /// Prunes every tenant's trail to its retention period at `now`; returns the anchors signed.
+    /// A tenant whose chain does not verify is left whole and reported.
     pub async fn prune_expired(
         &self,
         signer: &CheckpointSigner,
@@ -510,8 +540,13 @@ impl AuditStore {
     ) -> Result<Vec<Anchor>, AuditError> {
         let mut anchors = Vec::new();
         for tenant in self.tenants().await? {
-            if let Some(anchor) = self.prune(signer, &tenant, now).await? {
-                anchors.push(anchor);
+            match self.prune(signer, &tenant, now).await {
+                Ok(Some(anchor)) => anchors.push(anchor),
+                Ok(None) => {}
+                Err(AuditError::Unverified(violation)) => {
+                    tracing::error!(%violation, "audit chain does not verify; not pruned");
+                }
+                Err(error) => return Err(error),
             }
         }
         Ok(anchors)
@@ -629,6 +664,19 @@ impl AuditStore {
             .collect()
     }
 
+    async fn latest_anchor(&self, tenant_id: &str) -> Result<Option<Anchor>, AuditError> {
+        sqlx::query(
+            "SELECT tenant_id, seq, hash, time, signature, covered_until, retention_days \
+             FROM audit_anchors WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(anchor_of)
+        .transpose()
+    }
+
     /// A tenant's anchor, records and checkpoints, in sequence order.
     pub async fn load(&self, tenant_id: &str) -> Result<TenantLog, AuditError> {
         let records = sqlx::query(
@@ -649,22 +697,18 @@ impl AuditStore {
         .iter()
         .map(checkpoint_of)
         .collect::<Result<Vec<_>, AuditError>>()?;
-        let anchor = sqlx::query(
-            "SELECT tenant_id, seq, hash, time, signature, covered_until, retention_days \
-             FROM audit_anchors WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
-        )
-        .bind(tenant_id)
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(anchor_of)
-        .transpose()?;
+        let anchor = self.latest_anchor(tenant_id).await?;
         Ok(TenantLog {
             anchor,
             records,
             checkpoints,
         })
     }
+}
+
+/// A record's tag under the writer's key, hex.
+fn tag(key: &MessageKey, hash: &str) -> String {
+    hex::encode(key.tag(hash.as_bytes()))
 }
 
 /// The wire name of an enum that serializes as a string (`key.created`, `admin_key`, …).

@@ -115,6 +115,16 @@ pub fn verify_chain(
         None => (0, GENESIS),
     };
 
+    // A checkpoint (a witness's, say) at the anchor's own place must pin the anchor's hash.
+    let pinned_elsewhere = checkpoints.iter().any(|c| {
+        c.seq == start_seq
+            && c.tenant_id == tenant_id
+            && c.verify(verifier)
+            && c.digest().ok() != Some(start_hash)
+    });
+    if anchor.is_some() && pinned_elsewhere {
+        return Err(violation(start_seq, Tamper::CheckpointMismatch));
+    }
     let walked = walk(records, start_seq, start_hash).map_err(|(seq, kind)| violation(seq, kind));
     let mut signed_through = start_seq;
     let mut checkpoint_violation = None;

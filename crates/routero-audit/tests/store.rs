@@ -104,7 +104,8 @@ routero_testkit::on_both_databases!(
     tampering_in_the_database_is_named,
     pruning_leaves_a_signed_anchor_and_the_rest_verifies,
     a_checkpoint_copied_into_the_anchors_is_refused,
-    a_retention_change_and_its_event_commit_together,
+    records_made_to_look_old_are_not_pruned,
+    a_record_inserted_at_the_head_is_never_signed,
 );
 
 async fn appends_chain_per_tenant_idempotently_and_verify(db: Db) {
@@ -248,25 +249,24 @@ fn prune_time() -> std::time::SystemTime {
     humantime::parse_rfc3339("2025-01-31T00:00:00Z").unwrap()
 }
 
+/// The event that sets a tenant's retention, as the admin API records it.
+fn retention_changed(tenant: &str, i: u64, days: u64, time: &str) -> AuditEvent {
+    let mut set = event(tenant, i);
+    set.action = routero_core::audit::EventType::AuditRetentionChanged;
+    set.details = Map::from_iter([("days".to_string(), Value::from(days))]);
+    set.time = time.into();
+    set
+}
+
 async fn pruning_leaves_a_signed_anchor_and_the_rest_verifies(db: Db) {
     let signer = CheckpointSigner::generate().unwrap();
-    assert_eq!(db.store.retention("a").await.unwrap(), 365);
+    assert_eq!(db.store.retention("a").await.unwrap(), 365, "the default");
     assert!(matches!(
-        db.store.set_retention("a", 30, &event("a", 90)).await,
+        db.store.check_retention(30),
         Err(AuditError::RetentionTooShort { minimum: 90 })
     ));
-    db.store
-        .set_retention("a", 120, &event("a", 91))
-        .await
-        .unwrap();
-    assert_eq!(db.store.retention("a").await.unwrap(), 120);
-    // Lowered behind the API's back: the operator's minimum still holds.
-    db.sql(&["UPDATE audit_retention SET days = 1 WHERE tenant_id = 'a'"])
-        .await
-        .unwrap();
-    assert_eq!(db.store.retention("a").await.unwrap(), 90);
+    assert!(db.store.check_retention(120).is_ok());
     let store = db.store.clone().with_min_retention_days(1);
-    store.set_retention("a", 30, &event("a", 92)).await.unwrap();
 
     // Six old events, two recent ones, then an old one arriving late (out of time order).
     let mut events: Vec<AuditEvent> = (1..=9).map(|i| event("a", i)).collect();
@@ -277,7 +277,15 @@ async fn pruning_leaves_a_signed_anchor_and_the_rest_verifies(db: Db) {
             format!("2020-01-0{}T00:00:00.000Z", i + 1)
         };
     }
+    // The retention the chain records is the one in force (a table could be edited).
+    events.push(retention_changed("a", 10, 30, "2025-01-10T00:00:00.000Z"));
     store.append(&events).await.unwrap();
+    assert_eq!(store.retention("a").await.unwrap(), 30);
+    assert_eq!(
+        db.store.retention("a").await.unwrap(),
+        90,
+        "never below the minimum"
+    );
     store.checkpoint(&signer, ["a"], "t").await.unwrap();
     let anchor = store
         .prune(&signer, "a", prune_time())
@@ -304,14 +312,14 @@ async fn pruning_leaves_a_signed_anchor_and_the_rest_verifies(db: Db) {
     let log = db.store.load("a").await.unwrap();
     assert_eq!(
         log.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
-        vec![7, 8, 9]
+        vec![7, 8, 9, 10]
     );
     assert_eq!(log.anchor.as_ref().map(|a| a.seq), Some(6));
-    assert_eq!(db.verify(&signer, "a").await, Ok(9));
-    // New records continue the chain after pruning.
-    db.store.append(&[event("a", 10)]).await.unwrap();
-    db.store.checkpoint(&signer, ["a"], "t").await.unwrap();
     assert_eq!(db.verify(&signer, "a").await, Ok(10));
+    // New records continue the chain after pruning.
+    db.store.append(&[event("a", 11)]).await.unwrap();
+    db.store.checkpoint(&signer, ["a"], "t").await.unwrap();
+    assert_eq!(db.verify(&signer, "a").await, Ok(11));
 
     let refused = db
         .sql(&["DELETE FROM audit_records WHERE tenant_id = 'a' AND seq = 7"])
@@ -322,24 +330,98 @@ async fn pruning_leaves_a_signed_anchor_and_the_rest_verifies(db: Db) {
     assert!(refused.to_string().contains("append-only"), "{refused}");
 }
 
-/// A retention change and its event commit together; the writer chains the event once.
-async fn a_retention_change_and_its_event_commit_together(db: Db) {
-    let mut recorded = event("t", 1);
-    recorded.action = routero_core::audit::EventType::AuditRetentionChanged;
-    assert!(db.store.set_retention("t", 1, &recorded).await.is_err());
+/// With the database's credentials, an operator makes recent records look old (the `time`
+/// column, or the event itself) so that pruning would erase them: pruning reads the hashed
+/// events and verifies the chain first, so neither works.
+async fn records_made_to_look_old_are_not_pruned(db: Db) {
+    let signer = CheckpointSigner::generate().unwrap();
+    let store = db.store.clone().with_min_retention_days(1);
+    let mut events: Vec<AuditEvent> = (1..=5).map(|i| event("a", i)).collect();
+    events.push(retention_changed("a", 6, 1, "2025-01-30T12:00:00.000Z"));
+    for e in &mut events {
+        e.time = "2025-01-30T12:00:00.000Z".into();
+    }
+    store.append(&events).await.unwrap();
+    store.checkpoint(&signer, ["a"], "t").await.unwrap();
+    db.drop_guards().await;
+    db.sql(&["UPDATE audit_records SET time = '2000-01-01T00:00:00.000Z' WHERE tenant_id = 'a' AND seq <= 3"])
+        .await
+        .unwrap();
     assert!(
-        db.store.chain_inbox().await.unwrap().is_empty(),
-        "a refused change records nothing"
+        store
+            .prune(&signer, "a", prune_time())
+            .await
+            .unwrap()
+            .is_none(),
+        "the time column is not what pruning reads"
     );
-    db.store.set_retention("t", 200, &recorded).await.unwrap();
-    let chained = db.store.chain_inbox().await.unwrap();
-    assert_eq!(chained.len(), 1);
-    assert_eq!(chained[0].event, recorded);
+    db.sql(&["UPDATE audit_records SET event = REPLACE(event, '2025-01-30', '2000-01-01') WHERE tenant_id = 'a' AND seq <= 3"])
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.prune(&signer, "a", prune_time()).await,
+        Err(AuditError::Unverified(_))
+    ));
+    assert_eq!(
+        store.load("a").await.unwrap().records.len(),
+        6,
+        "nothing erased"
+    );
+}
+
+/// The writer signs only a chain it wrote: a record inserted at the head with the database's
+/// credentials (its hash computed correctly) is never signed.
+async fn a_record_inserted_at_the_head_is_never_signed(db: Db) {
+    let signer = CheckpointSigner::generate().unwrap();
+    let store = db
+        .store
+        .clone()
+        .with_record_key(signer.record_key().unwrap());
+    let events: Vec<AuditEvent> = (1..=3).map(|i| event("a", i)).collect();
+    store.append(&events).await.unwrap();
+    assert_eq!(
+        store.checkpoint(&signer, ["a"], "t").await.unwrap().len(),
+        1
+    );
+    let log = store.load("a").await.unwrap();
+    let mut head = ChainHead {
+        tenant_id: "a".into(),
+        seq: 3,
+        hash: log.records[2].digest().unwrap(),
+    };
+    let forged = head.append(event("a", 4)).unwrap();
+    let canonical = String::from_utf8(canonical_json(&forged.event).unwrap()).unwrap();
+    db.sql(&[&format!(
+        "INSERT INTO audit_records (tenant_id, seq, event_id, time, action, actor_kind, actor_id, outcome, \
+         prev_hash, hash, event, written_at, mac) VALUES ('a', 4, 'a-0004', '{}', 'key.created', 'admin_key', \
+         'adm_1', 'success', '{}', '{}', '{}', 0, 'beef')",
+        forged.event.time, forged.prev_hash, forged.hash, canonical
+    )])
+    .await
+    .unwrap();
     assert!(
-        db.store.chain_inbox().await.unwrap().is_empty(),
-        "chained once"
+        store
+            .checkpoint(&signer, ["a"], "t")
+            .await
+            .unwrap()
+            .is_empty(),
+        "the inserted record is not signed"
     );
-    assert_eq!(db.store.load("t").await.unwrap().records.len(), 1);
+    assert_eq!(
+        db.verify(&signer, "a").await,
+        Ok(3),
+        "signed through 3 only"
+    );
+    // What the writer appends after it stays unsigned too: the chain it would sign holds a
+    // record it did not write.
+    store.append(&[event("a", 5)]).await.unwrap();
+    assert!(
+        store
+            .checkpoint(&signer, ["a"], "t")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// With the application's own database credentials: a checkpoint copied into the anchors,

@@ -53,6 +53,8 @@ pub struct ControlPlaneConfig {
     pub deadlines: routero_http::Deadlines,
     /// Failed authentications per source address: recorded, counted, throttled.
     pub failure_limits: routero_core::FailureLimits,
+    /// Peers (a load balancer, an ingress) whose `X-Forwarded-For` names the admin client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// TLS (and mutual TLS) for the snapshot service; plaintext when absent.
     pub grpc_tls: Option<GrpcTls>,
     /// The audit log's database, served at `GET /audit/events`.
@@ -88,6 +90,7 @@ impl ControlPlaneConfig {
             poll_interval: Duration::from_secs(1),
             max_body_bytes: 1024 * 1024,
             failure_limits: routero_core::FailureLimits::default(),
+            trusted_proxies: Vec::new(),
             deadlines: routero_http::Deadlines::with_request(Duration::from_secs(60)),
             grpc_tls: None,
             audit_database_url: None,
@@ -116,6 +119,7 @@ impl std::fmt::Debug for ControlPlaneConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("deadlines", &self.deadlines)
             .field("failure_limits", &self.failure_limits)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("grpc_tls", &self.grpc_tls)
             .field("audit_database_url", &redacted(&self.audit_database_url))
             .field("audit_min_retention_days", &self.audit_min_retention_days)

@@ -115,6 +115,7 @@ impl ControlPlane {
             deadlines: config.deadlines,
             max_body_bytes: config.max_body_bytes,
             failures: Arc::new(routero_core::AuthFailures::new(config.failure_limits)),
+            trusted_proxies: config.trusted_proxies.clone(),
             egress: Arc::new(config.egress.clone()),
         };
         Ok(Self {
@@ -126,10 +127,15 @@ impl ControlPlane {
 
     /// Records every admin mutation (through the outbox, committed with it) and failed admin
     /// authentication on `bus`.
-    pub fn with_audit(mut self, bus: EventBus) -> Self {
-        self.state.store = self.state.store.clone().with_outbox();
+    pub fn with_audit(mut self, bus: EventBus) -> Result<Self, ControlPlaneError> {
+        let key = self
+            .config
+            .pepper
+            .derive(routero_crypto::Purpose::AuditOutbox)
+            .and_then(|key| routero_crypto::MessageKey::new(&key))?;
+        self.state.store = self.state.store.clone().with_outbox(key);
         self.state.audit = Some(bus);
-        self
+        Ok(self)
     }
 
     /// Serves the admin API and the snapshot service until `shutdown` completes, then drains.

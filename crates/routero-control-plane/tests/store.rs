@@ -30,7 +30,6 @@ routero_testkit::on_both_databases!(
     admin_keys_and_custom_roles,
     deleting_a_role_takes_its_name_off_every_key,
     admin_keys_act_for_a_user_and_its_teams,
-    mutations_and_their_events_commit_together,
 );
 
 fn key(tenant: &str, id: &str, hash: u8) -> KeyRecord {
@@ -624,49 +623,4 @@ async fn admin_keys_act_for_a_user_and_its_teams(store: Store) {
         ));
     }
     assert!(store.find_admin_key(&[3; 32]).await.unwrap().is_none());
-}
-
-/// The outbox: an event is written with the change it records, in its transaction; a change
-/// that fails leaves no event; forwarded events leave the outbox.
-async fn mutations_and_their_events_commit_together(store: Store) {
-    let store = store.with_outbox();
-    let a = store.ensure_tenant("a").await.unwrap();
-    let recorded = || {
-        routero_bus::event(
-            &a,
-            routero_core::audit::EventType::TeamCreated,
-            routero_bus::actor(
-                routero_core::audit::ActorKind::AdminKey,
-                Some("adm_1".into()),
-            ),
-            routero_bus::resource("team", None),
-            routero_core::audit::Outcome::Success,
-        )
-    };
-    let team = store
-        .create_team(&a, "ops", None, vec![recorded()])
-        .await
-        .unwrap();
-    let duplicate = store.create_team(&a, "ops", None, vec![recorded()]).await;
-    assert!(
-        matches!(duplicate, Err(ControlPlaneError::Conflict(_))),
-        "{duplicate:?}"
-    );
-    let waiting = store.outbox(10).await.unwrap();
-    assert_eq!(waiting.len(), 1, "the failed change left no event");
-    assert_eq!(
-        waiting[0].1.resource.id.as_deref(),
-        Some(team.id.as_str()),
-        "the event names the row it created"
-    );
-    store.forwarded(waiting[0].0).await.unwrap();
-    assert!(store.outbox(10).await.unwrap().is_empty());
-    let revoked = store
-        .revoke_keys(&a, &["key_missing".into()], &[recorded()])
-        .await;
-    assert!(revoked.is_err());
-    assert!(
-        store.outbox(10).await.unwrap().is_empty(),
-        "all or none, events too"
-    );
 }

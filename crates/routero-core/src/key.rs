@@ -91,6 +91,35 @@ pub fn is_valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:/@".contains(&b))
 }
 
+/// The client address of a request from `peer`: the peer itself, or when the peer is a
+/// trusted proxy, the right-most `X-Forwarded-For` hop (`forwarded`: the header's values, in
+/// order) that is not itself a trusted proxy. A hop that does not parse ends the walk at the
+/// last address a trusted proxy vouched for.
+pub fn client_ip<'a>(
+    peer: IpAddr,
+    forwarded: impl Iterator<Item = &'a str>,
+    trusted: &[IpNet],
+) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let mut client = canonical_ip(peer);
+    if !is_trusted(&client) {
+        return client;
+    }
+    let hops: Vec<&str> = forwarded.flat_map(|v| v.split(',')).collect();
+    for hop in hops.iter().rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = canonical_ip(ip);
+                if !is_trusted(&client) {
+                    return client;
+                }
+            }
+            Err(_) => return client,
+        }
+    }
+    client
+}
+
 /// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) are compared as the IPv4 they carry.
 pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {

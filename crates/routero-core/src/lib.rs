@@ -15,7 +15,9 @@ mod throttle;
 pub use duration::{format_duration, parse_duration};
 pub use egress::{EgressPolicy, ProviderHost, ProviderUrl};
 pub use error::CoreError;
-pub use key::{KEY_PREFIX, KeyHash, KeyPolicy, canonical_ip, is_valid_name, parse_cidrs};
+pub use key::{
+    KEY_PREFIX, KeyHash, KeyPolicy, canonical_ip, client_ip, is_valid_name, parse_cidrs,
+};
 pub use redact::{REDACTED, redact_url};
 pub use refusal::Refusal;
 pub use snapshot::{Deployment, ModelRoute, ProviderCredential, Snapshot};

@@ -3,8 +3,10 @@
 /// What replaces a secret.
 pub const REDACTED: &str = "[REDACTED]";
 
-/// `url` with its password (`user:password@`, or a `password=` parameter) replaced, for logs
-/// and Debug output; anything else is kept, so the URL still says where it points.
+/// `url` with its password (`user:password@`) and the value of every query parameter whose
+/// name suggests a secret (`password`, `sslpassword`, `token`, `secret`, `key`, `sig`,
+/// `auth`, `credential`) replaced, for logs and Debug output; anything else is kept, so the
+/// URL still says where it points.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
@@ -20,13 +22,33 @@ pub fn redact_url(url: &str) -> String {
     };
     let tail = tail
         .split('&')
-        .map(|part| match part.split_once("password=") {
-            Some((before, _)) => format!("{before}password={REDACTED}"),
-            None => part.to_owned(),
+        .map(|part| match part.split_once('=') {
+            Some((name, _)) if is_secret_name(name) => format!("{name}={REDACTED}"),
+            _ => part.to_owned(),
         })
         .collect::<Vec<_>>()
         .join("&");
     format!("{scheme}://{authority}{tail}")
+}
+
+/// Whether a query parameter's name suggests its value is a secret.
+fn is_secret_name(name: &str) -> bool {
+    let name = name
+        .rsplit(['?', '#'])
+        .next()
+        .unwrap_or(name)
+        .to_ascii_lowercase();
+    [
+        "pass",
+        "token",
+        "secret",
+        "key",
+        "sig",
+        "auth",
+        "credential",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
 }
 
 #[cfg(test)]
@@ -42,6 +64,12 @@ mod tests {
         assert_eq!(
             redact_url("postgres://db/routero?user=app&password=s3cret&sslmode=require"),
             "postgres://db/routero?user=app&password=[REDACTED]&sslmode=require"
+        );
+        assert_eq!(
+            redact_url(
+                "https://siem.example/hook?tenant=a&token=abc&X-Amz-Signature=f00&sslpassword=p"
+            ),
+            "https://siem.example/hook?tenant=a&token=[REDACTED]&X-Amz-Signature=[REDACTED]&sslpassword=[REDACTED]"
         );
         assert_eq!(
             redact_url("sqlite://./data/routero.db"),

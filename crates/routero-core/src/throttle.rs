@@ -1,7 +1,9 @@
 //! Failed authentications per source address and window (a minute by default). The first few
 //! of a source in a window are recorded one by one; past that they are only counted, and each
 //! such source gets one aggregated record when its window is over, so no one can flood the
-//! audit log. A source past the limit is throttled until its window ends.
+//! audit log. A source past the limit is throttled until its window ends. A source is an
+//! IPv4 address or an IPv6 /64 (one host may hold a whole /64), and sources beyond the
+//! tracking bound share one count, throttled as one.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -129,12 +131,17 @@ impl AuthFailures {
     /// Counts a failure of `source` at `now_unix` and says what to do with it.
     pub fn fail(&self, source: IpAddr, now_unix: u64) -> Verdict {
         let limits = self.limits;
+        let source = source_of(source);
         self.with_minute(now_unix, |minute| {
             let tracked =
                 minute.counts.len() < limits.sources || minute.counts.contains_key(&source);
             if !tracked {
                 minute.untracked = minute.untracked.saturating_add(1);
-                return Verdict::Count;
+                return if minute.untracked > limits.throttle {
+                    Verdict::Throttle
+                } else {
+                    Verdict::Count
+                };
             }
             let count = minute.counts.entry(source).or_insert(0);
             *count = count.saturating_add(1);
@@ -156,6 +163,7 @@ impl AuthFailures {
     /// Whether `source` is throttled at `now_unix`, and for how many more seconds.
     pub fn throttled(&self, source: IpAddr, now_unix: u64) -> Option<u64> {
         let limits = self.limits;
+        let source = source_of(source);
         self.with_minute(now_unix, |minute| {
             (minute.counts.get(&source).copied().unwrap_or(0) >= limits.throttle)
                 .then(|| minute.start + limits.window_secs - now_unix)
@@ -175,6 +183,18 @@ impl AuthFailures {
         let next = state.0.start.saturating_add(self.limits.window_secs);
         self.rotate(&mut state, next);
         std::mem::take(&mut state.1)
+    }
+}
+
+/// The source a failure counts against: an IPv4 address (or one mapped into IPv6), or the
+/// /64 an IPv6 address is in.
+fn source_of(ip: IpAddr) -> IpAddr {
+    match crate::canonical_ip(ip) {
+        IpAddr::V6(v6) => {
+            let [a, b, c, d, ..] = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+        }
+        v4 => v4,
     }
 }
 
@@ -238,10 +258,30 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_host_is_counted_by_its_64() {
+        let failures = AuthFailures::new(FailureLimits {
+            recorded: 2,
+            throttle: 3,
+            sources: 100,
+            window_secs: 60,
+        });
+        let verdicts: Vec<_> = (1..=5u16)
+            .map(|host| failures.fail(IpAddr::from([0x2001, 0xdb8, 1, 2, 0, 0, 0, host]), 0))
+            .collect();
+        use Verdict::*;
+        assert_eq!(verdicts, [Record, Record, Count, Throttle, Throttle]);
+        assert_eq!(
+            failures.fail(IpAddr::from([0x2001, 0xdb8, 1, 3, 0, 0, 0, 1]), 0),
+            Record,
+            "another /64"
+        );
+    }
+
+    #[test]
     fn sources_beyond_the_bound_share_one_count() {
         let failures = AuthFailures::new(FailureLimits {
             recorded: 1,
-            throttle: 100,
+            throttle: 7,
             sources: 2,
             window_secs: 60,
         });
@@ -251,11 +291,16 @@ mod tests {
             assert_eq!(failures.fail(ip(last), 1), Verdict::Count);
         }
         assert_eq!(
+            failures.fail(ip(10), 1),
+            Verdict::Throttle,
+            "throttled as one"
+        );
+        assert_eq!(
             failures.take_finished(60),
             [Aggregate {
                 source: None,
                 window_start: 0,
-                counted: 7
+                counted: 8
             }]
         );
     }

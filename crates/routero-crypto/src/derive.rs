@@ -16,6 +16,12 @@ pub enum Purpose {
     WatchCredential,
     /// The guardrails' `hash` action (derived from the key-hashing pepper, then per tenant).
     GuardrailHashing,
+    /// Tags on the audit records the writer stored itself (derived from the checkpoint
+    /// signing key): it signs only a chain it wrote.
+    AuditRecords,
+    /// Tags on the control plane's audit outbox rows (derived from the key-hashing pepper): it
+    /// forwards only events it wrote.
+    AuditOutbox,
 }
 
 impl Purpose {
@@ -24,6 +30,8 @@ impl Purpose {
             Self::SnapshotAuthentication => b"routero/derive/v1/snapshot-authentication",
             Self::WatchCredential => b"routero/derive/v1/watch-credential",
             Self::GuardrailHashing => b"routero/derive/v1/guardrail-hashing",
+            Self::AuditRecords => b"routero/derive/v1/audit-records",
+            Self::AuditOutbox => b"routero/derive/v1/audit-outbox",
         }
     }
 }
@@ -90,6 +98,8 @@ mod tests {
             Purpose::SnapshotAuthentication,
             Purpose::WatchCredential,
             Purpose::GuardrailHashing,
+            Purpose::AuditRecords,
+            Purpose::AuditOutbox,
         ];
         let derived: Vec<[u8; 32]> = purposes
             .iter()

@@ -46,6 +46,14 @@ impl CheckpointSigner {
         self.0.sign(message).to_bytes().to_vec()
     }
 
+    /// The key that tags the records this writer stored (never in the database), so it signs
+    /// only what it wrote.
+    pub fn record_key(&self) -> Result<crate::MessageKey, CryptoError> {
+        crate::SealingKey::from_bytes(&self.0.to_bytes())?
+            .derive(crate::Purpose::AuditRecords)
+            .and_then(|key| crate::MessageKey::new(&key))
+    }
+
     /// The public half.
     pub fn verifier(&self) -> CheckpointVerifier {
         CheckpointVerifier(self.0.verifying_key())

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::http::{HeaderMap, header};
 use ipnet::IpNet;
-use routero_core::{KeyPolicy, Refusal, canonical_ip};
+use routero_core::{KeyPolicy, Refusal};
 
 use crate::live::{Gateway, Live};
 
@@ -21,30 +21,11 @@ pub struct Caller {
 /// The client address: the peer, or when the peer is a trusted proxy, the right-most
 /// `X-Forwarded-For` hop that is not itself a trusted proxy.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    let mut client = canonical_ip(peer);
-    if !is_trusted(&client) {
-        return client;
-    }
-    let hops = headers
+    let forwarded = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .collect::<Vec<_>>();
-    for hop in hops.iter().rev() {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(ip) => {
-                client = canonical_ip(ip);
-                if !is_trusted(&client) {
-                    return client;
-                }
-            }
-            // A hop we cannot read ends the walk at the last address a trusted proxy vouched for.
-            Err(_) => return client,
-        }
-    }
-    client
+        .filter_map(|v| v.to_str().ok());
+    routero_core::client_ip(peer, forwarded, trusted)
 }
 
 /// The presented key: `Authorization: Bearer …` or `x-api-key`.

@@ -24,8 +24,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
 use routero_bus::{EventBus, FailureReport};
+use routero_core::AuthFailures;
 use routero_core::audit::EventType;
-use routero_core::{AuthFailures, Refusal};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -99,7 +99,7 @@ pub async fn run(
         FailureReport {
             action: EventType::RequestBlocked,
             resource: "data_plane",
-            reason_code: Refusal::InvalidApiKey.code(),
+            reason_code: "authentication_refused",
         },
         stop_rx.clone(),
     ));
@@ -185,7 +185,12 @@ mod tests {
             std::future::pending(),
         ));
         let client = reqwest::Client::new();
-        let boom = client.get(format!("{base}/boom")).send().await.unwrap();
+        // The 500 waits until its event is taken off the bus (it is published durably).
+        let boom = tokio::spawn(client.get(format!("{base}/boom")).send());
+        let recorded = events.next_batch(1).await.unwrap();
+        assert_eq!(recorded[0].action, EventType::RequestFailed);
+        assert_eq!(recorded[0].reason_code.as_deref(), Some("internal_error"));
+        let boom = boom.await.unwrap().unwrap();
         assert_eq!(boom.status().as_u16(), 500);
         let body: serde_json::Value = serde_json::from_slice(&boom.bytes().await.unwrap()).unwrap();
         assert_eq!(body["error"]["code"], "internal_error");
@@ -193,9 +198,6 @@ mod tests {
             !body.to_string().contains("a bug"),
             "the panic's text stays in the log"
         );
-        let recorded = events.next_batch(1).await.unwrap();
-        assert_eq!(recorded[0].action, EventType::RequestFailed);
-        assert_eq!(recorded[0].reason_code.as_deref(), Some("internal_error"));
         let fine = client.get(format!("{base}/fine")).send().await.unwrap();
         assert_eq!(fine.status().as_u16(), 200, "the server goes on serving");
     }

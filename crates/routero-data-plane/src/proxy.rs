@@ -47,7 +47,6 @@ pub struct App {
 pub(crate) struct RequestId(pub(crate) String);
 
 /// What a request revealed about itself on its way, for its audit events.
-#[derive(Default)]
 struct Seen {
     key: Option<Arc<KeyPolicy>>,
     model: Option<String>,
@@ -57,6 +56,49 @@ struct Seen {
     guardrails: Vec<(&'static str, Counts, Blocked)>,
     /// Room reserved on the audit bus for the events still to come.
     room: Vec<Reservation>,
+    /// The request, for the event recorded if it is abandoned (the client went away).
+    abandoned: Option<(Origin, Endpoint)>,
+}
+
+impl Seen {
+    /// Nothing seen yet of a request to `endpoint` from `origin`.
+    fn for_request(origin: &Origin, endpoint: Endpoint) -> Self {
+        Self {
+            key: None,
+            model: None,
+            policy_version: None,
+            guardrails: Vec::new(),
+            room: Vec::new(),
+            abandoned: Some((origin.clone(), endpoint)),
+        }
+    }
+}
+
+impl Drop for Seen {
+    /// A request dropped before it was recorded (its client closed the connection or reset
+    /// the stream while the provider was working) still leaves its event, in the room it
+    /// reserved: `request.failed` with `client_closed`.
+    fn drop(&mut self) {
+        let (Some((origin, endpoint)), Some(room)) = (self.abandoned.take(), self.room.pop())
+        else {
+            return;
+        };
+        let key = self.key.as_deref();
+        let mut event = routero_bus::event(
+            key.map_or(UNATTRIBUTED_TENANT, |k| k.tenant_id.as_str()),
+            EventType::RequestFailed,
+            origin.actor(key),
+            routero_bus::resource("model", self.model.clone()),
+            Outcome::Failure,
+        );
+        event.reason_code = Some("client_closed".into());
+        event.request_id = Some(origin.request_id);
+        event.policy_version.clone_from(&self.policy_version);
+        event
+            .details
+            .insert("endpoint".into(), Value::from(endpoint.path()));
+        room.publish(event);
+    }
 }
 
 /// What a request's audit events share: who sent it and which request it is.
@@ -225,13 +267,14 @@ async fn audited(
         user_agent: user_agent(headers),
         request_id: request_id.0.clone(),
     };
-    let mut seen = Seen::default();
+    let mut seen = Seen::for_request(&origin, endpoint);
     let handled = tokio::time::timeout(
         app.deadlines.request,
         proxy(app, &origin, headers, body, endpoint, &mut seen),
     )
     .await;
     let result = handled.unwrap_or_else(|_| Err(Refusal::DeadlineExceeded.into()));
+    seen.abandoned = None;
     let event = request_event(&seen, &origin, endpoint, &result);
     match seen.room.pop() {
         Some(room) => room.publish_durably(event).await,
@@ -260,31 +303,37 @@ impl App {
     /// random bits, not guessable).
     fn authenticate(&self, headers: &HeaderMap, client: IpAddr) -> Result<Caller, Refused> {
         let now = now_unix();
-        match authenticate(&self.gateway, headers, client, now) {
-            Err(Refusal::InvalidApiKey) => {
-                let now = u64::try_from(now).unwrap_or(0);
-                let verdict = self.failures.fail(client, now);
-                let mut refused = Refused::from(match verdict {
-                    Verdict::Throttle => Refusal::TooManyAuthFailures,
-                    Verdict::Record | Verdict::Count => Refusal::InvalidApiKey,
-                });
-                refused.counted_only = verdict != Verdict::Record;
-                if verdict == Verdict::Throttle {
-                    refused.retry_after = self.failures.throttled(client, now);
-                }
-                Err(refused)
-            }
-            other => other.map_err(Refused::from),
+        // Every refusal here counts against its source (an unknown, expired or out-of-range
+        // key, or a stale gateway), so none can flood the audit log.
+        let refusal = match authenticate(&self.gateway, headers, client, now) {
+            Ok(caller) => return Ok(caller),
+            Err(refusal) => refusal,
+        };
+        let now = u64::try_from(now).unwrap_or(0);
+        let verdict = self.failures.fail(client, now);
+        let throttled = verdict == Verdict::Throttle && refusal != Refusal::ControlPlaneUnreachable;
+        let mut refused = Refused::from(if throttled {
+            Refusal::TooManyAuthFailures
+        } else {
+            refusal
+        });
+        refused.counted_only = verdict != Verdict::Record;
+        if throttled {
+            refused.retry_after = self.failures.throttled(client, now);
         }
+        Err(refused)
     }
 
-    /// Records an event no room was reserved for (a refusal before authentication): waits for
-    /// room or, failing closed, logs that it could not.
+    /// Records an event no room was reserved for (a refusal before the body was in): waits
+    /// for room and for the spool to have it, or, failing closed, logs that it could not.
     async fn record_unreserved(&self, event: AuditEvent) {
-        if let Some(bus) = &self.audit
-            && let Err(error) = bus.publish(event).await
-        {
-            tracing::error!(%error, "audit event of a refused request not recorded");
+        if let Some(bus) = &self.audit {
+            match bus.reserve().await {
+                Ok(room) => room.publish_durably(event).await,
+                Err(error) => {
+                    tracing::error!(%error, "audit event of a refused request not recorded")
+                }
+            }
         }
     }
 
@@ -375,10 +424,6 @@ async fn proxy(
 ) -> Result<Response, Refused> {
     let caller = app.authenticate(headers, origin.client)?;
     seen.key = Some(Arc::clone(&caller.key));
-    // The request's event, and one per guardrail stage when the tenant has guardrails (the
-    // streamed response's stage takes its place with it).
-    let guarded = matches!(caller.live.guard(&caller.key.tenant_id), Ok(Some(_)));
-    seen.room = app.reserve(if guarded { 3 } else { 1 }).await?;
     let bytes = routero_http::read_body(body, app.max_body_bytes, app.deadlines.body)
         .await
         .map_err(|error| match error {
@@ -386,6 +431,11 @@ async fn proxy(
             BodyError::Timeout => Refused::from(Refusal::RequestTimeout),
             BodyError::Unreadable => Refused::invalid("the request body could not be read"),
         })?;
+    // Room for the request's event, and one per guardrail stage when the tenant has
+    // guardrails (the streamed response's stage takes its place with it): reserved once the
+    // caller is authenticated and its body is in, held only while needed.
+    let guarded = matches!(caller.live.guard(&caller.key.tenant_id), Ok(Some(_)));
+    seen.room = app.reserve(if guarded { 3 } else { 1 }).await?;
     let mut request: Map<String, Value> = serde_json::from_slice(&bytes)
         .map_err(|e| Refused::invalid(format!("the body must be a JSON object: {e}")))?;
     let model = request

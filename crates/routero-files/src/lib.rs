@@ -8,8 +8,23 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
 
-/// Creates `dir` (and missing parents) as 0700, or tightens it to 0700 if it exists.
+/// Creates `dir` (and missing parents) as 0700, or tightens it to 0700 if it exists. A shared
+/// directory (world-writable or sticky, like `/tmp`) is refused rather than changed: files of
+/// ours do not belong there, and it is not ours to change.
 pub fn private_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    if let Ok(metadata) = fs::metadata(dir) {
+        use std::os::unix::fs::PermissionsExt;
+        if metadata.permissions().mode() & 0o1002 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is a shared directory (world-writable or sticky): choose a directory of your own",
+                    dir.display()
+                ),
+            ));
+        }
+    }
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -91,6 +106,15 @@ mod tests {
             0o700,
             "an existing wider directory is tightened"
         );
+
+        let shared = root.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(
+            private_dir(&shared).is_err(),
+            "a /tmp-like directory is refused"
+        );
+        assert_eq!(mode(&shared), 0o1777 & 0o777, "and left as it was");
 
         let secret = dir.join("key");
         create_new_private(&secret).unwrap();

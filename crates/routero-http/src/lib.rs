@@ -18,8 +18,8 @@ use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use futures_util::FutureExt as _;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower_service::Service as _;
@@ -49,22 +49,21 @@ impl Deadlines {
 /// Serves `router` on `listener` until `shutdown` completes, then waits for the open
 /// connections to finish (callers bound that wait by their grace period). Every request
 /// carries its peer as `ConnectInfo<SocketAddr>`.
+///
+/// HTTP/1.1 only: a connection that sends no complete request headers within
+/// `deadlines.header` (from its first byte, and between requests) is closed. Plaintext HTTP/2
+/// is not offered: hyper has no deadline for an HTTP/2 connection that opens and then idles,
+/// so each would hold a descriptor for good.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     deadlines: Deadlines,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(deadlines.header);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(deadlines.header)
-        .keep_alive_timeout(deadlines.header);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -83,42 +82,19 @@ pub async fn serve(
         // Small frames (a streamed chunk, a revocation's answer) must not wait for Nagle.
         let _ = stream.set_nodelay(true);
         let router = router.clone();
-        let (builder, watcher) = (builder.clone(), graceful.watcher());
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             router.clone().call(request)
         });
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
-            // Until a client has said which protocol it speaks, hyper's own header deadline
-            // does not run: a silent client is dropped here.
-            if !speaks_within(&stream, deadlines.header).await {
-                return;
-            }
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(connection.into_owned()).await {
+            if let Err(error) = connection.await {
                 tracing::debug!(%error, %peer, "connection ended with an error");
             }
         });
     }
     drop(listener);
     graceful.shutdown().await;
-}
-
-/// The HTTP/2 connection preface, which tells HTTP/2 from HTTP/1 clients.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Whether the client sent enough to tell its protocol within `deadline`.
-async fn speaks_within(stream: &tokio::net::TcpStream, deadline: Duration) -> bool {
-    let until = tokio::time::Instant::now() + deadline;
-    let mut seen = [0u8; H2_PREFACE.len()];
-    loop {
-        match tokio::time::timeout_at(until, stream.peek(&mut seen)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
-            Ok(Ok(n)) if n == seen.len() || seen.get(..n) != H2_PREFACE.get(..n) => return true,
-            // A prefix of the HTTP/2 preface so far: wait for more.
-            Ok(Ok(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    }
 }
 
 /// Why a body could not be read.
@@ -231,7 +207,13 @@ mod tests {
             .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
             .await;
 
-        for stream in [silent, half] {
+        // Speaks HTTP/2 with prior knowledge: not offered.
+        let mut h2 = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|_| unreachable!());
+        let _ = h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+
+        for stream in [silent, half, h2] {
             let (_, waited) = until_closed(stream).await;
             assert!(waited < Duration::from_secs(3), "closed after {waited:?}");
         }

@@ -63,7 +63,10 @@ pub async fn audit_writer(settings: Settings) -> Result<()> {
     routero_kafka::ensure_topics(&kafka)
         .await
         .context("creating the audit topics")?;
-    let store = settings.audit_store(url).await?;
+    let store = settings
+        .audit_store(url)
+        .await?
+        .with_record_key(signer.record_key()?);
     // Fail at start on a configuration the broker client refuses.
     drop(KafkaSource::subscribe(&kafka)?);
     let siem = SiemTopic::new(&kafka)?;

@@ -171,7 +171,7 @@ async fn control_plane(settings: Settings) -> Result<()> {
     let audit = kafka::service_bus(&settings)?;
     let mut plane = ControlPlane::build(config).await?;
     if let Some((bus, _)) = &audit {
-        plane = plane.with_audit(bus.clone());
+        plane = plane.with_audit(bus.clone())?;
     }
     if let Some(key) = &plane.generated_admin_key {
         writeln!(

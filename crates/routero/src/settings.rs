@@ -67,7 +67,8 @@ pub struct Settings {
     pub snapshot_path: Option<String>,
     /// Data plane: refuse traffic after this long without control-plane contact (`300s`).
     pub max_staleness: Option<String>,
-    /// Data plane: comma-separated CIDRs whose `X-Forwarded-For` is believed.
+    /// Both planes: comma-separated CIDRs (a load balancer, an ingress) whose
+    /// `X-Forwarded-For` is believed.
     pub trusted_proxies: Option<String>,
     /// Both planes: comma-separated CIDRs a provider may be reached at although private,
     /// loopback, link-local or otherwise special-purpose (on-premises models). None by default;
@@ -371,6 +372,13 @@ impl Settings {
         Ok(deadlines)
     }
 
+    /// Peers whose `X-Forwarded-For` is believed (none by default).
+    pub fn trusted_proxies(&self) -> Result<Vec<ipnet::IpNet>> {
+        self.trusted_proxies
+            .as_deref()
+            .map_or(Ok(Vec::new()), |list| Self::cidrs(list, "trusted_proxies"))
+    }
+
     /// Limits on failed authentications per source address.
     pub fn failure_limits(&self) -> Result<routero_core::FailureLimits> {
         let mut limits = routero_core::FailureLimits::default();
@@ -438,6 +446,7 @@ impl Settings {
         config.egress = self.egress(EgressPolicy::default())?;
         config.deadlines = self.deadlines(config.deadlines.request)?;
         config.failure_limits = self.failure_limits()?;
+        config.trusted_proxies = self.trusted_proxies()?;
         config.policies_dir = self
             .policies_dir
             .as_ref()
@@ -688,9 +697,7 @@ impl Settings {
         if let Some(staleness) = Self::duration(&self.max_staleness, "max_staleness")? {
             config.max_staleness = staleness;
         }
-        if let Some(list) = &self.trusted_proxies {
-            config.trusted_proxies = Self::cidrs(list, "trusted_proxies")?;
-        }
+        config.trusted_proxies = self.trusted_proxies()?;
         config.egress = self.egress(EgressPolicy::default())?;
         if let Some(bytes) = &self.max_body_bytes {
             config.max_body_bytes = bytes.parse().map_err(|e| anyhow!("max_body_bytes: {e}"))?;

@@ -150,6 +150,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     control.audit_min_retention_days = settings.audit_min_retention_days()?;
     control.deadlines = settings.deadlines(control.deadlines.request)?;
     control.failure_limits = settings.failure_limits()?;
+    control.trusted_proxies = settings.trusted_proxies()?;
     // Local models on the same host are a real use of an all-in-one gateway.
     let egress = settings.egress(EgressPolicy::loopback())?;
     settings.log_egress(&egress);
@@ -198,12 +199,14 @@ pub async fn run(settings: Settings) -> Result<()> {
     data_config.shutdown_grace = Duration::from_secs(5);
     data_config.deadlines = settings.deadlines(data_config.deadlines.request)?;
     data_config.failure_limits = settings.failure_limits()?;
+    data_config.trusted_proxies = settings.trusted_proxies()?;
     data_config.egress = egress;
 
+    let signer = audit_signer(&settings)?;
     let audit_store = settings
         .audit_store(&audit_database_url(&settings)?)
-        .await?;
-    let signer = audit_signer(&settings)?;
+        .await?
+        .with_record_key(signer.record_key()?);
     // The same path as the split services: bus → fsynced spool → (here) the writer.
     let (bus, events) = routero_bus::in_process(AUDIT_BUS_CAPACITY, settings.audit_overflow()?);
     let (spool_dir, spool_bytes) = settings.audit_spool(Some(&dir))?;
@@ -215,7 +218,9 @@ pub async fn run(settings: Settings) -> Result<()> {
         let spooled = spooled.clone();
         async move { spooled.fill(events).await }
     });
-    let plane = ControlPlane::build(control).await?.with_audit(bus.clone());
+    let plane = ControlPlane::build(control)
+        .await?
+        .with_audit(bus.clone())?;
     announce(
         plane.generated_admin_key.as_ref(),
         &format!("http://{}", http.local_addr()?),

@@ -161,16 +161,8 @@ pub(super) async fn set_retention(
             format!("days: 1-{MAX_RETENTION_DAYS}"),
         ));
     }
-    let event = AppState::event(
-        &principal,
-        &client,
-        EventType::AuditRetentionChanged,
-        ("audit_retention", Some(body.days.to_string())),
-    );
-    let set = audit_log(&state)?
-        .set_retention(&principal.tenant_id, body.days, &event)
-        .await;
-    if let Err(AuditError::RetentionTooShort { minimum }) = set {
+    let checked = audit_log(&state)?.check_retention(body.days);
+    if let Err(AuditError::RetentionTooShort { minimum }) = checked {
         let days = body.days.to_string();
         let refusal = state.refusal_event(
             &principal,
@@ -185,6 +177,22 @@ pub(super) async fn set_retention(
             format!("days: at least {minimum}, the operator's minimum"),
         ));
     }
-    set.map_err(unavailable)?;
+    // The retention lives in the tenant's chain: this event is the change (the writer prunes by
+    // the chain, never by a table someone with the database could edit).
+    if state.audit.is_none() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit_unavailable",
+            "Retention is set in the audit trail, and this control plane has no audit pipeline.",
+        ));
+    }
+    let mut event = AppState::event(
+        &principal,
+        &client,
+        EventType::AuditRetentionChanged,
+        ("audit_retention", Some(body.days.to_string())),
+    );
+    event.details.insert("days".into(), body.days.into());
+    state.store.record_events(&[event]).await?;
     Ok(Json(json!({ "days": body.days })))
 }

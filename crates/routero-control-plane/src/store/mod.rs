@@ -92,8 +92,8 @@ fn new_id(prefix: &str) -> String {
 pub struct Store {
     pool: AnyPool,
     changed: std::sync::Arc<Notify>,
-    /// Whether mutations write the events recording them into the audit outbox.
-    outbox: bool,
+    /// The key tagging the events mutations write into the audit outbox (none: not audited).
+    outbox: Option<routero_crypto::MessageKey>,
     outbox_filled: std::sync::Arc<Notify>,
 }
 
@@ -104,7 +104,7 @@ impl Store {
         Ok(Self {
             pool,
             changed: std::sync::Arc::new(Notify::new()),
-            outbox: false,
+            outbox: None,
             outbox_filled: std::sync::Arc::new(Notify::new()),
         })
     }

@@ -3,6 +3,7 @@
 //! not commit. [`crate::outbox`] forwards them to the audit pipeline and deletes them.
 
 use routero_core::audit::AuditEvent;
+use routero_crypto::MessageKey;
 use sqlx::{Any, Row, Transaction};
 
 use super::{Result, Store, now_unix};
@@ -24,14 +25,16 @@ impl Store {
         tx: &mut Transaction<'_, Any>,
         events: &[AuditEvent],
     ) -> Result<()> {
-        if !self.outbox {
+        let Some(key) = &self.outbox else {
             return Ok(());
-        }
+        };
         for event in events {
             let text = serde_json::to_string(event)
                 .map_err(|e| ControlPlaneError::Corrupt(format!("audit event: {e}")))?;
-            sqlx::query("INSERT INTO audit_outbox (event, created_at) VALUES ($1, $2)")
+            let mac = hex::encode(key.tag(text.as_bytes()));
+            sqlx::query("INSERT INTO audit_outbox (event, mac, created_at) VALUES ($1, $2, $3)")
                 .bind(text)
+                .bind(mac)
                 .bind(now_unix())
                 .execute(&mut **tx)
                 .await?;
@@ -51,23 +54,54 @@ impl Store {
         Ok(())
     }
 
+    /// Commits events recording a change that lives in the audit trail itself (a tenant's
+    /// retention): the outbox is the change.
+    pub async fn record_events(&self, events: &[AuditEvent]) -> Result<()> {
+        let tx = self.pool.begin().await?;
+        self.commit_recorded(tx, events).await
+    }
+
     /// Raised after events were written to the outbox.
     pub fn outbox_filled(&self) -> &tokio::sync::Notify {
         &self.outbox_filled
     }
 
-    /// The oldest events waiting in the outbox, with their places, at most `limit`.
+    /// The oldest rows waiting in the outbox, at most `limit`: each event this control plane
+    /// wrote, or, for a row it did not write (its tag does not verify) or cannot read, what
+    /// records it instead (`audit.message_rejected`, its digest, never its bytes).
     pub async fn outbox(&self, limit: u32) -> Result<Vec<(i64, AuditEvent)>> {
-        sqlx::query("SELECT seq, event FROM audit_outbox ORDER BY seq LIMIT $1")
+        let key = self.outbox.as_ref();
+        sqlx::query("SELECT seq, event, mac FROM audit_outbox ORDER BY seq LIMIT $1")
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?
             .iter()
             .map(|row| {
-                let event: String = row.try_get("event")?;
-                let event = serde_json::from_str(&event)
-                    .map_err(|e| ControlPlaneError::Corrupt(format!("outbox event: {e}")))?;
-                Ok((row.try_get("seq")?, event))
+                let seq: i64 = row.try_get("seq")?;
+                let text: String = row.try_get("event")?;
+                let mac: String = row.try_get("mac")?;
+                let tagged = key.is_some_and(|key| {
+                    hex::decode(&mac).is_ok_and(|mac: Vec<u8>| {
+                        key.verify_parts(&[text.as_bytes()], &mac).is_ok()
+                    })
+                });
+                let place = format!("outbox/{seq}");
+                let event = match serde_json::from_str::<AuditEvent>(&text) {
+                    Ok(event) if tagged => event,
+                    Ok(_) => routero_bus::rejected(
+                        &place,
+                        text.as_bytes(),
+                        "not_written_here",
+                        "the row's tag does not verify",
+                    ),
+                    Err(error) => routero_bus::rejected(
+                        &place,
+                        text.as_bytes(),
+                        "not_an_audit_event",
+                        &error.to_string(),
+                    ),
+                };
+                Ok((seq, event))
             })
             .collect()
     }
@@ -81,9 +115,10 @@ impl Store {
         Ok(())
     }
 
-    /// From now on, mutations write the events recording them into the outbox.
-    pub fn with_outbox(mut self) -> Self {
-        self.outbox = true;
+    /// From now on, mutations write the events recording them into the outbox, tagged with
+    /// `key` (derived from the pepper, which the database never holds).
+    pub fn with_outbox(mut self, key: MessageKey) -> Self {
+        self.outbox = Some(key);
         self
     }
 }
