@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import ADMIN_KEY, BIN_DIR, REPO, Gateway, Process, clean_env, free_port, secret, wait_until
+from conftest import ADMIN_KEY, BIN_DIR, REPO, UPSTREAM_KEY, Gateway, Process, clean_env, free_port, secret, wait_until
 
 
 def audit_export(gw):
@@ -269,3 +269,52 @@ def test_generated_requests_never_break_the_admin_api(fake_provider):
         assert gw.admin("GET", "/key/list").status_code == 200, "still serving"
     finally:
         gw.close()
+
+
+def test_a_request_abandoned_by_its_client_is_still_recorded():
+    """A client that hangs up while the provider thinks leaves a `request.failed` record with
+    `client_closed`: walking away from a request does not take it out of the audit log."""
+    slow = subprocess.Popen([str(BIN_DIR / "routero-fake-provider"), "--port", "0", "--api-key", UPSTREAM_KEY,
+                             "--latency-ms", "3000"], stdout=subprocess.PIPE, text=True)
+    gw = None
+    try:
+        line = slow.stdout.readline().strip()
+        gw = Gateway(line.removeprefix("listening on "), "sqlite-up")
+        issued = gw.new_key(models=["gpt-a"])
+        gw.wait_for_key(issued["key"])
+        try:
+            httpx.post(gw.data_url + "/v1/chat/completions", timeout=0.5,
+                       headers={"Authorization": f"Bearer {issued['key']}"},
+                       json={"model": "gpt-a", "messages": [{"role": "user", "content": "hello"}]})
+            raise AssertionError("the provider answered within the client's patience")
+        except httpx.TimeoutException:
+            pass
+        time.sleep(1)
+        gw.stop("up")
+        code, out = audit_export(gw)
+        assert code == 0, out
+        events = [json.loads(l)["event"] for l in out.splitlines() if '"record"' in l]
+        failed = [e for e in events if e["action"] == "request.failed"]
+        assert [(e["reason_code"], e["actor"]["id"], e["resource"]["id"]) for e in failed] == \
+            [("client_closed", issued["key_id"], "gpt-a")], failed
+    finally:
+        if gw:
+            gw.close()
+        slow.terminate()
+        slow.wait(timeout=10)
+
+
+def test_private_files_are_refused_a_shared_directory(tmp_path):
+    """A data directory anyone can write into (like /tmp) could be swapped under the gateway:
+    `routero up` refuses it with a clear message instead of keeping keys there."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    env = clean_env({"ROUTERO_DATA_DIR": str(shared), "ROUTERO_ADMIN_KEY": ADMIN_KEY,
+                     **{name: f"127.0.0.1:{free_port()}" for name in
+                        ("ROUTERO_DATA_PLANE_ADDR", "ROUTERO_CONTROL_PLANE_ADDR", "ROUTERO_GRPC_ADDR")}})
+    done = subprocess.run([str(BIN_DIR / "routero"), "up"], env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0
+    assert "is a shared directory" in done.stderr, done.stderr
+    assert not any(shared.iterdir()), "nothing was written into it"
