@@ -13,7 +13,7 @@ use futures_util::Stream;
 use routero_crypto::SealingKey;
 use routero_proto::v1::snapshot_service_server::SnapshotService;
 use routero_proto::v1::{self, snapshot_message::Body};
-use routero_proto::{CREDENTIAL_METADATA, ChannelAuth, WireState, aad};
+use routero_proto::{CREDENTIAL_METADATA, ChannelAuth, WireState, aad, now_ms};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -259,12 +259,6 @@ impl SnapshotGrpc {
 }
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<v1::SnapshotMessage, Status>> + Send>>;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 impl SnapshotGrpc {
     /// Admits a call of `node_id`: a verified client certificate (mutual TLS), or a watch

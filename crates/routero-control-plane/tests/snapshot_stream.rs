@@ -15,7 +15,7 @@ use routero_crypto::{CredentialBinding, Keyring, SealingKey};
 use routero_proto::v1::snapshot_message::Body;
 use routero_proto::v1::snapshot_service_client::SnapshotServiceClient;
 use routero_proto::v1::{AppliedReport, SnapshotMessage, WatchRequest};
-use routero_proto::{CREDENTIAL_METADATA, ChannelAuth, WireState, aad};
+use routero_proto::{CREDENTIAL_METADATA, ChannelAuth, WireState, aad, now_ms};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -74,16 +74,6 @@ async fn post(base: &str, path: &str, body: Value) -> Value {
         response.status()
     );
     serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
-}
-
-fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
 }
 
 /// A call carrying `node`'s watch credential under `key`.

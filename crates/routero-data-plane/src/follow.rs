@@ -15,8 +15,9 @@ use routero_proto::{Applied, CREDENTIAL_METADATA, ChannelAuth, MAX_CLOCK_SKEW_MS
 use tokio::sync::watch;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::live::{Gateway, Live, now_ms};
+use crate::live::{Gateway, Live};
 use crate::{DataPlaneConfig, DataPlaneError, persist};
+use routero_proto::now_ms;
 
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);

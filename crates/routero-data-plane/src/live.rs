@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use routero_proto::now_ms;
 
 use arc_swap::ArcSwapOption;
 use routero_core::{EgressPolicy, KeyPolicy, ModelRoute, ProviderCredential, Refusal, Snapshot};
@@ -126,13 +128,6 @@ impl Live {
             None => Err(Refusal::UpstreamUnreachable),
         }
     }
-}
-
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The gateway's shared state.

@@ -22,7 +22,7 @@ use routero_proto::v1::snapshot_message::Body;
 use routero_proto::v1::snapshot_service_client::SnapshotServiceClient;
 use routero_proto::v1::snapshot_service_server::{SnapshotService, SnapshotServiceServer};
 use routero_proto::v1::{AppliedAck, AppliedReport, SnapshotMessage, WatchRequest};
-use routero_proto::{CREDENTIAL_METADATA, ChannelAuth};
+use routero_proto::{CREDENTIAL_METADATA, ChannelAuth, now_ms};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -78,16 +78,6 @@ impl Mitm {
         }
         out
     }
-}
-
-fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
 }
 
 fn tamper(attack: Attack, message: &mut SnapshotMessage) {

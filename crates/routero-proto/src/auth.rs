@@ -86,6 +86,13 @@ impl ChannelAuth {
     }
 }
 
+/// Unix milliseconds now, as message stamps and watch credentials carry them.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
