@@ -191,7 +191,7 @@ class Gateway:
         return "\n".join(f"--- {p.name} ---\n{p.output()[-4000:]}" for p in self.processes.values())
 
     def admin(self, method, path, body=None, key=ADMIN_KEY, **kwargs):
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        headers = {**({"Authorization": f"Bearer {key}"} if key else {}), **kwargs.pop("headers", {})}
         return httpx.request(method, self.admin_url + path, json=body, headers=headers, timeout=10, **kwargs)
 
     def setup_catalog(self):

@@ -143,9 +143,9 @@ def test_retention_is_set_per_tenant_and_pruning_runs_on_demand(fake_provider):
         assert gw.admin("GET", "/audit/retention").json() == {"days": 365}
         r = gw.admin("PUT", "/audit/retention", {"days": 120})
         assert r.status_code == 200 and r.json() == {"days": 120}
-        # The retention lives in the chain: in force once its event is chained.
-        wait_until(lambda: gw.admin("GET", "/audit/retention").json() == {"days": 120}, timeout=10,
-                   what="the retention change chained")
+        # The retention lives in the chain: in force once a checkpoint signs its event (10 s).
+        wait_until(lambda: gw.admin("GET", "/audit/retention").json() == {"days": 120}, timeout=25,
+                   what="the retention change signed")
         for body, code in [({"days": 0}, "invalid_retention"), ({"days": 4000}, "invalid_retention"),
                            ({"days": 99}, "retention_too_short"),
                            ({"days": 30, "also": 1}, "unknown_field"), ({"days": "30"}, "invalid_field")]:

@@ -188,6 +188,29 @@ def test_failed_authentication_is_throttled_and_its_events_aggregated(fake_provi
         gw.close()
 
 
+
+def test_behind_a_trusted_proxy_failures_are_counted_per_forwarded_client(fake_provider):
+    """Behind `trusted_proxies` the admin API counts failures per client the proxy names (not
+    per proxy, which would let one guesser lock everyone behind it out of their errors), and
+    records that address; a forwarded address from an untrusted peer would be ignored."""
+    gw = Gateway(fake_provider, "sqlite-up",
+                 extra_env={"ROUTERO_AUTH_FAILURE_WINDOW": "4s", "ROUTERO_TRUSTED_PROXIES": "127.0.0.0/8"})
+    try:
+        time.sleep(4 - time.time() % 4 + 0.05)
+        guesser = {"X-Forwarded-For": "198.51.100.1"}
+        statuses = [gw.admin("GET", "/key/list", key="sk-rtadm-guess", headers=guesser).status_code
+                    for _ in range(61)]
+        assert statuses == [401] * 60 + [429], statuses
+        bystander = {"X-Forwarded-For": "198.51.100.2"}
+        assert gw.admin("GET", "/key/list", key="sk-rtadm-typo", headers=bystander).status_code == 401
+        gw.stop("up")
+        _, out = audit_export(gw)
+        sources = {json.loads(line)["event"]["actor"]["source_ip"] for line in out.splitlines()
+                   if '"login.failed"' in line and '"record"' in line}
+        assert sources == {"198.51.100.1", "198.51.100.2"}, sources
+    finally:
+        gw.close()
+
 def test_files_are_owner_only_whatever_the_umask(tmp_path, fake_provider):
     """Keys, databases, the audit spool, the persisted snapshot and Cerbos' files, created under
     umask 000: every directory 0700 and every file 0600."""

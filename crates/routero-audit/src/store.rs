@@ -434,13 +434,15 @@ impl AuditStore {
         Ok(())
     }
 
-    /// How many days a tenant keeps its audit trail, as its chain says: its latest
-    /// `audit.retention_changed` record, else the retention its latest anchor was pruned
-    /// under, else the default; never below the operator's minimum.
+    /// How many days a tenant keeps its audit trail, as its signed chain says: its latest
+    /// `audit.retention_changed` record a checkpoint covers, else the retention its latest
+    /// anchor was pruned under, else the default; never below the operator's minimum.
     pub async fn retention(&self, tenant_id: &str) -> Result<u32, AuditError> {
         let changed = sqlx::query(
             "SELECT tenant_id, seq, prev_hash, hash, event FROM audit_records \
-             WHERE tenant_id = $1 AND action = 'audit.retention_changed' ORDER BY seq DESC LIMIT 1",
+             WHERE tenant_id = $1 AND action = 'audit.retention_changed' \
+             AND seq <= (SELECT COALESCE(MAX(seq), 0) FROM audit_checkpoints WHERE tenant_id = $1) \
+             ORDER BY seq DESC LIMIT 1",
         )
         .bind(tenant_id)
         .fetch_optional(&self.pool)
@@ -449,18 +451,18 @@ impl AuditStore {
         .map(record_of)
         .transpose()?;
         let anchor = self.latest_anchor(tenant_id).await?;
-        Ok(self.retention_in(changed.as_ref().into_iter(), anchor.as_ref()))
+        Ok(self.retention_in(changed.iter(), anchor.as_ref()))
     }
 
     /// The retention `records` (in chain order) and `anchor` set, never below the minimum.
     fn retention_in<'a>(
         &self,
-        records: impl DoubleEndedIterator<Item = &'a ChainedRecord>,
+        records: impl Iterator<Item = &'a ChainedRecord>,
         anchor: Option<&Anchor>,
     ) -> u32 {
-        let mut records = records;
         let set = records
-            .rfind(|r| r.event.action == routero_core::audit::EventType::AuditRetentionChanged)
+            .filter(|r| r.event.action == routero_core::audit::EventType::AuditRetentionChanged)
+            .last()
             .and_then(|r| r.event.details.get("days")?.as_u64())
             .and_then(|days| u32::try_from(days).ok());
         set.or(anchor.map(|a| a.retention_days))
@@ -484,7 +486,13 @@ impl AuditStore {
         let verified = log
             .verify(tenant_id, &signer.verifier())
             .map_err(AuditError::Unverified)?;
-        let days = self.retention_in(log.records.iter(), log.anchor.as_ref());
+        // Only what a checkpoint signed: a record forged at the unsigned head sets nothing.
+        let signed = || {
+            log.records
+                .iter()
+                .take_while(|r| r.seq <= verified.signed_through)
+        };
+        let days = self.retention_in(signed(), log.anchor.as_ref());
         let cutoff = now
             .checked_sub(std::time::Duration::from_secs(u64::from(days) * 86_400))
             .unwrap_or(UNIX_EPOCH);
@@ -492,13 +500,7 @@ impl AuditStore {
         let old = |record: &&ChainedRecord| {
             humantime::parse_rfc3339(&record.event.time).is_ok_and(|time| time < cutoff)
         };
-        let Some(last) = log
-            .records
-            .iter()
-            .take_while(old)
-            .take_while(|r| r.seq <= verified.signed_through)
-            .last()
-        else {
+        let Some(last) = signed().take_while(old).last() else {
             return Ok(None);
         };
         let anchor = Anchor::sign(

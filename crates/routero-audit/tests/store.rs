@@ -106,6 +106,7 @@ routero_testkit::on_both_databases!(
     a_checkpoint_copied_into_the_anchors_is_refused,
     records_made_to_look_old_are_not_pruned,
     a_record_inserted_at_the_head_is_never_signed,
+    a_retention_forged_at_the_head_is_not_applied,
 );
 
 async fn appends_chain_per_tenant_idempotently_and_verify(db: Db) {
@@ -280,13 +281,18 @@ async fn pruning_leaves_a_signed_anchor_and_the_rest_verifies(db: Db) {
     // The retention the chain records is the one in force (a table could be edited).
     events.push(retention_changed("a", 10, 30, "2025-01-10T00:00:00.000Z"));
     store.append(&events).await.unwrap();
+    assert_eq!(
+        store.retention("a").await.unwrap(),
+        365,
+        "in force once signed"
+    );
+    store.checkpoint(&signer, ["a"], "t").await.unwrap();
     assert_eq!(store.retention("a").await.unwrap(), 30);
     assert_eq!(
         db.store.retention("a").await.unwrap(),
         90,
         "never below the minimum"
     );
-    store.checkpoint(&signer, ["a"], "t").await.unwrap();
     let anchor = store
         .prune(&signer, "a", prune_time())
         .await
@@ -383,22 +389,7 @@ async fn a_record_inserted_at_the_head_is_never_signed(db: Db) {
         store.checkpoint(&signer, ["a"], "t").await.unwrap().len(),
         1
     );
-    let log = store.load("a").await.unwrap();
-    let mut head = ChainHead {
-        tenant_id: "a".into(),
-        seq: 3,
-        hash: log.records[2].digest().unwrap(),
-    };
-    let forged = head.append(event("a", 4)).unwrap();
-    let canonical = String::from_utf8(canonical_json(&forged.event).unwrap()).unwrap();
-    db.sql(&[&format!(
-        "INSERT INTO audit_records (tenant_id, seq, event_id, time, action, actor_kind, actor_id, outcome, \
-         prev_hash, hash, event, written_at, mac) VALUES ('a', 4, 'a-0004', '{}', 'key.created', 'admin_key', \
-         'adm_1', 'success', '{}', '{}', '{}', 0, 'beef')",
-        forged.event.time, forged.prev_hash, forged.hash, canonical
-    )])
-    .await
-    .unwrap();
+    forge_at_head(&db, &store, event("a", 4)).await;
     assert!(
         store
             .checkpoint(&signer, ["a"], "t")
@@ -445,4 +436,70 @@ async fn a_checkpoint_copied_into_the_anchors_is_refused(db: Db) {
         db.verify(&signer, "a").await,
         Err((8, Tamper::CheckpointAsAnchor))
     );
+}
+
+/// With the database's credentials: `event` appended at the head of its tenant's chain, its
+/// hashes computed correctly, under a well-formed tag the writer did not make.
+async fn forge_at_head(db: &Db, store: &AuditStore, event: AuditEvent) {
+    let log = store.load(&event.tenant_id).await.unwrap();
+    let last = log.records.last().unwrap();
+    let mut head = ChainHead {
+        tenant_id: event.tenant_id.clone(),
+        seq: last.seq,
+        hash: last.digest().unwrap(),
+    };
+    let forged = head.append(event).unwrap();
+    let canonical = String::from_utf8(canonical_json(&forged.event).unwrap()).unwrap();
+    let action = serde_json::to_value(forged.event.action).unwrap();
+    db.sql(&[&format!(
+        "INSERT INTO audit_records (tenant_id, seq, event_id, time, action, actor_kind, actor_id, outcome, \
+         prev_hash, hash, event, written_at, mac) VALUES ('{}', {}, '{}', '{}', '{}', 'admin_key', \
+         'adm_1', 'success', '{}', '{}', '{}', 0, '{}')",
+        forged.event.tenant_id,
+        forged.seq,
+        forged.event.event_id,
+        forged.event.time,
+        action.as_str().unwrap(),
+        forged.prev_hash,
+        forged.hash,
+        canonical,
+        "ab".repeat(32),
+    )])
+    .await
+    .unwrap();
+}
+
+/// With the database's credentials: a correctly hashed `audit.retention_changed` of one day
+/// inserted at the head, to have years of records pruned. Retention is read from the signed
+/// chain only, so it changes nothing.
+async fn a_retention_forged_at_the_head_is_not_applied(db: Db) {
+    let signer = CheckpointSigner::generate().unwrap();
+    let store = db
+        .store
+        .clone()
+        .with_min_retention_days(1)
+        .with_record_key(signer.record_key().unwrap());
+    let mut events: Vec<AuditEvent> = (1..=4).map(|i| event("a", i)).collect();
+    events.push(retention_changed("a", 5, 3650, "2025-01-01T00:00:00.000Z"));
+    for e in &mut events {
+        e.time = "2025-01-01T00:00:00.000Z".into();
+    }
+    store.append(&events).await.unwrap();
+    store.checkpoint(&signer, ["a"], "t").await.unwrap();
+    forge_at_head(
+        &db,
+        &store,
+        retention_changed("a", 6, 1, "2025-01-01T00:00:00.000Z"),
+    )
+    .await;
+    assert_eq!(store.retention("a").await.unwrap(), 3650);
+    assert!(
+        store
+            .prune(&signer, "a", prune_time())
+            .await
+            .unwrap()
+            .is_none(),
+        "the forged retention prunes nothing"
+    );
+    assert_eq!(store.load("a").await.unwrap().records.len(), 6);
 }

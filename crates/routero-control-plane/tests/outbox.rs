@@ -119,36 +119,46 @@ async fn a_change_whose_event_cannot_be_written_does_not_happen(db: Db) {
     );
 }
 
-/// A row inserted with the database's credentials (not tagged with the pepper-derived key)
-/// is forwarded as `audit.message_rejected`, never as the event it claims to be.
+/// A row inserted with the database's credentials (not tagged with the pepper-derived key,
+/// even when it carries a genuine row's tag) is forwarded as `audit.message_rejected`, never
+/// as the event it claims to be.
 async fn rows_not_written_here_are_forwarded_as_rejected(db: Db) {
     let a = db.store.ensure_tenant("a").await.unwrap();
-    let forged = serde_json::to_string(&team_created(&a))
-        .unwrap()
-        .replace('\'', "''");
+    db.store
+        .create_team(&a, "ops", None, vec![team_created(&a)])
+        .await
+        .unwrap();
+    let mut claimed = team_created(&a);
+    claimed.resource.id = Some("forged".into());
+    let forged = serde_json::to_string(&claimed).unwrap().replace('\'', "''");
     db.sql(&[&format!(
-        "INSERT INTO audit_outbox (event, mac, created_at) VALUES ('{forged}', 'abcd', 0)"
+        "INSERT INTO audit_outbox (event, mac, created_at) SELECT '{forged}', mac, 0 FROM audit_outbox"
     )])
     .await;
-    db.sql(&["INSERT INTO audit_outbox (event, mac, created_at) VALUES ('not json', 'abcd', 0)"])
-        .await;
+    db.sql(&[&format!(
+        "INSERT INTO audit_outbox (event, mac, created_at) VALUES ('not json', '{}', 0)",
+        "ab".repeat(32)
+    )])
+    .await;
     let waiting = db.store.outbox(10).await.unwrap();
     let actions: Vec<_> = waiting
         .iter()
-        .map(|(_, e)| (e.action, e.reason_code.clone()))
+        .map(|(_, e)| (e.action, e.reason_code.clone(), e.tenant_id.as_str()))
         .collect();
     assert_eq!(
         actions,
         [
+            (EventType::TeamCreated, None, a.as_str()),
             (
                 EventType::AuditMessageRejected,
-                Some("not_written_here".into())
+                Some("not_written_here".into()),
+                "_unattributed"
             ),
             (
                 EventType::AuditMessageRejected,
-                Some("not_an_audit_event".into())
+                Some("not_an_audit_event".into()),
+                "_unattributed"
             ),
         ]
     );
-    assert!(waiting.iter().all(|(_, e)| e.tenant_id == "_unattributed"));
 }

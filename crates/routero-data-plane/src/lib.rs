@@ -187,6 +187,8 @@ mod tests {
         let client = reqwest::Client::new();
         // The 500 waits until its event is taken off the bus (it is published durably).
         let boom = tokio::spawn(client.get(format!("{base}/boom")).send());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!boom.is_finished(), "answered before its event was taken");
         let recorded = events.next_batch(1).await.unwrap();
         assert_eq!(recorded[0].action, EventType::RequestFailed);
         assert_eq!(recorded[0].reason_code.as_deref(), Some("internal_error"));

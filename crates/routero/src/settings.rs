@@ -864,6 +864,10 @@ mod tests {
                 ("ROUTERO_DATA_PLANE_KEY", secret),
                 ("ROUTERO_AUDIT_SIGNING_KEY", secret),
                 ("ROUTERO_AUDIT_WEBHOOK_SECRET", "whsec-0123456789abcdef"),
+                (
+                    "ROUTERO_AUDIT_WEBHOOK_URL",
+                    "https://siem.example/hook?tenant=x&token=webhook-token-value",
+                ),
                 ("ROUTERO_AUDIT_S3_SECRET_ACCESS_KEY", "s3-secret-key-value"),
                 (
                     "ROUTERO_DATABASE_URL",
@@ -886,6 +890,7 @@ mod tests {
             "s3-secret-key-value",
             "db-password-value",
             "audit-password-value",
+            "webhook-token-value",
         ] {
             assert!(!shown.contains(leaked), "{leaked} in {shown}");
         }
