@@ -259,6 +259,23 @@ fn retention_changed(tenant: &str, i: u64, days: u64, time: &str) -> AuditEvent 
     set
 }
 
+/// Tenant `a`'s chain of `count` events and then a retention of `days`, all at `time`, signed.
+async fn signed_chain(
+    store: &AuditStore,
+    signer: &CheckpointSigner,
+    count: u64,
+    days: u64,
+    time: &str,
+) {
+    let mut events: Vec<AuditEvent> = (1..=count).map(|i| event("a", i)).collect();
+    events.push(retention_changed("a", count + 1, days, time));
+    for e in &mut events {
+        e.time = time.into();
+    }
+    store.append(&events).await.unwrap();
+    store.checkpoint(signer, ["a"], "t").await.unwrap();
+}
+
 async fn pruning_leaves_a_signed_anchor_and_the_rest_verifies(db: Db) {
     let signer = CheckpointSigner::generate().unwrap();
     assert_eq!(db.store.retention("a").await.unwrap(), 365, "the default");
@@ -342,13 +359,7 @@ async fn pruning_leaves_a_signed_anchor_and_the_rest_verifies(db: Db) {
 async fn records_made_to_look_old_are_not_pruned(db: Db) {
     let signer = CheckpointSigner::generate().unwrap();
     let store = db.store.clone().with_min_retention_days(1);
-    let mut events: Vec<AuditEvent> = (1..=5).map(|i| event("a", i)).collect();
-    events.push(retention_changed("a", 6, 1, "2025-01-30T12:00:00.000Z"));
-    for e in &mut events {
-        e.time = "2025-01-30T12:00:00.000Z".into();
-    }
-    store.append(&events).await.unwrap();
-    store.checkpoint(&signer, ["a"], "t").await.unwrap();
+    signed_chain(&store, &signer, 5, 1, "2025-01-30T12:00:00.000Z").await;
     db.drop_guards().await;
     db.sql(&["UPDATE audit_records SET time = '2000-01-01T00:00:00.000Z' WHERE tenant_id = 'a' AND seq <= 3"])
         .await
@@ -479,13 +490,7 @@ async fn a_retention_forged_at_the_head_is_not_applied(db: Db) {
         .clone()
         .with_min_retention_days(1)
         .with_record_key(signer.record_key().unwrap());
-    let mut events: Vec<AuditEvent> = (1..=4).map(|i| event("a", i)).collect();
-    events.push(retention_changed("a", 5, 3650, "2025-01-01T00:00:00.000Z"));
-    for e in &mut events {
-        e.time = "2025-01-01T00:00:00.000Z".into();
-    }
-    store.append(&events).await.unwrap();
-    store.checkpoint(&signer, ["a"], "t").await.unwrap();
+    signed_chain(&store, &signer, 4, 3650, "2025-01-01T00:00:00.000Z").await;
     forge_at_head(
         &db,
         &store,
