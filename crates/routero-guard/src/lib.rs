@@ -6,6 +6,7 @@
 mod action;
 mod config;
 mod detectors;
+mod normalise;
 mod scanner;
 mod stream;
 

@@ -6,6 +6,7 @@ use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 use crate::GuardError;
 use crate::detectors::{BUILTINS, Category, Confirm};
+use crate::normalise::Normalised;
 
 /// Largest compiled size of a custom rule's regex.
 const CUSTOM_SIZE_LIMIT: usize = 1 << 20;
@@ -173,9 +174,20 @@ impl Scanner {
         self.detectors.get(index)
     }
 
-    /// Confirmed findings, ordered by start, without overlaps (the earlier, then longer,
-    /// finding wins). No allocation when nothing matches.
+    /// Confirmed findings in `text` as the detectors read it (see the `normalise` module),
+    /// with spans in `text` itself, ordered by start, without overlaps (the earlier, then
+    /// longer, finding wins). No allocation for clean ASCII text.
     pub fn scan(&self, text: &str) -> Vec<Finding> {
+        let normalised = Normalised::of(text);
+        let mut findings = self.scan_read(normalised.text());
+        for finding in &mut findings {
+            (finding.start, finding.end) = normalised.original(finding.start, finding.end);
+        }
+        findings
+    }
+
+    /// [`Scanner::scan`] of a text already normalised.
+    fn scan_read(&self, text: &str) -> Vec<Finding> {
         if !self.set.is_match(text) {
             return Vec::new();
         }
