@@ -7,6 +7,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::detectors::Category;
+use crate::normalise::Normalised;
 use crate::scanner::{Finding, Scanner};
 
 /// An action on a finding.
@@ -123,6 +124,9 @@ impl Policy {
             let Some(value) = text.get(finding.start..finding.end) else {
                 continue;
             };
+            // Masks and tokens are of the value as read: `４２４２` masks and hashes as `4242`.
+            let read = Normalised::of(value);
+            let value = read.text();
             let replacement = match action {
                 Action::Block => {
                     applied

@@ -95,8 +95,10 @@ fn read(c: char, out: &mut String) {
         out.push('\n');
     } else if c.is_whitespace() {
         out.push(' ');
-    } else if matches!(c, '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{FE58}' | '\u{FE63}' | '\u{FF0D}')
-    {
+    } else if matches!(
+        c,
+        '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{FE58}' | '\u{FE63}' | '\u{FF0D}'
+    ) {
         out.push('-');
     } else if let Some(latin) = latin_look_alike(c) {
         out.push(latin);
@@ -193,9 +195,21 @@ mod tests {
         for (text, reads, value) in [
             ("card ４２４２ ４２４２", "4242 4242", "４２４２ ４２４２"),
             ("x 𝟒𝟐𝟒𝟐 y", "4242", "𝟒𝟐𝟒𝟐"),
-            ("k=ab\u{200B}cd\u{200D}ef!", "abcdef", "ab\u{200B}cd\u{200D}ef"),
-            ("jo\u{AD}hn@ex\u{AD}ample.com", "john@example.com", "jo\u{AD}hn@ex\u{AD}ample.com"),
-            ("tel 212\u{A0}555\u{2011}0187", "212 555-0187", "212\u{A0}555\u{2011}0187"),
+            (
+                "k=ab\u{200B}cd\u{200D}ef!",
+                "abcdef",
+                "ab\u{200B}cd\u{200D}ef",
+            ),
+            (
+                "jo\u{AD}hn@ex\u{AD}ample.com",
+                "john@example.com",
+                "jo\u{AD}hn@ex\u{AD}ample.com",
+            ),
+            (
+                "tel 212\u{A0}555\u{2011}0187",
+                "212 555-0187",
+                "212\u{A0}555\u{2011}0187",
+            ),
             ("\u{FEFF}ѕk-proj-abc", "sk-proj-abc", "ѕk-proj-abc"),
             ("ﬁle", "fi", "ﬁ"),
             ("ﬁle", "i", "ﬁ"),

@@ -175,25 +175,79 @@ impl Scanner {
     }
 
     /// Confirmed findings in `text` as the detectors read it (see the `normalise` module),
-    /// with spans in `text` itself, ordered by start, without overlaps (the earlier, then
-    /// longer, finding wins). No allocation for clean ASCII text.
+    /// with spans in `text` itself, ordered by start, without overlaps (a secret wins over
+    /// what it overlaps, then the earlier, then the longer finding). No allocation for clean
+    /// ASCII text.
     pub fn scan(&self, text: &str) -> Vec<Finding> {
-        let normalised = Normalised::of(text);
-        let mut findings = self.scan_read(normalised.text());
-        for finding in &mut findings {
-            (finding.start, finding.end) = normalised.original(finding.start, finding.end);
+        let mut raw = self.raw(text);
+        if raw.score >= self.jailbreak_threshold {
+            raw.findings.append(&mut raw.jailbreak);
         }
-        findings
+        self.without_overlaps(raw.findings)
     }
 
-    /// [`Scanner::scan`] of a text already normalised.
-    fn scan_read(&self, text: &str) -> Vec<Finding> {
-        if !self.set.is_match(text) {
-            return Vec::new();
+    /// Findings in the texts of one request, one list per text: each text's own; values split
+    /// across neighbouring texts (a piece in each); and jailbreak phrases scored over all the
+    /// texts `scored` selects together (a conversation's user and tool text), the others'
+    /// scored one by one.
+    pub fn scan_all(&self, texts: &[&str], scored: &[bool]) -> Vec<Vec<Finding>> {
+        let is_scored = |i: usize| scored.get(i).copied().unwrap_or(false);
+        let mut found: Vec<Vec<Finding>> = Vec::with_capacity(texts.len());
+        for (i, text) in texts.iter().enumerate() {
+            let mut raw = self.raw(text);
+            if !is_scored(i) && raw.score >= self.jailbreak_threshold {
+                raw.findings.append(&mut raw.jailbreak);
+            }
+            found.push(raw.findings);
         }
-        let mut findings = Vec::new();
-        let mut jailbreak_score = 0.0f32;
-        let mut jailbreak = Vec::new();
+        if texts.len() > 1 {
+            // Values split across texts: findings in the texts end to end that cross a seam.
+            let joined = Joined::of(texts.iter().copied().enumerate(), "");
+            for finding in self.raw(&joined.text).findings {
+                if joined.crosses_a_seam(&finding) {
+                    joined.split(finding, &mut found);
+                }
+            }
+        }
+        // Jailbreaks scored over the conversation (read with a space between texts).
+        let conversation = Joined::of(
+            texts
+                .iter()
+                .copied()
+                .enumerate()
+                .filter(|(i, _)| is_scored(*i)),
+            " ",
+        );
+        if !conversation.text.is_empty() {
+            let raw = self.raw(&conversation.text);
+            if raw.score >= self.jailbreak_threshold {
+                for finding in raw.jailbreak {
+                    conversation.split(finding, &mut found);
+                }
+            }
+        }
+        found
+            .into_iter()
+            .map(|findings| self.without_overlaps(findings))
+            .collect()
+    }
+
+    /// Every confirmed finding in `text`, mapped to its spans, jailbreak phrases apart.
+    fn raw(&self, text: &str) -> Raw {
+        let normalised = Normalised::of(text);
+        let mut raw = self.raw_read(normalised.text());
+        for finding in raw.findings.iter_mut().chain(raw.jailbreak.iter_mut()) {
+            (finding.start, finding.end) = normalised.original(finding.start, finding.end);
+        }
+        raw
+    }
+
+    /// [`Scanner::raw`] of a text already normalised.
+    fn raw_read(&self, text: &str) -> Raw {
+        let mut raw = Raw::default();
+        if !self.set.is_match(text) {
+            return raw;
+        }
         for index in self.set.matches(text).iter() {
             let Some(detector) = self.detectors.get(index) else {
                 continue;
@@ -216,23 +270,95 @@ impl Scanner {
                     end: span.end(),
                 };
                 if detector.category == Category::Jailbreak {
-                    jailbreak_score += detector.weight;
-                    jailbreak.push(finding);
+                    raw.score += detector.weight;
+                    raw.jailbreak.push(finding);
                 } else {
-                    findings.push(finding);
+                    raw.findings.push(finding);
                 }
             }
         }
-        if jailbreak_score >= self.jailbreak_threshold {
-            findings.extend(jailbreak);
+        raw
+    }
+
+    /// `findings` ordered by start, without overlaps: secrets first (a token in a URL is a
+    /// secret, not an email), then the earlier, then the longer.
+    fn without_overlaps(&self, mut findings: Vec<Finding>) -> Vec<Finding> {
+        if findings.len() < 2 {
+            return findings;
         }
-        findings.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end), f.detector));
+        let rank = |f: &Finding| {
+            self.detector(f.detector)
+                .map_or(1, |d| u8::from(d.category != Category::Secret))
+        };
+        findings.sort_by_key(|f| (rank(f), f.start, std::cmp::Reverse(f.end), f.detector));
         let mut kept: Vec<Finding> = Vec::with_capacity(findings.len());
         for finding in findings {
-            if kept.last().is_none_or(|last| finding.start >= last.end) {
-                kept.push(finding);
+            let at = kept.partition_point(|k| k.start < finding.start);
+            let clear_before = at
+                .checked_sub(1)
+                .and_then(|i| kept.get(i))
+                .is_none_or(|k| k.end <= finding.start);
+            let clear_after = kept.get(at).is_none_or(|k| k.start >= finding.end);
+            if clear_before && clear_after {
+                kept.insert(at, finding);
             }
         }
         kept
+    }
+}
+
+/// Findings of one scan, jailbreak phrases apart with their score.
+#[derive(Debug, Default)]
+struct Raw {
+    findings: Vec<Finding>,
+    jailbreak: Vec<Finding>,
+    score: f32,
+}
+
+/// Several texts end to end, and where each starts.
+struct Joined {
+    text: String,
+    /// (index of the text, its start in `text`, its length), in order.
+    spans: Vec<(usize, usize, usize)>,
+}
+
+impl Joined {
+    fn of<'t>(texts: impl Iterator<Item = (usize, &'t str)>, separator: &str) -> Self {
+        let mut joined = Self {
+            text: String::new(),
+            spans: Vec::new(),
+        };
+        for (index, text) in texts {
+            if !joined.spans.is_empty() {
+                joined.text.push_str(separator);
+            }
+            joined.spans.push((index, joined.text.len(), text.len()));
+            joined.text.push_str(text);
+        }
+        joined
+    }
+
+    /// Whether `finding` starts in one text and ends in another.
+    fn crosses_a_seam(&self, finding: &Finding) -> bool {
+        self.spans
+            .iter()
+            .any(|(_, start, _)| finding.start < *start && *start < finding.end)
+    }
+
+    /// Adds the pieces of `finding` that lie in each text to that text's findings.
+    fn split(&self, finding: Finding, found: &mut [Vec<Finding>]) {
+        for (index, start, len) in &self.spans {
+            let from = finding.start.max(*start);
+            let to = finding.end.min(start + len);
+            if from < to
+                && let Some(list) = found.get_mut(*index)
+            {
+                list.push(Finding {
+                    start: from - start,
+                    end: to - start,
+                    ..finding
+                });
+            }
+        }
     }
 }
