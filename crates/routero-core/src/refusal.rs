@@ -19,6 +19,8 @@ pub enum Refusal {
     GuardrailBlocked,
     /// The tenant's guardrails could not be loaded; refused rather than unscanned.
     GuardrailUnavailable,
+    /// Input the guardrails cannot read (token ids instead of text) while they apply.
+    GuardrailUninspectable,
     /// No route exists for the requested model.
     ModelNotFound,
     /// The request body is not what the endpoint takes.
@@ -63,6 +65,7 @@ impl Refusal {
             Self::PolicyEngineUnavailable => "policy_engine_unavailable",
             Self::GuardrailBlocked => "guardrail_blocked",
             Self::GuardrailUnavailable => "guardrail_unavailable",
+            Self::GuardrailUninspectable => "guardrail_uninspectable",
             Self::ModelNotFound => "model_not_found",
             Self::InvalidRequest => "invalid_request",
             Self::BodyTooLarge => "body_too_large",
@@ -86,7 +89,7 @@ impl Refusal {
         match self {
             Self::InvalidApiKey | Self::KeyExpired => 401,
             Self::IpNotAllowed | Self::ModelNotAllowed | Self::PolicyDenied => 403,
-            Self::GuardrailBlocked => 400,
+            Self::GuardrailBlocked | Self::GuardrailUninspectable => 400,
             Self::ModelNotFound => 404,
             Self::InvalidRequest => 400,
             Self::BodyTooLarge => 413,
@@ -116,7 +119,8 @@ impl Refusal {
             Self::ModelNotFound
             | Self::InvalidRequest
             | Self::BodyTooLarge
-            | Self::GuardrailBlocked => "invalid_request_error",
+            | Self::GuardrailBlocked
+            | Self::GuardrailUninspectable => "invalid_request_error",
             Self::ControlPlaneUnreachable
             | Self::AuditUnavailable
             | Self::PolicyEngineUnavailable
@@ -147,6 +151,9 @@ impl Refusal {
             }
             Self::GuardrailBlocked => {
                 "The gateway's guardrails blocked this request: it carries content the tenant's policy does not allow."
+            }
+            Self::GuardrailUninspectable => {
+                "The gateway's guardrails cannot read this input (token ids, not text): send text instead."
             }
             Self::GuardrailUnavailable => {
                 "The gateway cannot apply its guardrails right now and refuses the request."

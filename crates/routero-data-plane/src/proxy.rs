@@ -472,7 +472,9 @@ async fn proxy(
         .cloned();
     if let Some(guard) = &guard {
         let mut counts = Counts::new();
-        let blocked = guard.request(&route.name, &mut request, &mut counts);
+        let blocked = guard
+            .request(&route.name, &mut request, &mut counts)
+            .map_err(|crate::guard::Uninspectable| Refusal::GuardrailUninspectable)?;
         let refuse = blocked.is_some();
         if !counts.is_empty() {
             seen.guardrails.push(("request", counts, blocked));

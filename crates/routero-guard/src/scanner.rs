@@ -201,10 +201,11 @@ impl Scanner {
             found.push(raw.findings);
         }
         if texts.len() > 1 {
-            // Values split across texts: findings in the texts end to end that cross a seam.
+            // Values split across texts: findings in the texts end to end that cross a seam
+            // and are not merely a text's own finding read on into its neighbour.
             let joined = Joined::of(texts.iter().copied().enumerate(), "");
             for finding in self.raw(&joined.text).findings {
-                if joined.crosses_a_seam(&finding) {
+                if joined.crosses_a_seam(&finding) && !joined.overlaps_any(&finding, &found) {
                     joined.split(finding, &mut found);
                 }
             }
@@ -343,6 +344,16 @@ impl Joined {
         self.spans
             .iter()
             .any(|(_, start, _)| finding.start < *start && *start < finding.end)
+    }
+
+    /// Whether `finding` overlaps any of the texts' own findings (`found`, one list a text).
+    fn overlaps_any(&self, finding: &Finding, found: &[Vec<Finding>]) -> bool {
+        self.spans.iter().any(|(index, start, _)| {
+            found.get(*index).is_some_and(|own| {
+                own.iter()
+                    .any(|f| start + f.start < finding.end && finding.start < start + f.end)
+            })
+        })
     }
 
     /// Adds the pieces of `finding` that lie in each text to that text's findings.

@@ -132,3 +132,15 @@ fn redaction_applies_to_the_text_as_sent() {
         assert_eq!(applied.text, expected, "{sent:?}");
     }
 }
+
+#[test]
+fn a_value_whole_in_one_text_is_not_read_on_into_the_next() {
+    let texts = ["row alice@example.com", "clean"];
+    assert_eq!(
+        found(&texts, &[true, true]),
+        [
+            vec![("email".to_owned(), "alice@example.com".to_owned())],
+            vec![]
+        ]
+    );
+}

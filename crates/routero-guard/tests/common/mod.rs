@@ -26,3 +26,4 @@ pub fn policy(secrets: Action) -> Policy {
         ],
     }
 }
+pub mod quality;
