@@ -30,8 +30,13 @@ pub(crate) enum Confirm {
     Ipv4,
     /// Parses as an IPv6 address with at least three groups written.
     Ipv6,
-    /// A national number whose area code and exchange do not start with 0 or 1.
+    /// A North American number whose area code and exchange do not start with 0 or 1.
     Phone,
+    /// Between this many digits (inclusive), and not a date.
+    Digits(usize, usize),
+    /// Reads like a chosen or generated secret: long enough, of several kinds of character
+    /// (or random-looking), not a placeholder, a number, a date or a version.
+    Credential,
     /// A JWT whose header decodes to JSON naming an algorithm.
     Jwt,
     /// At least this many bits of entropy per character.
@@ -119,11 +124,25 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         Confirm::Pattern,
     ),
     rule(
+        "gitlab_token",
+        Category::Secret,
+        r"\bgl(?:pat|dt|rt|ptt|cbt|oas)-[A-Za-z0-9_-]{20,}",
+        Confirm::Entropy(3.0),
+    ),
+    rule(
         "slack_token",
         Category::Secret,
         r"\bxox[abposr]-[A-Za-z0-9-]{10,}",
         Confirm::Pattern,
     ),
+    Builtin {
+        name: "slack_webhook",
+        category: Category::Secret,
+        pattern: r"hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/-]*?/([A-Za-z0-9]{20,})",
+        group: 1,
+        confirm: Confirm::Pattern,
+        weight: 0.0,
+    },
     rule(
         "google_api_key",
         Category::Secret,
@@ -134,6 +153,18 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         "stripe_key",
         Category::Secret,
         r"\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{24,}",
+        Confirm::Entropy(3.0),
+    ),
+    rule(
+        "platform_token",
+        Category::Secret,
+        r"\b(?:npm_[A-Za-z0-9]{36}|hf_[A-Za-z]{34}|SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}|shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}|key-[a-f0-9]{32}|SK[0-9a-f]{32}|dop_v1_[a-f0-9]{64}|pypi-[A-Za-z0-9_-]{50,}|glc_[A-Za-z0-9+/]{32,}={0,2}|xai-[A-Za-z0-9]{40,}|gsk_[A-Za-z0-9]{40,})\b",
+        Confirm::Pattern,
+    ),
+    rule(
+        "telegram_bot_token",
+        Category::Secret,
+        r"\b\d{8,10}:AA[A-Za-z0-9_-]{33}\b",
         Confirm::Pattern,
     ),
     rule(
@@ -143,6 +174,22 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         Confirm::Jwt,
     ),
     Builtin {
+        name: "authorization_header",
+        category: Category::Secret,
+        pattern: r"(?i)(?:\b(?:authorization|proxy-authorization)\s*[:=]\s*(?:basic|bearer|token|digest)|\bbearer)\s+([A-Za-z0-9._~+/-]{16,}=*)",
+        group: 1,
+        confirm: Confirm::Entropy(3.0),
+        weight: 0.0,
+    },
+    Builtin {
+        name: "connection_string_password",
+        category: Category::Secret,
+        pattern: r"\b[A-Za-z][A-Za-z0-9+.-]{1,30}://[^\s:/@]{0,64}:([^\s@/]{3,128})@[A-Za-z0-9.\[-]",
+        group: 1,
+        confirm: Confirm::Credential,
+        weight: 0.0,
+    },
+    Builtin {
         name: "generic_secret",
         category: Category::Secret,
         pattern: r#"(?i)\b(?:api[_-]?key|secret(?:[_-]?key)?|token|access[_-]?key|auth[_-]?token|password|passwd|pwd)\b["']?\s*[:=]\s*["']?([A-Za-z0-9_\-+/=.]{16,})"#,
@@ -150,74 +197,152 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         confirm: Confirm::Entropy(3.5),
         weight: 0.0,
     },
+    Builtin {
+        name: "credential_assignment",
+        category: Category::Secret,
+        // A credential's name, up to a few words (`Passwort für den Admin lautet:`), an
+        // assignment or a space, then a value with a digit in it that reads like a secret.
+        pattern: r#"(?i)(?:(?:pass(?:word|wd|phrase|wort)?|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|account[_-]?key|private[_-]?key|client[_-]?secret|credentials?|auth|kennwort|contrase[ñn]a|mot de passe|senha|wachtwoord|пароль|パスワード|密码|비밀번호)[A-Za-z_]*["'\]]*[^\S\n]*(?:[:=]|=>)?[^\n"'=:{}$()]{0,32}?(?:[:=]|=>)?[^\S\n]*["']?|(?:^|\s)-p["']?|--password[= ])([^\s"'`;,<>{}]*\d[^\s"'`;,<>{}]*)"#,
+        group: 1,
+        confirm: Confirm::Credential,
+        weight: 0.0,
+    },
     // --- PII ---
     rule(
         "email",
         Category::Pii,
-        r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b",
+        r"(?-u:\b)[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?-u:\b)",
         Confirm::Pattern,
     ),
     rule(
         "card_number",
         Category::Pii,
-        r"\b\d(?:[ -]?\d){12,18}\b",
+        r"(?-u:\b)\d(?:[ .\-]?\d){12,18}(?-u:\b)",
         Confirm::Card,
     ),
     rule(
         "us_ssn",
         Category::Pii,
-        r"\b\d{3}-\d{2}-\d{4}\b",
+        r"(?-u:\b)(?:\d{3}-\d{2}-\d{4}|\d{3} \d{2} \d{4}|\d{3}\.\d{2}\.\d{4})(?-u:\b)",
         Confirm::Ssn,
     ),
+    Builtin {
+        name: "us_ssn_labelled",
+        category: Category::Pii,
+        pattern: r"(?i)(?:\bssn|\bsocial security|\bsoc\.? ?sec|\bss ?(?:number|no\b|#)|\bitin\b)[^0-9\n]{0,24}(\d{3}[ .-]?\d{2}[ .-]?\d{4})(?-u:\b)",
+        group: 1,
+        confirm: Confirm::Ssn,
+        weight: 0.0,
+    },
     rule(
         "phone_e164",
         Category::Pii,
-        r"\+[1-9]\d{7,14}\b",
-        Confirm::Pattern,
+        r"(?:\+|(?-u:\b)00)[1-9]\d{0,3}(?:[ .\-]?\(0\))?(?:[ .\-/]?\(?\d{1,5}\)?){1,6}",
+        Confirm::Digits(8, 15),
     ),
     rule(
         "phone_national",
         Category::Pii,
-        r"(?:\+1[ .-]?)?(?:\(\d{3}\)\s?|\b\d{3}[-. ])\d{3}[-. ]\d{4}\b",
+        r"(?:\+1[ .-]?)?(?:\(\d{3}\)\s?|(?-u:\b)\d{3}[-. ])\d{3}[-. ]\d{4}(?-u:\b)",
         Confirm::Phone,
     ),
     rule(
+        "phone_trunk",
+        Category::Pii,
+        r"(?:\(0[1-9]\d{0,3}\)\s?|(?-u:\b)0[1-9]\d{0,3}[ .\-/])\d{2,8}(?:[ .\-]\d{2,4}){0,3}(?-u:\b)",
+        Confirm::Digits(9, 12),
+    ),
+    Builtin {
+        name: "phone_labelled",
+        category: Category::Pii,
+        pattern: r"(?i)(?:\b(?:tel|tél|phone|mobile|mob|cell|fax|call|ring|text me|dial|whatsapp|handy|telefon|t[ée]l[ée]phone|portable|tel[ée]fono|ll[áa]mame|celular|centralino|telefone|hotline|switchboard)\b|電話|携帯|手机|Телефон)[^\d+\n]{0,15}(\+?\(?\d[\d ()./-]{5,18}\d)",
+        group: 1,
+        confirm: Confirm::Digits(7, 15),
+        weight: 0.0,
+    },
+    rule(
         "ipv4",
         Category::Pii,
-        r"\b(?:\d{1,3}\.){3}\d{1,3}\b",
+        r"(?-u:\b)(?:\d{1,3}\.){3}\d{1,3}(?-u:\b)",
         Confirm::Ipv4,
     ),
     rule(
         "ipv6",
         Category::Pii,
-        r"(?i)(?:\b[0-9a-f]{1,4}|::)(?::{1,2}[0-9a-f]{1,4}){2,7}(?:::)?",
+        r"(?i)(?:(?-u:\b)[0-9a-f]{1,4}|::)(?::{1,2}[0-9a-f]{1,4}){2,7}(?:::)?",
         Confirm::Ipv6,
     ),
     // --- jailbreak and prompt injection: scored ---
     scored(
         "instruction_hijacking",
-        r"(?i)\b(?:ignore|disregard|forget|override|bypass)\b[^.\n]{0,40}?\b(?:previous|prior|above|earlier|preceding|all|your|the)\b[^.\n]{0,40}?\b(?:instructions?|rules|prompts?|directions|guidelines|guardrails)\b",
+        r"(?i)\b(?:ignore|disregard|forget|override|bypass|skip|discard|abandon|drop)\b[^.\n]{0,40}?\b(?:previous|prior|above|earlier|preceding|all|your|the|any|my|these|those|original|initial|system)\b[^.\n]{0,40}?\b(?:instructions?|rules|prompts?|directions|directives?|guidelines|guardrails|polic(?:y|ies)|programming|training|constraints|criteria|context|request|question)\b",
         0.7,
     ),
     scored(
+        "instruction_hijacking_translated",
+        r"(?i)\b(?:ignor(?:e|ez|a|iere|ier|en)|oublie[zs]?|vergiss|olvida|dimentica)\b[^.\n]{0,40}?\b(?:instructions?|consignes|r[eè]gles|anweisungen|regeln|instrucciones|reglas|istruzioni|regole|demande|anfrage|petici[oó]n)\b|これまでの指示|指示を(?:すべて)?無視|忽略(?:之前|以上|所有)",
+        0.7,
+    ),
+    scored(
+        "instruction_reset",
+        r"(?i)\b(?:forget|ignore|disregard)\s+(?:everything|all|anything|what)\s+(?:before|above|prior|earlier|you (?:were|have been) told)|\beverything (?:above|before this) (?:was|is) (?:a |just a |only a )?(?:test|fake|joke)|\bprevious (?:instructions?|system (?:message|prompt)|rules)\b[^.\n]{0,40}\b(?:revoked|void|cancelled|canceled|obsolete|(?:was|were) (?:only |just )?(?:a test|written by))|\b(?:new|real|updated|actual) (?:instructions?|task|directive|system (?:prompt|message))\s*:|\b(?:ignore|disregard|forget)\s+(?:all\s+|everything\s+|the\s+|anything\s+)?(?:above|before this|previous|prior)\s*(?:[.!,;]|$|and\b)|\boublie tout\b|\bvergiss alles\b",
+        0.7,
+    ),
+    scored(
+        "chat_template_tokens",
+        r"(?i)<\|(?:im_start|im_end|system|user|assistant|endoftext|start_header_id|end_header_id|eot_id|begin_of_text|end_of_text|eom_id|im_sep)\|>|<(?:start|end)_of_turn>|\[/?INST\]|<</?SYS>>|<\|?(?:begin|end)[_▁]of[_▁]sentence\|?>",
+        0.7,
+    ),
+    scored(
+        "fake_system_header",
+        r"(?im)^[\s>*#=\[(-]*(?:system|admin(?:istrator)?|developer|root|operator)(?:\s+(?:override|message|prompt|update|instructions?|policy|mode|notice|note))*\s*(?:\]|:|=+|\)|\*\*)|\[(?:system|admin)[^\]\n]{0,20}\]|={2,}\s*(?:begin|start)\s+(?:system|admin|developer)\b|</?(?:system|sys|instructions?|admin)>|</(?:user|context|document|input)>",
+        0.5,
+    ),
+    scored(
         "role_confusion",
-        r"(?i)\b(?:you are now|you're now|from now on,? you are|pretend (?:to be|you are)|act as (?:an? )?(?:unrestricted|unfiltered|uncensored|jailbroken)|developer mode|do anything now)\b",
+        r"(?i)\b(?:you are now|you're now|from now on,? you(?:'re| are| will)?|pretend (?:to be|you are|you're)|act as (?:an? )?(?:unrestricted|unfiltered|uncensored|jailbroken)|act as (?:the )?system|(?:my|these|the following) messages? (?:are|is) (?:a )?system|developer mode|do anything now|god mode|sudo mode|opposite mode|dan mode|evil (?:mode|bot)|jailbr(?:eak|oken) mode|you are (?:DAN|STAN|AIM|DUDE|LIBRE|[A-Z]{3,}BOT)\b|a partir de ahora|d[ée]sormais tu|ab jetzt bist du|mode d[ée]veloppeur|modo desarrollador|entwicklermodus)",
         0.4,
     ),
     scored(
         "context_smuggling",
-        r"(?i)\b(?:reveal|print|show|repeat|output|leak|tell me)\b[^.\n]{0,40}?\b(?:system prompt|hidden (?:prompt|instructions)|initial instructions|your instructions)\b",
-        0.5,
-    ),
-    scored(
-        "delimiter_injection",
-        r"(?i)(?:<\|im_start\|>|<\|im_end\|>|<\|(?:system|assistant)\|>|\[/?INST\]|<</?SYS>>|^\s*#{2,}\s*(?:system|instructions?)\s*:)",
+        r"(?i)\b(?:reveal|print|show|repeat|output|leak|tell me|disclose|display|list|dump|send|give me)\b[^.\n]{0,40}?\b(?:system prompt|hidden (?:prompt|instructions)|initial (?:instructions|prompt)|your (?:instructions|prompt|configuration|keys|api keys)|(?:the )?(?:conversation|chat) history|saved passwords|(?:activation|license|licence|product|serial|cd) keys|~/\.ssh|environment variables|prompt syst[eè]me|systemprompt|システムプロンプト)",
         0.5,
     ),
     scored(
         "restriction_removal",
-        r"(?i)\b(?:no|without any|free of)\s+(?:restrictions|limitations|filters|rules|guidelines|censorship)\b",
+        r"(?i)\b(?:no|without(?: any)?|free (?:of|from)|never (?:given|had)(?: any)?|lift(?:ed)?(?: all)?|remove(?:d)?(?: all)?|disable(?:d)?(?: all)?|no longer bound by)\s+(?:(?:ethical|content|safety|moral|the|your|any|its)\s+)*(?:restrictions?|limitations|limits|filters?|rules|guidelines|censorship|polic(?:y|ies)|guardrails)\b|\b(?:never|will not|won't|doesn't|does not) (?:refuse|say no|decline)|\b(?:unfiltered|uncensored) mode\b|\bsans (?:aucune )?(?:limite|restriction|filtre)s?\b|\bsin (?:ninguna )?(?:restricci[oó]n|restricciones|l[ií]mites|filtros)\b|\bno longer bound by\b|\b(?:restrictions?|limitations|limits|filters?|rules|guidelines|guardrails|safety (?:rules|filters|polic(?:y|ies)))\s+(?:are|have been|were|is|has been)\s+(?:now\s+)?(?:lifted|removed|disabled|revoked|suspended|off|void)\b|\bsenza filtri\b|\bohne (?:jede )?(?:einschr[äa]nkungen|filter|regeln)\b",
+        0.4,
+    ),
+    scored(
+        "indirect_injection",
+        r"(?i)\b(?:note|message|instructions?|attention|hinweis|nachricht|remarque)\s+(?:to|for|pour|f[üu]r|an)\s+(?:the |any |all |l'|die |den )?(?:ai|a\.i\.|assistants?|llms?|language models?|models?|chatbots?|bots?|agents?|ki|ia|summari[sz]ers?)\b|\b(?:ai|llm|gpt|assistant|chatbot|ia|ki)s?(?:[- ](?:assistants?|agents?|summari[sz]ers?|models?|screeners?))?\s*(?:reading|summari[sz]ing|processing|screening|parsing|viewing) (?:this|the)\b|(?m:^\s*(?:ai|llm|assistant|ai assistant|ai summari[sz]ers?|ki-assistenten?)\s*:)|\bwhen you (?:summari[sz]e|read|process|answer)\b[^.\n]{0,40}\b(?:also|instead|do not mention|don't mention|append)\b|\bdo not (?:mention|reveal|tell the user about) (?:this|these instructions)\b|\bTODO\(ai[- ]?agent\)|!\[[^\]\n]*\]\(https?://[^)\s]*\?[^)\s]*=(?:DATA|\{|\$|<)",
+        0.5,
+    ),
+    scored(
+        "audience_override",
+        r"(?i)\b(?:ignore|disregard|forget)\s+(?:the|this|that|my|your)\s+(?:user|human|operator|developer)s?\b",
         0.3,
+    ),
+    scored(
+        "addressed_instruction",
+        r"(?i)\b(?:ai|llm|gpt|chatbot|assistant|ki|ia)s?(?: (?:assistants?|summari[sz]ers?|agents?|models?|bots?|screeners?|crawlers?))?\s*:\s*(?:ignore|disregard|forget|do not|don't|always|never|instead|when you|you must|recommend|rank)\b",
+        0.7,
+    ),
+    scored(
+        "compliance_check",
+        r#"(?i)\b(?:confirm|acknowledge)\b[^.\n]{0,30}\b(?:by (?:saying|replying|typing|responding|answering|writing)|with ['"“])"#,
+        0.3,
+    ),
+    scored("transcript_turns", r"(?m)^\s*(?:Human|Assistant)\s*:", 0.2),
+    scored(
+        "obfuscated_instruction",
+        r"(?i)\bi\s+g\s+n\s+o\s+r\s+e\b|\b[i1!|]gn[o0]r[e3]\s+[a4]ll\s+pr[e3]v[i1][o0]u[s5]|\b(?:decode|base64)\b[^.\n]{0,40}\b(?:follow|execute|obey|run)\b[^.\n]{0,30}\binstructions?\b",
+        0.7,
+    ),
+    scored(
+        "persona_exploit",
+        r"(?i)\bact as my (?:deceased|dead|late) (?:grand(?:ma|mother|pa|father)|mother|father)\b|\blet's play a game\b[^\n]{0,80}\b(?:never refuses?|no (?:rules|restrictions|guidelines)|avoid norms)|\bbreak the rules\b",
+        0.5,
     ),
 ];
 
@@ -252,20 +377,26 @@ fn card(text: &str) -> bool {
             .take(n)
             .fold(0u32, |acc, d| acc * 10 + u32::from(*d))
     };
+    let len = digits.len();
+    // Issuer ranges of the card networks (Visa, Mastercard, Amex, Diners, JCB, Discover,
+    // UnionPay, Maestro, Mir) and their lengths.
     let brand = match digits.first() {
-        Some(4) => matches!(digits.len(), 13 | 16 | 19),
-        Some(5) => (51..=55).contains(&prefix(2)) && digits.len() == 16,
-        Some(2) => (2221..=2720).contains(&prefix(4)) && digits.len() == 16,
+        Some(4) => matches!(len, 13 | 16 | 19),
+        Some(5) => {
+            ((51..=55).contains(&prefix(2)) && len == 16)
+                || ((prefix(2) == 50 || (56..=59).contains(&prefix(2))) && (13..=19).contains(&len))
+        }
+        Some(2) => {
+            ((2221..=2720).contains(&prefix(4)) && len == 16)
+                || ((2200..=2204).contains(&prefix(4)) && (16..=19).contains(&len))
+        }
         Some(3) => {
-            (matches!(prefix(2), 34 | 37) && digits.len() == 15)
-                || ((3528..=3589).contains(&prefix(4)) && digits.len() == 16)
-                || ((matches!(prefix(2), 36 | 38) || (300..=305).contains(&prefix(3)))
-                    && digits.len() == 14)
+            (matches!(prefix(2), 34 | 37) && len == 15)
+                || ((3528..=3589).contains(&prefix(4)) && (16..=19).contains(&len))
+                || ((matches!(prefix(2), 36 | 38 | 39) || (300..=305).contains(&prefix(3)))
+                    && (14..=19).contains(&len))
         }
-        Some(6) => {
-            (prefix(4) == 6011 || prefix(2) == 65 || (644..=649).contains(&prefix(3)))
-                && digits.len() == 16
-        }
+        Some(6) => (16..=19).contains(&len) || (13..=19).contains(&len) && prefix(2) == 67,
         _ => false,
     };
     // Separators, if any, must be of one kind (4242 4242 4242 4242, not 4242-4242 4242-4242).
@@ -275,15 +406,123 @@ fn card(text: &str) -> bool {
 }
 
 fn ssn(text: &str) -> bool {
-    let mut parts = text.split('-');
-    let (Some(area), Some(group), Some(serial)) = (parts.next(), parts.next(), parts.next()) else {
+    let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+    let (Some(area), Some(group), Some(serial)) =
+        (digits.get(..3), digits.get(3..5), digits.get(5..))
+    else {
         return false;
     };
     let area: u32 = area.parse().unwrap_or(0);
-    area != 0 && area != 666 && area < 900 && group != "00" && serial != "0000"
+    digits.len() == 9 && area != 0 && area != 666 && area < 900 && group != "00" && serial != "0000"
 }
 
-fn ipv4(text: &str, before: Option<char>, after: &str) -> bool {
+/// `2024-03-15`, `15.03.2024`, `3/4/88`: dates, which phone patterns would otherwise take.
+fn date_like(text: &str) -> bool {
+    let groups: Vec<&str> = text
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|g| !g.is_empty())
+        .collect();
+    let years = |g: &&str| g.len() == 4 && (g.starts_with("19") || g.starts_with("20"));
+    groups.len() == 3
+        && (groups.first().is_some_and(years) || groups.last().is_some_and(years))
+        && groups.iter().all(|g| g.len() <= 4)
+}
+
+/// Whether the text before a number names it as an identifier (`Part no.`, `order #`,
+/// `SKU:`): such numbers are not phone numbers, whatever their shape.
+fn labelled_identifier(head: &str) -> bool {
+    let tail: String = head
+        .chars()
+        .rev()
+        .take(24)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let words: Vec<&str> = tail
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    words.iter().rev().take(2).any(|word| {
+        matches!(
+            *word,
+            "part"
+                | "order"
+                | "invoice"
+                | "ref"
+                | "reference"
+                | "sku"
+                | "serial"
+                | "lot"
+                | "item"
+                | "ticket"
+                | "case"
+                | "tracking"
+                | "account"
+                | "acct"
+                | "id"
+                | "po"
+                | "batch"
+                | "model"
+                | "isbn"
+                | "issn"
+                | "build"
+                | "version"
+                | "policy"
+                | "claim"
+        )
+    })
+}
+
+/// Whether an assigned value reads like a secret rather than a placeholder, a number, a date
+/// or a version.
+fn credential(text: &str) -> bool {
+    let len = text.chars().count();
+    if !(6..=4096).contains(&len) {
+        return false;
+    }
+    let lower = text.to_ascii_lowercase();
+    let placeholder = [
+        "xxx",
+        "***",
+        "...",
+        "redacted",
+        "your",
+        "example",
+        "changeme",
+        "placeholder",
+        "${",
+        "{{",
+    ]
+    .iter()
+    .any(|p| lower.contains(p));
+    let numeric = text
+        .chars()
+        .all(|c| c.is_ascii_digit() || ".:-/+TZ".contains(c));
+    let version = lower
+        .strip_prefix('v')
+        .unwrap_or(&lower)
+        .split(['.', '-'])
+        .take(2)
+        .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
+    let kinds = [
+        text.chars().any(|c| c.is_ascii_lowercase()),
+        text.chars().any(|c| c.is_ascii_uppercase()),
+        text.chars().any(|c| c.is_ascii_digit()),
+        text.chars().any(|c| !c.is_ascii_alphanumeric()),
+    ]
+    .iter()
+    .filter(|kind| **kind)
+    .count();
+    !placeholder
+        && !numeric
+        && !version
+        && (kinds >= 3 || (kinds == 2 && len >= 10 && entropy(text) >= 3.0))
+}
+
+fn ipv4(text: &str, head: &str, after: &str) -> bool {
+    let before = head.chars().next_back();
     // v1.2.3.4, 10.0.19041.1.2: part of a longer dotted version, not an address.
     let version_like = before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '.')
         || after
@@ -336,14 +575,21 @@ pub(crate) fn entropy(text: &str) -> f64 {
 
 impl Confirm {
     /// Whether the candidate `text` (with its neighbourhood) is a real finding.
-    pub(crate) fn holds(self, text: &str, before: Option<char>, after: &str) -> bool {
+    /// Whether the candidate `text`, after `head` and before `after`, is a real finding.
+    pub(crate) fn holds(self, text: &str, head: &str, after: &str) -> bool {
         match self {
             Self::Pattern => true,
             Self::Card => card(text),
             Self::Ssn => ssn(text),
-            Self::Ipv4 => ipv4(text, before, after),
+            Self::Ipv4 => ipv4(text, head, after),
             Self::Ipv6 => ipv6(text),
             Self::Phone => phone(text),
+            Self::Digits(min, max) => {
+                (min..=max).contains(&text.bytes().filter(u8::is_ascii_digit).count())
+                    && !date_like(text)
+                    && !labelled_identifier(head)
+            }
+            Self::Credential => credential(text),
             Self::Jwt => jwt(text),
             Self::Entropy(bits) => entropy(text) >= bits,
         }

@@ -258,11 +258,9 @@ impl Scanner {
                     continue;
                 };
                 // A match's offsets are character boundaries.
-                let before = text
-                    .get(..span.start())
-                    .and_then(|head| head.chars().next_back());
+                let head = text.get(..span.start()).unwrap_or_default();
                 let after = text.get(span.end()..).unwrap_or_default();
-                if !detector.confirm.holds(span.as_str(), before, after) {
+                if !detector.confirm.holds(span.as_str(), head, after) {
                     continue;
                 }
                 let finding = Finding {

@@ -63,7 +63,7 @@ fn phone_numbers() {
         "(415) 555-2671",
     );
     finds("phone_national", "call 415-555-2671", "415-555-2671");
-    finds("phone_national", "call +1 415.555.2671", "+1 415.555.2671");
+    finds("phone_e164", "call +1 415.555.2671", "+1 415.555.2671");
     misses("phone_national", "dated 2024-01-15");
     misses(
         "phone_national",

@@ -20,10 +20,11 @@ const KEY: &[u8] = b"tenant-key";
 const AWS_ID: &str = "AKIAIOSFODNN7EXAMPLE";
 
 /// Pieces a text is made of: values of several detectors and filler, some not ASCII, each
-/// starting with a separator so that no two values run into one.
+/// starting with a separator so that no two values run into one (a card after a space would
+/// continue the digits of a card before it).
 const PIECES: &[&str] = &[
     " alice@example.com",
-    " 4242 4242 4242 4242",
+    "; 4242 4242 4242 4242",
     " 123-45-6789",
     " 192.168.1.20",
     " AKIAIOSFODNN7EXAMPLE",

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -180,6 +181,220 @@ fn last_user_text(body: &Value) -> String {
         .to_owned()
 }
 
+/// Where a scripted reply puts its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Content,
+    ToolCall,
+    Refusal,
+    Reasoning,
+    Transcript,
+    FunctionCall,
+    /// In `content`, and spelled out token by token in the choice's `logprobs`.
+    Logprobs,
+}
+
+impl Field {
+    fn named(name: &str) -> Option<Self> {
+        Some(match name {
+            "content" => Self::Content,
+            "tool_call" => Self::ToolCall,
+            "refusal" => Self::Refusal,
+            "reasoning_content" => Self::Reasoning,
+            "audio.transcript" => Self::Transcript,
+            "function_call" => Self::FunctionCall,
+            "logprobs" => Self::Logprobs,
+            _ => return None,
+        })
+    }
+
+    /// A choice carrying `text` in this field: its `message`, or streamed its `delta`.
+    fn choice(self, text: &str, streamed: bool, finish: Value) -> Value {
+        let mut message = json!({"role": "assistant", "content": null});
+        let function = json!({"name": "lookup", "arguments": text});
+        match self {
+            Self::Content | Self::Logprobs => message["content"] = json!(text),
+            Self::ToolCall => {
+                let mut call = json!({"id": "call_fake", "type": "function", "function": function});
+                if streamed {
+                    call["index"] = json!(0);
+                }
+                message["tool_calls"] = json!([call]);
+            }
+            Self::Refusal => message["refusal"] = json!(text),
+            Self::Reasoning => message["reasoning_content"] = json!(text),
+            Self::Transcript => {
+                message["audio"] =
+                    json!({"id": "audio_fake", "data": "", "expires_at": 0, "transcript": text});
+            }
+            Self::FunctionCall => message["function_call"] = function,
+        }
+        let mut choice = json!({"index": 0, "finish_reason": finish});
+        choice[if streamed { "delta" } else { "message" }] = message;
+        if self == Self::Logprobs {
+            let tokens: Vec<Value> = text
+                .chars()
+                .map(|c| {
+                    let token = c.to_string();
+                    json!({"token": token, "bytes": token.as_bytes(), "logprob": -0.5, "top_logprobs": []})
+                })
+                .collect();
+            choice["logprobs"] = json!({"content": tokens, "refusal": null});
+        }
+        choice
+    }
+}
+
+/// How a scripted stream is framed on the wire (the default: `data: ` lines ended by LF).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Lf,
+    /// CRLF line ends, each event's first CRLF split across two writes.
+    Crlf,
+    /// CR line ends.
+    Cr,
+    /// `data:` without its space.
+    NoSpace,
+    /// Each JSON chunk over two `data:` lines.
+    Multiline,
+    /// A comment event carrying the text first, and a comment line opening each event.
+    Comment,
+    /// Each event holding a multi-byte character written in two pieces, split inside it
+    /// (the pieces arrive apart only with a chunk interval).
+    Utf8Split,
+    /// `data: {not json` after the first chunk.
+    NotJson,
+    /// Data that is not UTF-8 after the first chunk.
+    NotUtf8,
+    /// An event over 1 MiB after the first chunk.
+    Oversize,
+}
+
+impl Framing {
+    fn named(name: &str) -> Option<Self> {
+        Some(match name {
+            "lf" => Self::Lf,
+            "crlf" => Self::Crlf,
+            "cr" => Self::Cr,
+            "nospace" => Self::NoSpace,
+            "multiline" => Self::Multiline,
+            "comment" => Self::Comment,
+            "utf8split" => Self::Utf8Split,
+            "notjson" => Self::NotJson,
+            "notutf8" => Self::NotUtf8,
+            "oversize" => Self::Oversize,
+            _ => return None,
+        })
+    }
+
+    /// The writes that send one event whose data is `data`.
+    fn event(self, data: &str) -> Vec<Vec<u8>> {
+        let eol = match self {
+            Self::Crlf => "\r\n",
+            Self::Cr => "\r",
+            _ => "\n",
+        };
+        let prefix = if self == Self::NoSpace {
+            "data:"
+        } else {
+            "data: "
+        };
+        let lines = match self {
+            // After the object's opening brace: JSON may break there, a string may not.
+            Self::Multiline if data.starts_with('{') => vec![&data[..1], &data[1..]],
+            _ => vec![data],
+        };
+        let mut text = String::new();
+        if self == Self::Comment {
+            text = format!(": ping{eol}");
+        }
+        for line in lines {
+            text += &format!("{prefix}{line}{eol}");
+        }
+        text += eol;
+        let mut bytes = text.into_bytes();
+        let cut = match self {
+            Self::Crlf => bytes.iter().position(|b| *b == b'\r'),
+            Self::Utf8Split => bytes.iter().position(|b| *b >= 0x80),
+            _ => None,
+        };
+        match cut {
+            Some(at) => {
+                let tail = bytes.split_off(at + 1);
+                vec![bytes, tail]
+            }
+            None => vec![bytes],
+        }
+    }
+
+    /// What this framing sends before any event.
+    fn opening(self, text: &str) -> Option<Vec<u8>> {
+        (self == Self::Comment)
+            .then(|| format!(": {}\n\n", text.replace(['\r', '\n'], " ")).into_bytes())
+    }
+
+    /// The unreadable event this framing sends after the first chunk, if any.
+    fn unreadable(self) -> Option<Vec<u8>> {
+        match self {
+            Self::NotJson => Some(b"data: {not json\n\n".to_vec()),
+            Self::NotUtf8 => Some(b"data: {\"x\": \"\xff\xfe\"}\n\n".to_vec()),
+            Self::Oversize => {
+                Some(format!("data: {{\"pad\": \"{}\"}}\n\n", "x".repeat(1 << 20)).into_bytes())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A scripted reply: its text, the field it sits in, and how a stream of it is framed.
+#[derive(Debug, Clone)]
+struct Script {
+    text: String,
+    field: Field,
+    framing: Framing,
+}
+
+/// The reply the last user text asks for (see [`chat`]).
+fn script(text: &str) -> Option<Script> {
+    let decode = |b64: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+    };
+    let (text, field, framing) = if let Some(b64) = text.strip_prefix("say64:") {
+        (decode(b64)?, Field::Content, Framing::Lf)
+    } else if let Some(said) = text.strip_prefix("say:") {
+        (said.to_owned(), Field::Content, Framing::Lf)
+    } else if let Some(arguments) = text.strip_prefix("call:") {
+        (arguments.to_owned(), Field::ToolCall, Framing::Lf)
+    } else if let Some((name, b64)) = text.strip_prefix("field:").and_then(|s| s.split_once(':')) {
+        (decode(b64)?, Field::named(name)?, Framing::Lf)
+    } else if let Some((name, b64)) = text.strip_prefix("frame:").and_then(|s| s.split_once(':')) {
+        (decode(b64)?, Field::Content, Framing::named(name)?)
+    } else {
+        return None;
+    };
+    Some(Script {
+        text,
+        field,
+        framing,
+    })
+}
+
+/// Chat completions, scripted by the last user message's text:
+/// - `say:<text>` answers `<text>`; `say64:<base64>` the decoded text (so a request can ask
+///   for what it does not carry); `call:<text>` calls a tool with `<text>` as its arguments;
+/// - `field:<field>:<base64>` puts the decoded text in `<field>` instead of `content`:
+///   `content`, `tool_call`, `refusal`, `reasoning_content`, `audio.transcript`,
+///   `function_call` (legacy, its `arguments`), or `logprobs` (in `content`, and spelled out
+///   token by token, `token` and `bytes`, in the choice's `logprobs`);
+/// - `frame:<framing>:<base64>` answers the decoded text, streamed framed as asked: `lf`,
+///   `crlf`, `cr`, `nospace`, `multiline`, `comment`, `utf8split`, or with an unreadable
+///   event after the first chunk: `notjson`, `notutf8`, `oversize` (see [`Framing`]);
+/// - anything else gets an answer naming it.
+///
+/// Streamed, the text is split across the configured number of chunks.
 async fn chat(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -191,88 +406,60 @@ async fn chat(
     };
     let model = body["model"].as_str().unwrap_or_default().to_owned();
     let text = last_user_text(&body);
-    // "say:<text>" answers <text>, "say64:<base64>" answers the decoded text (so a request
-    // can ask for what it does not carry), "call:<text>" calls a tool with <text> as its
-    // arguments (streamed: split across the chunks); anything else gets an answer naming it.
-    let decoded = text
-        .strip_prefix("say64:")
-        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
-        .and_then(|bytes| String::from_utf8(bytes).ok());
-    let scripted = match (
-        decoded,
-        text.strip_prefix("say:"),
-        text.strip_prefix("call:"),
-    ) {
-        (Some(said), _, _) => Some((said, false)),
-        (None, Some(said), _) => Some((said.to_owned(), false)),
-        (None, None, Some(arguments)) => Some((arguments.to_owned(), true)),
-        (None, None, None) => None,
-    };
-    let reply = format!("fake reply to: {text}");
+    let scripted = script(&text);
     if body["stream"].as_bool() != Some(true) {
-        let message = match &scripted {
-            Some((arguments, true)) => json!({"role": "assistant", "content": null, "tool_calls": [
-                {"id": "call_fake", "type": "function", "function": {"name": "lookup", "arguments": arguments}}]}),
-            Some((said, false)) => json!({"role": "assistant", "content": said}),
-            None => json!({"role": "assistant", "content": reply}),
+        let choice = match &scripted {
+            Some(script) => script.field.choice(&script.text, false, json!("stop")),
+            None => Field::Content.choice(&format!("fake reply to: {text}"), false, json!("stop")),
         };
         return Json(json!({
             "id": "chatcmpl-fake",
             "object": "chat.completion",
             "created": 0,
             "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "choices": [choice],
             "usage": {"prompt_tokens": 1, "completion_tokens": config.chunks, "total_tokens": config.chunks + 1},
         }))
         .into_response();
     }
-    let interval = Duration::from_millis(config.chunk_interval_ms);
     let chunks = config.chunks;
-    let stream = futures_util::stream::unfold(0usize, move |i| {
-        let model = model.clone();
-        let scripted = scripted.clone();
-        async move {
-            if i > chunks + 1 {
-                return None;
-            }
+    let (field, framing) = scripted
+        .as_ref()
+        .map_or((Field::Content, Framing::Lf), |s| (s.field, s.framing));
+    let mut writes: Vec<Vec<u8>> = scripted
+        .as_ref()
+        .and_then(|s| framing.opening(&s.text))
+        .into_iter()
+        .collect();
+    for i in 0..=chunks {
+        let choice = if i == chunks {
+            json!({"index": 0, "delta": {}, "finish_reason": "stop"})
+        } else {
+            let piece = match &scripted {
+                Some(script) => nth_piece(&script.text, i, chunks),
+                None => format!("chunk{i} "),
+            };
+            field.choice(&piece, true, Value::Null)
+        };
+        let chunk = json!({
+            "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
+            "choices": [choice],
+        });
+        writes.extend(framing.event(&chunk.to_string()));
+        if i == 0 {
+            writes.extend(framing.unreadable());
+        }
+    }
+    writes.extend(framing.event("[DONE]"));
+    let interval = Duration::from_millis(config.chunk_interval_ms);
+    let stream = futures_util::stream::iter(writes.into_iter().enumerate()).then(
+        move |(i, write)| async move {
             if i > 0 && !interval.is_zero() {
                 tokio::time::sleep(interval).await;
             }
-            let event = if i == chunks + 1 {
-                "data: [DONE]\n\n".to_owned()
-            } else {
-                let (delta, finish) = if i == chunks {
-                    (json!({}), json!("stop"))
-                } else {
-                    match &scripted {
-                        Some((text, tool)) => {
-                            let piece = nth_piece(text, i, chunks);
-                            let delta = if *tool {
-                                json!({"tool_calls": [{"index": 0, "id": "call_fake", "type": "function",
-                                    "function": {"name": "lookup", "arguments": piece}}]})
-                            } else {
-                                json!({"role": "assistant", "content": piece})
-                            };
-                            (delta, Value::Null)
-                        }
-                        None => (
-                            json!({"role": "assistant", "content": format!("chunk{i} ")}),
-                            Value::Null,
-                        ),
-                    }
-                };
-                let chunk = json!({
-                    "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                });
-                format!("data: {chunk}\n\n")
-            };
-            Some((
-                Ok::<_, std::convert::Infallible>(bytes::Bytes::from(event)),
-                i + 1,
-            ))
-        }
-    });
+            Ok::<_, std::convert::Infallible>(bytes::Bytes::from(write))
+        },
+    );
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .body(Body::from_stream(stream))
