@@ -32,6 +32,8 @@ pub(crate) enum Confirm {
     Ipv6,
     /// A North American number whose area code and exchange do not start with 0 or 1.
     Phone,
+    /// An address, not an SCP-style `git@host:path` remote.
+    Email,
     /// Between this many digits (inclusive), and not a date.
     Digits(usize, usize),
     /// Reads like a chosen or generated secret: long enough, of several kinds of character
@@ -158,7 +160,7 @@ pub(crate) const BUILTINS: &[Builtin] = &[
     rule(
         "platform_token",
         Category::Secret,
-        r"\b(?:npm_[A-Za-z0-9]{36}|hf_[A-Za-z]{34}|SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}|shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}|key-[a-f0-9]{32}|SK[0-9a-f]{32}|dop_v1_[a-f0-9]{64}|pypi-[A-Za-z0-9_-]{50,}|glc_[A-Za-z0-9+/]{32,}={0,2}|xai-[A-Za-z0-9]{40,}|gsk_[A-Za-z0-9]{40,})\b",
+        r"\b(?:npm_[A-Za-z0-9]{36}|hf_[A-Za-z]{34}|SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}|shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}|key-[a-f0-9]{32}|SK[0-9a-f]{32}|dop_v1_[a-f0-9]{64}|pypi-[A-Za-z0-9_-]{50,}|glc_[A-Za-z0-9+/]{32,}={0,2}|xai-[A-Za-z0-9]{40,}|gsk_[A-Za-z0-9]{40,}|dckr_pat_[A-Za-z0-9_-]{20,}|dapi[a-f0-9]{32}|sq0(?:atp|csp)-[A-Za-z0-9_-]{22,}|EAA[A-Za-z0-9]{60,}|ya29\.[A-Za-z0-9_-]{30,}|AccountKey=[A-Za-z0-9+/]{40,}={0,2})(?-u:\b)",
         Confirm::Pattern,
     ),
     rule(
@@ -184,7 +186,7 @@ pub(crate) const BUILTINS: &[Builtin] = &[
     Builtin {
         name: "connection_string_password",
         category: Category::Secret,
-        pattern: r"\b[A-Za-z][A-Za-z0-9+.-]{1,30}://[^\s:/@]{0,64}:([^\s@/]{3,128})@[A-Za-z0-9.\[-]",
+        pattern: r"://[^\s:/@]*:([^\s@/]{3,128})@[A-Za-z0-9.\[-]",
         group: 1,
         confirm: Confirm::Credential,
         weight: 0.0,
@@ -202,7 +204,7 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         category: Category::Secret,
         // A credential's name, up to a few words (`Passwort für den Admin lautet:`), an
         // assignment or a space, then a value with a digit in it that reads like a secret.
-        pattern: r#"(?i)(?:(?:pass(?:word|wd|phrase|wort)?|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|account[_-]?key|private[_-]?key|client[_-]?secret|credentials?|auth|kennwort|contrase[ñn]a|mot de passe|senha|wachtwoord|пароль|パスワード|密码|비밀번호)[A-Za-z_]*["'\]]*[^\S\n]*(?:[:=]|=>)?[^\n"'=:{}$()]{0,32}?(?:[:=]|=>)?[^\S\n]*["']?|(?:^|\s)-p["']?|--password[= ])([^\s"'`;,<>{}]*\d[^\s"'`;,<>{}]*)"#,
+        pattern: r#"(?i)(?:(?:pass(?:word|wd|phrase|wort)?|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|account[_-]?key|private[_-]?key|client[_-]?secret|credentials?|auth|kennwort|contrase(?:ñ|n)a|mot de passe|senha|wachtwoord|has(?:ł|l)o|heslo|jelsz(?:ó|o)|salasana|l(?:ö|o)senord|passord|adgangskode|(?:ş|s)ifre|parola|clave|пароль|كلمة المرور|סיסמה|암호|비밀번호|パスワード|密码|密碼|m(?:ậ|a)t kh(?:ẩ|a)u|kata sandi)[A-Za-z_]*["'\]]*[^\S\n]*(?:[:=]|=>)?[^\n"'=:{}$()]{0,32}?(?:[:=]|=>)?[^\S\n]*["']?|(?:^|[\t ])-p[\t "']*|--password[= ])([^\s"'`;,<>{}]*\d[^\s"'`;,<>{}]*)"#,
         group: 1,
         confirm: Confirm::Credential,
         weight: 0.0,
@@ -211,7 +213,13 @@ pub(crate) const BUILTINS: &[Builtin] = &[
     rule(
         "email",
         Category::Pii,
-        r"(?-u:\b)[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?-u:\b)",
+        r"(?-u:\b)[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?-u:\b)",
+        Confirm::Email,
+    ),
+    rule(
+        "email_obfuscated",
+        Category::Pii,
+        r"(?i)(?-u:\b)[A-Za-z0-9._%+-]+ ?[\[({<] ?at ?[\])}>] ?[A-Za-z0-9-]+(?: ?[\[({<] ?dot ?[\])}>] ?[A-Za-z0-9-]+)+",
         Confirm::Pattern,
     ),
     rule(
@@ -243,19 +251,19 @@ pub(crate) const BUILTINS: &[Builtin] = &[
     rule(
         "phone_national",
         Category::Pii,
-        r"(?:\+1[ .-]?)?(?:\(\d{3}\)\s?|(?-u:\b)\d{3}[-. ])\d{3}[-. ]\d{4}(?-u:\b)",
+        r"(?:(?-u:\b)1[ .-]|\+1[ .-]?)?(?:\(\d{3}\)\s?|(?-u:\b)\d{3}[-. ])\d{3}[-. ]\d{4}(?-u:\b)",
         Confirm::Phone,
     ),
     rule(
         "phone_trunk",
         Category::Pii,
-        r"(?:\(0[1-9]\d{0,3}\)\s?|(?-u:\b)0[1-9]\d{0,3}[ .\-/])\d{2,8}(?:[ .\-]\d{2,4}){0,3}(?-u:\b)",
+        r"(?:\([0-9]{2,4}\)[ ]?|(?-u:\b)0[1-9][0-9]{0,3}[ .\-/])[0-9]{2,8}(?:[ .\-][0-9]{2,4}){0,3}(?-u:\b)",
         Confirm::Digits(9, 12),
     ),
     Builtin {
         name: "phone_labelled",
         category: Category::Pii,
-        pattern: r"(?i)(?:\b(?:tel|tél|phone|mobile|mob|cell|fax|call|ring|text me|dial|whatsapp|handy|telefon|t[ée]l[ée]phone|portable|tel[ée]fono|ll[áa]mame|celular|centralino|telefone|hotline|switchboard)\b|電話|携帯|手机|Телефон)[^\d+\n]{0,15}(\+?\(?\d[\d ()./-]{5,18}\d)",
+        pattern: r"(?i)(?:\b(?:tel|tél|phone|mobile|mob|cell|fax|call|ring|text me|dial|whatsapp|handy|telefon|t(?:é|e)l(?:é|e)phone|portable|tel(?:é|e)fono|ll(?:á|a)mame|celular|centralino|telefone|hotline|switchboard|liga|ligue|contato|telefoon|bel|zadzwo(?:ń|n)|puhelin)\b|電話|电话|携帯|手机|전화|연락처|Телефон|тел|هاتف|جوال|للتواصل|اتصل)[^\d+\n]{0,15}(\+?\(?\d[\d ()./-]{5,18}\d)",
         group: 1,
         confirm: Confirm::Digits(7, 15),
         weight: 0.0,
@@ -275,12 +283,12 @@ pub(crate) const BUILTINS: &[Builtin] = &[
     // --- jailbreak and prompt injection: scored ---
     scored(
         "instruction_hijacking",
-        r"(?i)\b(?:ignore|disregard|forget|override|bypass|skip|discard|abandon|drop)\b[^.\n]{0,40}?\b(?:previous|prior|above|earlier|preceding|all|your|the|any|my|these|those|original|initial|system)\b[^.\n]{0,40}?\b(?:instructions?|rules|prompts?|directions|directives?|guidelines|guardrails|polic(?:y|ies)|programming|training|constraints|criteria|context|request|question)\b",
+        r"(?i)\b(?:ignore|disregard|forget|override|bypass|discard|abandon)\b[^.\n]{0,40}?\b(?:previous|prior|above|earlier|preceding|all|your|the|any|my|these|those|original|initial|system)\b[^.\n]{0,40}?\b(?:instructions?|rules|prompts?|directions|directives?|guidelines|guardrails|polic(?:y|ies)|programming|training|constraints|criteria|context|request|question)\b",
         0.7,
     ),
     scored(
         "instruction_hijacking_translated",
-        r"(?i)\b(?:ignor(?:e|ez|a|iere|ier|en)|oublie[zs]?|vergiss|olvida|dimentica)\b[^.\n]{0,40}?\b(?:instructions?|consignes|r[eè]gles|anweisungen|regeln|instrucciones|reglas|istruzioni|regole|demande|anfrage|petici[oó]n)\b|これまでの指示|指示を(?:すべて)?無視|忽略(?:之前|以上|所有)",
+        r"(?i)\b(?:ignor(?:e|ez|a|iere|ier|en|uj|era|er|oi|eer)|zignoruj|negeer|oublie[zs]?|vergiss|olvida|dimentica|esque(?:ç|c)a|игнорируй|проигнорируй|забудь)\b[^.\n]{0,40}?\b(?:instructions?|consignes|r(?:e|è)gles|anweisungen|regeln|instrucciones|reglas|istruzioni|regole|instru(?:ç|c)(?:õ|o)es|instructies|polecenia|instrukcje|instruktioner|instruksjoner|ohjeet|инструкции|указания|demande|anfrage|petici(?:ó|o)n)|指示(?:を|は)?(?:すべて|全て)?無視|忽略[^。\n]{0,12}(?:指令|指示|说明)|(?:지시|명령|지침)[을를]?\s?(?:모두\s)?무시|تجاهل[^.\n]{0,30}التعليمات",
         0.7,
     ),
     scored(
@@ -290,32 +298,32 @@ pub(crate) const BUILTINS: &[Builtin] = &[
     ),
     scored(
         "chat_template_tokens",
-        r"(?i)<\|(?:im_start|im_end|system|user|assistant|endoftext|start_header_id|end_header_id|eot_id|begin_of_text|end_of_text|eom_id|im_sep)\|>|<(?:start|end)_of_turn>|\[/?INST\]|<</?SYS>>|<\|?(?:begin|end)[_▁]of[_▁]sentence\|?>",
+        r"(?i)<\|(?:im_start|im_end|system|user|assistant|endoftext|start_header_id|end_header_id|eot_id|begin_of_text|end_of_text|eom_id|im_sep)\|>|<(?:start|end)_of_turn>|\[/?INST\]|<</?SYS>>|<\|?(?:begin|end)(?:_|▁)of(?:_|▁)sentence\|?>",
         0.7,
     ),
     scored(
         "fake_system_header",
-        r"(?im)^[\s>*#=\[(-]*(?:system|admin(?:istrator)?|developer|root|operator)(?:\s+(?:override|message|prompt|update|instructions?|policy|mode|notice|note))*\s*(?:\]|:|=+|\)|\*\*)|\[(?:system|admin)[^\]\n]{0,20}\]|={2,}\s*(?:begin|start)\s+(?:system|admin|developer)\b|</?(?:system|sys|instructions?|admin)>|</(?:user|context|document|input)>",
+        r"(?im)^[\s>*#=\[(-]*(?:system|admin(?:istrator)?|developer|root|operator)(?:\s+(?:override|message|prompt|update|instructions?|policy|mode|notice|note))*\s*(?:\]|:|=+|\)|\*\*)|\[(?:system|admin)[^\]\n]{0,30}\]|={2,}\s*(?:begin|start)\s+(?:system|admin|developer)\b|</?(?:system|sys|admin)>",
         0.5,
     ),
     scored(
         "role_confusion",
-        r"(?i)\b(?:you are now|you're now|from now on,? you(?:'re| are| will)?|pretend (?:to be|you are|you're)|act as (?:an? )?(?:unrestricted|unfiltered|uncensored|jailbroken)|act as (?:the )?system|(?:my|these|the following) messages? (?:are|is) (?:a )?system|developer mode|do anything now|god mode|sudo mode|opposite mode|dan mode|evil (?:mode|bot)|jailbr(?:eak|oken) mode|you are (?:DAN|STAN|AIM|DUDE|LIBRE|[A-Z]{3,}BOT)\b|a partir de ahora|d[ée]sormais tu|ab jetzt bist du|mode d[ée]veloppeur|modo desarrollador|entwicklermodus)",
+        r"(?i)\b(?:you are now|you're now|from now on,? you(?:'re| are| will)?|pretend (?:to be|you are|you're)|act as (?:an? )?(?:unrestricted|unfiltered|uncensored|jailbroken)|act as (?:the )?system|(?:my|these|the following) messages? (?:are|is) (?:a )?system|developer mode|do anything now|god mode|sudo mode|opposite mode|dan mode|evil (?:mode|bot)|jailbr(?:eak|oken) mode|you are (?:DAN|STAN|AIM|DUDE|LIBRE|[A-Z]{3,}BOT)\b|a partir de ahora|d(?:é|e)sormais tu|ab jetzt bist du|mode d(?:é|e)veloppeur|modo (?:de )?desarrollador|modo desenvolvedor|entwicklermodus|ontwikkelaarsmodus|tryb dewelopera|режим разработчика|开发者模式|開發者模式|開発者モード|개발자 모드|وضع المطور)",
         0.4,
     ),
     scored(
         "context_smuggling",
-        r"(?i)\b(?:reveal|print|show|repeat|output|leak|tell me|disclose|display|list|dump|send|give me)\b[^.\n]{0,40}?\b(?:system prompt|hidden (?:prompt|instructions)|initial (?:instructions|prompt)|your (?:instructions|prompt|configuration|keys|api keys)|(?:the )?(?:conversation|chat) history|saved passwords|(?:activation|license|licence|product|serial|cd) keys|~/\.ssh|environment variables|prompt syst[eè]me|systemprompt|システムプロンプト)",
+        r"(?i)\b(?:reveal|print|show|repeat|output|leak|tell me|disclose|display|list|dump|send|give me)\b[^.\n]{0,40}?\b(?:system prompt|hidden (?:prompt|instructions)|initial (?:instructions|prompt)|your (?:instructions|prompt|configuration|keys|api keys)|(?:the )?(?:conversation|chat) history|saved passwords|(?:activation|license|licence|product|serial|cd) keys|~/\.ssh|environment variables|prompt syst(?:e|è)me|systemprompt|システムプロンプト)",
         0.5,
     ),
     scored(
         "restriction_removal",
-        r"(?i)\b(?:no|without(?: any)?|free (?:of|from)|never (?:given|had)(?: any)?|lift(?:ed)?(?: all)?|remove(?:d)?(?: all)?|disable(?:d)?(?: all)?|no longer bound by)\s+(?:(?:ethical|content|safety|moral|the|your|any|its)\s+)*(?:restrictions?|limitations|limits|filters?|rules|guidelines|censorship|polic(?:y|ies)|guardrails)\b|\b(?:never|will not|won't|doesn't|does not) (?:refuse|say no|decline)|\b(?:unfiltered|uncensored) mode\b|\bsans (?:aucune )?(?:limite|restriction|filtre)s?\b|\bsin (?:ninguna )?(?:restricci[oó]n|restricciones|l[ií]mites|filtros)\b|\bno longer bound by\b|\b(?:restrictions?|limitations|limits|filters?|rules|guidelines|guardrails|safety (?:rules|filters|polic(?:y|ies)))\s+(?:are|have been|were|is|has been)\s+(?:now\s+)?(?:lifted|removed|disabled|revoked|suspended|off|void)\b|\bsenza filtri\b|\bohne (?:jede )?(?:einschr[äa]nkungen|filter|regeln)\b",
+        r"(?i)\b(?:no|without(?: any)?|free (?:of|from)|never (?:given|had)(?: any)?|lift(?:ed)?(?: all)?|remove(?:d)?(?: all)?|disable(?:d)?(?: all)?|no longer bound by)\s+(?:(?:ethical|content|safety|moral|the|your|any|its)\s+)*(?:restrictions?|limitations|limits|filters?|rules|guidelines|censorship|polic(?:y|ies)|guardrails)\b|\b(?:never|will not|won't|doesn't|does not) (?:refuse|say no|decline)|\b(?:unfiltered|uncensored) mode\b|\bsans (?:aucune )?(?:limite|restriction|filtre)s?\b|\bsin (?:ninguna )?(?:restricci(?:o|ó)n|restricciones|l(?:i|í)mites|filtros)\b|\bno longer bound by\b|\b(?:restrictions?|limitations|limits|filters?|rules|guidelines|guardrails|safety (?:rules|filters|polic(?:y|ies)))\s+(?:are|have been|were|is|has been)\s+(?:now\s+)?(?:lifted|removed|disabled|revoked|suspended|off|void)\b|\bsenza filtri\b|zonder beperkingen|sem restri(?:çõ|co)es|bez ogranicze(?:ń|n)|без ограничений|没有任何(?:内容)?限制|제한이 없는|بدون أي قيود|制限(?:なし|のない)|\bohne (?:jede )?(?:einschr(?:ä|a)nkungen|filter|regeln)\b",
         0.4,
     ),
     scored(
         "indirect_injection",
-        r"(?i)\b(?:note|message|instructions?|attention|hinweis|nachricht|remarque)\s+(?:to|for|pour|f[üu]r|an)\s+(?:the |any |all |l'|die |den )?(?:ai|a\.i\.|assistants?|llms?|language models?|models?|chatbots?|bots?|agents?|ki|ia|summari[sz]ers?)\b|\b(?:ai|llm|gpt|assistant|chatbot|ia|ki)s?(?:[- ](?:assistants?|agents?|summari[sz]ers?|models?|screeners?))?\s*(?:reading|summari[sz]ing|processing|screening|parsing|viewing) (?:this|the)\b|(?m:^\s*(?:ai|llm|assistant|ai assistant|ai summari[sz]ers?|ki-assistenten?)\s*:)|\bwhen you (?:summari[sz]e|read|process|answer)\b[^.\n]{0,40}\b(?:also|instead|do not mention|don't mention|append)\b|\bdo not (?:mention|reveal|tell the user about) (?:this|these instructions)\b|\bTODO\(ai[- ]?agent\)|!\[[^\]\n]*\]\(https?://[^)\s]*\?[^)\s]*=(?:DATA|\{|\$|<)",
+        r"(?i)\b(?:note|message|instructions?|attention|hinweis|nachricht|remarque)\s+(?:to|for|pour|f(?:ü|u)r|an)\s+(?:the |any |all |l'|die |den )?(?:ai|a\.i\.|assistants?|llms?|language models?|models?|chatbots?|bots?|agents?|ki|ia|summari[sz]ers?)\b|\b(?:ai|llm|gpt|assistant|chatbot|ia|ki)s?(?:[- ](?:assistants?|agents?|summari[sz]ers?|models?|screeners?))?\s*(?:reading|summari[sz]ing|processing|screening|parsing|viewing) (?:this|the)\b|(?m:^\s*(?:ai|llm|assistant|ai assistant|ai summari[sz]ers?|ki-assistenten?)\s*:)|\bwhen you (?:summari[sz]e|read|process|answer)\b[^.\n]{0,40}\b(?:also|instead|do not mention|don't mention|append)\b|\bdo not (?:mention|reveal|tell the user about) (?:this|these instructions)\b|\bTODO\(ai[- ]?agent\)|!\[[^\]\n]*\]\(https?://[^)\s]*\?[^)\s]*=(?:DATA|\{|\$|<)",
         0.5,
     ),
     scored(
@@ -325,18 +333,48 @@ pub(crate) const BUILTINS: &[Builtin] = &[
     ),
     scored(
         "addressed_instruction",
-        r"(?i)\b(?:ai|llm|gpt|chatbot|assistant|ki|ia)s?(?: (?:assistants?|summari[sz]ers?|agents?|models?|bots?|screeners?|crawlers?))?\s*:\s*(?:ignore|disregard|forget|do not|don't|always|never|instead|when you|you must|recommend|rank)\b",
+        r"(?i)\b(?:ai|llm|gpt|chatbot|assistant|ki|ia)s?(?: (?:assistants?|summari[sz]ers?|agents?|models?|bots?|screeners?|crawlers?))?\s*:\s*(?:ignore|disregard|forget|do not|don't|always|never|instead|when you|you must|recommend|rank|from now on|end every|start every|append|forward|execute|run)\b",
         0.7,
     ),
     scored(
         "compliance_check",
-        r#"(?i)\b(?:confirm|acknowledge)\b[^.\n]{0,30}\b(?:by (?:saying|replying|typing|responding|answering|writing)|with ['"“])"#,
+        r#"(?i)\b(?:confirm|acknowledge)\b[^.\n]{0,30}\b(?:by (?:saying|replying|typing|responding|answering|writing)|with (?:'|"|“))"#,
         0.3,
     ),
     scored("transcript_turns", r"(?m)^\s*(?:Human|Assistant)\s*:", 0.2),
     scored(
+        "prompt_extraction",
+        r#"(?i)\b(?:repeat|print|output|copy|write out|reproduce|echo|dump)\b(?: out)? (?:everything|all|the (?:words|text|content|lines|instructions)|all (?:the )?text)\b(?: [a-z]+){0,3}? above\b|\bstarting with (?:the phrase )?["'“]?you are\b|\byour (?:system|developer|initial) (?:prompt|message|instructions)\b[^.\n]{0,30}\b(?:verbatim|word for word|in full|exactly|code block)|\bverbatim\b[^.\n]{0,30}\b(?:system prompt|instructions)\b"#,
+        0.7,
+    ),
+    scored(
+        "refusal_suppression",
+        r"(?i)\bnever (?:apologi[sz]e|refuse|say (?:no|you can't|you cannot)|add (?:any )?(?:warnings|disclaimers|caveats))|\b(?:no|without|don't add|do not add|never add|omit (?:all|any)) (?:warnings|disclaimers|caveats|moralizing)\b|\bnever use the (?:words|phrases)\b|\b(?:stay|remain) in character\b|\bdo not break character\b|\bas if it were my (?:actual|real) (?:request|question)\b|\bin (?:that|the) (?:hypothetical )?ai's voice\b|\b(?:an? )?ai with(?:out)? (?:no |any )?(?:safety|ethical|content|moral) (?:training|guidelines|filters|restrictions|rules)\b",
+        0.5,
+    ),
+    scored(
+        "harmful_topic",
+        r"(?i)\b(?:methamphetamine|meth lab|cook meth|pipe bomb|napalm|ransomware|nerve agent|sarin|ricin|anthrax|bioweapon|explosives?|detonator|thermite|keylogger|credential stealer|untraceable (?:gun|firearm)|ghost gun|card skimmer|bypass the immobili[sz]er|hot-?wire|molotov)\b",
+        0.3,
+    ),
+    scored(
+        "operational_detail",
+        r"(?i)\bstep[- ]by[- ]step\b|\bexact (?:steps|quantities|reagents|temperatures|amounts|measurements)\b|\bdetailed instructions\b|\bworking (?:code|exploit|malware)\b|\bwith code\b|\bfull (?:technical )?detail\b",
+        0.3,
+    ),
+    scored(
+        "fictional_framing",
+        r"(?i)\bhypothetically\b|\bpurely fictional\b|\bfor (?:a|my) (?:novel|story|screenplay|thriller)\b|\b(?:write|in) a (?:gritty |realistic )?(?:thriller|novel|story|screenplay) (?:scene )?where\b|\bfor realism\b|\baccuracy matters\b",
+        0.3,
+    ),
+    scored(
+        "agent_hijacking",
+        r"(?i)\b(?:assistant|ai|system|model|agent) instruction\s*:|\bthe (?:assistant|ai|model|agent) is now (?:authori[sz]ed|allowed|permitted|required|instructed)\b|\bwithout (?:the )?user(?:'s)? (?:confirmation|consent|knowledge|approval)\b|\bdo not (?:mention|tell|reveal|inform|disclose)\b[^.\n]{0,30}\bthe user\b|\b(?:curl|wget)\s[^|\n]{0,100}\|\s*(?:ba)?sh\b|\bif you are an? (?:ai|llm|language model|[a-z-]{0,40} ?(?:agent|assistant|model|bot))\b|\b(?:entire|full|whole) conversation(?: history)?\b|~/\.ssh|\bid_rsa\b|\.aws/credentials|/etc/shadow|\b(?:assistant|ai|llm|agent),\s+when you\b",
+        0.5,
+    ),
+    scored(
         "obfuscated_instruction",
-        r"(?i)\bi\s+g\s+n\s+o\s+r\s+e\b|\b[i1!|]gn[o0]r[e3]\s+[a4]ll\s+pr[e3]v[i1][o0]u[s5]|\b(?:decode|base64)\b[^.\n]{0,40}\b(?:follow|execute|obey|run)\b[^.\n]{0,30}\binstructions?\b",
+        r"(?i)\bi +g +n +o +r +e\b|\b[i1]gn[o0]r[e3] +[a4]ll +pr[e3]v[i1][o0]u[s5]|\b(?:decode|base64)\b[^.\n]{0,40}\b(?:follow|execute|obey|run)\b[^.\n]{0,30}\binstructions?\b",
         0.7,
     ),
     scored(
@@ -428,51 +466,106 @@ fn date_like(text: &str) -> bool {
         && groups.iter().all(|g| g.len() <= 4)
 }
 
-/// Whether the text before a number names it as an identifier (`Part no.`, `order #`,
-/// `SKU:`): such numbers are not phone numbers, whatever their shape.
-fn labelled_identifier(head: &str) -> bool {
-    let tail: String = head
-        .chars()
-        .rev()
-        .take(24)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect::<String>()
-        .to_ascii_lowercase();
-    let words: Vec<&str> = tail
-        .split(|c: char| !c.is_alphanumeric())
+/// Words that name a number as an identifier (`Part no.`, `order #`, `tracking:`): such
+/// numbers are not phone numbers, whatever their shape.
+const IDENTIFIER_LABELS: &[&str] = &[
+    "part",
+    "order",
+    "invoice",
+    "ref",
+    "reference",
+    "sku",
+    "serial",
+    "lot",
+    "item",
+    "ticket",
+    "case",
+    "tracking",
+    "acct",
+    "id",
+    "po",
+    "batch",
+    "model",
+    "isbn",
+    "issn",
+    "build",
+    "version",
+    "policy",
+    "claim",
+    "boleto",
+    "iban",
+    "bic",
+    "swift",
+    "routing",
+    "parcel",
+    "shipment",
+    "container",
+    "booking",
+    "confirmation",
+    "reservation",
+    "receipt",
+    "transaction",
+    "txn",
+    "license",
+    "licence",
+    "vin",
+    "imei",
+    "mac",
+];
+
+/// Words that name a dotted number as a version or a section, not an address.
+const VERSION_LABELS: &[&str] = &[
+    "version",
+    "ver",
+    "v",
+    "firmware",
+    "release",
+    "build",
+    "section",
+    "chapter",
+    "oid",
+    "rfc",
+    "kernel",
+    "patch",
+    "rev",
+    "revision",
+    "sdk",
+    "api",
+    "update",
+    "clause",
+    "article",
+    "paragraph",
+];
+
+/// Whether one of the last `words` words before a value is in `labels`.
+fn labelled(head: &str, labels: &[&str], words: usize) -> bool {
+    let tail: Vec<char> = head.chars().rev().take(48).collect();
+    let tail: String = tail.into_iter().rev().collect::<String>().to_lowercase();
+    tail.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
-        .collect();
-    words.iter().rev().take(2).any(|word| {
-        matches!(
-            *word,
-            "part"
-                | "order"
-                | "invoice"
-                | "ref"
-                | "reference"
-                | "sku"
-                | "serial"
-                | "lot"
-                | "item"
-                | "ticket"
-                | "case"
-                | "tracking"
-                | "account"
-                | "acct"
-                | "id"
-                | "po"
-                | "batch"
-                | "model"
-                | "isbn"
-                | "issn"
-                | "build"
-                | "version"
-                | "policy"
-                | "claim"
-        )
-    })
+        .rev()
+        .take(words)
+        .any(|word| labels.contains(&word))
+}
+
+/// Whether a number continues into a longer code: digits or letters joined by a separator on
+/// either side (`310-447-2289-KX`, `34191.79001 01043.510047`).
+fn part_of_a_code(head: &str, after: &str) -> bool {
+    let joined = |mut chars: std::str::Chars<'_>, reverse: bool| {
+        let next = |chars: &mut std::str::Chars<'_>| {
+            if reverse {
+                chars.next_back()
+            } else {
+                chars.next()
+            }
+        };
+        match next(&mut chars) {
+            Some('-' | '/' | '_' | '.') => next(&mut chars).is_some_and(char::is_alphanumeric),
+            Some(' ') => next(&mut chars).is_some_and(|c| c.is_ascii_digit()),
+            _ => false,
+        }
+    };
+    joined(head.chars(), true) || joined(after.chars(), false)
 }
 
 /// Whether an assigned value reads like a secret rather than a placeholder, a number, a date
@@ -515,9 +608,24 @@ fn credential(text: &str) -> bool {
     .iter()
     .filter(|kind| **kind)
     .count();
+    // `AUTH0_CLIENT_SECRET`, `password_hash`: names of variables and columns, not values;
+    // `CHAR(60)`: a column type.
+    let identifier = text.contains('_')
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && (text.chars().all(|c| !c.is_ascii_lowercase())
+            || text.chars().all(|c| !c.is_ascii_uppercase()));
+    let column_type = text.split_once('(').is_some_and(|(name, rest)| {
+        name.chars().all(|c| c.is_ascii_alphabetic())
+            && rest
+                .trim_end_matches(')')
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == ',')
+    });
     !placeholder
         && !numeric
         && !version
+        && !identifier
+        && !column_type
         && (kinds >= 3 || (kinds == 2 && len >= 10 && entropy(text) >= 3.0))
 }
 
@@ -528,7 +636,7 @@ fn ipv4(text: &str, head: &str, after: &str) -> bool {
         || after
             .strip_prefix('.')
             .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
-    !version_like && text.parse::<Ipv4Addr>().is_ok()
+    !version_like && !labelled(head, VERSION_LABELS, 3) && text.parse::<Ipv4Addr>().is_ok()
 }
 
 fn ipv6(text: &str) -> bool {
@@ -583,11 +691,15 @@ impl Confirm {
             Self::Ssn => ssn(text),
             Self::Ipv4 => ipv4(text, head, after),
             Self::Ipv6 => ipv6(text),
-            Self::Phone => phone(text),
+            Self::Phone => {
+                phone(text) && !labelled(head, IDENTIFIER_LABELS, 2) && !part_of_a_code(head, after)
+            }
+            Self::Email => !after.starts_with([':', '/']),
             Self::Digits(min, max) => {
                 (min..=max).contains(&text.bytes().filter(u8::is_ascii_digit).count())
                     && !date_like(text)
-                    && !labelled_identifier(head)
+                    && !labelled(head, IDENTIFIER_LABELS, 2)
+                    && !part_of_a_code(head, after)
             }
             Self::Credential => credential(text),
             Self::Jwt => jwt(text),
