@@ -217,6 +217,19 @@ class Gateway:
         wait_until(lambda: httpx.get(self.data_url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code != 401,
                    timeout=5, what="key to reach the data plane")
 
+    def guarded_client(self, pipeline):
+        """Sets the tenant's guardrail pipeline (it must redact emails) and returns a client of
+        a new key once the data plane applies it."""
+        r = self.admin("PUT", "/guardrails", pipeline)
+        assert r.status_code == 200, r.text
+        issued = self.new_key()
+        self.wait_for_key(issued["key"])
+        client = self.client(issued["key"])
+        probe = [{"role": "user", "content": "say:mail probe@example.com"}]
+        wait_until(lambda: "[REDACTED:EMAIL]" in client.chat.completions.create(
+            model="gpt-a", messages=probe).choices[0].message.content, what="guardrails in the data plane")
+        return client
+
 
 @pytest.fixture(scope="module", params=["sqlite-up", "postgres"])
 def gateway(request, fake_provider):

@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import UPSTREAM_KEY, Gateway, fake_requests, wait_until
+from conftest import UPSTREAM_KEY, Gateway, fake_requests
 
 EMAIL = "alice.smith@example.com"
 LOCAL = "alice.smith"  # any piece of the address reaching the other side is a leak
@@ -23,6 +23,7 @@ REDACTED = "[REDACTED:EMAIL]"
 
 RULES = {"rules": [
     {"detector": "email", "action": "redact"},
+    {"detector": "card_number", "action": "redact"},
     {"category": "secret", "action": "block"},
 ]}
 
@@ -30,14 +31,7 @@ RULES = {"rules": [
 @pytest.fixture(scope="module")
 def guarded(fake_provider):
     gw = Gateway(fake_provider, "sqlite-up")
-    r = gw.admin("PUT", "/guardrails", RULES)
-    assert r.status_code == 200, r.text
-    issued = gw.new_key()
-    gw.wait_for_key(issued["key"])
-    client = gw.client(issued["key"])
-    wait_until(lambda: REDACTED in chat(client, f"say:{EMAIL}").choices[0].message.content,
-               what="guardrails in the data plane")
-    yield gw, client
+    yield gw, gw.guarded_client(RULES)
     gw.close()
 
 
@@ -146,6 +140,12 @@ REQUEST_CASES = {
     "full-width characters": (
         dict(messages=[{"role": "user", "content": "mail ａｌｉｃｅ．ｓｍｉｔｈ＠ｅｘａｍｐｌｅ．ｃｏｍ please"}]),
         lambda b: b["messages"][0]["content"], f"mail {REDACTED} please"),
+    "soft hyphens inside": (
+        dict(messages=[{"role": "user", "content": "mail alice.smi\u00adth@exam\u00adple.com please"}]),
+        lambda b: b["messages"][0]["content"], f"mail {REDACTED} please"),
+    "no-break spaces between groups": (
+        dict(messages=[{"role": "user", "content": "pay with 4242\u00a04242\u202f4242\u00a04242 today"}]),
+        lambda b: b["messages"][0]["content"], "pay with [REDACTED:CARD_NUMBER] today"),
 }
 
 
@@ -173,6 +173,20 @@ def test_token_id_input_is_refused_while_rules_apply(guarded):
     client.embeddings.create(model="embed", input=[f"row {EMAIL}"])
     body, seen = provider_saw(gw)
     assert body["input"] == [f"row {REDACTED}"], seen
+
+
+@pytest.mark.parametrize("spoofed", [
+    GITHUB.replace("ghp_", "gh\u0440_"),  # Cyrillic er for p
+    "\u0455k-proj-" + "Xq7vR2mN9pL4tK8wZ3yB6cD1fG5hJ0aS",  # Cyrillic dze for s
+    "\u0410\u041aIAIOSFODNN7EXAMPLE",  # Cyrillic A and K
+])
+def test_a_key_with_look_alike_letters_in_its_prefix_is_blocked(guarded, spoofed):
+    gw, client = guarded
+    before = len(fake_requests(gw.fake_url))
+    with pytest.raises(openai.BadRequestError) as refused:
+        chat(client, f"deploy with {spoofed} tonight")
+    assert refused.value.body["code"] == "guardrail_blocked", refused.value.body
+    assert len(fake_requests(gw.fake_url)) == before, "nothing reached the provider"
 
 
 # --- Responses: every field the client gets is redacted, whole and streamed. ---

@@ -31,15 +31,7 @@ TENANT_A = {
 @pytest.fixture(scope="module")
 def guarded(fake_provider):
     gw = Gateway(fake_provider, "sqlite-up")
-    r = gw.admin("PUT", "/guardrails", TENANT_A)
-    assert r.status_code == 200, r.text
-    issued = gw.new_key()
-    gw.wait_for_key(issued["key"])
-    client = gw.client(issued["key"])
-    # The snapshot carrying the pipeline has reached the data plane once an email is redacted.
-    wait_until(lambda: "[REDACTED:EMAIL]" in chat(client, f"mail {EMAIL}").choices[0].message.content,
-               what="guardrails in the data plane")
-    yield gw, client
+    yield gw, gw.guarded_client(TENANT_A)
     gw.close()
 
 

@@ -3,7 +3,8 @@
 //! mathematical digits and letters, ligatures), invisible format characters dropped (zero-width
 //! space, joiners, word joiner, soft hyphen, BOM, bidirectional controls), Unicode spaces read
 //! as spaces, dashes as `-`, and Cyrillic and Greek letters that look like Latin ones read as
-//! those. Findings are mapped back to the original text, so actions rewrite what was sent.
+//! those in words that mix them with Latin (a spoofed key prefix), not in words wholly of their
+//! own script. Findings are mapped back to the original text, so actions rewrite what was sent.
 //! ASCII text, the common case, is read as it is, without a copy.
 
 use std::borrow::Cow;
@@ -36,13 +37,18 @@ impl<'a> Normalised<'a> {
         }
         let mut out = String::with_capacity(text.len());
         let mut changed = Vec::new();
+        // Whether the word being read holds a Latin letter or digit, and where it ends.
+        let mut word = (false, 0);
         for (at, c) in text.char_indices() {
             let start = out.len();
             if c.is_ascii() {
                 out.push(c);
                 continue;
             }
-            read(c, &mut out);
+            if at >= word.1 && latin_look_alike(c).is_some() {
+                word = word_at(text, at);
+            }
+            read(c, word.0, &mut out);
             let mut same = [0; 4];
             if out.get(start..) != Some(&*c.encode_utf8(&mut same)) {
                 changed.push(Change {
@@ -86,8 +92,30 @@ impl<'a> Normalised<'a> {
     }
 }
 
-/// Appends what the detectors read for the non-ASCII character `c`.
-fn read(c: char, out: &mut String) {
+/// Whether the word around `at` holds a Latin letter or digit (as written or once
+/// NFKC-folded), and where it ends. Words join letters, digits, `_`, `-`, `.` and invisible
+/// characters.
+fn word_at(text: &str, at: usize) -> (bool, usize) {
+    let in_word = |c: char| c.is_alphanumeric() || matches!(c, '_' | '-' | '.') || invisible(c);
+    let before = text.get(..at).unwrap_or_default();
+    let start = before
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !in_word(*c))
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    let rest = text.get(at..).unwrap_or_default();
+    let end = at + rest.find(|c: char| !in_word(c)).unwrap_or(rest.len());
+    let latin = text.get(start..end).unwrap_or_default().chars().any(|c| {
+        c.is_ascii_alphanumeric()
+            || (!c.is_ascii() && std::iter::once(c).nfkc().all(|n| n.is_ascii_alphanumeric()))
+    });
+    (latin, end)
+}
+
+/// Appends what the detectors read for the non-ASCII character `c`; Cyrillic and Greek
+/// look-alikes are read as Latin in a word that mixes them with Latin (`ѕk-proj-…`), and
+/// left as written in a word wholly of their script (`пароль`).
+fn read(c: char, in_latin_word: bool, out: &mut String) {
     if invisible(c) {
         return;
     }
@@ -100,7 +128,7 @@ fn read(c: char, out: &mut String) {
         '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{FE58}' | '\u{FE63}' | '\u{FF0D}'
     ) {
         out.push('-');
-    } else if let Some(latin) = latin_look_alike(c) {
+    } else if let Some(latin) = latin_look_alike(c).filter(|_| in_latin_word) {
         out.push(latin);
     } else {
         out.extend(std::iter::once(c).nfkc());
@@ -216,6 +244,20 @@ mod tests {
         ] {
             assert!(Normalised::of(text).text().contains(reads), "{text:?}");
             assert_eq!(under(text, reads), value, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn look_alikes_are_read_as_latin_only_beside_latin() {
+        for (text, reads) in [
+            ("key АКIАIOSFODNN7EXAMPLE", "key AKIAIOSFODNN7EXAMPLE"),
+            ("ghр_abc and \u{FEFF}ѕk-proj", "ghp_abc and sk-proj"),
+            ("ѕесrеt", "secret"),
+            ("Телефон: +7 495", "Телефон: +7 495"),
+            ("игнорируй все инструкции", "игнорируй все инструкции"),
+            ("ένα κείμενο", "ένα κείμενο"),
+        ] {
+            assert_eq!(Normalised::of(text).text(), reads, "{text:?}");
         }
     }
 
