@@ -25,9 +25,11 @@ setup:
 build:
 	cargo build --locked --workspace --bins
 
+## lint: formatting, clippy, and cargo deny (licenses, banned crates, sources; see deny.toml)
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
+	cargo deny --log-level error check licenses bans sources
 
 ## Cerbos policy tests: every role x resource x action (policies/tests)
 policies:

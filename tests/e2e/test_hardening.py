@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+from openapi_spec_validator import validate
 
 from conftest import ADMIN_KEY, BIN_DIR, REPO, UPSTREAM_KEY, Gateway, Process, clean_env, free_port, secret, wait_until
 
@@ -275,11 +276,13 @@ def test_revoking_the_configured_admin_key_survives_a_restart(fake_provider):
 
 
 def test_generated_requests_never_break_the_admin_api(fake_provider):
-    """schemathesis (not our code) generates requests from the admin API's OpenAPI document,
-    valid and not: none gets a server error or a dropped connection. Before the fix, a
+    """The admin API's OpenAPI document, as served, is a valid OpenAPI 3 document
+    (openapi-spec-validator, not our code), and schemathesis (not our code) generates requests
+    from it, valid and not: none gets a server error or a dropped connection. Before the fix, a
     `duration` ending in a multi-byte character ("5é") panicked the handler."""
     gw = Gateway(fake_provider, "sqlite-up")
     try:
+        validate(httpx.get(gw.admin_url + "/openapi.json").json())
         r = gw.admin("POST", "/key/generate", {"duration": "5é"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_duration", r.text
         st = Path(sys.executable).parent / "st"

@@ -1,5 +1,6 @@
 //! Every admin request is decided before it executes. Each route names the resource kind and
-//! action it asks of the policies (`ROUTES`); a route missing from that table is refused.
+//! action it asks of the policies where it is declared (`routes`); a handler acts as the
+//! [`Caller`] the decision hands it.
 //! Virtual keys are decided per key, once the handler has loaded them, because the policies
 //! read their owner (a developer acts on the keys it created).
 //!
@@ -12,8 +13,9 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use routero_authz::{Principal, Target};
@@ -59,102 +61,85 @@ pub(super) const PERMISSIONS: &[(&str, &[&str])] = &[
     ("user", &["create", "read", "list", "update", "delete"]),
 ];
 
-/// What a route asks of the policies.
+/// What a route asks of the policies (each route's is declared in `routes`).
 #[derive(Debug, Clone, Copy)]
-enum Ask {
+pub(super) enum Ask {
     /// `(kind, action)` on the caller's tenant, decided before the handler runs.
     Tenant(&'static str, &'static str),
-    /// An action on each virtual key the request names, decided by the handler.
+    /// An action on each virtual key the request names, decided by the handler
+    /// ([`AppState::allow_key`]).
     EachKey,
 }
 
-/// Every authenticated route: (method, path as routed, question).
-const ROUTES: &[(&str, &str, Ask)] = &[
-    ("POST", "/credentials", Ask::Tenant("credential", "create")),
-    ("GET", "/credentials", Ask::Tenant("credential", "list")),
-    (
-        "PUT",
-        "/credentials/{name}",
-        Ask::Tenant("credential", "update"),
-    ),
-    (
-        "DELETE",
-        "/credentials/{name}",
-        Ask::Tenant("credential", "delete"),
-    ),
-    ("POST", "/models", Ask::Tenant("model", "create")),
-    ("GET", "/models", Ask::Tenant("model", "list")),
-    ("PUT", "/models/{name}", Ask::Tenant("model", "update")),
-    ("DELETE", "/models/{name}", Ask::Tenant("model", "delete")),
-    ("POST", "/key/generate", Ask::Tenant("key", "create")),
-    ("POST", "/key/delete", Ask::EachKey),
-    ("DELETE", "/key/delete", Ask::EachKey),
-    ("GET", "/key/info", Ask::EachKey),
-    ("GET", "/key/list", Ask::EachKey),
-    ("POST", "/key/regenerate", Ask::EachKey),
-    ("POST", "/key/update", Ask::EachKey),
-    ("POST", "/teams", Ask::Tenant("team", "create")),
-    ("GET", "/teams", Ask::Tenant("team", "list")),
-    ("POST", "/users", Ask::Tenant("user", "create")),
-    ("GET", "/users", Ask::Tenant("user", "list")),
-    ("GET", "/data-planes", Ask::Tenant("tenant", "read")),
-    ("GET", "/audit/events", Ask::Tenant("audit_log", "read")),
-    ("GET", "/audit/retention", Ask::Tenant("audit_log", "read")),
-    (
-        "PUT",
-        "/audit/retention",
-        Ask::Tenant("audit_log", "configure"),
-    ),
-    ("POST", "/admin-keys", Ask::Tenant("admin_key", "create")),
-    ("GET", "/admin-keys", Ask::Tenant("admin_key", "list")),
-    (
-        "DELETE",
-        "/admin-keys/{id}",
-        Ask::Tenant("admin_key", "revoke"),
-    ),
-    ("GET", "/guardrails", Ask::Tenant("policy", "read")),
-    ("PUT", "/guardrails", Ask::Tenant("policy", "update")),
-    ("GET", "/roles", Ask::Tenant("role", "list")),
-    ("PUT", "/roles/{name}", Ask::Tenant("role", "manage")),
-    ("DELETE", "/roles/{name}", Ask::Tenant("role", "manage")),
-];
+/// A virtual key its caller was allowed an action on. Only [`AppState::allow_key`] makes
+/// one: the routes that act on keys (`Ask::EachKey`) act on these, so none can skip the
+/// per-key decision.
+pub(super) struct AllowedKey(KeyRecord);
 
-/// Middleware after authentication: decides tenant-level routes, lets key routes through to
-/// their per-key decision, refuses routes the table does not name.
+impl std::ops::Deref for AllowedKey {
+    type Target = KeyRecord;
+
+    fn deref(&self) -> &KeyRecord {
+        &self.0
+    }
+}
+
+/// The caller of an admin route, once its route's decision allowed it: what every handler
+/// acts as. Only the authorization layer makes one.
+#[derive(Clone)]
+pub(super) struct Caller {
+    /// The admin key's principal.
+    pub(super) principal: AdminPrincipal,
+    /// Where the request came from.
+    pub(super) client: ClientInfo,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Self>()
+            .cloned()
+            .ok_or_else(ApiError::unauthenticated)
+    }
+}
+
+/// Middleware after authentication, on each route with the route's [`Ask`]: decides
+/// tenant-level routes, lets key routes through to their per-key decision, and hands the
+/// handler its [`Caller`]. A route without an `Ask` is refused.
 pub(super) async fn authorize(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let (Some(principal), Some(client)) = (
-        request.extensions().get::<AdminPrincipal>(),
-        request.extensions().get::<ClientInfo>(),
+        request.extensions().get::<AdminPrincipal>().cloned(),
+        request.extensions().get::<ClientInfo>().cloned(),
     ) else {
         return ApiError::unauthenticated().into_response();
     };
-    let path = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("", MatchedPath::as_str);
-    let method = request.method().as_str();
-    let ask = ROUTES
-        .iter()
-        .find(|(m, p, _)| *m == method && *p == path)
-        .map(|(_, _, ask)| *ask);
-    let decided = match ask {
+    let decided = match request.extensions().get::<Ask>().copied() {
         Some(Ask::EachKey) => Ok(()),
         Some(Ask::Tenant(kind, action)) => {
-            let target = collection(kind, principal, &NO_ATTRIBUTES);
-            state.allow(principal, client, &target, action).await
+            let target = collection(kind, &principal, &NO_ATTRIBUTES);
+            state.allow(&principal, &client, &target, action).await
         }
         None => {
+            let path = request.uri().path().to_owned();
             state
-                .refuse(principal, client, ("admin_api", path), "unlisted", None)
+                .refuse(&principal, &client, ("admin_api", &path), "unlisted", None)
                 .await
         }
     };
     match decided {
-        Ok(()) => next.run(request).await,
+        Ok(()) => {
+            request
+                .extensions_mut()
+                .insert(Caller { principal, client });
+            next.run(request).await
+        }
         Err(refusal) => refusal.into_response(),
     }
 }
@@ -210,13 +195,14 @@ impl AppState {
     }
 
     /// May `principal` do `action` on this virtual key? Its owner is what the policies read.
+    /// The key comes back as an [`AllowedKey`], what key handlers act on.
     pub(super) async fn allow_key(
         &self,
         principal: &AdminPrincipal,
         client: &ClientInfo,
         action: &str,
-        key: &KeyRecord,
-    ) -> Result<(), ApiError> {
+        key: KeyRecord,
+    ) -> Result<AllowedKey, ApiError> {
         let attributes = key
             .owner
             .iter()
@@ -228,7 +214,8 @@ impl AppState {
             tenant: &key.tenant_id,
             attributes: &attributes,
         };
-        self.allow(principal, client, &target, action).await
+        self.allow(principal, client, &target, action).await?;
+        Ok(AllowedKey(key))
     }
 
     /// Which keys `principal` may list: `None` for all of the tenant's, or the owner they

@@ -2,18 +2,18 @@
 
 use std::time::SystemTime;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::{Extension, Json};
 use routero_audit::{AuditError, EventQuery};
 use routero_core::audit::{EventType, Outcome};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::access::Caller;
 use super::extract::{Body, Query};
-use super::{ApiError, AppState, ClientInfo};
-use crate::store::AdminPrincipal;
+use super::{ApiError, AppState};
 
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 500;
@@ -76,7 +76,7 @@ fn wire_name<T: serde::Serialize>(value: &T) -> Option<String> {
 
 pub(super) async fn events(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
+    Caller { principal, .. }: Caller,
     Query(filters): Query<Filters>,
 ) -> Result<Json<Value>, ApiError> {
     let log = state.audit_log.as_ref().ok_or_else(|| {
@@ -140,7 +140,7 @@ const MAX_RETENTION_DAYS: u32 = 3650;
 
 pub(super) async fn get_retention(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
+    Caller { principal, .. }: Caller,
 ) -> Result<Json<Value>, ApiError> {
     let days = audit_log(&state)?
         .retention(&principal.tenant_id)
@@ -151,8 +151,7 @@ pub(super) async fn get_retention(
 
 pub(super) async fn set_retention(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
-    Extension(client): Extension<ClientInfo>,
+    Caller { principal, client }: Caller,
     Body(body): Body<Retention>,
 ) -> Result<Json<Value>, ApiError> {
     if body.days == 0 || body.days > MAX_RETENTION_DAYS {

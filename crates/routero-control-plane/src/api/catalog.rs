@@ -2,13 +2,14 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::{Extension, Json};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::access::Caller;
 use super::extract::{Body, Path};
 use super::{ApiError, AppState, ClientInfo};
 use routero_core::audit::EventType;
@@ -61,8 +62,7 @@ pub(super) async fn check_base_url(
 
 pub(super) async fn create_credential(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
-    Extension(client): Extension<ClientInfo>,
+    Caller { principal, client }: Caller,
     Body(body): Body<NewCredential>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name("name", &body.name)?;
@@ -137,8 +137,7 @@ pub(super) struct CredentialUpdate {
 /// and data planes use it from the next snapshot. The secret is never returned.
 pub(super) async fn update_credential(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
-    Extension(client): Extension<ClientInfo>,
+    Caller { principal, client }: Caller,
     Path(name): Path<String>,
     Body(body): Body<CredentialUpdate>,
 ) -> Result<Json<Value>, ApiError> {
@@ -202,8 +201,7 @@ pub(super) async fn update_credential(
 /// while a model deploys it; data planes drop it from the next snapshot.
 pub(super) async fn delete_credential(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
-    Extension(client): Extension<ClientInfo>,
+    Caller { principal, client }: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     check_name("name", &name)?;
@@ -222,7 +220,7 @@ pub(super) async fn delete_credential(
 
 pub(super) async fn list_credentials(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
+    Caller { principal, .. }: Caller,
 ) -> Result<Json<Value>, ApiError> {
     let credentials = state.store.list_credentials(&principal.tenant_id).await?;
     Ok(Json(json!({ "credentials": credentials })))
@@ -352,8 +350,7 @@ async fn route_of(
 
 pub(super) async fn create_model(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
-    Extension(client): Extension<ClientInfo>,
+    Caller { principal, client }: Caller,
     Body(body): Body<NewModel>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name("name", &body.name)?;
@@ -379,8 +376,7 @@ pub(super) struct ModelUpdate {
 /// Replaces a model's deployments and tags; data planes route by them from the next snapshot.
 pub(super) async fn update_model(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
-    Extension(client): Extension<ClientInfo>,
+    Caller { principal, client }: Caller,
     Path(name): Path<String>,
     Body(body): Body<ModelUpdate>,
 ) -> Result<Json<Value>, ApiError> {
@@ -399,8 +395,7 @@ pub(super) async fn update_model(
 /// Deletes a model: data planes refuse it (404 `model_not_found`) from the next snapshot.
 pub(super) async fn delete_model(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
-    Extension(client): Extension<ClientInfo>,
+    Caller { principal, client }: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     check_name("name", &name)?;
@@ -423,7 +418,7 @@ fn route_json(route: &Route) -> Value {
 
 pub(super) async fn list_models(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
+    Caller { principal, .. }: Caller,
 ) -> Result<Json<Value>, ApiError> {
     let routes = state.store.list_routes(Some(&principal.tenant_id)).await?;
     Ok(Json(

@@ -1,17 +1,18 @@
 //! Teams and users of a tenant (SCIM will own them later).
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::access::Caller;
 use super::catalog::check_name;
 use super::extract::Body;
-use super::{ApiError, AppState, ClientInfo};
+use super::{ApiError, AppState};
 use routero_core::audit::EventType;
 
-use crate::store::{AdminPrincipal, User};
+use crate::store::User;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,8 +23,7 @@ pub(super) struct NewTeam {
 
 pub(super) async fn create_team(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
-    Extension(client): Extension<ClientInfo>,
+    Caller { principal, client }: Caller,
     Body(body): Body<NewTeam>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name("name", &body.name)?;
@@ -42,7 +42,7 @@ pub(super) async fn create_team(
 
 pub(super) async fn list_teams(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
+    Caller { principal, .. }: Caller,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(
         json!({ "teams": state.store.list_teams(&principal.tenant_id).await? }),
@@ -68,8 +68,7 @@ fn active_by_default() -> bool {
 
 pub(super) async fn create_user(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
-    Extension(client): Extension<ClientInfo>,
+    Caller { principal, client }: Caller,
     Body(body): Body<NewUser>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name("user_name", &body.user_name)?;
@@ -97,7 +96,7 @@ pub(super) async fn create_user(
 
 pub(super) async fn list_users(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
+    Caller { principal, .. }: Caller,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(
         json!({ "users": state.store.list_users(&principal.tenant_id).await? }),

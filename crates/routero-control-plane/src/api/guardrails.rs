@@ -1,21 +1,21 @@
 //! The tenant's guardrail pipeline: validated here by compiling it, enforced by data planes
 //! from the next snapshot.
 
+use axum::Json;
 use axum::extract::State;
-use axum::{Extension, Json};
 use routero_core::audit::EventType;
 use routero_guard::{GuardrailConfig, Pipeline};
 use serde_json::{Value, json};
 
+use super::access::Caller;
 use super::extract::Body;
-use super::{ApiError, AppState, ClientInfo};
+use super::{ApiError, AppState};
 use crate::ControlPlaneError;
-use crate::store::AdminPrincipal;
 
 /// The tenant's pipeline (empty when none is set: nothing is scanned).
 pub(super) async fn get(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
+    Caller { principal, .. }: Caller,
 ) -> Result<Json<Value>, ApiError> {
     let config: GuardrailConfig = match state.store.guardrails(&principal.tenant_id).await? {
         Some(text) => serde_json::from_str(&text)
@@ -29,8 +29,7 @@ pub(super) async fn get(
 /// a custom regex that is invalid or could run away) is refused whole.
 pub(super) async fn put(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
-    Extension(client): Extension<ClientInfo>,
+    Caller { principal, client }: Caller,
     Body(config): Body<GuardrailConfig>,
 ) -> Result<Json<Value>, ApiError> {
     Pipeline::compile(&config)

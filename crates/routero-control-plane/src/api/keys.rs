@@ -2,14 +2,15 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use axum::Json;
 use axum::extract::State;
-use axum::{Extension, Json};
 use routero_core::{KEY_PREFIX, parse_cidrs, parse_duration};
 use routero_crypto::generate_api_key;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::access::{AllowedKey, Caller};
 use super::catalog::check_name;
 use super::extract::{Body, Query};
 use super::{ApiError, AppState, ClientInfo};
@@ -137,8 +138,7 @@ fn issued_json(secret: &NewSecret, key: &KeyRecord) -> Value {
 
 pub(super) async fn generate(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
-    Extension(client): Extension<ClientInfo>,
+    Caller { principal, client }: Caller,
     Body(body): Body<GenerateKey>,
 ) -> Result<Json<Value>, ApiError> {
     let models = body.models.unwrap_or_default();
@@ -197,8 +197,7 @@ pub(super) struct DeleteKeys {
 
 pub(super) async fn delete(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
-    Extension(client): Extension<ClientInfo>,
+    Caller { principal, client }: Caller,
     Body(body): Body<DeleteKeys>,
 ) -> Result<Json<Value>, ApiError> {
     let count = body.keys.len() + body.key_ids.len();
@@ -217,10 +216,16 @@ pub(super) async fn delete(
         .store
         .active_keys(&principal.tenant_id, &body.key_ids, &hashes)
         .await?;
-    for key in &keys {
-        state.allow_key(&principal, &client, "revoke", key).await?;
+    let mut ids = Vec::with_capacity(keys.len());
+    for key in keys {
+        ids.push(
+            state
+                .allow_key(&principal, &client, "revoke", key)
+                .await?
+                .id
+                .clone(),
+        );
     }
-    let ids: Vec<String> = keys.into_iter().map(|key| key.id).collect();
     let events: Vec<_> = ids
         .iter()
         .map(|id| {
@@ -248,14 +253,14 @@ async fn active_key_allowed(
     client: &ClientInfo,
     action: &str,
     key_id: &str,
-) -> Result<KeyRecord, ApiError> {
+) -> Result<AllowedKey, ApiError> {
     let key = state
         .store
         .active_keys(&principal.tenant_id, &[key_id.to_owned()], &[])
         .await?
         .pop()
         .ok_or(crate::ControlPlaneError::NotFound("key"))?;
-    state.allow_key(principal, client, action, &key).await?;
+    let key = state.allow_key(principal, client, action, key).await?;
     state
         .allow_held(principal, client, ("key", &key.id), action, &key.roles, &[])
         .await?;
@@ -270,15 +275,14 @@ pub(super) struct KeyIdQuery {
 
 pub(super) async fn info(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
-    Extension(client): Extension<ClientInfo>,
+    Caller { principal, client }: Caller,
     Query(query): Query<KeyIdQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let key = state
         .store
         .get_key(&principal.tenant_id, &query.key_id)
         .await?;
-    state.allow_key(&principal, &client, "read", &key).await?;
+    let key = state.allow_key(&principal, &client, "read", key).await?;
     Ok(Json(json!({ "key_id": key.id, "info": key_json(&key) })))
 }
 
@@ -291,8 +295,7 @@ pub(super) struct ListQuery {
 
 pub(super) async fn list(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
-    Extension(client): Extension<ClientInfo>,
+    Caller { principal, client }: Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let owner = state.listable_keys(&principal, &client).await?;
@@ -318,24 +321,23 @@ pub(super) struct Regenerate {
 
 pub(super) async fn regenerate(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
-    Extension(client): Extension<ClientInfo>,
+    Caller { principal, client }: Caller,
     Body(body): Body<Regenerate>,
 ) -> Result<Json<Value>, ApiError> {
     let expires_at = body.duration.as_deref().map(expiry).transpose()?.map(Some);
-    active_key_allowed(&state, &principal, &client, "rotate", &body.key_id).await?;
+    let key = active_key_allowed(&state, &principal, &client, "rotate", &body.key_id).await?;
     let secret = new_secret(&state)?;
     let event = AppState::event(
         &principal,
         &client,
         EventType::KeyRotated,
-        ("key", Some(body.key_id.clone())),
+        ("key", Some(key.id.clone())),
     );
     let record = state
         .store
         .replace_key_secret(
             &principal.tenant_id,
-            &body.key_id,
+            &key.id,
             (&secret.hash, &secret.hint),
             expires_at,
             &[event],
@@ -359,8 +361,7 @@ pub(super) struct UpdateKey {
 
 pub(super) async fn update(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
-    Extension(client): Extension<ClientInfo>,
+    Caller { principal, client }: Caller,
     Body(body): Body<UpdateKey>,
 ) -> Result<Json<Value>, ApiError> {
     if let Some(models) = &body.models {
@@ -400,11 +401,11 @@ pub(super) async fn update(
         &principal,
         &client,
         EventType::KeyUpdated,
-        ("key", Some(body.key_id.clone())),
+        ("key", Some(key.id.clone())),
     );
     let key = state
         .store
-        .update_key(&principal.tenant_id, &body.key_id, &changes, &[event])
+        .update_key(&principal.tenant_id, &key.id, &changes, &[event])
         .await?;
     Ok(Json(json!({ "key_id": key.id, "info": key_json(&key) })))
 }

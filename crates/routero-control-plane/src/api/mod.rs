@@ -11,6 +11,7 @@ mod extract;
 mod guardrails;
 mod keys;
 mod principals;
+mod routes;
 
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::get;
 use axum::{Extension, Json, Router};
 use routero_bus::EventBus;
 use routero_core::audit::{ActorKind, EventType, Outcome, UNATTRIBUTED_TENANT};
@@ -127,60 +128,21 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// Builds the admin router.
 pub fn router(state: AppState) -> Router {
     let max_body_bytes = state.max_body_bytes;
-    let admin = Router::new()
-        .route(
-            "/credentials",
-            post(catalog::create_credential).get(catalog::list_credentials),
-        )
-        .route(
-            "/models",
-            post(catalog::create_model).get(catalog::list_models),
-        )
-        .route(
-            "/credentials/{name}",
-            put(catalog::update_credential).delete(catalog::delete_credential),
-        )
-        .route(
-            "/models/{name}",
-            put(catalog::update_model).delete(catalog::delete_model),
-        )
-        .route("/key/generate", post(keys::generate))
-        .route("/key/delete", post(keys::delete).delete(keys::delete))
-        .route("/key/info", get(keys::info))
-        .route("/key/list", get(keys::list))
-        .route("/key/regenerate", post(keys::regenerate))
-        .route("/key/update", post(keys::update))
-        .route(
-            "/teams",
-            post(directory::create_team).get(directory::list_teams),
-        )
-        .route(
-            "/users",
-            post(directory::create_user).get(directory::list_users),
-        )
-        .route("/data-planes", get(data_planes))
-        .route("/audit/events", get(audit::events))
-        .route(
-            "/audit/retention",
-            get(audit::get_retention).put(audit::set_retention),
-        )
-        .route(
-            "/admin-keys",
-            post(principals::create_admin_key).get(principals::list_admin_keys),
-        )
-        .route("/admin-keys/{id}", delete(principals::revoke_admin_key))
-        .route("/roles", get(principals::list_roles))
-        .route("/guardrails", get(guardrails::get).put(guardrails::put))
-        .route(
-            "/roles/{name}",
-            put(principals::put_role).delete(principals::delete_role),
-        )
-        .route_layer(middleware::from_fn_with_state(state.clone(), read_body))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            access::authorize,
-        ))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let mut admin = Router::new();
+    for route in routes::routes() {
+        tracing::debug!(method = %route.method, path = route.path, ask = ?route.ask, "admin route");
+        // Per route, outermost first: its question, the decision, then its body is read.
+        let handler = route
+            .handler
+            .route_layer(middleware::from_fn_with_state(state.clone(), read_body))
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                access::authorize,
+            ))
+            .route_layer(Extension(route.ask));
+        admin = admin.route(route.path, handler);
+    }
+    let admin = admin.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(admin)
         .route("/openapi.json", get(openapi))
@@ -373,7 +335,7 @@ async fn ready(State(state): State<AppState>) -> Response {
 
 async fn data_planes(
     State(state): State<AppState>,
-    Extension(_principal): Extension<AdminPrincipal>,
+    _caller: access::Caller,
 ) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "version": state.publisher.latest().version(),

@@ -1,12 +1,13 @@
 //! Admin keys and custom roles: who may use the admin API, and with which permissions.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::{Extension, Json};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::access::Caller;
 use super::access::{BUILT_IN_ROLES, check_permissions};
 use super::catalog::check_name;
 use super::extract::{Body, Path, Query};
@@ -29,8 +30,7 @@ pub(super) struct NewAdminKey {
 /// is in this response only.
 pub(super) async fn create_admin_key(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
-    Extension(client): Extension<ClientInfo>,
+    Caller { principal, client }: Caller,
     Body(body): Body<NewAdminKey>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name("name", &body.name)?;
@@ -94,7 +94,7 @@ pub(super) struct ListQuery {
 /// The tenant's admin keys (never their secrets).
 pub(super) async fn list_admin_keys(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
+    Caller { principal, .. }: Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let keys = state
@@ -107,8 +107,7 @@ pub(super) async fn list_admin_keys(
 /// Revokes an admin key at once (never the tenant's last one with the admin role).
 pub(super) async fn revoke_admin_key(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
-    Extension(client): Extension<ClientInfo>,
+    Caller { principal, client }: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let event = AppState::event(
@@ -127,7 +126,7 @@ pub(super) async fn revoke_admin_key(
 /// The tenant's custom roles.
 pub(super) async fn list_roles(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
+    Caller { principal, .. }: Caller,
 ) -> Result<Json<Value>, ApiError> {
     let roles = state.store.list_roles(&principal.tenant_id).await?;
     Ok(Json(json!({ "roles": roles })))
@@ -165,8 +164,7 @@ async fn allow_manage_role(
 /// without `admin` must hold the permissions it gives, and those of the role it replaces.
 pub(super) async fn put_role(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
-    Extension(client): Extension<ClientInfo>,
+    Caller { principal, client }: Caller,
     Path(name): Path<String>,
     Body(body): Body<RolePermissions>,
 ) -> Result<Json<Value>, ApiError> {
@@ -201,8 +199,7 @@ pub(super) async fn put_role(
 /// a role created later under the name grants nothing to the keys that held this one.
 pub(super) async fn delete_role(
     State(state): State<AppState>,
-    Extension(principal): Extension<AdminPrincipal>,
-    Extension(client): Extension<ClientInfo>,
+    Caller { principal, client }: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     allow_manage_role(&state, &principal, &client, &name, &[])

@@ -1,0 +1,213 @@
+//! Every admin route, declared once: its method, its path, what it asks of the policies and
+//! its handler. The router and each route's authorization are built from this list, and a
+//! test holds the OpenAPI document to it, so a route cannot exist without a permission or go
+//! undocumented.
+
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::MethodRouter;
+
+use super::access::Ask;
+use super::{AppState, audit, catalog, data_planes, directory, guardrails, keys, principals};
+
+/// One authenticated route.
+pub(super) struct Route {
+    /// The HTTP method.
+    pub(super) method: Method,
+    /// The path as routed (`/models/{name}`).
+    pub(super) path: &'static str,
+    /// What the route asks of the policies before (or, per key, inside) its handler.
+    pub(super) ask: Ask,
+    /// The handler, for this method only.
+    pub(super) handler: MethodRouter<AppState>,
+}
+
+/// A route of `method` (one of axum's method-router constructors).
+fn route<H, T>(
+    method: Method,
+    path: &'static str,
+    ask: Ask,
+    handler: H,
+    on: fn(H) -> MethodRouter<AppState>,
+) -> Route
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    Route {
+        method,
+        path,
+        ask,
+        handler: on(handler),
+    }
+}
+
+fn get<H: Handler<T, AppState>, T: 'static>(path: &'static str, ask: Ask, handler: H) -> Route {
+    route(Method::GET, path, ask, handler, axum::routing::get)
+}
+
+fn post<H: Handler<T, AppState>, T: 'static>(path: &'static str, ask: Ask, handler: H) -> Route {
+    route(Method::POST, path, ask, handler, axum::routing::post)
+}
+
+fn put<H: Handler<T, AppState>, T: 'static>(path: &'static str, ask: Ask, handler: H) -> Route {
+    route(Method::PUT, path, ask, handler, axum::routing::put)
+}
+
+fn delete<H: Handler<T, AppState>, T: 'static>(path: &'static str, ask: Ask, handler: H) -> Route {
+    route(Method::DELETE, path, ask, handler, axum::routing::delete)
+}
+
+/// `(kind, action)` asked on the caller's tenant before the handler runs.
+const fn tenant(kind: &'static str, action: &'static str) -> Ask {
+    Ask::Tenant(kind, action)
+}
+
+/// Every authenticated admin route.
+pub(super) fn routes() -> Vec<Route> {
+    vec![
+        post(
+            "/credentials",
+            tenant("credential", "create"),
+            catalog::create_credential,
+        ),
+        get(
+            "/credentials",
+            tenant("credential", "list"),
+            catalog::list_credentials,
+        ),
+        put(
+            "/credentials/{name}",
+            tenant("credential", "update"),
+            catalog::update_credential,
+        ),
+        delete(
+            "/credentials/{name}",
+            tenant("credential", "delete"),
+            catalog::delete_credential,
+        ),
+        post("/models", tenant("model", "create"), catalog::create_model),
+        get("/models", tenant("model", "list"), catalog::list_models),
+        put(
+            "/models/{name}",
+            tenant("model", "update"),
+            catalog::update_model,
+        ),
+        delete(
+            "/models/{name}",
+            tenant("model", "delete"),
+            catalog::delete_model,
+        ),
+        post("/key/generate", tenant("key", "create"), keys::generate),
+        post("/key/delete", Ask::EachKey, keys::delete),
+        delete("/key/delete", Ask::EachKey, keys::delete),
+        get("/key/info", Ask::EachKey, keys::info),
+        get("/key/list", Ask::EachKey, keys::list),
+        post("/key/regenerate", Ask::EachKey, keys::regenerate),
+        post("/key/update", Ask::EachKey, keys::update),
+        post("/teams", tenant("team", "create"), directory::create_team),
+        get("/teams", tenant("team", "list"), directory::list_teams),
+        post("/users", tenant("user", "create"), directory::create_user),
+        get("/users", tenant("user", "list"), directory::list_users),
+        get("/data-planes", tenant("tenant", "read"), data_planes),
+        get("/audit/events", tenant("audit_log", "read"), audit::events),
+        get(
+            "/audit/retention",
+            tenant("audit_log", "read"),
+            audit::get_retention,
+        ),
+        put(
+            "/audit/retention",
+            tenant("audit_log", "configure"),
+            audit::set_retention,
+        ),
+        post(
+            "/admin-keys",
+            tenant("admin_key", "create"),
+            principals::create_admin_key,
+        ),
+        get(
+            "/admin-keys",
+            tenant("admin_key", "list"),
+            principals::list_admin_keys,
+        ),
+        delete(
+            "/admin-keys/{id}",
+            tenant("admin_key", "revoke"),
+            principals::revoke_admin_key,
+        ),
+        get("/guardrails", tenant("policy", "read"), guardrails::get),
+        put("/guardrails", tenant("policy", "update"), guardrails::put),
+        get("/roles", tenant("role", "list"), principals::list_roles),
+        put(
+            "/roles/{name}",
+            tenant("role", "manage"),
+            principals::put_role,
+        ),
+        delete(
+            "/roles/{name}",
+            tenant("role", "manage"),
+            principals::delete_role,
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Routes served without an admin key.
+    const PUBLIC: &[(&str, &str)] = &[
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/openapi.json"),
+    ];
+
+    #[test]
+    fn the_openapi_document_names_every_route_and_no_other() {
+        let document: serde_json::Value =
+            serde_json::from_str(super::super::OPENAPI).expect("the document is JSON");
+        let documented: BTreeSet<(String, String)> = document["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .expect("a path item")
+                    .keys()
+                    .filter(|m| ["get", "post", "put", "patch", "delete"].contains(&m.as_str()))
+                    .map(|m| (m.to_uppercase(), path.clone()))
+            })
+            .collect();
+        let routed: BTreeSet<(String, String)> = routes()
+            .iter()
+            .map(|r| (r.method.to_string(), r.path.to_owned()))
+            .chain(
+                PUBLIC
+                    .iter()
+                    .map(|(m, p)| ((*m).to_owned(), (*p).to_owned())),
+            )
+            .collect();
+        let undocumented: Vec<_> = routed.difference(&documented).collect();
+        let unrouted: Vec<_> = documented.difference(&routed).collect();
+        assert!(
+            undocumented.is_empty() && unrouted.is_empty(),
+            "routed but not documented: {undocumented:?}; documented but not routed: {unrouted:?}"
+        );
+    }
+
+    #[test]
+    fn each_route_is_declared_once() {
+        let mut seen = BTreeSet::new();
+        for route in routes() {
+            assert!(
+                seen.insert((route.method.to_string(), route.path)),
+                "{} {} declared twice",
+                route.method,
+                route.path
+            );
+        }
+    }
+}
