@@ -14,21 +14,22 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::Stream;
-use routero_authz::{Pdp, find_cerbos};
-use routero_control_plane::{ControlPlane, ControlPlaneConfig, KeyringSource, Listeners};
-use routero_crypto::{Keyring, SealingKey};
+use routero_authz::Pdp;
+use routero_crypto::SealingKey;
 use routero_data_plane::DataPlaneConfig;
 use routero_proto::v1::snapshot_message::Body;
 use routero_proto::v1::snapshot_service_client::SnapshotServiceClient;
 use routero_proto::v1::snapshot_service_server::{SnapshotService, SnapshotServiceServer};
 use routero_proto::v1::{AppliedAck, AppliedReport, SnapshotMessage, WatchRequest};
 use routero_proto::{CREDENTIAL_METADATA, ChannelAuth, now_ms};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status};
 
-const ADMIN: &str = "sk-rtadm-test-0123456789abcdef0123456789abcdef";
+mod common;
+
+use common::{admin, control_plane, eventually, send};
 
 /// What the man in the middle does to the messages it forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,65 +161,6 @@ struct Setup {
 
 /// A control plane; with `policies`, deciding by the repository's Cerbos policies (so its
 /// snapshots carry a policy version), the PDP kept alive by the returned handle.
-async fn control_plane(
-    data_plane_key: SealingKey,
-    policies: bool,
-) -> (String, String, tempfile::TempDir, Option<Pdp>) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = ControlPlaneConfig::new(
-        format!("sqlite://{}", dir.path().join("cp.db").display()),
-        SealingKey::generate().unwrap(),
-        KeyringSource::Fixed(Keyring::generate().unwrap()),
-        data_plane_key,
-    );
-    config.admin_key = Some(ADMIN.to_owned().into());
-    config.heartbeat_interval = Duration::from_millis(100);
-    config.poll_interval = Duration::from_millis(100);
-    config.egress = routero_core::EgressPolicy::loopback();
-    let pdp = if policies {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
-        let work = dir.path().join("cerbos");
-        std::fs::create_dir_all(&work).unwrap();
-        let pdp = Pdp::start(&find_cerbos(None).unwrap(), &root, &work)
-            .await
-            .unwrap();
-        config.policies_dir = Some(root);
-        config.authz = Some(pdp.config());
-        Some(pdp)
-    } else {
-        None
-    };
-    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = format!("http://{}", http.local_addr().unwrap());
-    let grpc_url = format!("http://{}", grpc.local_addr().unwrap());
-    let plane = ControlPlane::build(config).await.unwrap();
-    tokio::spawn(plane.serve(Listeners { http, grpc }, std::future::pending()));
-    (admin, grpc_url, dir, pdp)
-}
-
-async fn send(method: reqwest::Method, base: &str, path: &str, body: Value) -> Value {
-    let response = reqwest::Client::new()
-        .request(method, format!("{base}{path}"))
-        .bearer_auth(ADMIN)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = response.bytes().await.unwrap();
-    assert!(status.is_success(), "{path}: {status} {bytes:?}");
-    serde_json::from_slice(&bytes).unwrap()
-}
-
-async fn admin(base: &str, path: &str, body: Value) -> Value {
-    send(reqwest::Method::POST, base, path, body).await
-}
-
-/// A control plane with a credential, a model, guardrails and a key; a man in the middle
-/// doing `attack` (or a rogue control plane of another key, with `rogue`); a data plane
-/// behind it with a 2 s staleness bound.
 async fn setup(attack: Attack, rogue: bool) -> Setup {
     let data_plane_key = SealingKey::generate().unwrap();
     let policies = attack == Attack::ClearPolicyVersion;
@@ -301,16 +243,6 @@ async fn models(setup: &Setup) -> u16 {
 }
 
 /// Polls `check` for up to `seconds`.
-async fn eventually(seconds: u64, mut check: impl AsyncFnMut() -> bool) -> bool {
-    for _ in 0..seconds * 20 {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
 #[tokio::test]
 async fn an_untouched_path_serves() {
     let setup = setup(Attack::None, false).await;

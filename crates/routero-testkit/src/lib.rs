@@ -65,7 +65,7 @@ impl Default for FakeConfig {
 }
 
 /// A request as the fake saw it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Recorded {
     /// Path called.
     pub path: String,
