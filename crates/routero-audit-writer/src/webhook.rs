@@ -3,7 +3,7 @@
 //! timestamp and body.
 
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use routero_audit::{AuditError, AuditStore};
 use routero_crypto::webhook_signature;
@@ -39,12 +39,6 @@ impl WebhookConfig {
     }
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 struct Webhook {
     url: String,
     secret: SecretString,
@@ -59,7 +53,7 @@ impl Sink for Webhook {
             "checkpoints": batch.checkpoints,
         }))
         .map_err(|e| e.to_string())?;
-        let timestamp = unix_now();
+        let timestamp = routero_core::unix_now();
         let signature = webhook_signature(self.secret.expose_secret().as_bytes(), timestamp, &body)
             .map_err(|e| e.to_string())?;
         let request = self

@@ -111,12 +111,6 @@ pub struct AuditStore {
     record_key: Option<MessageKey>,
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 fn json_error(source: serde_json::Error) -> AuditError {
     AuditError::Json { line: 0, source }
 }
@@ -272,7 +266,7 @@ impl AuditStore {
             .bind(&record.prev_hash)
             .bind(&record.hash)
             .bind(canonical)
-            .bind(unix_now())
+            .bind(routero_core::unix_now())
             .bind(self.record_key.as_ref().map(|key| tag(key, &record.hash)))
             .execute(&mut *tx)
             .await?;
@@ -628,7 +622,7 @@ impl AuditStore {
                 .bind(as_i64(*dead_seq)?)
                 .bind(i64::from(attempts))
                 .bind(error)
-                .bind(unix_now())
+                .bind(routero_core::unix_now())
                 .execute(&mut *tx)
                 .await?;
             }
@@ -640,7 +634,7 @@ impl AuditStore {
         .bind(sink)
         .bind(tenant_id)
         .bind(as_i64(seq)?)
-        .bind(unix_now())
+        .bind(routero_core::unix_now())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -257,9 +257,7 @@ pub async fn report_auth_failures(
         let aggregates = if stopping {
             failures.take_all()
         } else {
-            let now = SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let now = u64::try_from(routero_core::unix_now()).unwrap_or(0);
             failures.take_finished(now)
         };
         for aggregate in aggregates {

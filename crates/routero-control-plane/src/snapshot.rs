@@ -13,7 +13,7 @@ use futures_util::Stream;
 use routero_crypto::SealingKey;
 use routero_proto::v1::snapshot_service_server::SnapshotService;
 use routero_proto::v1::{self, snapshot_message::Body};
-use routero_proto::{CREDENTIAL_METADATA, ChannelAuth, WireState, aad, now_ms};
+use routero_proto::{CREDENTIAL_METADATA, ChannelAuth, WireState, aad};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -21,7 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::ControlPlaneError;
-use crate::store::{SealedCredential, StateRows, Store, now_unix};
+use crate::store::{SealedCredential, StateRows, Store};
 use crate::vault::Vault;
 
 /// What a data plane last reported.
@@ -272,7 +272,11 @@ impl SnapshotGrpc {
             .get(CREDENTIAL_METADATA)
             .and_then(|value| value.to_str().ok())
             .ok_or_else(|| Status::unauthenticated("a watch credential is required"))?;
-        match self.publisher.auth.check_credential(presented, now_ms()) {
+        match self
+            .publisher
+            .auth
+            .check_credential(presented, routero_core::unix_now_ms())
+        {
             Ok(holder) if holder == node_id => Ok(()),
             _ => {
                 tracing::warn!(%node_id, "snapshot call with a credential that does not authenticate; refused");
@@ -289,7 +293,7 @@ struct Stamps(i64);
 
 impl Stamps {
     fn next(&mut self) -> i64 {
-        self.0 = now_ms().max(self.0 + 1);
+        self.0 = routero_core::unix_now_ms().max(self.0 + 1);
         self.0
     }
 }
@@ -375,7 +379,7 @@ impl SnapshotService for SnapshotGrpc {
             AppliedVersion {
                 node_id: report.node_id,
                 version: report.version,
-                reported_at: now_unix(),
+                reported_at: routero_core::unix_now(),
             },
         );
         Ok(Response::new(v1::AppliedAck {}))

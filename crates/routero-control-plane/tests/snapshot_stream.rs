@@ -15,7 +15,7 @@ use routero_crypto::{CredentialBinding, Keyring, SealingKey};
 use routero_proto::v1::snapshot_message::Body;
 use routero_proto::v1::snapshot_service_client::SnapshotServiceClient;
 use routero_proto::v1::{AppliedReport, SnapshotMessage, WatchRequest};
-use routero_proto::{CREDENTIAL_METADATA, ChannelAuth, WireState, aad, now_ms};
+use routero_proto::{CREDENTIAL_METADATA, ChannelAuth, WireState, aad};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -79,7 +79,9 @@ async fn post(base: &str, path: &str, body: Value) -> Value {
 /// A call carrying `node`'s watch credential under `key`.
 fn credentialed<T>(key: &SealingKey, node: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    let credential = ChannelAuth::new(key).unwrap().credential(node, now_ms());
+    let credential = ChannelAuth::new(key)
+        .unwrap()
+        .credential(node, routero_core::unix_now_ms());
     request
         .metadata_mut()
         .insert(CREDENTIAL_METADATA, credential.parse().unwrap());
@@ -299,7 +301,7 @@ async fn watching_needs_a_credential_of_the_data_plane_key_for_that_node() {
     let mut expired = tonic::Request::new(watch());
     let old = ChannelAuth::new(&cp.data_plane_key)
         .unwrap()
-        .credential("n1", now_ms() - 10 * 60_000);
+        .credential("n1", routero_core::unix_now_ms() - 10 * 60_000);
     expired
         .metadata_mut()
         .insert(CREDENTIAL_METADATA, old.parse().unwrap());

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+mod clock;
 mod duration;
 mod egress;
 mod error;
@@ -12,6 +13,7 @@ mod refusal;
 mod snapshot;
 mod throttle;
 
+pub use clock::{unix_now, unix_now_ms};
 pub use duration::{format_duration, parse_duration};
 pub use egress::{EgressPolicy, ProviderHost, ProviderUrl};
 pub use error::CoreError;

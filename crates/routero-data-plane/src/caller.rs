@@ -4,11 +4,11 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use ipnet::IpNet;
 use routero_core::{KeyPolicy, Refusal};
 
-use crate::live::{Gateway, Live};
+use crate::live::{Live, SnapshotCell};
 
 /// An authenticated caller and the snapshot it was checked against.
 pub struct Caller {
@@ -30,13 +30,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
 
 /// The presented key: `Authorization: Bearer …` or `x-api-key`.
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    bearer
+    routero_http::bearer(headers)
         .or_else(|| {
             headers
                 .get("x-api-key")
@@ -48,12 +42,14 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
 
 /// Authenticates a request: fresh snapshot, known key, unexpired, from an allowed address.
 pub fn authenticate(
-    gateway: &Gateway,
+    snapshots: &SnapshotCell,
     headers: &HeaderMap,
     client: IpAddr,
     now_unix: i64,
 ) -> Result<Caller, Refusal> {
-    let live = gateway.current().ok_or(Refusal::ControlPlaneUnreachable)?;
+    let live = snapshots
+        .current()
+        .ok_or(Refusal::ControlPlaneUnreachable)?;
     let presented = presented_key(headers).ok_or(Refusal::InvalidApiKey)?;
     let hash = live.hasher.hash(presented);
     let key = live
@@ -134,9 +130,15 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-api-key", "sk-rt-a".parse().unwrap());
         assert_eq!(presented_key(&h), Some("sk-rt-a"));
-        h.insert(header::AUTHORIZATION, "Bearer sk-rt-b".parse().unwrap());
+        h.insert(
+            axum::http::header::AUTHORIZATION,
+            "Bearer sk-rt-b".parse().unwrap(),
+        );
         assert_eq!(presented_key(&h), Some("sk-rt-b"));
-        h.insert(header::AUTHORIZATION, "Basic Zm9v".parse().unwrap());
+        h.insert(
+            axum::http::header::AUTHORIZATION,
+            "Basic Zm9v".parse().unwrap(),
+        );
         assert_eq!(presented_key(&h), Some("sk-rt-a"));
     }
 }

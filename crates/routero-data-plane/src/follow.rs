@@ -3,7 +3,7 @@
 //!
 //! Only applied state counts as contact: a message that does not authenticate, carries an old
 //! or far-off stamp, or cannot be applied (a version regression, a secret that does not
-//! unseal) is refused, the gateway keeps its last good state, and ages toward `max_staleness`,
+//! unseal) is refused, the data plane keeps its last good state, and ages toward `max_staleness`,
 //! with the reason on `/readyz`.
 
 use std::sync::Arc;
@@ -15,9 +15,8 @@ use routero_proto::{Applied, CREDENTIAL_METADATA, ChannelAuth, MAX_CLOCK_SKEW_MS
 use tokio::sync::watch;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::live::{Gateway, Live};
+use crate::live::{Live, SnapshotCell};
 use crate::{DataPlaneConfig, DataPlaneError, persist};
-use routero_proto::now_ms;
 
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -27,7 +26,7 @@ const PERSIST_CONTACT_EVERY_MS: i64 = 30_000;
 
 /// Follows the control plane until `stop` fires.
 pub struct Follower {
-    gateway: Arc<Gateway>,
+    snapshots: Arc<SnapshotCell>,
     config: DataPlaneConfig,
     auth: ChannelAuth,
     state: WireState,
@@ -37,11 +36,14 @@ pub struct Follower {
 }
 
 impl Follower {
-    /// A follower that first loads the persisted snapshot, if any, into `gateway`.
-    pub fn new(gateway: Arc<Gateway>, config: DataPlaneConfig) -> Result<Self, DataPlaneError> {
+    /// A follower that first loads the persisted snapshot, if any, into `snapshots`.
+    pub fn new(
+        snapshots: Arc<SnapshotCell>,
+        config: DataPlaneConfig,
+    ) -> Result<Self, DataPlaneError> {
         let auth = ChannelAuth::new(&config.data_plane_key)?;
         let mut follower = Self {
-            gateway,
+            snapshots,
             config,
             auth,
             state: WireState::default(),
@@ -64,8 +66,8 @@ impl Follower {
                             version = state.version(),
                             "serving from the persisted snapshot"
                         );
-                        self.gateway.store(live);
-                        self.gateway.touch(contact);
+                        self.snapshots.store(live);
+                        self.snapshots.touch(contact);
                         self.persisted_contact_ms = contact;
                         self.state = state;
                     }
@@ -87,7 +89,7 @@ impl Follower {
             };
             if let Err(error) = result {
                 tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "snapshot stream down");
-                self.gateway.refused(error.to_string());
+                self.snapshots.refused(error.to_string());
             }
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
@@ -122,7 +124,9 @@ impl Follower {
     /// A request carrying this node's watch credential.
     fn credentialed<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        let credential = self.auth.credential(&self.config.node_id, now_ms());
+        let credential = self
+            .auth
+            .credential(&self.config.node_id, routero_core::unix_now_ms());
         if let Ok(value) = credential.parse() {
             request.metadata_mut().insert(CREDENTIAL_METADATA, value);
         }
@@ -136,7 +140,7 @@ impl Follower {
         });
         let mut stream = client.watch(watch).await?.into_inner();
         while let Some(message) = stream.message().await? {
-            let now = now_ms();
+            let now = routero_core::unix_now_ms();
             if let Err(error) = self.accept(&client, message, now) {
                 tracing::error!(%error, "snapshot message refused; keeping the last good state");
                 return Err(error);
@@ -168,7 +172,7 @@ impl Follower {
         match next.apply(message)? {
             Applied::NewVersion(version) => {
                 let live = Live::build(&next, &self.config.data_plane_key, &self.config.egress)?;
-                self.gateway.store(live);
+                self.snapshots.store(live);
                 self.state = next;
                 self.persist(now);
                 self.report(client, version);
@@ -187,8 +191,8 @@ impl Follower {
             }
         }
         self.last_stamp_ms = stamp;
-        self.gateway.touch(now);
-        self.gateway.accepted();
+        self.snapshots.touch(now);
+        self.snapshots.accepted();
         Ok(())
     }
 

@@ -33,7 +33,7 @@ pub use config::{ControlPlaneTls, DataPlaneConfig};
 pub use error::DataPlaneError;
 
 use crate::follow::Follower;
-use crate::live::Gateway;
+use crate::live::SnapshotCell;
 use crate::provider::Provider;
 use crate::proxy::{App, RequestId};
 
@@ -88,8 +88,8 @@ pub async fn run(
         Some(authz) => Some(routero_authz::Authorizer::connect(authz).await?),
         None => None,
     };
-    let gateway = Gateway::new(config.max_staleness);
-    let follower = Follower::new(Arc::clone(&gateway), config.clone())?;
+    let snapshots = SnapshotCell::new(config.max_staleness);
+    let follower = Follower::new(Arc::clone(&snapshots), config.clone())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let following = tokio::spawn(follower.run(stop_rx.clone()));
     let failures = Arc::new(AuthFailures::new(config.failure_limits));
@@ -104,7 +104,7 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let app = Arc::new(App {
-        gateway,
+        snapshots,
         provider: Provider::new(&config)?,
         trusted_proxies: config.trusted_proxies.clone(),
         max_body_bytes: config.max_body_bytes,
@@ -159,7 +159,7 @@ mod tests {
         );
         let (bus, mut events) = in_process(8, Overflow::Block);
         let app = Arc::new(App {
-            gateway: Gateway::new(Duration::from_secs(1)),
+            snapshots: SnapshotCell::new(Duration::from_secs(1)),
             provider: Provider::new(&config).unwrap(),
             trusted_proxies: Vec::new(),
             max_body_bytes: 1024,

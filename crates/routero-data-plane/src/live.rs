@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use routero_proto::now_ms;
-
 use arc_swap::ArcSwapOption;
 use routero_core::{EgressPolicy, KeyPolicy, ModelRoute, ProviderCredential, Refusal, Snapshot};
 use routero_crypto::{CredentialBinding, KeyHasher, SealingKey};
@@ -130,9 +128,10 @@ impl Live {
     }
 }
 
-/// The gateway's shared state.
+/// The snapshot the data plane serves from, swapped whole as messages arrive, with how fresh
+/// it is and why the last message was refused, if it was: what `/readyz` reports.
 #[derive(Debug)]
-pub struct Gateway {
+pub struct SnapshotCell {
     live: ArcSwapOption<Live>,
     last_contact_ms: AtomicI64,
     max_staleness_ms: i64,
@@ -140,8 +139,8 @@ pub struct Gateway {
     refusal: std::sync::Mutex<Option<String>>,
 }
 
-impl Gateway {
-    /// An empty gateway: not ready until a snapshot is stored.
+impl SnapshotCell {
+    /// An empty cell: not ready until a snapshot is stored.
     pub fn new(max_staleness: Duration) -> Arc<Self> {
         Arc::new(Self {
             live: ArcSwapOption::empty(),
@@ -167,7 +166,7 @@ impl Gateway {
         self.refusal_slot().take();
     }
 
-    /// Why the gateway cannot serve, when it cannot: no snapshot yet, or none applied within
+    /// Why the data plane cannot serve, when it cannot: no snapshot yet, or none applied within
     /// the staleness bound, with the last refusal if there was one.
     pub fn not_ready_reason(&self) -> String {
         let why = if self.live.load().is_none() {
@@ -187,7 +186,8 @@ impl Gateway {
     /// The snapshot to serve from, if there is one and the control plane was heard from
     /// within the staleness bound.
     pub fn current(&self) -> Option<Arc<Live>> {
-        let stale = now_ms().saturating_sub(self.last_contact_ms.load(Ordering::Relaxed))
+        let stale = routero_core::unix_now_ms()
+            .saturating_sub(self.last_contact_ms.load(Ordering::Relaxed))
             > self.max_staleness_ms;
         if stale {
             return None;

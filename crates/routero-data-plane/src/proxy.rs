@@ -5,7 +5,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Extension;
 use axum::Json;
@@ -22,13 +21,13 @@ use serde_json::{Map, Value, json};
 
 use crate::caller::{Caller, authenticate, client_ip};
 use crate::guard::{Blocked, Counts};
-use crate::live::Gateway;
+use crate::live::SnapshotCell;
 use crate::provider::{Endpoint, Provider};
 use crate::refusal::Refused;
 
 /// What handlers share.
 pub struct App {
-    pub(crate) gateway: Arc<Gateway>,
+    pub(crate) snapshots: Arc<SnapshotCell>,
     pub(crate) provider: Provider,
     pub(crate) trusted_proxies: Vec<IpNet>,
     pub(crate) max_body_bytes: usize,
@@ -165,12 +164,6 @@ impl Origin {
     }
 }
 
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 /// The caller of a read-only endpoint; a refusal is recorded (`request.blocked`) like a
 /// proxied request's.
 async fn caller(
@@ -188,7 +181,7 @@ async fn caller(
     if !refused.counted_only {
         let origin = Origin {
             client,
-            user_agent: user_agent(headers),
+            user_agent: routero_http::user_agent(headers),
             request_id: request_id.0.clone(),
         };
         let mut event = routero_bus::event(
@@ -203,14 +196,6 @@ async fn caller(
         app.record_unreserved(event).await;
     }
     Err(refused)
-}
-
-/// The client's user agent, bounded.
-fn user_agent(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|ua| ua.chars().take(256).collect())
 }
 
 pub(crate) async fn chat_completions(
@@ -264,7 +249,7 @@ async fn audited(
 ) -> Response {
     let origin = Origin {
         client: client_ip(peer.ip(), headers, &app.trusted_proxies),
-        user_agent: user_agent(headers),
+        user_agent: routero_http::user_agent(headers),
         request_id: request_id.0.clone(),
     };
     let mut seen = Seen::for_request(&origin, endpoint);
@@ -302,10 +287,10 @@ impl App {
     /// is answered 429 until the minute ends (valid keys from it still pass: they are 256
     /// random bits, not guessable).
     fn authenticate(&self, headers: &HeaderMap, client: IpAddr) -> Result<Caller, Refused> {
-        let now = now_unix();
+        let now = routero_core::unix_now();
         // Every refusal here counts against its source (an unknown, expired or out-of-range
-        // key, or a stale gateway), so none can flood the audit log.
-        let refusal = match authenticate(&self.gateway, headers, client, now) {
+        // key, or a stale snapshot), so none can flood the audit log.
+        let refusal = match authenticate(&self.snapshots, headers, client, now) {
             Ok(caller) => return Ok(caller),
             Err(refusal) => refusal,
         };
@@ -665,15 +650,15 @@ pub(crate) async fn get_model(
 }
 
 pub(crate) async fn ready(State(app): State<Arc<App>>) -> Response {
-    match app.gateway.current() {
+    match app.snapshots.current() {
         Some(live) => Json(json!({
             "status": "ready",
             "version": live.snapshot.version,
-            "last_contact_ms": app.gateway.last_contact_ms(),
+            "last_contact_ms": app.snapshots.last_contact_ms(),
         }))
         .into_response(),
         None => Refused {
-            detail: Some(app.gateway.not_ready_reason()),
+            detail: Some(app.snapshots.not_ready_reason()),
             ..Refused::from(Refusal::ControlPlaneUnreachable)
         }
         .into_response(),

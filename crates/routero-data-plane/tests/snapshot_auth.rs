@@ -21,7 +21,7 @@ use routero_proto::v1::snapshot_message::Body;
 use routero_proto::v1::snapshot_service_client::SnapshotServiceClient;
 use routero_proto::v1::snapshot_service_server::{SnapshotService, SnapshotServiceServer};
 use routero_proto::v1::{AppliedAck, AppliedReport, SnapshotMessage, WatchRequest};
-use routero_proto::{CREDENTIAL_METADATA, ChannelAuth, now_ms};
+use routero_proto::{CREDENTIAL_METADATA, ChannelAuth};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -68,7 +68,7 @@ impl Mitm {
         let credential = match &self.rogue_key {
             Some(key) => ChannelAuth::new(key)
                 .unwrap()
-                .credential(node, now_ms())
+                .credential(node, routero_core::unix_now_ms())
                 .parse()
                 .ok(),
             None => request.metadata().get(CREDENTIAL_METADATA).cloned(),

@@ -5,7 +5,8 @@
 //! by `request` (the caller's middleware). So slow or silent clients cannot hold connections,
 //! and with them descriptors and memory, for long. [`serve`] drains connections on shutdown,
 //! and [`unwinding`] turns a handler's panic into an error the caller answers with a stable
-//! code instead of a dropped connection.
+//! code instead of a dropped connection. [`bearer`] and [`user_agent`] read the two headers
+//! both APIs read the same way.
 #![forbid(unsafe_code)]
 
 use std::future::Future;
@@ -142,6 +143,30 @@ pub async fn unwinding<F: Future>(work: F) -> Result<F::Output, String> {
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic without a message".to_owned())
         })
+}
+
+/// Longest user agent kept (in characters) for logs and audit events.
+pub const USER_AGENT_CHARS: usize = 256;
+
+/// The token of an `Authorization: Bearer <token>` header (scheme in any case), if any.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The client's user agent, cut to [`USER_AGENT_CHARS`] characters.
+pub fn user_agent(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(USER_AGENT_CHARS).collect())
 }
 
 #[cfg(test)]

@@ -86,28 +86,11 @@ impl ChannelAuth {
     }
 }
 
-/// Unix milliseconds now, as message stamps and watch credentials carry them.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::v1::snapshot_message::Body;
     use crate::v1::{Credential, Full, TenantGuardrails, VirtualKey};
-
-    #[test]
-    fn now_ms_is_the_wall_clock_in_milliseconds() {
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or_default();
-        let now = u128::try_from(super::now_ms()).unwrap_or_default();
-        assert!(now.abs_diff(wall) < 1_000, "{now} vs {wall}");
-    }
 
     fn full() -> SnapshotMessage {
         SnapshotMessage {

@@ -12,7 +12,7 @@ pub mod v1 {
     tonic::include_proto!("routero.v1");
 }
 
-pub use auth::{CREDENTIAL_METADATA, ChannelAuth, MAX_CLOCK_SKEW_MS, now_ms};
+pub use auth::{CREDENTIAL_METADATA, ChannelAuth, MAX_CLOCK_SKEW_MS};
 pub use state::{Applied, WireState};
 
 /// Associated data under which secrets are sealed for data planes, so a sealed value cannot

@@ -108,81 +108,100 @@ pub async fn run(settings: Settings, command: Audit) -> Result<()> {
             public_key,
             tenant,
             witness,
-        } => {
-            let verifier = verifier(&settings, public_key.as_deref())?;
-            let mut logs = match file {
-                Some(path) => {
-                    let file = std::fs::File::open(&path)
-                        .with_context(|| format!("opening {}", path.display()))?;
-                    read_export(BufReader::new(file))?
-                }
-                None => {
-                    let store = settings
-                        .audit_store(&up::audit_database_url(&settings)?)
-                        .await?;
-                    let mut logs = BTreeMap::new();
-                    for tenant in tenants(&store, tenant.clone()).await? {
-                        let log = store.load(&tenant).await?;
-                        logs.insert(tenant, log);
-                    }
-                    logs
-                }
-            };
-            add_witnessed(&mut logs, witnessed(&settings, &witness, &verifier).await?);
-            if let Some(only) = &tenant {
-                logs.retain(|name, _| name == only);
-            }
-            report(&logs, &verifier)
+        } => verify(&settings, file, public_key.as_deref(), tenant, &witness).await,
+        Audit::Export { tenant } => export(&settings, tenant).await,
+        Audit::Prune => prune(&settings).await,
+        Audit::PublicKey => print_public_key(&settings),
+    }
+}
+
+/// `audit verify`: every chain (from the store, or an export `file`) and its checkpoints,
+/// against the public key and what the witnesses hold.
+async fn verify(
+    settings: &Settings,
+    file: Option<std::path::PathBuf>,
+    public_key: Option<&str>,
+    tenant: Option<String>,
+    witness: &[String],
+) -> Result<()> {
+    let verifier = verifier(settings, public_key)?;
+    let mut logs = match file {
+        Some(path) => {
+            let file = std::fs::File::open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            read_export(BufReader::new(file))?
         }
-        Audit::Export { tenant } => {
-            let (store, _) = open(&settings).await?;
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            for tenant in tenants(&store, tenant).await? {
-                let log = store.load(&tenant).await?;
-                let lines = log
-                    .anchor
-                    .into_iter()
-                    .map(ExportLine::Anchor)
-                    .chain(
-                        log.records
-                            .into_iter()
-                            .map(|r| ExportLine::Record(Box::new(r))),
-                    )
-                    .chain(log.checkpoints.into_iter().map(ExportLine::Checkpoint));
-                for line in lines {
-                    serde_json::to_writer(&mut out, &line)?;
-                    writeln!(out)?;
-                }
-            }
-            out.flush()?;
-            Ok(())
-        }
-        Audit::Prune => {
+        None => {
             let store = settings
-                .audit_store(&up::audit_database_url(&settings)?)
+                .audit_store(&up::audit_database_url(settings)?)
                 .await?;
-            let signer = up::audit_signer(&settings)?;
-            let anchors = store
-                .prune_expired(&signer, std::time::SystemTime::now())
-                .await?;
-            let mut out = std::io::stdout().lock();
-            for anchor in &anchors {
-                writeln!(
-                    out,
-                    "tenant {}: pruned through seq {}",
-                    anchor.tenant_id, anchor.seq
-                )?;
+            let mut logs = BTreeMap::new();
+            for tenant in tenants(&store, tenant.clone()).await? {
+                let log = store.load(&tenant).await?;
+                logs.insert(tenant, log);
             }
-            writeln!(out, "{} tenant(s) pruned", anchors.len())?;
-            Ok(())
+            logs
         }
-        Audit::PublicKey => {
-            writeln!(
-                std::io::stdout(),
-                "{}",
-                verifier(&settings, None)?.to_base64()
-            )?;
-            Ok(())
+    };
+    add_witnessed(&mut logs, witnessed(settings, witness, &verifier).await?);
+    if let Some(only) = &tenant {
+        logs.retain(|name, _| name == only);
+    }
+    report(&logs, &verifier)
+}
+
+/// `audit export`: every record, anchor and checkpoint as JSON lines on standard output.
+async fn export(settings: &Settings, tenant: Option<String>) -> Result<()> {
+    let (store, _) = open(settings).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for tenant in tenants(&store, tenant).await? {
+        let log = store.load(&tenant).await?;
+        let lines = log
+            .anchor
+            .into_iter()
+            .map(ExportLine::Anchor)
+            .chain(
+                log.records
+                    .into_iter()
+                    .map(|r| ExportLine::Record(Box::new(r))),
+            )
+            .chain(log.checkpoints.into_iter().map(ExportLine::Checkpoint));
+        for line in lines {
+            serde_json::to_writer(&mut out, &line)?;
+            writeln!(out)?;
         }
     }
+    out.flush()?;
+    Ok(())
+}
+
+/// `audit prune`: drops records past their tenant's retention, leaving signed anchors.
+async fn prune(settings: &Settings) -> Result<()> {
+    let store = settings
+        .audit_store(&up::audit_database_url(settings)?)
+        .await?;
+    let signer = up::audit_signer(settings)?;
+    let anchors = store
+        .prune_expired(&signer, std::time::SystemTime::now())
+        .await?;
+    let mut out = std::io::stdout().lock();
+    for anchor in &anchors {
+        writeln!(
+            out,
+            "tenant {}: pruned through seq {}",
+            anchor.tenant_id, anchor.seq
+        )?;
+    }
+    writeln!(out, "{} tenant(s) pruned", anchors.len())?;
+    Ok(())
+}
+
+/// `audit public-key`: the checkpoint verification key, base64.
+fn print_public_key(settings: &Settings) -> Result<()> {
+    writeln!(
+        std::io::stdout(),
+        "{}",
+        verifier(settings, None)?.to_base64()
+    )?;
+    Ok(())
 }

@@ -11,12 +11,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::access::{AllowedKey, Caller};
-use super::catalog::check_name;
+use super::credentials_and_models::check_name;
 use super::extract::{Body, Query};
 use super::{ApiError, AppState, ClientInfo};
 use routero_core::audit::EventType;
 
-use crate::store::{AdminPrincipal, KeyChanges, KeyRecord, now_unix};
+use crate::store::{AdminPrincipal, KeyChanges, KeyRecord};
 
 const MAX_LIST: usize = 1000;
 const MAX_METADATA_BYTES: usize = 16 * 1024;
@@ -76,7 +76,8 @@ fn check_metadata(metadata: &Map<String, Value>) -> Result<(), ApiError> {
 fn expiry(duration: &str) -> Result<i64, ApiError> {
     let duration = parse_duration(duration)
         .map_err(|e| ApiError::bad_request("invalid_duration", e.to_string()))?;
-    Ok(now_unix().saturating_add(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)))
+    Ok(routero_core::unix_now()
+        .saturating_add(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)))
 }
 
 fn rfc3339(unix: Option<i64>) -> Value {
@@ -171,7 +172,7 @@ pub(super) async fn generate(
         allowed_cidrs,
         metadata,
         expires_at,
-        created_at: now_unix(),
+        created_at: routero_core::unix_now(),
         revoked_at: None,
         roles,
         owner: Some(principal.key_id.clone()),

@@ -3,22 +3,22 @@
 //! acts inside the caller's tenant.
 
 mod access;
+mod admin_keys_and_roles;
 mod audit;
-mod catalog;
-mod directory;
+mod credentials_and_models;
 mod error;
 mod extract;
 mod guardrails;
 mod keys;
-mod principals;
 mod routes;
+mod users_and_teams;
 
 use std::sync::Arc;
 
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -79,11 +79,7 @@ impl ClientInfo {
                     routero_core::client_ip(peer.ip(), forwarded, trusted_proxies).to_string()
                 },
             ),
-            user_agent: request
-                .headers()
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(|ua| ua.chars().take(256).collect()),
+            user_agent: routero_http::user_agent(request.headers()),
         }
     }
 }
@@ -249,15 +245,13 @@ fn anonymous_event(
 /// operator's 32+ characters).
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let client = ClientInfo::of(&request, &state.trusted_proxies);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = u64::try_from(routero_core::unix_now()).unwrap_or(0);
     let source = client
         .source_ip
         .as_deref()
         .and_then(|ip| ip.parse().ok())
         .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-    let principal = match bearer(request.headers()) {
+    let principal = match routero_http::bearer(request.headers()) {
         Some(presented) => {
             state
                 .store
@@ -310,16 +304,6 @@ fn too_many_failures(wait: u64) -> Response {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
-}
-
-/// The bearer token of a request, if any.
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
-        .filter(|t| !t.is_empty())
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -8,7 +8,10 @@ use axum::http::Method;
 use axum::routing::MethodRouter;
 
 use super::access::Ask;
-use super::{AppState, audit, catalog, data_planes, directory, guardrails, keys, principals};
+use super::{
+    AppState, admin_keys_and_roles, audit, credentials_and_models, data_planes, guardrails, keys,
+    users_and_teams,
+};
 
 /// One authenticated route.
 pub(super) struct Route {
@@ -69,34 +72,42 @@ pub(super) fn routes() -> Vec<Route> {
         post(
             "/credentials",
             tenant("credential", "create"),
-            catalog::create_credential,
+            credentials_and_models::create_credential,
         ),
         get(
             "/credentials",
             tenant("credential", "list"),
-            catalog::list_credentials,
+            credentials_and_models::list_credentials,
         ),
         put(
             "/credentials/{name}",
             tenant("credential", "update"),
-            catalog::update_credential,
+            credentials_and_models::update_credential,
         ),
         delete(
             "/credentials/{name}",
             tenant("credential", "delete"),
-            catalog::delete_credential,
+            credentials_and_models::delete_credential,
         ),
-        post("/models", tenant("model", "create"), catalog::create_model),
-        get("/models", tenant("model", "list"), catalog::list_models),
+        post(
+            "/models",
+            tenant("model", "create"),
+            credentials_and_models::create_model,
+        ),
+        get(
+            "/models",
+            tenant("model", "list"),
+            credentials_and_models::list_models,
+        ),
         put(
             "/models/{name}",
             tenant("model", "update"),
-            catalog::update_model,
+            credentials_and_models::update_model,
         ),
         delete(
             "/models/{name}",
             tenant("model", "delete"),
-            catalog::delete_model,
+            credentials_and_models::delete_model,
         ),
         post("/key/generate", tenant("key", "create"), keys::generate),
         post("/key/delete", Ask::EachKey, keys::delete),
@@ -105,10 +116,26 @@ pub(super) fn routes() -> Vec<Route> {
         get("/key/list", Ask::EachKey, keys::list),
         post("/key/regenerate", Ask::EachKey, keys::regenerate),
         post("/key/update", Ask::EachKey, keys::update),
-        post("/teams", tenant("team", "create"), directory::create_team),
-        get("/teams", tenant("team", "list"), directory::list_teams),
-        post("/users", tenant("user", "create"), directory::create_user),
-        get("/users", tenant("user", "list"), directory::list_users),
+        post(
+            "/teams",
+            tenant("team", "create"),
+            users_and_teams::create_team,
+        ),
+        get(
+            "/teams",
+            tenant("team", "list"),
+            users_and_teams::list_teams,
+        ),
+        post(
+            "/users",
+            tenant("user", "create"),
+            users_and_teams::create_user,
+        ),
+        get(
+            "/users",
+            tenant("user", "list"),
+            users_and_teams::list_users,
+        ),
         get("/data-planes", tenant("tenant", "read"), data_planes),
         get("/audit/events", tenant("audit_log", "read"), audit::events),
         get(
@@ -124,30 +151,34 @@ pub(super) fn routes() -> Vec<Route> {
         post(
             "/admin-keys",
             tenant("admin_key", "create"),
-            principals::create_admin_key,
+            admin_keys_and_roles::create_admin_key,
         ),
         get(
             "/admin-keys",
             tenant("admin_key", "list"),
-            principals::list_admin_keys,
+            admin_keys_and_roles::list_admin_keys,
         ),
         delete(
             "/admin-keys/{id}",
             tenant("admin_key", "revoke"),
-            principals::revoke_admin_key,
+            admin_keys_and_roles::revoke_admin_key,
         ),
         get("/guardrails", tenant("policy", "read"), guardrails::get),
         put("/guardrails", tenant("policy", "update"), guardrails::put),
-        get("/roles", tenant("role", "list"), principals::list_roles),
+        get(
+            "/roles",
+            tenant("role", "list"),
+            admin_keys_and_roles::list_roles,
+        ),
         put(
             "/roles/{name}",
             tenant("role", "manage"),
-            principals::put_role,
+            admin_keys_and_roles::put_role,
         ),
         delete(
             "/roles/{name}",
             tenant("role", "manage"),
-            principals::delete_role,
+            admin_keys_and_roles::delete_role,
         ),
     ]
 }

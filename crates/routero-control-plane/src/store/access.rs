@@ -6,8 +6,8 @@ use sqlx::{Any, Row, Transaction};
 use routero_core::audit::AuditEvent;
 
 use super::{
-    Owned, Result, Store, delete_named, from_json, naming, new_id, now_unix, require_in_tenant,
-    to_json, unique_violation,
+    Owned, Result, Store, delete_named, from_json, naming, new_id, require_in_tenant, to_json,
+    unique_violation,
 };
 use crate::ControlPlaneError;
 use crate::store::{AdminKey, AdminPrincipal, CustomRole};
@@ -38,7 +38,7 @@ impl Store {
             name: name.to_owned(),
             roles: sorted(roles.to_vec()),
             user_id: user_id.map(str::to_owned),
-            created_at: now_unix(),
+            created_at: routero_core::unix_now(),
             revoked: false,
         };
         let mut tx = self.pool.begin().await?;
@@ -168,7 +168,7 @@ impl Store {
             });
         }
         sqlx::query("UPDATE admin_keys SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3")
-            .bind(now_unix())
+            .bind(routero_core::unix_now())
             .bind(tenant_id)
             .bind(key_id)
             .execute(&mut *tx)
@@ -188,7 +188,7 @@ impl Store {
         events: &[AuditEvent],
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        let now = now_unix();
+        let now = routero_core::unix_now();
         sqlx::query(
             "INSERT INTO roles (tenant_id, name, permissions, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $4) ON CONFLICT (tenant_id, name) \
@@ -252,7 +252,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let now = now_unix();
+        let now = routero_core::unix_now();
         for (id, roles) in without_role(&mut tx, HELD_BY_VIRTUAL_KEYS, tenant_id, name).await? {
             sqlx::query(
                 "UPDATE virtual_keys SET roles = $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4",

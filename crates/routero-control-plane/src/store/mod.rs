@@ -8,8 +8,6 @@ mod access;
 mod outbox;
 mod records;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use routero_core::audit::AuditEvent;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
@@ -75,13 +73,6 @@ const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[
 ];
 
 type Result<T> = std::result::Result<T, ControlPlaneError>;
-
-/// Current time in unix seconds.
-pub fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
 
 fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
@@ -150,7 +141,7 @@ impl Store {
         sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
             .bind(&id)
             .bind(name)
-            .bind(now_unix())
+            .bind(routero_core::unix_now())
             .execute(&self.pool)
             .await
             .map_err(|e| unique_violation(e, "tenant"))?;
@@ -188,7 +179,7 @@ impl Store {
         .bind(tenant_id)
         .bind(name)
         .bind(external_id)
-        .bind(now_unix())
+        .bind(routero_core::unix_now())
         .execute(&mut *tx)
         .await
         .map_err(|e| unique_violation(e, "team"))?;
@@ -238,7 +229,7 @@ impl Store {
         .bind(&user.display_name)
         .bind(&user.external_id)
         .bind(user.active)
-        .bind(now_unix())
+        .bind(routero_core::unix_now())
         .execute(&mut *tx)
         .await
         .map_err(|e| unique_violation(e, "user"))?;
@@ -319,7 +310,7 @@ impl Store {
         .bind(provider)
         .bind(base_url)
         .bind(&ciphertext)
-        .bind(now_unix())
+        .bind(routero_core::unix_now())
         .execute(&mut *tx)
         .await
         .map_err(|e| unique_violation(e, "credential"))?;
@@ -490,7 +481,7 @@ impl Store {
         .bind(&route.tenant_id)
         .bind(&route.name)
         .bind(deployments)
-        .bind(now_unix())
+        .bind(routero_core::unix_now())
         .bind(to_json(&route.tags)?)
         .execute(&mut *tx)
         .await
@@ -686,7 +677,7 @@ impl Store {
         .bind(next.expires_at)
         .bind(&next.team_id)
         .bind(&next.user_id)
-        .bind(now_unix())
+        .bind(routero_core::unix_now())
         .bind(key_id)
         .bind(tenant_id)
         .bind(to_json(&next.roles)?)
@@ -716,7 +707,7 @@ impl Store {
         .bind(key_hash)
         .bind(key_hint)
         .bind(expires_at)
-        .bind(now_unix())
+        .bind(routero_core::unix_now())
         .bind(key_id)
         .bind(tenant_id)
         .execute(&mut *tx)
@@ -771,7 +762,7 @@ impl Store {
         for id in ids {
             revoked.push(active_key(&mut tx, tenant_id, id).await?.id);
         }
-        let now = now_unix();
+        let now = routero_core::unix_now();
         for id in &revoked {
             sqlx::query("UPDATE virtual_keys SET revoked_at = $1, updated_at = $1 WHERE id = $2 AND tenant_id = $3")
                 .bind(now)
@@ -812,7 +803,7 @@ impl Store {
         )
         .bind(tenant_id)
         .bind(config)
-        .bind(now_unix())
+        .bind(routero_core::unix_now())
         .execute(&mut *tx)
         .await?;
         self.commit_change(tx, events).await

@@ -6,7 +6,7 @@ use routero_core::audit::AuditEvent;
 use routero_crypto::MessageKey;
 use sqlx::{Any, Row, Transaction};
 
-use super::{Result, Store, now_unix};
+use super::{Result, Store};
 use crate::ControlPlaneError;
 
 /// The events recording a change; those naming no resource are given the id of the row the
@@ -35,7 +35,7 @@ impl Store {
             sqlx::query("INSERT INTO audit_outbox (event, mac, created_at) VALUES ($1, $2, $3)")
                 .bind(text)
                 .bind(mac)
-                .bind(now_unix())
+                .bind(routero_core::unix_now())
                 .execute(&mut **tx)
                 .await?;
         }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::access::Caller;
 use super::access::{BUILT_IN_ROLES, check_permissions};
-use super::catalog::check_name;
+use super::credentials_and_models::check_name;
 use super::extract::{Body, Path, Query};
 use super::keys::check_roles;
 use super::{ApiError, AppState, ClientInfo};

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::access::Caller;
-use super::catalog::check_name;
+use super::credentials_and_models::check_name;
 use super::extract::Body;
 use super::{ApiError, AppState};
 use routero_core::audit::EventType;
