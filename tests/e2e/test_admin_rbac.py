@@ -373,7 +373,7 @@ def test_bad_role_and_key_requests_are_refused_with_codes(governed):
     for key in admins[1:]:
         assert gw.admin("DELETE", f"/admin-keys/{key['id']}").status_code == 200
     r = gw.admin("DELETE", f"/admin-keys/{admins[0]['id']}")
-    assert r.status_code == 400 and r.json()["error"]["code"] == "last_admin_key", r.text
+    assert r.status_code == 409 and r.json()["error"]["code"] == "last_admin_key", r.text
 
 
 def test_tenants_see_nothing_of_each_other(governed):

@@ -94,12 +94,12 @@ def test_a_leaked_provider_key_is_rotated_then_removed(gateway):
     wait_until(lambda: chat(gateway, key, "gpt-leaky", "rotated back").choices, timeout=5, what="the secret back")
     # The base URL changes with the secret sealed again under it; the egress policy applies.
     r = gateway.admin("PUT", "/credentials/leaky", {"base_url": "http://169.254.169.254/v1"})
-    assert r.status_code == 400 and r.json()["error"]["code"] == "egress_not_allowed", r.text
+    assert r.status_code == 400 and r.json()["error"]["code"] == "base_url_not_allowed", r.text
     r = gateway.admin("PUT", "/credentials/leaky", {"base_url": gateway.fake_url + "/v1/"})
     assert r.status_code == 200, r.text
     wait_until(lambda: chat(gateway, key, "gpt-leaky", "moved").choices, timeout=5, what="the moved credential in use")
 
-    for body, code in [({}, "invalid_update"), ({"api_key": ""}, "invalid_api_key"), ({"api_key": "x", "extra": 1}, "unknown_field")]:
+    for body, code in [({}, "invalid_update"), ({"api_key": ""}, "invalid_provider_key"), ({"api_key": "x", "extra": 1}, "unknown_field")]:
         r = gateway.admin("PUT", "/credentials/leaky", body)
         assert r.status_code == 400 and r.json()["error"]["code"] == code, (body, r.text)
     assert gateway.admin("PUT", "/credentials/nope", {"api_key": "x"}).json()["error"]["code"] == "credential_not_found"

@@ -61,7 +61,7 @@ def test_a_split_control_plane_refuses_private_providers_unless_allowed(tmp_path
     try:
         for i, url in enumerate(PRIVATE):
             r = closed.credential(f"private-{i}", url)
-            assert refusal(r) == (400, "egress_not_allowed"), (url, r.text)
+            assert refusal(r) == (400, "base_url_not_allowed"), (url, r.text)
             assert "egress_allow" in r.json()["error"]["message"], r.text
         for i, url in enumerate(MALFORMED):
             assert refusal(closed.credential(f"bad-{i}", url)) == (400, "invalid_base_url"), url
@@ -78,7 +78,7 @@ def test_a_split_control_plane_refuses_private_providers_unless_allowed(tmp_path
         for i, url in enumerate(PRIVATE):
             r = opened.credential(f"private-{i}", url)
             assert r.status_code == 201, (url, r.text)
-        assert refusal(opened.credential("beside", "http://169.254.169.253/v1")) == (400, "egress_not_allowed")
+        assert refusal(opened.credential("beside", "http://169.254.169.253/v1")) == (400, "base_url_not_allowed")
         for i, url in enumerate(MALFORMED):
             assert refusal(opened.credential(f"bad-{i}", url)) == (400, "invalid_base_url"), url
         assert "provider egress opened by egress_allow" in opened.process.output()
@@ -97,11 +97,11 @@ def test_routero_up_allows_loopback_providers_and_says_so(fake_provider):
         # Only loopback: private and link-local addresses stay refused, and the refusal is audited.
         for name, url in [("lan", "http://10.0.0.1/v1"), ("metadata", "http://169.254.169.254/latest")]:
             r = gw.admin("POST", "/credentials", {"name": name, "provider": "openai", "api_key": "sk-x", "base_url": url})
-            assert refusal(r) == (400, "egress_not_allowed"), r.text
+            assert refusal(r) == (400, "base_url_not_allowed"), r.text
 
         def audited():
             events = gw.admin("GET", "/audit/events", params={"type": "policy.blocked", "limit": 500}).json()["events"]
-            return sorted(e["event"]["resource"]["id"] for e in events if e["event"]["reason_code"] == "egress_not_allowed")
+            return sorted(e["event"]["resource"]["id"] for e in events if e["event"]["reason_code"] == "base_url_not_allowed")
         wait_until(lambda: audited() == ["lan", "metadata"], timeout=10, what="egress refusals audited")
     finally:
         gw.close()

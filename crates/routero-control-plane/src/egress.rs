@@ -2,6 +2,7 @@
 //! resolves to allowed by the operator's egress policy. Data planes check again when they
 //! connect, since a name can resolve differently later.
 
+use routero_core::ErrorCode;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -20,8 +21,9 @@ pub(crate) async fn vet_base_url(
     policy: &EgressPolicy,
     base_url: &str,
 ) -> Result<String, ControlPlaneError> {
-    let url = ProviderUrl::parse(base_url)
-        .map_err(|error| ControlPlaneError::invalid("invalid_base_url", error.to_string()))?;
+    let url = ProviderUrl::parse(base_url).map_err(|error| {
+        ControlPlaneError::rejected(ErrorCode::InvalidBaseUrl, error.to_string())
+    })?;
     let (addresses, via) = match url.host() {
         ProviderHost::Ip(ip) => (vec![*ip], String::new()),
         ProviderHost::Name(name) => (
@@ -31,8 +33,7 @@ pub(crate) async fn vet_base_url(
     };
     for address in addresses {
         policy.check(address).map_err(|error| {
-            ControlPlaneError::invalid(
-                "egress_not_allowed",
+            ControlPlaneError::rejected(ErrorCode::BaseUrlNotAllowed,
                 format!(
                     "base_url: {via}{error} (the operator opens ranges with the egress_allow setting)"
                 ),
@@ -45,8 +46,8 @@ pub(crate) async fn vet_base_url(
 /// Every address `name` resolves to with the system resolver.
 async fn resolve(name: &str, port: u16) -> Result<Vec<IpAddr>, ControlPlaneError> {
     let unresolvable = |why: String| {
-        ControlPlaneError::invalid(
-            "base_url_unresolvable",
+        ControlPlaneError::rejected(
+            ErrorCode::BaseUrlUnresolvable,
             format!(
                 "base_url: {name} does not resolve from the control plane ({why}); every address a provider host resolves to is checked"
             ),
@@ -67,9 +68,9 @@ async fn resolve(name: &str, port: u16) -> Result<Vec<IpAddr>, ControlPlaneError
 mod tests {
     use super::*;
 
-    fn code(result: Result<String, ControlPlaneError>) -> &'static str {
+    fn code(result: Result<String, ControlPlaneError>) -> ErrorCode {
         match result {
-            Err(ControlPlaneError::Invalid { code, .. }) => code,
+            Err(ControlPlaneError::Rejected { code, .. }) => code,
             other => panic!("expected a refusal, got {other:?}"),
         }
     }
@@ -87,7 +88,7 @@ mod tests {
         ] {
             assert_eq!(
                 code(vet_base_url(&closed, url).await),
-                "egress_not_allowed",
+                ErrorCode::BaseUrlNotAllowed,
                 "{url}"
             );
         }
@@ -102,11 +103,11 @@ mod tests {
         );
         assert_eq!(
             code(vet_base_url(&open, "http://x/v1?key=1").await),
-            "invalid_base_url"
+            ErrorCode::InvalidBaseUrl
         );
         assert_eq!(
             code(vet_base_url(&open, "http://no-such-host.invalid/v1").await),
-            "base_url_unresolvable"
+            ErrorCode::BaseUrlUnresolvable
         );
     }
 }

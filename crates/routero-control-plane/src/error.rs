@@ -1,3 +1,4 @@
+use routero_core::{ErrorCode, Resource};
 use routero_crypto::CryptoError;
 use thiserror::Error;
 
@@ -14,25 +15,18 @@ pub enum ControlPlaneError {
     #[error("crypto: {0}")]
     Crypto(#[from] CryptoError),
     /// The caller asked for something that does not exist in its tenant.
-    #[error("{0} not found")]
-    NotFound(&'static str),
+    #[error("{} not found", .0.name())]
+    NotFound(Resource),
     /// A unique name is already taken.
-    #[error("{0} already exists")]
-    Conflict(&'static str),
-    /// The request is well-formed JSON but not acceptable; `code` is stable.
+    #[error("{} already exists", .0.name())]
+    Conflict(Resource),
+    /// The request is refused for a reason its `code` names (an invalid value, a resource
+    /// still in use).
     #[error("{message}")]
-    Invalid {
-        /// Stable machine-readable code.
-        code: &'static str,
+    Rejected {
+        /// Why.
+        code: ErrorCode,
         /// Message for the client.
-        message: String,
-    },
-    /// The target is still used by something else; `code` is stable.
-    #[error("{message}")]
-    InUse {
-        /// Stable machine-readable code.
-        code: &'static str,
-        /// Message for the client, naming what uses it.
         message: String,
     },
     /// Stored data could not be read back.
@@ -53,9 +47,9 @@ pub enum ControlPlaneError {
 }
 
 impl ControlPlaneError {
-    /// Shorthand for an [`ControlPlaneError::Invalid`] error.
-    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Invalid {
+    /// Shorthand for a [`ControlPlaneError::Rejected`] error.
+    pub fn rejected(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Rejected {
             code,
             message: message.into(),
         }

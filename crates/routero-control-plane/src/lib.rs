@@ -12,6 +12,7 @@ mod snapshot;
 pub mod store;
 mod vault;
 
+use routero_core::ErrorCode;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -298,8 +299,8 @@ pub async fn create_tenant(
     name: &str,
 ) -> Result<SecretString, ControlPlaneError> {
     if !is_valid_name(name) {
-        return Err(ControlPlaneError::invalid(
-            "invalid_name",
+        return Err(ControlPlaneError::rejected(
+            ErrorCode::InvalidName,
             "a tenant name is 1-128 characters of letters, digits and -_.:/@",
         ));
     }

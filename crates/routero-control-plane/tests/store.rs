@@ -11,6 +11,7 @@ use routero_control_plane::store::{
     CustomRole, KeyChanges, KeyRecord, Route, StoredDeployment, User,
 };
 use routero_control_plane::{ControlPlaneError, Store, rotate_credentials};
+use routero_core::{ErrorCode, Resource};
 use routero_crypto::{CredentialBinding, Keyring};
 use secrecy::ExposeSecret;
 
@@ -126,7 +127,7 @@ async fn key_lifecycle_advances_the_version_and_leaves_revoked_keys_out(store: S
         store
             .update_key(&t, "k1", &KeyChanges::default(), &[])
             .await,
-        Err(ControlPlaneError::NotFound("key"))
+        Err(ControlPlaneError::NotFound(Resource::Key))
     ));
 }
 
@@ -137,7 +138,10 @@ async fn revocation_is_all_or_none(store: Store) {
     let result = store
         .revoke_keys(&t, &["k1".into(), "missing".into()], &[])
         .await;
-    assert!(matches!(result, Err(ControlPlaneError::NotFound("key"))));
+    assert!(matches!(
+        result,
+        Err(ControlPlaneError::NotFound(Resource::Key))
+    ));
     assert_eq!(
         store.list_keys(&t, None, false).await.unwrap().len(),
         1,
@@ -164,16 +168,16 @@ async fn tenants_are_walled_off(store: Store) {
 
     assert!(matches!(
         store.get_key(&b, "ka").await,
-        Err(ControlPlaneError::NotFound("key"))
+        Err(ControlPlaneError::NotFound(Resource::Key))
     ));
     assert!(store.list_keys(&b, None, true).await.unwrap().is_empty());
     assert!(matches!(
         store.revoke_keys(&b, &["ka".into()], &[]).await,
-        Err(ControlPlaneError::NotFound("key"))
+        Err(ControlPlaneError::NotFound(Resource::Key))
     ));
     assert!(matches!(
         store.active_keys(&b, &[], &[vec![1; 32]]).await,
-        Err(ControlPlaneError::NotFound("key"))
+        Err(ControlPlaneError::NotFound(Resource::Key))
     ));
     assert!(store.list_credentials(&b).await.unwrap().is_empty());
     assert_eq!(
@@ -191,7 +195,7 @@ async fn tenants_are_walled_off(store: Store) {
     };
     assert!(matches!(
         store.create_route(&foreign_route, &[]).await,
-        Err(ControlPlaneError::NotFound("credential"))
+        Err(ControlPlaneError::NotFound(Resource::Credential))
     ));
     let team_a = store
         .create_team(&a, "red", None, Vec::new())
@@ -201,7 +205,7 @@ async fn tenants_are_walled_off(store: Store) {
     foreign_key.team_id = Some(team_a.id);
     assert!(matches!(
         store.insert_key(&foreign_key, &[]).await,
-        Err(ControlPlaneError::NotFound("team"))
+        Err(ControlPlaneError::NotFound(Resource::Team))
     ));
     assert!(store.list_routes(Some(&b)).await.unwrap().is_empty());
 }
@@ -231,7 +235,7 @@ async fn names_are_unique_per_tenant(store: Store) {
                 Vec::new()
             )
             .await,
-        Err(ControlPlaneError::Conflict("credential"))
+        Err(ControlPlaneError::Conflict(Resource::Credential))
     ));
     store
         .create_credential(
@@ -261,7 +265,7 @@ async fn names_are_unique_per_tenant(store: Store) {
     store.create_route(&route, &[]).await.unwrap();
     assert!(matches!(
         store.create_route(&route, &[]).await,
-        Err(ControlPlaneError::Conflict("model"))
+        Err(ControlPlaneError::Conflict(Resource::Model))
     ));
     assert_eq!(store.list_routes(Some(&a)).await.unwrap(), vec![route]);
 }
@@ -348,7 +352,7 @@ async fn users_and_teams(store: Store) {
     assert_eq!(store.list_teams(&t).await.unwrap(), vec![team]);
     assert!(matches!(
         store.create_user(&t, &user, Vec::new()).await,
-        Err(ControlPlaneError::Conflict("user"))
+        Err(ControlPlaneError::Conflict(Resource::User))
     ));
     let mut k = key(&t, "k", 5);
     k.user_id = Some(created.id);
@@ -415,20 +419,20 @@ async fn admin_keys_and_custom_roles(store: Store) {
     assert!(principal.permissions.is_empty());
     assert!(matches!(
         store.delete_role(&a, "support", &[]).await,
-        Err(ControlPlaneError::NotFound("role"))
+        Err(ControlPlaneError::NotFound(Resource::Role))
     ));
 
     // The last admin cannot be revoked; others can, once, and only in their tenant.
     assert!(matches!(
         store.revoke_admin_key(&a, &admin.id, &[]).await,
-        Err(ControlPlaneError::Invalid {
-            code: "last_admin_key",
+        Err(ControlPlaneError::Rejected {
+            code: ErrorCode::LastAdminKey,
             ..
         })
     ));
     assert!(matches!(
         store.revoke_admin_key(&b, &helper.id, &[]).await,
-        Err(ControlPlaneError::NotFound("admin key"))
+        Err(ControlPlaneError::NotFound(Resource::AdminKey))
     ));
     assert!(
         store
@@ -440,7 +444,7 @@ async fn admin_keys_and_custom_roles(store: Store) {
     assert!(store.find_admin_key(&[2; 32]).await.unwrap().is_none());
     assert!(matches!(
         store.revoke_admin_key(&a, &helper.id, &[]).await,
-        Err(ControlPlaneError::NotFound("admin key"))
+        Err(ControlPlaneError::NotFound(Resource::AdminKey))
     ));
     assert_eq!(
         store.list_admin_keys(&a, false).await.unwrap(),
@@ -541,7 +545,7 @@ async fn deleting_a_role_takes_its_name_off_every_key(store: Store) {
     );
     assert!(matches!(
         store.delete_role(&a, "op_", &[]).await,
-        Err(ControlPlaneError::NotFound("role"))
+        Err(ControlPlaneError::NotFound(Resource::Role))
     ));
 }
 
@@ -619,7 +623,7 @@ async fn admin_keys_act_for_a_user_and_its_teams(store: Store) {
                     Vec::new()
                 )
                 .await,
-            Err(ControlPlaneError::NotFound("user"))
+            Err(ControlPlaneError::NotFound(Resource::User))
         ));
     }
     assert!(store.find_admin_key(&[3; 32]).await.unwrap().is_none());

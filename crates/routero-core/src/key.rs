@@ -2,7 +2,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::{CoreError, Refusal};
+use crate::{CoreError, ErrorCode};
 
 /// Every virtual key starts with this prefix.
 pub const KEY_PREFIX: &str = "sk-rt-";
@@ -49,14 +49,14 @@ pub struct KeyPolicy {
 
 impl KeyPolicy {
     /// Checks expiry and the CIDR allowlist for a request from `client` at `now` (unix seconds).
-    pub fn check_caller(&self, now: i64, client: IpAddr) -> Result<(), Refusal> {
+    pub fn check_caller(&self, now: i64, client: IpAddr) -> Result<(), ErrorCode> {
         if self.expires_at.is_some_and(|expiry| now >= expiry) {
-            return Err(Refusal::KeyExpired);
+            return Err(ErrorCode::KeyExpired);
         }
         let client = canonical_ip(client);
         if !self.allowed_cidrs.is_empty() && !self.allowed_cidrs.iter().any(|n| n.contains(&client))
         {
-            return Err(Refusal::IpNotAllowed);
+            return Err(ErrorCode::IpNotAllowed);
         }
         Ok(())
     }
@@ -175,7 +175,7 @@ mod tests {
         let p = policy(&[], Some(100));
         let ip = "127.0.0.1".parse().unwrap();
         assert_eq!(p.check_caller(99, ip), Ok(()));
-        assert_eq!(p.check_caller(100, ip), Err(Refusal::KeyExpired));
+        assert_eq!(p.check_caller(100, ip), Err(ErrorCode::KeyExpired));
     }
 
     #[test]
@@ -189,11 +189,11 @@ mod tests {
         assert_eq!(p.check_caller(0, "192.168.1.7".parse().unwrap()), Ok(()));
         assert_eq!(
             p.check_caller(0, "192.168.1.8".parse().unwrap()),
-            Err(Refusal::IpNotAllowed)
+            Err(ErrorCode::IpNotAllowed)
         );
         assert_eq!(
             p.check_caller(0, "127.0.0.1".parse().unwrap()),
-            Err(Refusal::IpNotAllowed)
+            Err(ErrorCode::IpNotAllowed)
         );
     }
 

@@ -7,9 +7,9 @@ mod clock;
 mod duration;
 mod egress;
 mod error;
+mod error_code;
 mod key;
 mod redact;
-mod refusal;
 mod snapshot;
 mod throttle;
 
@@ -17,10 +17,10 @@ pub use clock::{unix_now, unix_now_ms};
 pub use duration::{format_duration, parse_duration};
 pub use egress::{EgressPolicy, ProviderHost, ProviderUrl};
 pub use error::CoreError;
+pub use error_code::{ErrorCode, Resource};
 pub use key::{
     KEY_PREFIX, KeyHash, KeyPolicy, canonical_ip, client_ip, is_valid_name, parse_cidrs,
 };
 pub use redact::{REDACTED, redact_url};
-pub use refusal::Refusal;
 pub use snapshot::{Deployment, ModelRoute, ProviderCredential, Snapshot};
 pub use throttle::{Aggregate, AuthFailures, FailureLimits, Verdict};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use ipnet::IpNet;
-use routero_core::{KeyPolicy, Refusal};
+use routero_core::{ErrorCode, KeyPolicy};
 
 use crate::live::{Live, SnapshotCell};
 
@@ -46,16 +46,16 @@ pub fn authenticate(
     headers: &HeaderMap,
     client: IpAddr,
     now_unix: i64,
-) -> Result<Caller, Refusal> {
+) -> Result<Caller, ErrorCode> {
     let live = snapshots
         .current()
-        .ok_or(Refusal::ControlPlaneUnreachable)?;
-    let presented = presented_key(headers).ok_or(Refusal::InvalidApiKey)?;
+        .ok_or(ErrorCode::ControlPlaneUnreachable)?;
+    let presented = presented_key(headers).ok_or(ErrorCode::InvalidApiKey)?;
     let hash = live.hasher.hash(presented);
     let key = live
         .snapshot
         .key(&hash)
-        .ok_or(Refusal::InvalidApiKey)?
+        .ok_or(ErrorCode::InvalidApiKey)?
         .clone();
     key.check_caller(now_unix, client)?;
     Ok(Caller { live, key })

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use routero_core::{EgressPolicy, Refusal};
+use routero_core::{EgressPolicy, ErrorCode};
 
 use crate::DataPlaneError;
 
@@ -28,7 +28,7 @@ pub(crate) fn system_lookup() -> Lookup {
 
 /// The provider client's resolver: `lookup`, filtered by `policy`. When every address is
 /// refused, resolution fails with [`DataPlaneError::Egress`], which requests see as
-/// [`Refusal::EgressNotAllowed`].
+/// [`ErrorCode::EgressNotAllowed`].
 pub(crate) struct EgressResolver {
     policy: Arc<EgressPolicy>,
     lookup: Lookup,
@@ -71,12 +71,12 @@ impl Resolve for EgressResolver {
 
 /// The refusal a request gets for a provider it could not use: `egress_not_allowed` when the
 /// egress policy refused its address, else `upstream_unreachable`.
-pub(crate) fn refusal(error: &DataPlaneError) -> Refusal {
+pub(crate) fn refusal(error: &DataPlaneError) -> ErrorCode {
     match error {
         DataPlaneError::Egress(routero_core::CoreError::EgressRefused { .. }) => {
-            Refusal::EgressNotAllowed
+            ErrorCode::EgressNotAllowed
         }
-        _ => Refusal::UpstreamUnreachable,
+        _ => ErrorCode::UpstreamUnreachable,
     }
 }
 
@@ -172,7 +172,7 @@ mod tests {
             .forward(&upstream, Endpoint::ChatCompletions, b"{}".to_vec())
             .await
             .unwrap_err();
-        assert_eq!(refusal.refusal, Refusal::EgressNotAllowed);
+        assert_eq!(refusal.refusal, ErrorCode::EgressNotAllowed);
         assert_eq!(
             *refused_hits.lock().unwrap(),
             0,
@@ -195,7 +195,7 @@ mod tests {
                 .forward(&upstream, Endpoint::ChatCompletions, b"{}".to_vec())
                 .await
                 .unwrap_err();
-            assert_eq!(refusal.refusal, Refusal::EgressNotAllowed, "{metadata}");
+            assert_eq!(refusal.refusal, ErrorCode::EgressNotAllowed, "{metadata}");
         }
     }
 
@@ -211,7 +211,7 @@ mod tests {
             .forward(&upstream, Endpoint::ChatCompletions, b"{}".to_vec())
             .await
             .unwrap_err();
-        assert_eq!(refusal.refusal, Refusal::EgressNotAllowed);
+        assert_eq!(refusal.refusal, ErrorCode::EgressNotAllowed);
         assert_eq!(*hits.lock().unwrap(), 0);
 
         let open = config(&["127.0.0.0/8", "::1/128"]);
@@ -236,11 +236,11 @@ mod tests {
             "http://0x7f.1/v1",
         ] {
             let error = Upstream::prepare(&credential(url.into()), &closed.egress).unwrap_err();
-            assert_eq!(refusal(&error), Refusal::EgressNotAllowed, "{url}");
+            assert_eq!(refusal(&error), ErrorCode::EgressNotAllowed, "{url}");
         }
         let error =
             Upstream::prepare(&credential("http://x/v1?a=1".into()), &closed.egress).unwrap_err();
-        assert_eq!(refusal(&error), Refusal::UpstreamUnreachable);
+        assert_eq!(refusal(&error), ErrorCode::UpstreamUnreachable);
         let open = config(&["127.0.0.1/32"]);
         assert!(
             Upstream::prepare(&credential("http://127.0.0.1:8000/v1".into()), &open.egress).is_ok()

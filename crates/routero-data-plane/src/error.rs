@@ -2,7 +2,7 @@ use routero_crypto::CryptoError;
 use routero_proto::ProtoError;
 use thiserror::Error;
 
-/// Errors of the data plane's own machinery (request refusals are [`routero_core::Refusal`]).
+/// Errors of the data plane's own machinery (request refusals are [`routero_core::ErrorCode`]).
 #[derive(Debug, Error)]
 pub enum DataPlaneError {
     /// The snapshot stream failed.

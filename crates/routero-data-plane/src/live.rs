@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use routero_core::{EgressPolicy, KeyPolicy, ModelRoute, ProviderCredential, Refusal, Snapshot};
+use routero_core::{EgressPolicy, ErrorCode, KeyPolicy, ModelRoute, ProviderCredential, Snapshot};
 use routero_crypto::{CredentialBinding, KeyHasher, SealingKey};
 use routero_proto::{WireState, aad};
 
@@ -24,7 +24,7 @@ pub struct Live {
     pub hasher: KeyHasher,
     /// Each credential prepared for requests, by credential id, or the refusal its requests
     /// get when it could not be.
-    upstreams: HashMap<String, Result<Upstream, Refusal>>,
+    upstreams: HashMap<String, Result<Upstream, ErrorCode>>,
     /// Each tenant's compiled guardrails; `None` when its configuration did not compile here,
     /// which refuses the tenant's requests rather than leaving them unscanned.
     guards: HashMap<String, Option<Arc<TenantGuard>>>,
@@ -116,14 +116,14 @@ impl Live {
 
     /// The prepared upstream for a credential of `tenant`, or the refusal its requests get
     /// (`upstream_unreachable`, or `egress_not_allowed` for an address the policy refuses).
-    pub fn upstream(&self, tenant: &str, credential_id: &str) -> Result<&Upstream, Refusal> {
+    pub fn upstream(&self, tenant: &str, credential_id: &str) -> Result<&Upstream, ErrorCode> {
         self.snapshot
             .credential(tenant, credential_id)
-            .ok_or(Refusal::UpstreamUnreachable)?;
+            .ok_or(ErrorCode::UpstreamUnreachable)?;
         match self.upstreams.get(credential_id) {
             Some(Ok(upstream)) => Ok(upstream),
             Some(Err(refusal)) => Err(*refusal),
-            None => Err(Refusal::UpstreamUnreachable),
+            None => Err(ErrorCode::UpstreamUnreachable),
         }
     }
 }

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use routero_core::{
-    CoreError, EgressPolicy, ProviderCredential, ProviderHost, ProviderUrl, Refusal,
+    CoreError, EgressPolicy, ErrorCode, ProviderCredential, ProviderHost, ProviderUrl,
 };
 use routero_proto::ProtoError;
 use secrecy::ExposeSecret;
@@ -147,25 +147,25 @@ impl Provider {
             .map_err(|error| {
                 tracing::warn!(%error, "provider request failed");
                 if egress_refused(&error) {
-                    Refusal::EgressNotAllowed
+                    ErrorCode::EgressNotAllowed
                 } else if error.is_timeout() {
-                    Refusal::UpstreamTimeout
+                    ErrorCode::UpstreamTimeout
                 } else if error.is_connect() {
-                    Refusal::UpstreamUnreachable
+                    ErrorCode::UpstreamUnreachable
                 } else {
-                    Refusal::UpstreamError
+                    ErrorCode::UpstreamError
                 }
             })?;
         let status = upstream_response.status();
         match status.as_u16() {
             401 | 403 => {
                 tracing::error!(url = %upstream.url(endpoint), %status, "provider refused the credential");
-                return Err(Refusal::UpstreamAuthFailed.into());
+                return Err(ErrorCode::UpstreamAuthFailed.into());
             }
-            429 => return Err(Refusal::UpstreamRateLimited.into()),
+            429 => return Err(ErrorCode::UpstreamRateLimited.into()),
             500..=599 => {
                 tracing::warn!(url = %upstream.url(endpoint), %status, "provider failed");
-                return Err(Refusal::UpstreamError.into());
+                return Err(ErrorCode::UpstreamError.into());
             }
             _ => {}
         }
@@ -204,5 +204,5 @@ fn egress_refused(error: &reqwest::Error) -> bool {
         error.source()
     })
     .filter_map(|error| error.downcast_ref::<DataPlaneError>())
-    .any(|error| egress::refusal(error) == Refusal::EgressNotAllowed)
+    .any(|error| egress::refusal(error) == ErrorCode::EgressNotAllowed)
 }

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 use routero_bus::{EventBus, Reservation};
 use routero_core::audit::{ActorKind, AuditEvent, EventType, Outcome, UNATTRIBUTED_TENANT};
-use routero_core::{AuthFailures, KeyPolicy, Refusal, Verdict};
+use routero_core::{AuthFailures, ErrorCode, KeyPolicy, Resource, Verdict};
 use routero_http::{BodyError, Deadlines};
 use serde_json::{Map, Value, json};
 
@@ -143,7 +143,7 @@ impl Origin {
                 Outcome::Success
             },
         );
-        event.reason_code = blocked.map(|_| Refusal::GuardrailBlocked.code().to_owned());
+        event.reason_code = blocked.map(|_| ErrorCode::GuardrailBlocked.code().to_owned());
         event.request_id = Some(self.request_id.clone());
         event.details.insert("stage".into(), Value::from(stage));
         if let Some(detector) = blocked {
@@ -258,7 +258,7 @@ async fn audited(
         proxy(app, &origin, headers, body, endpoint, &mut seen),
     )
     .await;
-    let result = handled.unwrap_or_else(|_| Err(Refusal::DeadlineExceeded.into()));
+    let result = handled.unwrap_or_else(|_| Err(ErrorCode::DeadlineExceeded.into()));
     seen.abandoned = None;
     let event = request_event(&seen, &origin, endpoint, &result);
     match seen.room.pop() {
@@ -296,9 +296,10 @@ impl App {
         };
         let now = u64::try_from(now).unwrap_or(0);
         let verdict = self.failures.fail(client, now);
-        let throttled = verdict == Verdict::Throttle && refusal != Refusal::ControlPlaneUnreachable;
+        let throttled =
+            verdict == Verdict::Throttle && refusal != ErrorCode::ControlPlaneUnreachable;
         let mut refused = Refused::from(if throttled {
-            Refusal::TooManyAuthFailures
+            ErrorCode::TooManyAuthFailures
         } else {
             refusal
         });
@@ -331,7 +332,7 @@ impl App {
         for _ in 0..count {
             room.push(bus.reserve().await.map_err(|error| {
                 tracing::error!(%error, "audit bus unavailable; refusing the request");
-                Refused::from(Refusal::AuditUnavailable)
+                Refused::from(ErrorCode::AuditUnavailable)
             })?);
         }
         Ok(room)
@@ -361,11 +362,11 @@ fn request_event(
         Err(refused) => {
             let upstream = matches!(
                 refused.refusal,
-                Refusal::UpstreamUnreachable
-                    | Refusal::UpstreamTimeout
-                    | Refusal::UpstreamAuthFailed
-                    | Refusal::UpstreamError
-                    | Refusal::UpstreamRateLimited
+                ErrorCode::UpstreamUnreachable
+                    | ErrorCode::UpstreamTimeout
+                    | ErrorCode::UpstreamAuthFailed
+                    | ErrorCode::UpstreamError
+                    | ErrorCode::UpstreamRateLimited
             );
             let (action, outcome) = if upstream {
                 (EventType::RequestFailed, Outcome::Failure)
@@ -412,8 +413,8 @@ async fn proxy(
     let bytes = routero_http::read_body(body, app.max_body_bytes, app.deadlines.body)
         .await
         .map_err(|error| match error {
-            BodyError::TooLarge => Refused::from(Refusal::BodyTooLarge),
-            BodyError::Timeout => Refused::from(Refusal::RequestTimeout),
+            BodyError::TooLarge => Refused::from(ErrorCode::BodyTooLarge),
+            BodyError::Timeout => Refused::from(ErrorCode::RequestTimeout),
             BodyError::Unreadable => Refused::invalid("the request body could not be read"),
         })?;
     // Room for the request's event, and one per guardrail stage when the tenant has
@@ -440,12 +441,12 @@ async fn proxy(
         )));
     }
     if !caller.key.allows_model(model) {
-        return Err(Refusal::ModelNotAllowed.into());
+        return Err(ErrorCode::ModelNotAllowed.into());
     }
     let snapshot = &caller.live.snapshot;
     let route = snapshot
         .route(&caller.key.tenant_id, model)
-        .ok_or(Refusal::ModelNotFound)?;
+        .ok_or(ErrorCode::NotFound(Resource::Model))?;
     if app.authorizer.is_some() || !snapshot.policy_version.is_empty() {
         seen.policy_version = Some(snapshot.policy_version.clone()).filter(|v| !v.is_empty());
         authorize(app, &snapshot.policy_version, &caller.key, route).await?;
@@ -453,19 +454,19 @@ async fn proxy(
     let guard = caller
         .live
         .guard(&caller.key.tenant_id)
-        .map_err(|()| Refusal::GuardrailUnavailable)?
+        .map_err(|()| ErrorCode::GuardrailUnavailable)?
         .cloned();
     if let Some(guard) = &guard {
         let mut counts = Counts::new();
         let blocked = guard
             .request(&route.name, &mut request, &mut counts)
-            .map_err(|crate::guard::Uninspectable| Refusal::GuardrailUninspectable)?;
+            .map_err(|crate::guard::Uninspectable| ErrorCode::GuardrailUninspectable)?;
         let refuse = blocked.is_some();
         if !counts.is_empty() {
             seen.guardrails.push(("request", counts, blocked));
         }
         if refuse {
-            return Err(Refusal::GuardrailBlocked.into());
+            return Err(ErrorCode::GuardrailBlocked.into());
         }
     }
     // The first deployment whose provider can be used; else the first one's refusal.
@@ -482,7 +483,7 @@ async fn proxy(
                 }
             },
         )
-        .ok_or(refusal.unwrap_or(Refusal::UpstreamUnreachable))?;
+        .ok_or(refusal.unwrap_or(ErrorCode::UpstreamUnreachable))?;
     request.insert(
         "model".into(),
         Value::String(deployment.upstream_model.clone()),
@@ -544,10 +545,10 @@ async fn guard_response(
     }
     let bytes = axum::body::to_bytes(body, MAX_SCANNED_RESPONSE)
         .await
-        .map_err(|_| Refusal::UpstreamError)?;
+        .map_err(|_| ErrorCode::UpstreamError)?;
     // What cannot be read cannot be scanned: refused rather than relayed unscanned.
     let mut completion: Value =
-        serde_json::from_slice(&bytes).map_err(|_| Refusal::UpstreamError)?;
+        serde_json::from_slice(&bytes).map_err(|_| ErrorCode::UpstreamError)?;
     let mut counts = Counts::new();
     let blocked = guard.response(route, &mut completion, &mut counts);
     let refuse = blocked.is_some();
@@ -555,9 +556,9 @@ async fn guard_response(
         seen.guardrails.push(("response", counts, blocked));
     }
     if refuse {
-        return Err(Refusal::GuardrailBlocked.into());
+        return Err(ErrorCode::GuardrailBlocked.into());
     }
-    let body = serde_json::to_vec(&completion).map_err(|_| Refusal::UpstreamError)?;
+    let body = serde_json::to_vec(&completion).map_err(|_| ErrorCode::UpstreamError)?;
     Ok(Response::from_parts(parts, Body::from(body)))
 }
 
@@ -580,7 +581,7 @@ async fn authorize(
             policy_version,
             "policy engine and snapshot disagree on whether policies decide; refusing"
         );
-        return Err(Refusal::PolicyEngineUnavailable.into());
+        return Err(ErrorCode::PolicyEngineUnavailable.into());
     };
     let principal = routero_authz::Principal {
         id: &key.key_id,
@@ -600,10 +601,10 @@ async fn authorize(
         .await
     {
         Ok(true) => Ok(()),
-        Ok(false) => Err(Refusal::PolicyDenied.into()),
+        Ok(false) => Err(ErrorCode::PolicyDenied.into()),
         Err(error) => {
             tracing::error!(%error, "policy engine unavailable; refusing");
-            Err(Refusal::PolicyEngineUnavailable.into())
+            Err(ErrorCode::PolicyEngineUnavailable.into())
         }
     }
 }
@@ -646,7 +647,7 @@ pub(crate) async fn get_model(
     // A model the key may not use is reported as absent: its existence is not disclosed.
     visible
         .then(|| Json(model_object(&model)))
-        .ok_or(Refusal::ModelNotFound.into())
+        .ok_or(ErrorCode::NotFound(Resource::Model).into())
 }
 
 pub(crate) async fn ready(State(app): State<Arc<App>>) -> Response {
@@ -659,7 +660,7 @@ pub(crate) async fn ready(State(app): State<Arc<App>>) -> Response {
         .into_response(),
         None => Refused {
             detail: Some(app.snapshots.not_ready_reason()),
-            ..Refused::from(Refusal::ControlPlaneUnreachable)
+            ..Refused::from(ErrorCode::ControlPlaneUnreachable)
         }
         .into_response(),
     }
@@ -691,9 +692,9 @@ pub(crate) async fn contain_panics(
                 routero_bus::resource("endpoint", Some(path)),
                 Outcome::Failure,
             );
-            event.reason_code = Some(Refusal::InternalError.code().to_owned());
+            event.reason_code = Some(ErrorCode::InternalError.code().to_owned());
             app.record_unreserved(event).await;
-            Refused::from(Refusal::InternalError).into_response()
+            Refused::from(ErrorCode::InternalError).into_response()
         }
     }
 }

@@ -2,13 +2,13 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use routero_core::Refusal;
+use routero_core::ErrorCode;
 
 /// A refusal with an optional, client-safe detail replacing the default message.
 #[derive(Debug)]
 pub struct Refused {
     /// Why.
-    pub refusal: Refusal,
+    pub refusal: ErrorCode,
     /// Detail for the client; never internal state.
     pub detail: Option<String>,
     /// A failed authentication counted into its source's aggregated record, not recorded
@@ -18,8 +18,8 @@ pub struct Refused {
     pub retry_after: Option<u64>,
 }
 
-impl From<Refusal> for Refused {
-    fn from(refusal: Refusal) -> Self {
+impl From<ErrorCode> for Refused {
+    fn from(refusal: ErrorCode) -> Self {
         Self {
             refusal,
             detail: None,
@@ -33,7 +33,7 @@ impl Refused {
     /// An invalid request with a specific message.
     pub fn invalid(detail: impl Into<String>) -> Self {
         Self {
-            refusal: Refusal::InvalidRequest,
+            refusal: ErrorCode::InvalidRequest,
             detail: Some(detail.into()),
             counted_only: false,
             retry_after: None,
@@ -55,7 +55,7 @@ impl IntoResponse for Refused {
         let status = StatusCode::from_u16(refusal.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(body)).into_response();
-        if refusal == Refusal::InvalidApiKey || refusal == Refusal::KeyExpired {
+        if refusal == ErrorCode::InvalidApiKey || refusal == ErrorCode::KeyExpired {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

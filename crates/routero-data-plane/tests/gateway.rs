@@ -13,8 +13,8 @@ mod common;
 use std::time::Duration;
 
 use common::Stack;
-use routero_core::Refusal;
 use routero_core::audit::{EventType, Outcome};
+use routero_core::{ErrorCode, Resource};
 use routero_testkit::FakeConfig;
 use serde_json::{Value, json};
 
@@ -30,7 +30,7 @@ async fn assert_refused(
     skip: usize,
     case: &str,
     answer: (u16, Value),
-    refusal: Refusal,
+    refusal: ErrorCode,
 ) {
     let (status, body) = answer;
     assert_eq!(status, refusal.http_status(), "{case}: {body}");
@@ -65,7 +65,6 @@ async fn every_refusal_has_its_status_code_and_audit_event() {
     let open = stack.key(json!({})).await;
     let only_a = stack.key(json!({"models": ["gpt-a"]})).await;
     let elsewhere = stack.key(json!({"allowed_cidrs": ["10.0.0.0/8"]})).await;
-    let brief = stack.key(json!({"duration": "2s"})).await;
     let secret = chat("gpt-a", &format!("deploy with {GITHUB}"));
     stack
         .guardrails(
@@ -75,79 +74,81 @@ async fn every_refusal_has_its_status_code_and_audit_event() {
             |s, _| s == 400,
         )
         .await;
-    // The key worked before it expired.
+    // A key that works, then expires.
+    let issued = std::time::Instant::now();
+    let brief = stack.key(json!({"duration": "3s"})).await;
     assert_eq!(stack.chat(&brief, &chat("gpt-a", "hello")).await.0, 200);
 
-    let cases: Vec<(&str, &str, &str, String, Refusal)> = vec![
+    let cases: Vec<(&str, &str, &str, String, ErrorCode)> = vec![
         (
             "no key",
             "",
             "/v1/chat/completions",
             chat("gpt-a", "hi").to_string(),
-            Refusal::InvalidApiKey,
+            ErrorCode::InvalidApiKey,
         ),
         (
             "unknown key",
             "sk-rt-unknown0123456789abcdef",
             "/v1/chat/completions",
             chat("gpt-a", "hi").to_string(),
-            Refusal::InvalidApiKey,
+            ErrorCode::InvalidApiKey,
         ),
         (
             "model outside the key's list",
             &only_a,
             "/v1/chat/completions",
             chat("gpt-b", "hi").to_string(),
-            Refusal::ModelNotAllowed,
+            ErrorCode::ModelNotAllowed,
         ),
         (
             "model without a route",
             &open,
             "/v1/chat/completions",
             chat("nope", "hi").to_string(),
-            Refusal::ModelNotFound,
+            ErrorCode::NotFound(Resource::Model),
         ),
         (
             "malformed JSON",
             &open,
             "/v1/chat/completions",
             "{\"model\": ".into(),
-            Refusal::InvalidRequest,
+            ErrorCode::InvalidRequest,
         ),
         (
             "body over the limit",
             &open,
             "/v1/chat/completions",
             chat("gpt-a", &"x".repeat(100 * 1024)).to_string(),
-            Refusal::BodyTooLarge,
+            ErrorCode::BodyTooLarge,
         ),
         (
             "address outside the key's CIDRs",
             &elsewhere,
             "/v1/chat/completions",
             chat("gpt-a", "hi").to_string(),
-            Refusal::IpNotAllowed,
+            ErrorCode::IpNotAllowed,
         ),
         (
             "a secret under a block rule",
             &open,
             "/v1/chat/completions",
             secret.to_string(),
-            Refusal::GuardrailBlocked,
+            ErrorCode::GuardrailBlocked,
         ),
         (
             "token ids under guardrails",
             &open,
             "/v1/embeddings",
             json!({"model": "gpt-a", "input": [[101, 2023]]}).to_string(),
-            Refusal::GuardrailUninspectable,
+            ErrorCode::GuardrailUninspectable,
         ),
         (
             "provider unreachable",
             &open,
             "/v1/chat/completions",
             chat("dead", "hi").to_string(),
-            Refusal::UpstreamUnreachable,
+            ErrorCode::UpstreamUnreachable,
         ),
     ];
     for (case, key, path, body, refusal) in cases {
@@ -155,7 +156,7 @@ async fn every_refusal_has_its_status_code_and_audit_event() {
         let sent = stack.provider_saw().await.len();
         let answer = stack.post(key, path, body).await;
         assert_refused(&stack, skip, case, answer, refusal).await;
-        if refusal != Refusal::UpstreamUnreachable {
+        if refusal != ErrorCode::UpstreamUnreachable {
             assert_eq!(
                 stack.provider_saw().await.len(),
                 sent,
@@ -167,10 +168,10 @@ async fn every_refusal_has_its_status_code_and_audit_event() {
     // The provider failing, as injected into the fake: each failure has its own code, and
     // the provider's own message (which may describe the gateway's credentials) is not relayed.
     for (status, latency_ms, refusal) in [
-        (Some(500), 0, Refusal::UpstreamError),
-        (Some(429), 0, Refusal::UpstreamRateLimited),
-        (Some(401), 0, Refusal::UpstreamAuthFailed),
-        (None, 2000, Refusal::UpstreamTimeout),
+        (Some(500), 0, ErrorCode::UpstreamError),
+        (Some(429), 0, ErrorCode::UpstreamRateLimited),
+        (Some(401), 0, ErrorCode::UpstreamAuthFailed),
+        (None, 2000, ErrorCode::UpstreamTimeout),
     ] {
         stack
             .fake_config(FakeConfig {
@@ -191,10 +192,10 @@ async fn every_refusal_has_its_status_code_and_audit_event() {
     }
     stack.fake_config(FakeConfig::default()).await;
 
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3100).saturating_sub(issued.elapsed())).await;
     let skip = stack.event_count();
     let answer = stack.chat(&brief, &chat("gpt-a", "hello")).await;
-    assert_refused(&stack, skip, "expired key", answer, Refusal::KeyExpired).await;
+    assert_refused(&stack, skip, "expired key", answer, ErrorCode::KeyExpired).await;
 }
 
 #[tokio::test]

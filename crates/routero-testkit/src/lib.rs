@@ -186,7 +186,7 @@ fn last_user_text(body: &Value) -> String {
 enum Field {
     Content,
     ToolCall,
-    Refusal,
+    ErrorCode,
     Reasoning,
     Transcript,
     FunctionCall,
@@ -199,7 +199,7 @@ impl Field {
         Some(match name {
             "content" => Self::Content,
             "tool_call" => Self::ToolCall,
-            "refusal" => Self::Refusal,
+            "refusal" => Self::ErrorCode,
             "reasoning_content" => Self::Reasoning,
             "audio.transcript" => Self::Transcript,
             "function_call" => Self::FunctionCall,
@@ -221,7 +221,7 @@ impl Field {
                 }
                 message["tool_calls"] = json!([call]);
             }
-            Self::Refusal => message["refusal"] = json!(text),
+            Self::ErrorCode => message["refusal"] = json!(text),
             Self::Reasoning => message["reasoning_content"] = json!(text),
             Self::Transcript => {
                 message["audio"] =

@@ -11,10 +11,10 @@
 //! keys only to its own user and teams (`allow_issue`). Every refusal is audited as
 //! `policy.blocked`.
 
+use routero_core::ErrorCode;
 use std::collections::BTreeMap;
 
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -102,7 +102,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .extensions
             .get::<Self>()
             .cloned()
-            .ok_or_else(ApiError::unauthenticated)
+            .ok_or_else(|| ApiError::of(ErrorCode::InvalidAdminKey))
     }
 }
 
@@ -118,7 +118,7 @@ pub(super) async fn authorize(
         request.extensions().get::<AdminPrincipal>().cloned(),
         request.extensions().get::<ClientInfo>().cloned(),
     ) else {
-        return ApiError::unauthenticated().into_response();
+        return ApiError::of(ErrorCode::InvalidAdminKey).into_response();
     };
     let decided = match request.extensions().get::<Ask>().copied() {
         Some(Ask::EachKey) => Ok(()),
@@ -271,8 +271,7 @@ impl AppState {
             client,
             resource,
             action,
-            "role_escalation",
-            "You may grant, or act on, only roles and permissions you hold yourself.",
+            ErrorCode::RoleEscalation,
         )
         .await
     }
@@ -315,25 +314,23 @@ impl AppState {
             client,
             resource,
             "bind",
-            "scope_not_allowed",
-            "You may bind keys only to your own user and the teams it belongs to.",
+            ErrorCode::ScopeNotAllowed,
         )
         .await
     }
 
-    /// Audits a 403 with `code` on `(resource, action)` and returns it.
+    /// Audits a refusal with `code` on `(resource, action)` and returns it.
     async fn forbid(
         &self,
         principal: &AdminPrincipal,
         client: &ClientInfo,
         resource: (&str, &str),
         action: &str,
-        code: &'static str,
-        message: &str,
+        code: ErrorCode,
     ) -> Result<(), ApiError> {
-        self.publish(self.refusal_event(principal, client, resource, action, code))
+        self.publish(self.refusal_event(principal, client, resource, action, code.code()))
             .await;
-        Err(ApiError::new(StatusCode::FORBIDDEN, code, message))
+        Err(ApiError::of(code))
     }
 
     /// Audits a refusal and returns it: the PDP's refusal, or its absence when `unavailable`.
@@ -345,25 +342,17 @@ impl AppState {
         action: &str,
         unavailable: Option<routero_authz::AuthzError>,
     ) -> Result<T, ApiError> {
-        let (code, error) = match unavailable {
-            None => (
-                "policy_denied",
-                ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "policy_denied",
-                    format!("Your roles do not allow {action} on {}.", resource.0),
-                ),
+        let error = match unavailable {
+            None => ApiError::new(
+                ErrorCode::PolicyDenied,
+                format!("Your roles do not allow {action} on {}.", resource.0),
             ),
-            Some(_) => (
-                "policy_engine_unavailable",
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "policy_engine_unavailable",
-                    "The policy engine is unavailable; nothing is allowed until it is back.",
-                ),
+            Some(_) => ApiError::new(
+                ErrorCode::PolicyEngineUnavailable,
+                "The policy engine is unavailable; nothing is allowed until it is back.",
             ),
         };
-        self.publish(self.refusal_event(principal, client, resource, action, code))
+        self.publish(self.refusal_event(principal, client, resource, action, error.code().code()))
             .await;
         Err(error)
     }
@@ -421,8 +410,8 @@ fn collection<'a>(
 /// Checks a custom role's permissions: 1-100 of `"<kind>:<action>"` the policies know.
 pub(super) fn check_permissions(permissions: &[String]) -> Result<(), ApiError> {
     if permissions.is_empty() || permissions.len() > 100 {
-        return Err(ApiError::bad_request(
-            "invalid_permissions",
+        return Err(ApiError::new(
+            ErrorCode::InvalidPermissions,
             "list 1-100 permissions",
         ));
     }
@@ -433,8 +422,8 @@ pub(super) fn check_permissions(permissions: &[String]) -> Result<(), ApiError> 
                 .any(|(k, actions)| *k == kind && actions.contains(&action))
         });
         if !known {
-            return Err(ApiError::bad_request(
-                "invalid_permissions",
+            return Err(ApiError::new(
+                ErrorCode::InvalidPermissions,
                 format!("{permission:.64}: not a <kind>:<action> the policies know"),
             ));
         }

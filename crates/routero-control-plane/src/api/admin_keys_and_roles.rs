@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use routero_core::{ErrorCode, Resource};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -36,8 +37,8 @@ pub(super) async fn create_admin_key(
     check_name("name", &body.name)?;
     check_roles(&body.roles)?;
     if body.roles.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_roles",
+        return Err(ApiError::new(
+            ErrorCode::InvalidRoles,
             "name at least one role",
         ));
     }
@@ -45,8 +46,8 @@ pub(super) async fn create_admin_key(
     if let Some(unknown) = body.roles.iter().find(|role| {
         !BUILT_IN_ROLES.contains(&role.as_str()) && !custom.iter().any(|c| &c.name == *role)
     }) {
-        return Err(ApiError::bad_request(
-            "unknown_role",
+        return Err(ApiError::new(
+            ErrorCode::UnknownRole,
             format!("{unknown}: neither a built-in role nor a custom role of this tenant"),
         ));
     }
@@ -170,8 +171,8 @@ pub(super) async fn put_role(
 ) -> Result<Json<Value>, ApiError> {
     check_name("name", &name)?;
     if BUILT_IN_ROLES.contains(&name.as_str()) {
-        return Err(ApiError::bad_request(
-            "reserved_role",
+        return Err(ApiError::new(
+            ErrorCode::ReservedRole,
             format!("{name} is a built-in role"),
         ));
     }
@@ -204,7 +205,7 @@ pub(super) async fn delete_role(
 ) -> Result<Json<Value>, ApiError> {
     allow_manage_role(&state, &principal, &client, &name, &[])
         .await?
-        .ok_or(crate::ControlPlaneError::NotFound("role"))?;
+        .ok_or(crate::ControlPlaneError::NotFound(Resource::Role))?;
     let event = AppState::event(
         &principal,
         &client,

@@ -1,10 +1,10 @@
 //! `GET /audit/events`: the caller's tenant's audit trail, newest first, filtered and paged.
 
+use routero_core::ErrorCode;
 use std::time::SystemTime;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use routero_audit::{AuditError, EventQuery};
 use routero_core::audit::{EventType, Outcome};
 
@@ -33,22 +33,15 @@ pub(super) struct Filters {
 
 /// The audit log, or 503 `audit_not_configured`.
 fn audit_log(state: &AppState) -> Result<&routero_audit::AuditStore, ApiError> {
-    state.audit_log.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "audit_not_configured",
-            "No audit log is configured.",
-        )
-    })
+    state
+        .audit_log
+        .as_ref()
+        .ok_or_else(|| ApiError::new(ErrorCode::AuditNotConfigured, "No audit log is configured."))
 }
 
 fn unavailable(error: routero_audit::AuditError) -> ApiError {
     tracing::error!(%error, "audit log failed");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "audit_unavailable",
-        "The audit log is unavailable.",
-    )
+    ApiError::new(ErrorCode::AuditUnavailable, "The audit log is unavailable.")
 }
 
 /// RFC 3339 in, the stored form out (UTC, milliseconds), so comparisons are exact.
@@ -57,8 +50,8 @@ fn normalize_time(field: &str, text: Option<String>) -> Result<Option<String>, A
         humantime::parse_rfc3339_weak(&text)
             .map(|time: SystemTime| humantime::format_rfc3339_millis(time).to_string())
             .map_err(|_| {
-                ApiError::bad_request(
-                    "invalid_query",
+                ApiError::new(
+                    ErrorCode::InvalidQuery,
                     format!("{field}: an RFC 3339 time is required"),
                 )
             })
@@ -80,16 +73,12 @@ pub(super) async fn events(
     Query(filters): Query<Filters>,
 ) -> Result<Json<Value>, ApiError> {
     let log = state.audit_log.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "audit_not_configured",
-            "No audit log is configured.",
-        )
+        ApiError::new(ErrorCode::AuditNotConfigured, "No audit log is configured.")
     })?;
     let limit = filters.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::bad_request(
-            "invalid_query",
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
             format!("limit: 1-{MAX_PAGE}"),
         ));
     }
@@ -97,7 +86,10 @@ pub(super) async fn events(
         .cursor
         .map(|c| {
             c.parse::<u64>().map_err(|_| {
-                ApiError::bad_request("invalid_query", "cursor: not a cursor from this API")
+                ApiError::new(
+                    ErrorCode::InvalidQuery,
+                    "cursor: not a cursor from this API",
+                )
             })
         })
         .transpose()?;
@@ -115,11 +107,7 @@ pub(super) async fn events(
         .await
         .map_err(|error| {
             tracing::error!(%error, "audit query failed");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "audit_unavailable",
-                "The audit log is unavailable.",
-            )
+            ApiError::new(ErrorCode::AuditUnavailable, "The audit log is unavailable.")
         })?;
     let next_cursor = (records.len() == limit as usize)
         .then(|| records.last().map(|r| r.seq.to_string()))
@@ -155,8 +143,8 @@ pub(super) async fn set_retention(
     Body(body): Body<Retention>,
 ) -> Result<Json<Value>, ApiError> {
     if body.days == 0 || body.days > MAX_RETENTION_DAYS {
-        return Err(ApiError::bad_request(
-            "invalid_retention",
+        return Err(ApiError::new(
+            ErrorCode::InvalidRetention,
             format!("days: 1-{MAX_RETENTION_DAYS}"),
         ));
     }
@@ -171,8 +159,8 @@ pub(super) async fn set_retention(
             "retention_too_short",
         );
         state.publish(refusal).await;
-        return Err(ApiError::bad_request(
-            "retention_too_short",
+        return Err(ApiError::new(
+            ErrorCode::RetentionTooShort,
             format!("days: at least {minimum}, the operator's minimum"),
         ));
     }
@@ -180,8 +168,7 @@ pub(super) async fn set_retention(
     // the chain, never by a table someone with the database could edit).
     if state.audit.is_none() {
         return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "audit_unavailable",
+            ErrorCode::AuditUnavailable,
             "Retention is set in the audit trail, and this control plane has no audit pipeline.",
         ));
     }

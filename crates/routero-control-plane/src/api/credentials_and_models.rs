@@ -1,5 +1,6 @@
 //! Provider credentials and model routes.
 
+use routero_core::ErrorCode;
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -35,8 +36,8 @@ pub(super) fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
     if crate::is_valid_name(name) {
         Ok(())
     } else {
-        Err(ApiError::bad_request(
-            "invalid_name",
+        Err(ApiError::new(
+            ErrorCode::InvalidName,
             format!("{field}: 1-128 characters of letters, digits and -_.:/@"),
         ))
     }
@@ -52,9 +53,14 @@ pub(super) async fn check_base_url(
     base_url: &str,
 ) -> Result<String, ApiError> {
     let vetted = crate::egress::vet_base_url(&state.egress, base_url).await;
-    if let Err(ControlPlaneError::Invalid { code, .. }) = &vetted {
-        let refusal =
-            state.refusal_event(principal, client, ("credential", credential), action, code);
+    if let Err(ControlPlaneError::Rejected { code, .. }) = &vetted {
+        let refusal = state.refusal_event(
+            principal,
+            client,
+            ("credential", credential),
+            action,
+            code.code(),
+        );
         state.publish(refusal).await;
     }
     Ok(vetted?)
@@ -67,8 +73,8 @@ pub(super) async fn create_credential(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name("name", &body.name)?;
     if !PROVIDERS.contains(&body.provider.as_str()) {
-        return Err(ApiError::bad_request(
-            "unsupported_provider",
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedProvider,
             format!("provider must be one of: {}", PROVIDERS.join(", ")),
         ));
     }
@@ -117,8 +123,8 @@ pub(super) async fn create_credential(
 fn check_api_key(api_key: &SecretString) -> Result<&str, ApiError> {
     let api_key = api_key.expose_secret();
     if api_key.trim().is_empty() || api_key.len() > 4096 {
-        return Err(ApiError::bad_request(
-            "invalid_api_key",
+        return Err(ApiError::new(
+            ErrorCode::InvalidProviderKey,
             "api_key must be 1-4096 characters",
         ));
     }
@@ -143,8 +149,8 @@ pub(super) async fn update_credential(
 ) -> Result<Json<Value>, ApiError> {
     check_name("name", &name)?;
     if body.api_key.is_none() && body.base_url.is_none() {
-        return Err(ApiError::bad_request(
-            "invalid_update",
+        return Err(ApiError::new(
+            ErrorCode::InvalidUpdate,
             "give api_key, base_url, or both",
         ));
     }
@@ -253,20 +259,20 @@ const POLICY_TAGS: &[(&str, &[&str])] = &[
 /// on normalised to a value they know.
 fn normalize_tags(tags: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ApiError> {
     if tags.len() > 16 {
-        return Err(ApiError::bad_request("invalid_tags", "at most 16 tags"));
+        return Err(ApiError::new(ErrorCode::InvalidTags, "at most 16 tags"));
     }
     let mut normalized = BTreeMap::new();
     for (name, value) in tags {
         check_name("tags", &name)?;
         if value.is_empty() || value.len() > 128 || value.chars().any(char::is_control) {
-            return Err(ApiError::bad_request(
-                "invalid_tags",
+            return Err(ApiError::new(
+                ErrorCode::InvalidTags,
                 format!("tags.{name}: 1-128 printable characters"),
             ));
         }
         if let Some(reserved) = RESERVED_TAGS.iter().find(|r| r.eq_ignore_ascii_case(&name)) {
-            return Err(ApiError::bad_request(
-                "reserved_tag",
+            return Err(ApiError::new(
+                ErrorCode::ReservedTag,
                 format!("tags.{reserved}: the policies set this attribute themselves"),
             ));
         }
@@ -277,8 +283,8 @@ fn normalize_tags(tags: BTreeMap<String, String>) -> Result<BTreeMap<String, Str
             Some((policy_tag, known)) => {
                 let value = value.trim().to_ascii_lowercase();
                 if !known.contains(&value.as_str()) {
-                    return Err(ApiError::bad_request(
-                        "invalid_tags",
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidTags,
                         format!("tags.{policy_tag}: one of {}", known.join(", ")),
                     ));
                 }
@@ -287,8 +293,8 @@ fn normalize_tags(tags: BTreeMap<String, String>) -> Result<BTreeMap<String, Str
             None => (name, value),
         };
         if normalized.contains_key(&name) {
-            return Err(ApiError::bad_request(
-                "invalid_tags",
+            return Err(ApiError::new(
+                ErrorCode::InvalidTags,
                 format!("tags.{name}: given twice"),
             ));
         }
@@ -314,8 +320,8 @@ async fn route_of(
 ) -> Result<Route, ApiError> {
     let tags = normalize_tags(tags)?;
     if deployments.is_empty() || deployments.len() > 32 {
-        return Err(ApiError::bad_request(
-            "invalid_deployments",
+        return Err(ApiError::new(
+            ErrorCode::InvalidDeployments,
             "a model needs 1-32 deployments",
         ));
     }
@@ -327,8 +333,8 @@ async fn route_of(
             .credential_id_by_name(&principal.tenant_id, &deployment.credential)
             .await?
             .ok_or_else(|| {
-                ApiError::bad_request(
-                    "unknown_credential",
+                ApiError::new(
+                    ErrorCode::UnknownCredential,
                     format!(
                         "no credential named {:?} in this tenant",
                         deployment.credential

@@ -1,92 +1,59 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use routero_core::ErrorCode;
 
 use crate::ControlPlaneError;
 
-/// An error as the admin API shows it: `{"error": {"message", "type", "code"}}`.
+/// An error as the admin API shows it: `{"error": {"message", "type", "code"}}`, its status
+/// and type those of its [`ErrorCode`].
 ///
 /// Internal detail is logged, never sent.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
 }
 
 impl ApiError {
-    /// An error with a stable `code`.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with a message saying more than the code's own.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
             code,
             message: message.into(),
         }
     }
 
-    /// A 400 with a stable code.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+    /// An error with the code's own message.
+    pub fn of(code: ErrorCode) -> Self {
+        Self::new(code, code.message())
     }
 
-    pub(crate) fn unauthenticated() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_admin_key",
-            "A valid admin key is required: Authorization: Bearer <admin key>.",
-        )
-    }
-
-    pub(crate) fn not_found_route() -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "route_not_found",
-            "No such endpoint.",
-        )
+    /// Its code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
     }
 }
 
 impl From<ControlPlaneError> for ApiError {
     fn from(error: ControlPlaneError) -> Self {
         match error {
-            ControlPlaneError::NotFound(what) => Self::new(
-                StatusCode::NOT_FOUND,
-                match what {
-                    "key" => "key_not_found",
-                    "team" => "team_not_found",
-                    "user" => "user_not_found",
-                    "credential" => "credential_not_found",
-                    "admin key" => "admin_key_not_found",
-                    "role" => "role_not_found",
-                    "model" => "model_not_found",
-                    _ => "not_found",
-                },
-                format!("No such {what} in this tenant."),
+            ControlPlaneError::NotFound(resource) => Self::new(
+                ErrorCode::NotFound(resource),
+                format!("No such {} in this tenant.", resource.name()),
             ),
-            ControlPlaneError::Conflict(what) => Self::new(
-                StatusCode::CONFLICT,
-                "already_exists",
-                format!("A {what} with this name already exists."),
+            ControlPlaneError::Conflict(resource) => Self::new(
+                ErrorCode::AlreadyExists(resource),
+                format!("A {} with this name already exists.", resource.name()),
             ),
-            ControlPlaneError::Invalid { code, message } => Self::bad_request(code, message),
-            ControlPlaneError::InUse { code, message } => {
-                Self::new(StatusCode::CONFLICT, code, message)
-            }
+            ControlPlaneError::Rejected { code, message } => Self::new(code, message),
             ControlPlaneError::Database(ref e) => {
                 tracing::error!(error = %e, "database error");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "database_unavailable",
-                    "The control plane's database is unavailable.",
-                )
+                Self::of(ErrorCode::DatabaseUnavailable)
             }
             other => {
                 tracing::error!(error = %other, "internal error");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    "Internal error.",
-                )
+                Self::of(ErrorCode::InternalError)
             }
         }
     }
@@ -94,15 +61,11 @@ impl From<ControlPlaneError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let kind = match self.status.as_u16() {
-            401 => "authentication_error",
-            403 => "permission_error",
-            400..=499 => "invalid_request_error",
-            _ => "api_error",
-        };
         let body = serde_json::json!({
-            "error": { "message": self.message, "type": kind, "code": self.code }
+            "error": { "message": self.message, "type": self.code.error_type(), "code": self.code.code() }
         });
-        (self.status, Json(body)).into_response()
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(body)).into_response()
     }
 }

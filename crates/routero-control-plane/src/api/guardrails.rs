@@ -3,6 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use routero_core::ErrorCode;
 use routero_core::audit::EventType;
 use routero_guard::{GuardrailConfig, Pipeline};
 use serde_json::{Value, json};
@@ -33,7 +34,7 @@ pub(super) async fn put(
     Body(config): Body<GuardrailConfig>,
 ) -> Result<Json<Value>, ApiError> {
     Pipeline::compile(&config)
-        .map_err(|e| ApiError::bad_request("invalid_guardrails", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidGuardrails, e.to_string()))?;
     let text = serde_json::to_string(&config)
         .map_err(|e| ControlPlaneError::Corrupt(format!("guardrails: {e}")))?;
     let event = AppState::event(

@@ -1,5 +1,6 @@
 //! Virtual keys: generated here, shown once, stored only as a peppered hash.
 
+use routero_core::{ErrorCode, Resource};
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Json;
@@ -36,15 +37,15 @@ pub(super) struct GenerateKey {
 /// Role names: at most 16, names like other names.
 pub(super) fn check_roles(roles: &[String]) -> Result<(), ApiError> {
     if roles.len() > 16 {
-        return Err(ApiError::bad_request("invalid_roles", "at most 16 roles"));
+        return Err(ApiError::new(ErrorCode::InvalidRoles, "at most 16 roles"));
     }
     roles.iter().try_for_each(|r| check_name("roles", r))
 }
 
 fn check_models(models: &[String]) -> Result<(), ApiError> {
     if models.len() > MAX_LIST {
-        return Err(ApiError::bad_request(
-            "invalid_models",
+        return Err(ApiError::new(
+            ErrorCode::InvalidModels,
             "at most 1000 models",
         ));
     }
@@ -54,18 +55,18 @@ fn check_models(models: &[String]) -> Result<(), ApiError> {
 /// Parses and normalizes a CIDR allowlist (`10.1.2.3/8` becomes `10.0.0.0/8`).
 fn normalize_cidrs(cidrs: &[String]) -> Result<Vec<String>, ApiError> {
     if cidrs.len() > MAX_LIST {
-        return Err(ApiError::bad_request("invalid_cidr", "at most 1000 CIDRs"));
+        return Err(ApiError::new(ErrorCode::InvalidCidr, "at most 1000 CIDRs"));
     }
     parse_cidrs(cidrs)
         .map(|nets| nets.iter().map(ToString::to_string).collect())
-        .map_err(|e| ApiError::bad_request("invalid_cidr", e.to_string()))
+        .map_err(|e| ApiError::new(ErrorCode::InvalidCidr, e.to_string()))
 }
 
 fn check_metadata(metadata: &Map<String, Value>) -> Result<(), ApiError> {
     let size = serde_json::to_string(metadata).map_or(usize::MAX, |s| s.len());
     if size > MAX_METADATA_BYTES {
-        return Err(ApiError::bad_request(
-            "invalid_metadata",
+        return Err(ApiError::new(
+            ErrorCode::InvalidMetadata,
             "metadata is limited to 16 KiB",
         ));
     }
@@ -75,7 +76,7 @@ fn check_metadata(metadata: &Map<String, Value>) -> Result<(), ApiError> {
 /// Unix seconds `duration` from now.
 fn expiry(duration: &str) -> Result<i64, ApiError> {
     let duration = parse_duration(duration)
-        .map_err(|e| ApiError::bad_request("invalid_duration", e.to_string()))?;
+        .map_err(|e| ApiError::new(ErrorCode::InvalidDuration, e.to_string()))?;
     Ok(routero_core::unix_now()
         .saturating_add(i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)))
 }
@@ -203,8 +204,8 @@ pub(super) async fn delete(
 ) -> Result<Json<Value>, ApiError> {
     let count = body.keys.len() + body.key_ids.len();
     if count == 0 || count > MAX_LIST {
-        return Err(ApiError::bad_request(
-            "invalid_keys",
+        return Err(ApiError::new(
+            ErrorCode::InvalidKeys,
             "name 1-1000 keys in keys or key_ids",
         ));
     }
@@ -260,7 +261,7 @@ async fn active_key_allowed(
         .active_keys(&principal.tenant_id, &[key_id.to_owned()], &[])
         .await?
         .pop()
-        .ok_or(crate::ControlPlaneError::NotFound("key"))?;
+        .ok_or(crate::ControlPlaneError::NotFound(Resource::Key))?;
     let key = state.allow_key(principal, client, action, key).await?;
     state
         .allow_held(principal, client, ("key", &key.id), action, &key.roles, &[])

@@ -13,12 +13,13 @@ mod keys;
 mod routes;
 mod users_and_teams;
 
+use routero_core::ErrorCode;
 use std::sync::Arc;
 
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -144,7 +145,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .fallback(|| async { ApiError::not_found_route() })
+        .fallback(|| async { ApiError::of(ErrorCode::RouteNotFound) })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), contain))
         .with_state(state)
@@ -175,15 +176,13 @@ async fn contain(State(state): State<AppState>, request: Request, next: Next) ->
                 ))
                 .await;
             ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
+                ErrorCode::InternalError,
                 "The control plane failed; nothing was changed by this request.",
             )
             .into_response()
         }
         Err(_) => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "deadline_exceeded",
+            ErrorCode::DeadlineExceeded,
             "The request took longer than the control plane allows.",
         )
         .into_response(),
@@ -196,22 +195,19 @@ async fn read_body(State(state): State<AppState>, request: Request, next: Next) 
     let (parts, body) = request.into_parts();
     match routero_http::read_body(body, state.max_body_bytes, state.deadlines.body).await {
         Ok(bytes) => next.run(Request::from_parts(parts, bytes.into())).await,
-        Err(routero_http::BodyError::TooLarge) => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            "The request body is too large.",
-        )
-        .into_response(),
+        Err(routero_http::BodyError::TooLarge) => {
+            ApiError::new(ErrorCode::BodyTooLarge, "The request body is too large.").into_response()
+        }
         Err(routero_http::BodyError::Timeout) => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
+            ErrorCode::RequestTimeout,
             "The request body was not received in time.",
         )
         .into_response(),
-        Err(routero_http::BodyError::Unreadable) => {
-            ApiError::bad_request("invalid_body", "The request body could not be read.")
-                .into_response()
-        }
+        Err(routero_http::BodyError::Unreadable) => ApiError::new(
+            ErrorCode::InvalidBody,
+            "The request body could not be read.",
+        )
+        .into_response(),
     }
 }
 
@@ -286,7 +282,7 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
                     return too_many_failures(wait);
                 }
             }
-            ApiError::unauthenticated().into_response()
+            ApiError::of(ErrorCode::InvalidAdminKey).into_response()
         }
         Err(error) => ApiError::from(error).into_response(),
     }
@@ -295,8 +291,7 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
 /// 429 `too_many_auth_failures`, to retry after `wait` seconds.
 fn too_many_failures(wait: u64) -> Response {
     let mut response = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too_many_auth_failures",
+        ErrorCode::TooManyAuthFailures,
         "Too many failed authentications from this address; retry after the time given.",
     )
     .into_response();

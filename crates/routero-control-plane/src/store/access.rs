@@ -1,5 +1,6 @@
 //! Who may use the admin API: admin keys with their roles, and each tenant's custom roles.
 
+use routero_core::{ErrorCode, Resource};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
@@ -159,11 +160,11 @@ impl Store {
             .iter()
             .find(|key| key.id == key_id)
             .cloned()
-            .ok_or(ControlPlaneError::NotFound("admin key"))?;
+            .ok_or(ControlPlaneError::NotFound(Resource::AdminKey))?;
         let is_admin = |key: &AdminKey| key.roles.iter().any(|r| r == "admin");
         if is_admin(&target) && active.iter().filter(|k| is_admin(k)).count() == 1 {
-            return Err(ControlPlaneError::Invalid {
-                code: "last_admin_key",
+            return Err(ControlPlaneError::Rejected {
+                code: ErrorCode::LastAdminKey,
                 message: "this is the tenant's last admin key with the admin role".into(),
             });
         }
@@ -200,7 +201,7 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await
-        .map_err(|e| unique_violation(e, "role"))?;
+        .map_err(|e| unique_violation(e, Resource::Role))?;
         self.commit_recorded(tx, events).await
     }
 
@@ -241,7 +242,7 @@ impl Store {
             &mut tx,
             "DELETE FROM roles WHERE tenant_id = $1 AND name = $2",
             (tenant_id, name),
-            "role",
+            Resource::Role,
         )
         .await?;
         for (id, roles) in without_role(&mut tx, HELD_BY_ADMIN_KEYS, tenant_id, name).await? {

@@ -9,6 +9,7 @@ mod outbox;
 mod records;
 
 use routero_core::audit::AuditEvent;
+use routero_core::{ErrorCode, Resource};
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 use tokio::sync::Notify;
@@ -144,7 +145,7 @@ impl Store {
             .bind(routero_core::unix_now())
             .execute(&self.pool)
             .await
-            .map_err(|e| unique_violation(e, "tenant"))?;
+            .map_err(|e| unique_violation(e, Resource::Tenant))?;
         Ok(id)
     }
 
@@ -182,7 +183,7 @@ impl Store {
         .bind(routero_core::unix_now())
         .execute(&mut *tx)
         .await
-        .map_err(|e| unique_violation(e, "team"))?;
+        .map_err(|e| unique_violation(e, Resource::Team))?;
         self.commit_recorded(tx, &naming(events, &id)).await?;
         Ok(Team {
             id,
@@ -232,7 +233,7 @@ impl Store {
         .bind(routero_core::unix_now())
         .execute(&mut *tx)
         .await
-        .map_err(|e| unique_violation(e, "user"))?;
+        .map_err(|e| unique_violation(e, Resource::User))?;
         for team_id in &user.team_ids {
             require_in_tenant(&mut tx, Owned::Team, tenant_id, team_id).await?;
             sqlx::query("INSERT INTO team_members (team_id, user_id) VALUES ($1, $2)")
@@ -313,7 +314,7 @@ impl Store {
         .bind(routero_core::unix_now())
         .execute(&mut *tx)
         .await
-        .map_err(|e| unique_violation(e, "credential"))?;
+        .map_err(|e| unique_violation(e, Resource::Credential))?;
         self.commit_change(tx, &naming(events, &id)).await?;
         Ok(Credential {
             id,
@@ -342,7 +343,7 @@ impl Store {
         .bind(name)
         .fetch_optional(&mut *tx)
         .await?
-        .ok_or(ControlPlaneError::NotFound("credential"))?;
+        .ok_or(ControlPlaneError::NotFound(Resource::Credential))?;
         let current = sealed_credential(&row)?;
         let (base_url, ciphertext) = change(&current)?;
         sqlx::query("UPDATE credentials SET base_url = $1, ciphertext = $2 WHERE id = $3 AND tenant_id = $4")
@@ -375,7 +376,7 @@ impl Store {
                 .bind(name)
                 .fetch_optional(&mut *tx)
                 .await?
-                .ok_or(ControlPlaneError::NotFound("credential"))?
+                .ok_or(ControlPlaneError::NotFound(Resource::Credential))?
                 .try_get("id")?;
         let mut users = Vec::new();
         for row in sqlx::query(
@@ -392,8 +393,8 @@ impl Store {
             }
         }
         if !users.is_empty() {
-            return Err(ControlPlaneError::InUse {
-                code: "credential_in_use",
+            return Err(ControlPlaneError::Rejected {
+                code: ErrorCode::CredentialInUse,
                 message: format!(
                     "models deploy it: {}; change or delete them first",
                     users.join(", ")
@@ -404,7 +405,7 @@ impl Store {
             &mut tx,
             "DELETE FROM credentials WHERE tenant_id = $1 AND name = $2",
             (tenant_id, name),
-            "credential",
+            Resource::Credential,
         )
         .await?;
         self.commit_change(tx, &naming(events, &id)).await
@@ -485,7 +486,7 @@ impl Store {
         .bind(to_json(&route.tags)?)
         .execute(&mut *tx)
         .await
-        .map_err(|e| unique_violation(e, "model"))?;
+        .map_err(|e| unique_violation(e, Resource::Model))?;
         self.commit_change(tx, events).await
     }
 
@@ -505,7 +506,7 @@ impl Store {
         .await?
         .rows_affected();
         if replaced == 0 {
-            return Err(ControlPlaneError::NotFound("model"));
+            return Err(ControlPlaneError::NotFound(Resource::Model));
         }
         self.commit_change(tx, events).await
     }
@@ -522,7 +523,7 @@ impl Store {
             &mut tx,
             "DELETE FROM model_routes WHERE tenant_id = $1 AND name = $2",
             (tenant_id, name),
-            "model",
+            Resource::Model,
         )
         .await?;
         self.commit_change(tx, events).await
@@ -611,7 +612,7 @@ impl Store {
             .bind(key_id)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or(ControlPlaneError::NotFound("key"))?;
+            .ok_or(ControlPlaneError::NotFound(Resource::Key))?;
         key_record(&row)
     }
 
@@ -742,7 +743,7 @@ impl Store {
             .bind(hash.as_slice())
             .fetch_optional(&mut *tx)
             .await?
-            .ok_or(ControlPlaneError::NotFound("key"))?;
+            .ok_or(ControlPlaneError::NotFound(Resource::Key))?;
             keys.push(key_record(&row)?);
         }
         Ok(keys)
@@ -901,7 +902,7 @@ async fn active_key(
     .bind(key_id)
     .fetch_optional(&mut **tx)
     .await?
-    .ok_or(ControlPlaneError::NotFound("key"))?;
+    .ok_or(ControlPlaneError::NotFound(Resource::Key))?;
     key_record(&row)
 }
 
@@ -922,11 +923,11 @@ impl Owned {
         }
     }
 
-    fn name(self) -> &'static str {
+    fn resource(self) -> Resource {
         match self {
-            Self::Team => "team",
-            Self::User => "user",
-            Self::Credential => "credential",
+            Self::Team => Resource::Team,
+            Self::User => Resource::User,
+            Self::Credential => Resource::Credential,
         }
     }
 }
@@ -950,7 +951,7 @@ async fn delete_named(
     tx: &mut Transaction<'_, Any>,
     statement: &'static str,
     (tenant_id, name): (&str, &str),
-    what: &'static str,
+    what: Resource,
 ) -> Result<()> {
     let deleted = sqlx::query(statement)
         .bind(tenant_id)
@@ -977,7 +978,7 @@ async fn require_in_tenant(
         .fetch_optional(&mut **tx)
         .await?
         .map(|_| ())
-        .ok_or(ControlPlaneError::NotFound(kind.name()))
+        .ok_or(ControlPlaneError::NotFound(kind.resource()))
 }
 
 async fn check_scope(
@@ -995,7 +996,7 @@ async fn check_scope(
     Ok(())
 }
 
-fn unique_violation(error: sqlx::Error, what: &'static str) -> ControlPlaneError {
+fn unique_violation(error: sqlx::Error, what: Resource) -> ControlPlaneError {
     match &error {
         sqlx::Error::Database(db) if db.is_unique_violation() => ControlPlaneError::Conflict(what),
         _ => ControlPlaneError::Database(error),

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use routero_core::Refusal;
+use routero_core::ErrorCode;
 use routero_guard::{Policy, Released, StreamScanner};
 use serde_json::{Map, Value, json};
 
@@ -20,7 +20,7 @@ const HOLD: usize = 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Field {
     Content,
-    Refusal,
+    ErrorCode,
     Reasoning,
     Transcript,
     FunctionCall,
@@ -32,7 +32,7 @@ impl Field {
     fn pointer(self) -> &'static str {
         match self {
             Self::Content => "/content",
-            Self::Refusal => "/refusal",
+            Self::ErrorCode => "/refusal",
             Self::Reasoning => "/reasoning_content",
             Self::Transcript => "/audio/transcript",
             Self::FunctionCall => "/function_call/arguments",
@@ -44,7 +44,7 @@ impl Field {
     fn delta(self, text: String) -> Value {
         match self {
             Self::Content => json!({ "content": text }),
-            Self::Refusal => json!({ "refusal": text }),
+            Self::ErrorCode => json!({ "refusal": text }),
             Self::Reasoning => json!({ "reasoning_content": text }),
             Self::Transcript => json!({ "audio": { "transcript": text } }),
             Self::FunctionCall => json!({ "function_call": { "arguments": text } }),
@@ -119,7 +119,7 @@ impl<'a> Relay<'a> {
         let name = "unreadable_stream";
         *self.finished.entry((name.into(), "block")).or_default() += 1;
         self.blocked.get_or_insert_with(|| name.into());
-        Step::End(error_event(Refusal::GuardrailUninspectable))
+        Step::End(error_event(ErrorCode::GuardrailUninspectable))
     }
 
     fn chunk(&mut self, event: &Event, mut chunk: Map<String, Value>) -> Step {
@@ -135,7 +135,7 @@ impl<'a> Relay<'a> {
                 };
                 for field in [
                     Field::Content,
-                    Field::Refusal,
+                    Field::ErrorCode,
                     Field::Reasoning,
                     Field::Transcript,
                     Field::FunctionCall,
@@ -163,14 +163,14 @@ impl<'a> Relay<'a> {
         }
         let this = event.with_data(Some(&json_text(&chunk)));
         if self.blocked.is_some() {
-            return Step::End(this + &error_event(Refusal::GuardrailBlocked));
+            return Step::End(this + &error_event(ErrorCode::GuardrailBlocked));
         }
         let mut out = String::new();
         for index in finishing {
             out += &self.flush(|(choice, _)| *choice == index);
         }
         if self.blocked.is_some() {
-            return Step::End(out + &error_event(Refusal::GuardrailBlocked));
+            return Step::End(out + &error_event(ErrorCode::GuardrailBlocked));
         }
         Step::Send(out + &this)
     }
@@ -231,7 +231,7 @@ impl<'a> Relay<'a> {
     pub(super) fn flush_all(&mut self) -> String {
         let out = self.flush(|_| true);
         if self.blocked.is_some() {
-            return out + &error_event(Refusal::GuardrailBlocked);
+            return out + &error_event(ErrorCode::GuardrailBlocked);
         }
         out
     }
@@ -263,7 +263,7 @@ fn json_text(chunk: &Map<String, Value>) -> String {
 }
 
 /// The error event that ends a stream.
-fn error_event(refusal: Refusal) -> String {
+fn error_event(refusal: ErrorCode) -> String {
     let error = json!({ "error": {
         "message": refusal.message(),
         "type": refusal.error_type(),

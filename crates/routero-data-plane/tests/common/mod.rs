@@ -62,13 +62,19 @@ pub async fn control_plane(
     (admin, grpc_url, dir, pdp)
 }
 
-/// An admin API call with the bootstrap key; answers its status and JSON body.
-pub async fn call(method: reqwest::Method, base: &str, path: &str, body: Value) -> (u16, Value) {
+/// A JSON request with a bearer token; answers its status and JSON body (`null` when the
+/// body is not JSON).
+pub async fn request(
+    method: reqwest::Method,
+    url: String,
+    bearer: &str,
+    body: String,
+) -> (u16, Value) {
     let response = reqwest::Client::new()
-        .request(method, format!("{base}{path}"))
-        .bearer_auth(ADMIN)
+        .request(method, url)
+        .bearer_auth(bearer)
         .header("content-type", "application/json")
-        .body(body.to_string())
+        .body(body)
         .send()
         .await
         .unwrap();
@@ -78,6 +84,11 @@ pub async fn call(method: reqwest::Method, base: &str, path: &str, body: Value) 
         status,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     )
+}
+
+/// An admin API call with the bootstrap key; answers its status and JSON body.
+pub async fn call(method: reqwest::Method, base: &str, path: &str, body: Value) -> (u16, Value) {
+    request(method, format!("{base}{path}"), ADMIN, body.to_string()).await
 }
 
 /// An admin API call that must succeed; answers its JSON body.
@@ -216,20 +227,13 @@ impl Stack {
 
     /// `POST` of raw `body` to the data plane with `key`; answers status and JSON body.
     pub async fn post(&self, key: &str, path: &str, body: String) -> (u16, Value) {
-        let response = reqwest::Client::new()
-            .post(format!("{}{path}", self.data))
-            .bearer_auth(key)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await.unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        request(
+            reqwest::Method::POST,
+            format!("{}{path}", self.data),
+            key,
+            body,
         )
+        .await
     }
 
     /// A streamed chat completion's raw bytes.
