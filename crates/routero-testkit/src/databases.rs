@@ -1,5 +1,8 @@
 //! Databases for tests: a fresh PostgreSQL database per test on the server at
 //! `ROUTERO_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432`), or a SQLite file.
+//!
+//! Without a reachable PostgreSQL server, plain `cargo test` skips the PostgreSQL half of each
+//! test, saying so; `make test` sets `ROUTERO_REQUIRE_POSTGRES=1`, which makes it a failure.
 
 use sqlx::{AssertSqlSafe, Connection};
 
@@ -14,6 +17,31 @@ pub async fn fresh_postgres() -> Result<String, sqlx::Error> {
         .execute(&mut admin)
         .await?;
     Ok(format!("{server}/{name}"))
+}
+
+/// A fresh PostgreSQL database for a test, or `None` (with a message saying why the test's
+/// PostgreSQL half is skipped) when the server cannot be reached and
+/// `ROUTERO_REQUIRE_POSTGRES` is not set.
+///
+/// # Panics
+/// When the database cannot be made and PostgreSQL is required.
+#[expect(
+    clippy::panic,
+    clippy::print_stderr,
+    reason = "a test helper reports a skip, or fails the test"
+)]
+pub async fn postgres_or_skip(test: &str) -> Option<String> {
+    match fresh_postgres().await {
+        Ok(url) => Some(url),
+        Err(error) if std::env::var_os("ROUTERO_REQUIRE_POSTGRES").is_none() => {
+            eprintln!(
+                "{test}: PostgreSQL half skipped: no server reachable ({error}); set \
+                 ROUTERO_TEST_POSTGRES_URL, or run `make test`, which starts one"
+            );
+            None
+        }
+        Err(error) => panic!("{test}: PostgreSQL is required (ROUTERO_REQUIRE_POSTGRES): {error}"),
+    }
 }
 
 /// The URL of a SQLite file in `dir`.
@@ -37,7 +65,9 @@ macro_rules! on_both_databases {
         }
         mod on_postgres {
             $( #[tokio::test] async fn $test() {
-                let url = $crate::databases::fresh_postgres().await.unwrap();
+                let Some(url) = $crate::databases::postgres_or_skip(stringify!($test)).await else {
+                    return;
+                };
                 super::$test(super::$open(&url).await).await
             } )*
         }

@@ -269,9 +269,9 @@ impl Settings {
         }
     }
 
-    fn required<'a>(value: &'a Option<String>, field: &str) -> Result<&'a str> {
+    fn required<'a>(value: Option<&'a String>, field: &str) -> Result<&'a str> {
         value
-            .as_deref()
+            .map(String::as_str)
             .filter(|v| !v.trim().is_empty())
             .ok_or_else(|| {
                 anyhow!(
@@ -281,28 +281,25 @@ impl Settings {
             })
     }
 
-    fn key(value: &Option<String>, field: &str) -> Result<SealingKey> {
+    fn key(value: Option<&String>, field: &str) -> Result<SealingKey> {
         SealingKey::from_base64(Self::required(value, field)?).map_err(|e| anyhow!("{field}: {e}"))
     }
 
-    fn addr(value: &Option<String>, field: &str, default: &str) -> Result<SocketAddr> {
+    fn addr(value: Option<&String>, field: &str, default: &str) -> Result<SocketAddr> {
         value
-            .as_deref()
-            .unwrap_or(default)
+            .map_or(default, String::as_str)
             .parse()
             .map_err(|e| anyhow!("{field}: {e}"))
     }
 
-    fn duration(value: &Option<String>, field: &str) -> Result<Option<Duration>> {
+    fn duration(value: Option<&String>, field: &str) -> Result<Option<Duration>> {
         value
-            .as_deref()
             .map(|v| parse_duration(v).map_err(|e| anyhow!("{field}: {e}")))
             .transpose()
     }
 
-    fn file(value: &Option<String>, field: &str) -> Result<Option<Vec<u8>>> {
+    fn file(value: Option<&String>, field: &str) -> Result<Option<Vec<u8>>> {
         value
-            .as_deref()
             .map(|path| std::fs::read(path).map_err(|e| anyhow!("{field}: {path}: {e}")))
             .transpose()
     }
@@ -362,7 +359,7 @@ impl Settings {
                 &mut deadlines.request,
             ),
         ] {
-            if let Some(duration) = Self::duration(value, field)? {
+            if let Some(duration) = Self::duration(value.as_ref(), field)? {
                 if duration.is_zero() {
                     bail!("{field}: must be longer than 0s");
                 }
@@ -382,7 +379,9 @@ impl Settings {
     /// Limits on failed authentications per source address.
     pub fn failure_limits(&self) -> Result<routero_core::FailureLimits> {
         let mut limits = routero_core::FailureLimits::default();
-        if let Some(window) = Self::duration(&self.auth_failure_window, "auth_failure_window")? {
+        if let Some(window) =
+            Self::duration(self.auth_failure_window.as_ref(), "auth_failure_window")?
+        {
             if window.as_secs() == 0 {
                 bail!("auth_failure_window: at least 1s");
             }
@@ -394,7 +393,7 @@ impl Settings {
     /// Admin API address (default `127.0.0.1:8081`).
     pub fn control_plane_addr(&self) -> Result<SocketAddr> {
         Self::addr(
-            &self.control_plane_addr,
+            self.control_plane_addr.as_ref(),
             "control_plane_addr",
             "127.0.0.1:8081",
         )
@@ -402,12 +401,16 @@ impl Settings {
 
     /// gRPC address (default `127.0.0.1:8082`).
     pub fn grpc_addr(&self) -> Result<SocketAddr> {
-        Self::addr(&self.grpc_addr, "grpc_addr", "127.0.0.1:8082")
+        Self::addr(self.grpc_addr.as_ref(), "grpc_addr", "127.0.0.1:8082")
     }
 
     /// Data plane address (default `127.0.0.1:8080`).
     pub fn data_plane_addr(&self) -> Result<SocketAddr> {
-        Self::addr(&self.data_plane_addr, "data_plane_addr", "127.0.0.1:8080")
+        Self::addr(
+            self.data_plane_addr.as_ref(),
+            "data_plane_addr",
+            "127.0.0.1:8080",
+        )
     }
 
     /// The master keyring's source.
@@ -430,10 +433,10 @@ impl Settings {
     /// The control plane's config.
     pub fn control_plane(&self) -> Result<ControlPlaneConfig> {
         let mut config = ControlPlaneConfig::new(
-            Self::required(&self.database_url, "database_url")?.to_owned(),
-            Self::key(&self.pepper, "pepper")?,
+            Self::required(self.database_url.as_ref(), "database_url")?.to_owned(),
+            Self::key(self.pepper.as_ref(), "pepper")?,
             self.keyring()?,
-            Self::key(&self.data_plane_key, "data_plane_key")?,
+            Self::key(self.data_plane_key.as_ref(), "data_plane_key")?,
         );
         if let Some(admin_key) = &self.admin_key {
             if admin_key.len() < 32 {
@@ -458,18 +461,20 @@ impl Settings {
                 "policies_dir: set cerbos_addr too, the policy engine that decides admin requests"
             );
         }
-        if let Some(interval) = Self::duration(&self.heartbeat_interval, "heartbeat_interval")? {
+        if let Some(interval) =
+            Self::duration(self.heartbeat_interval.as_ref(), "heartbeat_interval")?
+        {
             config.heartbeat_interval = interval;
         }
-        let cert = Self::file(&self.grpc_tls_cert, "grpc_tls_cert")?;
-        let key = Self::file(&self.grpc_tls_key, "grpc_tls_key")?;
+        let cert = Self::file(self.grpc_tls_cert.as_ref(), "grpc_tls_cert")?;
+        let key = Self::file(self.grpc_tls_key.as_ref(), "grpc_tls_key")?;
         config.grpc_tls = match (cert, key) {
             (Some(cert_pem), Some(key_pem)) => Some(GrpcTls {
                 cert_pem,
                 key_pem: String::from_utf8(key_pem)
                     .map_err(|_| anyhow!("grpc_tls_key: not PEM"))?
                     .into(),
-                client_ca_pem: Self::file(&self.grpc_tls_client_ca, "grpc_tls_client_ca")?,
+                client_ca_pem: Self::file(self.grpc_tls_client_ca.as_ref(), "grpc_tls_client_ca")?,
             }),
             (None, None) if self.grpc_tls_client_ca.is_none() => None,
             _ => bail!(
@@ -515,7 +520,7 @@ impl Settings {
         if self.policy_cache_settle.as_deref() == Some("0s") {
             config.settle = Duration::ZERO;
         } else if let Some(settle) =
-            Self::duration(&self.policy_cache_settle, "policy_cache_settle")?
+            Self::duration(self.policy_cache_settle.as_ref(), "policy_cache_settle")?
         {
             config.settle = settle;
         }
@@ -532,7 +537,8 @@ impl Settings {
             return Ok(None);
         };
         let mut config = routero_kafka::KafkaConfig::new(brokers.to_owned());
-        if let Some(timeout) = Self::duration(&self.kafka_session_timeout, "kafka_session_timeout")?
+        if let Some(timeout) =
+            Self::duration(self.kafka_session_timeout.as_ref(), "kafka_session_timeout")?
         {
             config.session_timeout = timeout;
         }
@@ -581,9 +587,10 @@ impl Settings {
     /// How the audit writer batches and checkpoints.
     pub fn audit_writer(&self) -> Result<routero_audit_writer::WriterConfig> {
         let mut config = routero_audit_writer::WriterConfig::default();
-        if let Some(interval) =
-            Self::duration(&self.audit_checkpoint_interval, "audit_checkpoint_interval")?
-        {
+        if let Some(interval) = Self::duration(
+            self.audit_checkpoint_interval.as_ref(),
+            "audit_checkpoint_interval",
+        )? {
             if interval.is_zero() {
                 bail!("audit_checkpoint_interval: must be longer than 0s");
             }
@@ -627,13 +634,17 @@ impl Settings {
         }
         let mut config = routero_audit_writer::S3Config::new(
             endpoint.clone(),
-            Self::required(&self.audit_s3_bucket, "audit_s3_bucket")?.to_owned(),
+            Self::required(self.audit_s3_bucket.as_ref(), "audit_s3_bucket")?.to_owned(),
             self.audit_s3_region
                 .clone()
                 .unwrap_or_else(|| "us-east-1".into()),
-            Self::required(&self.audit_s3_access_key_id, "audit_s3_access_key_id")?.to_owned(),
             Self::required(
-                &self.audit_s3_secret_access_key,
+                self.audit_s3_access_key_id.as_ref(),
+                "audit_s3_access_key_id",
+            )?
+            .to_owned(),
+            Self::required(
+                self.audit_s3_secret_access_key.as_ref(),
                 "audit_s3_secret_access_key",
             )?
             .to_owned()
@@ -642,7 +653,9 @@ impl Settings {
         if let Some(prefix) = &self.audit_s3_prefix {
             config.prefix.clone_from(prefix);
         }
-        if let Some(interval) = Self::duration(&self.audit_s3_interval, "audit_s3_interval")? {
+        if let Some(interval) =
+            Self::duration(self.audit_s3_interval.as_ref(), "audit_s3_interval")?
+        {
             config.delivery.poll_interval = interval;
         }
         Ok(Some(config))
@@ -659,7 +672,7 @@ impl Settings {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             bail!("audit_webhook_url: use http:// or https://");
         }
-        let secret = Self::required(&self.audit_webhook_secret, "audit_webhook_secret")?;
+        let secret = Self::required(self.audit_webhook_secret.as_ref(), "audit_webhook_secret")?;
         if secret.len() < 16 {
             bail!("audit_webhook_secret: use at least 16 characters");
         }
@@ -671,7 +684,7 @@ impl Settings {
 
     /// The data plane's config.
     pub fn data_plane(&self) -> Result<DataPlaneConfig> {
-        let url = Self::required(&self.control_plane_url, "control_plane_url")?;
+        let url = Self::required(self.control_plane_url.as_ref(), "control_plane_url")?;
         let tls = self.control_plane_ca.is_some();
         match (url.split_once("://").map(|(scheme, _)| scheme), tls) {
             (Some("http"), false) | (Some("https"), true) => {}
@@ -688,13 +701,13 @@ impl Settings {
         }
         let mut config = DataPlaneConfig::new(
             url.to_owned(),
-            Self::key(&self.data_plane_key, "data_plane_key")?,
+            Self::key(self.data_plane_key.as_ref(), "data_plane_key")?,
         );
         if let Some(node_id) = &self.node_id {
             config.node_id = node_id.clone();
         }
         config.snapshot_path = self.snapshot_path.as_ref().map(PathBuf::from);
-        if let Some(staleness) = Self::duration(&self.max_staleness, "max_staleness")? {
+        if let Some(staleness) = Self::duration(self.max_staleness.as_ref(), "max_staleness")? {
             config.max_staleness = staleness;
         }
         config.trusted_proxies = self.trusted_proxies()?;
@@ -705,10 +718,10 @@ impl Settings {
         config.deadlines = self.deadlines(config.deadlines.request)?;
         config.failure_limits = self.failure_limits()?;
         config.authz = self.cerbos()?;
-        if let Some(ca_pem) = Self::file(&self.control_plane_ca, "control_plane_ca")? {
+        if let Some(ca_pem) = Self::file(self.control_plane_ca.as_ref(), "control_plane_ca")? {
             let identity = match (
-                Self::file(&self.client_tls_cert, "client_tls_cert")?,
-                Self::file(&self.client_tls_key, "client_tls_key")?,
+                Self::file(self.client_tls_cert.as_ref(), "client_tls_cert")?,
+                Self::file(self.client_tls_key.as_ref(), "client_tls_key")?,
             ) {
                 (Some(cert), Some(key)) => Some((
                     cert,
@@ -721,8 +734,11 @@ impl Settings {
             };
             config.control_plane_tls = Some(ControlPlaneTls {
                 ca_pem,
-                domain: Self::required(&self.control_plane_tls_domain, "control_plane_tls_domain")?
-                    .to_owned(),
+                domain: Self::required(
+                    self.control_plane_tls_domain.as_ref(),
+                    "control_plane_tls_domain",
+                )?
+                .to_owned(),
                 client_identity: identity,
             });
         }
