@@ -10,7 +10,7 @@ use routero_kafka::{KafkaSource, SiemTopic};
 use tokio::task::JoinHandle;
 
 use crate::export::Sinks;
-use crate::settings::Settings;
+use crate::settings::{Secret, Settings};
 use crate::shutdown_signal;
 
 /// Events a service's in-process bus holds while the spool is being written.
@@ -24,7 +24,7 @@ const BUS_CAPACITY: usize = 10_000;
 pub fn service_bus(settings: &Settings) -> Result<Option<(EventBus, JoinHandle<()>)>> {
     let Some(kafka) = settings.kafka()? else {
         anyhow::ensure!(
-            settings.allow_unaudited()?,
+            settings.allow_unaudited(),
             "kafka_brokers is required: without it this service would record no audit events \
              (set ROUTERO_KAFKA_BROKERS; for development only, ROUTERO_ALLOW_UNAUDITED=true)"
         );
@@ -57,7 +57,8 @@ pub async fn audit_writer(settings: Settings) -> Result<()> {
         .context("audit_database_url is required (set ROUTERO_AUDIT_DATABASE_URL)")?;
     let seed = settings
         .audit_signing_key
-        .as_deref()
+        .as_ref()
+        .map(Secret::expose)
         .context("audit_signing_key is required (set ROUTERO_AUDIT_SIGNING_KEY)")?;
     let signer = CheckpointSigner::from_base64(seed).context("audit_signing_key")?;
     routero_kafka::ensure_topics(&kafka)

@@ -24,15 +24,15 @@ pub struct Settings {
     /// Control plane: `postgres://…` or `sqlite://…`.
     pub database_url: Option<String>,
     /// Control plane: admin key to register (any string of 32+ characters).
-    pub admin_key: Option<String>,
+    pub admin_key: Option<Secret>,
     /// Control plane: pepper for key hashing.
-    pub pepper: Option<String>,
+    pub pepper: Option<Secret>,
     /// Control plane: master keyring, `1:<base64>,2:<base64>`; the highest version encrypts.
-    pub master_keys: Option<String>,
+    pub master_keys: Option<Secret>,
     /// Control plane: file holding the master keyring (instead of `master_keys`).
     pub master_keys_file: Option<String>,
     /// Both planes: key that seals secrets in snapshots.
-    pub data_plane_key: Option<String>,
+    pub data_plane_key: Option<Secret>,
     /// Control plane: admin API listen address.
     pub control_plane_addr: Option<String>,
     /// Control plane: gRPC snapshot service listen address.
@@ -42,7 +42,7 @@ pub struct Settings {
     /// Both planes: allow the snapshot channel in plaintext beyond loopback (messages are still
     /// authenticated and secrets sealed, but their contents, key hashes and routes, are
     /// readable on the network). Off by default: TLS is required off loopback.
-    pub allow_plaintext_grpc: Option<String>,
+    pub allow_plaintext_grpc: Option<Flag>,
     /// Control plane: PEM certificate for the gRPC service (enables TLS).
     pub grpc_tls_cert: Option<String>,
     /// Control plane: PEM key for the gRPC service.
@@ -91,7 +91,7 @@ pub struct Settings {
     /// Audit: database of the audit log (`routero up`: `data_dir/audit.db`).
     pub audit_database_url: Option<String>,
     /// Audit: Ed25519 seed (base64) that signs checkpoints.
-    pub audit_signing_key: Option<String>,
+    pub audit_signing_key: Option<Secret>,
     /// Audit: public key (base64) that verifies checkpoints.
     pub audit_public_key: Option<String>,
     /// Audit: when the audit bus is full, `block` requests until there is room, or
@@ -106,11 +106,11 @@ pub struct Settings {
     /// Audit: SIEM webhook receiving chained records (signed with `audit_webhook_secret`).
     pub audit_webhook_url: Option<String>,
     /// Audit: HMAC-SHA256 key of the webhook signature header (16+ characters).
-    pub audit_webhook_secret: Option<String>,
+    pub audit_webhook_secret: Option<Secret>,
     /// Development only: lets `routero control-plane` and `routero data-plane` run without an
     /// audit destination (`kafka_brokers`); they refuse to start otherwise. Logged at every
     /// start.
-    pub allow_unaudited: Option<String>,
+    pub allow_unaudited: Option<Flag>,
     /// Audit: Kafka bootstrap servers (`host:port,...`). Separate control-plane and data-plane
     /// processes publish their audit events there; `routero audit-writer` consumes them.
     pub kafka_brokers: Option<String>,
@@ -136,7 +136,7 @@ pub struct Settings {
     /// Audit: access key id of the S3 export.
     pub audit_s3_access_key_id: Option<String>,
     /// Audit: secret access key of the S3 export.
-    pub audit_s3_secret_access_key: Option<String>,
+    pub audit_s3_secret_access_key: Option<Secret>,
     /// Audit: how often the S3 export writes its objects (`1h`).
     pub audit_s3_interval: Option<String>,
     /// Control plane (and `routero up`): the Cerbos policy directory; with it every request is
@@ -154,27 +154,15 @@ pub struct Settings {
     pub cerbos_addr: Option<String>,
 }
 
-/// Settings whose values are secrets.
-const SECRETS: &[&str] = &[
-    "admin_key",
-    "pepper",
-    "master_keys",
-    "data_plane_key",
-    "audit_signing_key",
-    "audit_webhook_secret",
-    "audit_s3_secret_access_key",
-];
-
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let table = toml::Table::try_from(self).unwrap_or_default();
         let mut map = f.debug_map();
+        // Secrets serialize as `[REDACTED]`; URLs lose their passwords and query secrets.
         for (name, value) in &table {
-            let text = value.as_str().unwrap_or_default();
-            let shown = if SECRETS.contains(&name.as_str()) {
-                routero_core::REDACTED.to_owned()
-            } else {
-                routero_core::redact_url(text)
+            let shown = match value.as_str() {
+                Some(text) => routero_core::redact_url(text),
+                None => value.to_string(),
             };
             map.entry(name, &shown);
         }
@@ -194,94 +182,29 @@ impl Settings {
             }
             None => toml::Table::new(),
         };
-        let known = toml::Table::try_from(Self::all_set()).map_err(|e| anyhow!("settings: {e}"))?;
+        let known = field_names::<Self>();
         for (name, value) in env {
             let Some(field) = name.strip_prefix("ROUTERO_").map(str::to_ascii_lowercase) else {
                 continue;
             };
-            if known.contains_key(&field) {
+            if known.contains(&field.as_str()) {
                 table.insert(field, toml::Value::String(value.clone()));
             }
         }
         Self::deserialize(table).context("invalid settings")
     }
 
-    /// A value with every field set: the list of known fields.
-    fn all_set() -> Self {
-        let s = || Some(String::new());
-        Self {
-            data_dir: s(),
-            database_url: s(),
-            admin_key: s(),
-            pepper: s(),
-            master_keys: s(),
-            master_keys_file: s(),
-            data_plane_key: s(),
-            control_plane_addr: s(),
-            grpc_addr: s(),
-            heartbeat_interval: s(),
-            allow_plaintext_grpc: s(),
-            grpc_tls_cert: s(),
-            grpc_tls_key: s(),
-            grpc_tls_client_ca: s(),
-            data_plane_addr: s(),
-            control_plane_url: s(),
-            control_plane_ca: s(),
-            control_plane_tls_domain: s(),
-            client_tls_cert: s(),
-            client_tls_key: s(),
-            node_id: s(),
-            snapshot_path: s(),
-            max_staleness: s(),
-            trusted_proxies: s(),
-            egress_allow: s(),
-            max_body_bytes: s(),
-            header_timeout: s(),
-            body_timeout: s(),
-            request_timeout: s(),
-            auth_failure_window: s(),
-            audit_database_url: s(),
-            audit_signing_key: s(),
-            audit_public_key: s(),
-            audit_overflow: s(),
-            audit_min_retention_days: s(),
-            audit_checkpoint_interval: s(),
-            audit_webhook_url: s(),
-            audit_webhook_secret: s(),
-            allow_unaudited: s(),
-            kafka_brokers: s(),
-            kafka_session_timeout: s(),
-            kafka_topic_partitions: s(),
-            kafka_replication_factor: s(),
-            audit_spool_dir: s(),
-            audit_spool_max_bytes: s(),
-            audit_s3_endpoint: s(),
-            audit_s3_bucket: s(),
-            audit_s3_region: s(),
-            audit_s3_prefix: s(),
-            audit_s3_access_key_id: s(),
-            audit_s3_secret_access_key: s(),
-            audit_s3_interval: s(),
-            policies_dir: s(),
-            policy_cache_settle: s(),
-            cerbos_binary: s(),
-            cerbos_addr: s(),
-        }
+    fn required<'a>(value: Option<&'a str>, field: &str) -> Result<&'a str> {
+        value.filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+            anyhow!(
+                "{field} is required (set ROUTERO_{})",
+                field.to_ascii_uppercase()
+            )
+        })
     }
 
-    fn required<'a>(value: Option<&'a String>, field: &str) -> Result<&'a str> {
-        value
-            .map(String::as_str)
-            .filter(|v| !v.trim().is_empty())
-            .ok_or_else(|| {
-                anyhow!(
-                    "{field} is required (set ROUTERO_{})",
-                    field.to_ascii_uppercase()
-                )
-            })
-    }
-
-    fn key(value: Option<&String>, field: &str) -> Result<SealingKey> {
+    fn key(value: Option<&Secret>, field: &str) -> Result<SealingKey> {
+        let value = value.map(Secret::expose);
         SealingKey::from_base64(Self::required(value, field)?).map_err(|e| anyhow!("{field}: {e}"))
     }
 
@@ -416,7 +339,7 @@ impl Settings {
     /// The master keyring's source.
     pub fn keyring(&self) -> Result<KeyringSource> {
         match (&self.master_keys, &self.master_keys_file) {
-            (Some(spec), None) => Keyring::parse(spec)
+            (Some(spec), None) => Keyring::parse(spec.expose())
                 .map(KeyringSource::Fixed)
                 .map_err(|e| anyhow!("master_keys: {e}")),
             (None, Some(path)) => {
@@ -433,16 +356,16 @@ impl Settings {
     /// The control plane's config.
     pub fn control_plane(&self) -> Result<ControlPlaneConfig> {
         let mut config = ControlPlaneConfig::new(
-            Self::required(self.database_url.as_ref(), "database_url")?.to_owned(),
+            Self::required(self.database_url.as_deref(), "database_url")?.to_owned(),
             Self::key(self.pepper.as_ref(), "pepper")?,
             self.keyring()?,
             Self::key(self.data_plane_key.as_ref(), "data_plane_key")?,
         );
         if let Some(admin_key) = &self.admin_key {
-            if admin_key.len() < 32 {
+            if admin_key.expose().len() < 32 {
                 bail!("admin_key: use at least 32 characters");
             }
-            config.admin_key = Some(SecretString::from(admin_key.clone()));
+            config.admin_key = Some(SecretString::from(admin_key.expose().to_owned()));
         }
         config.audit_database_url = self.audit_database_url.clone();
         config.audit_min_retention_days = self.audit_min_retention_days()?;
@@ -484,7 +407,7 @@ impl Settings {
         let grpc_addr = self.grpc_addr()?;
         if config.grpc_tls.is_none()
             && !grpc_addr.ip().is_loopback()
-            && !self.allow_plaintext_grpc()?
+            && !self.allow_plaintext_grpc()
         {
             bail!(
                 "grpc_addr: {grpc_addr} is not loopback and the snapshot service has no TLS; set grpc_tls_cert and grpc_tls_key (or, knowingly, allow_plaintext_grpc=true)"
@@ -556,21 +479,13 @@ impl Settings {
     }
 
     /// Whether the snapshot channel may be plaintext beyond loopback (default: no).
-    fn allow_plaintext_grpc(&self) -> Result<bool> {
-        match self.allow_plaintext_grpc.as_deref() {
-            None | Some("false") => Ok(false),
-            Some("true") => Ok(true),
-            Some(other) => bail!("allow_plaintext_grpc: {other:?} is not true or false"),
-        }
+    fn allow_plaintext_grpc(&self) -> bool {
+        self.allow_plaintext_grpc.is_some_and(|Flag(on)| on)
     }
 
     /// Whether a split service may run without an audit destination (default: no).
-    pub fn allow_unaudited(&self) -> Result<bool> {
-        match self.allow_unaudited.as_deref() {
-            None | Some("false") => Ok(false),
-            Some("true") => Ok(true),
-            Some(other) => bail!("allow_unaudited: {other:?} is not true or false"),
-        }
+    pub fn allow_unaudited(&self) -> bool {
+        self.allow_unaudited.is_some_and(|Flag(on)| on)
     }
 
     /// The operator's minimum audit retention, in days (default 90).
@@ -634,17 +549,17 @@ impl Settings {
         }
         let mut config = routero_audit_writer::S3Config::new(
             endpoint.clone(),
-            Self::required(self.audit_s3_bucket.as_ref(), "audit_s3_bucket")?.to_owned(),
+            Self::required(self.audit_s3_bucket.as_deref(), "audit_s3_bucket")?.to_owned(),
             self.audit_s3_region
                 .clone()
                 .unwrap_or_else(|| "us-east-1".into()),
             Self::required(
-                self.audit_s3_access_key_id.as_ref(),
+                self.audit_s3_access_key_id.as_deref(),
                 "audit_s3_access_key_id",
             )?
             .to_owned(),
             Self::required(
-                self.audit_s3_secret_access_key.as_ref(),
+                self.audit_s3_secret_access_key.as_ref().map(Secret::expose),
                 "audit_s3_secret_access_key",
             )?
             .to_owned()
@@ -672,7 +587,10 @@ impl Settings {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             bail!("audit_webhook_url: use http:// or https://");
         }
-        let secret = Self::required(self.audit_webhook_secret.as_ref(), "audit_webhook_secret")?;
+        let secret = Self::required(
+            self.audit_webhook_secret.as_ref().map(Secret::expose),
+            "audit_webhook_secret",
+        )?;
         if secret.len() < 16 {
             bail!("audit_webhook_secret: use at least 16 characters");
         }
@@ -684,7 +602,7 @@ impl Settings {
 
     /// The data plane's config.
     pub fn data_plane(&self) -> Result<DataPlaneConfig> {
-        let url = Self::required(self.control_plane_url.as_ref(), "control_plane_url")?;
+        let url = Self::required(self.control_plane_url.as_deref(), "control_plane_url")?;
         let tls = self.control_plane_ca.is_some();
         match (url.split_once("://").map(|(scheme, _)| scheme), tls) {
             (Some("http"), false) | (Some("https"), true) => {}
@@ -694,7 +612,7 @@ impl Settings {
             (Some("https"), false) => bail!("control_plane_url: https:// needs control_plane_ca"),
             _ => bail!("control_plane_url: use http:// or https://"),
         }
-        if !tls && !is_loopback_url(url) && !self.allow_plaintext_grpc()? {
+        if !tls && !is_loopback_url(url) && !self.allow_plaintext_grpc() {
             bail!(
                 "control_plane_url: plaintext beyond loopback; use https:// with control_plane_ca (or, knowingly, allow_plaintext_grpc=true)"
             );
@@ -735,7 +653,7 @@ impl Settings {
             config.control_plane_tls = Some(ControlPlaneTls {
                 ca_pem,
                 domain: Self::required(
-                    self.control_plane_tls_domain.as_ref(),
+                    self.control_plane_tls_domain.as_deref(),
                     "control_plane_tls_domain",
                 )?
                 .to_owned(),
@@ -744,6 +662,109 @@ impl Settings {
         }
         Ok(config)
     }
+}
+
+/// A secret setting: read from the file or the environment, never shown (Debug output and
+/// serialization give `[REDACTED]`).
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(routero_core::REDACTED)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(routero_core::REDACTED)
+    }
+}
+
+/// A switch: `true` or `false`, as a TOML boolean or (from the environment) a string.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(transparent)]
+pub struct Flag(bool);
+
+impl<'de> Deserialize<'de> for Flag {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Bool(bool),
+            Text(String),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Bool(on) => Ok(Self(on)),
+            Written::Text(text) => match text.as_str() {
+                "true" => Ok(Self(true)),
+                "false" => Ok(Self(false)),
+                other => Err(serde::de::Error::custom(format!(
+                    "{other:?} is not true or false"
+                ))),
+            },
+        }
+    }
+}
+
+/// The field names a struct deserializes, as its `Deserialize` implementation declares them:
+/// the settings the environment may set, from the one declaration of [`Settings`].
+fn field_names<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    /// A deserializer that only records the fields it is asked for.
+    struct Names(&'static [&'static str]);
+
+    #[derive(Debug)]
+    struct Recorded;
+
+    impl std::fmt::Display for Recorded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("field names recorded")
+        }
+    }
+
+    impl std::error::Error for Recorded {}
+
+    impl serde::de::Error for Recorded {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Self
+        }
+    }
+
+    impl<'de> serde::Deserializer<'de> for &mut Names {
+        type Error = Recorded;
+
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Recorded> {
+            Err(Recorded)
+        }
+
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Recorded> {
+            self.0 = fields;
+            Err(Recorded)
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    let mut names = Names(&[]);
+    let _ = T::deserialize(&mut names);
+    names.0
 }
 
 /// Whether a URL's host is a loopback address or `localhost`.
@@ -809,6 +830,31 @@ mod tests {
         .unwrap();
         assert_eq!(s.grpc_addr().unwrap().port(), 3);
         assert_eq!(s.data_plane_addr().unwrap().port(), 2);
+    }
+
+    #[test]
+    fn every_field_can_be_set_from_the_environment() {
+        let names = field_names::<Settings>();
+        assert!(names.len() > 50, "{names:?}");
+        for name in ["database_url", "pepper", "allow_unaudited", "cerbos_addr"] {
+            assert!(names.contains(&name), "{name} missing from {names:?}");
+        }
+        let s = Settings::load(
+            None,
+            &env(&[
+                ("ROUTERO_CERBOS_BINARY", "/x/cerbos"),
+                ("ROUTERO_ALLOW_UNAUDITED", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.cerbos_binary.as_deref(), Some("/x/cerbos"));
+        assert!(s.allow_unaudited());
+        let refused =
+            Settings::load(None, &env(&[("ROUTERO_ALLOW_UNAUDITED", "yes")])).unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("allow_unaudited"),
+            "{refused:#}"
+        );
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub fn audit_database_url(settings: &Settings) -> Result<String> {
 /// generated at first start.
 pub fn audit_signer(settings: &Settings) -> Result<CheckpointSigner> {
     if let Some(seed) = &settings.audit_signing_key {
-        return CheckpointSigner::from_base64(seed).context("audit_signing_key");
+        return CheckpointSigner::from_base64(seed.expose()).context("audit_signing_key");
     }
     let path = data_dir(settings)?.join(AUDIT_SIGNING_KEY_FILE);
     if !path.exists() {
@@ -145,7 +145,10 @@ pub async fn run(settings: Settings) -> Result<()> {
         KeyringSource::File(keyring_file(&dir)?),
         data_plane_key.clone(),
     );
-    control.admin_key = settings.admin_key.clone().map(SecretString::from);
+    control.admin_key = settings
+        .admin_key
+        .as_ref()
+        .map(|key| SecretString::from(key.expose().to_owned()));
     control.audit_database_url = Some(audit_database_url(&settings)?);
     control.audit_min_retention_days = settings.audit_min_retention_days()?;
     control.deadlines = settings.deadlines(control.deadlines.request)?;
