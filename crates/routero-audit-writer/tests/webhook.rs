@@ -174,10 +174,16 @@ async fn a_batch_is_dead_lettered_after_its_attempts_and_delivery_goes_on() {
     assert_eq!(*receiver.received.lock().unwrap(), vec![4, 5]);
     assert_eq!(store.export_cursor("webhook", "t").await.unwrap(), 5);
 
-    // A receiver with another secret refuses every signature: nothing is accepted.
+    // A receiver with another secret refuses every signature: deliveries are attempted, and
+    // nothing is accepted.
+    let attempts = *receiver.attempts.lock().unwrap();
     let mut wrong = config(url);
     wrong.delivery.name = "other".into();
     wrong.secret = "not-the-secret".to_owned().into();
     run_for(&store, wrong, 400).await;
+    assert!(
+        *receiver.attempts.lock().unwrap() > attempts,
+        "the sink with the wrong secret sent nothing"
+    );
     assert_eq!(*receiver.received.lock().unwrap(), vec![4, 5]);
 }

@@ -286,6 +286,19 @@ async fn a_policy_edit_changes_the_decision_without_a_restart_and_the_old_one_is
             .await
             .unwrap()
     );
+    // The old decision, once its version has settled, is cached: the edit must be seen past it.
+    tokio::time::sleep(settle).await;
+    assert!(
+        authz
+            .is_allowed(&before, &developer.principal(), &key.target(), "create")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        authz.cached(),
+        1,
+        "the old decision is cached before the edit"
+    );
 
     // Developers may no longer create keys.
     let file = policies.join("resources/key.yaml");

@@ -119,6 +119,33 @@ proptest! {
     }
 
     #[test]
+    fn text_without_findings_is_held_back_at_most_the_hold(
+        pieces in prop::collection::vec(prop::sample::select(&PIECES[6..]), 0..60),
+        cuts in prop::collection::vec(any::<usize>(), 0..12),
+    ) {
+        let scanner = scanner();
+        let text: String = pieces.concat();
+        prop_assume!(scanner.scan(&text).is_empty());
+        let policy = rewriting();
+        let mut streamer = StreamScanner::new(scanner, &policy, KEY, HOLD);
+        let (mut pushed, mut released) = (0, String::new());
+        for part in chunks(&text, &cuts) {
+            pushed += part.len();
+            match streamer.push(&part) {
+                Released::Text(out) => released.push_str(&out),
+                Released::Blocked { .. } => prop_assert!(false, "nothing to block"),
+            }
+            // Whatever is more than `hold` bytes old (to a character boundary) is out.
+            prop_assert!(pushed - released.len() < HOLD + 4, "{} of {} bytes held", pushed - released.len(), pushed);
+            prop_assert!(text.starts_with(&released));
+        }
+        if let Released::Text(out) = streamer.finish() {
+            released.push_str(&out);
+        }
+        prop_assert_eq!(released, text);
+    }
+
+    #[test]
     fn a_block_releases_nothing_of_the_value_nor_after_it(
         pieces in prop::collection::vec(prop::sample::select(PIECES), 0..40),
         cuts in prop::collection::vec(any::<usize>(), 0..12),

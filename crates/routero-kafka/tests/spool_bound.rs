@@ -31,8 +31,18 @@ fn sample() -> routero_core::audit::AuditEvent {
     )
 }
 
-/// Publishes until the bus refuses (or waits longer than 500 ms); returns how many it took.
-async fn fill(bus: &EventBus) -> usize {
+/// How a full pipeline answered a publisher.
+#[derive(Debug, PartialEq, Eq)]
+enum Full {
+    /// It refused at once.
+    Refused,
+    /// It made the publisher wait (500 ms, and counting).
+    Waited,
+}
+
+/// Publishes until the bus refuses or makes the publisher wait; returns how many it took and
+/// which of the two stopped it.
+async fn fill(bus: &EventBus) -> (usize, Full) {
     let mut accepted = 0;
     loop {
         match tokio::time::timeout(Duration::from_millis(500), bus.reserve()).await {
@@ -42,7 +52,8 @@ async fn fill(bus: &EventBus) -> usize {
                 // Let the forwarder move events from the bus into the spool.
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            Ok(Err(_)) | Err(_) => return accepted,
+            Ok(Err(_)) => return (accepted, Full::Refused),
+            Err(_) => return (accepted, Full::Waited),
         }
         assert!(accepted < 10_000, "the bound never applied");
     }
@@ -53,13 +64,17 @@ async fn spool_bound_applies(overflow: Overflow) {
     let spool = Spool::open(dir.path(), 4096).expect("spool");
     let (bus, stream) = in_process(8, overflow);
     let forwarder = tokio::spawn(forward(stream, spool, unreachable_broker()));
-    let accepted = fill(&bus).await;
+    let (accepted, full) = fill(&bus).await;
     assert!(
         accepted > 8,
         "the spool took events beyond the bus ({accepted})"
     );
-    if overflow == Overflow::FailClosed {
-        assert!(bus.reserve().await.is_err(), "a full pipeline refuses");
+    match overflow {
+        Overflow::FailClosed => {
+            assert_eq!(full, Full::Refused, "a full pipeline refuses");
+            assert!(bus.reserve().await.is_err(), "and goes on refusing");
+        }
+        Overflow::Block => assert_eq!(full, Full::Waited, "a full pipeline waits, never refuses"),
     }
     drop(bus);
     forwarder.await.expect("join").expect("forward");
