@@ -4,7 +4,7 @@
 //! concurrency 32, RSS, and revocation propagation (admin API delete until the data plane
 //! refuses). Writes the table into `bench/README.md`.
 // A measuring tool over its own fixtures and our own outputs, never client text.
-#![allow(clippy::string_slice, clippy::indexing_slicing)]
+#![expect(clippy::string_slice, clippy::indexing_slicing)]
 
 mod bare_proxy;
 

@@ -1,12 +1,6 @@
 //! The webhook sink against a real HTTP receiver on loopback that checks signatures with its
 //! own HMAC and fails on demand.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::string_slice
-)]
+#![expect(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,12 +1,5 @@
 //! The writer through the bus: batches chained, duplicates written once, checkpoints signed
 //! every N events and at shutdown, and the result verifies.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::string_slice
-)]
 
 use std::time::Duration;
 

@@ -1,12 +1,6 @@
 //! The audit store on SQLite and PostgreSQL: chained appends, idempotent redelivery,
 //! append-only triggers, and tampering done directly in the database named by the verifier.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::string_slice
-)]
+#![expect(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use routero_audit::{AuditError, AuditStore, ChainHead, Tamper, verify_chain};
 use routero_core::audit::{

@@ -1,11 +1,5 @@
 //! Tampering with a chain, one edit at a time, is named at its first bad sequence number.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::string_slice
-)]
+#![expect(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use routero_audit::{
     Anchor, ChainHead, ChainedRecord, Checkpoint, ExportLine, Tamper, Verified, Violation,

@@ -1,12 +1,6 @@
 //! Decisions of the real Cerbos binary on the repository's policies: roles, tenant walls,
 //! model invoke rules, failing closed, recovery, and policy edits without a restart.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::string_slice
-)]
+#![expect(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

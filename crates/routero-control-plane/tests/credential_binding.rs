@@ -2,7 +2,7 @@
 //! public interface, on SQLite and PostgreSQL: ciphertexts of the tenant-only form are bound
 //! once at start, a row repointed in the database no longer decrypts, and master-key rotation
 //! keeps every row bound.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(clippy::unwrap_used)]
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

@@ -1,11 +1,6 @@
 //! The audit outbox on SQLite and PostgreSQL: an admin change and the event recording it
 //! commit together or not at all, and the outbox forwards only rows the control plane wrote.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![expect(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use routero_control_plane::{ControlPlaneError, Store};
 use routero_core::audit::{ActorKind, AuditEvent, EventType, Outcome};

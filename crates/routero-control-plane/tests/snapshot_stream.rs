@@ -1,12 +1,6 @@
 //! The gRPC snapshot service through its public interface: a full snapshot on connect, then
 //! versioned deltas as the admin API changes things; secrets sealed on the wire.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::string_slice
-)]
+#![expect(clippy::unwrap_used)]
 
 use std::time::Duration;
 

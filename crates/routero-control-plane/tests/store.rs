@@ -1,11 +1,5 @@
 //! The store test suite, run against SQLite and a real PostgreSQL (a fresh database per test).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::string_slice
-)]
+#![expect(clippy::unwrap_used)]
 
 use routero_control_plane::store::{
     CustomRole, KeyChanges, KeyRecord, Route, StoredDeployment, User,

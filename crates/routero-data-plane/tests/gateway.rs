@@ -1,12 +1,7 @@
 //! The data plane driven through its public HTTP interface in process (see `common`): every
 //! refusal with its status, code and audit event; guardrail actions on what the provider
 //! sees; a streamed answer; the events a served request leaves.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![expect(clippy::indexing_slicing)]
 
 mod common;
 

@@ -1,13 +1,7 @@
 //! Detection quality on the labelled corpus (`corpus/cases.jsonl`): recall per kind of value
 //! and for jailbreaks, and the false-alarm rate on look-alikes, as a markdown table for
 //! `bench/README.md` (`make bench` writes it there).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stdout,
-    missing_docs
-)]
+#![expect(clippy::unwrap_used, clippy::panic, clippy::print_stdout)]
 
 #[path = "../tests/common/quality.rs"]
 mod quality;

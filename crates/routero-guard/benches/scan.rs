@@ -1,12 +1,6 @@
 //! Throughput of every detector together with a policy acting on all of them, on clean text
 //! and on text with a finding every ~200 bytes, at 1 KiB, 16 KiB and 256 KiB.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    missing_docs,
-    clippy::string_slice,
-    clippy::indexing_slicing
-)]
+#![expect(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use routero_guard::{Action, Category, Policy, Scanner, Selector};

@@ -1,6 +1,5 @@
 //! Guardrail configurations are client text (`PUT /guardrails`): whatever arrives parses and
 //! compiles, or is refused with an error, and what compiles scans any text without panicking.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use proptest::prelude::*;
 use routero_guard::{GuardrailConfig, Pipeline};

@@ -1,12 +1,6 @@
 //! A request's texts read together: values split across texts, jailbreaks scored over the
 //! conversation, and text tricks undone with actions applied to what was sent.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::string_slice,
-    clippy::indexing_slicing
-)]
+#![expect(clippy::unwrap_used, clippy::panic, clippy::string_slice)]
 
 mod common;
 

@@ -1,11 +1,5 @@
 //! What each detector must find, and the look-alikes it must leave alone.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::string_slice,
-    clippy::indexing_slicing
-)]
+#![expect(clippy::unwrap_used, clippy::panic, clippy::string_slice)]
 
 mod common;
 

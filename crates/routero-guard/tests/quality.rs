@@ -1,13 +1,7 @@
 //! The detectors meet the project's quality goals on its labelled corpus: at least 0.95 recall
 //! for every kind of personal data and secret, 0.90 for jailbreaks, and at most 3% false alarms
 //! on look-alikes. `make bench` prints the same figures.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::string_slice,
-    clippy::indexing_slicing
-)]
+#![expect(clippy::panic)]
 
 mod common;
 

@@ -1,11 +1,5 @@
 //! The streaming scanner against the whole-text one, for any split into chunks.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::string_slice,
-    clippy::indexing_slicing
-)]
+#![expect(clippy::panic, clippy::string_slice, clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
 

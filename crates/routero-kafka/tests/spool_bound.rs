@@ -1,12 +1,6 @@
 //! The spool's bound with no broker reachable: events are kept, never dropped, and once spool
 //! and bus are full the bus's overflow policy decides: refuse (fail closed) or wait (block).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing,
-    clippy::string_slice
-)]
+#![expect(clippy::expect_used)]
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! What authenticating the snapshot channel costs a data plane: checking one message's tag,
 //! for a delta that revokes one key and for full snapshots of 1,000 and 10,000 keys. No
 //! request pays it: messages are checked once, when they arrive.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![expect(clippy::unwrap_used)]
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use routero_crypto::SealingKey;

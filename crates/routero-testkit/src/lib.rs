@@ -6,7 +6,7 @@
 //! replaces the [`FakeConfig`].
 // The fake provider of tests and benchmarks (a dev-dependency only): it slices what our own
 // gateway sends it in tests, never a client's text in production.
-#![allow(clippy::string_slice, clippy::indexing_slicing)]
+#![expect(clippy::string_slice, clippy::indexing_slicing)]
 #![forbid(unsafe_code)]
 
 pub mod databases;

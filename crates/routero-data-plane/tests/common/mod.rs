@@ -2,7 +2,7 @@
 //! (it builds and signs the snapshots), the data plane following it over real gRPC, the
 //! testkit's fake provider, and the data plane's audit events collected as they are published.
 //! Nothing outside the process: no PostgreSQL, no Python.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![expect(clippy::unwrap_used, clippy::panic)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! Shared by the guard's test files.
-#![allow(dead_code, clippy::unwrap_used)]
+#![expect(dead_code, clippy::unwrap_used)]
 
 use std::sync::OnceLock;
 
