@@ -17,12 +17,12 @@ mod refusal;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use routero_bus::{EventBus, FailureReport};
 use routero_core::AuthFailures;
 use routero_core::audit::EventType;
@@ -34,7 +34,7 @@ pub use error::DataPlaneError;
 
 use crate::follow::Follower;
 use crate::live::SnapshotCell;
-use crate::provider::Provider;
+use crate::provider::{Endpoint, Provider};
 use crate::proxy::{App, RequestId};
 
 /// Builds the HTTP stack. Layers, outermost first: a handler's panic contained (500
@@ -43,8 +43,14 @@ use crate::proxy::{App, RequestId};
 /// whole-request deadline.
 fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/v1/chat/completions", post(proxy::chat_completions))
-        .route("/v1/embeddings", post(proxy::embeddings))
+        .route(
+            "/v1/chat/completions",
+            post(proxy::proxied).layer(Extension(Endpoint::ChatCompletions)),
+        )
+        .route(
+            "/v1/embeddings",
+            post(proxy::proxied).layer(Extension(Endpoint::Embeddings)),
+        )
         .route("/v1/models", get(proxy::list_models))
         .route("/v1/models/{model}", get(proxy::get_model))
         .route("/healthz", get(|| async { "ok" }))

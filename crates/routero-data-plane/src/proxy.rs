@@ -198,40 +198,16 @@ async fn caller(
     Err(refused)
 }
 
-pub(crate) async fn chat_completions(
+/// The handler of every proxied endpoint; the route says which (an `Endpoint` extension).
+pub(crate) async fn proxied(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(request_id): Extension<RequestId>,
+    Extension(endpoint): Extension<Endpoint>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    audited(
-        &app,
-        peer,
-        &headers,
-        &request_id,
-        body,
-        Endpoint::ChatCompletions,
-    )
-    .await
-}
-
-pub(crate) async fn embeddings(
-    State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Extension(request_id): Extension<RequestId>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    audited(
-        &app,
-        peer,
-        &headers,
-        &request_id,
-        body,
-        Endpoint::Embeddings,
-    )
-    .await
+    audited(&app, peer, &headers, &request_id, body, endpoint).await
 }
 
 /// Proxies a request and records it. Room on the audit bus is reserved as soon as the caller
