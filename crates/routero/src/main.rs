@@ -208,7 +208,7 @@ async fn drain(audit: Option<(routero_bus::EventBus, tokio::task::JoinHandle<()>
 }
 
 async fn create_tenant(settings: Settings, name: &str) -> Result<()> {
-    let (database_url, pepper) = if settings.data_dir.is_some() && settings.database_url.is_none() {
+    let (database_url, pepper) = if settings.embedded() {
         let dir = up::data_dir(&settings)?;
         (up::database_url(&dir), up::pepper(&dir)?)
     } else {
@@ -226,8 +226,7 @@ async fn create_tenant(settings: Settings, name: &str) -> Result<()> {
 }
 
 async fn rotate_master_key(settings: Settings) -> Result<()> {
-    let (database_url, keyring) = if settings.data_dir.is_some() && settings.database_url.is_none()
-    {
+    let (database_url, keyring) = if settings.embedded() {
         let dir = up::data_dir(&settings)?;
         let path = up::keyring_file(&dir)?;
         let current = Keyring::parse(&std::fs::read_to_string(&path)?)?;

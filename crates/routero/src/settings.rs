@@ -227,6 +227,13 @@ impl Settings {
             .transpose()
     }
 
+    /// Whether operator commands act on the `routero up` layout (`data_dir` set, no
+    /// `database_url`): its data directory holds the database and the generated secrets.
+    /// Decided here once, for every command that needs to know.
+    pub fn embedded(&self) -> bool {
+        self.data_dir.is_some() && self.database_url.is_none()
+    }
+
     /// A comma-separated CIDR list.
     fn cidrs(list: &str, field: &str) -> Result<Vec<ipnet::IpNet>> {
         let entries: Vec<String> = list
