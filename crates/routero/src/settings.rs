@@ -215,10 +215,21 @@ impl Settings {
             .map_err(|e| anyhow!("{field}: {e}"))
     }
 
+    /// A duration longer than zero (`10s`, `5m`, `1h`, `30d`).
     fn duration(value: Option<&String>, field: &str) -> Result<Option<Duration>> {
         value
             .map(|v| parse_duration(v).map_err(|e| anyhow!("{field}: {e}")))
             .transpose()
+    }
+
+    /// A duration where zero means "off" (`0s`), else as [`Settings::duration`].
+    fn duration_or_off(value: Option<&String>, field: &str) -> Result<Option<Duration>> {
+        match value.map(String::as_str) {
+            Some(zero) if zero.trim_end_matches(['s', 'm', 'h', 'd']) == "0" => {
+                Ok(Some(Duration::ZERO))
+            }
+            _ => Self::duration(value, field),
+        }
     }
 
     fn file(value: Option<&String>, field: &str) -> Result<Option<Vec<u8>>> {
@@ -290,9 +301,6 @@ impl Settings {
             ),
         ] {
             if let Some(duration) = Self::duration(value.as_ref(), field)? {
-                if duration.is_zero() {
-                    bail!("{field}: must be longer than 0s");
-                }
                 *slot = duration;
             }
         }
@@ -312,9 +320,6 @@ impl Settings {
         if let Some(window) =
             Self::duration(self.auth_failure_window.as_ref(), "auth_failure_window")?
         {
-            if window.as_secs() == 0 {
-                bail!("auth_failure_window: at least 1s");
-            }
             limits.window_secs = window.as_secs();
         }
         Ok(limits)
@@ -447,10 +452,8 @@ impl Settings {
     pub fn authz(&self, host: String, port: u16) -> Result<routero_authz::AuthzConfig> {
         let mut config = routero_authz::AuthzConfig::new(host, port);
         // 0s caches at once (benchmarks, a PDP whose policies never change under it).
-        if self.policy_cache_settle.as_deref() == Some("0s") {
-            config.settle = Duration::ZERO;
-        } else if let Some(settle) =
-            Self::duration(self.policy_cache_settle.as_ref(), "policy_cache_settle")?
+        if let Some(settle) =
+            Self::duration_or_off(self.policy_cache_settle.as_ref(), "policy_cache_settle")?
         {
             config.settle = settle;
         }
@@ -513,9 +516,6 @@ impl Settings {
             self.audit_checkpoint_interval.as_ref(),
             "audit_checkpoint_interval",
         )? {
-            if interval.is_zero() {
-                bail!("audit_checkpoint_interval: must be longer than 0s");
-            }
             config.checkpoint_interval = interval;
         }
         Ok(config)
@@ -862,6 +862,23 @@ mod tests {
             format!("{refused:#}").contains("allow_unaudited"),
             "{refused:#}"
         );
+    }
+
+    #[test]
+    fn durations_are_longer_than_zero_unless_zero_means_off() {
+        let load = |name: &str, value: &str| Settings::load(None, &env(&[(name, value)])).unwrap();
+        let settle = |value: &str| {
+            load("ROUTERO_POLICY_CACHE_SETTLE", value)
+                .authz("127.0.0.1".into(), 1)
+                .map(|c| c.settle)
+        };
+        assert_eq!(settle("0s").unwrap(), Duration::ZERO, "0s caches at once");
+        assert_eq!(settle("3s").unwrap(), Duration::from_secs(3));
+        assert!(format!("{:#}", settle("-1s").unwrap_err()).contains("policy_cache_settle"));
+        let window = load("ROUTERO_AUTH_FAILURE_WINDOW", "0s").failure_limits();
+        assert!(format!("{:#}", window.unwrap_err()).contains("auth_failure_window"));
+        let deadline = load("ROUTERO_REQUEST_TIMEOUT", "0s").deadlines(Duration::from_secs(1));
+        assert!(format!("{:#}", deadline.unwrap_err()).contains("request_timeout"));
     }
 
     #[test]
