@@ -1,6 +1,7 @@
 """End-to-end fixtures: the real `routero` binary, real PostgreSQL, the fake provider from
 routero-testkit (the only fake), and the official `openai` SDK as the client."""
 
+import json
 import os
 import shutil
 import socket
@@ -8,6 +9,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -242,6 +244,18 @@ def gateway(request, fake_provider):
 
 def fake_requests(fake_url):
     return httpx.get(fake_url + "/_fake/requests").json()["requests"]
+
+
+def provider_received(fake_url, marker):
+    """Whether a request carrying `marker` is among those the fake provider recorded. (It keeps
+    the last 1000: comparing their count before and after cannot tell that one more arrived.)"""
+    return any(marker in json.dumps(r["body"], ensure_ascii=False) for r in fake_requests(fake_url))
+
+
+def audit_since():
+    """Now, as the `since` filter of GET /audit/events reads it: taken at the start of a test,
+    it limits queries to the events of that test."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def error_code(exc):

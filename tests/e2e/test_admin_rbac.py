@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from conftest import ADMIN_KEY, REPO, Gateway, routero, wait_until
+from conftest import ADMIN_KEY, REPO, Gateway, audit_since, routero, wait_until
 from test_policies import CERBOS
 
 ROLES = ["admin", "developer", "auditor", "finance", "support"]
@@ -128,6 +128,7 @@ def call(gw, key, method, path, body, query):
 
 def test_every_endpoint_as_every_role(governed, principals):
     gw = governed
+    since = audit_since()
     wrong = []
     for name, method, path, body, query, success, allowed in endpoints(gw):
         for role in ROLES:
@@ -139,7 +140,8 @@ def test_every_endpoint_as_every_role(governed, principals):
     assert not wrong, "\n".join(wrong)
 
     def refusals():
-        events = gw.admin("GET", "/audit/events", params={"type": "policy.blocked", "limit": 500}).json()["events"]
+        events = gw.admin("GET", "/audit/events",
+                          params={"type": "policy.blocked", "since": since, "limit": 500}).json()["events"]
         return [e["event"] for e in events if e["event"]["reason_code"] == "policy_denied"]
     wait_until(lambda: any(e["actor"]["id"] == principals["finance"]["id"] for e in refusals()),
                what="refusals audited as policy.blocked")
@@ -203,10 +205,12 @@ def refused(r, status, code):
     return r.status_code == status and r.json()["error"]["code"] == code
 
 
-def audited_refusal(gw, actor_id, code, resource_id):
-    """Waits for the `policy.blocked` event of `actor_id` refused with `code` on `resource_id`."""
+def audited_refusal(gw, since, actor_id, code, resource_id):
+    """Waits for the `policy.blocked` event, `since` the test began, of `actor_id` refused with
+    `code` on `resource_id`."""
     def matching():
-        events = gw.admin("GET", "/audit/events", params={"type": "policy.blocked", "limit": 500}).json()["events"]
+        events = gw.admin("GET", "/audit/events",
+                          params={"type": "policy.blocked", "since": since, "limit": 500}).json()["events"]
         return [e["event"] for e in events
                 if e["event"]["actor"]["id"] == actor_id and e["event"]["reason_code"] == code
                 and e["event"]["resource"]["id"] == resource_id]
@@ -216,6 +220,7 @@ def audited_refusal(gw, actor_id, code, resource_id):
 
 def test_rotating_or_updating_a_key_needs_every_role_it_acts_with(governed):
     gw = governed
+    since = audit_since()
     r = gw.admin("PUT", "/roles/rotator", {"permissions": ["key:read", "key:rotate", "key:update"]})
     assert r.status_code == 200, r.text
     rotator = issue(gw, ["rotator", "developer"])
@@ -231,7 +236,7 @@ def test_rotating_or_updating_a_key_needs_every_role_it_acts_with(governed):
         assert refused(r, 403, "role_escalation"), (change, r.text)
     info = gw.admin("GET", "/key/info", params={"key_id": premium["key_id"]}).json()["info"]
     assert info["key_hint"] == premium["key_hint"] and info["expires"] is None and info["allowed_cidrs"] == []
-    audited_refusal(gw, rotator["id"], "role_escalation", premium["key_id"])
+    audited_refusal(gw, since, rotator["id"], "role_escalation", premium["key_id"])
 
     # A key acting only with roles the rotator holds is its to rotate and update.
     r = gw.admin("POST", "/key/regenerate", {"key_id": plain["key_id"]}, key=rotator["key"])
@@ -245,6 +250,7 @@ def test_rotating_or_updating_a_key_needs_every_role_it_acts_with(governed):
 
 def test_managing_roles_is_its_own_permission(governed):
     gw = governed
+    since = audit_since()
     assert gw.admin("PUT", "/roles/guard-editor", {"permissions": ["policy:read", "policy:update"]}).status_code == 200
     assert gw.admin("PUT", "/roles/auditing", {"permissions": ["audit_log:read", "team:list"]}).status_code == 200
     editor = issue(gw, ["guard-editor"])
@@ -272,7 +278,7 @@ def test_managing_roles_is_its_own_permission(governed):
     assert refused(r, 403, "role_escalation"), r.text
     roles = {role["name"]: role["permissions"] for role in gw.admin("GET", "/roles").json()["roles"]}
     assert roles["auditing"] == ["audit_log:read", "team:list"] and "listers" not in roles
-    audited_refusal(gw, steward["id"], "role_escalation", "auditing")
+    audited_refusal(gw, since, steward["id"], "role_escalation", "auditing")
 
 
 def test_a_deleted_role_leaves_nothing_behind_for_its_name(governed):
@@ -294,6 +300,7 @@ def test_a_deleted_role_leaves_nothing_behind_for_its_name(governed):
 
 def test_keys_are_bound_only_to_their_creators_user_and_teams(governed, principals):
     gw = governed
+    since = audit_since()
     platform, data = (gw.admin("POST", "/teams", {"name": unique(n)}).json()["id"] for n in ("platform", "data"))
     alice = gw.admin("POST", "/users", {"user_name": unique("alice"), "team_ids": [platform]}).json()["id"]
     bob = gw.admin("POST", "/users", {"user_name": unique("bob"), "team_ids": [data]}).json()["id"]
@@ -321,7 +328,7 @@ def test_keys_are_bound_only_to_their_creators_user_and_teams(governed, principa
         assert refused(r, 403, "scope_not_allowed"), (scope, r.text)
     info = gw.admin("GET", "/key/info", params={"key_id": own}).json()["info"]
     assert (info["user_id"], info["team_id"]) == (alice, platform)
-    audited_refusal(gw, dev_alice["id"], "scope_not_allowed", own)
+    audited_refusal(gw, since, dev_alice["id"], "scope_not_allowed", own)
 
     # Issuing admin keys follows the same rule; the admin binds any user of the tenant.
     assert gw.admin("PUT", "/roles/issuer", {"permissions": ["admin_key:create"]}).status_code == 200

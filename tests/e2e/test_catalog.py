@@ -6,19 +6,21 @@ import httpx
 import openai
 import pytest
 
-from conftest import UPSTREAM_KEY, error_code, fake_requests, wait_until
+from conftest import UPSTREAM_KEY, audit_since, error_code, fake_requests, wait_until
 
 
 def chat(gateway, key, model, text):
     return gateway.client(key).chat.completions.create(model=model, messages=[{"role": "user", "content": text}])
 
 
-def audited(gateway, action):
-    return [e["event"]["resource"]["id"] for e in
-            gateway.admin("GET", f"/audit/events?type={action}").json().get("events", [])]
+def audited(gateway, action, since):
+    """The resources of the `action` events since `since` (the test's start)."""
+    return [e["event"]["resource"]["id"] for e in gateway.admin(
+        "GET", "/audit/events", params={"type": action, "since": since, "limit": 500}).json().get("events", [])]
 
 
 def test_a_model_route_is_replaced_and_deleted(gateway):
+    since = audit_since()
     r = gateway.admin("POST", "/models", {"name": "gpt-moving", "deployments": [{"credential": "fake", "model": "up-one"}]})
     assert r.status_code == 201, r.text
     key = gateway.new_key(models=["gpt-moving"])["key"]
@@ -54,7 +56,7 @@ def test_a_model_route_is_replaced_and_deleted(gateway):
     assert gateway.admin("DELETE", "/models/gpt-moving").status_code == 404
     if gateway.mode != "sqlite-up":
         return  # split planes here run without an audit pipeline
-    wait_until(lambda: "gpt-moving" in audited(gateway, "model.updated") and "gpt-moving" in audited(gateway, "model.deleted"),
+    wait_until(lambda: "gpt-moving" in audited(gateway, "model.updated", since) and "gpt-moving" in audited(gateway, "model.deleted", since),
                timeout=15, what="model.updated and model.deleted audited")
 
 
@@ -68,6 +70,7 @@ def test_a_developer_cannot_change_or_delete_models(gateway):
 
 
 def test_a_leaked_provider_key_is_rotated_then_removed(gateway):
+    since = audit_since()
     r = gateway.admin("POST", "/credentials", {"name": "leaky", "provider": "openai", "api_key": UPSTREAM_KEY,
                                                "base_url": gateway.fake_url + "/v1"})
     assert r.status_code == 201, r.text
@@ -112,6 +115,6 @@ def test_a_leaked_provider_key_is_rotated_then_removed(gateway):
     assert all(c["name"] != "leaky" for c in gateway.admin("GET", "/credentials").json()["credentials"])
     assert gateway.admin("DELETE", "/credentials/leaky").status_code == 404
     if gateway.mode == "sqlite-up":
-        wait_until(lambda: audited(gateway, "credential.updated").count(credential_id) == 3
-                   and audited(gateway, "credential.deleted") == [credential_id],
+        wait_until(lambda: audited(gateway, "credential.updated", since).count(credential_id) == 3
+                   and audited(gateway, "credential.deleted", since) == [credential_id],
                    timeout=15, what="credential.updated x3 and credential.deleted audited")

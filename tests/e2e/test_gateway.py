@@ -2,8 +2,14 @@
 on `routero up` (SQLite) and on separate control and data planes (PostgreSQL)."""
 
 import base64
+import json
+import re
+import sqlite3
 import struct
+import threading
 import time
+import uuid
+from datetime import datetime, timezone
 
 import httpx
 import openai
@@ -81,12 +87,23 @@ def test_cidr_allowlist(gateway):
 
 
 def test_expired_key_is_refused(gateway):
-    issued = gateway.new_key(models=["gpt-a"], duration="1s")
-    assert issued["expires"] is not None
-    time.sleep(1.5)
-    with pytest.raises(openai.AuthenticationError) as refused:
-        gateway.client(issued["key"]).chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": "x"}])
-    assert error_code(refused.value) == "key_expired"
+    """A key valid for a few seconds serves, then is refused as expired once its time is up."""
+    issued = gateway.new_key(models=["gpt-a"], duration="3s")
+    expires = datetime.fromisoformat(issued["expires"].replace("Z", "+00:00"))
+    client = gateway.client(issued["key"])
+    gateway.wait_for_key(issued["key"])
+    reply = client.chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": "still valid"}])
+    assert reply.choices[0].message.content == "fake reply to: still valid"
+    assert datetime.now(timezone.utc) < expires, "the key was served before it expired"
+
+    def expired():
+        try:
+            client.chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": "x"}])
+        except openai.AuthenticationError as refused:
+            return error_code(refused)
+        return None
+    wait_until(lambda: expired() == "key_expired", timeout=10, what="the key to expire")
+    assert datetime.now(timezone.utc) >= expires, "refused as expired before its expiry"
 
 
 def test_revoked_key_is_refused_within_one_second(gateway):
@@ -241,23 +258,83 @@ def test_restarted_data_plane_serves_from_its_persisted_snapshot_while_the_contr
     gw.client(key).chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": "back"}])
 
 
+def key_versions(data_dir):
+    """The master keyring `routero up` keeps in `data_dir`: {version: key}."""
+    spec = (data_dir / "master-keys").read_text().strip()
+    return {int(v): key for v, key in (entry.split(":", 1) for entry in spec.split(",") if entry)}
+
+
+def ciphertext_versions(data_dir):
+    """{credential name: master key version its stored ciphertext was sealed under}."""
+    db = sqlite3.connect(f"file:{data_dir / 'routero.db'}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT name, ciphertext FROM credentials").fetchall()
+    finally:
+        db.close()
+    return {name: int(re.match(r"b(\d+):", ciphertext).group(1)) for name, ciphertext in rows}
+
+
 def test_rotate_master_key_while_the_gateway_runs(fake_provider):
+    """Rotation adds a key version that did not exist, re-seals every credential under it, and
+    the traffic that runs through a credential meanwhile is served, every request."""
     gw = Gateway(fake_provider, "sqlite-up")
+    data_dir = gw.dir / "data"
     try:
         key = gw.new_key(models=["gpt-a"])["key"]
         gw.wait_for_key(key)
-        data_dir = str(gw.dir / "data")
-        out = routero("admin", "rotate-master-key", env={"ROUTERO_DATA_DIR": data_dir})
-        assert "re-encrypted 1 credential(s) under master key v2" in out
-        assert (gw.dir / "data" / "master-keys").read_text().startswith("1:")
-        # Traffic continues, and the running control plane reads the v2 rows for new snapshots.
-        gw.client(key).chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": "rotated"}])
+        before = key_versions(data_dir)
+        assert list(before) == [1] and ciphertext_versions(data_dir) == {"fake": 1}
+
+        # Traffic through the credential, before, during and after the rotation.
+        stop, served, failures = threading.Event(), [], []
+
+        def traffic():
+            client = gw.client(key)
+            while not stop.is_set():
+                text = "during-" + uuid.uuid4().hex[:8]
+                try:
+                    reply = client.chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": text}])
+                    assert reply.choices[0].message.content == f"fake reply to: {text}", reply
+                    served.append(time.monotonic())
+                except Exception as error:  # noqa: BLE001 - every failure is reported below
+                    failures.append(repr(error))
+        workers = [threading.Thread(target=traffic) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        try:
+            wait_until(lambda: len(served) >= 20, what="traffic before the rotation")
+            started = time.monotonic()
+            out = routero("admin", "rotate-master-key", env={"ROUTERO_DATA_DIR": str(data_dir)})
+            finished = time.monotonic()
+            count = len(served)
+            wait_until(lambda: len(served) >= count + 20, what="traffic after the rotation")
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join(timeout=15)
+        assert not failures, failures[:5]
+        assert any(started <= at <= finished for at in served), "no request was served during the rotation"
+
+        after = key_versions(data_dir)
+        assert set(after) == {1, 2} and after[1] == before[1], "v1 is kept, v2 is added"
+        assert after[2] not in before.values(), "v2 is a new key"
+        assert "re-encrypted 1 credential(s) under master key v2" in out, out
+        assert ciphertext_versions(data_dir) == {"fake": 2}, "the credential is sealed under v2"
+
+        # The running control plane opens the v2 row for new snapshots: a key created now (in a
+        # new snapshot) reaches the provider with the credential's secret, as does a credential
+        # created after the rotation. (Which version seals that one is not asserted: written
+        # before the running control plane reloads its keyring, it is sealed under v1.)
         r = gw.admin("POST", "/credentials", {"name": "second", "provider": "openai", "api_key": UPSTREAM_KEY, "base_url": gw.fake_url + "/v1"})
-        assert r.status_code == 201
-        gw.admin("POST", "/models", {"name": "gpt-c", "deployments": [{"credential": "second", "model": "up-c"}]})
-        wait_until(lambda: gw.client(key).chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": "x"}]) is not None, timeout=2)
-        fresh = gw.new_key(models=["gpt-c"])["key"]
+        assert r.status_code == 201, r.text
+        assert gw.admin("POST", "/models", {"name": "gpt-c", "deployments": [{"credential": "second", "model": "up-c"}]}).status_code == 201
+        fresh = gw.new_key(models=["gpt-a", "gpt-c"])["key"]
         gw.wait_for_key(fresh)
-        assert gw.client(fresh).chat.completions.create(model="gpt-c", messages=[{"role": "user", "content": "v2"}]).choices[0].message.content == "fake reply to: v2"
+        for model in ["gpt-a", "gpt-c"]:
+            text = f"v2 {model} " + uuid.uuid4().hex[:8]
+            reply = gw.client(fresh).chat.completions.create(model=model, messages=[{"role": "user", "content": text}])
+            assert reply.choices[0].message.content == f"fake reply to: {text}"
+            [seen] = [r for r in fake_requests(gw.fake_url) if text in json.dumps(r["body"])]
+            assert seen["authorization"] == f"Bearer {UPSTREAM_KEY}", seen
     finally:
         gw.close()

@@ -9,12 +9,14 @@ framed so."""
 
 import base64
 import json
+import random
+import uuid
 
 import httpx
 import openai
 import pytest
 
-from conftest import UPSTREAM_KEY, Gateway, fake_requests
+from conftest import UPSTREAM_KEY, Gateway, fake_requests, provider_received
 
 EMAIL = "alice.smith@example.com"
 LOCAL = "alice.smith"  # any piece of the address reaching the other side is a leak
@@ -162,13 +164,15 @@ def test_a_request_field_is_redacted_before_the_provider_sees_it(guarded, case):
 
 def test_token_id_input_is_refused_while_rules_apply(guarded):
     gw, client = guarded
-    before = len(fake_requests(gw.fake_url))
-    for tokens in ([[101, 2023, 102]], [101, 2023, 102]):
+    # Token ids no other request sends: the provider's record is searched for them.
+    ids = [random.randrange(10**6, 10**7) for _ in range(3)]
+    for tokens in ([ids], ids):
         with pytest.raises(openai.BadRequestError) as refused:
             client.embeddings.create(model="embed", input=tokens)
         assert refused.value.status_code == 400
         assert refused.value.body["code"] == "guardrail_uninspectable", refused.value.body
-    assert len(fake_requests(gw.fake_url)) == before, "nothing reached the provider"
+    assert not any(str(ids[0]) in json.dumps(r["body"]) for r in fake_requests(gw.fake_url)), \
+        "a refused request reached the provider"
     # Text input on the same route is read, not refused.
     client.embeddings.create(model="embed", input=[f"row {EMAIL}"])
     body, seen = provider_saw(gw)
@@ -182,11 +186,11 @@ def test_token_id_input_is_refused_while_rules_apply(guarded):
 ])
 def test_a_key_with_look_alike_letters_in_its_prefix_is_blocked(guarded, spoofed):
     gw, client = guarded
-    before = len(fake_requests(gw.fake_url))
+    marker = "req-" + uuid.uuid4().hex[:12]
     with pytest.raises(openai.BadRequestError) as refused:
-        chat(client, f"deploy with {spoofed} tonight")
+        chat(client, f"deploy with {spoofed} tonight {marker}")
     assert refused.value.body["code"] == "guardrail_blocked", refused.value.body
-    assert len(fake_requests(gw.fake_url)) == before, "nothing reached the provider"
+    assert not provider_received(gw.fake_url, marker), "the blocked request reached the provider"
 
 
 # --- Responses: every field the client gets is redacted, whole and streamed. ---

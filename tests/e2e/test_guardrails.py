@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import UPSTREAM_KEY, Gateway, fake_requests, routero, wait_until
+from conftest import UPSTREAM_KEY, Gateway, audit_since, fake_requests, provider_received, routero, wait_until
 
 EMAIL = "alice.smith@example.com"
 CARD = "4242 4242 4242 4242"
@@ -45,6 +45,11 @@ def blocked(call):
     error = refused.value
     body = error.body if isinstance(error.body, dict) else {}
     return body.get("code") or body.get("error", {}).get("code")
+
+
+def marker():
+    """A string no other request carries, to find one request among those the provider saw."""
+    return "req-" + uuid.uuid4().hex[:12]
 
 
 def last_provider_request(gw):
@@ -85,19 +90,28 @@ def test_a_card_number_in_a_streamed_response_is_masked(guarded):
     assert text == "Your card ************4242 is on file.", text
 
 
-def test_a_secret_in_tool_call_arguments_is_blocked(guarded):
-    gw, client = guarded
-    before = len(fake_requests(gw.fake_url))
-    messages = [
-        {"role": "user", "content": "look it up"},
+def tool_call_messages(marker, arguments):
+    return [
+        {"role": "user", "content": f"look it up {marker}"},
         {"role": "assistant", "content": None, "tool_calls": [{
             "id": "call_1", "type": "function",
-            "function": {"name": "lookup", "arguments": json.dumps({"auth": GITHUB})}}]},
+            "function": {"name": "lookup", "arguments": json.dumps(arguments)}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "done"},
     ]
-    code = blocked(lambda: client.chat.completions.create(model="gpt-a", messages=messages))
+
+
+def test_a_secret_in_tool_call_arguments_is_blocked(guarded):
+    gw, client = guarded
+    # The same conversation with harmless arguments reaches the provider...
+    clean = marker()
+    client.chat.completions.create(model="gpt-a", messages=tool_call_messages(clean, {"auth": "none"}))
+    assert provider_received(gw.fake_url, clean)
+    # ...with a token in them, it does not.
+    secret = marker()
+    code = blocked(lambda: client.chat.completions.create(model="gpt-a",
+                                                          messages=tool_call_messages(secret, {"auth": GITHUB})))
     assert code == "guardrail_blocked"
-    assert len(fake_requests(gw.fake_url)) == before, "nothing reached the provider"
+    assert not provider_received(gw.fake_url, secret), "the blocked request reached the provider"
 
     # A provider's streamed tool call carrying one ends the stream with an error, and no
     # part of the secret reaches the client.
@@ -114,14 +128,19 @@ def test_a_secret_in_tool_call_arguments_is_blocked(guarded):
 
 def test_a_jailbreak_prompt_is_refused(guarded):
     gw, client = guarded
-    before = len(fake_requests(gw.fake_url))
-    assert blocked(lambda: chat(client, JAILBREAK)) == "guardrail_blocked"
-    assert len(fake_requests(gw.fake_url)) == before
+    clean = marker()
+    chat(client, f"Summarise the previous instructions. {clean}")
+    assert provider_received(gw.fake_url, clean)
+    refused = marker()
+    assert blocked(lambda: chat(client, f"{JAILBREAK} {refused}")) == "guardrail_blocked"
+    assert not provider_received(gw.fake_url, refused), "the blocked request reached the provider"
 
 
 def test_each_case_leaves_its_audit_event(guarded):
+    """Only this test's events are read (`since` its start): each case here leaves its own."""
     gw, client = guarded
-    for text in (f"audit {EMAIL}", JAILBREAK):
+    since = audit_since()
+    for text in (f"audit {EMAIL}", JAILBREAK, f"token {GITHUB}"):
         try:
             chat(client, text)
         except openai.APIError:
@@ -129,7 +148,8 @@ def test_each_case_leaves_its_audit_event(guarded):
     list(chat(client, "say64:" + base64.b64encode(f"card {CARD}".encode()).decode(), stream=True))
 
     def triggered():
-        r = gw.admin("GET", "/audit/events", params={"type": "request.guardrail_triggered", "limit": 500})
+        r = gw.admin("GET", "/audit/events",
+                     params={"type": "request.guardrail_triggered", "since": since, "limit": 500})
         return r.json()["events"]
 
     def seen(detector, action):

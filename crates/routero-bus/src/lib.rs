@@ -15,6 +15,8 @@ pub use spool::{Spool, SpoolError};
 pub use spooled::{SpoolSource, Spooled};
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use routero_core::audit::{
@@ -72,6 +74,9 @@ pub(crate) struct Envelope {
 pub struct EventBus {
     sender: mpsc::Sender<Envelope>,
     overflow: Overflow,
+    /// Set while what drains the bus cannot take events (a full spool): failing closed then
+    /// refuses at once instead of taking work whose record would wait.
+    stalled: Arc<AtomicBool>,
 }
 
 /// Room for one event, taken before the work it records, so that the work is refused when it
@@ -105,12 +110,21 @@ impl Reservation {
 #[derive(Debug)]
 pub struct EventStream {
     receiver: mpsc::Receiver<Envelope>,
+    stalled: Arc<AtomicBool>,
 }
 
 /// An in-process bus holding up to `capacity` events.
 pub fn in_process(capacity: usize, overflow: Overflow) -> (EventBus, EventStream) {
     let (sender, receiver) = mpsc::channel(capacity.max(1));
-    (EventBus { sender, overflow }, EventStream { receiver })
+    let stalled = Arc::new(AtomicBool::new(false));
+    (
+        EventBus {
+            sender,
+            overflow,
+            stalled: Arc::clone(&stalled),
+        },
+        EventStream { receiver, stalled },
+    )
 }
 
 impl EventBus {
@@ -125,6 +139,9 @@ impl EventBus {
         let sender = self.sender.clone();
         let permit = match self.overflow {
             Overflow::Block => sender.reserve_owned().await.map_err(|_| BusError::Closed)?,
+            Overflow::FailClosed if self.stalled.load(Ordering::Acquire) => {
+                return Err(BusError::Full);
+            }
             Overflow::FailClosed => sender.try_reserve_owned().map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => BusError::Full,
                 mpsc::error::TrySendError::Closed(_) => BusError::Closed,
@@ -138,6 +155,12 @@ impl EventStream {
     /// Whether every publisher is gone (events may still be queued).
     pub fn is_closed(&self) -> bool {
         self.receiver.is_closed()
+    }
+
+    /// Says whether what drains the stream can take events: while it cannot (a full spool),
+    /// publishers failing closed are refused at once.
+    pub fn set_stalled(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::Release);
     }
 
     /// Waits for events and returns up to `max` with their receipts; `None` once every

@@ -107,10 +107,12 @@ impl Spooled {
                 .await;
             match appended {
                 Ok(()) => {
+                    stream.set_stalled(false);
                     self.0.appended.notify_one();
                     return;
                 }
                 Err(SpoolError::Full) => {
+                    stream.set_stalled(true);
                     if !warned {
                         tracing::warn!("audit spool full; holding events until some are delivered");
                         warned = true;
