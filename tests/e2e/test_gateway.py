@@ -323,10 +323,11 @@ def test_rotate_master_key_while_the_gateway_runs(fake_provider):
 
         # The running control plane opens the v2 row for new snapshots: a key created now (in a
         # new snapshot) reaches the provider with the credential's secret, as does a credential
-        # created after the rotation. (Which version seals that one is not asserted: written
-        # before the running control plane reloads its keyring, it is sealed under v1.)
+        # created right after the rotation, sealed under v2 (the control plane re-reads its
+        # keyring before sealing, rather than keep using the v1 it loaded at start).
         r = gw.admin("POST", "/credentials", {"name": "second", "provider": "openai", "api_key": UPSTREAM_KEY, "base_url": gw.fake_url + "/v1"})
         assert r.status_code == 201, r.text
+        assert ciphertext_versions(data_dir) == {"fake": 2, "second": 2}, "sealed under the newest version"
         assert gw.admin("POST", "/models", {"name": "gpt-c", "deployments": [{"credential": "second", "model": "up-c"}]}).status_code == 201
         fresh = gw.new_key(models=["gpt-a", "gpt-c"])["key"]
         gw.wait_for_key(fresh)

@@ -56,13 +56,25 @@ impl Vault {
         }
     }
 
-    /// Encrypts a credential's secret under the current master key, bound to `binding`.
+    /// Encrypts a credential's secret under the current master key, bound to `binding`. A
+    /// keyring file is re-read first, so a secret saved after `rotate-master-key` added a
+    /// version is sealed under it, not under the version this process loaded before.
     pub fn encrypt(
         &self,
         binding: &CredentialBinding<'_>,
         plaintext: &str,
     ) -> Result<String, ControlPlaneError> {
-        Ok(self.current().encrypt(binding, plaintext)?)
+        let keyring = match &self.source {
+            KeyringSource::Fixed(_) => self.current(),
+            KeyringSource::File(_) => {
+                let fresh = load(&self.source)?;
+                if let Ok(mut guard) = self.keyring.write() {
+                    *guard = fresh.clone();
+                }
+                fresh
+            }
+        };
+        Ok(keyring.encrypt(binding, plaintext)?)
     }
 
     /// Decrypts a credential's secret bound to `binding`.
