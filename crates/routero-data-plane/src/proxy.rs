@@ -376,6 +376,11 @@ fn request_event(
     event
 }
 
+/// A request's way through the gateway, stage by stage: admit (the caller, its body, room for
+/// its events) → read (the body as a request for a model) → route and authorize (the
+/// policies) → guard the request → forward (the provider) → relay (guardrails on the answer).
+/// Each stage returns what it found; only this function writes it down in `seen`, for the
+/// request's audit events (also when a later stage refuses, or the client walks away).
 async fn proxy(
     app: &App,
     origin: &Origin,
@@ -386,43 +391,12 @@ async fn proxy(
 ) -> Result<Response, Refused> {
     let caller = app.authenticate(headers, origin.client)?;
     seen.key = Some(Arc::clone(&caller.key));
-    let bytes = routero_http::read_body(body, app.max_body_bytes, app.deadlines.body)
-        .await
-        .map_err(|error| match error {
-            BodyError::TooLarge => Refused::from(ErrorCode::BodyTooLarge),
-            BodyError::Timeout => Refused::from(ErrorCode::RequestTimeout),
-            BodyError::Unreadable => Refused::invalid("the request body could not be read"),
-        })?;
-    // Room for the request's event, and one per guardrail stage when the tenant has
-    // guardrails (the streamed response's stage takes its place with it): reserved once the
-    // caller is authenticated and its body is in, held only while needed.
-    let guarded = matches!(caller.live.guard(&caller.key.tenant_id), Ok(Some(_)));
-    seen.room = app.reserve(if guarded { 3 } else { 1 }).await?;
-    let mut request: Map<String, Value> = serde_json::from_slice(&bytes)
-        .map_err(|e| Refused::invalid(format!("the body must be a JSON object: {e}")))?;
-    let model = request
-        .get("model")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Refused::invalid("model: a string is required"))?;
-    if !routero_core::is_valid_name(model) {
-        return Err(Refused::invalid(
-            "model: 1-128 characters of letters, digits and -_.:/@",
-        ));
-    }
-    seen.model = Some(model.to_owned());
-    if !request.contains_key(endpoint.required_field()) {
-        return Err(Refused::invalid(format!(
-            "{} is required",
-            endpoint.required_field()
-        )));
-    }
-    if !caller.key.allows_model(model) {
-        return Err(ErrorCode::ModelNotAllowed.into());
-    }
+    let admitted = admit(app, &caller, body).await?;
+    seen.room = admitted.room;
+    let (mut request, model) = read(&admitted.bytes, endpoint)?;
+    seen.model = Some(model.clone());
+    let route = route_of(&caller, &model)?;
     let snapshot = &caller.live.snapshot;
-    let route = snapshot
-        .route(&caller.key.tenant_id, model)
-        .ok_or(ErrorCode::NotFound(Resource::Model))?;
     if app.authorizer.is_some() || !snapshot.policy_version.is_empty() {
         seen.policy_version = Some(snapshot.policy_version.clone()).filter(|v| !v.is_empty());
         authorize(app, &snapshot.policy_version, &caller.key, route).await?;
@@ -433,10 +407,7 @@ async fn proxy(
         .map_err(|()| ErrorCode::GuardrailUnavailable)?
         .cloned();
     if let Some(guard) = &guard {
-        let mut counts = Counts::new();
-        let blocked = guard
-            .request(&route.name, &mut request, &mut counts)
-            .map_err(|crate::guard::Uninspectable| ErrorCode::GuardrailUninspectable)?;
+        let (counts, blocked) = guard_request(guard, &route.name, &mut request)?;
         let refuse = blocked.is_some();
         if !counts.is_empty() {
             seen.guardrails.push(("request", counts, blocked));
@@ -445,7 +416,108 @@ async fn proxy(
             return Err(ErrorCode::GuardrailBlocked.into());
         }
     }
-    // The first deployment whose provider can be used; else the first one's refusal.
+    let response = forward(app, &caller, route, endpoint, request).await?;
+    let Some(guard) = guard.filter(|_| matches!(endpoint, Endpoint::ChatCompletions)) else {
+        return Ok(response);
+    };
+    let stream_room = seen.room.pop();
+    let relayed = relay(
+        origin,
+        &caller.key,
+        seen.model.clone(),
+        &route.name,
+        guard,
+        response,
+        stream_room,
+    )
+    .await;
+    if let Some((counts, blocked)) = relayed.findings.filter(|(counts, _)| !counts.is_empty()) {
+        seen.guardrails.push(("response", counts, blocked));
+    }
+    relayed.answer
+}
+
+/// Admission: the caller's body, read whole within its deadline, and room on the audit bus
+/// for the request's event (and one per guardrail stage when the tenant has guardrails; the
+/// streamed response's stage takes its place with it), reserved once the caller is
+/// authenticated and its body is in, held only while needed.
+struct Admitted {
+    bytes: axum::body::Bytes,
+    room: Vec<Reservation>,
+}
+
+async fn admit(app: &App, caller: &Caller, body: Body) -> Result<Admitted, Refused> {
+    let bytes = routero_http::read_body(body, app.max_body_bytes, app.deadlines.body)
+        .await
+        .map_err(|error| match error {
+            BodyError::TooLarge => Refused::from(ErrorCode::BodyTooLarge),
+            BodyError::Timeout => Refused::from(ErrorCode::RequestTimeout),
+            BodyError::Unreadable => Refused::invalid("the request body could not be read"),
+        })?;
+    let guarded = matches!(caller.live.guard(&caller.key.tenant_id), Ok(Some(_)));
+    let room = app.reserve(if guarded { 3 } else { 1 }).await?;
+    Ok(Admitted { bytes, room })
+}
+
+/// The body as a request: a JSON object naming a valid model and carrying the field the
+/// endpoint needs. Returns the request and its model.
+fn read(bytes: &[u8], endpoint: Endpoint) -> Result<(Map<String, Value>, String), Refused> {
+    let request: Map<String, Value> = serde_json::from_slice(bytes)
+        .map_err(|e| Refused::invalid(format!("the body must be a JSON object: {e}")))?;
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Refused::invalid("model: a string is required"))?;
+    if !routero_core::is_valid_name(model) {
+        return Err(Refused::invalid(
+            "model: 1-128 characters of letters, digits and -_.:/@",
+        ));
+    }
+    if !request.contains_key(endpoint.required_field()) {
+        return Err(Refused::invalid(format!(
+            "{} is required",
+            endpoint.required_field()
+        )));
+    }
+    let model = model.to_owned();
+    Ok((request, model))
+}
+
+/// The route of `model`, which the key must be allowed to use.
+fn route_of<'c>(caller: &'c Caller, model: &str) -> Result<&'c routero_core::ModelRoute, Refused> {
+    if !caller.key.allows_model(model) {
+        return Err(ErrorCode::ModelNotAllowed.into());
+    }
+    Ok(caller
+        .live
+        .snapshot
+        .route(&caller.key.tenant_id, model)
+        .ok_or(ErrorCode::NotFound(Resource::Model))?)
+}
+
+/// The request's guardrails: rewrites `request` and returns what they found, and the
+/// detector that blocks it, if any.
+fn guard_request(
+    guard: &crate::guard::TenantGuard,
+    route: &str,
+    request: &mut Map<String, Value>,
+) -> Result<(Counts, Blocked), Refused> {
+    let mut counts = Counts::new();
+    let blocked = guard
+        .request(route, request, &mut counts)
+        .map_err(|crate::guard::Uninspectable| ErrorCode::GuardrailUninspectable)?;
+    Ok((counts, blocked))
+}
+
+/// Sends the request to the first deployment whose provider can be used (else the first
+/// one's refusal), naming the deployment's model.
+async fn forward(
+    app: &App,
+    caller: &Caller,
+    route: &routero_core::ModelRoute,
+    endpoint: Endpoint,
+    mut request: Map<String, Value>,
+) -> Result<Response, Refused> {
     let mut refusal = None;
     let (deployment, upstream) = route
         .deployments
@@ -466,31 +538,32 @@ async fn proxy(
     );
     let upstream_body =
         serde_json::to_vec(&request).map_err(|_| Refused::invalid("unserializable body"))?;
-    let response = app
-        .provider
+    app.provider
         .forward(upstream, endpoint, upstream_body)
-        .await?;
-    match guard {
-        Some(guard) if matches!(endpoint, Endpoint::ChatCompletions) => {
-            guard_response(origin, &caller.key, &route.name, guard, response, seen).await
-        }
-        _ => Ok(response),
-    }
+        .await
 }
 
 /// Largest chat completion (not streamed) the guardrails read whole.
 const MAX_SCANNED_RESPONSE: usize = 32 * 1024 * 1024;
 
-/// Scans a chat completion before the client sees it: whole, or streamed through the
-/// hold-back (its audit event then leaves when the stream ends).
-async fn guard_response(
+/// What relaying an answer gave: the answer (or its refusal), and what the guardrails found
+/// in it when it was read whole (a stream's findings leave with its own event).
+struct Relayed {
+    answer: Result<Response, Refused>,
+    findings: Option<(Counts, Blocked)>,
+}
+
+/// Relays a chat completion through the guardrails before the client sees it: whole, or
+/// streamed through the hold-back, its event leaving in `stream_room` when the stream ends.
+async fn relay(
     origin: &Origin,
     key: &Arc<KeyPolicy>,
+    model: Option<String>,
     route: &str,
     guard: Arc<crate::guard::TenantGuard>,
     response: Response,
-    seen: &mut Seen,
-) -> Result<Response, Refused> {
+    stream_room: Option<Reservation>,
+) -> Relayed {
     let (mut parts, body) = response.into_parts();
     let streamed = parts
         .headers
@@ -499,15 +572,9 @@ async fn guard_response(
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
     parts.headers.remove(header::CONTENT_LENGTH);
     if streamed {
-        let (room, origin, key, model) = (
-            seen.room.pop(),
-            origin.clone(),
-            Arc::clone(key),
-            seen.model.clone(),
-        );
-        // The stream's guardrail event has its room reserved from the start.
+        let (origin, key) = (origin.clone(), Arc::clone(key));
         let body = guard.stream(route.to_owned(), body, move |counts, blocked| {
-            if let Some(room) = room.filter(|_| !counts.is_empty()) {
+            if let Some(room) = stream_room.filter(|_| !counts.is_empty()) {
                 room.publish(origin.guardrail_event(
                     &key,
                     model,
@@ -517,25 +584,41 @@ async fn guard_response(
                 ));
             }
         });
-        return Ok(Response::from_parts(parts, body));
+        return Relayed {
+            answer: Ok(Response::from_parts(parts, body)),
+            findings: None,
+        };
     }
-    let bytes = axum::body::to_bytes(body, MAX_SCANNED_RESPONSE)
-        .await
-        .map_err(|_| ErrorCode::UpstreamError)?;
-    // What cannot be read cannot be scanned: refused rather than relayed unscanned.
-    let mut completion: Value =
-        serde_json::from_slice(&bytes).map_err(|_| ErrorCode::UpstreamError)?;
+    let unreadable = |_| Refused::from(ErrorCode::UpstreamError);
+    let read = async {
+        let bytes = axum::body::to_bytes(body, MAX_SCANNED_RESPONSE)
+            .await
+            .map_err(unreadable)?;
+        // What cannot be read cannot be scanned: refused rather than relayed unscanned.
+        serde_json::from_slice::<Value>(&bytes).map_err(|_| Refused::from(ErrorCode::UpstreamError))
+    };
+    let mut completion = match read.await {
+        Ok(completion) => completion,
+        Err(refused) => {
+            return Relayed {
+                answer: Err(refused),
+                findings: None,
+            };
+        }
+    };
     let mut counts = Counts::new();
     let blocked = guard.response(route, &mut completion, &mut counts);
-    let refuse = blocked.is_some();
-    if !counts.is_empty() {
-        seen.guardrails.push(("response", counts, blocked));
+    let answer = if blocked.is_some() {
+        Err(ErrorCode::GuardrailBlocked.into())
+    } else {
+        serde_json::to_vec(&completion)
+            .map(|body| Response::from_parts(parts, Body::from(body)))
+            .map_err(|_| ErrorCode::UpstreamError.into())
+    };
+    Relayed {
+        answer,
+        findings: Some((counts, blocked)),
     }
-    if refuse {
-        return Err(ErrorCode::GuardrailBlocked.into());
-    }
-    let body = serde_json::to_vec(&completion).map_err(|_| ErrorCode::UpstreamError)?;
-    Ok(Response::from_parts(parts, Body::from(body)))
 }
 
 /// Asks the policies whether the key may invoke the route's model. Fails closed: policies in
