@@ -28,6 +28,7 @@ use routero_core::AuthFailures;
 use routero_core::audit::EventType;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower_http::trace::TraceLayer;
 
 pub use config::{ControlPlaneTls, DataPlaneConfig};
 pub use error::DataPlaneError;
@@ -38,7 +39,8 @@ use crate::provider::{Endpoint, Provider};
 use crate::proxy::{App, RequestId};
 
 /// Builds the HTTP stack. Layers, outermost first: a handler's panic contained (500
-/// `internal_error`, audited); request id; then the routes, each of which authenticates,
+/// `internal_error`, audited); request id (ours, never the client's: it lands in audit
+/// records); a tracing span per request (tower-http); then the routes, each of which authenticates,
 /// checks the key, reads a bounded body within its deadline and proxies, within the
 /// whole-request deadline.
 fn router(app: Arc<App>) -> Router {
@@ -56,12 +58,22 @@ fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(proxy::ready))
         .fallback(proxy::not_found)
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(axum::middleware::from_fn(request_id))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),
             proxy::contain_panics,
         ))
         .with_state(app)
+}
+
+/// The tracing span of a request: its id, method and path (never its query, headers or body).
+fn request_span(request: &Request) -> tracing::Span {
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .map_or("", |id| id.0.as_str());
+    tracing::info_span!("request", id, method = %request.method(), path = request.uri().path())
 }
 
 /// Gives each request an id (a request extension for handlers and audit events) and echoes it
