@@ -315,7 +315,11 @@ def test_a_request_abandoned_by_its_client_is_still_recorded():
             raise AssertionError("the provider answered within the client's patience")
         except httpx.TimeoutException:
             pass
-        time.sleep(1)
+
+        def abandoned():
+            events = gw.admin("GET", "/audit/events", params={"type": "request.failed", "limit": 100}).json()["events"]
+            return any(e["event"]["reason_code"] == "client_closed" for e in events)
+        wait_until(abandoned, what="the abandoned request recorded")
         gw.stop("up")
         code, out = audit_export(gw)
         assert code == 0, out
