@@ -27,9 +27,13 @@ use crate::refusal::Refused;
 
 /// What handlers share.
 pub struct App {
+    /// The snapshot requests are decided from, swapped whole as the control plane sends them.
     pub(crate) snapshots: Arc<SnapshotCell>,
+    /// The HTTP client that forwards to providers, within the egress policy.
     pub(crate) provider: Provider,
+    /// Peers whose `X-Forwarded-For` names the client (a load balancer, an ingress).
     pub(crate) trusted_proxies: Vec<IpNet>,
+    /// Largest request body read, in bytes (413 `body_too_large` beyond).
     pub(crate) max_body_bytes: usize,
     /// Where each request's audit event goes; `None` when auditing is not configured.
     pub(crate) audit: Option<EventBus>,

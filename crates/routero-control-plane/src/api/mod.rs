@@ -38,10 +38,15 @@ use crate::vault::Vault;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    /// Tenants, keys, routes, credentials and the outbox, in PostgreSQL or SQLite.
     pub(crate) store: Store,
+    /// Hashes presented keys under the pepper, so that keys are looked up by hash only.
     pub(crate) hasher: KeyHasher,
+    /// Seals and opens provider credentials under the master keyring.
     pub(crate) vault: Vault,
+    /// Builds and streams snapshots to data planes; knows which version each applied.
     pub(crate) publisher: Arc<Publisher>,
+    /// Where refusals and anonymous failures are recorded (changes go through the outbox).
     pub(crate) audit: Option<EventBus>,
     /// The audit log, for `GET /audit/events`.
     pub(crate) audit_log: Option<routero_audit::AuditStore>,
