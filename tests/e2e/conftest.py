@@ -3,6 +3,7 @@ routero-testkit (the only fake), and the official `openai` SDK as the client."""
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -44,6 +45,19 @@ class Process:
 
     def output(self):
         return self.log_path.read_text()
+
+    def port(self, pattern, what):
+        """The port the process says it bound (`pattern`'s first group, in its output without
+        colours), waiting for it to say so."""
+        found = []
+
+        def said():
+            text = re.sub(r"\x1b\[[0-9;]*m", "", self.output())
+            found[:] = re.findall(pattern, text)
+            return bool(found) or self.proc.poll() is not None
+        wait_until(said, what=what)
+        assert found, f"{self.name} never said {what}:\n{self.output()[-3000:]}"
+        return int(found[-1]) if isinstance(found[-1], str) else tuple(int(p) for p in found[-1])
 
     def stop(self):
         if self.proc.poll() is None:
@@ -117,18 +131,18 @@ class Gateway:
         self.mode = mode
         self.fake_url = fake_url
         self.dir = Path(tempfile.mkdtemp(prefix="routero-e2e-"))
-        self.admin_port, self.grpc_port, self.data_port = free_port(), free_port(), free_port()
-        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
-        self.data_url = f"http://127.0.0.1:{self.data_port}"
+        # Services bind port 0 and say which port they got (no port picked here, released,
+        # then taken by someone else first); restarts reuse the ports they said.
+        self.admin_port = self.grpc_port = self.data_port = 0
         self.extra_env = extra_env or {}
         self.processes = {}
         if mode == "sqlite-up":
             self.up_env = {
                 "ROUTERO_DATA_DIR": str(self.dir / "data"),
                 "ROUTERO_ADMIN_KEY": ADMIN_KEY,
-                "ROUTERO_DATA_PLANE_ADDR": f"127.0.0.1:{self.data_port}",
-                "ROUTERO_CONTROL_PLANE_ADDR": f"127.0.0.1:{self.admin_port}",
-                "ROUTERO_GRPC_ADDR": f"127.0.0.1:{self.grpc_port}",
+                "ROUTERO_DATA_PLANE_ADDR": "127.0.0.1:0",
+                "ROUTERO_CONTROL_PLANE_ADDR": "127.0.0.1:0",
+                "ROUTERO_GRPC_ADDR": "127.0.0.1:0",
                 **self.extra_env,
             }
             self.start("up", self.up_env)
@@ -140,8 +154,8 @@ class Gateway:
                 "ROUTERO_PEPPER": secret(),
                 "ROUTERO_MASTER_KEYS": "1:" + secret(),
                 "ROUTERO_DATA_PLANE_KEY": self.data_plane_key,
-                "ROUTERO_CONTROL_PLANE_ADDR": f"127.0.0.1:{self.admin_port}",
-                "ROUTERO_GRPC_ADDR": f"127.0.0.1:{self.grpc_port}",
+                "ROUTERO_CONTROL_PLANE_ADDR": "127.0.0.1:0",
+                "ROUTERO_GRPC_ADDR": "127.0.0.1:0",
                 "ROUTERO_HEARTBEAT_INTERVAL": "1s",
                 # The fake provider is on loopback, which split planes refuse unless allowed.
                 "ROUTERO_EGRESS_ALLOW": "127.0.0.1/32",
@@ -161,10 +175,29 @@ class Gateway:
         self.setup_catalog()
 
     def start(self, command, env):
-        self.processes[command] = Process(command, [str(BIN_DIR / "routero"), command], env=env, cwd=self.dir)
+        process = Process(command, [str(BIN_DIR / "routero"), command], env=env, cwd=self.dir)
+        self.processes[command] = process
+        if command == "up" and not self.data_port:
+            self.admin_port = process.port(r"admin API: +http://127\.0\.0\.1:(\d+)", "its admin API")
+            self.data_port = process.port(r"OpenAI API: +http://127\.0\.0\.1:(\d+)", "its OpenAI API")
+            env.update({"ROUTERO_DATA_PLANE_ADDR": f"127.0.0.1:{self.data_port}",
+                        "ROUTERO_CONTROL_PLANE_ADDR": f"127.0.0.1:{self.admin_port}"})
+
+    @property
+    def admin_url(self):
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    @property
+    def data_url(self):
+        return f"http://127.0.0.1:{self.data_port}"
 
     def start_control_plane(self):
         self.start("control-plane", self.cp_env)
+        if not self.admin_port:
+            self.admin_port, self.grpc_port = self.processes["control-plane"].port(
+                r"control plane listening admin=127\.0\.0\.1:(\d+) grpc=127\.0\.0\.1:(\d+)", "where it listens")
+            self.cp_env.update({"ROUTERO_CONTROL_PLANE_ADDR": f"127.0.0.1:{self.admin_port}",
+                                "ROUTERO_GRPC_ADDR": f"127.0.0.1:{self.grpc_port}"})
 
     def start_data_plane(self, **overrides):
         env = {
@@ -180,6 +213,9 @@ class Gateway:
         }
         env = {name: value.format(grpc_port=self.grpc_port) for name, value in env.items()}
         self.start("data-plane", env)
+        if not self.data_port:
+            self.data_port = self.processes["data-plane"].port(r"data plane listening addr=127\.0\.0\.1:(\d+)",
+                                                               "where it listens")
 
     def stop(self, command):
         self.processes.pop(command).stop()
