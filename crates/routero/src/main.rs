@@ -166,8 +166,8 @@ async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener> {
 async fn control_plane(settings: Settings) -> Result<()> {
     let config = settings.control_plane()?;
     settings.log_egress(&config.egress);
-    let http = bind(settings.control_plane_addr()?).await?;
-    let grpc = bind(settings.grpc_addr()?).await?;
+    let http = bind(settings.control_plane_addr()).await?;
+    let grpc = bind(settings.grpc_addr()).await?;
     let audit = kafka::service_bus(&settings)?;
     let mut plane = ControlPlane::build(config).await?;
     if let Some((bus, _)) = &audit {
@@ -190,7 +190,7 @@ async fn control_plane(settings: Settings) -> Result<()> {
 async fn data_plane(settings: Settings) -> Result<()> {
     let config = settings.data_plane()?;
     settings.log_egress(&config.egress);
-    let listener = bind(settings.data_plane_addr()?).await?;
+    let listener = bind(settings.data_plane_addr()).await?;
     tracing::info!(addr = %listener.local_addr()?, "data plane listening");
     let audit = kafka::service_bus(&settings)?;
     let bus = audit.as_ref().map(|(bus, _)| bus.clone());

@@ -34,9 +34,9 @@ pub struct Settings {
     /// Both planes: key that seals secrets in snapshots.
     pub data_plane_key: Option<Secret>,
     /// Control plane: admin API listen address.
-    pub control_plane_addr: Option<String>,
+    pub control_plane_addr: Option<SocketAddr>,
     /// Control plane: gRPC snapshot service listen address.
-    pub grpc_addr: Option<String>,
+    pub grpc_addr: Option<SocketAddr>,
     /// Control plane: heartbeat interval on snapshot streams (`5s`).
     pub heartbeat_interval: Option<String>,
     /// Both planes: allow the snapshot channel in plaintext beyond loopback (messages are still
@@ -50,7 +50,7 @@ pub struct Settings {
     /// Control plane: PEM CA for client certificates (enables mutual TLS).
     pub grpc_tls_client_ca: Option<String>,
     /// Data plane: listen address.
-    pub data_plane_addr: Option<String>,
+    pub data_plane_addr: Option<SocketAddr>,
     /// Data plane: control plane gRPC URL.
     pub control_plane_url: Option<String>,
     /// Data plane: PEM CA of the control plane's certificate (enables TLS).
@@ -151,7 +151,7 @@ pub struct Settings {
     pub cerbos_binary: Option<String>,
     /// Control and data plane: the Cerbos PDP's gRPC address (`127.0.0.1:3593`), asked before
     /// every admin request and every proxied one when the control plane has policies.
-    pub cerbos_addr: Option<String>,
+    pub cerbos_addr: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -206,13 +206,6 @@ impl Settings {
     fn key(value: Option<&Secret>, field: &str) -> Result<SealingKey> {
         let value = value.map(Secret::expose);
         SealingKey::from_base64(Self::required(value, field)?).map_err(|e| anyhow!("{field}: {e}"))
-    }
-
-    fn addr(value: Option<&String>, field: &str, default: &str) -> Result<SocketAddr> {
-        value
-            .map_or(default, String::as_str)
-            .parse()
-            .map_err(|e| anyhow!("{field}: {e}"))
     }
 
     /// A duration longer than zero (`10s`, `5m`, `1h`, `30d`).
@@ -326,26 +319,21 @@ impl Settings {
     }
 
     /// Admin API address (default `127.0.0.1:8081`).
-    pub fn control_plane_addr(&self) -> Result<SocketAddr> {
-        Self::addr(
-            self.control_plane_addr.as_ref(),
-            "control_plane_addr",
-            "127.0.0.1:8081",
-        )
+    pub fn control_plane_addr(&self) -> SocketAddr {
+        self.control_plane_addr
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8081)))
     }
 
     /// gRPC address (default `127.0.0.1:8082`).
-    pub fn grpc_addr(&self) -> Result<SocketAddr> {
-        Self::addr(self.grpc_addr.as_ref(), "grpc_addr", "127.0.0.1:8082")
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8082)))
     }
 
     /// Data plane address (default `127.0.0.1:8080`).
-    pub fn data_plane_addr(&self) -> Result<SocketAddr> {
-        Self::addr(
-            self.data_plane_addr.as_ref(),
-            "data_plane_addr",
-            "127.0.0.1:8080",
-        )
+    pub fn data_plane_addr(&self) -> SocketAddr {
+        self.data_plane_addr
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)))
     }
 
     /// The master keyring's source.
@@ -416,7 +404,7 @@ impl Settings {
                 "grpc_tls_cert and grpc_tls_key: set both (and grpc_tls_client_ca only with them)"
             ),
         };
-        let grpc_addr = self.grpc_addr()?;
+        let grpc_addr = self.grpc_addr();
         if config.grpc_tls.is_none()
             && !grpc_addr.ip().is_loopback()
             && !self.allow_plaintext_grpc()
@@ -440,11 +428,7 @@ impl Settings {
     /// How to ask the PDP at `cerbos_addr`, when set (a sidecar of a split plane).
     fn cerbos(&self) -> Result<Option<routero_authz::AuthzConfig>> {
         self.cerbos_addr
-            .as_deref()
-            .map(|addr| {
-                let addr: SocketAddr = addr.parse().map_err(|e| anyhow!("cerbos_addr: {e}"))?;
-                self.authz(addr.ip().to_string(), addr.port())
-            })
+            .map(|addr| self.authz(addr.ip().to_string(), addr.port()))
             .transpose()
     }
 
@@ -835,8 +819,8 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(s.grpc_addr().unwrap().port(), 3);
-        assert_eq!(s.data_plane_addr().unwrap().port(), 2);
+        assert_eq!(s.grpc_addr().port(), 3);
+        assert_eq!(s.data_plane_addr().port(), 2);
     }
 
     #[test]
@@ -882,10 +866,20 @@ mod tests {
     }
 
     #[test]
+    fn addresses_are_socket_addresses_refused_at_load_by_name() {
+        let refused =
+            Settings::load(None, &env(&[("ROUTERO_GRPC_ADDR", "localhost:port")])).unwrap_err();
+        assert!(format!("{refused:#}").contains("grpc_addr"), "{refused:#}");
+        let s = Settings::load(None, &env(&[("ROUTERO_CERBOS_ADDR", "127.0.0.1:3593")])).unwrap();
+        assert_eq!(s.cerbos_addr.map(|a| a.port()), Some(3593));
+        assert_eq!(Settings::default().control_plane_addr().port(), 8081);
+    }
+
+    #[test]
     fn the_example_config_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/routero.example.toml");
         let s = Settings::load(Some(&path), &BTreeMap::new()).unwrap();
-        assert_eq!(s.data_plane_addr().unwrap().port(), 8080);
+        assert_eq!(s.data_plane_addr().port(), 8080);
     }
 
     #[test]

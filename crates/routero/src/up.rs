@@ -165,9 +165,9 @@ pub async fn run(settings: Settings) -> Result<()> {
         );
     }
 
-    let control_addr = settings.control_plane_addr()?;
-    let grpc_addr = settings.grpc_addr()?;
-    let data_addr = settings.data_plane_addr()?;
+    let control_addr = settings.control_plane_addr();
+    let grpc_addr = settings.grpc_addr();
+    let data_addr = settings.data_plane_addr();
     let http = TcpListener::bind(control_addr)
         .await
         .with_context(|| format!("binding {control_addr}"))?;
