@@ -38,7 +38,7 @@ pub struct Settings {
     /// Control plane: gRPC snapshot service listen address.
     pub grpc_addr: Option<SocketAddr>,
     /// Control plane: heartbeat interval on snapshot streams (`5s`).
-    pub heartbeat_interval: Option<String>,
+    pub heartbeat_interval: Option<Interval>,
     /// Both planes: allow the snapshot channel in plaintext beyond loopback (messages are still
     /// authenticated and secrets sealed, but their contents, key hashes and routes, are
     /// readable on the network). Off by default: TLS is required off loopback.
@@ -66,7 +66,7 @@ pub struct Settings {
     /// Data plane: file for the sealed last good snapshot.
     pub snapshot_path: Option<String>,
     /// Data plane: refuse traffic after this long without control-plane contact (`300s`).
-    pub max_staleness: Option<String>,
+    pub max_staleness: Option<Interval>,
     /// Both planes: comma-separated CIDRs (a load balancer, an ingress) whose
     /// `X-Forwarded-For` is believed.
     pub trusted_proxies: Option<String>,
@@ -78,16 +78,16 @@ pub struct Settings {
     pub max_body_bytes: Option<String>,
     /// Both planes: how long a client may take to send a request's headers (`10s`); silent
     /// connections are closed after it.
-    pub header_timeout: Option<String>,
+    pub header_timeout: Option<Interval>,
     /// Both planes: how long a client may take to send a request's body, whole (`30s`).
-    pub body_timeout: Option<String>,
+    pub body_timeout: Option<Interval>,
     /// Both planes: the window failed authentications are counted in per source address
     /// (`60s`): 10 are recorded one by one, the rest counted into one record per source and
     /// window, and past 60 the source gets 429 until the window ends.
-    pub auth_failure_window: Option<String>,
+    pub auth_failure_window: Option<Interval>,
     /// Both planes: how long handling a request may take up to its response's head (data plane
     /// `600s`, admin API `60s`).
-    pub request_timeout: Option<String>,
+    pub request_timeout: Option<Interval>,
     /// Audit: database of the audit log (`routero up`: `data_dir/audit.db`).
     pub audit_database_url: Option<String>,
     /// Audit: Ed25519 seed (base64) that signs checkpoints.
@@ -102,7 +102,7 @@ pub struct Settings {
     pub audit_min_retention_days: Option<String>,
     /// Audit: the writer signs a checkpoint of each tenant's head at least this often while
     /// events arrive (`10s`), and every 1000 events.
-    pub audit_checkpoint_interval: Option<String>,
+    pub audit_checkpoint_interval: Option<Interval>,
     /// Audit: SIEM webhook receiving chained records (signed with `audit_webhook_secret`).
     pub audit_webhook_url: Option<String>,
     /// Audit: HMAC-SHA256 key of the webhook signature header (16+ characters).
@@ -115,7 +115,7 @@ pub struct Settings {
     /// processes publish their audit events there; `routero audit-writer` consumes them.
     pub kafka_brokers: Option<String>,
     /// Audit: consumer-group session timeout of the audit writer (`10s`).
-    pub kafka_session_timeout: Option<String>,
+    pub kafka_session_timeout: Option<Interval>,
     /// Audit: partitions of the audit topics when the writer creates them (`12`).
     pub kafka_topic_partitions: Option<String>,
     /// Audit: replication factor of the audit topics when the writer creates them (`3`).
@@ -138,14 +138,14 @@ pub struct Settings {
     /// Audit: secret access key of the S3 export.
     pub audit_s3_secret_access_key: Option<Secret>,
     /// Audit: how often the S3 export writes its objects (`1h`).
-    pub audit_s3_interval: Option<String>,
+    pub audit_s3_interval: Option<Interval>,
     /// Control plane (and `routero up`): the Cerbos policy directory; with it every request is
     /// decided by the policies (`routero up`: `./policies` when that directory exists; an
     /// empty value turns policies off).
     pub policies_dir: Option<String>,
     /// Data plane: how long after a policy version first appears its decisions are asked
     /// afresh rather than cached, while Cerbos reloads (`10s`).
-    pub policy_cache_settle: Option<String>,
+    pub policy_cache_settle: Option<Interval<true>>,
     /// `routero up`: the `cerbos` binary it runs on `policies_dir` (else PATH, else
     /// `~/.cache/routero/bin/cerbos`, where `make run` installs it).
     pub cerbos_binary: Option<String>,
@@ -191,7 +191,18 @@ impl Settings {
                 table.insert(field, toml::Value::String(value.clone()));
             }
         }
-        Self::deserialize(table).context("invalid settings")
+        // A value that does not read is named: each setting is tried alone to find which.
+        Self::deserialize(table.clone())
+            .map_err(|error| {
+                let named = table.iter().find_map(|(name, value)| {
+                    let alone = toml::Table::from_iter([(name.clone(), value.clone())]);
+                    Self::deserialize(alone)
+                        .err()
+                        .map(|why| anyhow!("{name}: {why}"))
+                });
+                named.unwrap_or_else(|| anyhow!(error))
+            })
+            .context("invalid settings")
     }
 
     fn required<'a>(value: Option<&'a str>, field: &str) -> Result<&'a str> {
@@ -206,23 +217,6 @@ impl Settings {
     fn key(value: Option<&Secret>, field: &str) -> Result<SealingKey> {
         let value = value.map(Secret::expose);
         SealingKey::from_base64(Self::required(value, field)?).map_err(|e| anyhow!("{field}: {e}"))
-    }
-
-    /// A duration longer than zero (`10s`, `5m`, `1h`, `30d`).
-    fn duration(value: Option<&String>, field: &str) -> Result<Option<Duration>> {
-        value
-            .map(|v| parse_duration(v).map_err(|e| anyhow!("{field}: {e}")))
-            .transpose()
-    }
-
-    /// A duration where zero means "off" (`0s`), else as [`Settings::duration`].
-    fn duration_or_off(value: Option<&String>, field: &str) -> Result<Option<Duration>> {
-        match value.map(String::as_str) {
-            Some(zero) if zero.trim_end_matches(['s', 'm', 'h', 'd']) == "0" => {
-                Ok(Some(Duration::ZERO))
-            }
-            _ => Self::duration(value, field),
-        }
     }
 
     fn file(value: Option<&String>, field: &str) -> Result<Option<Vec<u8>>> {
@@ -280,21 +274,13 @@ impl Settings {
     /// Deadlines for clients, with `request` as the default whole-request deadline.
     pub fn deadlines(&self, request: Duration) -> Result<routero_http::Deadlines> {
         let mut deadlines = routero_http::Deadlines::with_request(request);
-        for (value, field, slot) in [
-            (
-                &self.header_timeout,
-                "header_timeout",
-                &mut deadlines.header,
-            ),
-            (&self.body_timeout, "body_timeout", &mut deadlines.body),
-            (
-                &self.request_timeout,
-                "request_timeout",
-                &mut deadlines.request,
-            ),
+        for (value, slot) in [
+            (self.header_timeout, &mut deadlines.header),
+            (self.body_timeout, &mut deadlines.body),
+            (self.request_timeout, &mut deadlines.request),
         ] {
-            if let Some(duration) = Self::duration(value.as_ref(), field)? {
-                *slot = duration;
+            if let Some(duration) = value {
+                *slot = duration.get();
             }
         }
         Ok(deadlines)
@@ -310,9 +296,7 @@ impl Settings {
     /// Limits on failed authentications per source address.
     pub fn failure_limits(&self) -> Result<routero_core::FailureLimits> {
         let mut limits = routero_core::FailureLimits::default();
-        if let Some(window) =
-            Self::duration(self.auth_failure_window.as_ref(), "auth_failure_window")?
-        {
+        if let Some(window) = self.auth_failure_window.map(Interval::get) {
             limits.window_secs = window.as_secs();
         }
         Ok(limits)
@@ -384,9 +368,7 @@ impl Settings {
                 "policies_dir: set cerbos_addr too, the policy engine that decides admin requests"
             );
         }
-        if let Some(interval) =
-            Self::duration(self.heartbeat_interval.as_ref(), "heartbeat_interval")?
-        {
+        if let Some(interval) = self.heartbeat_interval.map(Interval::get) {
             config.heartbeat_interval = interval;
         }
         let cert = Self::file(self.grpc_tls_cert.as_ref(), "grpc_tls_cert")?;
@@ -436,9 +418,7 @@ impl Settings {
     pub fn authz(&self, host: String, port: u16) -> Result<routero_authz::AuthzConfig> {
         let mut config = routero_authz::AuthzConfig::new(host, port);
         // 0s caches at once (benchmarks, a PDP whose policies never change under it).
-        if let Some(settle) =
-            Self::duration_or_off(self.policy_cache_settle.as_ref(), "policy_cache_settle")?
-        {
+        if let Some(settle) = self.policy_cache_settle.map(Interval::get) {
             config.settle = settle;
         }
         Ok(config)
@@ -454,9 +434,7 @@ impl Settings {
             return Ok(None);
         };
         let mut config = routero_kafka::KafkaConfig::new(brokers.to_owned());
-        if let Some(timeout) =
-            Self::duration(self.kafka_session_timeout.as_ref(), "kafka_session_timeout")?
-        {
+        if let Some(timeout) = self.kafka_session_timeout.map(Interval::get) {
             config.session_timeout = timeout;
         }
         if let Some(n) = &self.kafka_topic_partitions {
@@ -496,10 +474,7 @@ impl Settings {
     /// How the audit writer batches and checkpoints.
     pub fn audit_writer(&self) -> Result<routero_audit_writer::WriterConfig> {
         let mut config = routero_audit_writer::WriterConfig::default();
-        if let Some(interval) = Self::duration(
-            self.audit_checkpoint_interval.as_ref(),
-            "audit_checkpoint_interval",
-        )? {
+        if let Some(interval) = self.audit_checkpoint_interval.map(Interval::get) {
             config.checkpoint_interval = interval;
         }
         Ok(config)
@@ -559,9 +534,7 @@ impl Settings {
         if let Some(prefix) = &self.audit_s3_prefix {
             config.prefix.clone_from(prefix);
         }
-        if let Some(interval) =
-            Self::duration(self.audit_s3_interval.as_ref(), "audit_s3_interval")?
-        {
+        if let Some(interval) = self.audit_s3_interval.map(Interval::get) {
             config.delivery.poll_interval = interval;
         }
         Ok(Some(config))
@@ -616,7 +589,7 @@ impl Settings {
             config.node_id = node_id.clone();
         }
         config.snapshot_path = self.snapshot_path.as_ref().map(PathBuf::from);
-        if let Some(staleness) = Self::duration(self.max_staleness.as_ref(), "max_staleness")? {
+        if let Some(staleness) = self.max_staleness.map(Interval::get) {
             config.max_staleness = staleness;
         }
         config.trusted_proxies = self.trusted_proxies()?;
@@ -677,6 +650,36 @@ impl std::fmt::Debug for Secret {
 impl Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(routero_core::REDACTED)
+    }
+}
+
+/// A duration setting, written `10s`, `5m`, `1h` or `30d`: longer than zero, or, where
+/// `ZERO_MEANS_OFF`, also `0s` for "off". Refused at load, naming its field.
+#[derive(Debug, Clone, Copy)]
+pub struct Interval<const ZERO_MEANS_OFF: bool = false>(Duration);
+
+impl<const ZERO_MEANS_OFF: bool> Interval<ZERO_MEANS_OFF> {
+    /// The duration.
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl<'de, const ZERO_MEANS_OFF: bool> Deserialize<'de> for Interval<ZERO_MEANS_OFF> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if ZERO_MEANS_OFF && text.trim_end_matches(['s', 'm', 'h', 'd']) == "0" {
+            return Ok(Self(Duration::ZERO));
+        }
+        parse_duration(&text)
+            .map(Self)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl<const ZERO_MEANS_OFF: bool> Serialize for Interval<ZERO_MEANS_OFF> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&routero_core::format_duration(self.0))
     }
 }
 
@@ -850,19 +853,28 @@ mod tests {
 
     #[test]
     fn durations_are_longer_than_zero_unless_zero_means_off() {
-        let load = |name: &str, value: &str| Settings::load(None, &env(&[(name, value)])).unwrap();
+        let load = |name: &str, value: &str| Settings::load(None, &env(&[(name, value)]));
         let settle = |value: &str| {
             load("ROUTERO_POLICY_CACHE_SETTLE", value)
+                .unwrap()
                 .authz("127.0.0.1".into(), 1)
-                .map(|c| c.settle)
+                .unwrap()
+                .settle
         };
-        assert_eq!(settle("0s").unwrap(), Duration::ZERO, "0s caches at once");
-        assert_eq!(settle("3s").unwrap(), Duration::from_secs(3));
-        assert!(format!("{:#}", settle("-1s").unwrap_err()).contains("policy_cache_settle"));
-        let window = load("ROUTERO_AUTH_FAILURE_WINDOW", "0s").failure_limits();
-        assert!(format!("{:#}", window.unwrap_err()).contains("auth_failure_window"));
-        let deadline = load("ROUTERO_REQUEST_TIMEOUT", "0s").deadlines(Duration::from_secs(1));
-        assert!(format!("{:#}", deadline.unwrap_err()).contains("request_timeout"));
+        assert_eq!(settle("0s"), Duration::ZERO, "0s caches at once");
+        assert_eq!(settle("3s"), Duration::from_secs(3));
+        for (name, value) in [
+            ("ROUTERO_POLICY_CACHE_SETTLE", "-1s"),
+            ("ROUTERO_AUTH_FAILURE_WINDOW", "0s"),
+            ("ROUTERO_REQUEST_TIMEOUT", "0s"),
+            ("ROUTERO_MAX_STALENESS", "5 minutes"),
+        ] {
+            let refused = load(name, value).unwrap_err();
+            let field = name.trim_start_matches("ROUTERO_").to_ascii_lowercase();
+            assert!(format!("{refused:#}").contains(&field), "{refused:#}");
+        }
+        let debug = format!("{:?}", load("ROUTERO_MAX_STALENESS", "90s").unwrap());
+        assert!(debug.contains("\"90s\""), "{debug}");
     }
 
     #[test]
@@ -896,7 +908,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_field() {
-        let s = Settings::load(
+        let refused = Settings::load(
             None,
             &env(&[
                 ("ROUTERO_MAX_STALENESS", "soon"),
@@ -907,8 +919,11 @@ mod tests {
                 ),
             ]),
         )
-        .unwrap();
-        assert!(format!("{:#}", s.data_plane().unwrap_err()).contains("max_staleness"));
+        .unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("max_staleness: invalid duration \"soon\""),
+            "{refused:#}"
+        );
         let s = Settings::load(
             None,
             &env(&[
