@@ -395,7 +395,10 @@ async fn proxy(
 ) -> Result<Response, Refused> {
     let caller = app.authenticate(headers, origin.client)?;
     seen.key = Some(Arc::clone(&caller.key));
-    let admitted = admit(app, &caller, body).await?;
+    // The tenant's guardrails, looked up once: how much audit room to reserve, and later which
+    // pipeline to apply (or, if it could not be compiled, the refusal).
+    let guard = caller.live.guard(&caller.key.tenant_id);
+    let admitted = admit(app, matches!(guard, Ok(Some(_))), body).await?;
     seen.room = admitted.room;
     let (mut request, model) = read(&admitted.bytes, endpoint)?;
     seen.model = Some(model.clone());
@@ -405,9 +408,7 @@ async fn proxy(
         seen.policy_version = Some(snapshot.policy_version.clone()).filter(|v| !v.is_empty());
         authorize(app, &snapshot.policy_version, &caller.key, route).await?;
     }
-    let guard = caller
-        .live
-        .guard(&caller.key.tenant_id)
+    let guard = guard
         .map_err(|()| ErrorCode::GuardrailUnavailable)?
         .cloned();
     if let Some(guard) = &guard {
@@ -450,7 +451,7 @@ struct Admitted {
     room: Vec<Reservation>,
 }
 
-async fn admit(app: &App, caller: &Caller, body: Body) -> Result<Admitted, Refused> {
+async fn admit(app: &App, guarded: bool, body: Body) -> Result<Admitted, Refused> {
     let bytes = routero_http::read_body(body, app.max_body_bytes, app.deadlines.body)
         .await
         .map_err(|error| match error {
@@ -458,7 +459,6 @@ async fn admit(app: &App, caller: &Caller, body: Body) -> Result<Admitted, Refus
             BodyError::Timeout => Refused::from(ErrorCode::RequestTimeout),
             BodyError::Unreadable => Refused::invalid("the request body could not be read"),
         })?;
-    let guarded = matches!(caller.live.guard(&caller.key.tenant_id), Ok(Some(_)));
     let room = app.reserve(if guarded { 3 } else { 1 }).await?;
     Ok(Admitted { bytes, room })
 }

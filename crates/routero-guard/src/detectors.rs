@@ -37,7 +37,7 @@ pub(crate) enum Confirm {
     /// Between this many digits (inclusive), and not a date.
     Digits(usize, usize),
     /// Reads like a chosen or generated secret: long enough, of several kinds of character
-    /// (or random-looking), not a placeholder, a number, a date or a version.
+    /// (or random-looking), not a stand-in value, a number, a date or a version.
     Credential,
     /// A JWT whose header decodes to JSON naming an algorithm.
     Jwt,
@@ -568,15 +568,15 @@ fn part_of_a_code(head: &str, after: &str) -> bool {
     joined(head.chars(), true) || joined(after.chars(), false)
 }
 
-/// Whether an assigned value reads like a secret rather than a placeholder, a number, a date
-/// or a version.
+/// Whether an assigned value reads like a secret rather than a stand-in (`changeme`,
+/// `<your password>`, `${VAR}`), a number, a date or a version.
 fn credential(text: &str) -> bool {
     let len = text.chars().count();
     if !(6..=4096).contains(&len) {
         return false;
     }
     let lower = text.to_ascii_lowercase();
-    let placeholder = [
+    let stand_in = [
         "xxx",
         "***",
         "...",
@@ -621,7 +621,7 @@ fn credential(text: &str) -> bool {
                 .chars()
                 .all(|c| c.is_ascii_digit() || c == ',')
     });
-    !placeholder
+    !stand_in
         && !numeric
         && !version
         && !identifier
