@@ -83,6 +83,26 @@ def wait_until(check, timeout=20.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}: {last}")
 
 
+def listening_ports(pid):
+    """The TCP ports the process `pid` listens on: its sockets (/proc/PID/fd) in the LISTEN
+    state of /proc/net/tcp{,6}."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def ready(url):
     return httpx.get(url, timeout=2).status_code == 200
 
@@ -219,6 +239,41 @@ class Gateway:
 
     def stop(self, command):
         self.processes.pop(command).stop()
+
+    def start_replica(self, name):
+        """Another data plane, `routero data-plane` named `name`, on this gateway's control plane
+        (either mode: `routero up` serves data planes on its gRPC port too); returns its URL once
+        it is ready. `close()` stops it with the rest."""
+        if self.mode == "sqlite-up":
+            # `routero up` says where its admin and OpenAI APIs listen, not its gRPC port: it is
+            # the third port the process listens on. Its Cerbos, if any, is the one it started.
+            grpc = listening_ports(self.processes["up"].proc.pid) - {self.admin_port, self.data_port}
+            assert len(grpc) == 1, f"routero up listens on {grpc} besides its APIs"
+            grpc_port = grpc.pop()
+            key = (self.dir / "data" / "data-plane.key").read_text().strip()
+            cerbos_yaml = self.dir / "data" / "cerbos" / "cerbos.yaml"
+            cerbos = re.search(r'grpcListenAddr: "([^"]+)"', cerbos_yaml.read_text()).group(1) \
+                if cerbos_yaml.exists() else None
+            extra = {"ROUTERO_CERBOS_ADDR": cerbos} if cerbos else {}
+        else:
+            grpc_port, key = self.grpc_port, self.data_plane_key
+            extra = {**self.extra_env}
+        env = {
+            "ROUTERO_CONTROL_PLANE_URL": f"http://127.0.0.1:{grpc_port}",
+            "ROUTERO_DATA_PLANE_KEY": key,
+            "ROUTERO_DATA_PLANE_ADDR": "127.0.0.1:0",
+            "ROUTERO_SNAPSHOT_PATH": str(self.dir / f"{name}-snapshot.bin"),
+            "ROUTERO_NODE_ID": name,
+            "ROUTERO_EGRESS_ALLOW": "127.0.0.1/32",
+            **({} if "ROUTERO_KAFKA_BROKERS" in extra else {"ROUTERO_ALLOW_UNAUDITED": "true"}),
+            **extra,
+        }
+        process = Process(name, [str(BIN_DIR / "routero"), "data-plane"], env=env, cwd=self.dir)
+        self.processes[name] = process
+        port = process.port(r"data plane listening addr=127\.0\.0\.1:(\d+)", "where it listens")
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: ready(url + "/readyz"), what=f"{name} ready")
+        return url
 
     def close(self):
         for proc in list(self.processes.values()):

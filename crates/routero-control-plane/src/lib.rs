@@ -8,6 +8,7 @@ mod egress;
 mod error;
 mod outbox;
 mod policy;
+pub mod role_mapping;
 mod snapshot;
 pub mod store;
 mod vault;

@@ -191,10 +191,7 @@ async fn tenants_are_walled_off(store: Store) {
         store.create_route(&foreign_route, &[]).await,
         Err(ControlPlaneError::NotFound(Resource::Credential))
     ));
-    let team_a = store
-        .create_team(&a, "red", None, Vec::new())
-        .await
-        .unwrap();
+    let team_a = store.create_team(&admin(&a), "red", None).await.unwrap();
     let mut foreign_key = key(&b, "kb", 2);
     foreign_key.team_id = Some(team_a.id);
     assert!(matches!(
@@ -329,7 +326,7 @@ async fn rotation_reencrypts_everything_or_nothing(store: Store) {
 async fn users_and_teams(store: Store) {
     let t = store.ensure_tenant("t").await.unwrap();
     let team = store
-        .create_team(&t, "platform", Some("okta-group-1"), Vec::new())
+        .create_team(&admin(&t), "platform", Some("okta-group-1"))
         .await
         .unwrap();
     let user = User {
@@ -340,12 +337,13 @@ async fn users_and_teams(store: Store) {
         external_id: Some("okta-1".into()),
         active: true,
         team_ids: vec![team.id.clone()],
+        scim_managed: false,
     };
-    let created = store.create_user(&t, &user, Vec::new()).await.unwrap();
+    let created = store.create_user(&admin(&t), &user).await.unwrap();
     assert_eq!(store.list_users(&t).await.unwrap(), vec![created.clone()]);
     assert_eq!(store.list_teams(&t).await.unwrap(), vec![team]);
     assert!(matches!(
-        store.create_user(&t, &user, Vec::new()).await,
+        store.create_user(&admin(&t), &user).await,
         Err(ControlPlaneError::Conflict(Resource::User))
     ));
     let mut k = key(&t, "k", 5);
@@ -547,15 +545,12 @@ async fn admin_keys_act_for_a_user_and_its_teams(store: Store) {
     let a = store.ensure_tenant("a").await.unwrap();
     let b = store.ensure_tenant("b").await.unwrap();
     let platform = store
-        .create_team(&a, "platform", None, Vec::new())
+        .create_team(&admin(&a), "platform", None)
         .await
         .unwrap();
-    let data = store
-        .create_team(&a, "data", None, Vec::new())
-        .await
-        .unwrap();
+    let data = store.create_team(&admin(&a), "data", None).await.unwrap();
     store
-        .create_team(&a, "finance", None, Vec::new())
+        .create_team(&admin(&a), "finance", None)
         .await
         .unwrap();
     let user = |name: &str, team_ids: Vec<String>| User {
@@ -566,17 +561,17 @@ async fn admin_keys_act_for_a_user_and_its_teams(store: Store) {
         external_id: None,
         active: true,
         team_ids,
+        scim_managed: false,
     };
     let alice = store
         .create_user(
-            &a,
+            &admin(&a),
             &user("alice", vec![platform.id.clone(), data.id.clone()]),
-            Vec::new(),
         )
         .await
         .unwrap();
     let bob = store
-        .create_user(&b, &user("bob", vec![]), Vec::new())
+        .create_user(&admin(&b), &user("bob", vec![]))
         .await
         .unwrap();
     let developer = vec!["developer".to_owned()];
@@ -621,4 +616,16 @@ async fn admin_keys_act_for_a_user_and_its_teams(store: Store) {
         ));
     }
     assert!(store.find_admin_key(&[3; 32]).await.unwrap().is_none());
+}
+
+/// An admin key of `tenant` as the changer of people and groups.
+fn admin(tenant: &str) -> routero_control_plane::store::Changer {
+    routero_control_plane::store::Changer {
+        tenant_id: tenant.to_owned(),
+        actor: routero_bus::actor(
+            routero_core::audit::ActorKind::AdminKey,
+            Some("adm_1".into()),
+        ),
+        scim: false,
+    }
 }

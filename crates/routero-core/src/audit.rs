@@ -31,9 +31,37 @@ pub enum EventType {
     /// A user was provisioned.
     #[serde(rename = "user.provisioned")]
     UserProvisioned,
-    /// A user was deprovisioned.
+    /// A user's attributes changed.
+    #[serde(rename = "user.updated")]
+    UserUpdated,
+    /// A user was deprovisioned (deactivated, deleted, or left every group that grants
+    /// access); details say how many keys were revoked.
     #[serde(rename = "user.deprovisioned")]
     UserDeprovisioned,
+    /// A group (team) was created by the identity provider.
+    #[serde(rename = "group.created")]
+    GroupCreated,
+    /// A group's attributes or members changed; details list members added and removed.
+    #[serde(rename = "group.updated")]
+    GroupUpdated,
+    /// A group was deleted.
+    #[serde(rename = "group.deleted")]
+    GroupDeleted,
+    /// A SCIM request presented no valid SCIM token.
+    #[serde(rename = "scim.auth_failed")]
+    ScimAuthFailed,
+    /// An authenticated SCIM request was refused (its status as the reason; never its content).
+    #[serde(rename = "scim.request_refused")]
+    ScimRequestRefused,
+    /// A SCIM token was created.
+    #[serde(rename = "scim_token.created")]
+    ScimTokenCreated,
+    /// A SCIM token was revoked.
+    #[serde(rename = "scim_token.revoked")]
+    ScimTokenRevoked,
+    /// A tenant's role mapping was replaced.
+    #[serde(rename = "role_mapping.updated")]
+    RoleMappingUpdated,
     /// A key was created.
     #[serde(rename = "key.created")]
     KeyCreated,

@@ -23,6 +23,8 @@ pub enum Resource {
     Role,
     /// A tenant.
     Tenant,
+    /// A SCIM token.
+    ScimToken,
 }
 
 impl Resource {
@@ -37,6 +39,7 @@ impl Resource {
             Self::User => "user",
             Self::Role => "role",
             Self::Tenant => "tenant",
+            Self::ScimToken => "SCIM token",
         }
     }
 }
@@ -83,6 +86,12 @@ pub enum ErrorCode {
     CredentialInUse,
     /// The tenant's last admin key with the admin role cannot be revoked.
     LastAdminKey,
+    /// The user is deactivated or deleted: no key may be issued for them.
+    UserInactive,
+    /// The user or team is owned by the tenant's identity provider (SCIM); change it there.
+    ScimManaged,
+    /// The resource changed since the version the request names (`If-Match`).
+    VersionMismatch,
     // --- the request itself ---
     /// The request body is not what the endpoint takes (data plane).
     InvalidRequest,
@@ -203,11 +212,15 @@ impl ErrorCode {
                 Resource::User => "user_not_found",
                 Resource::Role => "role_not_found",
                 Resource::Tenant => "tenant_not_found",
+                Resource::ScimToken => "scim_token_not_found",
             },
             Self::RouteNotFound => "route_not_found",
             Self::AlreadyExists(_) => "already_exists",
             Self::CredentialInUse => "credential_in_use",
             Self::LastAdminKey => "last_admin_key",
+            Self::UserInactive => "user_inactive",
+            Self::ScimManaged => "scim_managed",
+            Self::VersionMismatch => "version_mismatch",
             Self::InvalidRequest => "invalid_request",
             Self::BodyTooLarge => "body_too_large",
             Self::MalformedJson => "malformed_json",
@@ -267,7 +280,12 @@ impl ErrorCode {
             | Self::ScopeNotAllowed => 403,
             Self::NotFound(_) | Self::RouteNotFound => 404,
             Self::RequestTimeout => 408,
-            Self::AlreadyExists(_) | Self::CredentialInUse | Self::LastAdminKey => 409,
+            Self::AlreadyExists(_)
+            | Self::CredentialInUse
+            | Self::LastAdminKey
+            | Self::UserInactive
+            | Self::ScimManaged => 409,
+            Self::VersionMismatch => 412,
             Self::BodyTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::UpstreamRateLimited | Self::TooManyAuthFailures => 429,

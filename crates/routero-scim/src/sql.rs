@@ -163,6 +163,15 @@ impl Compiler {
         if path.sub.is_some() && resolved.sub.is_none() {
             return Err(invalid(format!("{} has no such sub-attribute", path.name)));
         }
+        if self.kind == Kind::User
+            && resolved.extension.is_none()
+            && resolved.attribute.name == "groups"
+        {
+            // Derived from group membership and not indexed; filter the Groups' members instead.
+            return Err(invalid(
+                "filter Groups by members.value instead of Users by groups",
+            ));
+        }
         if !resolved.leaf().returned() {
             return Err(invalid(format!(
                 "{} cannot be filtered",
@@ -280,6 +289,7 @@ mod tests {
             r#"password eq "x""#,
             r#"meta.lastModified co "2026""#,
             r#"name.nope eq "x""#,
+            r#"groups.value eq "g1""#,
         ] {
             assert_eq!(
                 sql(filter).expect_err(filter).scim_type,

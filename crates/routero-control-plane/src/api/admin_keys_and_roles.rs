@@ -18,6 +18,24 @@ use routero_core::audit::EventType;
 
 use crate::store::{AdminPrincipal, CustomRole};
 
+/// Refuses (400 `unknown_role`) a role that is neither built in nor one of the tenant's.
+pub(super) async fn require_known_roles(
+    state: &AppState,
+    tenant_id: &str,
+    roles: &[String],
+) -> Result<(), ApiError> {
+    let custom = state.store.list_roles(tenant_id).await?;
+    match roles.iter().find(|role| {
+        !BUILT_IN_ROLES.contains(&role.as_str()) && !custom.iter().any(|c| &c.name == *role)
+    }) {
+        Some(unknown) => Err(ApiError::new(
+            ErrorCode::UnknownRole,
+            format!("{unknown}: neither a built-in role nor a custom role of this tenant"),
+        )),
+        None => Ok(()),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewAdminKey {
@@ -42,15 +60,7 @@ pub(super) async fn create_admin_key(
             "name at least one role",
         ));
     }
-    let custom = state.store.list_roles(&principal.tenant_id).await?;
-    if let Some(unknown) = body.roles.iter().find(|role| {
-        !BUILT_IN_ROLES.contains(&role.as_str()) && !custom.iter().any(|c| &c.name == *role)
-    }) {
-        return Err(ApiError::new(
-            ErrorCode::UnknownRole,
-            format!("{unknown}: neither a built-in role nor a custom role of this tenant"),
-        ));
-    }
+    require_known_roles(&state, &principal.tenant_id, &body.roles).await?;
     state
         .allow_issue(
             &principal,

@@ -10,7 +10,9 @@ mod error;
 mod extract;
 mod guardrails;
 mod keys;
+mod provisioning;
 mod routes;
+mod scim;
 mod users_and_teams;
 
 use routero_core::ErrorCode;
@@ -100,12 +102,7 @@ impl AppState {
         action: EventType,
         resource: (&str, Option<String>),
     ) -> routero_core::audit::AuditEvent {
-        let actor = routero_core::audit::Actor {
-            kind: ActorKind::AdminKey,
-            id: Some(principal.key_id.clone()),
-            source_ip: client.source_ip.clone(),
-            user_agent: client.user_agent.clone(),
-        };
+        let actor = Self::changer(principal, client).actor;
         routero_bus::event(
             &principal.tenant_id,
             action,
@@ -113,6 +110,21 @@ impl AppState {
             routero_bus::resource(resource.0, resource.1),
             Outcome::Success,
         )
+    }
+
+    /// `principal` as the changer of people and groups (the store writes its events).
+    pub(crate) fn changer(
+        principal: &AdminPrincipal,
+        client: &ClientInfo,
+    ) -> crate::store::Changer {
+        let mut actor = routero_bus::actor(ActorKind::AdminKey, Some(principal.key_id.clone()));
+        actor.source_ip.clone_from(&client.source_ip);
+        actor.user_agent.clone_from(&client.user_agent);
+        crate::store::Changer {
+            tenant_id: principal.tenant_id.clone(),
+            actor,
+            scim: false,
+        }
     }
 
     async fn publish(&self, event: routero_core::audit::AuditEvent) {
@@ -147,6 +159,7 @@ pub fn router(state: AppState) -> Router {
     let admin = admin.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(admin)
+        .nest("/scim/v2", scim::router(state.clone()))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
@@ -246,12 +259,6 @@ fn anonymous_event(
 /// operator's 32+ characters).
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let client = ClientInfo::of(&request, &state.trusted_proxies);
-    let now = u64::try_from(routero_core::unix_now()).unwrap_or(0);
-    let source = client
-        .source_ip
-        .as_deref()
-        .and_then(|ip| ip.parse().ok())
-        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
     let principal = match routero_http::bearer(request.headers()) {
         Some(presented) => {
             state
@@ -269,27 +276,45 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         }
         Ok(None) => {
             let path = request.uri().path().to_owned();
-            match state.failures.fail(source, now) {
-                Verdict::Record => {
-                    tracing::warn!(%path, source_ip = ?client.source_ip, "admin authentication failed");
-                    let event = anonymous_event(
-                        &client,
-                        EventType::LoginFailed,
-                        &path,
-                        "invalid_admin_key",
-                        Outcome::Denied,
-                    );
-                    state.publish(event).await;
-                }
-                Verdict::Count => {}
-                Verdict::Throttle => {
-                    let wait = state.failures.throttled(source, now).unwrap_or(1);
-                    return too_many_failures(wait);
-                }
+            if let Err(wait) =
+                failed_authentication(&state, &client, &path, EventType::LoginFailed).await
+            {
+                return too_many_failures(wait);
             }
             ApiError::of(ErrorCode::InvalidAdminKey).into_response()
         }
         Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+/// Counts a failed authentication from `client` and records it as `action` (one by one for a
+/// source's first few failures in a minute, then counted into one record). `Err(wait)` once
+/// the source is past the limit: its failures are answered 429 for `wait` seconds.
+async fn failed_authentication(
+    state: &AppState,
+    client: &ClientInfo,
+    path: &str,
+    action: EventType,
+) -> Result<(), u64> {
+    let now = u64::try_from(routero_core::unix_now()).unwrap_or(0);
+    let source = client
+        .source_ip
+        .as_deref()
+        .and_then(|ip| ip.parse().ok())
+        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    let reason = match action {
+        EventType::ScimAuthFailed => "invalid_scim_token",
+        _ => "invalid_admin_key",
+    };
+    match state.failures.fail(source, now) {
+        Verdict::Record => {
+            tracing::warn!(%path, source_ip = ?client.source_ip, reason, "authentication failed");
+            let event = anonymous_event(client, action, path, reason, Outcome::Denied);
+            state.publish(event).await;
+            Ok(())
+        }
+        Verdict::Count => Ok(()),
+        Verdict::Throttle => Err(state.failures.throttled(source, now).unwrap_or(1)),
     }
 }
 

@@ -10,7 +10,7 @@ use axum::routing::MethodRouter;
 use super::access::Ask;
 use super::{
     AppState, admin_keys_and_roles, audit, credentials_and_models, data_planes, guardrails, keys,
-    users_and_teams,
+    provisioning, users_and_teams,
 };
 
 /// One authenticated route.
@@ -179,6 +179,31 @@ pub(super) fn routes() -> Vec<Route> {
             "/roles/{name}",
             tenant("role", "manage"),
             admin_keys_and_roles::delete_role,
+        ),
+        post(
+            "/scim/tokens",
+            tenant("scim_token", "create"),
+            provisioning::create_token,
+        ),
+        get(
+            "/scim/tokens",
+            tenant("scim_token", "list"),
+            provisioning::list_tokens,
+        ),
+        delete(
+            "/scim/tokens/{id}",
+            tenant("scim_token", "revoke"),
+            provisioning::revoke_token,
+        ),
+        get(
+            "/role-mappings",
+            tenant("role", "list"),
+            provisioning::get_role_mapping,
+        ),
+        put(
+            "/role-mappings",
+            tenant("role", "manage"),
+            provisioning::put_role_mapping,
         ),
     ]
 }

@@ -1,4 +1,5 @@
-//! Teams and users of a tenant (SCIM will own them later).
+//! Teams and users of a tenant as the admin API sees them: the same records SCIM provisions
+//! (`scim_managed` says which the identity provider owns).
 
 use axum::Json;
 use axum::extract::State;
@@ -10,7 +11,6 @@ use super::access::Caller;
 use super::credentials_and_models::check_name;
 use super::extract::Body;
 use super::{ApiError, AppState};
-use routero_core::audit::EventType;
 
 use crate::store::User;
 
@@ -27,15 +27,10 @@ pub(super) async fn create_team(
     Body(body): Body<NewTeam>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name("name", &body.name)?;
-    let event = AppState::event(&principal, &client, EventType::TeamCreated, ("team", None));
+    let changer = AppState::changer(&principal, &client);
     let team = state
         .store
-        .create_team(
-            &principal.tenant_id,
-            &body.name,
-            body.external_id.as_deref(),
-            vec![event],
-        )
+        .create_team(&changer, &body.name, body.external_id.as_deref())
         .await?;
     Ok((StatusCode::CREATED, Json(json!(team))))
 }
@@ -80,17 +75,10 @@ pub(super) async fn create_user(
         external_id: body.external_id,
         active: body.active,
         team_ids: body.team_ids,
+        scim_managed: false,
     };
-    let event = AppState::event(
-        &principal,
-        &client,
-        EventType::UserProvisioned,
-        ("user", None),
-    );
-    let user = state
-        .store
-        .create_user(&principal.tenant_id, &user, vec![event])
-        .await?;
+    let changer = AppState::changer(&principal, &client);
+    let user = state.store.create_user(&changer, &user).await?;
     Ok((StatusCode::CREATED, Json(json!(user))))
 }
 

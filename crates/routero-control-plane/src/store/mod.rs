@@ -6,15 +6,18 @@
 
 mod access;
 mod outbox;
+mod provisioning;
 mod records;
 
 use routero_core::audit::AuditEvent;
 use routero_core::{ErrorCode, Resource};
+use routero_scim::schema::Kind;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
 use tokio::sync::Notify;
 
 pub(crate) use outbox::naming;
+pub use provisioning::{Changer, ScimRecord, ScimToken};
 pub use records::{
     AdminKey, AdminPrincipal, Credential, CustomRole, KeyChanges, KeyRecord, Route,
     SealedCredential, StateRows, StoredDeployment, Team, User,
@@ -70,6 +73,12 @@ const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[
         "audit outbox",
         include_str!("../../../../migrations/postgres/0006_audit_outbox.sql"),
         include_str!("../../../../migrations/sqlite/0006_audit_outbox.sql"),
+    ),
+    (
+        7,
+        "provisioning",
+        include_str!("../../../../migrations/postgres/0007_provisioning.sql"),
+        include_str!("../../../../migrations/sqlite/0007_provisioning.sql"),
     ),
 ];
 
@@ -163,28 +172,23 @@ impl Store {
 
     // ---- teams and users ----
 
-    /// Creates a team, with the events recording it.
+    /// Creates a team through the admin API (SCIM does not own it).
     pub async fn create_team(
         &self,
-        tenant_id: &str,
+        changer: &Changer,
         name: &str,
         external_id: Option<&str>,
-        events: Vec<AuditEvent>,
     ) -> Result<Team> {
+        let mut doc = serde_json::Map::new();
+        doc.insert("displayName".into(), name.into());
+        if let Some(external_id) = external_id {
+            doc.insert("externalId".into(), external_id.into());
+        }
         let mut tx = self.pool.begin().await?;
-        let id = new_id("team");
-        sqlx::query(
-            "INSERT INTO teams (id, tenant_id, name, external_id, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&id)
-        .bind(tenant_id)
-        .bind(name)
-        .bind(external_id)
-        .bind(routero_core::unix_now())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| unique_violation(e, Resource::Team))?;
-        self.commit_recorded(tx, &naming(events, &id)).await?;
+        let (id, events) = self
+            .insert_resource(&mut tx, changer, Kind::Group, doc)
+            .await?;
+        self.commit_recorded(tx, &events).await?;
         Ok(Team {
             id,
             name: name.to_owned(),
@@ -194,7 +198,9 @@ impl Store {
 
     /// Teams of a tenant, by name.
     pub async fn list_teams(&self, tenant_id: &str) -> Result<Vec<Team>> {
-        sqlx::query("SELECT id, name, external_id FROM teams WHERE tenant_id = $1 ORDER BY name")
+        sqlx::query(
+            "SELECT id, name, external_id FROM teams WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY name",
+        )
             .bind(tenant_id)
             .fetch_all(&self.pool)
             .await?
@@ -209,31 +215,29 @@ impl Store {
             .collect()
     }
 
-    /// Creates a user, member of `team_ids` (all in the same tenant), with the events
-    /// recording it.
-    pub async fn create_user(
-        &self,
-        tenant_id: &str,
-        user: &User,
-        events: Vec<AuditEvent>,
-    ) -> Result<User> {
+    /// Creates a user through the admin API (SCIM does not own it), member of `team_ids`
+    /// (all in the same tenant).
+    pub async fn create_user(&self, changer: &Changer, user: &User) -> Result<User> {
+        let mut doc = serde_json::Map::new();
+        doc.insert("userName".into(), user.user_name.clone().into());
+        doc.insert("active".into(), user.active.into());
+        if let Some(name) = &user.display_name {
+            doc.insert("displayName".into(), name.clone().into());
+        }
+        if let Some(email) = &user.email {
+            doc.insert(
+                "emails".into(),
+                serde_json::json!([{"value": email, "primary": true}]),
+            );
+        }
+        if let Some(external_id) = &user.external_id {
+            doc.insert("externalId".into(), external_id.clone().into());
+        }
+        let tenant_id = &changer.tenant_id;
         let mut tx = self.pool.begin().await?;
-        let id = new_id("usr");
-        sqlx::query(
-            "INSERT INTO users (id, tenant_id, user_name, email, display_name, external_id, active, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&id)
-        .bind(tenant_id)
-        .bind(&user.user_name)
-        .bind(&user.email)
-        .bind(&user.display_name)
-        .bind(&user.external_id)
-        .bind(user.active)
-        .bind(routero_core::unix_now())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| unique_violation(e, Resource::User))?;
+        let (id, events) = self
+            .insert_resource(&mut tx, changer, Kind::User, doc)
+            .await?;
         for team_id in &user.team_ids {
             require_in_tenant(&mut tx, Owned::Team, tenant_id, team_id).await?;
             sqlx::query("INSERT INTO team_members (team_id, user_id) VALUES ($1, $2)")
@@ -241,9 +245,14 @@ impl Store {
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
+            self.reindex_group(&mut tx, team_id).await?;
         }
-        self.commit_recorded(tx, &naming(events, &id)).await?;
-        Ok(User { id, ..user.clone() })
+        self.commit_change(tx, &events).await?;
+        Ok(User {
+            id,
+            scim_managed: false,
+            ..user.clone()
+        })
     }
 
     /// Users of a tenant with their team memberships, by user name.
@@ -251,8 +260,9 @@ impl Store {
         let rows = sqlx::query(
             // Booleans read as integers: the Any driver cannot decode SQLite's BOOLEAN.
             "SELECT id, user_name, email, display_name, external_id, \
-             CAST(CASE WHEN active THEN 1 ELSE 0 END AS BIGINT) AS active FROM users \
-             WHERE tenant_id = $1 ORDER BY user_name",
+             CAST(CASE WHEN active THEN 1 ELSE 0 END AS BIGINT) AS active, \
+             CAST(CASE WHEN scim_managed THEN 1 ELSE 0 END AS BIGINT) AS managed FROM users \
+             WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY user_name",
         )
         .bind(tenant_id)
         .fetch_all(&self.pool)
@@ -280,6 +290,7 @@ impl Store {
                     external_id: r.try_get("external_id")?,
                     active: r.try_get::<i64, _>("active")? != 0,
                     team_ids,
+                    scim_managed: r.try_get::<i64, _>("managed")? != 0,
                 })
             })
             .collect()
@@ -826,12 +837,17 @@ impl Store {
     pub async fn load_state(&self) -> Result<StateRows> {
         loop {
             let version = self.snapshot_version().await?;
-            let keys = sqlx::query(select_keys!("WHERE revoked_at IS NULL ORDER BY id"))
-                .fetch_all(&self.pool)
-                .await?
-                .iter()
-                .map(key_record)
-                .collect::<Result<Vec<_>>>()?;
+            // Keys of a deactivated or deleted user are never served, revoked or not.
+            let keys = sqlx::query(select_keys!(
+                "WHERE revoked_at IS NULL AND (user_id IS NULL OR user_id IN \
+                 (SELECT id FROM users WHERE active AND deleted_at IS NULL)) ORDER BY id"
+            ))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(key_record)
+            .collect::<Result<Vec<_>>>()?;
+            let keys = self.with_mapped_roles(keys).await?;
             let routes = self.list_routes(None).await?;
             let credentials = self.sealed_credentials(None).await?;
             let guardrails =
@@ -917,8 +933,12 @@ enum Owned {
 impl Owned {
     fn exists_sql(self) -> &'static str {
         match self {
-            Self::Team => "SELECT 1 AS one FROM teams WHERE tenant_id = $1 AND id = $2",
-            Self::User => "SELECT 1 AS one FROM users WHERE tenant_id = $1 AND id = $2",
+            Self::Team => {
+                "SELECT 1 AS one FROM teams WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL"
+            }
+            Self::User => {
+                "SELECT 1 AS one FROM users WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL"
+            }
             Self::Credential => "SELECT 1 AS one FROM credentials WHERE tenant_id = $1 AND id = $2",
         }
     }
@@ -992,6 +1012,16 @@ async fn check_scope(
     }
     if let Some(user) = user_id {
         require_in_tenant(tx, Owned::User, tenant_id, user).await?;
+        let active = sqlx::query("SELECT 1 AS one FROM users WHERE id = $1 AND active")
+            .bind(user)
+            .fetch_optional(&mut **tx)
+            .await?;
+        if active.is_none() {
+            return Err(ControlPlaneError::rejected(
+                ErrorCode::UserInactive,
+                "the user is deactivated; no key may be issued for them",
+            ));
+        }
     }
     Ok(())
 }

@@ -45,7 +45,7 @@ pub struct CustomRole {
     pub permissions: Vec<String>,
 }
 
-/// A team (a SCIM group later).
+/// A team: a SCIM group.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Team {
     /// Identifier.
@@ -56,7 +56,7 @@ pub struct Team {
     pub external_id: Option<String>,
 }
 
-/// A user (a SCIM user later).
+/// A user: a SCIM user.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct User {
     /// Identifier.
@@ -73,6 +73,8 @@ pub struct User {
     pub active: bool,
     /// Teams the user belongs to.
     pub team_ids: Vec<String>,
+    /// Whether the identity provider owns the user (SCIM); the admin API then cannot change it.
+    pub scim_managed: bool,
 }
 
 /// A provider credential without its secret.
