@@ -71,10 +71,10 @@ pub fn canonical(kind: Kind, body: &Value) -> Result<Map<String, Value>, ScimErr
     doc.retain(|_, v| !v.as_object().is_some_and(Map::is_empty));
     let required = kind.attributes().iter().filter(|a| a.required);
     for attribute in required {
-        if !doc
+        if doc
             .get(attribute.name)
             .and_then(Value::as_str)
-            .is_some_and(|s| !s.trim().is_empty())
+            .is_none_or(|s| s.trim().is_empty())
         {
             return Err(invalid(format!("{} is required", attribute.name)));
         }

@@ -111,18 +111,22 @@ impl Compiler {
                 let leaf =
                     leaf.ok_or_else(|| invalid(format!("{} cannot be compared", path.name)))?;
                 let value = operand(leaf, *op, value)?;
-                let (test, value) = match op {
-                    Op::Eq | Op::Ne => ("= {}", value),
-                    Op::Co => ("LIKE {} ESCAPE '\\'", format!("%{}%", like_escape(&value))),
-                    Op::Sw => ("LIKE {} ESCAPE '\\'", format!("{}%", like_escape(&value))),
-                    Op::Ew => ("LIKE {} ESCAPE '\\'", format!("%{}", like_escape(&value))),
-                    Op::Gt => ("> {}", value),
-                    Op::Ge => (">= {}", value),
-                    Op::Lt => ("< {}", value),
-                    Op::Le => ("<= {}", value),
+                // Substring tests are written with REPLACE and substr, which compare exactly on
+                // both databases (SQLite's LIKE ignores ASCII case, PostgreSQL's does not); values
+                // of case-insensitive attributes are lowercased on both sides already.
+                let p = self.param(value);
+                let test = match op {
+                    Op::Eq | Op::Ne => format!("{{v}}.value = {p}"),
+                    Op::Co => format!("({p} = '' OR REPLACE({{v}}.value, {p}, '') <> {{v}}.value)"),
+                    Op::Sw => format!("substr({{v}}.value, 1, length({p})) = {p}"),
+                    Op::Ew => {
+                        format!("substr({{v}}.value, length({{v}}.value) - length({p}) + 1) = {p}")
+                    }
+                    Op::Gt => format!("{{v}}.value > {p}"),
+                    Op::Ge => format!("{{v}}.value >= {p}"),
+                    Op::Lt => format!("{{v}}.value < {p}"),
+                    Op::Le => format!("{{v}}.value <= {p}"),
                 };
-                let placeholder = self.param(value);
-                let test = test.replace("{}", &placeholder);
                 let exists = self.exists(element, &attr, sub.as_deref(), Some(&test));
                 if *op == Op::Ne {
                     format!("NOT {exists}")
@@ -224,23 +228,12 @@ impl Compiler {
             sql.push_str(&format!(" AND {v}.sub = {sub}"));
         }
         if let Some(test) = test {
-            sql.push_str(&format!(" AND {v}.value {test}"));
+            sql.push_str(" AND ");
+            sql.push_str(&test.replace("{v}", &v));
         }
         sql.push(')');
         sql
     }
-}
-
-/// `text` with LIKE's wildcards and the escape character escaped.
-fn like_escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '\\' | '%' | '_') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
 }
 
 #[cfg(test)]
@@ -263,9 +256,14 @@ mod tests {
     #[test]
     fn case_rules_and_wildcards() {
         let c = sql(r#"externalId sw "A_b%""#).expect("compiles");
-        assert_eq!(c.params.first().map(String::as_str), Some("A\\_b\\%%"));
+        assert_eq!(c.params.first().map(String::as_str), Some("A_b%"));
+        assert!(
+            c.sql.contains("substr(v1.value, 1, length($2)) = $2"),
+            "{}",
+            c.sql
+        );
         let c = sql(r#"emails co "ADA""#).expect("compiles");
-        assert_eq!(c.params, vec!["%ada%", "emails", "value"]);
+        assert_eq!(c.params, vec!["ada", "emails", "value"]);
     }
 
     #[test]

@@ -339,6 +339,10 @@ impl Store {
         let now = routero_core::unix_now();
         let members = member_ids(&doc);
         doc.remove("members");
+        if kind == Kind::User {
+            // A user created without saying is active, and says so to filters and readers.
+            doc.entry("active").or_insert(Value::Bool(true));
+        }
         let id = match kind {
             Kind::User => new_id("usr"),
             Kind::Group => new_id("team"),
