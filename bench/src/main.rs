@@ -1,12 +1,13 @@
 //! `make bench`: measures the data plane against two baselines in one run, on this machine:
 //! the fake provider called directly, and a bare hyper pass-through proxy. Reports CPU µs per
 //! request of the proxy process, latency added at concurrency 1 (p50, p99), requests/s at
-//! concurrency 32, RSS, and revocation propagation (admin API delete until the data plane
-//! refuses). Writes the table into `bench/README.md`.
+//! concurrency 32, RSS, revocation propagation (admin API delete until the data plane
+//! refuses), and SCIM reads and deprovisioning on a tenant of 10,000 users. Writes the table into `bench/README.md`.
 // A measuring tool over its own fixtures and our own outputs, never client text.
 #![expect(clippy::string_slice, clippy::indexing_slicing)]
 
 mod bare_proxy;
+mod scim;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -32,6 +33,9 @@ struct Args {
     /// Revocations to time.
     #[arg(long, default_value_t = 20)]
     revocations: usize,
+    /// Users SCIM provisions before its reads are timed.
+    #[arg(long, default_value_t = 10_000)]
+    scim_users: usize,
     /// Audit events chained and committed per database for writer throughput.
     #[arg(long, default_value_t = 20_000)]
     audit_events: usize,
@@ -562,6 +566,14 @@ async fn run(args: Args) -> Result<()> {
     }
     let revocations =
         revocation_latencies(&client, &up.admin_url, &up.data_url, args.revocations).await?;
+    let scim = scim::figures(
+        &client,
+        &up.admin_url,
+        &up.data_url,
+        args.scim_users,
+        args.revocations,
+    )
+    .await?;
     drop((fake, bare, alone));
     for started in [up, warm, cold] {
         drop(started.process);
@@ -594,6 +606,7 @@ async fn run(args: Args) -> Result<()> {
         percentile(&revocations, 0.5) / 1000.0,
         revocations.last().map_or(0.0, Duration::as_secs_f64) * 1000.0,
     ));
+    table.push_str(&scim);
     table.push_str(&throughput);
     writeln!(std::io::stdout(), "{table}")?;
     if let Some(path) = &args.readme {

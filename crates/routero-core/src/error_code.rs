@@ -88,8 +88,6 @@ pub enum ErrorCode {
     LastAdminKey,
     /// The user is deactivated or deleted: no key may be issued for them.
     UserInactive,
-    /// The user or team is owned by the tenant's identity provider (SCIM); change it there.
-    ScimManaged,
     /// The resource changed since the version the request names (`If-Match`).
     VersionMismatch,
     // --- the request itself ---
@@ -219,7 +217,6 @@ impl ErrorCode {
             Self::CredentialInUse => "credential_in_use",
             Self::LastAdminKey => "last_admin_key",
             Self::UserInactive => "user_inactive",
-            Self::ScimManaged => "scim_managed",
             Self::VersionMismatch => "version_mismatch",
             Self::InvalidRequest => "invalid_request",
             Self::BodyTooLarge => "body_too_large",
@@ -283,8 +280,7 @@ impl ErrorCode {
             Self::AlreadyExists(_)
             | Self::CredentialInUse
             | Self::LastAdminKey
-            | Self::UserInactive
-            | Self::ScimManaged => 409,
+            | Self::UserInactive => 409,
             Self::VersionMismatch => 412,
             Self::BodyTooLarge => 413,
             Self::UnsupportedMediaType => 415,
