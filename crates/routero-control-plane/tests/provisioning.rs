@@ -290,6 +290,12 @@ async fn deprovisioning_revokes_and_unserves_keys(store: Store) {
         .insert_key(&key_of(&t, "k_bob", &bob, 2, &[]), &[])
         .await
         .unwrap();
+    let admin_role = vec!["admin".to_owned()];
+    store
+        .insert_admin_key(&t, &[9; 32], ("ada's", &admin_role, Some(&ada)), Vec::new())
+        .await
+        .unwrap();
+    assert!(store.find_admin_key(&[9; 32]).await.unwrap().is_some());
     let version = store.snapshot_version().await.unwrap();
     let current = store.scim_get(&t, Kind::User, &ada).await.unwrap();
     let doc = canonical(Kind::User, &json!({"userName": "ada", "active": "False"})).unwrap();
@@ -302,6 +308,10 @@ async fn deprovisioning_revokes_and_unserves_keys(store: Store) {
         "data planes hear of it"
     );
     assert_eq!(served(&store).await, vec![("k_bob".to_owned(), vec![])]);
+    assert!(
+        store.find_admin_key(&[9; 32]).await.unwrap().is_none(),
+        "an admin key acting for a deactivated user opens nothing"
+    );
     assert!(
         store
             .get_key(&t, "k_ada")

@@ -517,6 +517,9 @@ mod tests {
     }
 
     proptest::proptest! {
+        // The parser's fuzz run: bounded (about a second under `make test`), every case new.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+
         /// Any text, however hostile, parses or is refused: never a panic or a stack overflow.
         #[test]
         fn never_panics(text in "[ a-zA-Z0-9()\\[\\]\".:$_-]{0,300}") {

@@ -74,11 +74,13 @@ impl Store {
     }
 
     /// The principal of an active admin key with this hash, with the permissions of the
-    /// tenant's custom roles it holds and the teams of its user.
+    /// tenant's custom roles it holds and the teams of its user. A key acting for a user who
+    /// is deactivated or deleted opens nothing while the user is.
     pub async fn find_admin_key(&self, hash: &[u8]) -> Result<Option<AdminPrincipal>> {
         let Some(row) = sqlx::query(
             "SELECT id, tenant_id, roles, user_id FROM admin_keys \
-             WHERE key_hash = $1 AND revoked_at IS NULL",
+             WHERE key_hash = $1 AND revoked_at IS NULL AND (user_id IS NULL OR user_id IN \
+             (SELECT id FROM users WHERE active AND deleted_at IS NULL))",
         )
         .bind(hash)
         .fetch_optional(&self.pool)
@@ -98,7 +100,7 @@ impl Store {
             .collect();
         let teams = sqlx::query(
             "SELECT m.team_id FROM team_members m JOIN teams t ON t.id = m.team_id \
-             WHERE m.user_id = $1 AND t.tenant_id = $2",
+             WHERE m.user_id = $1 AND t.tenant_id = $2 AND t.deleted_at IS NULL",
         )
         .bind(&user_id)
         .bind(&tenant_id)
