@@ -1,8 +1,9 @@
 //! Filters compiled to SQL, so they run in the store rather than over a tenant loaded into
 //! memory. Every filterable value of a resource is a row of the search index
 //! (`scim_values`: `resource_id`, `attr`, `idx`, `sub`, `value`, see
-//! [`crate::resource::index_rows`]); an attribute expression becomes an `EXISTS` over those
-//! rows, a value path an `EXISTS` over one element's rows. Names and values are all bound as
+//! [`crate::resource::index_rows`]); an attribute expression becomes `r.id IN` the resources
+//! whose rows pass it, a value path the same over one element's rows (an `EXISTS` per
+//! sub-attribute, correlated on the element). Names and values are all bound as
 //! parameters; the SQL text is built from fixed fragments only. The SQL is the same on
 //! PostgreSQL and SQLite.
 
@@ -98,8 +99,8 @@ impl Compiler {
                     }),
                 )?;
                 format!(
-                    "EXISTS (SELECT 1 FROM scim_values {alias} WHERE {alias}.resource_id = r.id \
-                     AND {alias}.attr = {attr} AND {inner})"
+                    "r.id IN (SELECT {alias}.resource_id FROM scim_values {alias} \
+                     WHERE {alias}.attr = {attr} AND {inner})"
                 )
             }
             Filter::Present(path) => {
@@ -199,7 +200,8 @@ impl Compiler {
         }
     }
 
-    /// `EXISTS` over the index rows of `attr` (and `sub`), passing `test` on their value.
+    /// The index rows of `attr` (and `sub`) passing `test` on their value: `r.id IN (…)` for a
+    /// resource, `EXISTS (…)` for a value path's element.
     fn exists(
         &mut self,
         element: Option<Element<'_>>,
@@ -209,10 +211,11 @@ impl Compiler {
     ) -> String {
         let v = self.alias("v");
         let mut sql = match element {
+            // Uncorrelated, so the (attr, sub, value) index finds the resources.
             None => {
                 let attr = self.param(attr.to_owned());
                 format!(
-                    "EXISTS (SELECT 1 FROM scim_values {v} WHERE {v}.resource_id = r.id AND {v}.attr = {attr}"
+                    "r.id IN (SELECT {v}.resource_id FROM scim_values {v} WHERE {v}.attr = {attr}"
                 )
             }
             Some(element) => {
