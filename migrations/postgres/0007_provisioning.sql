@@ -17,16 +17,19 @@ ALTER TABLE teams ADD COLUMN scim_managed BOOLEAN NOT NULL DEFAULT FALSE;
 ALTER TABLE teams ADD COLUMN version BIGINT NOT NULL DEFAULT 1;
 ALTER TABLE teams ADD COLUMN updated_at BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE teams ADD COLUMN deleted_at BIGINT;
-UPDATE teams SET updated_at = created_at;
+ALTER TABLE teams ADD COLUMN name_key TEXT;
+UPDATE teams SET name_key = LOWER(name), updated_at = created_at;
+CREATE UNIQUE INDEX teams_name_key ON teams (tenant_id, name_key);
 
 CREATE TABLE scim_values (
+    tenant_id   TEXT NOT NULL,
     resource_id TEXT NOT NULL,
     attr        TEXT NOT NULL,
     idx         BIGINT NOT NULL,
     sub         TEXT NOT NULL,
     value       TEXT NOT NULL
 );
-CREATE INDEX scim_values_by_value ON scim_values (attr, sub, value);
+CREATE INDEX scim_values_by_value ON scim_values (tenant_id, attr, sub, value);
 CREATE INDEX scim_values_by_resource ON scim_values (resource_id, attr, idx);
 
 -- Bearer tokens of a tenant's SCIM client, stored as HMAC-SHA256 under the pepper, like keys.

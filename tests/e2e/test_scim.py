@@ -224,6 +224,14 @@ def create_tenant(gw, name):
     return key
 
 
+def fresh_tenant(gw):
+    """A new tenant of the gateway and a SCIM client of it: (its admin key, the client). Tests
+    that change tenant-wide settings (role mappings) use one, so no other test sees them."""
+    admin = create_tenant(gw, unique("tenant-"))
+    made = new_token(gw, "okta", key=admin)
+    return admin, Scim(gw, made["token"], made["id"])
+
+
 def data_status(url, key):
     """(status, error code) of GET /v1/models with `key` on the data plane at `url`."""
     r = httpx.get(url + "/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=5)
@@ -231,13 +239,33 @@ def data_status(url, key):
     return r.status_code, code
 
 
+def poll(check, timeout, what, interval=0.1):
+    """Waits for `check()`, asking every `interval` seconds: a data plane counts each refused
+    key against this address (throttled past 60 a minute), so polls of refused keys are few."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = check()
+        if last is True:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: last {last}")
+        time.sleep(interval)
+
+
 def wait_for_key_on(url, key, timeout=5):
-    wait_until(lambda: data_status(url, key)[0] == 200, timeout=timeout, what=f"key served by {url}")
+    """Waits until the data plane at `url` serves `key` (200: a 429 is no answer)."""
+    def served():
+        status = data_status(url, key)
+        return status[0] == 200 or status
+    poll(served, timeout, f"key served by {url}")
 
 
 def wait_refused(url, key, timeout=5):
-    wait_until(lambda: data_status(url, key) == (401, "invalid_api_key"), timeout=timeout,
-               what=f"key refused by {url}")
+    def refused():
+        status = data_status(url, key)
+        return status == (401, "invalid_api_key") or status
+    poll(refused, timeout, f"key refused by {url}", interval=0.02)
 
 
 def key_info(gw, key_id):
@@ -886,7 +914,9 @@ def test_groups_and_membership(scim_gw, scim):
     assert r.headers.get("location") == group["meta"]["location"]
     assert group["displayName"] == name and group["externalId"] == f"{t}-gx"
     [member] = group["members"]
-    assert member["value"] == m1 and member["display"] == "Member One", member
+    # A member reads back as the identity provider wrote it (display and type are read-only,
+    # and scim2-tester compares what it wrote with what it reads).
+    assert member["value"] == m1 and member["$ref"].endswith(f"/scim/v2/Users/{m1}"), member
     assert member["$ref"].endswith(f"/scim/v2/Users/{m1}"), member
     [mine] = [g for g in scim.user(m1).get("groups", []) if g["value"] == gid]
     assert mine["display"] == name and mine["$ref"].endswith(f"/scim/v2/Groups/{gid}"), mine
@@ -953,7 +983,7 @@ def test_groups_and_membership(scim_gw, scim):
 # Okta and Entra request shapes
 
 
-def test_okta_provisioning_shapes(scim):
+def test_okta_user_shapes(scim):
     t = unique()
     user_name = f"{t}.okta@example.com"
     lookup = ok(scim.send(fixture("okta_get_user_by_username", USER_NAME=user_name)))
@@ -970,27 +1000,33 @@ def test_okta_provisioning_shapes(scim):
     assert updated["name"]["givenName"] == "Another" and updated["name"]["middleName"] == "Test"
     assert updated["displayName"] == "Another Test User" and updated["id"] == uid and updated["active"] is True
 
-    group_name = f"{t} Okta Group"
-    group = ok(scim.send(fixture("okta_create_group", GROUP_NAME=group_name)), 201)
-    gid = group["id"]
-    assert group["displayName"] == group_name and members(group) == []
-    group = ok(scim.send(fixture("okta_patch_group_rename", GROUP_ID=gid, GROUP_NAME=group_name + " Renamed")))
-    assert group["displayName"] == group_name + " Renamed" and group["id"] == gid
-    group = ok(scim.send(fixture("okta_patch_group_add_members", GROUP_ID=gid, USER_ID=uid, USER_NAME=user_name)))
-    assert members(group) == [uid]
-    group = ok(scim.send(fixture("okta_patch_group_remove_member", GROUP_ID=gid, USER_ID=uid)))
-    assert members(group) == []
-
     deactivated = ok(scim.send(fixture("okta_put_deactivate_user", USER_ID=uid, USER_NAME=user_name,
                                        EXTERNAL_ID=f"00u{t}")))
     assert deactivated["active"] is False
     assert scim.user(uid)["active"] is False
     other = scim.create_user(f"{t}.other@example.com")["id"]
     assert ok(scim.send(fixture("okta_patch_user_deactivate", USER_ID=other)))["active"] is False
+
+
+def test_okta_group_push_shapes(scim):
+    t = unique()
+    user_name = f"{t}.member@example.com"
+    uid = scim.create_user(user_name)["id"]
+    group_name = f"{t} Okta Group"
+    group = ok(scim.send(fixture("okta_create_group", GROUP_NAME=group_name)), 201)
+    gid = group["id"]
+    assert group["displayName"] == group_name and members(group) == []
+    group = ok(scim.send(fixture("okta_patch_group_add_members", GROUP_ID=gid, USER_ID=uid, USER_NAME=user_name)))
+    assert members(group) == [uid]
+    group = ok(scim.send(fixture("okta_patch_group_remove_member", GROUP_ID=gid, USER_ID=uid)))
+    assert members(group) == []
+    # The rename repeats the group's own id in the value: the same id is no change to refuse.
+    group = ok(scim.send(fixture("okta_patch_group_rename", GROUP_ID=gid, GROUP_NAME=group_name + " Renamed")))
+    assert group["displayName"] == group_name + " Renamed" and group["id"] == gid
     assert scim.send({"method": "DELETE", "path": f"/Groups/{gid}"}).status_code == 204
 
 
-def test_entra_provisioning_shapes(scim):
+def test_entra_user_shapes(scim):
     t = unique()
     user_name = f"Test_User_{t}"
     manager = scim.create_user(f"{t}-manager@example.com")["id"]
@@ -1020,6 +1056,11 @@ def test_entra_provisioning_shapes(scim):
     user = ok(scim.send(fixture("entra_patch_user_enable", USER_ID=uid)))
     assert user["active"] is True
 
+
+def test_entra_group_shapes(scim):
+    t = unique()
+    uid = scim.create_user(f"{t}-one@example.com")["id"]
+    other = scim.create_user(f"{t}-two@example.com")["id"]
     group_name = f"{t}-entra-group"
     group = ok(scim.send(fixture("entra_create_group", GROUP_NAME=group_name, EXTERNAL_ID=str(uuid.uuid4()))), 201)
     gid = group["id"]
@@ -1027,10 +1068,10 @@ def test_entra_provisioning_shapes(scim):
     assert ids(found) == [gid] and "members" not in found["Resources"][0], found
     group = ok(scim.send(fixture("entra_patch_group_add_member", GROUP_ID=gid, USER_ID=uid)))
     assert members(group) == [uid]
-    group = ok(scim.send(fixture("entra_patch_group_add_member", GROUP_ID=gid, USER_ID=manager)))
-    assert members(group) == sorted([uid, manager])
+    group = ok(scim.send(fixture("entra_patch_group_add_member", GROUP_ID=gid, USER_ID=other)))
+    assert members(group) == sorted([uid, other])
     group = ok(scim.send(fixture("entra_patch_group_remove_member", GROUP_ID=gid, USER_ID=uid)))
-    assert members(group) == [manager]
+    assert members(group) == [other]
     group = ok(scim.send(fixture("entra_patch_group_rename", GROUP_ID=gid, GROUP_NAME=group_name + "-renamed")))
     assert group["displayName"] == group_name + "-renamed"
 
@@ -1149,6 +1190,23 @@ def test_bad_user_bodies_are_refused_and_nothing_written(scim, case):
     assert scim.user(existing["id"]) == existing
 
 
+def test_nul_characters_are_refused_or_kept_never_an_outage(scim):
+    """JSON allows \\u0000, PostgreSQL's text does not: a NUL in a value is refused with
+    invalidValue (or kept as sent), never a 5xx."""
+    before = scim.total()
+    for body in [{"displayName": "a\u0000b"}, {"userName": unique("nul-") + "\u0000"},
+                 {"name": {"givenName": "\u0000"}}]:
+        body = {"schemas": [USER], "userName": unique("nul-"), **body}
+        r = scim.post("/Users", body)
+        assert r.status_code < 500, (body, r.status_code, r.text)
+        if r.status_code == 201:
+            assert scim.user(r.json()["id"])["userName"] == body["userName"]
+            before += 1
+        else:
+            scim_error(r, 400, "invalidValue")
+    assert scim.total() == before
+
+
 @pytest.mark.parametrize("content, scim_type", [
     (b'{"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": ', "invalidSyntax"),
     (b"[]", None),
@@ -1179,7 +1237,7 @@ def test_another_tenants_token_reaches_nothing(scim_gw, scim):
     other_admin = create_tenant(gw, unique("tenant-b-"))
     other = Scim(gw, new_token(gw, "okta-b", key=other_admin)["token"])
     t = unique()
-    theirs = other.create_user(f"{t}-shared@example.com", title="theirs")
+    theirs = other.create_user(f"{t}-shared@example.com", title="theirs", active=True)
     their_group = other.create_group(f"{t}-theirs", members=[theirs["id"]])
     mine = scim.create_user(f"{t}-mine@example.com")
     my_group = scim.create_group(f"{t}-mine", members=[mine["id"]])
@@ -1220,29 +1278,61 @@ def test_another_tenants_token_reaches_nothing(scim_gw, scim):
 # Role mappings
 
 
-def test_role_mappings(scim_gw, scim):
+def test_role_mappings(scim_gw):
     gw = scim_gw
+    admin, scim = fresh_tenant(gw)
+    assert gw.admin("GET", "/role-mappings", key=admin).json() == {"rules": [], "default_roles": []}
     group = scim.create_group(unique("mapped-"))
-    try:
-        assert gw.admin("PUT", "/roles/prompt-engineer", {"permissions": ["team:list"]}).status_code == 200
-        mapping = {"rules": [{"group": "eng", "roles": ["developer"]},
-                             {"group": group["id"], "roles": ["manager", "qa"]},
-                             {"group": "labs", "roles": ["prompt-engineer"]}],
-                   "default_roles": ["member"]}
-        r = gw.admin("PUT", "/role-mappings", mapping)
-        assert r.status_code == 200 and r.json() == mapping, r.text
-        assert gw.admin("GET", "/role-mappings").json() == mapping
-        for bad in [{"rules": [{"group": "eng", "roles": ["wizard"]}], "default_roles": []},
-                    {"rules": [], "default_roles": ["wizard"]},
-                    {"rules": [{"group": "eng", "roles": ["developer"], "extra": 1}], "default_roles": []},
-                    {"rules": [{"roles": ["developer"]}], "default_roles": []},
-                    {"rules": "eng", "default_roles": []}]:
-            r = gw.admin("PUT", "/role-mappings", bad)
-            assert r.status_code == 400, (bad, r.text)
-        assert gw.admin("GET", "/role-mappings").json() == mapping, "a refused mapping changes nothing"
-    finally:
-        r = gw.admin("PUT", "/role-mappings", {"rules": [], "default_roles": []})
-        assert r.status_code == 200, r.text
+    assert gw.admin("PUT", "/roles/prompt-engineer", {"permissions": ["team:list"]}, key=admin).status_code == 200
+    mapping = {"rules": [{"group": "eng", "roles": ["developer"]},
+                         {"group": group["id"], "roles": ["manager", "qa"]},
+                         {"group": "labs", "roles": ["prompt-engineer"]}],
+               "default_roles": ["member"]}
+    r = gw.admin("PUT", "/role-mappings", mapping, key=admin)
+    assert r.status_code == 200 and r.json() == mapping, r.text
+    assert gw.admin("GET", "/role-mappings", key=admin).json() == mapping
+    assert gw.admin("GET", "/role-mappings").json() != mapping, "another tenant's mapping is its own"
+    for bad in [{"rules": [{"group": "eng", "roles": ["wizard"]}], "default_roles": []},
+                {"rules": [], "default_roles": ["wizard"]},
+                {"rules": [{"group": "eng", "roles": ["developer"], "extra": 1}], "default_roles": []},
+                {"rules": [{"roles": ["developer"]}], "default_roles": []},
+                {"rules": "eng", "default_roles": []}]:
+        r = gw.admin("PUT", "/role-mappings", bad, key=admin)
+        assert r.status_code == 400, (bad, r.text)
+    assert gw.admin("GET", "/role-mappings", key=admin).json() == mapping, "a refused mapping changes nothing"
+
+
+def test_a_key_the_control_plane_calls_live_is_served(scim_gw):
+    """A key /key/generate issues for an active user, and /key/info calls not revoked, is served
+    by the data plane: without a mapping (an empty one is none), or with one that gives the user
+    a role. A mapping that gives the user no role refuses to issue the key (409
+    user_without_roles) rather than issue one that would never be served."""
+    gw = scim_gw
+    wrong = []
+    cases = [
+        (None, 200),
+        ({"rules": [], "default_roles": []}, 200),
+        ({"rules": [{"group": "eng", "roles": ["developer"]}], "default_roles": []}, 409),
+        ({"rules": [{"group": "eng", "roles": ["developer"]}], "default_roles": ["member"]}, 200),
+    ]
+    for mapping, expected in cases:
+        admin, scim = fresh_tenant(gw)
+        if mapping is not None:
+            assert gw.admin("PUT", "/role-mappings", mapping, key=admin).status_code == 200
+        user = scim.create_user(unique("groupless-") + "@example.com")
+        r = gw.admin("POST", "/key/generate", {"user_id": user["id"]}, key=admin)
+        assert r.status_code == expected, (mapping, r.text)
+        if expected == 409:
+            assert r.json()["error"]["code"] == "user_without_roles", r.text
+            continue
+        key = r.json()
+        try:
+            poll(lambda: data_status(gw.data_url, key["key"])[0] == 200, timeout=4,
+                 what="the key served", interval=0.5)
+        except AssertionError:
+            wrong.append(f"mapping {mapping}: key {key['key_id']} refused "
+                         f"{data_status(gw.data_url, key['key'])}")
+    assert not wrong, "\n".join(wrong)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1271,7 +1361,7 @@ def test_deprovisioning_revokes_the_users_keys(scim_gw, scim, how):
     kept = gw.new_key(user_id=stayer["id"])
     assert all(k["user_id"] == user["id"] for k in keys)
     for key in keys + [kept]:
-        gw.wait_for_key(key["key"])
+        wait_for_key_on(gw.data_url, key["key"])
     reply = gw.client(keys[0]["key"]).chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": "hi"}])
     assert reply.choices[0].message.content
     since = audit_since()
@@ -1313,33 +1403,34 @@ def test_deprovisioning_revokes_the_users_keys(scim_gw, scim, how):
         assert data_status(gw.data_url, key["key"]) == (401, "invalid_api_key")
         assert key_info(gw, key["key_id"])["revoked"] is True
     fresh = gw.new_key(user_id=user["id"])
-    gw.wait_for_key(fresh["key"])
+    wait_for_key_on(gw.data_url, fresh["key"])
     assert gw.client(fresh["key"]).chat.completions.create(
         model="gpt-a", messages=[{"role": "user", "content": "back"}]).choices[0].message.content
 
 
-def test_leaving_every_group_that_grants_access_revokes_the_keys(scim_gw, scim):
+def test_leaving_every_group_that_grants_access_revokes_the_keys(scim_gw):
     """The issue: removal of a user from every group that grants access (a group a mapping rule
     names, with no default roles) revokes the user's keys, like deactivation."""
     gw = scim_gw
+    admin, scim = fresh_tenant(gw)
     t = unique()
     user = scim.create_user(f"{t}-mover@example.com")
     granting = scim.create_group(f"{t}-granting", members=[user["id"]])
     other = scim.create_group(f"{t}-social", members=[user["id"]])
     r = gw.admin("PUT", "/role-mappings", {"rules": [{"group": granting["displayName"], "roles": ["developer"]}],
-                                           "default_roles": []})
+                                           "default_roles": []}, key=admin)
     assert r.status_code == 200, r.text
-    try:
-        key = gw.new_key(user_id=user["id"])
-        gw.wait_for_key(key["key"])
-        ok(scim.patch(f"/Groups/{other['id']}", {"op": "remove", "path": f'members[value eq "{user["id"]}"]'}))
-        time.sleep(1.0)
-        assert data_status(gw.data_url, key["key"])[0] == 200, "leaving a group that grants nothing revokes nothing"
-        ok(scim.patch(f"/Groups/{granting['id']}", {"op": "remove", "path": f'members[value eq "{user["id"]}"]'}))
-        wait_refused(gw.data_url, key["key"], timeout=3)
-        assert key_info(gw, key["key_id"])["revoked"] is True
-    finally:
-        gw.admin("PUT", "/role-mappings", {"rules": [], "default_roles": []})
+    r = gw.admin("POST", "/key/generate", {"user_id": user["id"]}, key=admin)
+    assert r.status_code == 200, r.text
+    key = r.json()
+    wait_for_key_on(gw.data_url, key["key"])
+    ok(scim.patch(f"/Groups/{other['id']}", {"op": "remove", "path": f'members[value eq "{user["id"]}"]'}))
+    time.sleep(1.0)
+    assert data_status(gw.data_url, key["key"])[0] == 200, "leaving a group that grants nothing revokes nothing"
+    ok(scim.patch(f"/Groups/{granting['id']}", {"op": "remove", "path": f'members[value eq "{user["id"]}"]'}))
+    wait_refused(gw.data_url, key["key"], timeout=3)
+    info = gw.admin("GET", "/key/info", params={"key_id": key["key_id"]}, key=admin).json()["info"]
+    assert info["revoked"] is True, info
 
 
 # ---------------------------------------------------------------------------------------------

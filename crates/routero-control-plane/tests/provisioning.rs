@@ -1,7 +1,7 @@
 //! People and groups as SCIM provisions them, on SQLite and PostgreSQL: every filter operator
 //! runs in SQL with the same answers on both, paging, versions, and deprovisioning that
 //! revokes keys and takes them out of the snapshot.
-#![expect(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use routero_control_plane::role_mapping::{RoleMapping, Rule};
 use routero_control_plane::store::{Changer, KeyRecord};
@@ -291,11 +291,18 @@ async fn deprovisioning_revokes_and_unserves_keys(store: Store) {
         .await
         .unwrap();
     let admin_role = vec!["admin".to_owned()];
-    store
+    let adas_admin_key = store
         .insert_admin_key(&t, &[9; 32], ("ada's", &admin_role, Some(&ada)), Vec::new())
         .await
         .unwrap();
     assert!(store.find_admin_key(&[9; 32]).await.unwrap().is_some());
+    // A key Ada's admin key issued without binding it to anyone is Ada's key too.
+    let owned = KeyRecord {
+        user_id: None,
+        owner: Some(adas_admin_key.id.clone()),
+        ..key_of(&t, "k_owned", &ada, 4, &[])
+    };
+    store.insert_key(&owned, &[]).await.unwrap();
     let version = store.snapshot_version().await.unwrap();
     let current = store.scim_get(&t, Kind::User, &ada).await.unwrap();
     let doc = canonical(Kind::User, &json!({"userName": "ada", "active": "False"})).unwrap();
@@ -311,6 +318,14 @@ async fn deprovisioning_revokes_and_unserves_keys(store: Store) {
     assert!(
         store.find_admin_key(&[9; 32]).await.unwrap().is_none(),
         "an admin key acting for a deactivated user opens nothing"
+    );
+    assert!(
+        store
+            .get_key(&t, "k_owned")
+            .await
+            .unwrap()
+            .revoked_at
+            .is_some()
     );
     assert!(
         store
@@ -363,6 +378,27 @@ async fn deprovisioning_revokes_and_unserves_keys(store: Store) {
             .is_some()
     );
     user(&store, &t, json!({"userName": "BOB"})).await;
+    // A team's keys go with the team.
+    let ops = group(&store, &t, "ops", &[]).await;
+    let team_key = KeyRecord {
+        user_id: None,
+        team_id: Some(ops.clone()),
+        ..key_of(&t, "k_team", &ada, 5, &[])
+    };
+    store.insert_key(&team_key, &[]).await.unwrap();
+    store
+        .scim_delete(&scim(&t), Kind::Group, &ops, None)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .get_key(&t, "k_team")
+            .await
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    group(&store, &t, "OPS", &[]).await;
     assert!(matches!(
         store.scim_get(&t, Kind::User, &bob).await,
         Err(ControlPlaneError::NotFound(_))
@@ -408,7 +444,6 @@ async fn role_mapping_gives_keys_their_roles(store: Store) {
                 vec!["developer".to_owned(), "manager".to_owned()]
             ),
             ("k_narrow".to_owned(), vec!["developer".to_owned()]),
-            ("k_wide".to_owned(), vec![]),
         ]
     );
     // Out of ml: manager is gone from the next snapshot.

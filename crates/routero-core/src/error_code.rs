@@ -88,6 +88,8 @@ pub enum ErrorCode {
     LastAdminKey,
     /// The user is deactivated or deleted: no key may be issued for them.
     UserInactive,
+    /// The tenant's role mapping gives the user no role: no key may be issued for them.
+    UserWithoutRoles,
     /// The resource changed since the version the request names (`If-Match`).
     VersionMismatch,
     // --- the request itself ---
@@ -217,6 +219,7 @@ impl ErrorCode {
             Self::CredentialInUse => "credential_in_use",
             Self::LastAdminKey => "last_admin_key",
             Self::UserInactive => "user_inactive",
+            Self::UserWithoutRoles => "user_without_roles",
             Self::VersionMismatch => "version_mismatch",
             Self::InvalidRequest => "invalid_request",
             Self::BodyTooLarge => "body_too_large",
@@ -280,7 +283,8 @@ impl ErrorCode {
             Self::AlreadyExists(_)
             | Self::CredentialInUse
             | Self::LastAdminKey
-            | Self::UserInactive => 409,
+            | Self::UserInactive
+            | Self::UserWithoutRoles => 409,
             Self::VersionMismatch => 412,
             Self::BodyTooLarge => 413,
             Self::UnsupportedMediaType => 415,

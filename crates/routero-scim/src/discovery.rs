@@ -56,7 +56,17 @@ pub fn resource_type(kind: Kind, base: &str) -> Value {
     })
 }
 
-fn attribute(attribute: &Attribute) -> Value {
+/// What a reference points at (RFC 7643 §8.7.1): members and groups at users and groups, a
+/// manager at a user, anything else outside.
+fn reference_types(parent: Option<&str>, attribute: &Attribute) -> &'static [&'static str] {
+    match (parent, attribute.name) {
+        (Some("members" | "groups"), "$ref") => &["User", "Group"],
+        (Some("manager"), "$ref") => &["User"],
+        _ => &["external"],
+    }
+}
+
+fn described(parent: Option<&str>, attribute: &Attribute) -> Value {
     let mut value = json!({
         "name": attribute.name,
         "type": attribute.ty.as_str(),
@@ -72,11 +82,18 @@ fn attribute(attribute: &Attribute) -> Value {
         if !attribute.sub.is_empty() {
             map.insert(
                 "subAttributes".into(),
-                attribute.sub.iter().map(self::attribute).collect(),
+                attribute
+                    .sub
+                    .iter()
+                    .map(|sub| described(Some(attribute.name), sub))
+                    .collect(),
             );
         }
-        if attribute.name == "$ref" || attribute.ty == crate::schema::Type::Reference {
-            map.insert("referenceTypes".into(), json!(["external"]));
+        if attribute.ty == crate::schema::Type::Reference {
+            map.insert(
+                "referenceTypes".into(),
+                json!(reference_types(parent, attribute)),
+            );
         }
     }
     value
@@ -106,7 +123,7 @@ pub fn schemas(base: &str) -> Vec<Value> {
             "id": urn,
             "name": name,
             "description": description,
-            "attributes": attributes.iter().map(attribute).collect::<Vec<_>>(),
+            "attributes": attributes.iter().map(|a| described(None, a)).collect::<Vec<_>>(),
             "meta": {"resourceType": "Schema", "location": format!("{base}/Schemas/{urn}")},
         })
     })

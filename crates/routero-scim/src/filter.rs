@@ -175,8 +175,12 @@ fn quoted(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<String
         } else if c == '\\' {
             escaped = true;
         } else if c == '"' {
-            return serde_json::from_str(&literal)
-                .map_err(|_| invalid("a string is not valid JSON"));
+            let text: String = serde_json::from_str(&literal)
+                .map_err(|_| invalid("a string is not valid JSON"))?;
+            if text.contains('\0') {
+                return Err(invalid("a string holds a NUL character"));
+            }
+            return Ok(text);
         }
     }
     Err(invalid("a string is not closed"))
@@ -470,6 +474,7 @@ mod tests {
             "userName eq bare",
             r#"userName eq 'single'"#,
             r#"not userName eq "a""#,
+            r#"userName eq "a\u0000b""#,
         ] {
             let error = parse(bad).expect_err(bad);
             assert_eq!(error.scim_type, Some(ScimType::InvalidFilter), "{bad}");

@@ -33,7 +33,8 @@ fn field<'a>(object: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
 }
 
 /// Applies a PatchOp message's operations to `doc`, in order; the first that fails stops
-/// them all (the caller keeps the stored document).
+/// them all (the caller keeps the stored document). `doc` may carry the resource's `id`, so
+/// that an operation writing it unchanged is accepted; validating the result drops it.
 pub fn apply(kind: Kind, doc: &mut Map<String, Value>, message: &Value) -> Result<(), ScimError> {
     let message = message
         .as_object()
@@ -69,9 +70,17 @@ pub fn apply(kind: Kind, doc: &mut Map<String, Value>, message: &Value) -> Resul
         let value = field(operation, "value").unwrap_or(&Value::Null);
         match field(operation, "path") {
             None | Some(Value::Null) => without_path(kind, doc, verb, value)?,
-            Some(Value::String(path)) => {
-                at_path(kind, doc, verb, &filter::parse_path(path)?, value)?
-            }
+            Some(Value::String(path)) => match kind.extension(path) {
+                // The whole extension: removed, or its attributes added or replaced.
+                Some((urn, _)) if verb == Verb::Remove => {
+                    doc.remove(urn);
+                }
+                Some((urn, _)) => {
+                    let value = serde_json::json!({ urn: value });
+                    without_path(kind, doc, verb, &value)?;
+                }
+                None => at_path(kind, doc, verb, &filter::parse_path(path)?, value)?,
+            },
             Some(_) => {
                 return Err(ScimError::bad(
                     ScimType::InvalidPath,
@@ -108,6 +117,9 @@ fn without_path(
                 ScimError::bad(ScimType::InvalidValue, format!("{urn} must be an object"))
             })?;
             for (name, value) in inner {
+                if name.eq_ignore_ascii_case("schemas") {
+                    continue;
+                }
                 let path = PatchPath {
                     attr: AttrPath {
                         urn: Some(urn.to_owned()),
@@ -158,6 +170,16 @@ fn at_path(
             "no such sub-attribute",
         ));
     }
+    let unchanged = path.filter.is_none()
+        && leaf.is_none()
+        && resolved.extension.is_none()
+        && verb != Verb::Remove
+        && doc.get(attribute.name) == Some(value);
+    if unchanged {
+        // Okta renames a group with `{"id": <its own id>, "displayName": …}`: writing a
+        // read-only attribute's own value changes nothing and is allowed.
+        return Ok(());
+    }
     if attribute.mutability == Mutability::ReadOnly
         || leaf.is_some_and(|l| l.mutability == Mutability::ReadOnly)
     {
@@ -204,14 +226,18 @@ fn whole(
     match verb {
         Verb::Remove if attribute.multi && value.is_array() => {
             // Entra: remove the listed members, by their `value`.
-            let drop: Vec<Value> = value
+            let drop: std::collections::HashSet<String> = value
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter_map(|v| v.get("value").cloned())
+                .filter_map(|v| v.get("value").map(Value::to_string))
                 .collect();
             if let Some(Value::Array(items)) = container.get_mut(name) {
-                items.retain(|item| !item.get("value").is_some_and(|v| drop.contains(v)));
+                items.retain(|item| {
+                    !item
+                        .get("value")
+                        .is_some_and(|v| drop.contains(&v.to_string()))
+                });
             }
         }
         Verb::Remove => {
@@ -223,8 +249,10 @@ fn whole(
                 .entry(name)
                 .or_insert_with(|| Value::Array(Vec::new()));
             if let (Value::Array(list), Value::Array(added)) = (list, added) {
+                let mut seen: std::collections::HashSet<String> =
+                    list.iter().map(Value::to_string).collect();
                 for item in added {
-                    if !list.contains(&item) {
+                    if seen.insert(item.to_string()) {
                         list.push(item);
                     }
                 }
@@ -570,6 +598,29 @@ mod tests {
             let error = patch(&mut doc, ops.clone()).expect_err(&ops.to_string());
             assert_eq!(error.scim_type, Some(kind), "{ops}");
         }
+    }
+
+    #[test]
+    fn whole_extension_and_unchanged_read_only_values() {
+        let mut doc = user();
+        doc.insert("id".into(), "u1".into());
+        let ext = schema::ENTERPRISE;
+        patch(
+            &mut doc,
+            json!([{"op": "add", "path": ext, "value": {"department": "R&D"}}]),
+        )
+        .expect("applies");
+        assert_eq!(doc[ext]["department"], "R&D");
+        patch(
+            &mut doc,
+            json!([{"op": "replace", "value": {"id": "u1", "title": "t"}}]),
+        )
+        .expect("its own id, unchanged");
+        let error = patch(&mut doc, json!([{"op": "replace", "value": {"id": "u2"}}]))
+            .expect_err("another id");
+        assert_eq!(error.scim_type, Some(ScimType::Mutability));
+        patch(&mut doc, json!([{"op": "remove", "path": ext}])).expect("applies");
+        assert!(!doc.contains_key(ext));
     }
 
     #[test]

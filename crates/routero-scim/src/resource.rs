@@ -74,6 +74,16 @@ pub fn canonical(kind: Kind, body: &Value) -> Result<Map<String, Value>, ScimErr
         if doc
             .get(attribute.name)
             .and_then(Value::as_str)
+            .is_some_and(|s| s.chars().any(char::is_control))
+        {
+            return Err(invalid(format!(
+                "{} must not contain control characters",
+                attribute.name
+            )));
+        }
+        if doc
+            .get(attribute.name)
+            .and_then(Value::as_str)
             .is_none_or(|s| s.trim().is_empty())
         {
             return Err(invalid(format!("{} is required", attribute.name)));
@@ -101,15 +111,20 @@ pub(crate) fn split_name(key: &str) -> AttrPath {
     }
 }
 
+/// `schemas` lists the kind's core schema; other URNs (Entra adds its own) are allowed, since
+/// attributes of schemas we do not serve are refused one by one.
 fn check_schemas(kind: Kind, value: &Value) -> Result<(), ScimError> {
-    let known =
-        |urn: &str| urn.eq_ignore_ascii_case(kind.schema()) || kind.extension(urn).is_some();
     match value.as_array() {
-        Some(urns) if urns.iter().all(|u| u.as_str().is_some_and(known)) => Ok(()),
-        _ => Err(invalid(format!(
-            "schemas must list only {} and its extensions",
-            kind.schema()
-        ))),
+        Some(urns)
+            if urns.iter().all(Value::is_string)
+                && urns.iter().any(|u| {
+                    u.as_str()
+                        .is_some_and(|u| u.eq_ignore_ascii_case(kind.schema()))
+                }) =>
+        {
+            Ok(())
+        }
+        _ => Err(invalid(format!("schemas must list {}", kind.schema()))),
     }
 }
 
@@ -158,9 +173,10 @@ pub fn coerce(attribute: &Attribute, value: &Value) -> Result<Option<Value>, Sci
         ));
     }
     let mut list = Vec::with_capacity(items.len());
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
     for item in items {
         if let Some(item) = coerce_one(attribute, item)?
-            && !list.contains(&item)
+            && seen.insert(item.to_string())
         {
             list.push(item);
         }
@@ -200,6 +216,9 @@ pub fn coerce_one(attribute: &Attribute, value: &Value) -> Result<Option<Value>,
             Err(_) => Err(invalid(format!("{name} must be an RFC 3339 date and time"))),
         },
         (Type::String | Type::Reference | Type::Binary, Value::String(text)) => {
+            if text.contains('\0') {
+                return Err(invalid(format!("{name} must not contain NUL characters")));
+            }
             if text.chars().nth(MAX_STRING_CHARS).is_some() {
                 return Err(invalid(format!(
                     "{name} is longer than {MAX_STRING_CHARS} characters"
@@ -304,6 +323,12 @@ fn locate(
 }
 
 fn copy_path(kind: Kind, from: &Map<String, Value>, to: &mut Map<String, Value>, name: &str) {
+    if let Some((urn, _)) = kind.extension(name) {
+        if let Some(extension) = from.get(urn) {
+            to.insert(urn.to_owned(), extension.clone());
+        }
+        return;
+    }
     let Some((home, attribute, sub)) = locate(kind, name) else {
         return;
     };
@@ -345,6 +370,10 @@ fn copy_path(kind: Kind, from: &Map<String, Value>, to: &mut Map<String, Value>,
 }
 
 fn remove_path(kind: Kind, full: &mut Map<String, Value>, name: &str) {
+    if let Some((urn, _)) = kind.extension(name) {
+        full.remove(urn);
+        return;
+    }
     let Some((home, attribute, sub)) = locate(kind, name) else {
         return;
     };
@@ -546,8 +575,9 @@ mod tests {
             json!({"userName": "a", "emails": "x"}),
             json!({"userName": "a", "emails": [{"value": "x", "colour": "red"}]}),
             json!({"userName": "a", "name": "Ada"}),
-            json!({"userName": "a", "schemas": ["urn:example:other"]}),
             json!({"displayName": "not a user"}),
+            json!({"userName": "nul\u{0}byte"}),
+            json!({"userName": "a", "schemas": ["urn:example:other"]}),
             json!({"userName": "  "}),
             json!(["not", "an", "object"]),
         ] {
@@ -576,8 +606,19 @@ mod tests {
             only,
             json!({"schemas": [schema::USER], "id": "u1", "name": {"givenName": "A"}})
         );
-        let without = project(Kind::User, full, &[], &["title".into(), "id".into()]);
+        let without = project(
+            Kind::User,
+            full.clone(),
+            &[],
+            &["title".into(), "id".into()],
+        );
         assert!(without.get("title").is_none() && without["id"] == "u1");
+        let entra = canonical(
+            Kind::Group,
+            &json!({"schemas": [schema::GROUP, "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/Group"],
+                    "displayName": "g"}),
+        );
+        assert!(entra.is_ok(), "{entra:?}");
     }
 
     #[test]

@@ -288,7 +288,7 @@ const MEMBER: &[Attribute] = &[
         .mutability(Mutability::Immutable),
     reference("$ref", "The member's URI.").mutability(Mutability::Immutable),
     string("display", "The member's name.").mutability(Mutability::ReadOnly),
-    string("type", "User").mutability(Mutability::Immutable),
+    string("type", "User").mutability(Mutability::ReadOnly),
 ];
 
 /// The core Group schema's attributes.

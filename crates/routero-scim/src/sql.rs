@@ -21,7 +21,8 @@ pub struct Condition {
     pub params: Vec<String>,
 }
 
-/// Compiles `filter` for resources of `kind`; its placeholders are numbered from `first`.
+/// Compiles `filter` for resources of `kind`; its placeholders are numbered from `first`, and
+/// `$1` must be bound to the tenant (the index rows read are the tenant's own).
 pub fn compile(kind: Kind, filter: &Filter, first: usize) -> Result<Condition, ScimError> {
     let mut compiler = Compiler {
         kind,
@@ -100,7 +101,7 @@ impl Compiler {
                 )?;
                 format!(
                     "r.id IN (SELECT {alias}.resource_id FROM scim_values {alias} \
-                     WHERE {alias}.attr = {attr} AND {inner})"
+                     WHERE {alias}.tenant_id = $1 AND {alias}.attr = {attr} AND {inner})"
                 )
             }
             Filter::Present(path) => {
@@ -215,7 +216,8 @@ impl Compiler {
             None => {
                 let attr = self.param(attr.to_owned());
                 format!(
-                    "r.id IN (SELECT {v}.resource_id FROM scim_values {v} WHERE {v}.attr = {attr}"
+                    "r.id IN (SELECT {v}.resource_id FROM scim_values {v} \
+                     WHERE {v}.tenant_id = $1 AND {v}.attr = {attr}"
                 )
             }
             Some(element) => {
@@ -250,8 +252,12 @@ mod tests {
 
     #[test]
     fn values_are_parameters_never_text() {
-        let c = sql(r#"userName eq "x' OR 1=1 --""#).expect("compiles");
-        assert!(!c.sql.contains("OR 1=1"));
+        let c = sql(r#"userName eq "X' OR 1=1 --""#).expect("compiles");
+        assert!(
+            !c.sql.to_lowercase().contains("1=1") && !c.sql.contains('\''),
+            "{}",
+            c.sql
+        );
         assert_eq!(c.params, vec!["x' or 1=1 --", "username", ""]);
         assert!(c.sql.contains("$2") && c.sql.contains("$4") && !c.sql.contains("$5"));
     }

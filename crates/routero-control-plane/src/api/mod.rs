@@ -244,7 +244,14 @@ fn anonymous_event(
         UNATTRIBUTED_TENANT,
         action,
         actor,
-        routero_bus::resource("admin_api", Some(path.to_owned())),
+        routero_bus::resource(
+            if action == EventType::ScimAuthFailed {
+                "scim"
+            } else {
+                "admin_api"
+            },
+            Some(path.to_owned()),
+        ),
         outcome,
     );
     event.reason_code = Some(reason_code.to_owned());

@@ -27,6 +27,21 @@ pub(super) struct NewScimToken {
     name: String,
 }
 
+/// A SCIM token holds the identity provider's power over every person and group of the
+/// tenant (and so over the roles the mapping gives them): only a caller with the `admin` role
+/// creates or revokes one, whatever the policies let others do (403 `role_escalation`).
+async fn require_admin(
+    state: &AppState,
+    principal: &crate::store::AdminPrincipal,
+    client: &super::ClientInfo,
+    action: &str,
+) -> Result<(), ApiError> {
+    let admin = [crate::ADMIN_ROLE.to_owned()];
+    state
+        .allow_held(principal, client, ("scim_token", "*"), action, &admin, &[])
+        .await
+}
+
 /// Issues a SCIM token; the token is in this response only.
 pub(super) async fn create_token(
     State(state): State<AppState>,
@@ -34,6 +49,7 @@ pub(super) async fn create_token(
     Body(body): Body<NewScimToken>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name("name", &body.name)?;
+    require_admin(&state, &principal, &client, "create").await?;
     let token = routero_crypto::generate_api_key("rscim-")
         .map_err(|_| ApiError::of(ErrorCode::InternalError))?;
     let hash = state.hasher.hash(token.expose_secret());
@@ -74,6 +90,7 @@ pub(super) async fn revoke_token(
     Caller { principal, client }: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    require_admin(&state, &principal, &client, "revoke").await?;
     let event = AppState::event(
         &principal,
         &client,

@@ -107,11 +107,13 @@ pub(super) fn router(state: AppState) -> Router<AppState> {
         .nest("/Users", resources(Kind::User))
         .nest("/Groups", resources(Kind::Group))
         .fallback(|| async { error_response(&ScimError::not_found("endpoint")) })
-        .layer(middleware::from_fn_with_state(state.clone(), refusals))
+        // Innermost first: the body is read (413 and 408 recorded as refusals too), refusals
+        // recorded, the token authenticated.
         .layer(middleware::from_fn_with_state(
             state.clone(),
             super::read_body,
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), refusals))
         .layer(middleware::from_fn_with_state(state, authenticate))
 }
 
@@ -301,6 +303,9 @@ fn integer(name: &str, value: Option<&Value>) -> Result<Option<i64>, ScimError> 
     }
 }
 
+/// The most attribute names `attributes` or `excludedAttributes` may list.
+const MAX_ATTRIBUTE_NAMES: usize = 64;
+
 impl Search {
     /// From query parameters or a SearchRequest body (same names).
     fn from_fields(fields: &Map<String, Value>) -> Result<Self, ScimError> {
@@ -313,6 +318,13 @@ impl Search {
                 .collect(),
             _ => names(text(name)),
         };
+        let (attributes, excluded) = (list("attributes"), list("excludedAttributes"));
+        if attributes.len().max(excluded.len()) > MAX_ATTRIBUTE_NAMES {
+            return Err(ScimError::bad(
+                ScimType::TooMany,
+                format!("at most {MAX_ATTRIBUTE_NAMES} attribute names"),
+            ));
+        }
         Ok(Self {
             filter: text("filter").map(filter::parse).transpose()?,
             // startIndex below 1 is read as 1; count below 0 as 0, above the maximum as it.
@@ -322,8 +334,8 @@ impl Search {
             count: integer("count", fields.get("count"))?
                 .unwrap_or(i64::from(MAX_PAGE))
                 .clamp(0, i64::from(MAX_PAGE)),
-            attributes: list("attributes"),
-            excluded: list("excludedAttributes"),
+            attributes,
+            excluded,
         })
     }
 
@@ -588,6 +600,7 @@ async fn modify(
                 .await?;
             if_match(&headers, &current)?;
             let mut doc = current.doc.clone();
+            doc.insert("id".into(), current.id.clone().into());
             if kind == Kind::Group && !current.links.is_empty() {
                 let members = current
                     .links

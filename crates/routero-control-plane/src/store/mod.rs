@@ -245,7 +245,7 @@ impl Store {
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
-            self.reindex_group(&mut tx, team_id).await?;
+            self.reindex_group(&mut tx, tenant_id, team_id).await?;
         }
         self.commit_change(tx, &events).await?;
         Ok(User {
@@ -837,10 +837,14 @@ impl Store {
     pub async fn load_state(&self) -> Result<StateRows> {
         loop {
             let version = self.snapshot_version().await?;
-            // Keys of a deactivated or deleted user are never served, revoked or not.
+            // Keys of a deactivated or deleted user, bound to them or issued by an admin key
+            // acting for them, are never served, revoked or not.
             let keys = sqlx::query(select_keys!(
                 "WHERE revoked_at IS NULL AND (user_id IS NULL OR user_id IN \
-                 (SELECT id FROM users WHERE active AND deleted_at IS NULL)) ORDER BY id"
+                 (SELECT id FROM users WHERE active AND deleted_at IS NULL)) \
+                 AND (owner IS NULL OR owner NOT IN (SELECT a.id FROM admin_keys a \
+                 JOIN users u ON u.id = a.user_id WHERE NOT u.active OR u.deleted_at IS NOT NULL)) \
+                 ORDER BY id"
             ))
             .fetch_all(&self.pool)
             .await?
@@ -1012,16 +1016,20 @@ async fn check_scope(
     }
     if let Some(user) = user_id {
         require_in_tenant(tx, Owned::User, tenant_id, user).await?;
-        let active = sqlx::query("SELECT 1 AS one FROM users WHERE id = $1 AND active")
+        // A write that changes nothing, to hold the user's row until this transaction ends: a
+        // deactivation racing this key waits for it, then revokes it (or this waits for the
+        // deactivation, then sees it).
+        let active = sqlx::query("UPDATE users SET active = active WHERE id = $1 AND active")
             .bind(user)
-            .fetch_optional(&mut **tx)
+            .execute(&mut **tx)
             .await?;
-        if active.is_none() {
+        if active.rows_affected() == 0 {
             return Err(ControlPlaneError::rejected(
                 ErrorCode::UserInactive,
                 "the user is deactivated; no key may be issued for them",
             ));
         }
+        provisioning::require_roles(tx, tenant_id, user).await?;
     }
     Ok(())
 }

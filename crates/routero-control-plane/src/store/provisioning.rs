@@ -38,6 +38,8 @@ pub struct ScimRecord {
     pub version: i64,
     /// Whether SCIM owns it.
     pub managed: bool,
+    /// Whether a user may act (always true for a group).
+    pub active: bool,
     /// A user's groups, or a group's members: `(id, display name)`.
     pub links: Vec<(String, String)>,
 }
@@ -54,9 +56,12 @@ impl ScimRecord {
             let links = self
                 .links
                 .iter()
-                .map(|(id, display)| {
-                    json!({"value": id, "display": display, "$ref": format!("{base}/{endpoint}/{id}"),
-                           "type": if kind == Kind::User { "direct" } else { "User" }})
+                .map(|(id, display)| match kind {
+                    // A user's groups say which; a group's members are what the identity
+                    // provider wrote (their value), as it wrote them.
+                    Kind::User => json!({"value": id, "display": display, "type": "direct",
+                                         "$ref": format!("{base}/{endpoint}/{id}")}),
+                    Kind::Group => json!({"value": id, "$ref": format!("{base}/{endpoint}/{id}")}),
                 })
                 .collect();
             doc.insert(attribute.into(), Value::Array(links));
@@ -172,6 +177,7 @@ fn record(kind: Kind, row: &AnyRow) -> Result<ScimRecord> {
         updated: row.try_get("updated_at")?,
         version: row.try_get("version")?,
         managed: row.try_get::<i64, _>("managed")? != 0,
+        active: kind == Kind::Group || row.try_get::<i64, _>("active")? != 0,
         links: Vec::new(),
     })
 }
@@ -349,6 +355,7 @@ impl Store {
         };
         let record = ScimRecord {
             id: id.clone(),
+            active: is_active(&doc),
             doc,
             created: now,
             updated: now,
@@ -370,7 +377,7 @@ impl Store {
                 .bind(primary_email(&record.doc))
                 .bind(text(&record.doc, "displayName"))
                 .bind(text(&record.doc, "externalId"))
-                .bind(is_active(&record.doc))
+                .bind(record.active)
                 .bind(to_json(&record.doc)?)
                 .bind(changer.scim)
                 .bind(now)
@@ -380,12 +387,13 @@ impl Store {
             }
             Kind::Group => {
                 sqlx::query(
-                    "INSERT INTO teams (id, tenant_id, name, external_id, scim, scim_managed, version, \
-                     created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7)",
+                    "INSERT INTO teams (id, tenant_id, name, name_key, external_id, scim, scim_managed, \
+                     version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8)",
                 )
                 .bind(&id)
                 .bind(&changer.tenant_id)
                 .bind(text(&record.doc, "displayName"))
+                .bind(text(&record.doc, "displayName").map(str::to_lowercase))
                 .bind(text(&record.doc, "externalId"))
                 .bind(to_json(&record.doc)?)
                 .bind(changer.scim)
@@ -415,7 +423,7 @@ impl Store {
             links: members.iter().map(|m| (m.clone(), String::new())).collect(),
             ..record
         };
-        write_index(tx, kind, &record).await?;
+        write_index(tx, &changer.tenant_id, kind, &record).await?;
         Ok((id, events))
     }
 
@@ -433,10 +441,12 @@ impl Store {
         let now = routero_core::unix_now();
         let members = member_ids(&doc);
         doc.remove("members");
-        if kind == Kind::User && !doc.contains_key("active") {
-            // A replacement that does not say keeps the user's state: never a silent reactivation.
-            doc.insert("active".into(), is_active(&current.doc).into());
-        }
+        // A document without `active` (a PUT that does not say, a PATCH that removes it)
+        // keeps the user's state: never a silent reactivation.
+        let active = match doc.get("active") {
+            Some(_) => is_active(&doc),
+            None => current.active,
+        };
         let updated = match kind {
             Kind::User => sqlx::query(
                 "UPDATE users SET user_name = $1, user_name_key = $2, email = $3, display_name = $4, \
@@ -449,7 +459,7 @@ impl Store {
             .bind(primary_email(&doc))
             .bind(text(&doc, "displayName"))
             .bind(text(&doc, "externalId"))
-            .bind(is_active(&doc))
+            .bind(active)
             .bind(to_json(&doc)?)
             .bind(changer.scim)
             .bind(now)
@@ -460,7 +470,7 @@ impl Store {
             .await
             .map_err(|e| unique_violation(e, Resource::User))?,
             Kind::Group => sqlx::query(
-                "UPDATE teams SET name = $1, external_id = $2, scim = $3, \
+                "UPDATE teams SET name = $1, name_key = $9, external_id = $2, scim = $3, \
                  scim_managed = (scim_managed OR $4), version = version + 1, updated_at = $5 \
                  WHERE tenant_id = $6 AND id = $7 AND version = $8 AND deleted_at IS NULL",
             )
@@ -472,6 +482,7 @@ impl Store {
             .bind(&changer.tenant_id)
             .bind(&current.id)
             .bind(current.version)
+            .bind(text(&doc, "displayName").map(str::to_lowercase))
             .execute(&mut *tx)
             .await
             .map_err(|e| unique_violation(e, Resource::Team))?,
@@ -489,7 +500,7 @@ impl Store {
                     json!(changed_attributes(&current.doc, &doc)),
                 );
                 events.push(event);
-                if is_active(&current.doc) && !is_active(&doc) {
+                if current.active && !active {
                     events.extend(
                         revoke_user_keys(&mut tx, changer, &current.id, "deactivated").await?,
                     );
@@ -515,10 +526,11 @@ impl Store {
             updated: now,
             version: current.version + 1,
             managed: current.managed || changer.scim,
+            active,
             links: members.iter().map(|m| (m.clone(), String::new())).collect(),
             ..current.clone()
         };
-        write_index(&mut tx, kind, &record).await?;
+        write_index(&mut tx, &changer.tenant_id, kind, &record).await?;
         if enforced {
             self.commit_change(tx, &events).await?;
         } else {
@@ -539,9 +551,12 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let now = routero_core::unix_now();
         let (name, _) = table(kind);
+        // The name is freed: the row keeps one with a control character, which no live name
+        // may hold (`resource::canonical` and the admin API refuse them), so nothing can
+        // collide with it and block the deletion.
         let rename = match kind {
-            Kind::User => "user_name = id, user_name_key = NULL, active = FALSE",
-            Kind::Group => "name = id",
+            Kind::User => "user_name = $5, user_name_key = NULL, active = FALSE",
+            Kind::Group => "name = $5, name_key = NULL",
         };
         let deleted = sqlx::query(built(format!(
             "UPDATE {name} SET {rename}, deleted_at = $1, updated_at = $1, version = version + 1 \
@@ -551,6 +566,7 @@ impl Store {
         .bind(&changer.tenant_id)
         .bind(id)
         .bind(version.unwrap_or(-1))
+        .bind(format!("{id}\u{7f}deleted"))
         .execute(&mut *tx)
         .await?;
         if deleted.rows_affected() == 0 {
@@ -587,7 +603,8 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 for group in groups {
-                    self.reindex_group(&mut tx, &group).await?;
+                    self.reindex_group(&mut tx, &changer.tenant_id, &group)
+                        .await?;
                 }
             }
             Kind::Group => {
@@ -598,6 +615,25 @@ impl Store {
                     .await?;
                 events.push(changer.event(EventType::GroupDeleted, "team", id));
                 events.extend(self.revoke_if_no_access(&mut tx, changer, &members).await?);
+                // Keys bound to the team go with it.
+                let team_keys: Vec<String> = sqlx::query(
+                    "UPDATE virtual_keys SET revoked_at = $1, updated_at = $1 \
+                     WHERE tenant_id = $2 AND team_id = $3 AND revoked_at IS NULL RETURNING id",
+                )
+                .bind(now)
+                .bind(&changer.tenant_id)
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get("id"))
+                .collect::<std::result::Result<_, _>>()?;
+                for key in team_keys {
+                    let mut event = changer.event(EventType::KeyRevoked, "key", &key);
+                    event.reason_code = Some("team_deleted".into());
+                    event.details.insert("team_id".into(), json!(id));
+                    events.push(event);
+                }
             }
         }
         self.commit_change(tx, &events).await
@@ -674,34 +710,37 @@ impl Store {
         };
         let mut events = Vec::new();
         for user in users {
-            let groups: Vec<(String, String)> = sqlx::query(
-                "SELECT t.id, t.name FROM team_members m JOIN teams t ON t.id = m.team_id \
-                 WHERE m.user_id = $1",
-            )
-            .bind(user)
-            .fetch_all(&mut **tx)
-            .await?
-            .iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
-            .collect::<Result<_>>()?;
-            let refs = groups.iter().map(|(id, name)| GroupRef { id, name });
-            if mapping.roles_for(refs).is_empty() {
+            if mapped_roles(tx, &mapping, user).await?.is_empty() {
                 events.extend(revoke_user_keys(tx, changer, user, "no_access").await?);
             }
         }
         Ok(events)
     }
 
-    /// Rewrites a group's index rows after its members changed underneath it.
+    /// A group's members changed underneath it (a user joined through the admin API, or was
+    /// deleted): moves its version on, so `If-Match` sees the change, and rewrites its index
+    /// rows.
     pub(super) async fn reindex_group(
         &self,
         tx: &mut Transaction<'_, Any>,
+        tenant_id: &str,
         group: &str,
     ) -> Result<()> {
-        let row = sqlx::query(built(format!("{TEAM_COLUMNS} WHERE r.id = $1")))
-            .bind(group)
-            .fetch_one(&mut **tx)
-            .await?;
+        sqlx::query(
+            "UPDATE teams SET version = version + 1, updated_at = $1 WHERE tenant_id = $2 AND id = $3",
+        )
+        .bind(routero_core::unix_now())
+        .bind(tenant_id)
+        .bind(group)
+        .execute(&mut **tx)
+        .await?;
+        let row = sqlx::query(built(format!(
+            "{TEAM_COLUMNS} WHERE r.tenant_id = $1 AND r.id = $2"
+        )))
+        .bind(tenant_id)
+        .bind(group)
+        .fetch_one(&mut **tx)
+        .await?;
         let mut record = record(Kind::Group, &row)?;
         record.links = self
             .members(tx, group)
@@ -709,7 +748,7 @@ impl Store {
             .into_iter()
             .map(|id| (id, String::new()))
             .collect();
-        write_index(tx, Kind::Group, &record).await
+        write_index(tx, tenant_id, Kind::Group, &record).await
     }
 
     // ---- SCIM tokens ----
@@ -808,7 +847,7 @@ impl Store {
     }
 
     /// Replaces the tenant's role mapping; keys act with the roles it gives from the next
-    /// snapshot on.
+    /// snapshot on. An empty mapping (no rules, no default roles) removes it.
     pub async fn put_role_mapping(
         &self,
         tenant_id: &str,
@@ -816,17 +855,26 @@ impl Store {
         events: &[AuditEvent],
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO role_mappings (tenant_id, rules, default_roles, updated_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (tenant_id) DO UPDATE SET rules = excluded.rules, \
-             default_roles = excluded.default_roles, updated_at = excluded.updated_at",
-        )
-        .bind(tenant_id)
-        .bind(to_json(&mapping.rules)?)
-        .bind(to_json(&mapping.default_roles)?)
-        .bind(routero_core::unix_now())
-        .execute(&mut *tx)
-        .await?;
+        if mapping.rules.is_empty() && mapping.default_roles.is_empty() {
+            // An empty mapping is no mapping: keys act with their own roles again.
+            sqlx::query("DELETE FROM role_mappings WHERE tenant_id = $1")
+                .bind(tenant_id)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            sqlx::query(
+                "INSERT INTO role_mappings (tenant_id, rules, default_roles, updated_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id) DO UPDATE SET \
+                 rules = excluded.rules, default_roles = excluded.default_roles, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(tenant_id)
+            .bind(to_json(&mapping.rules)?)
+            .bind(to_json(&mapping.default_roles)?)
+            .bind(routero_core::unix_now())
+            .execute(&mut *tx)
+            .await?;
+        }
         self.commit_change(tx, events).await
     }
 }
@@ -884,8 +932,9 @@ impl Store {
                 if user_roles.is_empty() {
                     return None;
                 }
+                // A key none of whose own roles the person holds is not served.
                 key.roles = RoleMapping::key_roles(&user_roles, &key.roles);
-                Some(key)
+                (!key.roles.is_empty()).then_some(key)
             })
             .collect())
     }
@@ -938,7 +987,47 @@ async fn role_mapping_of(
         .transpose()
 }
 
-/// Revokes every live key of `user`; returns `user.deprovisioned` (with how many keys) and a
+/// The roles `mapping` gives `user` from the groups it is a member of.
+async fn mapped_roles(
+    tx: &mut Transaction<'_, Any>,
+    mapping: &RoleMapping,
+    user: &str,
+) -> Result<Vec<String>> {
+    let groups: Vec<(String, String)> = sqlx::query(
+        "SELECT t.id, t.name FROM team_members m JOIN teams t ON t.id = m.team_id \
+         WHERE m.user_id = $1 AND t.deleted_at IS NULL",
+    )
+    .bind(user)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
+    .collect::<Result<_>>()?;
+    Ok(mapping.roles_for(groups.iter().map(|(id, name)| GroupRef { id, name })))
+}
+
+/// Refuses (409 `user_without_roles`) to bind a key to a user the tenant's role mapping gives
+/// no role: such a key would never be served.
+pub(super) async fn require_roles(
+    tx: &mut Transaction<'_, Any>,
+    tenant_id: &str,
+    user: &str,
+) -> Result<()> {
+    let Some(mapping) = role_mapping_of(tx, tenant_id).await? else {
+        return Ok(());
+    };
+    if mapped_roles(tx, &mapping, user).await?.is_empty() {
+        return Err(ControlPlaneError::rejected(
+            ErrorCode::UserWithoutRoles,
+            "the tenant's role mapping gives this user no role (no group of theirs matches a \
+             rule, and there are no default roles); no key may be issued for them",
+        ));
+    }
+    Ok(())
+}
+
+/// Revokes every live key of `user` (bound to them, or issued by an admin key acting for
+/// them); returns `user.deprovisioned` (with how many keys) and a
 /// `key.revoked` per key, with the reason.
 async fn revoke_user_keys(
     tx: &mut Transaction<'_, Any>,
@@ -947,9 +1036,11 @@ async fn revoke_user_keys(
     reason: &str,
 ) -> Result<Vec<AuditEvent>> {
     let now = routero_core::unix_now();
+    // The user's keys: bound to them, or issued by an admin key acting for them.
     let revoked: Vec<String> = sqlx::query(
         "UPDATE virtual_keys SET revoked_at = $1, updated_at = $1 \
-         WHERE tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL RETURNING id",
+         WHERE tenant_id = $2 AND revoked_at IS NULL AND (user_id = $3 OR owner IN \
+         (SELECT id FROM admin_keys WHERE tenant_id = $2 AND user_id = $3)) RETURNING id",
     )
     .bind(now)
     .bind(&changer.tenant_id)
@@ -978,7 +1069,12 @@ async fn revoke_user_keys(
 }
 
 /// Replaces a resource's rows in the search index.
-async fn write_index(tx: &mut Transaction<'_, Any>, kind: Kind, record: &ScimRecord) -> Result<()> {
+async fn write_index(
+    tx: &mut Transaction<'_, Any>,
+    tenant_id: &str,
+    kind: Kind,
+    record: &ScimRecord,
+) -> Result<()> {
     sqlx::query("DELETE FROM scim_values WHERE resource_id = $1")
         .bind(&record.id)
         .execute(&mut **tx)
@@ -993,28 +1089,30 @@ async fn write_index(tx: &mut Transaction<'_, Any>, kind: Kind, record: &ScimRec
         Kind::Group => record.clone(),
     };
     let rows = scim_resource::index_rows(kind, &indexed.render(kind, ""));
-    // Five parameters a row; PostgreSQL takes at most 65,535 a statement.
+    // Six parameters a row; PostgreSQL takes at most 65,535 a statement.
     for chunk in rows.chunks(1000) {
         let values: Vec<String> = (0..chunk.len())
             .map(|i| {
-                let p = i * 5;
+                let p = i * 6;
                 format!(
-                    "(${}, ${}, ${}, ${}, ${})",
+                    "(${}, ${}, ${}, ${}, ${}, ${})",
                     p + 1,
                     p + 2,
                     p + 3,
                     p + 4,
-                    p + 5
+                    p + 5,
+                    p + 6
                 )
             })
             .collect();
         let sql = format!(
-            "INSERT INTO scim_values (resource_id, attr, idx, sub, value) VALUES {}",
+            "INSERT INTO scim_values (tenant_id, resource_id, attr, idx, sub, value) VALUES {}",
             values.join(", ")
         );
         let mut query = sqlx::query(built(sql));
         for row in chunk {
             query = query
+                .bind(tenant_id)
                 .bind(&record.id)
                 .bind(&row.attr)
                 .bind(row.idx)
