@@ -2,6 +2,7 @@
 //! commit together or not at all, and the outbox forwards only rows the control plane wrote.
 #![expect(clippy::unwrap_used, clippy::indexing_slicing)]
 
+use routero_control_plane::store::Changer;
 use routero_control_plane::{ControlPlaneError, Store};
 use routero_core::audit::{ActorKind, AuditEvent, EventType, Outcome};
 use routero_crypto::{MessageKey, Purpose, SealingKey};
@@ -58,8 +59,13 @@ fn team_created(tenant: &str) -> AuditEvent {
 async fn a_change_and_its_event_commit_together(db: Db) {
     let store = &db.store;
     let a = store.ensure_tenant("a").await.unwrap();
-    let team = store.create_team(&admin(&a), "ops", None).await.unwrap();
-    let duplicate = store.create_team(&admin(&a), "ops", None).await;
+    let team = store
+        .create_team(&Changer::admin_key(&a, "adm_1"), "ops", None)
+        .await
+        .unwrap();
+    let duplicate = store
+        .create_team(&Changer::admin_key(&a, "adm_1"), "ops", None)
+        .await;
     assert!(
         matches!(duplicate, Err(ControlPlaneError::Conflict(_))),
         "{duplicate:?}"
@@ -98,7 +104,10 @@ async fn a_change_whose_event_cannot_be_written_does_not_happen(db: Db) {
             .await;
     }
     let a = db.store.ensure_tenant("a").await.unwrap();
-    let created = db.store.create_team(&admin(&a), "ops", None).await;
+    let created = db
+        .store
+        .create_team(&Changer::admin_key(&a, "adm_1"), "ops", None)
+        .await;
     assert!(created.is_err(), "{created:?}");
     assert!(
         db.store.list_teams(&a).await.unwrap().is_empty(),
@@ -111,7 +120,10 @@ async fn a_change_whose_event_cannot_be_written_does_not_happen(db: Db) {
 /// as the event it claims to be.
 async fn rows_not_written_here_are_forwarded_as_rejected(db: Db) {
     let a = db.store.ensure_tenant("a").await.unwrap();
-    db.store.create_team(&admin(&a), "ops", None).await.unwrap();
+    db.store
+        .create_team(&Changer::admin_key(&a, "adm_1"), "ops", None)
+        .await
+        .unwrap();
     let mut claimed = team_created(&a);
     claimed.resource.id = Some("forged".into());
     let forged = serde_json::to_string(&claimed).unwrap().replace('\'', "''");
@@ -145,16 +157,4 @@ async fn rows_not_written_here_are_forwarded_as_rejected(db: Db) {
             ),
         ]
     );
-}
-
-/// An admin key of `tenant` as the changer of people and groups.
-fn admin(tenant: &str) -> routero_control_plane::store::Changer {
-    routero_control_plane::store::Changer {
-        tenant_id: tenant.to_owned(),
-        actor: routero_bus::actor(
-            routero_core::audit::ActorKind::AdminKey,
-            Some("adm_1".into()),
-        ),
-        scim: false,
-    }
 }

@@ -1,6 +1,7 @@
 //! The store test suite, run against SQLite and a real PostgreSQL (a fresh database per test).
 #![expect(clippy::unwrap_used)]
 
+use routero_control_plane::store::Changer;
 use routero_control_plane::store::{
     CustomRole, KeyChanges, KeyRecord, Route, StoredDeployment, User,
 };
@@ -191,7 +192,10 @@ async fn tenants_are_walled_off(store: Store) {
         store.create_route(&foreign_route, &[]).await,
         Err(ControlPlaneError::NotFound(Resource::Credential))
     ));
-    let team_a = store.create_team(&admin(&a), "red", None).await.unwrap();
+    let team_a = store
+        .create_team(&Changer::admin_key(&a, "adm_1"), "red", None)
+        .await
+        .unwrap();
     let mut foreign_key = key(&b, "kb", 2);
     foreign_key.team_id = Some(team_a.id);
     assert!(matches!(
@@ -326,7 +330,11 @@ async fn rotation_reencrypts_everything_or_nothing(store: Store) {
 async fn users_and_teams(store: Store) {
     let t = store.ensure_tenant("t").await.unwrap();
     let team = store
-        .create_team(&admin(&t), "platform", Some("okta-group-1"))
+        .create_team(
+            &Changer::admin_key(&t, "adm_1"),
+            "platform",
+            Some("okta-group-1"),
+        )
         .await
         .unwrap();
     let user = User {
@@ -339,11 +347,16 @@ async fn users_and_teams(store: Store) {
         team_ids: vec![team.id.clone()],
         scim_managed: false,
     };
-    let created = store.create_user(&admin(&t), &user).await.unwrap();
+    let created = store
+        .create_user(&Changer::admin_key(&t, "adm_1"), &user)
+        .await
+        .unwrap();
     assert_eq!(store.list_users(&t).await.unwrap(), vec![created.clone()]);
     assert_eq!(store.list_teams(&t).await.unwrap(), vec![team]);
     assert!(matches!(
-        store.create_user(&admin(&t), &user).await,
+        store
+            .create_user(&Changer::admin_key(&t, "adm_1"), &user)
+            .await,
         Err(ControlPlaneError::Conflict(Resource::User))
     ));
     let mut k = key(&t, "k", 5);
@@ -545,12 +558,15 @@ async fn admin_keys_act_for_a_user_and_its_teams(store: Store) {
     let a = store.ensure_tenant("a").await.unwrap();
     let b = store.ensure_tenant("b").await.unwrap();
     let platform = store
-        .create_team(&admin(&a), "platform", None)
+        .create_team(&Changer::admin_key(&a, "adm_1"), "platform", None)
         .await
         .unwrap();
-    let data = store.create_team(&admin(&a), "data", None).await.unwrap();
+    let data = store
+        .create_team(&Changer::admin_key(&a, "adm_1"), "data", None)
+        .await
+        .unwrap();
     store
-        .create_team(&admin(&a), "finance", None)
+        .create_team(&Changer::admin_key(&a, "adm_1"), "finance", None)
         .await
         .unwrap();
     let user = |name: &str, team_ids: Vec<String>| User {
@@ -565,13 +581,13 @@ async fn admin_keys_act_for_a_user_and_its_teams(store: Store) {
     };
     let alice = store
         .create_user(
-            &admin(&a),
+            &Changer::admin_key(&a, "adm_1"),
             &user("alice", vec![platform.id.clone(), data.id.clone()]),
         )
         .await
         .unwrap();
     let bob = store
-        .create_user(&admin(&b), &user("bob", vec![]))
+        .create_user(&Changer::admin_key(&b, "adm_1"), &user("bob", vec![]))
         .await
         .unwrap();
     let developer = vec!["developer".to_owned()];
@@ -616,16 +632,4 @@ async fn admin_keys_act_for_a_user_and_its_teams(store: Store) {
         ));
     }
     assert!(store.find_admin_key(&[3; 32]).await.unwrap().is_none());
-}
-
-/// An admin key of `tenant` as the changer of people and groups.
-fn admin(tenant: &str) -> routero_control_plane::store::Changer {
-    routero_control_plane::store::Changer {
-        tenant_id: tenant.to_owned(),
-        actor: routero_bus::actor(
-            routero_core::audit::ActorKind::AdminKey,
-            Some("adm_1".into()),
-        ),
-        scim: false,
-    }
 }

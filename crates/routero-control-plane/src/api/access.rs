@@ -366,9 +366,7 @@ impl AppState {
         action: &str,
         code: &str,
     ) -> routero_core::audit::AuditEvent {
-        let mut actor = routero_bus::actor(ActorKind::AdminKey, Some(principal.key_id.clone()));
-        actor.source_ip.clone_from(&client.source_ip);
-        actor.user_agent.clone_from(&client.user_agent);
+        let actor = client.actor(ActorKind::AdminKey, Some(principal.key_id.clone()));
         let mut event = routero_bus::event(
             &principal.tenant_id,
             EventType::PolicyBlocked,

@@ -74,6 +74,14 @@ pub(crate) struct ClientInfo {
 }
 
 impl ClientInfo {
+    /// An actor of `kind` acting from this client.
+    pub(crate) fn actor(&self, kind: ActorKind, id: Option<String>) -> routero_core::audit::Actor {
+        let mut actor = routero_bus::actor(kind, id);
+        actor.source_ip.clone_from(&self.source_ip);
+        actor.user_agent.clone_from(&self.user_agent);
+        actor
+    }
+
     /// The client of `request`: its peer, or behind a trusted proxy the address it vouches for.
     fn of(request: &Request, trusted_proxies: &[ipnet::IpNet]) -> Self {
         let forwarded = request
@@ -117,9 +125,7 @@ impl AppState {
         principal: &AdminPrincipal,
         client: &ClientInfo,
     ) -> crate::store::Changer {
-        let mut actor = routero_bus::actor(ActorKind::AdminKey, Some(principal.key_id.clone()));
-        actor.source_ip.clone_from(&client.source_ip);
-        actor.user_agent.clone_from(&client.user_agent);
+        let actor = client.actor(ActorKind::AdminKey, Some(principal.key_id.clone()));
         crate::store::Changer {
             tenant_id: principal.tenant_id.clone(),
             actor,
@@ -237,9 +243,7 @@ fn anonymous_event(
     reason_code: &str,
     outcome: Outcome,
 ) -> routero_core::audit::AuditEvent {
-    let mut actor = routero_bus::actor(ActorKind::Anonymous, None);
-    actor.source_ip.clone_from(&client.source_ip);
-    actor.user_agent.clone_from(&client.user_agent);
+    let actor = client.actor(ActorKind::Anonymous, None);
     let mut event = routero_bus::event(
         UNATTRIBUTED_TENANT,
         action,

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, Query, Request, State};
+use axum::extract::{Extension, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -132,9 +133,7 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     };
     match token {
         Ok(Some((token_id, tenant_id))) => {
-            let mut actor = routero_bus::actor(ActorKind::ScimToken, Some(token_id));
-            actor.source_ip.clone_from(&client.source_ip);
-            actor.user_agent.clone_from(&client.user_agent);
+            let actor = client.actor(ActorKind::ScimToken, Some(token_id));
             let host = request
                 .headers()
                 .get(header::HOST)
@@ -409,22 +408,87 @@ fn shown(kind: Kind, record: &ScimRecord, caller: &ScimCaller, search: &Search) 
     )
 }
 
-async fn list(
-    State(state): State<AppState>,
-    Extension(caller): Extension<ScimCaller>,
-    Extension(kind): Extension<Kind>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    answer(async { run_search(&state, &caller, kind, &Search::from_query(&query)?).await }.await)
+/// What a `Users` or `Groups` handler works with: the store, the caller, the kind its route
+/// serves, the query and the headers.
+struct Scim {
+    state: AppState,
+    caller: ScimCaller,
+    kind: Kind,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
 }
 
-async fn search(
-    State(state): State<AppState>,
-    Extension(caller): Extension<ScimCaller>,
-    Extension(kind): Extension<Kind>,
-    body: Bytes,
-) -> Response {
-    answer(async { run_search(&state, &caller, kind, &Search::from_body(&body)?).await }.await)
+impl FromRequestParts<AppState> for Scim {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let (Some(caller), Some(kind)) = (
+            parts.extensions.get::<ScimCaller>().cloned(),
+            parts.extensions.get::<Kind>().copied(),
+        ) else {
+            return Err(error_response(&ScimError::status(
+                401,
+                "a valid SCIM token is required",
+            )));
+        };
+        let Query(query) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| error_response(&ScimError::bad(ScimType::InvalidSyntax, e.body_text())))?;
+        Ok(Self {
+            state: state.clone(),
+            caller,
+            kind,
+            query,
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+impl Scim {
+    /// The resource `id` names, refused (412) if `If-Match` names another version.
+    async fn current(&self, id: &str) -> Result<ScimRecord, Refusal> {
+        let tenant = &self.caller.changer.tenant_id;
+        let record = self.state.store.scim_get(tenant, self.kind, id).await?;
+        if_match(&self.headers, &record)?;
+        Ok(record)
+    }
+
+    /// Writes `doc` over `current` and answers with the result.
+    async fn replace(&self, current: &ScimRecord, doc: Map<String, Value>) -> Answer {
+        let store = &self.state.store;
+        let record = store
+            .scim_replace(&self.caller.changer, self.kind, current, doc)
+            .await?;
+        self.one(StatusCode::OK, &record)
+    }
+
+    /// The response carrying one resource, with its ETag (and its location, once created).
+    fn one(&self, status: StatusCode, record: &ScimRecord) -> Answer {
+        let search = Search::from_query(&self.query)?;
+        let (kind, caller) = (self.kind, &self.caller);
+        let mut response = scim_response(status, &shown(kind, record, caller, &search));
+        let headers = response.headers_mut();
+        if let Ok(etag) = HeaderValue::from_str(&format!("W/\"{}\"", record.version)) {
+            headers.insert(header::ETAG, etag);
+        }
+        let location = format!("{}/{}/{}", caller.base, kind.endpoint(), record.id);
+        if status == StatusCode::CREATED
+            && let Ok(location) = HeaderValue::from_str(&location)
+        {
+            headers.insert(header::LOCATION, location);
+        }
+        Ok(response)
+    }
+}
+
+async fn list(scim: Scim) -> Response {
+    let search = Search::from_query(&scim.query);
+    answer(async { run_search(&scim.state, &scim.caller, scim.kind, &search?).await }.await)
+}
+
+async fn search(scim: Scim, body: Bytes) -> Response {
+    let search = Search::from_body(&body);
+    answer(async { run_search(&scim.state, &scim.caller, scim.kind, &search?).await }.await)
 }
 
 /// `POST /.search`: users, then groups, paged as one list; a filter that names what only one
@@ -471,33 +535,6 @@ async fn search_all(
     )
 }
 
-/// The response carrying one resource, with its ETag.
-fn one(
-    status: StatusCode,
-    kind: Kind,
-    record: &ScimRecord,
-    caller: &ScimCaller,
-    query: &HashMap<String, String>,
-) -> Answer {
-    let search = Search::from_query(query)?;
-    let mut response = scim_response(status, &shown(kind, record, caller, &search));
-    let headers = response.headers_mut();
-    if let Ok(etag) = HeaderValue::from_str(&format!("W/\"{}\"", record.version)) {
-        headers.insert(header::ETAG, etag);
-    }
-    if status == StatusCode::CREATED
-        && let Ok(location) = HeaderValue::from_str(&format!(
-            "{}/{}/{}",
-            caller.base,
-            kind.endpoint(),
-            record.id
-        ))
-    {
-        headers.insert(header::LOCATION, location);
-    }
-    Ok(response)
-}
-
 /// The version `If-Match` names: `None` without one or with `*`; refused when it names one
 /// that is not current.
 fn if_match(headers: &HeaderMap, current: &ScimRecord) -> Result<(), ScimError> {
@@ -519,89 +556,42 @@ fn if_match(headers: &HeaderMap, current: &ScimRecord) -> Result<(), ScimError> 
     }
 }
 
-async fn read(
-    State(state): State<AppState>,
-    Extension(caller): Extension<ScimCaller>,
-    Extension(kind): Extension<Kind>,
-    Path(id): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
+async fn read(scim: Scim, Path(id): Path<String>) -> Response {
+    answer(async { scim.one(StatusCode::OK, &scim.current(&id).await?) }.await)
+}
+
+async fn create(scim: Scim, body: Bytes) -> Response {
     answer(
         async {
-            let record = state
-                .store
-                .scim_get(&caller.changer.tenant_id, kind, &id)
+            let doc = resource::canonical(scim.kind, &parse_body(&body)?)?;
+            let store = &scim.state.store;
+            let record = store
+                .scim_create(&scim.caller.changer, scim.kind, doc)
                 .await?;
-            one(StatusCode::OK, kind, &record, &caller, &query)
+            scim.one(StatusCode::CREATED, &record)
         }
         .await,
     )
 }
 
-async fn create(
-    State(state): State<AppState>,
-    Extension(caller): Extension<ScimCaller>,
-    Extension(kind): Extension<Kind>,
-    Query(query): Query<HashMap<String, String>>,
-    body: Bytes,
-) -> Response {
+async fn replace(scim: Scim, Path(id): Path<String>, body: Bytes) -> Response {
     answer(
         async {
-            let doc = resource::canonical(kind, &parse_body(&body)?)?;
-            let record = state.store.scim_create(&caller.changer, kind, doc).await?;
-            one(StatusCode::CREATED, kind, &record, &caller, &query)
+            let doc = resource::canonical(scim.kind, &parse_body(&body)?)?;
+            scim.replace(&scim.current(&id).await?, doc).await
         }
         .await,
     )
 }
 
-async fn replace(
-    State(state): State<AppState>,
-    Extension(caller): Extension<ScimCaller>,
-    Extension(kind): Extension<Kind>,
-    Path(id): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    answer(
-        async {
-            let doc = resource::canonical(kind, &parse_body(&body)?)?;
-            let current = state
-                .store
-                .scim_get(&caller.changer.tenant_id, kind, &id)
-                .await?;
-            if_match(&headers, &current)?;
-            let record = state
-                .store
-                .scim_replace(&caller.changer, kind, &current, doc)
-                .await?;
-            one(StatusCode::OK, kind, &record, &caller, &query)
-        }
-        .await,
-    )
-}
-
-async fn modify(
-    State(state): State<AppState>,
-    Extension(caller): Extension<ScimCaller>,
-    Extension(kind): Extension<Kind>,
-    Path(id): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn modify(scim: Scim, Path(id): Path<String>, body: Bytes) -> Response {
     answer(
         async {
             let message = parse_body(&body)?;
-            let current = state
-                .store
-                .scim_get(&caller.changer.tenant_id, kind, &id)
-                .await?;
-            if_match(&headers, &current)?;
+            let current = scim.current(&id).await?;
             let mut doc = current.doc.clone();
             doc.insert("id".into(), current.id.clone().into());
-            if kind == Kind::Group && !current.links.is_empty() {
+            if scim.kind == Kind::Group && !current.links.is_empty() {
                 let members = current
                     .links
                     .iter()
@@ -609,40 +599,26 @@ async fn modify(
                     .collect();
                 doc.insert("members".into(), Value::Array(members));
             }
-            patch::apply(kind, &mut doc, &message)?;
-            let doc = resource::canonical(kind, &Value::Object(doc))?;
-            let record = state
-                .store
-                .scim_replace(&caller.changer, kind, &current, doc)
-                .await?;
-            one(StatusCode::OK, kind, &record, &caller, &query)
+            patch::apply(scim.kind, &mut doc, &message)?;
+            let doc = resource::canonical(scim.kind, &Value::Object(doc))?;
+            scim.replace(&current, doc).await
         }
         .await,
     )
 }
 
-async fn remove(
-    State(state): State<AppState>,
-    Extension(caller): Extension<ScimCaller>,
-    Extension(kind): Extension<Kind>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn remove(scim: Scim, Path(id): Path<String>) -> Response {
     answer(
         async {
-            let version = if headers.contains_key(header::IF_MATCH) {
-                let current = state
-                    .store
-                    .scim_get(&caller.changer.tenant_id, kind, &id)
-                    .await?;
-                if_match(&headers, &current)?;
-                Some(current.version)
+            // Without If-Match any version is deleted; with one, only the version it names.
+            let version = if scim.headers.contains_key(header::IF_MATCH) {
+                Some(scim.current(&id).await?.version)
             } else {
                 None
             };
-            state
-                .store
-                .scim_delete(&caller.changer, kind, &id, version)
+            let store = &scim.state.store;
+            store
+                .scim_delete(&scim.caller.changer, scim.kind, &id, version)
                 .await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }

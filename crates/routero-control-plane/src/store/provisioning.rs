@@ -92,6 +92,18 @@ pub struct Changer {
 }
 
 impl Changer {
+    /// An admin key of `tenant_id` changing people or groups through the admin API.
+    pub fn admin_key(tenant_id: &str, key_id: &str) -> Self {
+        Self {
+            tenant_id: tenant_id.to_owned(),
+            actor: routero_bus::actor(
+                routero_core::audit::ActorKind::AdminKey,
+                Some(key_id.to_owned()),
+            ),
+            scim: false,
+        }
+    }
+
     /// An event of this changer on `(kind, id)`.
     pub fn event(&self, action: EventType, kind: &str, id: &str) -> AuditEvent {
         routero_bus::event(
