@@ -356,6 +356,16 @@ impl Search {
         }
     }
 
+    /// The list response: `items`, of `total` matching, from this search's start.
+    fn page(&self, total: i64, items: Vec<Value>) -> Response {
+        let page = discovery::page(
+            usize::try_from(total).unwrap_or(0),
+            usize::try_from(self.start_index).unwrap_or(1),
+            items,
+        );
+        scim_response(StatusCode::OK, &page)
+    }
+
     fn condition(&self, kind: Kind) -> Result<Option<sql::Condition>, ScimError> {
         self.filter
             .as_ref()
@@ -389,14 +399,7 @@ async fn run_search(state: &AppState, caller: &ScimCaller, kind: Kind, search: &
         .iter()
         .map(|r| shown(kind, r, caller, search))
         .collect();
-    Ok(scim_response(
-        StatusCode::OK,
-        &discovery::page(
-            usize::try_from(total).unwrap_or(0),
-            usize::try_from(search.start_index).unwrap_or(1),
-            items,
-        ),
-    ))
+    Ok(search.page(total, items))
 }
 
 fn shown(kind: Kind, record: &ScimRecord, caller: &ScimCaller, search: &Search) -> Value {
@@ -522,14 +525,7 @@ async fn search_all(
                 offset = (offset - found).max(0);
                 items.extend(records.iter().map(|r| shown(kind, r, &caller, &search)));
             }
-            Ok(scim_response(
-                StatusCode::OK,
-                &discovery::page(
-                    usize::try_from(total).unwrap_or(0),
-                    usize::try_from(search.start_index).unwrap_or(1),
-                    items,
-                ),
-            ))
+            Ok(search.page(total, items))
         }
         .await,
     )
