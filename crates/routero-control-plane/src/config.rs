@@ -70,6 +70,35 @@ pub struct ControlPlaneConfig {
     /// Which addresses a credential's base URL may resolve to (private, loopback and
     /// link-local ranges refused unless allowed).
     pub egress: routero_core::EgressPolicy,
+    /// How long sign-in sessions live, and how local admins' passwords are kept.
+    pub sessions: SessionPolicy,
+}
+
+/// How long sign-in sessions live, and how local admins' passwords are kept and locked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionPolicy {
+    /// A session unused this long ends (30 min).
+    pub idle: Duration,
+    /// A session ends this long after sign-in, used or not (12 h).
+    pub lifetime: Duration,
+    /// Argon2id's cost for local admins' passwords (OWASP's by default).
+    pub password_cost: routero_crypto::PasswordCost,
+    /// Failed logins of one local admin that lock it (5).
+    pub lockout_after: u32,
+    /// How long a locked local admin stays locked (15 min).
+    pub lockout_for: Duration,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        Self {
+            idle: Duration::from_secs(30 * 60),
+            lifetime: Duration::from_secs(12 * 3600),
+            password_cost: routero_crypto::PasswordCost::default(),
+            lockout_after: 5,
+            lockout_for: Duration::from_secs(15 * 60),
+        }
+    }
 }
 
 impl ControlPlaneConfig {
@@ -98,6 +127,7 @@ impl ControlPlaneConfig {
             policies_dir: None,
             authz: None,
             egress: routero_core::EgressPolicy::default(),
+            sessions: SessionPolicy::default(),
         }
     }
 }

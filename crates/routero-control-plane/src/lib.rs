@@ -28,7 +28,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 pub use api::{ApiError, OPENAPI};
-pub use config::{ControlPlaneConfig, GrpcTls, KeyringSource};
+pub use config::{ControlPlaneConfig, GrpcTls, KeyringSource, SessionPolicy};
 pub use error::ControlPlaneError;
 pub use store::Store;
 pub use vault::{Vault, rotate_credentials};
@@ -117,6 +117,7 @@ impl ControlPlane {
             deadlines: config.deadlines,
             max_body_bytes: config.max_body_bytes,
             failures: Arc::new(routero_core::AuthFailures::new(config.failure_limits)),
+            sessions: config.sessions,
             trusted_proxies: config.trusted_proxies.clone(),
             egress: Arc::new(config.egress.clone()),
         };

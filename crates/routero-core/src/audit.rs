@@ -123,6 +123,18 @@ pub enum EventType {
     /// A login or admin authentication failed.
     #[serde(rename = "login.failed")]
     LoginFailed,
+    /// A person signed out (their session ended).
+    #[serde(rename = "logout")]
+    Logout,
+    /// An admin ended someone's session.
+    #[serde(rename = "session.revoked")]
+    SessionRevoked,
+    /// A break-glass local admin was created.
+    #[serde(rename = "local_admin.created")]
+    LocalAdminCreated,
+    /// A break-glass local admin was deleted.
+    #[serde(rename = "local_admin.deleted")]
+    LocalAdminDeleted,
     /// A second factor was requested.
     #[serde(rename = "mfa.challenged")]
     MfaChallenged,

@@ -25,6 +25,10 @@ pub enum Resource {
     Tenant,
     /// A SCIM token.
     ScimToken,
+    /// A break-glass local admin.
+    LocalAdmin,
+    /// A sign-in session.
+    Session,
 }
 
 impl Resource {
@@ -40,6 +44,8 @@ impl Resource {
             Self::Role => "role",
             Self::Tenant => "tenant",
             Self::ScimToken => "SCIM token",
+            Self::LocalAdmin => "local admin",
+            Self::Session => "session",
         }
     }
 }
@@ -54,6 +60,11 @@ pub enum ErrorCode {
     KeyExpired,
     /// No admin key, or one that is not valid.
     InvalidAdminKey,
+    /// A login named an unknown account or the wrong password (or a locked account).
+    InvalidCredentials,
+    /// A request made with a session cookie without the session's CSRF token or from another
+    /// origin.
+    CsrfFailed,
     /// The source address failed authentication too often this minute.
     TooManyAuthFailures,
     /// The client address is outside the key's CIDR allowlist.
@@ -193,6 +204,8 @@ impl ErrorCode {
             Self::InvalidApiKey => "invalid_api_key",
             Self::KeyExpired => "key_expired",
             Self::InvalidAdminKey => "invalid_admin_key",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::CsrfFailed => "csrf_failed",
             Self::TooManyAuthFailures => "too_many_auth_failures",
             Self::IpNotAllowed => "ip_not_allowed",
             Self::ModelNotAllowed => "model_not_allowed",
@@ -213,6 +226,8 @@ impl ErrorCode {
                 Resource::Role => "role_not_found",
                 Resource::Tenant => "tenant_not_found",
                 Resource::ScimToken => "scim_token_not_found",
+                Resource::LocalAdmin => "local_admin_not_found",
+                Resource::Session => "session_not_found",
             },
             Self::RouteNotFound => "route_not_found",
             Self::AlreadyExists(_) => "already_exists",
@@ -272,8 +287,12 @@ impl ErrorCode {
     /// The HTTP status that carries it.
     pub fn http_status(self) -> u16 {
         match self {
-            Self::InvalidApiKey | Self::KeyExpired | Self::InvalidAdminKey => 401,
+            Self::InvalidApiKey
+            | Self::KeyExpired
+            | Self::InvalidAdminKey
+            | Self::InvalidCredentials => 401,
             Self::IpNotAllowed
+            | Self::CsrfFailed
             | Self::ModelNotAllowed
             | Self::PolicyDenied
             | Self::RoleEscalation
@@ -342,6 +361,7 @@ impl ErrorCode {
             Self::InvalidApiKey
             | Self::KeyExpired
             | Self::InvalidAdminKey
+            | Self::InvalidCredentials
             | Self::TooManyAuthFailures => "authentication_error",
             Self::UpstreamRateLimited => "api_error",
             _ => match self.http_status() {
@@ -363,6 +383,10 @@ impl ErrorCode {
             }
             Self::TooManyAuthFailures => {
                 "Too many failed authentications from this address; retry after the time given."
+            }
+            Self::InvalidCredentials => "Unknown user name or wrong password.",
+            Self::CsrfFailed => {
+                "A request made with a session cookie needs the session's X-CSRF-Token header."
             }
             Self::IpNotAllowed => "Requests with this key are not allowed from this address.",
             Self::ModelNotAllowed => "This key may not use the requested model.",

@@ -7,6 +7,7 @@
 mod derive;
 mod error;
 mod key_hash;
+mod password;
 mod seal;
 mod signing;
 mod vault;
@@ -14,6 +15,7 @@ mod vault;
 pub use derive::{MessageKey, Purpose};
 pub use error::CryptoError;
 pub use key_hash::{KeyHasher, generate_api_key, webhook_signature};
+pub use password::{PasswordCost, hash_password, verify_password};
 pub use seal::{SealingKey, SecretBytes, random_bytes};
 pub use signing::{CheckpointSigner, CheckpointVerifier};
 pub use vault::{CredentialBinding, Keyring};

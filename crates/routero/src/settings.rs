@@ -88,6 +88,10 @@ pub struct Settings {
     /// Both planes: how long handling a request may take up to its response's head (data plane
     /// `600s`, admin API `60s`).
     pub request_timeout: Option<Interval>,
+    /// Control plane: a sign-in session unused this long ends (`30m`).
+    pub session_idle_timeout: Option<Interval>,
+    /// Control plane: a sign-in session ends this long after sign-in, used or not (`12h`).
+    pub session_lifetime: Option<Interval>,
     /// Audit: database of the audit log (`routero up`: `data_dir/audit.db`).
     pub audit_database_url: Option<String>,
     /// Audit: Ed25519 seed (base64) that signs checkpoints.
@@ -338,6 +342,18 @@ impl Settings {
     }
 
     /// The control plane's config.
+    /// How long sign-in sessions live.
+    pub fn sessions(&self) -> routero_control_plane::SessionPolicy {
+        let mut policy = routero_control_plane::SessionPolicy::default();
+        if let Some(idle) = self.session_idle_timeout.map(Interval::get) {
+            policy.idle = idle;
+        }
+        if let Some(lifetime) = self.session_lifetime.map(Interval::get) {
+            policy.lifetime = lifetime;
+        }
+        policy
+    }
+
     pub fn control_plane(&self) -> Result<ControlPlaneConfig> {
         let mut config = ControlPlaneConfig::new(
             Self::required(self.database_url.as_deref(), "database_url")?.to_owned(),
@@ -371,6 +387,7 @@ impl Settings {
         if let Some(interval) = self.heartbeat_interval.map(Interval::get) {
             config.heartbeat_interval = interval;
         }
+        config.sessions = self.sessions();
         let cert = Self::file(self.grpc_tls_cert.as_ref(), "grpc_tls_cert")?;
         let key = Self::file(self.grpc_tls_key.as_ref(), "grpc_tls_key")?;
         config.grpc_tls = match (cert, key) {

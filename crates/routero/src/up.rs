@@ -153,6 +153,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     control.audit_min_retention_days = settings.audit_min_retention_days()?;
     control.deadlines = settings.deadlines(control.deadlines.request)?;
     control.failure_limits = settings.failure_limits()?;
+    control.sessions = settings.sessions();
     control.trusted_proxies = settings.trusted_proxies()?;
     // Local models on the same host are a real use of an all-in-one gateway.
     let egress = settings.egress(EgressPolicy::loopback())?;

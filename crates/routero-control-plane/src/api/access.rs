@@ -69,6 +69,8 @@ pub(super) enum Ask {
     /// An action on each virtual key the request names, decided by the handler
     /// ([`AppState::allow_key`]).
     EachKey,
+    /// Nothing to decide: the caller asks about itself (`GET /me`, `POST /logout`).
+    OwnSelf,
 }
 
 /// A virtual key its caller was allowed an action on. Only [`AppState::allow_key`] makes
@@ -121,7 +123,7 @@ pub(super) async fn authorize(
         return ApiError::of(ErrorCode::InvalidAdminKey).into_response();
     };
     let decided = match request.extensions().get::<Ask>().copied() {
-        Some(Ask::EachKey) => Ok(()),
+        Some(Ask::EachKey | Ask::OwnSelf) => Ok(()),
         Some(Ask::Tenant(kind, action)) => {
             let target = collection(kind, &principal, &NO_ATTRIBUTES);
             state.allow(&principal, &client, &target, action).await
@@ -334,7 +336,7 @@ impl AppState {
     }
 
     /// Audits a refusal and returns it: the PDP's refusal, or its absence when `unavailable`.
-    async fn refuse<T>(
+    pub(super) async fn refuse<T>(
         &self,
         principal: &AdminPrincipal,
         client: &ClientInfo,

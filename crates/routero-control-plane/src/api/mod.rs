@@ -13,6 +13,7 @@ mod keys;
 mod provisioning;
 mod routes;
 mod scim;
+mod sessions;
 mod users_and_teams;
 
 use routero_core::ErrorCode;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub(crate) max_body_bytes: usize,
     /// Failed admin authentications per source address and minute.
     pub(crate) failures: Arc<AuthFailures>,
+    /// How long sessions live; how local admins' passwords are kept and locked.
+    pub(crate) sessions: crate::config::SessionPolicy,
     /// Which addresses a credential's base URL may resolve to.
     pub(crate) egress: Arc<routero_core::EgressPolicy>,
     /// Peers whose `X-Forwarded-For` is believed.
@@ -166,6 +169,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(admin)
         .nest("/scim/v2", scim::router(state.clone()))
+        .route(
+            "/login/local",
+            axum::routing::post(sessions::login)
+                .route_layer(middleware::from_fn_with_state(state.clone(), read_body)),
+        )
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
@@ -270,14 +278,45 @@ fn anonymous_event(
 /// operator's 32+ characters).
 async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let client = ClientInfo::of(&request, &state.trusted_proxies);
-    let principal = match routero_http::bearer(request.headers()) {
-        Some(presented) => {
+    let principal = match (
+        routero_http::bearer(request.headers()),
+        sessions::session_token(request.headers()),
+    ) {
+        (Some(presented), _) => {
             state
                 .store
                 .find_admin_key(&state.hasher.hash(presented).0)
                 .await
         }
-        None => Ok(None),
+        // A session cookie, when no admin key is presented: a change needs its CSRF token.
+        (None, Some(token)) => {
+            let idle = i64::try_from(state.sessions.idle.as_secs()).unwrap_or(i64::MAX);
+            match state
+                .store
+                .find_session(&state.hasher.hash(token).0, idle)
+                .await
+            {
+                Ok(Some(live)) => match sessions::check_csrf(&state, &request, &live) {
+                    Ok(()) => Ok(Some(live.principal)),
+                    Err(refusal) => {
+                        let path = request.uri().path().to_owned();
+                        let _ = state
+                            .refuse::<()>(
+                                &live.principal,
+                                &client,
+                                ("admin_api", &path),
+                                "csrf_failed",
+                                None,
+                            )
+                            .await;
+                        return refusal.into_response();
+                    }
+                },
+                Ok(None) => Ok(None),
+                Err(error) => Err(error),
+            }
+        }
+        (None, None) => Ok(None),
     };
     match principal {
         Ok(Some(principal)) => {

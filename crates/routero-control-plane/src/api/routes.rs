@@ -10,7 +10,7 @@ use axum::routing::MethodRouter;
 use super::access::Ask;
 use super::{
     AppState, admin_keys_and_roles, audit, credentials_and_models, data_planes, guardrails, keys,
-    provisioning, users_and_teams,
+    provisioning, sessions, users_and_teams,
 };
 
 /// One authenticated route.
@@ -195,6 +195,33 @@ pub(super) fn routes() -> Vec<Route> {
             tenant("scim_token", "revoke"),
             provisioning::revoke_token,
         ),
+        get("/me", Ask::OwnSelf, sessions::me),
+        post("/logout", Ask::OwnSelf, sessions::logout),
+        get(
+            "/sessions",
+            tenant("admin_key", "list"),
+            sessions::list_sessions,
+        ),
+        delete(
+            "/sessions/{id}",
+            tenant("admin_key", "revoke"),
+            sessions::revoke_session,
+        ),
+        post(
+            "/local-admins",
+            tenant("admin_key", "create"),
+            sessions::create_local_admin,
+        ),
+        get(
+            "/local-admins",
+            tenant("admin_key", "list"),
+            sessions::list_local_admins,
+        ),
+        delete(
+            "/local-admins/{id}",
+            tenant("admin_key", "revoke"),
+            sessions::delete_local_admin,
+        ),
         get(
             "/role-mappings",
             tenant("role", "list"),
@@ -219,6 +246,7 @@ mod tests {
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/openapi.json"),
+        ("POST", "/login/local"),
     ];
 
     #[test]

@@ -88,9 +88,27 @@ impl Store {
         else {
             return Ok(None);
         };
-        let tenant_id: String = row.try_get("tenant_id")?;
         let roles: Vec<String> = from_json(&row.try_get::<String, _>("roles")?)?;
-        let user_id: Option<String> = row.try_get("user_id")?;
+        let principal = self
+            .principal_of(
+                row.try_get("id")?,
+                row.try_get("tenant_id")?,
+                roles,
+                row.try_get("user_id")?,
+            )
+            .await?;
+        Ok(Some(principal))
+    }
+
+    /// The principal `id` of the tenant acting with `roles` (for a user, if it acts for one):
+    /// with the permissions of the tenant's custom roles among them, and the user's teams.
+    pub(super) async fn principal_of(
+        &self,
+        id: String,
+        tenant_id: String,
+        roles: Vec<String>,
+        user_id: Option<String>,
+    ) -> Result<AdminPrincipal> {
         let permissions: Vec<String> = self
             .list_roles(&tenant_id)
             .await?
@@ -109,14 +127,15 @@ impl Store {
         .iter()
         .map(|row| row.try_get("team_id"))
         .collect::<std::result::Result<_, _>>()?;
-        Ok(Some(AdminPrincipal {
-            key_id: row.try_get("id")?,
+        Ok(AdminPrincipal {
+            key_id: id,
             tenant_id,
             roles: sorted(roles),
             permissions: sorted(permissions),
             user_id,
             teams: sorted(teams),
-        }))
+            session_id: None,
+        })
     }
 
     /// The tenant's admin keys, oldest first; revoked ones only when asked.

@@ -8,6 +8,7 @@ mod access;
 mod outbox;
 mod provisioning;
 mod records;
+mod sessions;
 
 use routero_core::audit::AuditEvent;
 use routero_core::{ErrorCode, Resource};
@@ -22,6 +23,7 @@ pub use records::{
     AdminKey, AdminPrincipal, Credential, CustomRole, KeyChanges, KeyRecord, Route,
     SealedCredential, StateRows, StoredDeployment, Team, User,
 };
+pub use sessions::{LiveSession, LocalAdmin, NewSession, Session};
 
 use crate::ControlPlaneError;
 
@@ -79,6 +81,12 @@ const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[
         "provisioning",
         include_str!("../../../../migrations/postgres/0007_provisioning.sql"),
         include_str!("../../../../migrations/sqlite/0007_provisioning.sql"),
+    ),
+    (
+        8,
+        "sessions",
+        include_str!("../../../../migrations/postgres/0008_sessions.sql"),
+        include_str!("../../../../migrations/sqlite/0008_sessions.sql"),
     ),
 ];
 

@@ -954,7 +954,7 @@ impl Store {
 
 /// SQL text assembled from this module's fixed fragments and from filters compiled by
 /// `routero_scim::sql`, which binds every name and value as a parameter.
-fn built(sql: String) -> sqlx::AssertSqlSafe<String> {
+pub(super) fn built(sql: String) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(sql)
 }
 
@@ -1039,7 +1039,7 @@ pub(super) async fn require_roles(
 }
 
 /// Revokes every live key of `user` (bound to them, or issued by an admin key acting for
-/// them); returns `user.deprovisioned` (with how many keys) and a
+/// them) and ends their sessions; returns `user.deprovisioned` (with how many keys) and a
 /// `key.revoked` per key, with the reason.
 async fn revoke_user_keys(
     tx: &mut Transaction<'_, Any>,
@@ -1062,7 +1062,19 @@ async fn revoke_user_keys(
     .iter()
     .map(|r| r.try_get("id"))
     .collect::<std::result::Result<_, _>>()?;
+    let sessions = sqlx::query(
+        "UPDATE sessions SET revoked_at = $1 WHERE tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(&changer.tenant_id)
+    .bind(user)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
     let mut deprovisioned = changer.event(EventType::UserDeprovisioned, "user", user);
+    deprovisioned
+        .details
+        .insert("sessions_revoked".into(), json!(sessions));
     deprovisioned.reason_code = Some(reason.to_owned());
     deprovisioned
         .details

@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A caller authenticated by an admin key.
+/// A caller of the admin API: an admin key, or a sign-in session (`key_id` is then the
+/// signed-in local admin's or user's id).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminPrincipal {
     /// Admin key id: the principal id policies see (and the owner of keys it creates).
@@ -17,6 +18,8 @@ pub struct AdminPrincipal {
     pub user_id: Option<String>,
     /// Teams that user belongs to, sorted (none without a user).
     pub teams: Vec<String>,
+    /// The sign-in session the caller acts through (none for an admin key).
+    pub session_id: Option<String>,
 }
 
 /// An admin key's record; never the key itself.
