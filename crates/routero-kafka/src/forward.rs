@@ -92,10 +92,18 @@ async fn deliver_forever(spooled: Spooled, config: KafkaConfig) {
         let refused = pending
             .get(sent.delivered)
             .filter(|_| sent.refused.is_some_and(is_permanent));
+        let mut ready = ready;
         if let Some(line) = refused {
             // Never retried forever ahead of the rest: what replaces it is small and says
-            // what it was.
-            replaced = replace(&ready, &config, line, sent.refused).await;
+            // what it was. It goes through a fresh producer: the one that met the refusal may
+            // hold what follows while it recovers (an idempotent producer bumps its epoch).
+            match config.producer().create::<FutureProducer>() {
+                Ok(fresh) => {
+                    ready = fresh;
+                    replaced = replace(&ready, &config, line, sent.refused).await;
+                }
+                Err(error) => tracing::error!(%error, "kafka producer not created; retrying"),
+            }
             if replaced {
                 acknowledged = Some(line);
             }
