@@ -18,6 +18,23 @@ use routero_core::audit::EventType;
 
 use crate::store::{AdminPrincipal, CustomRole};
 
+/// Checks the roles an account is given: at least one, well named, each built in or the
+/// tenant's own.
+pub(super) async fn require_roles_to_grant(
+    state: &AppState,
+    tenant_id: &str,
+    roles: &[String],
+) -> Result<(), ApiError> {
+    check_roles(roles)?;
+    if roles.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRoles,
+            "name at least one role",
+        ));
+    }
+    require_known_roles(state, tenant_id, roles).await
+}
+
 /// Refuses (400 `unknown_role`) a role that is neither built in nor one of the tenant's.
 pub(super) async fn require_known_roles(
     state: &AppState,
@@ -53,14 +70,7 @@ pub(super) async fn create_admin_key(
     Body(body): Body<NewAdminKey>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name("name", &body.name)?;
-    check_roles(&body.roles)?;
-    if body.roles.is_empty() {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRoles,
-            "name at least one role",
-        ));
-    }
-    require_known_roles(&state, &principal.tenant_id, &body.roles).await?;
+    require_roles_to_grant(&state, &principal.tenant_id, &body.roles).await?;
     state
         .allow_issue(
             &principal,

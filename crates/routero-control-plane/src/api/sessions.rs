@@ -23,10 +23,9 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::access::Caller;
-use super::admin_keys_and_roles::require_known_roles;
+use super::admin_keys_and_roles::require_roles_to_grant;
 use super::credentials_and_models::check_name;
 use super::extract::{Body, Path};
-use super::keys::check_roles;
 use super::{ApiError, AppState, ClientInfo};
 use crate::store::{LiveSession, NewSession};
 
@@ -377,14 +376,7 @@ pub(super) async fn create_local_admin(
     Body(body): Body<NewLocalAdmin>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name("username", &body.username)?;
-    check_roles(&body.roles)?;
-    if body.roles.is_empty() {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRoles,
-            "name at least one role",
-        ));
-    }
-    require_known_roles(&state, &principal.tenant_id, &body.roles).await?;
+    require_roles_to_grant(&state, &principal.tenant_id, &body.roles).await?;
     let admin = admin_role();
     state
         .allow_held(

@@ -978,6 +978,32 @@ async fn require_credentials(tx: &mut Transaction<'_, Any>, route: &Route) -> Re
     Ok(())
 }
 
+impl Store {
+    /// Sets `revoked_at` on the live row `id` of the tenant in `table` (a fixed name), with the
+    /// events recording it; `NotFound(what)` when there is none.
+    async fn revoke_row(
+        &self,
+        table: &'static str,
+        (tenant_id, id): (&str, &str),
+        what: Resource,
+        events: &[AuditEvent],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let revoked = sqlx::query(provisioning::built(format!(
+            "UPDATE {table} SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL"
+        )))
+        .bind(routero_core::unix_now())
+        .bind(tenant_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if revoked.rows_affected() == 0 {
+            return Err(ControlPlaneError::NotFound(what));
+        }
+        self.commit_recorded(tx, events).await
+    }
+}
+
 /// Runs a `DELETE … WHERE tenant_id = $1 AND name = $2`; `NotFound(what)` when nothing was.
 async fn delete_named(
     tx: &mut Transaction<'_, Any>,

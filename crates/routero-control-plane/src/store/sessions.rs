@@ -366,18 +366,7 @@ impl Store {
         id: &str,
         events: &[AuditEvent],
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let revoked = sqlx::query(
-            "UPDATE sessions SET revoked_at = $1 WHERE tenant_id = $2 AND id = $3 AND revoked_at IS NULL",
-        )
-        .bind(routero_core::unix_now())
-        .bind(tenant_id)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        if revoked.rows_affected() == 0 {
-            return Err(ControlPlaneError::NotFound(Resource::Session));
-        }
-        self.commit_recorded(tx, events).await
+        self.revoke_row("sessions", (tenant_id, id), Resource::Session, events)
+            .await
     }
 }
