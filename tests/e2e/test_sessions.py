@@ -7,7 +7,8 @@ import time
 import httpx
 import pytest
 
-from conftest import Gateway, audit_since, wait_until
+from conftest import REPO, Gateway, audit_since, wait_until
+from test_policies import CERBOS
 
 PASSWORD = "correct horse battery staple"
 
@@ -15,6 +16,7 @@ PASSWORD = "correct horse battery staple"
 @pytest.fixture(scope="module")
 def gw(fake_provider):
     gateway = Gateway(fake_provider, "sqlite-up", extra_env={
+        "ROUTERO_POLICIES_DIR": str(REPO / "policies"), "ROUTERO_CERBOS_BINARY": str(CERBOS),
         "ROUTERO_SESSION_IDLE_TIMEOUT": "3s",
         "ROUTERO_SESSION_LIFETIME": "8s",
     })
@@ -142,11 +144,45 @@ def test_deleting_a_local_admin_ends_its_sessions_and_only_admins_make_them(gw):
     assert gw.admin("DELETE", f"/local-admins/{account['id']}").status_code == 200
     assert client.get("/me").status_code == 401
     assert login(gw, "temporary").status_code == 401
-    # A local admin acting as a developer cannot make accounts, whatever it asks for.
-    local_admin(gw, "dev-breakglass", roles=["developer"])
-    dev, csrf = with_session(gw, login(gw, "dev-breakglass"))
-    r = dev.post("/local-admins", json={"username": "escalate", "password": PASSWORD},
-                 headers={"X-CSRF-Token": csrf})
-    assert r.status_code == 403, r.text
+    # A caller whose custom role lets it create admin keys still cannot make break-glass
+    # accounts: only `admin` may.
+    r = gw.admin("PUT", "/roles/keymaker", {"permissions": ["admin_key:create", "admin_key:list"]})
+    assert r.status_code == 200, r.text
+    r = gw.admin("POST", "/admin-keys", {"name": "keymaker", "roles": ["keymaker"]})
+    assert r.status_code == 201, r.text
+    keymaker = r.json()["key"]
+    r = gw.admin("POST", "/local-admins", {"username": "escalate", "password": PASSWORD}, key=keymaker)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "role_escalation", r.text
+    assert "escalate" not in [a["username"] for a in gw.admin("GET", "/local-admins").json()["local_admins"]]
     short = gw.admin("POST", "/local-admins", {"username": "short", "password": "too short"})
     assert short.status_code == 400, short.text
+
+
+def test_only_this_hosts_cookie_counts_and_only_once(gw):
+    local_admin(gw, "cookies")
+    r = login(gw, "cookies")
+    token = r.cookies["routero_session"]
+    ok = httpx.get(gw.admin_url + "/me", headers={"Cookie": f"routero_session={token}"})
+    assert ok.status_code == 200, ok.text
+    # On a loopback host the __Host- name is not this host's cookie; two cookies of the right
+    # name (one tossed in by someone else) make the request carry none.
+    for cookie in [f"__Host-routero_session={token}", f"routero_session=tossed; routero_session={token}"]:
+        r = httpx.get(gw.admin_url + "/me", headers={"Cookie": cookie})
+        assert r.status_code == 401, (cookie, r.text)
+
+
+def test_a_burst_of_guesses_gets_no_more_than_the_lockout_allows(gw):
+    from concurrent.futures import ThreadPoolExecutor
+    since = audit_since()
+    account = local_admin(gw, "burst")
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(lambda _: login(gw, "burst", "wrong password!").status_code, range(12)))
+    assert all(code in (401, 429) for code in answers), answers
+    assert login(gw, "burst").status_code in (401, 429), "locked: the right password too"
+
+    def mine():
+        return [e for e in events(gw, "login.failed", since) if e["resource"]["id"] == account["id"]]
+    wait_until(lambda: len(mine()) >= 13, what="every attempt audited")
+    # Only attempts counted before their check had a password checked: five at most.
+    checked = [e for e in mine() if e["reason_code"] == "wrong_password" or "locked_until" in e["details"]]
+    assert len(checked) <= 5, [e["reason_code"] for e in mine()]

@@ -88,6 +88,11 @@ pub fn verify_password(password: &str, stored: &str) -> Result<bool, CryptoError
             _ => return Err(malformed()),
         }
     }
+    // A stored string asks for its own cost; one no configuration would choose is refused
+    // rather than run (1 GiB, 64 passes, 16 lanes at most).
+    if cost.memory_kib > 1024 * 1024 || cost.passes > 64 || cost.lanes > 16 {
+        return Err(malformed());
+    }
     let salt = STANDARD_NO_PAD.decode(salt).map_err(|_| malformed())?;
     let expected = STANDARD_NO_PAD.decode(hash).map_err(|_| malformed())?;
     let actual = derive(password, &salt, cost)?;

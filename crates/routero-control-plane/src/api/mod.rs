@@ -128,7 +128,13 @@ impl AppState {
         principal: &AdminPrincipal,
         client: &ClientInfo,
     ) -> crate::store::Changer {
-        let actor = client.actor(ActorKind::AdminKey, Some(principal.key_id.clone()));
+        // A session acts as the person signed in; an admin key as itself.
+        let kind = if principal.session_id.is_some() {
+            ActorKind::User
+        } else {
+            ActorKind::AdminKey
+        };
+        let actor = client.actor(kind, Some(principal.key_id.clone()));
         crate::store::Changer {
             tenant_id: principal.tenant_id.clone(),
             actor,
@@ -326,8 +332,13 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         }
         Ok(None) => {
             let path = request.uri().path().to_owned();
-            if let Err(wait) =
-                failed_authentication(&state, &client, &path, EventType::LoginFailed).await
+            if let Err(wait) = failed_authentication(
+                &state,
+                &client,
+                &path,
+                (EventType::LoginFailed, "invalid_admin_key"),
+            )
+            .await
             {
                 return too_many_failures(wait);
             }
@@ -344,7 +355,7 @@ async fn failed_authentication(
     state: &AppState,
     client: &ClientInfo,
     path: &str,
-    action: EventType,
+    (action, reason): (EventType, &str),
 ) -> Result<(), u64> {
     let now = u64::try_from(routero_core::unix_now()).unwrap_or(0);
     let source = client
@@ -352,10 +363,6 @@ async fn failed_authentication(
         .as_deref()
         .and_then(|ip| ip.parse().ok())
         .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-    let reason = match action {
-        EventType::ScimAuthFailed => "invalid_scim_token",
-        _ => "invalid_admin_key",
-    };
     match state.failures.fail(source, now) {
         Verdict::Record => {
             tracing::warn!(%path, source_ip = ?client.source_ip, reason, "authentication failed");

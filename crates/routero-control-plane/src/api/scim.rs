@@ -156,9 +156,13 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
         }
         Ok(None) => {
             let path = request.uri().path().to_owned();
-            let failure =
-                super::failed_authentication(&state, &client, &path, EventType::ScimAuthFailed)
-                    .await;
+            let failure = super::failed_authentication(
+                &state,
+                &client,
+                &path,
+                (EventType::ScimAuthFailed, "invalid_scim_token"),
+            )
+            .await;
             match failure {
                 Err(wait) => {
                     let mut response = error_response(&ScimError::status(

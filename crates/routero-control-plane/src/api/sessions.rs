@@ -57,16 +57,27 @@ fn loopback(headers: &HeaderMap) -> bool {
     matches!(name, "localhost" | "127.0.0.1" | "[::1]")
 }
 
-/// The session token a request's cookie carries, if any.
+/// The session token a request's cookie carries: under the one name this host's cookie has,
+/// and only if it is there once (a second cookie of that name, tossed in by a sibling domain or
+/// over plain HTTP, makes the request carry none).
 pub(super) fn session_token(headers: &HeaderMap) -> Option<&str> {
-    headers
+    let wanted = if loopback(headers) {
+        COOKIE_LOOPBACK
+    } else {
+        COOKIE_SECURE
+    };
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE_SECURE || *name == COOKIE_LOOPBACK)
-        .map(|(_, value)| value)
+        .filter(|(name, _)| *name == wanted)
+        .map(|(_, value)| value);
+    match (found.next(), found.next()) {
+        (Some(token), None) => Some(token),
+        _ => None,
+    }
 }
 
 fn cookie(headers: &HeaderMap, token: &str, max_age: u64) -> Option<HeaderValue> {
@@ -136,7 +147,18 @@ fn decoy(cost: routero_crypto::PasswordCost) -> Option<&'static str> {
         .as_deref()
 }
 
+/// Password checks running at once: each holds Argon2's memory (19 MiB by default) and a core.
+const CONCURRENT_CHECKS: usize = 4;
+
+fn checks() -> &'static tokio::sync::Semaphore {
+    static CHECKS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    CHECKS.get_or_init(|| tokio::sync::Semaphore::new(CONCURRENT_CHECKS))
+}
+
 async fn verify(password: String, stored: String) -> bool {
+    let Ok(_permit) = checks().acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || {
         routero_crypto::verify_password(&password, &stored).unwrap_or(false)
     })
@@ -151,6 +173,16 @@ pub(super) async fn login(State(state): State<AppState>, request: Request) -> Re
     let client = ClientInfo::of(&request, &state.trusted_proxies);
     let headers = request.headers().clone();
     let path = request.uri().path().to_owned();
+    // A source past its failure limit is refused before any password is checked.
+    let now = u64::try_from(routero_core::unix_now()).unwrap_or(0);
+    let source = client
+        .source_ip
+        .as_deref()
+        .and_then(|ip| ip.parse().ok())
+        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    if let Some(wait) = state.failures.throttled(source, now) {
+        return super::too_many_failures(wait);
+    }
     let body = match <Body<Login> as FromRequest<AppState>>::from_request(request, &state).await {
         Ok(Body(body)) => body,
         Err(error) => return error.into_response(),
@@ -158,8 +190,13 @@ pub(super) async fn login(State(state): State<AppState>, request: Request) -> Re
     match signed_in(&state, &client, &headers, body).await {
         Ok(response) => response,
         Err(Some(reason)) => {
-            let failed =
-                super::failed_authentication(&state, &client, &path, EventType::LoginFailed).await;
+            let failed = super::failed_authentication(
+                &state,
+                &client,
+                &path,
+                (EventType::LoginFailed, reason),
+            )
+            .await;
             tracing::warn!(reason, source_ip = ?client.source_ip, "local admin login failed");
             if let Err(wait) = failed {
                 return super::too_many_failures(wait);
@@ -205,7 +242,6 @@ async fn signed_in(
         }
         return Err(Some("unknown_account"));
     };
-    let now = routero_core::unix_now();
     let record_failure = |reason: &'static str| {
         let mut event = routero_bus::event(
             &tenant_id,
@@ -217,24 +253,31 @@ async fn signed_in(
         event.reason_code = Some(reason.to_owned());
         event
     };
-    if admin.locked_until.is_some_and(|until| until > now) {
+    // The attempt is counted before the password is checked, in one statement: a burst of
+    // concurrent guesses gets no more than the limit, and a locked account none.
+    let limit = i64::from(state.sessions.lockout_after);
+    let lock = i64::try_from(state.sessions.lockout_for.as_secs()).unwrap_or(i64::MAX);
+    let attempt = state
+        .store
+        .local_admin_attempt(&admin.id, limit)
+        .await
+        .map_err(|_| None)?;
+    let Some(failures) = attempt else {
+        if let Some(decoy) = decoy(cost) {
+            verify(body.password, decoy.to_owned()).await;
+        }
         state.publish(record_failure("locked_out")).await;
         return Err(Some("locked_out"));
-    }
+    };
     if !verify(body.password, stored).await {
-        let limit = i64::from(state.sessions.lockout_after);
-        let lock = i64::try_from(state.sessions.lockout_for.as_secs()).unwrap_or(i64::MAX);
-        let locked = state
-            .store
-            .local_admin_failed(&admin.id, limit, lock)
-            .await
-            .map_err(|_| None)?;
-        let mut event = record_failure(if locked.is_some() {
-            "locked_out"
-        } else {
-            "wrong_password"
-        });
-        if let Some(until) = locked {
+        let mut event = record_failure("wrong_password");
+        if failures >= limit {
+            let until = state
+                .store
+                .local_admin_lock(&admin.id, lock)
+                .await
+                .map_err(|_| None)?;
+            event.reason_code = Some("locked_out".into());
             event.details.insert("locked_until".into(), json!(until));
         }
         state.publish(event).await;

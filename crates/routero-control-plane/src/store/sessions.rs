@@ -214,33 +214,32 @@ impl Store {
         .transpose()
     }
 
-    /// Counts a failed login of a local admin; at `limit` failures it is locked until
-    /// `now + lock_seconds` and the count starts again. Returns the lock's end when this
-    /// failure locked it.
-    pub async fn local_admin_failed(
-        &self,
-        id: &str,
-        limit: i64,
-        lock_seconds: i64,
-    ) -> Result<Option<i64>> {
-        let now = routero_core::unix_now();
-        let row = sqlx::query(
-            "UPDATE local_admins SET failures = failures + 1 WHERE id = $1 RETURNING failures",
+    /// Counts a login attempt of a local admin before its password is checked; `None` when
+    /// the account is locked or has had `limit` attempts since its last success or lock.
+    /// Returns the attempts counted, this one included.
+    pub async fn local_admin_attempt(&self, id: &str, limit: i64) -> Result<Option<i64>> {
+        sqlx::query(
+            "UPDATE local_admins SET failures = failures + 1 WHERE id = $1 \
+             AND (locked_until IS NULL OR locked_until <= $2) AND failures < $3 RETURNING failures",
         )
         .bind(id)
-        .fetch_one(&self.pool)
-        .await?;
-        let failures: i64 = row.try_get("failures")?;
-        if failures < limit {
-            return Ok(None);
-        }
-        let until = now + lock_seconds;
+        .bind(routero_core::unix_now())
+        .bind(limit)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| Ok(row.try_get("failures")?))
+        .transpose()
+    }
+
+    /// Locks a local admin for `seconds` and starts its count again; returns the lock's end.
+    pub async fn local_admin_lock(&self, id: &str, seconds: i64) -> Result<i64> {
+        let until = routero_core::unix_now().saturating_add(seconds);
         sqlx::query("UPDATE local_admins SET failures = 0, locked_until = $1 WHERE id = $2")
             .bind(until)
             .bind(id)
             .execute(&self.pool)
             .await?;
-        Ok(Some(until))
+        Ok(until)
     }
 
     /// Clears a local admin's failure count after a successful login.
