@@ -307,8 +307,9 @@ class Gateway:
 
     def wait_for_key(self, key):
         """Waits until the data plane knows a freshly generated key."""
-        wait_until(lambda: httpx.get(self.data_url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code != 401,
-                   timeout=5, what="key to reach the data plane")
+        # 429 (this address throttled for failed authentications) says nothing of the key.
+        wait_until(lambda: httpx.get(self.data_url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code
+                   not in (401, 429), timeout=5, what="key to reach the data plane")
 
     def guarded_client(self, pipeline):
         """Sets the tenant's guardrail pipeline (it must redact emails) and returns a client of
