@@ -17,6 +17,7 @@ PASSWORD = "correct horse battery staple"
 def gw(fake_provider):
     gateway = Gateway(fake_provider, "sqlite-up", extra_env={
         "ROUTERO_POLICIES_DIR": str(REPO / "policies"), "ROUTERO_CERBOS_BINARY": str(CERBOS),
+        "ROUTERO_BREAK_GLASS": "true",
         "ROUTERO_SESSION_IDLE_TIMEOUT": "3s",
         "ROUTERO_SESSION_LIFETIME": "8s",
     })
@@ -186,3 +187,15 @@ def test_a_burst_of_guesses_gets_no_more_than_the_lockout_allows(gw):
     # Only attempts counted before their check had a password checked: five at most.
     checked = [e for e in mine() if e["reason_code"] == "wrong_password" or "locked_until" in e["details"]]
     assert len(checked) <= 5, [e["reason_code"] for e in mine()]
+
+
+def test_break_glass_is_off_unless_configured(fake_provider):
+    plain = Gateway(fake_provider, "sqlite-up")
+    try:
+        r = plain.admin("POST", "/local-admins", {"username": "breakglass", "password": PASSWORD})
+        assert r.status_code == 409 and r.json()["error"]["code"] == "break_glass_disabled", r.text
+        assert plain.admin("GET", "/local-admins").json()["local_admins"] == []
+        r = login(plain, "breakglass")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "route_not_found", r.text
+    finally:
+        plain.close()

@@ -87,6 +87,8 @@ pub struct SessionPolicy {
     pub lockout_after: u32,
     /// How long a locked local admin stays locked (15 min).
     pub lockout_for: Duration,
+    /// Whether local admins may be created and sign in (off unless configured).
+    pub break_glass: bool,
 }
 
 impl Default for SessionPolicy {
@@ -97,6 +99,7 @@ impl Default for SessionPolicy {
             password_cost: routero_crypto::PasswordCost::default(),
             lockout_after: 5,
             lockout_for: Duration::from_secs(15 * 60),
+            break_glass: false,
         }
     }
 }

@@ -103,6 +103,8 @@ pub enum ErrorCode {
     UserWithoutRoles,
     /// The resource changed since the version the request names (`If-Match`).
     VersionMismatch,
+    /// Break-glass local admins are off on this deployment (`break_glass`).
+    BreakGlassDisabled,
     // --- the request itself ---
     /// The request body is not what the endpoint takes (data plane).
     InvalidRequest,
@@ -236,6 +238,7 @@ impl ErrorCode {
             Self::UserInactive => "user_inactive",
             Self::UserWithoutRoles => "user_without_roles",
             Self::VersionMismatch => "version_mismatch",
+            Self::BreakGlassDisabled => "break_glass_disabled",
             Self::InvalidRequest => "invalid_request",
             Self::BodyTooLarge => "body_too_large",
             Self::MalformedJson => "malformed_json",
@@ -303,7 +306,8 @@ impl ErrorCode {
             | Self::CredentialInUse
             | Self::LastAdminKey
             | Self::UserInactive
-            | Self::UserWithoutRoles => 409,
+            | Self::UserWithoutRoles
+            | Self::BreakGlassDisabled => 409,
             Self::VersionMismatch => 412,
             Self::BodyTooLarge => 413,
             Self::UnsupportedMediaType => 415,
@@ -385,6 +389,9 @@ impl ErrorCode {
                 "Too many failed authentications from this address; retry after the time given."
             }
             Self::InvalidCredentials => "Unknown user name or wrong password.",
+            Self::BreakGlassDisabled => {
+                "Break-glass local admins are off on this deployment (setting break_glass)."
+            }
             Self::CsrfFailed => {
                 "A request made with a session cookie needs the session's X-CSRF-Token header."
             }

@@ -92,6 +92,9 @@ pub struct Settings {
     pub session_idle_timeout: Option<Interval>,
     /// Control plane: a sign-in session ends this long after sign-in, used or not (`12h`).
     pub session_lifetime: Option<Interval>,
+    /// Control plane: break-glass local admins may be created and sign in with a password
+    /// (`false`: `POST /login/local` does not exist and `POST /local-admins` is refused).
+    pub break_glass: Option<Flag>,
     /// Audit: database of the audit log (`routero up`: `data_dir/audit.db`).
     pub audit_database_url: Option<String>,
     /// Audit: Ed25519 seed (base64) that signs checkpoints.
@@ -351,6 +354,7 @@ impl Settings {
         if let Some(lifetime) = self.session_lifetime.map(Interval::get) {
             policy.lifetime = lifetime;
         }
+        policy.break_glass = self.break_glass.is_some_and(|Flag(on)| on);
         policy
     }
 

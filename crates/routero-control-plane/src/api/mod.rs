@@ -172,14 +172,20 @@ pub fn router(state: AppState) -> Router {
         admin = admin.route(route.path, handler);
     }
     let admin = admin.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    Router::new()
-        .merge(admin)
-        .nest("/scim/v2", scim::router(state.clone()))
-        .route(
+    // Password sign-in exists only where break-glass accounts are configured on.
+    let login = if state.sessions.break_glass {
+        Router::new().route(
             "/login/local",
             axum::routing::post(sessions::login)
                 .route_layer(middleware::from_fn_with_state(state.clone(), read_body)),
         )
+    } else {
+        Router::new()
+    };
+    Router::new()
+        .merge(admin)
+        .merge(login)
+        .nest("/scim/v2", scim::router(state.clone()))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))

@@ -418,6 +418,9 @@ pub(super) async fn create_local_admin(
     Caller { principal, client }: Caller,
     Body(body): Body<NewLocalAdmin>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if !state.sessions.break_glass {
+        return Err(ApiError::of(ErrorCode::BreakGlassDisabled));
+    }
     check_name("username", &body.username)?;
     require_roles_to_grant(&state, &principal.tenant_id, &body.roles).await?;
     let admin = admin_role();
