@@ -141,9 +141,21 @@ def test_sessions_end_when_idle_and_at_their_lifetime(gw):
 
 def test_deleting_a_local_admin_ends_its_sessions_and_only_admins_make_them(gw):
     account = local_admin(gw, "temporary")
-    client, _ = with_session(gw, login(gw, "temporary"))
+    client, csrf = with_session(gw, login(gw, "temporary"))
+    # A key its session minted works, then dies with the account.
+    r = client.post("/key/generate", json={"models": ["gpt-a"]}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200, r.text
+    minted = r.json()
+    gw.wait_for_key(minted["key"])
+    chat = {"model": "gpt-a", "messages": [{"role": "user", "content": "hi"}]}
+    answer = lambda: httpx.post(gw.data_url + "/v1/chat/completions", json=chat,
+                                headers={"Authorization": f"Bearer {minted['key']}"}, timeout=10)
+    assert answer().status_code == 200
     assert gw.admin("DELETE", f"/local-admins/{account['id']}").status_code == 200
     assert client.get("/me").status_code == 401
+    wait_until(lambda: answer().status_code == 401, timeout=5, what="the minted key refused")
+    info = gw.admin("GET", "/key/info", params={"key_id": minted["key_id"]}).json()["info"]
+    assert info["revoked"], info
     assert login(gw, "temporary").status_code == 401
     # A caller whose custom role lets it create admin keys still cannot make break-glass
     # accounts: only `admin` may.

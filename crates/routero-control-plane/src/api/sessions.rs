@@ -499,9 +499,10 @@ pub(super) async fn delete_local_admin(
         EventType::LocalAdminDeleted,
         ("local_admin", Some(id.clone())),
     );
+    let changer = AppState::changer(&principal, &client);
     state
         .store
-        .delete_local_admin(&principal.tenant_id, &id, &[event])
+        .delete_local_admin(&changer, &id, vec![event])
         .await?;
     Ok(Json(json!({ "id": id, "deleted": true })))
 }

@@ -628,24 +628,8 @@ impl Store {
                 events.push(changer.event(EventType::GroupDeleted, "team", id));
                 events.extend(self.revoke_if_no_access(&mut tx, changer, &members).await?);
                 // Keys bound to the team go with it.
-                let team_keys: Vec<String> = sqlx::query(
-                    "UPDATE virtual_keys SET revoked_at = $1, updated_at = $1 \
-                     WHERE tenant_id = $2 AND team_id = $3 AND revoked_at IS NULL RETURNING id",
-                )
-                .bind(now)
-                .bind(&changer.tenant_id)
-                .bind(id)
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| r.try_get("id"))
-                .collect::<std::result::Result<_, _>>()?;
-                for key in team_keys {
-                    let mut event = changer.event(EventType::KeyRevoked, "key", &key);
-                    event.reason_code = Some("team_deleted".into());
-                    event.details.insert("team_id".into(), json!(id));
-                    events.push(event);
-                }
+                let team_keys = revoke_keys_by(&mut tx, changer, "team_id", id, "team_deleted");
+                events.extend(team_keys.await?);
             }
         }
         self.commit_change(tx, &events).await
@@ -986,6 +970,38 @@ async fn role_mapping_of(
             })
         })
         .transpose()
+}
+
+/// Revokes the tenant's live keys whose `column` (a fixed name: `team_id`, `owner`) is `value`;
+/// returns a `key.revoked` event each, with `reason`.
+pub(super) async fn revoke_keys_by(
+    tx: &mut Transaction<'_, Any>,
+    changer: &Changer,
+    column: &'static str,
+    value: &str,
+    reason: &str,
+) -> Result<Vec<AuditEvent>> {
+    let revoked: Vec<String> = sqlx::query(built(format!(
+        "UPDATE virtual_keys SET revoked_at = $1, updated_at = $1 \
+         WHERE tenant_id = $2 AND {column} = $3 AND revoked_at IS NULL RETURNING id"
+    )))
+    .bind(routero_core::unix_now())
+    .bind(&changer.tenant_id)
+    .bind(value)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(|r| r.try_get("id"))
+    .collect::<std::result::Result<_, _>>()?;
+    Ok(revoked
+        .iter()
+        .map(|key| {
+            let mut event = changer.event(EventType::KeyRevoked, "key", key);
+            event.reason_code = Some(reason.to_owned());
+            event.details.insert(column.into(), json!(value));
+            event
+        })
+        .collect())
 }
 
 /// The roles `mapping` gives `user` from the groups it is a member of.

@@ -167,14 +167,24 @@ impl Store {
         .collect()
     }
 
-    /// Deletes a local admin and ends its sessions.
+    /// Deletes a local admin, ends its sessions and revokes the keys they minted.
     pub async fn delete_local_admin(
         &self,
-        tenant_id: &str,
+        changer: &super::Changer,
         id: &str,
-        events: &[AuditEvent],
+        mut events: Vec<AuditEvent>,
     ) -> Result<()> {
+        let tenant_id = changer.tenant_id.as_str();
         let mut tx = self.pool.begin().await?;
+        // Keys its sessions minted die with it.
+        let keys = super::provisioning::revoke_keys_by(
+            &mut tx,
+            changer,
+            "owner",
+            id,
+            "local_admin_deleted",
+        );
+        events.extend(keys.await?);
         sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE tenant_id = $2 AND local_admin_id = $3 AND revoked_at IS NULL")
             .bind(routero_core::unix_now())
             .bind(tenant_id)
@@ -193,7 +203,7 @@ impl Store {
         if deleted.rows_affected() == 0 {
             return Err(ControlPlaneError::NotFound(Resource::LocalAdmin));
         }
-        self.commit_recorded(tx, events).await
+        self.commit_change(tx, &events).await
     }
 
     /// A local admin of the tenant by name, with its password hash, for a login.
