@@ -15,13 +15,13 @@ use crate::{ScimError, ScimType};
 /// A filter as an SQL condition on the resource row aliased `r` (its `id` column).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Condition {
-    /// The condition, with `$n` placeholders.
+    /// The condition, with `$n` parameters.
     pub sql: String,
-    /// The values of the placeholders, in order.
+    /// The values of the parameters, in order.
     pub params: Vec<String>,
 }
 
-/// Compiles `filter` for resources of `kind`; its placeholders are numbered from `first`, and
+/// Compiles `filter` for resources of `kind`; its parameters are numbered from `first`, and
 /// `$1` must be bound to the tenant (the index rows read are the tenant's own).
 pub fn compile(kind: Kind, filter: &Filter, first: usize) -> Result<Condition, ScimError> {
     let mut compiler = Compiler {

@@ -297,17 +297,17 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
-        let placeholders: Vec<String> = (1..=records.len()).map(|i| format!("${i}")).collect();
+        let ids: Vec<String> = (1..=records.len()).map(|i| format!("${i}")).collect();
         let sql = match kind {
             Kind::User => format!(
                 "SELECT m.user_id AS owner, t.id AS id, t.name AS display FROM team_members m \
                  JOIN teams t ON t.id = m.team_id WHERE m.user_id IN ({}) ORDER BY t.name",
-                placeholders.join(", ")
+                ids.join(", ")
             ),
             Kind::Group => format!(
                 "SELECT m.team_id AS owner, u.id AS id, u.user_name AS display FROM team_members m \
                  JOIN users u ON u.id = m.user_id WHERE m.team_id IN ({}) ORDER BY u.user_name",
-                placeholders.join(", ")
+                ids.join(", ")
             ),
         };
         let mut query = sqlx::query(built(sql));
@@ -628,7 +628,7 @@ impl Store {
                 events.push(changer.event(EventType::GroupDeleted, "team", id));
                 events.extend(self.revoke_if_no_access(&mut tx, changer, &members).await?);
                 // Keys bound to the team go with it.
-                let team_keys = revoke_keys_by(&mut tx, changer, "team_id", id, "team_deleted");
+                let team_keys = revoke_keys(&mut tx, changer, KeysOf::Team(id), "team_deleted");
                 events.extend(team_keys.await?);
             }
         }
@@ -972,18 +972,37 @@ async fn role_mapping_of(
         .transpose()
 }
 
-/// Revokes the tenant's live keys whose `column` (a fixed name: `team_id`, `owner`) is `value`;
-/// returns a `key.revoked` event each, with `reason`.
-pub(super) async fn revoke_keys_by(
+/// Which of the tenant's keys a revocation takes, by what they are bound to.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum KeysOf<'a> {
+    /// A person's: bound to them, or issued by an admin key acting for them.
+    User(&'a str),
+    /// A team's.
+    Team(&'a str),
+    /// Those an admin principal (admin key or local admin) issued.
+    Owner(&'a str),
+}
+
+/// Revokes the tenant's live keys `which` names; returns a `key.revoked` event each, with
+/// `reason` and what they were bound to.
+pub(super) async fn revoke_keys(
     tx: &mut Transaction<'_, Any>,
     changer: &Changer,
-    column: &'static str,
-    value: &str,
+    which: KeysOf<'_>,
     reason: &str,
 ) -> Result<Vec<AuditEvent>> {
+    let (condition, detail, value) = match which {
+        KeysOf::User(user) => (
+            "(user_id = $3 OR owner IN (SELECT id FROM admin_keys WHERE tenant_id = $2 AND user_id = $3))",
+            "user_id",
+            user,
+        ),
+        KeysOf::Team(team) => ("team_id = $3", "team_id", team),
+        KeysOf::Owner(owner) => ("owner = $3", "owner", owner),
+    };
     let revoked: Vec<String> = sqlx::query(built(format!(
         "UPDATE virtual_keys SET revoked_at = $1, updated_at = $1 \
-         WHERE tenant_id = $2 AND {column} = $3 AND revoked_at IS NULL RETURNING id"
+         WHERE tenant_id = $2 AND {condition} AND revoked_at IS NULL RETURNING id"
     )))
     .bind(routero_core::unix_now())
     .bind(&changer.tenant_id)
@@ -998,7 +1017,8 @@ pub(super) async fn revoke_keys_by(
         .map(|key| {
             let mut event = changer.event(EventType::KeyRevoked, "key", key);
             event.reason_code = Some(reason.to_owned());
-            event.details.insert(column.into(), json!(value));
+            event.details.insert("reason".into(), json!(reason));
+            event.details.insert(detail.into(), json!(value));
             event
         })
         .collect())
@@ -1053,20 +1073,7 @@ async fn revoke_user_keys(
     reason: &str,
 ) -> Result<Vec<AuditEvent>> {
     let now = routero_core::unix_now();
-    // The user's keys: bound to them, or issued by an admin key acting for them.
-    let revoked: Vec<String> = sqlx::query(
-        "UPDATE virtual_keys SET revoked_at = $1, updated_at = $1 \
-         WHERE tenant_id = $2 AND revoked_at IS NULL AND (user_id = $3 OR owner IN \
-         (SELECT id FROM admin_keys WHERE tenant_id = $2 AND user_id = $3)) RETURNING id",
-    )
-    .bind(now)
-    .bind(&changer.tenant_id)
-    .bind(user)
-    .fetch_all(&mut **tx)
-    .await?
-    .iter()
-    .map(|r| r.try_get("id"))
-    .collect::<std::result::Result<_, _>>()?;
+    let revoked = revoke_keys(tx, changer, KeysOf::User(user), "deprovisioned").await?;
     let sessions = sqlx::query(
         "UPDATE sessions SET revoked_at = $1 WHERE tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL",
     )
@@ -1085,15 +1092,7 @@ async fn revoke_user_keys(
         .details
         .insert("keys_revoked".into(), json!(revoked.len()));
     let mut events = vec![deprovisioned];
-    for key in revoked {
-        let mut event = changer.event(EventType::KeyRevoked, "key", &key);
-        event.reason_code = Some("deprovisioned".into());
-        event
-            .details
-            .insert("reason".into(), json!("deprovisioned"));
-        event.details.insert("user_id".into(), json!(user));
-        events.push(event);
-    }
+    events.extend(revoked);
     Ok(events)
 }
 

@@ -177,11 +177,10 @@ impl Store {
         let tenant_id = changer.tenant_id.as_str();
         let mut tx = self.pool.begin().await?;
         // Keys its sessions minted die with it.
-        let keys = super::provisioning::revoke_keys_by(
+        let keys = super::provisioning::revoke_keys(
             &mut tx,
             changer,
-            "owner",
-            id,
+            super::provisioning::KeysOf::Owner(id),
             "local_admin_deleted",
         );
         events.extend(keys.await?);
