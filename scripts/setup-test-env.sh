@@ -5,6 +5,7 @@
 #   - cargo-nextest and cargo-deny, from crates.io
 #   - PostgreSQL on 127.0.0.1:5432 with trust auth, started if not reachable
 #   - the Cerbos PDP binary (npm @cerbos/cerbos-linux-x64), linked as $CACHE/bin/cerbos
+#   - panva oidc-provider (npm), the identity provider single sign-on is tested against
 #   - a Python virtualenv with the e2e test peers: the official openai SDK, pytest, the tansu
 #     Kafka-protocol broker, confluent-kafka (a SIEM-side consumer), moto (S3-compatible server)
 set -euo pipefail
@@ -51,3 +52,4 @@ if [ ! -f "$stamp" ]; then
 fi
 
 "$(dirname "$0")/install-cerbos.sh"
+"$(dirname "$0")/install-oidc-provider.sh"

@@ -72,6 +72,9 @@ pub struct ControlPlaneConfig {
     pub egress: routero_core::EgressPolicy,
     /// How long sign-in sessions live, and how local admins' passwords are kept.
     pub sessions: SessionPolicy,
+    /// The URL browsers and identity providers reach the admin API at; single sign-on's
+    /// redirect URIs are built from it (none: from each request's `Host`).
+    pub public_url: Option<String>,
 }
 
 /// How long sign-in sessions live, and how local admins' passwords are kept and locked.
@@ -131,6 +134,7 @@ impl ControlPlaneConfig {
             authz: None,
             egress: routero_core::EgressPolicy::default(),
             sessions: SessionPolicy::default(),
+            public_url: None,
         }
     }
 }
@@ -158,6 +162,7 @@ impl std::fmt::Debug for ControlPlaneConfig {
             .field("audit_min_retention_days", &self.audit_min_retention_days)
             .field("policies_dir", &self.policies_dir)
             .field("authz", &self.authz)
+            .field("public_url", &self.public_url)
             .finish()
     }
 }

@@ -120,6 +120,11 @@ impl ControlPlane {
             sessions: config.sessions,
             trusted_proxies: config.trusted_proxies.clone(),
             egress: Arc::new(config.egress.clone()),
+            relying_party: Arc::new(
+                routero_oidc::RelyingParty::new(config.egress.clone())
+                    .map_err(|e| ControlPlaneError::Config(e.to_string()))?,
+            ),
+            public_url: config.public_url.clone(),
         };
         Ok(Self {
             config,

@@ -135,6 +135,9 @@ pub enum EventType {
     /// A break-glass local admin was deleted.
     #[serde(rename = "local_admin.deleted")]
     LocalAdminDeleted,
+    /// A tenant's identity provider settings were set or removed.
+    #[serde(rename = "sso_config.updated")]
+    SsoConfigUpdated,
     /// A second factor was requested.
     #[serde(rename = "mfa.challenged")]
     MfaChallenged,

@@ -65,6 +65,9 @@ pub enum ErrorCode {
     /// A request made with a session cookie without the session's CSRF token or from another
     /// origin.
     CsrfFailed,
+    /// A single sign-on was refused (the provider's answer failed a check, or the person
+    /// may not sign in); the message names the reason.
+    SsoLoginFailed,
     /// The source address failed authentication too often this minute.
     TooManyAuthFailures,
     /// The client address is outside the key's CIDR allowlist.
@@ -105,6 +108,8 @@ pub enum ErrorCode {
     VersionMismatch,
     /// Break-glass local admins are off on this deployment (`break_glass`).
     BreakGlassDisabled,
+    /// The tenant has no identity provider for this protocol.
+    SsoNotConfigured,
     // --- the request itself ---
     /// The request body is not what the endpoint takes (data plane).
     InvalidRequest,
@@ -170,6 +175,8 @@ pub enum ErrorCode {
     BaseUrlUnresolvable,
     /// A base URL resolves to an address the egress policy does not allow.
     BaseUrlNotAllowed,
+    /// The identity provider settings cannot work (a URL, a missing certificate, …).
+    InvalidSsoConfig,
     // --- the gateway and what it depends on ---
     /// The data plane has no snapshot fresh enough to decide.
     ControlPlaneUnreachable,
@@ -181,6 +188,8 @@ pub enum ErrorCode {
     DatabaseUnavailable,
     /// The provider could not be reached.
     UpstreamUnreachable,
+    /// The identity provider could not be reached or answered nonsense.
+    IdpUnavailable,
     /// The provider's address is one the operator's egress policy does not allow.
     EgressNotAllowed,
     /// The provider did not answer in time.
@@ -208,6 +217,7 @@ impl ErrorCode {
             Self::InvalidAdminKey => "invalid_admin_key",
             Self::InvalidCredentials => "invalid_credentials",
             Self::CsrfFailed => "csrf_failed",
+            Self::SsoLoginFailed => "sso_login_failed",
             Self::TooManyAuthFailures => "too_many_auth_failures",
             Self::IpNotAllowed => "ip_not_allowed",
             Self::ModelNotAllowed => "model_not_allowed",
@@ -239,6 +249,7 @@ impl ErrorCode {
             Self::UserWithoutRoles => "user_without_roles",
             Self::VersionMismatch => "version_mismatch",
             Self::BreakGlassDisabled => "break_glass_disabled",
+            Self::SsoNotConfigured => "sso_not_configured",
             Self::InvalidRequest => "invalid_request",
             Self::BodyTooLarge => "body_too_large",
             Self::MalformedJson => "malformed_json",
@@ -269,6 +280,7 @@ impl ErrorCode {
             Self::InvalidUpdate => "invalid_update",
             Self::InvalidProviderKey => "invalid_provider_key",
             Self::InvalidBaseUrl => "invalid_base_url",
+            Self::InvalidSsoConfig => "invalid_sso_config",
             Self::BaseUrlUnresolvable => "base_url_unresolvable",
             Self::BaseUrlNotAllowed => "base_url_not_allowed",
             Self::ControlPlaneUnreachable => "control_plane_unreachable",
@@ -276,6 +288,7 @@ impl ErrorCode {
             Self::AuditNotConfigured => "audit_not_configured",
             Self::DatabaseUnavailable => "database_unavailable",
             Self::UpstreamUnreachable => "upstream_unreachable",
+            Self::IdpUnavailable => "idp_unavailable",
             Self::EgressNotAllowed => "egress_not_allowed",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamAuthFailed => "upstream_auth_failed",
@@ -293,14 +306,15 @@ impl ErrorCode {
             Self::InvalidApiKey
             | Self::KeyExpired
             | Self::InvalidAdminKey
-            | Self::InvalidCredentials => 401,
+            | Self::InvalidCredentials
+            | Self::SsoLoginFailed => 401,
             Self::IpNotAllowed
             | Self::CsrfFailed
             | Self::ModelNotAllowed
             | Self::PolicyDenied
             | Self::RoleEscalation
             | Self::ScopeNotAllowed => 403,
-            Self::NotFound(_) | Self::RouteNotFound => 404,
+            Self::NotFound(_) | Self::RouteNotFound | Self::SsoNotConfigured => 404,
             Self::RequestTimeout => 408,
             Self::AlreadyExists(_)
             | Self::CredentialInUse
@@ -314,6 +328,7 @@ impl ErrorCode {
             Self::UpstreamRateLimited | Self::TooManyAuthFailures => 429,
             Self::InternalError => 500,
             Self::UpstreamUnreachable
+            | Self::IdpUnavailable
             | Self::EgressNotAllowed
             | Self::UpstreamAuthFailed
             | Self::UpstreamError => 502,
@@ -355,7 +370,8 @@ impl ErrorCode {
             | Self::InvalidProviderKey
             | Self::InvalidBaseUrl
             | Self::BaseUrlUnresolvable
-            | Self::BaseUrlNotAllowed => 400,
+            | Self::BaseUrlNotAllowed
+            | Self::InvalidSsoConfig => 400,
         }
     }
 
@@ -366,6 +382,7 @@ impl ErrorCode {
             | Self::KeyExpired
             | Self::InvalidAdminKey
             | Self::InvalidCredentials
+            | Self::SsoLoginFailed
             | Self::TooManyAuthFailures => "authentication_error",
             Self::UpstreamRateLimited => "api_error",
             _ => match self.http_status() {
@@ -392,6 +409,10 @@ impl ErrorCode {
             Self::BreakGlassDisabled => {
                 "Break-glass local admins are off on this deployment (setting break_glass)."
             }
+            Self::SsoLoginFailed => "The identity provider's sign-in was refused.",
+            Self::SsoNotConfigured => "This tenant has no identity provider for this protocol.",
+            Self::InvalidSsoConfig => "The identity provider settings cannot work.",
+            Self::IdpUnavailable => "The identity provider cannot be reached right now.",
             Self::CsrfFailed => {
                 "A request made with a session cookie needs the session's X-CSRF-Token header."
             }
@@ -466,6 +487,10 @@ mod tests {
         ErrorCode::InvalidApiKey,
         ErrorCode::KeyExpired,
         ErrorCode::InvalidAdminKey,
+        ErrorCode::SsoLoginFailed,
+        ErrorCode::SsoNotConfigured,
+        ErrorCode::InvalidSsoConfig,
+        ErrorCode::IdpUnavailable,
         ErrorCode::TooManyAuthFailures,
         ErrorCode::IpNotAllowed,
         ErrorCode::ModelNotAllowed,

@@ -95,6 +95,10 @@ pub struct Settings {
     /// Control plane: break-glass local admins may be created and sign in with a password
     /// (`false`: `POST /login/local` does not exist and `POST /local-admins` is refused).
     pub break_glass: Option<Flag>,
+    /// Control plane: the URL browsers and identity providers reach the admin API at
+    /// (`https://gateway.example.com`); single sign-on's redirect URIs are built from it
+    /// (unset: from each request's `Host`).
+    pub public_url: Option<String>,
     /// Audit: database of the audit log (`routero up`: `data_dir/audit.db`).
     pub audit_database_url: Option<String>,
     /// Audit: Ed25519 seed (base64) that signs checkpoints.
@@ -346,6 +350,21 @@ impl Settings {
 
     /// The control plane's config.
     /// How long sign-in sessions live.
+    /// The control plane's public URL, checked: `http(s)://host[:port][/path]`, no query.
+    pub fn public_url(&self) -> Result<Option<String>> {
+        let Some(text) = &self.public_url else {
+            return Ok(None);
+        };
+        let url = url::Url::parse(text).map_err(|e| anyhow::anyhow!("public_url: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https")
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
+            bail!("public_url: an http or https URL without query or fragment");
+        }
+        Ok(Some(url.as_str().trim_end_matches('/').to_owned()))
+    }
+
     pub fn sessions(&self) -> routero_control_plane::SessionPolicy {
         let mut policy = routero_control_plane::SessionPolicy::default();
         if let Some(idle) = self.session_idle_timeout.map(Interval::get) {
@@ -374,6 +393,7 @@ impl Settings {
         config.audit_database_url = self.audit_database_url.clone();
         config.audit_min_retention_days = self.audit_min_retention_days()?;
         config.egress = self.egress(EgressPolicy::default())?;
+        config.public_url = self.public_url()?;
         config.deadlines = self.deadlines(config.deadlines.request)?;
         config.failure_limits = self.failure_limits()?;
         config.trusted_proxies = self.trusted_proxies()?;

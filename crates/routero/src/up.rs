@@ -154,6 +154,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     control.deadlines = settings.deadlines(control.deadlines.request)?;
     control.failure_limits = settings.failure_limits()?;
     control.sessions = settings.sessions();
+    control.public_url = settings.public_url()?;
     control.trusted_proxies = settings.trusted_proxies()?;
     // Local models on the same host are a real use of an all-in-one gateway.
     let egress = settings.egress(EgressPolicy::loopback())?;

@@ -151,13 +151,18 @@ pub(super) async fn generate(
     let expires_at = body.duration.as_deref().map(expiry).transpose()?;
     let roles = body.roles.unwrap_or_default();
     check_roles(&roles)?;
+    // A person signed in mints personal keys: bound to them unless they name another user
+    // (which the policies decide), so the keys die with the person.
+    let user_id = body
+        .user_id
+        .or_else(|| principal.session_id.as_ref().and(principal.user_id.clone()));
     state
         .allow_issue(
             &principal,
             &client,
             ("key", "*"),
             &roles,
-            body.user_id.as_deref(),
+            user_id.as_deref(),
             body.team_id.as_deref(),
         )
         .await?;
@@ -168,7 +173,7 @@ pub(super) async fn generate(
         key_hash: secret.hash.clone(),
         key_hint: secret.hint.clone(),
         team_id: body.team_id,
-        user_id: body.user_id,
+        user_id,
         models,
         allowed_cidrs,
         metadata,

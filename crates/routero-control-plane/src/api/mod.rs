@@ -14,6 +14,7 @@ mod provisioning;
 mod routes;
 mod scim;
 mod sessions;
+mod sso;
 mod users_and_teams;
 
 use routero_core::ErrorCode;
@@ -65,6 +66,10 @@ pub struct AppState {
     pub(crate) sessions: crate::config::SessionPolicy,
     /// Which addresses a credential's base URL may resolve to.
     pub(crate) egress: Arc<routero_core::EgressPolicy>,
+    /// Signs people in through their tenant's OpenID Connect provider.
+    pub(crate) relying_party: Arc<routero_oidc::RelyingParty>,
+    /// Where browsers reach this API (redirect URIs); none: each request's `Host`.
+    pub(crate) public_url: Option<String>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
 }
@@ -182,9 +187,14 @@ pub fn router(state: AppState) -> Router {
     } else {
         Router::new()
     };
+    // Single sign-on's browser legs: public, as the provider sends people back unauthenticated.
+    let sso = Router::new()
+        .route("/sso/oidc/login", get(sso::begin))
+        .route("/sso/oidc/callback", get(sso::callback));
     Router::new()
         .merge(admin)
         .merge(login)
+        .merge(sso)
         .nest("/scim/v2", scim::router(state.clone()))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))

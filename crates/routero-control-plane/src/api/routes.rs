@@ -10,7 +10,7 @@ use axum::routing::MethodRouter;
 use super::access::Ask;
 use super::{
     AppState, admin_keys_and_roles, audit, credentials_and_models, data_planes, guardrails, keys,
-    provisioning, sessions, users_and_teams,
+    provisioning, sessions, sso, users_and_teams,
 };
 
 /// One authenticated route.
@@ -197,6 +197,14 @@ pub(super) fn routes() -> Vec<Route> {
         ),
         get("/me", Ask::OwnSelf, sessions::me),
         post("/logout", Ask::OwnSelf, sessions::logout),
+        post("/sso/logout", Ask::OwnSelf, sessions::logout),
+        put("/sso/oidc", tenant("sso_config", "update"), sso::put_oidc),
+        get("/sso/oidc", tenant("sso_config", "read"), sso::get_oidc),
+        delete(
+            "/sso/oidc",
+            tenant("sso_config", "update"),
+            sso::delete_oidc,
+        ),
         get(
             "/sessions",
             tenant("admin_key", "list"),
@@ -247,6 +255,8 @@ mod tests {
         ("GET", "/readyz"),
         ("GET", "/openapi.json"),
         ("POST", "/login/local"),
+        ("GET", "/sso/oidc/login"),
+        ("GET", "/sso/oidc/callback"),
     ];
 
     #[test]

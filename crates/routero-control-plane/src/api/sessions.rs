@@ -29,11 +29,26 @@ use super::extract::{Body, Path};
 use super::{ApiError, AppState, ClientInfo};
 use crate::store::{LiveSession, NewSession};
 
-/// The session cookie's name off loopback (the prefix makes browsers insist on Secure, Path=/
-/// and no Domain).
-const COOKIE_SECURE: &str = "__Host-routero_session";
-/// The session cookie's name on a loopback host, over plain HTTP.
-const COOKIE_LOOPBACK: &str = "routero_session";
+/// A cookie's name off loopback (the `__Host-` prefix makes browsers insist on Secure,
+/// Path=/ and no Domain) and on a loopback host, over plain HTTP.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CookieName {
+    secure: &'static str,
+    loopback: &'static str,
+}
+
+impl CookieName {
+    /// A cookie named `secure` off loopback and `loopback` on it.
+    pub(super) const fn new(secure: &'static str, loopback: &'static str) -> Self {
+        Self { secure, loopback }
+    }
+}
+
+/// The session cookie.
+const SESSION_COOKIE: CookieName = CookieName {
+    secure: "__Host-routero_session",
+    loopback: "routero_session",
+};
 /// The header carrying a cookie-authenticated request's CSRF token.
 const CSRF_HEADER: &str = "x-csrf-token";
 /// The shortest local admin password accepted.
@@ -42,7 +57,7 @@ const MIN_PASSWORD_CHARS: usize = 12;
 const MAX_PASSWORD_BYTES: usize = 1024;
 
 /// Whether the request names a loopback host.
-fn loopback(headers: &HeaderMap) -> bool {
+pub(super) fn loopback(headers: &HeaderMap) -> bool {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
@@ -57,14 +72,14 @@ fn loopback(headers: &HeaderMap) -> bool {
     matches!(name, "localhost" | "127.0.0.1" | "[::1]")
 }
 
-/// The session token a request's cookie carries: under the one name this host's cookie has,
-/// and only if it is there once (a second cookie of that name, tossed in by a sibling domain or
+/// The value of cookie `name` in a request: under the one name this host's cookie has, and
+/// only if it is there once (a second cookie of that name, tossed in by a sibling domain or
 /// over plain HTTP, makes the request carry none).
-pub(super) fn session_token(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn read_cookie(headers: &HeaderMap, name: CookieName) -> Option<&str> {
     let wanted = if loopback(headers) {
-        COOKIE_LOOPBACK
+        name.loopback
     } else {
-        COOKIE_SECURE
+        name.secure
     };
     let mut found = headers
         .get_all(header::COOKIE)
@@ -75,17 +90,32 @@ pub(super) fn session_token(headers: &HeaderMap) -> Option<&str> {
         .filter(|(name, _)| *name == wanted)
         .map(|(_, value)| value);
     match (found.next(), found.next()) {
-        (Some(token), None) => Some(token),
+        (Some(value), None) => Some(value),
         _ => None,
     }
 }
 
-fn cookie(headers: &HeaderMap, token: &str, max_age: u64) -> Option<HeaderValue> {
+/// The session token a request's cookie carries.
+pub(super) fn session_token(headers: &HeaderMap) -> Option<&str> {
+    read_cookie(headers, SESSION_COOKIE)
+}
+
+/// `Set-Cookie` for cookie `name`: HttpOnly, SameSite=Lax, Secure off loopback.
+pub(super) fn set_cookie(
+    headers: &HeaderMap,
+    name: CookieName,
+    value: &str,
+    max_age: u64,
+) -> Option<HeaderValue> {
     let text = if loopback(headers) {
-        format!("{COOKIE_LOOPBACK}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}")
+        format!(
+            "{}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}",
+            name.loopback
+        )
     } else {
         format!(
-            "{COOKIE_SECURE}={token}; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age={max_age}"
+            "{}={value}; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age={max_age}",
+            name.secure
         )
     };
     HeaderValue::from_str(&text).ok()
@@ -288,18 +318,6 @@ async fn signed_in(
         .local_admin_succeeded(&admin.id)
         .await
         .map_err(|_| None)?;
-    let token = routero_crypto::generate_api_key("rses-").map_err(|_| None)?;
-    let csrf = routero_crypto::generate_api_key("").map_err(|_| None)?;
-    let lifetime = state.sessions.lifetime.as_secs();
-    let new = NewSession {
-        token_hash: &state.hasher.hash(token.expose_secret()).0,
-        csrf_hash: &state.hasher.hash(csrf.expose_secret()).0,
-        user_id: None,
-        local_admin_id: Some(&admin.id),
-        roles: &admin.roles,
-        source_ip: client.source_ip.as_deref(),
-        lifetime: i64::try_from(lifetime).unwrap_or(i64::MAX),
-    };
     let event = routero_bus::event(
         &tenant_id,
         EventType::LoginSuccess,
@@ -307,22 +325,68 @@ async fn signed_in(
         routero_bus::resource("session", None),
         Outcome::Success,
     );
-    let session = state
-        .store
-        .create_session(&tenant_id, &new, vec![event])
-        .await
-        .map_err(|_| None)?;
+    let who = Who::LocalAdmin(&admin.id);
+    open_session(
+        state,
+        client,
+        headers,
+        (&tenant_id, who),
+        &admin.roles,
+        vec![event],
+    )
+    .await
+    .map_err(|_| None)
+}
+
+/// Who a new session signs in.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Who<'a> {
+    /// A break-glass local admin.
+    LocalAdmin(&'a str),
+    /// A user, through the tenant's identity provider.
+    User(&'a str),
+}
+
+/// Opens a session in `tenant_id` for `who` acting with `roles` (a new token, whatever the
+/// browser held before), recording `events` with it. Answers the session with its CSRF token
+/// in the body, its token in the cookie.
+pub(super) async fn open_session(
+    state: &AppState,
+    client: &ClientInfo,
+    headers: &HeaderMap,
+    (tenant_id, who): (&str, Who<'_>),
+    roles: &[String],
+    events: Vec<routero_core::audit::AuditEvent>,
+) -> Result<Response, ApiError> {
+    let failed = |_| ApiError::of(ErrorCode::InternalError);
+    let token = routero_crypto::generate_api_key("rses-").map_err(failed)?;
+    let csrf = routero_crypto::generate_api_key("").map_err(failed)?;
+    let lifetime = state.sessions.lifetime.as_secs();
+    let (user_id, local_admin_id, principal) = match who {
+        Who::LocalAdmin(id) => (None, Some(id), id),
+        Who::User(id) => (Some(id), None, id),
+    };
+    let new = NewSession {
+        token_hash: &state.hasher.hash(token.expose_secret()).0,
+        csrf_hash: &state.hasher.hash(csrf.expose_secret()).0,
+        user_id,
+        local_admin_id,
+        roles,
+        source_ip: client.source_ip.as_deref(),
+        lifetime: i64::try_from(lifetime).unwrap_or(i64::MAX),
+    };
+    let session = state.store.create_session(tenant_id, &new, events).await?;
     let mut response = Json(json!({
         "session_id": session.id,
         "csrf_token": csrf.expose_secret(),
         "tenant_id": tenant_id,
-        "principal": admin.id,
+        "principal": principal,
         "roles": session.roles,
         "expires_at": session.expires_at,
     }))
     .into_response();
-    if let Some(cookie) = cookie(headers, token.expose_secret(), lifetime) {
-        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    if let Some(cookie) = set_cookie(headers, SESSION_COOKIE, token.expose_secret(), lifetime) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     Ok(response)
 }
@@ -351,7 +415,7 @@ pub(super) async fn logout(
         .revoke_session(&principal.tenant_id, &session, &[event])
         .await?;
     let mut response = Json(json!({ "session_id": session, "ended": true })).into_response();
-    if let Some(cookie) = cookie(&headers, "", 0) {
+    if let Some(cookie) = set_cookie(&headers, SESSION_COOKIE, "", 0) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     Ok(response)

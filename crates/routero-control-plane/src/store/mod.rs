@@ -9,6 +9,7 @@ mod outbox;
 mod provisioning;
 mod records;
 mod sessions;
+mod sso;
 
 use routero_core::audit::AuditEvent;
 use routero_core::{ErrorCode, Resource};
@@ -24,6 +25,7 @@ pub use records::{
     SealedCredential, StateRows, StoredDeployment, Team, User,
 };
 pub use sessions::{LiveSession, LocalAdmin, NewSession, Session};
+pub use sso::{Linked, PendingLogin, SsoConfig, TakenLogin, Vouched};
 
 use crate::ControlPlaneError;
 
@@ -87,6 +89,12 @@ const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[
         "sessions",
         include_str!("../../../../migrations/postgres/0008_sessions.sql"),
         include_str!("../../../../migrations/sqlite/0008_sessions.sql"),
+    ),
+    (
+        9,
+        "single sign-on",
+        include_str!("../../../../migrations/postgres/0009_sso.sql"),
+        include_str!("../../../../migrations/sqlite/0009_sso.sql"),
     ),
 ];
 

@@ -904,6 +904,16 @@ impl Store {
                 .or_default()
                 .push((row.try_get("id")?, row.try_get("name")?));
         }
+        for row in sqlx::query("SELECT id, sso_groups FROM users WHERE sso_groups IS NOT NULL")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let named: Vec<String> = from_json(&row.try_get::<String, _>("sso_groups")?)?;
+            groups
+                .entry(row.try_get("id")?)
+                .or_default()
+                .extend(named.into_iter().map(|name| (name.clone(), name)));
+        }
         Ok(keys
             .into_iter()
             .filter_map(|mut key| {
@@ -1030,17 +1040,39 @@ async fn mapped_roles(
     mapping: &RoleMapping,
     user: &str,
 ) -> Result<Vec<String>> {
-    let groups: Vec<(String, String)> = sqlx::query(
+    let groups = groups_of(tx, user).await?;
+    Ok(mapping.roles_for(groups.iter().map(|(id, name)| GroupRef { id, name })))
+}
+
+/// The `(id, name)` of each live group `user` is a member of, and of each group their
+/// identity provider named at their last sign-in (its name as both: a provider may name a
+/// group by id, as Entra ID does).
+pub(super) async fn groups_of(
+    conn: &mut sqlx::AnyConnection,
+    user: &str,
+) -> Result<Vec<(String, String)>> {
+    let mut groups: Vec<(String, String)> = sqlx::query(
         "SELECT t.id, t.name FROM team_members m JOIN teams t ON t.id = m.team_id \
          WHERE m.user_id = $1 AND t.deleted_at IS NULL",
     )
     .bind(user)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *conn)
     .await?
     .iter()
     .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
     .collect::<Result<_>>()?;
-    Ok(mapping.roles_for(groups.iter().map(|(id, name)| GroupRef { id, name })))
+    let named: Option<String> = sqlx::query("SELECT sso_groups FROM users WHERE id = $1")
+        .bind(user)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| r.try_get("sso_groups"))
+        .transpose()?
+        .flatten();
+    if let Some(named) = named {
+        let named: Vec<String> = from_json(&named)?;
+        groups.extend(named.into_iter().map(|name| (name.clone(), name)));
+    }
+    Ok(groups)
 }
 
 /// Refuses (409 `user_without_roles`) to bind a key to a user the tenant's role mapping gives
