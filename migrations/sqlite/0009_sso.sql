@@ -29,6 +29,19 @@ CREATE TABLE sso_logins (
 );
 CREATE INDEX sso_logins_by_expiry ON sso_logins (expires_at);
 
--- The groups a user's identity provider named at their last sign-in (JSON), mapped to roles
--- with their SCIM groups: the roles of their sessions and of the keys bound to them.
+-- The identity a user signs in as (the provider's issuer and subject), recorded at their first
+-- sign-in, after which nothing else links to them; and the groups their provider named at their
+-- last sign-in (JSON), mapped to roles with their SCIM groups (the roles of their sessions and
+-- of the keys bound to them).
+ALTER TABLE users ADD COLUMN sso_subject TEXT;
 ALTER TABLE users ADD COLUMN sso_groups TEXT;
+CREATE UNIQUE INDEX users_sso_subject ON users (tenant_id, sso_subject);
+
+-- SAML assertions already consumed, until they could no longer be presented: a replay of one
+-- (IdP-initiated sign-in has no request to tie it to) is refused.
+CREATE TABLE sso_assertions (
+    tenant_id    TEXT NOT NULL REFERENCES tenants(id),
+    assertion_id TEXT NOT NULL,
+    expires_at   BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, assertion_id)
+);

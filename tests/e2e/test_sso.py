@@ -95,15 +95,29 @@ class Idp:
 
 
 class TokenTamper:
-    """A man in the middle of the token endpoint: forwards to the provider, then hands the
-    relying party whatever ID token `self.forge` makes of the real one."""
+    """A man in the middle of the token endpoint and the key set: forwards to the provider,
+    then hands the relying party whatever ID token `self.forge` makes of the real one, and the
+    provider's keys plus `self.extra_keys` (counting the key set's fetches)."""
 
     def __init__(self, idp):
         self.idp = idp
         self.forge = None
+        self.extra_keys = []
+        self.jwks_fetches = 0
         tamper = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                tamper.jwks_fetches += 1
+                keys = httpx.get(tamper.idp.issuer + "/jwks", timeout=10).json()
+                keys["keys"] += tamper.extra_keys
+                data = json.dumps(keys).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers["content-length"]))
                 r = httpx.post(tamper.idp.issuer + "/token", content=body, timeout=10, headers={
@@ -122,7 +136,8 @@ class TokenTamper:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = self.base + "/token"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
@@ -172,7 +187,7 @@ def to_callback(gw, tenant, user):
     browser = httpx.Client(timeout=20)
     r = browser.get(gw.admin_url + "/sso/oidc/login", params={"tenant": tenant})
     assert r.status_code == 303, r.text
-    assert "routero_sso=" in r.headers["set-cookie"] and "HttpOnly" in r.headers["set-cookie"]
+    assert "routero_oidc=" in r.headers["set-cookie"] and "HttpOnly" in r.headers["set-cookie"]
     location = r.headers["location"]
     query = parse_qs(urlparse(location).query)
     assert query["code_challenge_method"] == ["S256"] and query["code_challenge"][0], location
@@ -236,7 +251,9 @@ def test_code_and_pkce_open_a_session_under_the_mapped_role(gw, idp, tenant):
     since = audit_since()
     alice = people["alice"]
     browser, callback = to_callback(gw, tid, "alice")
-    client, csrf = session_of(browser.get(callback))
+    answered = browser.get(callback)
+    assert answered.headers["cache-control"] == "no-store"
+    client, csrf = session_of(answered)
     me = client.get("/me").json()
     assert me["tenant_id"] == tid and me["user_id"] == alice["id"] and me["roles"] == ["admin"], me
     assert me["kind"] == "session"
@@ -264,11 +281,24 @@ def test_a_person_whose_groups_map_to_a_lesser_role_gets_it_and_no_more(gw, tena
     assert client.get("/audit/events").status_code == 200
 
 
-def test_a_person_is_linked_by_user_name_when_no_external_id_matches(gw, tenant):
-    admin, scim, tid, _ = tenant
-    carol = scim.create_user("carol", active=True)
+def test_a_person_is_linked_by_verified_email_once_and_never_by_a_name_they_choose(gw, tenant):
+    admin, scim, tid, people = tenant
+    since = audit_since()
+    carol = scim.create_user("carol@example.test", active=True)
     client, _ = session_of(sign_in(gw, tid, "carol")[1])
     assert client.get("/me").json()["user_id"] == carol["id"]
+    # frank's provider says his address is not verified, grace's says nothing: neither links,
+    # and neither does the user name frank's provider reports.
+    scim.create_user("frank@example.test", active=True)
+    scim.create_user("frank", active=True)
+    scim.create_user("grace@example.test", active=True)
+    refused(sign_in(gw, tid, "frank")[1], "user_unknown")
+    refused(sign_in(gw, tid, "grace")[1], "user_unknown")
+    # alice signed in before: another account with her (verified) address does not become her.
+    session_of(sign_in(gw, tid, "alice")[1])
+    refused(sign_in(gw, tid, "mallory")[1], "user_unknown")
+    wait_for_reason(gw, "user_unknown", since, admin)
+    assert session_of(sign_in(gw, tid, "alice")[1])[0].get("/me").json()["user_id"] == people["alice"]["id"]
 
 
 def test_unknown_people_are_refused_without_jit(gw, tenant):
@@ -288,7 +318,8 @@ def test_jit_creates_people_at_first_login_and_only_groups_that_map_give_access(
     me = client.get("/me").json()
     assert me["roles"] == ["auditor"], me
     users = {u["user_name"]: u for u in gw.admin("GET", "/users", key=admin).json()["users"]}
-    assert users["dave"]["external_id"] == "dave" and users["dave"]["id"] == me["user_id"]
+    # Named by the provider's verified address, its subject kept as the external id.
+    assert users["dave@example.test"]["external_id"] == "dave" and users["dave@example.test"]["id"] == me["user_id"]
     wait_until(lambda: any(e["resource"]["id"] == me["user_id"] for e in events(gw, "user.provisioned", since, admin)),
                what="user.provisioned audited")
     # A second login is the same user.
@@ -301,13 +332,13 @@ def test_jit_creates_people_at_first_login_and_only_groups_that_map_give_access(
 def test_a_deactivated_user_cannot_sign_in_and_loses_the_live_session(gw, tenant):
     admin, scim, tid, _ = tenant
     since = audit_since()
-    user = scim.create_user("frank-the-user", externalId="frank", active=True)
-    client, _ = session_of(sign_in(gw, tid, "frank")[1])
+    user = scim.create_user("ivan@example.test", externalId="ivan", active=True)
+    client, _ = session_of(sign_in(gw, tid, "ivan")[1])
     assert client.get("/me").status_code == 200
     assert scim.patch("/Users/" + user["id"], {"op": "replace", "path": "active", "value": False}).status_code == 200
     r = client.get("/me")
     assert r.status_code == 401, r.text
-    refused(sign_in(gw, tid, "frank")[1], "user_inactive")
+    refused(sign_in(gw, tid, "ivan")[1], "user_inactive")
     wait_for_reason(gw, "user_inactive", since, admin)
 
 
@@ -327,7 +358,8 @@ def test_state_is_bound_to_the_browser_and_used_once(gw, tenant):
 
 FORGERIES = {
     "wrong_audience": lambda idp, h, c: signed(h, {**c, "aud": "another-client"}, idp.key),
-    "expired": lambda idp, h, c: signed(h, {**c, "iat": int(time.time()) - 7200, "exp": int(time.time()) - 3600}, idp.key),
+    # Expired two minutes ago: past the minute of clock skew allowed.
+    "expired": lambda idp, h, c: signed(h, {**c, "iat": int(time.time()) - 600, "exp": int(time.time()) - 120}, idp.key),
     "nonce_mismatch": lambda idp, h, c: signed(h, {**c, "nonce": "not-the-nonce"}, idp.key),
     "wrong_issuer": lambda idp, h, c: signed(h, {**c, "iss": "http://127.0.0.1:1"}, idp.key),
     "not_yet_valid": lambda idp, h, c: signed(h, {**c, "nbf": int(time.time()) + 3600}, idp.key),
@@ -357,7 +389,7 @@ def forged_tenant(gw, idp, tamper):
     token endpoint's behind the man in the middle."""
     admin, scim = fresh_tenant(gw)
     configure(gw, admin, idp, jit=True, authorization_endpoint=idp.issuer + "/auth",
-              token_endpoint=tamper.url, jwks_uri=idp.issuer + "/jwks", userinfo_endpoint=idp.issuer + "/me")
+              token_endpoint=tamper.url, jwks_uri=tamper.base + "/jwks", userinfo_endpoint=idp.issuer + "/me")
     return admin, tenant_id(gw, admin)
 
 
@@ -376,6 +408,69 @@ def test_forged_id_tokens_are_refused_and_audited(gw, idp, tamper, forged_tenant
     assert session_of(sign_in(gw, tid, "alice")[1])[0].get("/me").json()["roles"] == ["admin"]
 
 
+def test_clock_skew_of_a_minute_is_allowed(gw, idp, tamper, forged_tenant):
+    _, tid = forged_tenant
+    tamper.forge = lambda token: signed(parts(token)[0], {**parts(token)[1], "exp": int(time.time()) - 20}, idp.key)
+    try:
+        session_of(sign_in(gw, tid, "alice")[1])
+    finally:
+        tamper.forge = None
+
+
+def test_groups_missing_from_the_id_token_are_read_from_userinfo(gw, idp, tamper, forged_tenant):
+    _, tid = forged_tenant
+    without_groups = lambda token: signed(parts(token)[0], {k: v for k, v in parts(token)[1].items() if k != "groups"},  # noqa: E731
+                                          idp.key)
+    tamper.forge = without_groups
+    try:
+        client, _ = session_of(sign_in(gw, tid, "alice")[1])
+    finally:
+        tamper.forge = None
+    assert client.get("/me").json()["roles"] == ["admin"], "gw-admins came from userinfo"
+
+
+def test_a_rotated_key_is_fetched_and_unknown_keys_do_not_storm_the_provider(gw, idp, tamper, forged_tenant):
+    admin, tid = forged_tenant
+    new_key, new_jwk = rsa_key("rotated-in")
+    public = {k: new_jwk[k] for k in ("kty", "kid", "alg", "use", "n", "e")}
+    # The provider starts signing with a key it has just published: the gateway fetches the
+    # key set again (it last did at least five seconds ago) and accepts the token.
+    session_of(sign_in(gw, tid, "alice")[1])
+    time.sleep(6)
+    tamper.extra_keys = [public]
+    tamper.forge = lambda token: signed({**parts(token)[0], "kid": "rotated-in"}, parts(token)[1], new_key)
+    try:
+        session_of(sign_in(gw, tid, "alice")[1])
+        # Tokens naming keys nobody published, one after another: at most one more fetch.
+        stranger = rsa_key("nobody")[0]
+        tamper.forge = lambda token: signed({**parts(token)[0], "kid": "nobody"}, parts(token)[1], stranger)
+        before = tamper.jwks_fetches
+        for _ in range(3):
+            refused(sign_in(gw, tid, "alice")[1], "unknown_kid")
+        assert tamper.jwks_fetches - before <= 1, tamper.jwks_fetches - before
+    finally:
+        tamper.forge = None
+        tamper.extra_keys = []
+
+
+def test_settings_replaced_are_never_served_from_the_old_ones(gw, idp, tamper):
+    """DELETE then PUT starts the version over: the provider found for the old settings (here
+    behind the man in the middle, who breaks every token) is not used for the new ones."""
+    admin, scim = fresh_tenant(gw)
+    tid = tenant_id(gw, admin)
+    configure(gw, admin, idp, jit=True, authorization_endpoint=idp.issuer + "/auth",
+              token_endpoint=tamper.url, jwks_uri=idp.issuer + "/jwks")
+    session_of(sign_in(gw, tid, "alice")[1])
+    assert gw.admin("DELETE", "/sso/oidc", key=admin).json()["removed"] is True
+    configure(gw, admin, idp, jit=True)
+    assert gw.admin("GET", "/sso/oidc", key=admin).json()["version"] == 1
+    tamper.forge = lambda token: signed(parts(token)[0], {**parts(token)[1], "aud": "x"}, idp.key)
+    try:
+        session_of(sign_in(gw, tid, "alice")[1])
+    finally:
+        tamper.forge = None
+
+
 def test_the_client_secret_is_sealed_and_only_admins_configure(gw, idp, tenant):
     admin, _, tid, _ = tenant
     view = gw.admin("GET", "/sso/oidc", key=admin).json()
@@ -390,6 +485,9 @@ def test_the_client_secret_is_sealed_and_only_admins_configure(gw, idp, tenant):
     refused(sign_in(gw, tenant_id(gw, other), "alice")[1], "code_exchange_failed")
     # Settings that cannot work are refused when saved.
     for bad, code in [({"issuer": "ftp://idp.example"}, "invalid_sso_config"),
+                      ({"issuer": idp.issuer + "?x=1"}, "invalid_sso_config"),
+                      ({"authorization_endpoint": "https://phish.example/auth", "token_endpoint": idp.issuer + "/token",
+                        "jwks_uri": idp.issuer + "/jwks"}, "invalid_sso_config"),
                       ({"issuer": "http://idp.example.com"}, "invalid_sso_config"),
                       ({"token_endpoint": idp.issuer + "/token"}, "invalid_sso_config"),
                       ({"issuer": "http://127.0.0.1:1"}, "idp_unavailable"),
@@ -423,6 +521,16 @@ def test_two_tenants_with_two_providers_never_cross(gw, idp):
         state_b = parse_qs(urlparse(callback_b).query)["state"][0]
         r = browser_b.get(gw.admin_url + "/sso/oidc/callback", params={"code": code_a, "state": state_b})
         refused(r, "code_exchange_failed")
+        # A browser signed in to A is not moved into B by a sign-in a page started there.
+        browser, r = sign_in(gw, tid_a, "alice")
+        session_of(r)
+        r = browser.get(gw.admin_url + "/sso/oidc/login", params={"tenant": tid_b})
+        assert r.status_code == 303
+        r = browser.get(r.headers["location"])
+        interaction = urljoin(second.issuer, r.headers["location"])
+        r = browser.post(interaction, data={"prompt": "login", "login": "alice", "password": "any"})
+        r = browser.get(urljoin(interaction, r.headers["location"]))
+        refused(browser.get(r.headers["location"]), "signed_in_elsewhere")
         # Each tenant's own flow opens a session in that tenant only.
         client_a, _ = session_of(sign_in(gw, tid_a, "alice")[1])
         client_b, _ = session_of(sign_in(gw, tid_b, "alice")[1])

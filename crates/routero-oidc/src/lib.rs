@@ -31,7 +31,7 @@ const SKEW: i64 = 60;
 /// How long discovered endpoints and keys are trusted before they are fetched again.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 /// The shortest time between two key set fetches for a token naming an unknown key.
-const JWKS_REFETCH_EVERY: Duration = Duration::from_secs(30);
+const JWKS_REFETCH_EVERY: Duration = Duration::from_secs(5);
 /// The most groups read from a token or userinfo, and the longest group name.
 const MAX_GROUPS: usize = 1000;
 const MAX_GROUP_CHARS: usize = 256;
@@ -126,7 +126,10 @@ pub fn provider_url(field: &str, text: &str) -> Result<url::Url, OidcError> {
 impl IdpSettings {
     /// Checks the settings could work: URLs well formed, explicit endpoints all or none.
     pub fn check(&self) -> Result<(), OidcError> {
-        provider_url("issuer", &self.issuer)?;
+        let issuer = provider_url("issuer", &self.issuer)?;
+        if issuer.query().is_some() {
+            return Err(OidcError::Settings("issuer: no query".into()));
+        }
         if self.client_id.is_empty() || self.client_id.len() > 256 {
             return Err(OidcError::Settings("client_id: 1 to 256 bytes".into()));
         }
@@ -148,6 +151,15 @@ impl IdpSettings {
             if let Some(url) = url {
                 provider_url(field, url)?;
             }
+        }
+        // The gateway sends browsers there: only to the provider's own host, never elsewhere.
+        if let Some(authorization) = &self.authorization_endpoint
+            && provider_url("authorization_endpoint", authorization)?.host_str()
+                != issuer.host_str()
+        {
+            return Err(OidcError::Settings(
+                "authorization_endpoint: on the issuer's host".into(),
+            ));
         }
         if let Some(claim) = &self.groups_claim
             && (claim.is_empty() || claim.len() > 256)
@@ -177,15 +189,16 @@ struct Endpoints {
     userinfo: Option<url::Url>,
 }
 
-/// What is known of one provider: its endpoints and its keys.
+/// What is known of one provider: its endpoints and its keys, for the settings it was found
+/// with.
 struct Provider {
+    settings: IdpSettings,
     endpoints: Endpoints,
     found_at: Instant,
     keys: Mutex<(CoreJsonWebKeySet, Instant)>,
 }
 
 /// A login just begun: where to send the browser, and what to keep until it comes back.
-#[derive(Debug)]
 pub struct Begun {
     /// The provider's authorization URL, with this login's parameters.
     pub url: String,
@@ -198,7 +211,7 @@ pub struct Begun {
 }
 
 /// What a pending login kept.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Pending<'a> {
     /// The nonce sent.
     pub nonce: &'a str,
@@ -213,17 +226,18 @@ pub struct Identity {
     pub issuer: String,
     /// The subject (`sub`), stable at the provider.
     pub subject: String,
-    /// `preferred_username`, when given.
+    /// `preferred_username`, when given (a name for a new user; never trusted to link).
     pub username: Option<String>,
-    /// The email address, unless the provider said it is not verified.
-    pub email: Option<String>,
+    /// The email address, when the provider says it verified it.
+    pub verified_email: Option<String>,
     /// The display name, when given.
     pub name: Option<String>,
     /// Group names or ids from the groups claim.
     pub groups: Vec<String>,
 }
 
-/// The relying party: providers' endpoints and keys cached per tenant configuration.
+/// The relying party: each tenant's provider (endpoints and keys) cached under the settings
+/// it was found with, one per tenant.
 pub struct RelyingParty {
     fetcher: Fetcher,
     providers: Mutex<HashMap<String, Arc<Provider>>>,
@@ -248,8 +262,8 @@ impl RelyingParty {
         })
     }
 
-    /// The provider of `idp`, from the cache under `key` (which changes with the settings) or
-    /// discovered now.
+    /// The provider of `idp` for tenant `key`: cached while the settings are the same, or
+    /// discovered now (replacing what the tenant had).
     async fn provider(&self, key: &str, idp: &IdpSettings) -> Result<Arc<Provider>, OidcError> {
         let cached = self
             .providers
@@ -257,6 +271,7 @@ impl RelyingParty {
             .ok()
             .and_then(|map| map.get(key).cloned());
         if let Some(provider) = cached
+            && provider.settings == *idp
             && provider.found_at.elapsed() < DISCOVERY_TTL
         {
             return Ok(provider);
@@ -264,6 +279,7 @@ impl RelyingParty {
         let endpoints = self.endpoints(idp).await?;
         let keys = self.keys(&endpoints.jwks).await?;
         let provider = Arc::new(Provider {
+            settings: idp.clone(),
             endpoints,
             found_at: Instant::now(),
             keys: Mutex::new((keys, Instant::now())),
@@ -424,12 +440,13 @@ impl RelyingParty {
                 }
             },
         };
-        let verified_email = claims.get("email_verified") != Some(&Value::Bool(false));
+        let verified = matches!(claims.get("email_verified"), Some(Value::Bool(true)))
+            || claims.get("email_verified").and_then(Value::as_str) == Some("true");
         Ok(Identity {
             issuer: idp.issuer.clone(),
             subject,
             username: text(&claims, "preferred_username"),
-            email: text(&claims, "email").filter(|_| verified_email),
+            verified_email: text(&claims, "email").filter(|_| verified),
             name: text(&claims, "name"),
             groups,
         })
@@ -521,8 +538,8 @@ impl RelyingParty {
         outcome.map_err(explain)?;
         let claims = payload(id_token)?;
         let now = now();
-        if let Some(nbf) = claims.get("nbf").and_then(Value::as_i64)
-            && nbf > now + SKEW
+        if let Some(nbf) = claims.get("nbf").and_then(Value::as_f64)
+            && nbf > (now + SKEW) as f64
         {
             return Err(refused(
                 "not_yet_valid",

@@ -19,6 +19,10 @@ const USERS = {
   dave: person('dave', ['gw-users']),
   erin: person('erin', ['nobody-maps-this']),
   frank: person('frank', ['gw-users'], { email_verified: false }),
+  grace: person('grace', ['gw-users'], { email_verified: undefined }),
+  ivan: person('ivan', ['gw-users']),
+  // Another account whose (verified) address is alice's.
+  mallory: person('mallory', ['gw-admins'], { email: 'alice@example.test' }),
 };
 
 const provider = new Provider(issuer, {

@@ -189,8 +189,11 @@ pub fn router(state: AppState) -> Router {
     };
     // Single sign-on's browser legs: public, as the provider sends people back unauthenticated.
     let sso = Router::new()
-        .route("/sso/oidc/login", get(sso::begin))
-        .route("/sso/oidc/callback", get(sso::callback));
+        .route("/sso/oidc/login", get(sso::begin_oidc))
+        .route("/sso/oidc/callback", get(sso::oidc_callback))
+        .route("/sso/saml/metadata", get(sso::saml_metadata))
+        .route("/sso/saml/login", get(sso::begin_saml))
+        .route("/sso/saml/acs", axum::routing::post(sso::saml_acs));
     Router::new()
         .merge(admin)
         .merge(login)

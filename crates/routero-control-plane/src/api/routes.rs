@@ -205,6 +205,13 @@ pub(super) fn routes() -> Vec<Route> {
             tenant("sso_config", "update"),
             sso::delete_oidc,
         ),
+        put("/sso/saml", tenant("sso_config", "update"), sso::put_saml),
+        get("/sso/saml", tenant("sso_config", "read"), sso::get_saml),
+        delete(
+            "/sso/saml",
+            tenant("sso_config", "update"),
+            sso::delete_saml,
+        ),
         get(
             "/sessions",
             tenant("admin_key", "list"),
@@ -257,6 +264,9 @@ mod tests {
         ("POST", "/login/local"),
         ("GET", "/sso/oidc/login"),
         ("GET", "/sso/oidc/callback"),
+        ("GET", "/sso/saml/metadata"),
+        ("GET", "/sso/saml/login"),
+        ("POST", "/sso/saml/acs"),
     ];
 
     #[test]

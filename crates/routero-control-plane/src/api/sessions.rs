@@ -35,20 +35,32 @@ use crate::store::{LiveSession, NewSession};
 pub(super) struct CookieName {
     secure: &'static str,
     loopback: &'static str,
+    /// Sent on cross-site POSTs too (SameSite=None, off loopback): a SAML response arrives
+    /// as one.
+    cross_site: bool,
 }
 
 impl CookieName {
     /// A cookie named `secure` off loopback and `loopback` on it.
     pub(super) const fn new(secure: &'static str, loopback: &'static str) -> Self {
-        Self { secure, loopback }
+        Self {
+            secure,
+            loopback,
+            cross_site: false,
+        }
+    }
+
+    /// This cookie, sent on cross-site POSTs too.
+    pub(super) const fn cross_site(self) -> Self {
+        Self {
+            cross_site: true,
+            ..self
+        }
     }
 }
 
 /// The session cookie.
-const SESSION_COOKIE: CookieName = CookieName {
-    secure: "__Host-routero_session",
-    loopback: "routero_session",
-};
+const SESSION_COOKIE: CookieName = CookieName::new("__Host-routero_session", "routero_session");
 /// The header carrying a cookie-authenticated request's CSRF token.
 const CSRF_HEADER: &str = "x-csrf-token";
 /// The shortest local admin password accepted.
@@ -100,7 +112,8 @@ pub(super) fn session_token(headers: &HeaderMap) -> Option<&str> {
     read_cookie(headers, SESSION_COOKIE)
 }
 
-/// `Set-Cookie` for cookie `name`: HttpOnly, SameSite=Lax, Secure off loopback.
+/// `Set-Cookie` for cookie `name`: HttpOnly, SameSite=Lax (None for a cross-site cookie off
+/// loopback), Secure off loopback.
 pub(super) fn set_cookie(
     headers: &HeaderMap,
     name: CookieName,
@@ -113,8 +126,9 @@ pub(super) fn set_cookie(
             name.loopback
         )
     } else {
+        let same_site = if name.cross_site { "None" } else { "Lax" };
         format!(
-            "{}={value}; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age={max_age}",
+            "{}={value}; Path=/; HttpOnly; Secure; SameSite={same_site}; Max-Age={max_age}",
             name.secure
         )
     };
@@ -388,6 +402,10 @@ pub(super) async fn open_session(
     if let Some(cookie) = set_cookie(headers, SESSION_COOKIE, token.expose_secret(), lifetime) {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
+    // The body carries the CSRF token: no cache keeps it.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 

@@ -912,7 +912,7 @@ impl Store {
             groups
                 .entry(row.try_get("id")?)
                 .or_default()
-                .extend(named.into_iter().map(|name| (name.clone(), name)));
+                .extend(named.into_iter().map(|name| (String::new(), name)));
         }
         Ok(keys
             .into_iter()
@@ -1044,9 +1044,10 @@ async fn mapped_roles(
     Ok(mapping.roles_for(groups.iter().map(|(id, name)| GroupRef { id, name })))
 }
 
-/// The `(id, name)` of each live group `user` is a member of, and of each group their
-/// identity provider named at their last sign-in (its name as both: a provider may name a
-/// group by id, as Entra ID does).
+/// The `(id, name)` of each live group `user` is a member of, and the name of each group their
+/// identity provider named at their last sign-in (with no id: a provider's group matches rules
+/// by name only, so it can never pass for a SCIM group's id; Entra ID's object ids are names
+/// here).
 pub(super) async fn groups_of(
     conn: &mut sqlx::AnyConnection,
     user: &str,
@@ -1070,7 +1071,7 @@ pub(super) async fn groups_of(
         .flatten();
     if let Some(named) = named {
         let named: Vec<String> = from_json(&named)?;
-        groups.extend(named.into_iter().map(|name| (name.clone(), name)));
+        groups.extend(named.into_iter().map(|name| (String::new(), name)));
     }
     Ok(groups)
 }

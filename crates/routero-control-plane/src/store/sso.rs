@@ -22,8 +22,8 @@ pub struct SsoConfig {
     pub updated_at: i64,
 }
 
-/// A login begun: what its callback needs.
-#[derive(Debug, Clone)]
+/// A login begun: what its callback needs (no `Debug`: it holds the PKCE verifier).
+#[derive(Clone)]
 pub struct PendingLogin {
     /// The tenant signing in.
     pub tenant_id: String,
@@ -42,7 +42,6 @@ pub struct PendingLogin {
 }
 
 /// What taking a login's state found.
-#[derive(Debug)]
 pub enum TakenLogin {
     /// A login not used before (now used).
     Fresh(PendingLogin),
@@ -55,12 +54,19 @@ pub enum TakenLogin {
 /// The person an identity provider vouched for, as the store links it.
 #[derive(Debug, Clone, Copy)]
 pub struct Vouched<'a> {
-    /// The provider's stable subject.
+    /// The provider's issuer (OIDC) or entity id (SAML).
+    pub issuer: &'a str,
+    /// The provider's stable subject (`sub`, or the NameID).
     pub subject: &'a str,
-    /// The provider's user name.
-    pub username: Option<&'a str>,
-    /// A verified email address.
-    pub email: Option<&'a str>,
+    /// An email address the provider says it verified.
+    pub verified_email: Option<&'a str>,
+}
+
+impl Vouched<'_> {
+    /// The identity recorded on a linked user: issuer and subject, unambiguously joined.
+    fn identity(&self) -> Result<String> {
+        to_json(&[self.issuer, self.subject])
+    }
 }
 
 /// The user a provider's identity links to.
@@ -128,8 +134,31 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?
         .try_get("version")?;
-        self.commit_recorded(tx, events).await?;
+        self.commit_forgetting_groups(tx, tenant_id, events).await?;
         Ok(version)
+    }
+
+    /// Commits a change of the tenant's identity provider: the groups providers named at past
+    /// sign-ins are forgotten with it (the roles they gave come back at each person's next
+    /// sign-in under the new settings), and data planes see the keys' roles change.
+    async fn commit_forgetting_groups(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Any>,
+        tenant_id: &str,
+        events: &[AuditEvent],
+    ) -> Result<()> {
+        let forgotten = sqlx::query(
+            "UPDATE users SET sso_groups = NULL WHERE tenant_id = $1 AND sso_groups IS NOT NULL",
+        )
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if forgotten == 0 {
+            self.commit_recorded(tx, events).await
+        } else {
+            self.commit_change(tx, events).await
+        }
     }
 
     /// Removes the tenant's identity provider for `protocol`; whether there was one.
@@ -149,7 +178,7 @@ impl Store {
         if deleted == 0 {
             return Ok(false);
         }
-        self.commit_recorded(tx, events).await?;
+        self.commit_forgetting_groups(tx, tenant_id, events).await?;
         Ok(true)
     }
 
@@ -175,6 +204,19 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// How many logins of the tenant are pending (begun, not used, not expired).
+    pub async fn pending_sso_logins(&self, tenant_id: &str) -> Result<i64> {
+        Ok(sqlx::query(
+            "SELECT COUNT(*) AS n FROM sso_logins WHERE tenant_id = $1 AND used_at IS NULL \
+             AND expires_at > $2",
+        )
+        .bind(tenant_id)
+        .bind(routero_core::unix_now())
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?)
     }
 
     /// Takes the login with this state hash: in one statement, so two callbacks racing with
@@ -209,24 +251,26 @@ impl Store {
         })
     }
 
-    /// The tenant's user a provider's identity names: by external id (the subject), then by
-    /// user name, then by email address (the provider's user name or email against the
-    /// user's name, then the email against the user's email).
+    /// The tenant's user a provider's identity names: the user who signed in as it before;
+    /// else, among users who never signed in, the one whose external id is the subject (SCIM
+    /// from the same provider), then the one whose user name or email is the provider's
+    /// verified email address. A provider's user name is never trusted to link: many let
+    /// people change it.
     pub async fn sso_user(&self, tenant_id: &str, person: Vouched<'_>) -> Result<Linked> {
         const USERS: &str = "SELECT id, CAST(CASE WHEN active THEN 1 ELSE 0 END AS BIGINT) AS active \
              FROM users WHERE tenant_id = $1 AND deleted_at IS NULL AND ";
-        let names = [person.username, person.email]
-            .into_iter()
-            .flatten()
-            .map(str::to_lowercase);
-        let lookups = std::iter::once(("external_id = $2", person.subject.to_owned()))
-            .chain(names.map(|name| ("user_name_key = $2", name)))
-            .chain(
-                person
-                    .email
-                    .map(|email| ("LOWER(email) = $2", email.to_lowercase())),
-            );
+        let email = person.verified_email.map(str::to_lowercase);
+        let lookups = [
+            ("sso_subject = $2", Some(person.identity()?)),
+            (
+                "external_id = $2 AND sso_subject IS NULL",
+                Some(person.subject.to_owned()),
+            ),
+            ("user_name_key = $2 AND sso_subject IS NULL", email.clone()),
+            ("LOWER(email) = $2 AND sso_subject IS NULL", email),
+        ];
         for (condition, value) in lookups {
+            let Some(value) = value else { continue };
             let rows = sqlx::query(super::provisioning::built(format!(
                 "{USERS}{condition} LIMIT 2"
             )))
@@ -246,6 +290,49 @@ impl Store {
             }
         }
         Ok(Linked::Unknown)
+    }
+
+    /// Records that `user_id` signs in as `person` (once: a user already linked stays so).
+    pub async fn link_sso_user(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        person: Vouched<'_>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE users SET sso_subject = $1 WHERE id = $2 AND tenant_id = $3 AND sso_subject IS NULL",
+        )
+        .bind(person.identity()?)
+        .bind(user_id)
+        .bind(tenant_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Remembers a SAML assertion until it expires: whether it is new (a replay is not).
+    pub async fn remember_assertion(
+        &self,
+        tenant_id: &str,
+        assertion_id: &str,
+        expires_at: i64,
+    ) -> Result<bool> {
+        let now = routero_core::unix_now();
+        sqlx::query("DELETE FROM sso_assertions WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        let added = sqlx::query(
+            "INSERT INTO sso_assertions (tenant_id, assertion_id, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant_id, assertion_id) DO NOTHING",
+        )
+        .bind(tenant_id)
+        .bind(assertion_id)
+        .bind(expires_at.max(now))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(added == 1)
     }
 
     /// Keeps the groups a user's provider named at sign-in, which the role mapping reads with

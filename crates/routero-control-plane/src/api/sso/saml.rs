@@ -1,0 +1,400 @@
+//! SAML 2.0: `PUT|GET|DELETE /sso/saml`, `GET /sso/saml/metadata`, `GET /sso/saml/login`,
+//! `POST /sso/saml/acs`.
+//!
+//! Each tenant is its own service provider: entity id `<base>/sso/saml/metadata?tenant=<id>`
+//! (the `Audience` its assertions must name) and assertion consumer service
+//! `<base>/sso/saml/acs?tenant=<id>` (their `Recipient` and `Destination`), so an assertion for
+//! one tenant is refused by every other.
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use routero_core::ErrorCode;
+use routero_core::audit::EventType;
+use routero_saml::{Idp, SamlError, Sp};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::super::access::Caller;
+use super::super::extract::Body;
+use super::super::sessions::{CookieName, set_cookie};
+use super::super::{ApiError, AppState, ClientInfo};
+use super::{Failure, Keep, Person, refusal};
+
+/// The protocol's name in the store and in audit records.
+const SAML: &str = "saml";
+/// The cookie binding a login to the browser that began it: the response arrives as a
+/// cross-site POST, which only a SameSite=None cookie reaches.
+const BROWSER_COOKIE: CookieName =
+    CookieName::new("__Host-routero_saml", "routero_saml").cross_site();
+
+/// A tenant's SAML identity provider as stored.
+#[derive(Serialize, Deserialize)]
+struct SamlSettings {
+    /// The provider's metadata (with its signing certificate).
+    metadata: String,
+    /// The attribute listing a person's groups.
+    groups_attribute: Option<String>,
+    /// Whether unsolicited (IdP-initiated) responses are taken.
+    allow_idp_initiated: bool,
+}
+
+/// `PUT /sso/saml`'s body: the provider's metadata, or its entity id, SSO URL and signing
+/// certificate.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in super::super) struct SamlConfig {
+    #[serde(default)]
+    metadata_xml: Option<String>,
+    #[serde(default)]
+    entity_id: Option<String>,
+    #[serde(default)]
+    sso_url: Option<String>,
+    #[serde(default)]
+    certificate: Option<String>,
+    #[serde(default)]
+    groups_attribute: Option<String>,
+    #[serde(default)]
+    jit: bool,
+    #[serde(default)]
+    allow_idp_initiated: bool,
+}
+
+fn invalid(detail: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidSsoConfig, detail.into())
+}
+
+fn settings_error(error: SamlError) -> ApiError {
+    match error {
+        SamlError::Settings(detail) | SamlError::Refused { detail, .. } => invalid(detail),
+    }
+}
+
+/// This gateway as tenant `tenant_id`'s service provider.
+fn sp(state: &AppState, headers: &HeaderMap, tenant_id: &str) -> Result<Sp, ApiError> {
+    let base = super::public_base(state, headers)?;
+    Ok(Sp {
+        entity_id: format!("{base}/sso/saml/metadata?tenant={tenant_id}"),
+        acs_url: format!("{base}/sso/saml/acs?tenant={tenant_id}"),
+    })
+}
+
+fn view(
+    state: &AppState,
+    headers: &HeaderMap,
+    (tenant_id, settings, idp): (&str, &SamlSettings, &Idp),
+    jit: bool,
+    version: i64,
+) -> Result<Value, ApiError> {
+    let sp = sp(state, headers, tenant_id)?;
+    let base = super::public_base(state, headers)?;
+    Ok(json!({
+        "protocol": SAML,
+        "idp_entity_id": idp.entity_id(),
+        "sso_url": idp.sso_url(),
+        "groups_attribute": settings.groups_attribute,
+        "allow_idp_initiated": settings.allow_idp_initiated,
+        "jit": jit,
+        "version": version,
+        "sp_entity_id": sp.entity_id,
+        "acs_url": sp.acs_url,
+        "metadata_url": sp.entity_id,
+        "login_url": format!("{base}/sso/saml/login?tenant={tenant_id}"),
+    }))
+}
+
+/// `PUT /sso/saml`: sets the tenant's SAML identity provider. One without a signing
+/// certificate is refused: its responses could not be verified.
+pub(in super::super) async fn put_saml(
+    State(state): State<AppState>,
+    Caller { principal, client }: Caller,
+    headers: HeaderMap,
+    Body(body): Body<SamlConfig>,
+) -> Result<Json<Value>, ApiError> {
+    let idp = match (
+        &body.metadata_xml,
+        &body.entity_id,
+        &body.sso_url,
+        &body.certificate,
+    ) {
+        (Some(xml), None, None, None) => Idp::from_metadata(xml),
+        (None, Some(entity_id), Some(sso_url), Some(certificate)) => {
+            Idp::from_parts(entity_id, sso_url, certificate)
+        }
+        _ => {
+            return Err(invalid(
+                "metadata_xml, or entity_id, sso_url and certificate together",
+            ));
+        }
+    }
+    .map_err(settings_error)?;
+    routero_oidc::provider_url("sso_url", idp.sso_url())
+        .map_err(|error| invalid(error.to_string()))?;
+    if let Some(name) = &body.groups_attribute
+        && (name.is_empty() || name.len() > 256)
+    {
+        return Err(invalid("groups_attribute: 1 to 256 bytes"));
+    }
+    let settings = SamlSettings {
+        metadata: idp.to_xml().map_err(settings_error)?,
+        groups_attribute: body.groups_attribute,
+        allow_idp_initiated: body.allow_idp_initiated,
+    };
+    let stored =
+        serde_json::to_string(&settings).map_err(|_| ApiError::of(ErrorCode::InternalError))?;
+    let mut event = AppState::event(
+        &principal,
+        &client,
+        EventType::SsoConfigUpdated,
+        ("sso_config", Some(SAML.to_owned())),
+    );
+    event
+        .details
+        .insert("idp_entity_id".into(), json!(idp.entity_id()));
+    event.details.insert("jit".into(), json!(body.jit));
+    event.details.insert(
+        "allow_idp_initiated".into(),
+        json!(settings.allow_idp_initiated),
+    );
+    let tenant_id = &principal.tenant_id;
+    let version = state
+        .store
+        .put_sso_config(tenant_id, SAML, (&stored, None, body.jit), &[event])
+        .await?;
+    Ok(Json(view(
+        &state,
+        &headers,
+        (tenant_id, &settings, &idp),
+        body.jit,
+        version,
+    )?))
+}
+
+/// The tenant's stored settings and its provider, read back.
+fn provider_of(settings: &SamlSettings) -> Result<Idp, ApiError> {
+    Idp::from_metadata(&settings.metadata).map_err(|_| ApiError::of(ErrorCode::InternalError))
+}
+
+/// `GET /sso/saml`: the tenant's SAML identity provider and what to register there.
+pub(in super::super) async fn get_saml(
+    State(state): State<AppState>,
+    Caller { principal, .. }: Caller,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let tenant_id = &principal.tenant_id;
+    let Some((settings, config)) =
+        super::config_of::<SamlSettings>(&state, tenant_id, SAML).await?
+    else {
+        return Err(ApiError::of(ErrorCode::SsoNotConfigured));
+    };
+    let idp = provider_of(&settings)?;
+    Ok(Json(view(
+        &state,
+        &headers,
+        (tenant_id, &settings, &idp),
+        config.jit,
+        config.version,
+    )?))
+}
+
+/// `DELETE /sso/saml`: removes the tenant's SAML identity provider.
+pub(in super::super) async fn delete_saml(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    super::delete_config(&state, caller, SAML).await
+}
+
+/// `GET /sso/saml/metadata?tenant=<id>`: this gateway's SP metadata for the tenant.
+pub(in super::super) async fn sp_metadata(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let made = async {
+        let (tenant_id, settings, _) =
+            super::tenant_config::<SamlSettings>(&state, &uri, SAML).await?;
+        let idp = provider_of(&settings)?;
+        sp(&state, &headers, &tenant_id)?
+            .metadata(&idp)
+            .map_err(|_| ApiError::of(ErrorCode::InternalError))
+    };
+    match made.await {
+        Ok(xml) => (
+            [(header::CONTENT_TYPE, "application/samlmetadata+xml")],
+            xml,
+        )
+            .into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `GET /sso/saml/login?tenant=<id>`: sends the browser to the tenant's provider with an
+/// AuthnRequest (HTTP-Redirect).
+pub(in super::super) async fn begin(State(state): State<AppState>, request: Request) -> Response {
+    let client = ClientInfo::of(&request, &state.trusted_proxies);
+    if let Some(refused) = super::throttled(&state, &client) {
+        return refused;
+    }
+    let (parts, _) = request.into_parts();
+    match begun(&state, &parts.headers, &parts.uri).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn begun(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Response, ApiError> {
+    let (tenant_id, settings, _) = super::tenant_config::<SamlSettings>(state, uri, SAML).await?;
+    let idp = provider_of(&settings)?;
+    let sp = sp(state, headers, &tenant_id)?;
+    let relay_state =
+        routero_crypto::generate_api_key("").map_err(|_| ApiError::of(ErrorCode::InternalError))?;
+    let relay_state = secrecy::ExposeSecret::expose_secret(&relay_state).to_owned();
+    let (url, request_id) = sp
+        .authn_request(&idp, &relay_state)
+        .map_err(settings_error)?;
+    let keep = Keep {
+        protocol: SAML,
+        cookie: BROWSER_COOKIE,
+        nonce: request_id,
+        verifier: String::new(),
+        redirect_uri: sp.acs_url,
+    };
+    let cookie = super::keep_login(state, headers, (&tenant_id, &relay_state), keep).await?;
+    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, url)]).into_response();
+    if let Some(cookie) = cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
+}
+
+/// `POST /sso/saml/acs?tenant=<id>`: takes the provider's response (HTTP-POST binding).
+pub(in super::super) async fn acs(State(state): State<AppState>, request: Request) -> Response {
+    let client = ClientInfo::of(&request, &state.trusted_proxies);
+    if let Some(refused) = super::throttled(&state, &client) {
+        return refused;
+    }
+    let (parts, body) = request.into_parts();
+    let form = match routero_http::read_body(
+        body,
+        routero_saml::MAX_RESPONSE_BYTES * 2,
+        state.deadlines.body,
+    )
+    .await
+    {
+        Ok(bytes) => url::form_urlencoded::parse(&bytes)
+            .into_owned()
+            .collect::<Vec<(String, String)>>(),
+        Err(_) => {
+            return ApiError::new(ErrorCode::BodyTooLarge, "The SAML response is too large.")
+                .into_response();
+        }
+    };
+    let field = |name: &str| {
+        form.iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+    };
+    let outcome = consumed(
+        &state,
+        &client,
+        (&parts.headers, &parts.uri),
+        (field("SAMLResponse"), field("RelayState")),
+    )
+    .await;
+    let mut response = match outcome {
+        Ok(response) => response,
+        Err(failure) => super::answer(&state, &client, (parts.uri.path(), SAML), failure).await,
+    };
+    if let Some(cookie) = set_cookie(&parts.headers, BROWSER_COOKIE, "", 0) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+async fn consumed(
+    state: &AppState,
+    client: &ClientInfo,
+    (headers, uri): (&HeaderMap, &Uri),
+    (saml_response, relay_state): (Option<String>, Option<String>),
+) -> Result<Response, Failure> {
+    let (tenant_id, settings, config) =
+        super::tenant_config::<SamlSettings>(state, uri, SAML).await?;
+    let tenant = Some(tenant_id.as_str());
+    let Some(saml_response) = saml_response.filter(|r| !r.is_empty()) else {
+        return Err(refusal(
+            "response_missing",
+            "no SAMLResponse was posted",
+            tenant,
+        ));
+    };
+    // A RelayState of ours ties the response to the login this browser began; without one
+    // (or with one the provider chose) the response is unsolicited.
+    let request_id = match relay_state.filter(|r| !r.is_empty() && r.len() <= 512) {
+        Some(relay) => {
+            match super::take_login(state, headers, (&relay, SAML, BROWSER_COOKIE), tenant).await {
+                Ok(pending) => Some(pending.nonce),
+                Err(Failure::Refused(refused))
+                    if refused.reason == "state_unknown" && settings.allow_idp_initiated =>
+                {
+                    None
+                }
+                Err(failure) => return Err(failure),
+            }
+        }
+        None => None,
+    };
+    let idp = provider_of(&settings)?;
+    let sp = sp(state, headers, &tenant_id)?;
+    let policy = (
+        settings.allow_idp_initiated,
+        settings.groups_attribute.clone(),
+    );
+    let verified = tokio::task::spawn_blocking(move || {
+        sp.verify(
+            &idp,
+            &saml_response,
+            request_id.as_deref(),
+            (policy.0, policy.1.as_deref()),
+        )
+    })
+    .await
+    .map_err(|_| ApiError::of(ErrorCode::InternalError))?;
+    let identity = match verified {
+        Ok(identity) => identity,
+        Err(SamlError::Refused { reason, detail }) => return Err(refusal(reason, detail, tenant)),
+        Err(SamlError::Settings(detail)) => {
+            return Err(refusal("malformed_response", detail, tenant));
+        }
+    };
+    if !state
+        .store
+        .remember_assertion(&tenant_id, &identity.assertion_id, identity.valid_until)
+        .await?
+    {
+        return Err(refusal(
+            "assertion_replayed",
+            "this assertion was already used",
+            tenant,
+        ));
+    }
+    let person = Person {
+        protocol: SAML,
+        issuer: identity.issuer,
+        username: Some(identity.name_id.clone()),
+        subject: identity.name_id,
+        // The provider signed it: a SAML provider's asserted address is what it vouches for.
+        verified_email: identity.email,
+        name: identity.name,
+        groups: settings
+            .groups_attribute
+            .is_some()
+            .then_some(identity.groups),
+    };
+    super::sign_in(state, client, headers, (&tenant_id, config.jit), person).await
+}
