@@ -17,7 +17,7 @@ run: setup-build
 	$(CARGO_TARGET_DIR)/debug/routero up
 
 setup-build:
-	@command -v protoc >/dev/null || ./scripts/setup-test-env.sh
+	@./scripts/install-build-deps.sh
 	@./scripts/install-cerbos.sh
 
 ## make test: install/start what tests need, then formatting, lints, policy tests, unit, store and e2e tests

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts what the build and the tests need, when missing. Safe to run repeatedly.
-#   - Debian packages: protobuf-compiler (tonic code generation), PostgreSQL (server and psql),
-#     openssl (test certificates)
+#   - Debian packages: what the build needs (scripts/install-build-deps.sh), PostgreSQL (server
+#     and psql), openssl (test certificates), xmlsec1 (the SAML identity provider of the tests)
 #   - cargo-nextest and cargo-deny, from crates.io
 #   - PostgreSQL on 127.0.0.1:5432 with trust auth, started if not reachable
 #   - the Cerbos PDP binary (npm @cerbos/cerbos-linux-x64), linked as $CACHE/bin/cerbos
@@ -16,8 +16,10 @@ mkdir -p "$CACHE"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+"$(dirname "$0")/install-build-deps.sh"
+
 missing=()
-command -v protoc >/dev/null || missing+=(protobuf-compiler)
+command -v xmlsec1 >/dev/null || missing+=(xmlsec1)
 command -v psql >/dev/null || missing+=(postgresql-client)
 command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
 command -v openssl >/dev/null || missing+=(openssl)

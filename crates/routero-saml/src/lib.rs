@@ -14,6 +14,7 @@ use samael::metadata::EntityDescriptor;
 use samael::schema::Assertion;
 use samael::service_provider::{Error as SpError, ServiceProvider};
 use samael::traits::ToXml;
+use x509_cert::der::Decode;
 
 /// How far the identity provider's clock may be from ours.
 const SKEW_SECONDS: i64 = 60;
@@ -118,7 +119,15 @@ impl Idp {
                 )
             })?;
         match provider.idp_signing_certs() {
-            Ok(Some(certs)) if !certs.is_empty() => {}
+            Ok(Some(certs)) if !certs.is_empty() => {
+                for cert in &certs {
+                    x509_cert::Certificate::from_der(cert.der_data()).map_err(|error| {
+                        SamlError::Settings(format!(
+                            "metadata: a signing certificate is not X.509: {error}"
+                        ))
+                    })?;
+                }
+            }
             Ok(_) => {
                 return Err(SamlError::Settings(
                     "metadata: no signing certificate; responses could not be verified".into(),
@@ -192,12 +201,14 @@ impl Sp {
         }
     }
 
-    /// This SP's metadata, for the identity provider's administrator.
-    pub fn metadata(&self, idp: &Idp) -> Result<String, SamlError> {
-        self.provider(idp, false)
-            .metadata()
-            .and_then(|descriptor| descriptor.to_string())
-            .map_err(|error| SamlError::Settings(format!("SP metadata: {error}")))
+    /// This SP's metadata, for the identity provider's administrator: its entity id, that it
+    /// wants assertions signed, and its assertion consumer service (HTTP-POST).
+    pub fn metadata(&self) -> String {
+        format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?><md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" entityID="{entity}"><md:SPSSODescriptor AuthnRequestsSigned="false" WantAssertionsSigned="true" protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><md:NameIDFormat>urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress</md:NameIDFormat><md:AssertionConsumerService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="{acs}" index="0" isDefault="true"/></md:SPSSODescriptor></md:EntityDescriptor>"#,
+            entity = escape(&self.entity_id),
+            acs = escape(&self.acs_url),
+        )
     }
 
     /// An AuthnRequest for the HTTP-Redirect binding: the URL to send the browser to (with
@@ -432,6 +443,37 @@ mod tests {
         assert_eq!(elements(xml, "Assertion"), 2);
         assert_eq!(elements("<saml2:Assertion>", "Assertion"), 1);
         assert_eq!(elements("</saml:Assertion>", "Assertion"), 0);
+    }
+
+    /// A self-signed certificate (its key was thrown away).
+    const CERTIFICATE: &str = include_str!("test_certificate.pem");
+
+    #[test]
+    fn settings_round_trip_and_make_sp_metadata_and_requests() {
+        let idp = Idp::from_parts(
+            "https://idp.example.com/m",
+            "https://idp.example.com/sso",
+            CERTIFICATE,
+        )
+        .unwrap();
+        let again = Idp::from_metadata(&idp.to_xml().unwrap()).unwrap();
+        assert_eq!(again.entity_id(), "https://idp.example.com/m");
+        assert_eq!(again.sso_url(), "https://idp.example.com/sso");
+        let sp = Sp {
+            entity_id: "https://gw.example.com/sso/saml/metadata?tenant=t1".into(),
+            acs_url: "https://gw.example.com/sso/saml/acs?tenant=t1".into(),
+        };
+        let metadata = sp.metadata();
+        assert!(
+            metadata.contains(r#"Location="https://gw.example.com/sso/saml/acs?tenant=t1""#),
+            "{metadata}"
+        );
+        let (url, id) = sp.authn_request(&again, "relay").unwrap();
+        assert!(
+            url.starts_with("https://idp.example.com/sso?SAMLRequest="),
+            "{url}"
+        );
+        assert!(url.contains("RelayState=relay") && !id.is_empty());
     }
 
     #[test]

@@ -173,7 +173,10 @@ pub(in super::super) async fn put_saml(
 
 /// The tenant's stored settings and its provider, read back.
 fn provider_of(settings: &SamlSettings) -> Result<Idp, ApiError> {
-    Idp::from_metadata(&settings.metadata).map_err(|_| ApiError::of(ErrorCode::InternalError))
+    Idp::from_metadata(&settings.metadata).map_err(|error| {
+        tracing::error!(%error, "a stored SAML provider does not read back");
+        ApiError::of(ErrorCode::InternalError)
+    })
 }
 
 /// `GET /sso/saml`: the tenant's SAML identity provider and what to register there.
@@ -213,12 +216,8 @@ pub(in super::super) async fn sp_metadata(
     uri: Uri,
 ) -> Response {
     let made = async {
-        let (tenant_id, settings, _) =
-            super::tenant_config::<SamlSettings>(&state, &uri, SAML).await?;
-        let idp = provider_of(&settings)?;
-        sp(&state, &headers, &tenant_id)?
-            .metadata(&idp)
-            .map_err(|_| ApiError::of(ErrorCode::InternalError))
+        let (tenant_id, _, _) = super::tenant_config::<SamlSettings>(&state, &uri, SAML).await?;
+        Ok::<_, ApiError>(sp(&state, &headers, &tenant_id)?.metadata())
     };
     match made.await {
         Ok(xml) => (
