@@ -1,4 +1,4 @@
--- Single sign-on (issue 14). A tenant's identity provider, one per protocol: its settings as
+-- Single sign-on and CORS (issue 14). A tenant's identity provider, one per protocol: its settings as
 -- JSON (never a secret), an OIDC client secret sealed in the vault (bound to the tenant and
 -- the issuer), whether unknown people are created at their first login (JIT), and a version
 -- that keys the control plane's cache of the provider's endpoints and keys.
@@ -24,10 +24,12 @@ CREATE TABLE sso_logins (
     nonce        TEXT NOT NULL,
     verifier     TEXT NOT NULL,
     redirect_uri TEXT NOT NULL,
+    source_ip    TEXT,
     expires_at   BIGINT NOT NULL,
     used_at      BIGINT
 );
 CREATE INDEX sso_logins_by_expiry ON sso_logins (expires_at);
+CREATE INDEX sso_logins_by_tenant ON sso_logins (tenant_id, expires_at);
 
 -- The identity a user signs in as (the provider's issuer and subject), recorded at their first
 -- sign-in, after which nothing else links to them; and the groups their provider named at their
@@ -44,4 +46,12 @@ CREATE TABLE sso_assertions (
     assertion_id TEXT NOT NULL,
     expires_at   BIGINT NOT NULL,
     PRIMARY KEY (tenant_id, assertion_id)
+);
+
+-- The browser origins each tenant's web apps call the gateway from (CORS), as a JSON list;
+-- none unless an admin lists some. Data planes get them in snapshots.
+CREATE TABLE cors_origins (
+    tenant_id   TEXT PRIMARY KEY REFERENCES tenants(id),
+    origins     TEXT NOT NULL,
+    updated_at  BIGINT NOT NULL
 );

@@ -10,7 +10,9 @@ import base64
 import re
 import subprocess
 import tempfile
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -118,14 +120,15 @@ def tenant_id(gw, key):
 class Tenant:
     """A tenant whose SAML provider is `idp`, trusted by it."""
 
-    def __init__(self, gw, idp, jit=True, allow_idp_initiated=False, by_metadata=True):
+    def __init__(self, gw, idp, jit=True, allow_idp_initiated=False, by_metadata=True, link_by_email=False):
         self.gw = gw
         self.admin, self.scim = fresh_tenant(gw)
         self.id = tenant_id(gw, self.admin)
         body = ({"metadata_xml": idp.metadata()} if by_metadata else
                 {"entity_id": idp.entity_id, "sso_url": "http://127.0.0.1:9/sso", "certificate": idp.certificate()})
         r = gw.admin("PUT", "/sso/saml", {**body, "groups_attribute": "groups", "jit": jit,
-                                           "allow_idp_initiated": allow_idp_initiated}, key=self.admin)
+                                           "allow_idp_initiated": allow_idp_initiated,
+                                           "link_by_email": link_by_email}, key=self.admin)
         assert r.status_code == 200, r.text
         self.view = r.json()
         assert gw.admin("PUT", "/role-mappings", MAPPING, key=self.admin).status_code == 200
@@ -160,7 +163,7 @@ class Tenant:
 def refused(r, reason):
     assert r.status_code == 401, r.text
     error = r.json()["error"]
-    assert error["code"] == "sso_login_failed" and reason in error["message"], r.text
+    assert error["code"] == "sso_login_failed" and error["message"] == f"Single sign-on refused: {reason}.", r.text
     assert "routero_session" not in r.headers.get("set-cookie", "")
 
 
@@ -195,9 +198,11 @@ def test_the_signed_flow_opens_a_session_under_the_mapped_role(gw, idp, tenant):
     me = client.get("/me").json()
     assert me["tenant_id"] == tenant.id and me["roles"] == ["admin"] and me["kind"] == "session", me
     users = {u["user_name"]: u for u in gw.admin("GET", "/users", key=tenant.admin).json()["users"]}
-    assert users["alice@example.test"]["id"] == me["user_id"], "created at first sign-in (JIT)"
+    assert users["alice@example.test"]["id"] == me["user_id"]
     wait_until(lambda: any(e["details"].get("protocol") == "saml" for e in tenant.events("login.success", since)),
                what="login.success audited")
+    wait_until(lambda: any(e["resource"]["id"] == me["user_id"] for e in tenant.events("user.provisioned", since)),
+               what="created at first sign-in (JIT), audited")
     # A lesser group maps to a lesser role.
     _, r = signs_in(tenant, idp, "bob")
     assert r.json()["roles"] == ["auditor"], r.text
@@ -231,6 +236,8 @@ def test_bad_responses_are_refused_and_audited(gw, idp, tenant):
             lambda rid: other_key.respond(tenant.entity_id, tenant.acs, in_response_to=rid),
             lambda rid: idp.respond(tenant.entity_id, tenant.acs, in_response_to=rid,
                                     sign_alg=RSA_SHA1, digest_alg=SHA1),
+            # SHA-256 signatures over SHA-1 digests.
+            lambda rid: idp.respond(tenant.entity_id, tenant.acs, in_response_to=rid, digest_alg=SHA1),
         ],
         "wrapped_assertion": [
             lambda rid: xsw(idp.respond(tenant.entity_id, tenant.acs, in_response_to=rid, sign_response=False)),
@@ -273,6 +280,36 @@ def test_an_assertion_for_another_tenant_is_refused(gw, idp, tenant):
     assert signs_in(other, idp)[1].json()["tenant_id"] == other.id
 
 
+def test_references_outside_the_signed_element_are_never_fetched(gw, idp, tenant):
+    """xmlsec digests every Reference before it checks the signature: a response pointing one at
+    a URL would make the gateway fetch it. It is refused before any signature work."""
+    fetched = []
+
+    class Listener(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            fetched.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Listener)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        since = audit_since()
+        browser, request_id, relay = tenant.begin(idp)
+        xml = decode(idp.respond(tenant.entity_id, tenant.acs, in_response_to=request_id, sign_response=False))
+        target = f"http://127.0.0.1:{server.server_address[1]}/ssrf"
+        forged = re.sub(r'(<(\w+:)?Reference URI=")[^"]*"', rf'\g<1>{target}"', xml, count=1)
+        assert target in forged
+        refused(tenant.post(browser, encode(forged), relay), "wrapped_assertion")
+        wait_for_reason(tenant, "wrapped_assertion", since)
+        assert fetched == []
+    finally:
+        server.shutdown()
+
+
 def test_a_response_is_used_once(gw, idp, tenant):
     browser, request_id, relay = tenant.begin(idp)
     response = idp.respond(tenant.entity_id, tenant.acs, in_response_to=request_id)
@@ -294,26 +331,63 @@ def test_idp_initiated_sign_in_is_off_unless_allowed_and_never_replayable(gw, id
     unsolicited = idp.respond(allowing.entity_id, allowing.acs)
     r = allowing.post(httpx.Client(timeout=10), unsolicited, "https://app.example/after-login")
     assert r.status_code == 200, r.text
+    since = audit_since()
     refused(allowing.post(httpx.Client(timeout=10), unsolicited, None), "assertion_replayed")
+    wait_for_reason(allowing, "assertion_replayed", since)
+    # A solicited response (it answers a request) is not taken as an unsolicited one from a
+    # browser that never made the request.
+    browser, request_id, relay = allowing.begin(idp)
+    answering = idp.respond(allowing.entity_id, allowing.acs, in_response_to=request_id)
+    refused(allowing.post(httpx.Client(timeout=10), answering, None), "wrong_in_response_to")
 
 
 def test_a_provider_without_a_signing_certificate_is_refused_when_saved(gw, idp, tenant):
     unsigned = re.sub(r"<(\w+:)?KeyDescriptor\b.*?</(\w+:)?KeyDescriptor>", "", idp.metadata(), flags=re.S)
     assert "X509Certificate" not in unsigned
-    for body in [{"metadata_xml": unsigned},
-                 {"entity_id": idp.entity_id, "sso_url": "http://127.0.0.1:9/sso", "certificate": "not a certificate"},
-                 {"entity_id": idp.entity_id, "sso_url": "http://idp.example.com/sso", "certificate": idp.certificate()},
-                 {"metadata_xml": idp.metadata(), "entity_id": idp.entity_id}]:
+    for body, why in [({"metadata_xml": unsigned}, "no signing certificate"),
+                      ({"entity_id": idp.entity_id, "sso_url": "http://127.0.0.1:9/sso",
+                        "certificate": "bm90IGEgY2VydGlmaWNhdGU="}, "not X.509"),
+                      ({"entity_id": idp.entity_id, "sso_url": "http://idp.example.com/sso",
+                        "certificate": idp.certificate()}, "https is required"),
+                      ({"metadata_xml": idp.metadata(), "entity_id": idp.entity_id}, "metadata_xml, or entity_id")]:
         r = gw.admin("PUT", "/sso/saml", body, key=tenant.admin)
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_sso_config", (body.keys(), r.text)
+        assert why in r.json()["error"]["message"], r.text
     # The tenant's provider is unchanged: its sign-in still works.
     assert signs_in(tenant, idp)[1].status_code == 200
 
 
-def test_a_deactivated_user_is_refused(gw, idp):
-    closed = Tenant(gw, idp, jit=False)
+def test_people_link_by_email_only_when_the_tenant_trusts_it(gw, idp):
+    untrusting = Tenant(gw, idp, jit=False)
+    untrusting.scim.create_user("bob@example.test", active=True)
+    refused(signs_in(untrusting, idp, "bob")[1], "user_unknown")
+
+
+def test_a_deactivated_user_is_refused_and_loses_the_live_session(gw, idp):
+    closed = Tenant(gw, idp, jit=False, link_by_email=True)
     refused(signs_in(closed, idp, "bob")[1], "user_unknown")
     user = closed.scim.create_user("bob@example.test", active=True)
-    assert signs_in(closed, idp, "bob")[1].status_code == 200
+    _, r = signs_in(closed, idp, "bob")
+    assert r.status_code == 200, r.text
+    client = httpx.Client(base_url=gw.admin_url, timeout=10)
+    client.cookies.set("routero_session", r.cookies["routero_session"])
+    assert client.get("/me").status_code == 200
+    since = audit_since()
     assert closed.scim.patch("/Users/" + user["id"], {"op": "replace", "path": "active", "value": False}).status_code == 200
+    r = client.get("/me")
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_admin_key", r.text
     refused(signs_in(closed, idp, "bob")[1], "user_inactive")
+    wait_for_reason(closed, "user_inactive", since)
+
+
+def test_two_tenants_with_two_providers_never_cross(gw, idp, tenant):
+    second_idp = SamlIdp()
+    second = Tenant(gw, second_idp)
+    idp.trust(httpx.get(second.view["metadata_url"], timeout=10).text)
+    # The first provider answers a request of the second tenant's, for its audience and ACS:
+    # its signature is not the second tenant's provider's.
+    browser, request_id, relay = second.begin(second_idp)
+    refused(second.post(browser, idp.respond(second.entity_id, second.acs, in_response_to=request_id), relay),
+            "bad_signature")
+    assert signs_in(second, second_idp)[1].json()["tenant_id"] == second.id
+    assert signs_in(tenant, idp)[1].json()["tenant_id"] == tenant.id

@@ -210,7 +210,12 @@ impl Publisher {
                 tenant_id,
                 config_json,
             }
-        })))
+        }))
+        .with_cors(
+            rows.cors
+                .into_iter()
+                .map(|(tenant_id, origins)| v1::TenantCors { tenant_id, origins }),
+        ))
     }
 
     /// The row's provider key sealed for data planes, bound to the same tenant, id and base

@@ -138,6 +138,9 @@ pub enum EventType {
     /// A tenant's identity provider settings were set or removed.
     #[serde(rename = "sso_config.updated")]
     SsoConfigUpdated,
+    /// A tenant's CORS origins were set.
+    #[serde(rename = "cors.updated")]
+    CorsUpdated,
     /// A second factor was requested.
     #[serde(rename = "mfa.challenged")]
     MfaChallenged,

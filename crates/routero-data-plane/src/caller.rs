@@ -29,7 +29,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
 }
 
 /// The presented key: `Authorization: Bearer …` or `x-api-key`.
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
     routero_http::bearer(headers)
         .or_else(|| {
             headers

@@ -17,7 +17,7 @@ mod refusal;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -58,6 +58,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(proxy::ready))
         .fallback(proxy::not_found)
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), cors))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(axum::middleware::from_fn(request_id))
         .layer(axum::middleware::from_fn_with_state(
@@ -65,6 +66,29 @@ fn router(app: Arc<App>) -> Router {
             proxy::contain_panics,
         ))
         .with_state(app)
+}
+
+/// CORS for browsers' apps: a preflight is answered for an origin some tenant lists; an answer
+/// is readable from an origin only when the presented key's tenant lists it.
+async fn cors(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let Some(origin) = routero_http::cors::request_origin(request.headers()).cloned() else {
+        return next.run(request).await;
+    };
+    let live = app.snapshots.current();
+    if routero_http::cors::is_preflight(request.method(), request.headers()) {
+        let allowed = live.is_some_and(|live| live.cors_allows(None, &origin));
+        return routero_http::cors::preflight(request.headers(), allowed);
+    }
+    let allowed = live.is_some_and(|live| {
+        caller::presented_key(request.headers())
+            .and_then(|key| live.snapshot.key(&live.hasher.hash(key)))
+            .is_some_and(|key| live.cors_allows(Some(&key.tenant_id), &origin))
+    });
+    let mut response = next.run(request).await;
+    if allowed {
+        routero_http::cors::allow(&mut response, &origin);
+    }
+    response
 }
 
 /// The tracing span of a request: its id, method and path (never its query, headers or body).

@@ -28,6 +28,8 @@ pub struct Live {
     /// Each tenant's compiled guardrails; `None` when its configuration did not compile here,
     /// which refuses the tenant's requests rather than leaving them unscanned.
     guards: HashMap<String, Option<Arc<TenantGuard>>>,
+    /// Each tenant's CORS origins (none listed: no browser origin may read its answers).
+    cors: HashMap<String, Vec<String>>,
 }
 
 impl Live {
@@ -101,7 +103,23 @@ impl Live {
             hasher,
             upstreams,
             guards,
+            cors: state
+                .cors()
+                .map(|c| (c.tenant_id.clone(), c.origins.clone()))
+                .collect(),
         })
+    }
+
+    /// Whether `tenant` lists `origin` (`None`: whether any tenant does, for a preflight,
+    /// which carries no key).
+    pub fn cors_allows(&self, tenant: Option<&str>, origin: &axum::http::HeaderValue) -> bool {
+        let listed = |origins: &Vec<String>| {
+            routero_http::cors::allows(origins.iter().map(String::as_str), origin)
+        };
+        match tenant {
+            Some(tenant) => self.cors.get(tenant).is_some_and(listed),
+            None => self.cors.values().any(listed),
+        }
     }
 
     /// The tenant's guardrails: `Ok(None)` when it has none, `Err` when they could not be

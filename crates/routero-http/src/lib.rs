@@ -9,6 +9,8 @@
 //! both APIs read the same way.
 #![forbid(unsafe_code)]
 
+pub mod cors;
+
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;

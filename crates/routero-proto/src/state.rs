@@ -18,6 +18,7 @@ pub struct WireState {
     routes: BTreeMap<RouteKey, v1::ModelRoute>,
     credentials: BTreeMap<String, v1::Credential>,
     guardrails: BTreeMap<String, v1::TenantGuardrails>,
+    cors: BTreeMap<String, v1::TenantCors>,
 }
 
 /// What applying a message did.
@@ -54,6 +55,7 @@ impl WireState {
             routes: routes.into_iter().map(|r| (route_key(&r), r)).collect(),
             credentials: credentials.into_iter().map(|c| (c.id.clone(), c)).collect(),
             guardrails: BTreeMap::new(),
+            cors: BTreeMap::new(),
         }
     }
 
@@ -67,6 +69,17 @@ impl WireState {
             .map(|g| (g.tenant_id.clone(), g))
             .collect();
         self
+    }
+
+    /// The same state with these tenants' CORS allowlists.
+    pub fn with_cors(mut self, cors: impl IntoIterator<Item = v1::TenantCors>) -> Self {
+        self.cors = cors.into_iter().map(|c| (c.tenant_id.clone(), c)).collect();
+        self
+    }
+
+    /// Tenants' CORS allowlists.
+    pub fn cors(&self) -> impl Iterator<Item = &v1::TenantCors> {
+        self.cors.values()
     }
 
     /// Tenants' guardrail pipelines.
@@ -123,6 +136,7 @@ impl WireState {
                 sealed_pepper: self.sealed_pepper.clone(),
                 policy_version: self.policy_version.clone(),
                 guardrails: self.guardrails.values().cloned().collect(),
+                cors: self.cors.values().cloned().collect(),
             })),
         }
     }
@@ -144,6 +158,8 @@ impl WireState {
                 .then(|| next.policy_version.clone()),
             upsert_guardrails: changed(&self.guardrails, &next.guardrails),
             removed_guardrails: removed(&self.guardrails, &next.guardrails),
+            upsert_cors: changed(&self.cors, &next.cors),
+            removed_cors: removed(&self.cors, &next.cors),
         };
         let empty = delta.upsert_keys.is_empty()
             && delta.removed_key_hashes.is_empty()
@@ -153,7 +169,9 @@ impl WireState {
             && delta.removed_credentials.is_empty()
             && delta.policy_version.is_none()
             && delta.upsert_guardrails.is_empty()
-            && delta.removed_guardrails.is_empty();
+            && delta.removed_guardrails.is_empty()
+            && delta.upsert_cors.is_empty()
+            && delta.removed_cors.is_empty();
         (!empty || next.version != self.version).then_some(v1::SnapshotMessage {
             version: next.version,
             body: Some(Body::Delta(delta)),
@@ -191,7 +209,8 @@ impl WireState {
                     full.credentials,
                 )
                 .with_policy_version(full.policy_version)
-                .with_guardrails(full.guardrails);
+                .with_guardrails(full.guardrails)
+                .with_cors(full.cors);
             }
             Body::Delta(delta) => {
                 if delta.base_version != self.version {
@@ -224,6 +243,12 @@ impl WireState {
                 for guardrails in delta.upsert_guardrails {
                     self.guardrails
                         .insert(guardrails.tenant_id.clone(), guardrails);
+                }
+                for tenant in delta.removed_cors {
+                    self.cors.remove(&tenant);
+                }
+                for cors in delta.upsert_cors {
+                    self.cors.insert(cors.tenant_id.clone(), cors);
                 }
                 if let Some(policy_version) = delta.policy_version {
                     self.policy_version = policy_version;

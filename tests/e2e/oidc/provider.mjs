@@ -21,6 +21,7 @@ const USERS = {
   frank: person('frank', ['gw-users'], { email_verified: false }),
   grace: person('grace', ['gw-users'], { email_verified: undefined }),
   ivan: person('ivan', ['gw-users']),
+  judy: person('judy', ['gw-users', 'gw-admins']),
   // Another account whose (verified) address is alice's.
   mallory: person('mallory', ['gw-admins'], { email: 'alice@example.test' }),
 };

@@ -5,6 +5,7 @@
 mod access;
 mod admin_keys_and_roles;
 mod audit;
+mod cors;
 mod credentials_and_models;
 mod error;
 mod extract;
@@ -203,6 +204,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError::of(ErrorCode::RouteNotFound) })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            cors::preflight,
+        ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), contain))
         .with_state(state)
@@ -345,9 +350,16 @@ async fn authenticate(State(state): State<AppState>, mut request: Request, next:
     };
     match principal {
         Ok(Some(principal)) => {
+            let origin = routero_http::cors::request_origin(request.headers())
+                .filter(|origin| cors::tenant_allows(&state, &principal.tenant_id, origin))
+                .cloned();
             request.extensions_mut().insert(principal);
             request.extensions_mut().insert(client);
-            next.run(request).await
+            let mut response = next.run(request).await;
+            if let Some(origin) = origin {
+                routero_http::cors::allow(&mut response, &origin);
+            }
+            response
         }
         Ok(None) => {
             let path = request.uri().path().to_owned();

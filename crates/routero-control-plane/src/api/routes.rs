@@ -9,8 +9,8 @@ use axum::routing::MethodRouter;
 
 use super::access::Ask;
 use super::{
-    AppState, admin_keys_and_roles, audit, credentials_and_models, data_planes, guardrails, keys,
-    provisioning, sessions, sso, users_and_teams,
+    AppState, admin_keys_and_roles, audit, cors, credentials_and_models, data_planes, guardrails,
+    keys, provisioning, sessions, sso, users_and_teams,
 };
 
 /// One authenticated route.
@@ -163,6 +163,8 @@ pub(super) fn routes() -> Vec<Route> {
             tenant("admin_key", "revoke"),
             admin_keys_and_roles::revoke_admin_key,
         ),
+        get("/cors", tenant("tenant", "read"), cors::get),
+        put("/cors", tenant("tenant", "update"), cors::put),
         get("/guardrails", tenant("policy", "read"), guardrails::get),
         put("/guardrails", tenant("policy", "update"), guardrails::put),
         get(

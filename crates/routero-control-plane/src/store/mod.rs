@@ -837,6 +837,47 @@ impl Store {
         self.commit_change(tx, events).await
     }
 
+    // ---- CORS ----
+
+    /// The origins the tenant's web apps may call from (none when it lists none).
+    pub async fn cors_origins(&self, tenant_id: &str) -> Result<Vec<String>> {
+        sqlx::query("SELECT origins FROM cors_origins WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| from_json(&row.try_get::<String, _>("origins")?))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    /// Replaces the tenant's CORS origins; data planes apply them from the next snapshot.
+    pub async fn put_cors_origins(
+        &self,
+        tenant_id: &str,
+        origins: &[String],
+        events: &[AuditEvent],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if origins.is_empty() {
+            sqlx::query("DELETE FROM cors_origins WHERE tenant_id = $1")
+                .bind(tenant_id)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            sqlx::query(
+                "INSERT INTO cors_origins (tenant_id, origins, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant_id) DO UPDATE SET origins = excluded.origins, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(tenant_id)
+            .bind(to_json(&origins)?)
+            .bind(routero_core::unix_now())
+            .execute(&mut *tx)
+            .await?;
+        }
+        self.commit_change(tx, events).await
+    }
+
     // ---- snapshots ----
 
     /// The current snapshot version.
@@ -877,6 +918,18 @@ impl Store {
                     .iter()
                     .map(|row| Ok((row.try_get("tenant_id")?, row.try_get("config")?)))
                     .collect::<Result<Vec<_>>>()?;
+            let cors =
+                sqlx::query("SELECT tenant_id, origins FROM cors_origins ORDER BY tenant_id")
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(|row| {
+                        Ok((
+                            row.try_get("tenant_id")?,
+                            from_json(&row.try_get::<String, _>("origins")?)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
             if self.snapshot_version().await? == version {
                 return Ok(StateRows {
                     version,
@@ -884,6 +937,7 @@ impl Store {
                     routes,
                     credentials,
                     guardrails,
+                    cors,
                 });
             }
         }

@@ -202,4 +202,6 @@ pub struct StateRows {
     pub credentials: Vec<SealedCredential>,
     /// `(tenant id, guardrail configuration JSON)`.
     pub guardrails: Vec<(String, String)>,
+    /// `(tenant id, the origins its web apps may call from)`.
+    pub cors: Vec<(String, Vec<String>)>,
 }

@@ -37,6 +37,8 @@ pub struct PendingLogin {
     pub verifier: String,
     /// The redirect URI the provider was given.
     pub redirect_uri: String,
+    /// Where the login was begun from.
+    pub source_ip: Option<String>,
     /// Unix seconds after which the login cannot be finished.
     pub expires_at: i64,
 }
@@ -191,7 +193,7 @@ impl Store {
             .await?;
         sqlx::query(
             "INSERT INTO sso_logins (state_hash, tenant_id, protocol, browser_hash, nonce, verifier, \
-             redirect_uri, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             redirect_uri, source_ip, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(state_hash)
         .bind(&login.tenant_id)
@@ -200,23 +202,30 @@ impl Store {
         .bind(&login.nonce)
         .bind(&login.verifier)
         .bind(&login.redirect_uri)
+        .bind(&login.source_ip)
         .bind(login.expires_at)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// How many logins of the tenant are pending (begun, not used, not expired).
-    pub async fn pending_sso_logins(&self, tenant_id: &str) -> Result<i64> {
-        Ok(sqlx::query(
-            "SELECT COUNT(*) AS n FROM sso_logins WHERE tenant_id = $1 AND used_at IS NULL \
-             AND expires_at > $2",
+    /// How many logins are pending (begun, not used, not expired): of the tenant, and of
+    /// those begun from `source_ip`.
+    pub async fn pending_sso_logins(
+        &self,
+        tenant_id: &str,
+        source_ip: Option<&str>,
+    ) -> Result<(i64, i64)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN source_ip = $3 THEN 1 ELSE 0 END), 0) \
+             AS mine FROM sso_logins WHERE tenant_id = $1 AND used_at IS NULL AND expires_at > $2",
         )
         .bind(tenant_id)
         .bind(routero_core::unix_now())
+        .bind(source_ip)
         .fetch_one(&self.pool)
-        .await?
-        .try_get("n")?)
+        .await?;
+        Ok((row.try_get("n")?, row.try_get("mine")?))
     }
 
     /// Takes the login with this state hash: in one statement, so two callbacks racing with
@@ -224,7 +233,8 @@ impl Store {
     pub async fn take_sso_login(&self, state_hash: &[u8]) -> Result<TakenLogin> {
         let taken = sqlx::query(
             "UPDATE sso_logins SET used_at = $2 WHERE state_hash = $1 AND used_at IS NULL \
-             RETURNING tenant_id, protocol, browser_hash, nonce, verifier, redirect_uri, expires_at",
+             RETURNING tenant_id, protocol, browser_hash, nonce, verifier, redirect_uri, source_ip, \
+             expires_at",
         )
         .bind(state_hash)
         .bind(routero_core::unix_now())
@@ -238,6 +248,7 @@ impl Store {
                 nonce: row.try_get("nonce")?,
                 verifier: row.try_get("verifier")?,
                 redirect_uri: row.try_get("redirect_uri")?,
+                source_ip: row.try_get("source_ip")?,
                 expires_at: row.try_get("expires_at")?,
             }));
         }

@@ -36,8 +36,10 @@ use crate::store::{Linked, PendingLogin, SsoConfig, TakenLogin, User, Vouched};
 
 /// How long a login may take at the provider.
 const LOGIN_SECONDS: i64 = 600;
-/// The most logins of one tenant pending at once (an unauthenticated GET begins one).
+/// The most logins of one tenant pending at once (an unauthenticated GET begins one), and of
+/// those begun from one address.
 const MAX_PENDING: i64 = 10_000;
+const MAX_PENDING_PER_SOURCE: i64 = 30;
 /// The longest `Host` a redirect URI is built from.
 const MAX_HOST_BYTES: usize = 255;
 
@@ -266,11 +268,13 @@ struct Keep {
 /// browser: the cookie to set on the response that sends the browser away.
 async fn keep_login(
     state: &AppState,
-    headers: &HeaderMap,
+    (client, headers): (&ClientInfo, &HeaderMap),
     (tenant_id, login_state): (&str, &str),
     keep: Keep,
 ) -> Result<Option<HeaderValue>, ApiError> {
-    if state.store.pending_sso_logins(tenant_id).await? >= MAX_PENDING {
+    let source_ip = client.source_ip.as_deref();
+    let (pending, mine) = state.store.pending_sso_logins(tenant_id, source_ip).await?;
+    if pending >= MAX_PENDING || mine >= MAX_PENDING_PER_SOURCE {
         return Err(ApiError::new(
             ErrorCode::TooManyAuthFailures,
             "Too many sign-ins of this tenant are under way; retry in a few minutes.",
@@ -285,6 +289,7 @@ async fn keep_login(
         nonce: keep.nonce,
         verifier: keep.verifier,
         redirect_uri: keep.redirect_uri,
+        source_ip: client.source_ip.clone(),
         expires_at: routero_core::unix_now() + LOGIN_SECONDS,
     };
     state

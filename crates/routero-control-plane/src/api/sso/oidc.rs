@@ -203,13 +203,18 @@ pub(in super::super) async fn begin(State(state): State<AppState>, request: Requ
         return refused;
     }
     let (parts, _) = request.into_parts();
-    match begun(&state, &parts.headers, &parts.uri).await {
+    match begun(&state, &client, &parts.headers, &parts.uri).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn begun(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Response, ApiError> {
+async fn begun(
+    state: &AppState,
+    client: &ClientInfo,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Response, ApiError> {
     let (tenant_id, idp, _) = super::tenant_config::<IdpSettings>(state, uri, OIDC).await?;
     let redirect_uri = format!("{}/sso/oidc/callback", super::public_base(state, headers)?);
     let begun = state
@@ -224,7 +229,8 @@ async fn begun(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Respo
         verifier: begun.verifier,
         redirect_uri,
     };
-    let cookie = super::keep_login(state, headers, (&tenant_id, &begun.state), keep).await?;
+    let cookie =
+        super::keep_login(state, (client, headers), (&tenant_id, &begun.state), keep).await?;
     let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, begun.url)]).into_response();
     if let Some(cookie) = cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);

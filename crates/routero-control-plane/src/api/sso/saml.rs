@@ -38,6 +38,10 @@ struct SamlSettings {
     groups_attribute: Option<String>,
     /// Whether unsolicited (IdP-initiated) responses are taken.
     allow_idp_initiated: bool,
+    /// Whether the provider's email address links a person to an existing user (only when the
+    /// provider's addresses are its directory's, not ones people choose).
+    #[serde(default)]
+    link_by_email: bool,
 }
 
 /// `PUT /sso/saml`'s body: the provider's metadata, or its entity id, SSO URL and signing
@@ -59,6 +63,8 @@ pub(in super::super) struct SamlConfig {
     jit: bool,
     #[serde(default)]
     allow_idp_initiated: bool,
+    #[serde(default)]
+    link_by_email: bool,
 }
 
 fn invalid(detail: impl Into<String>) -> ApiError {
@@ -95,6 +101,7 @@ fn view(
         "sso_url": idp.sso_url(),
         "groups_attribute": settings.groups_attribute,
         "allow_idp_initiated": settings.allow_idp_initiated,
+        "link_by_email": settings.link_by_email,
         "jit": jit,
         "version": version,
         "sp_entity_id": sp.entity_id,
@@ -140,6 +147,7 @@ pub(in super::super) async fn put_saml(
         metadata: idp.to_xml().map_err(settings_error)?,
         groups_attribute: body.groups_attribute,
         allow_idp_initiated: body.allow_idp_initiated,
+        link_by_email: body.link_by_email,
     };
     let stored =
         serde_json::to_string(&settings).map_err(|_| ApiError::of(ErrorCode::InternalError))?;
@@ -158,9 +166,10 @@ pub(in super::super) async fn put_saml(
         json!(settings.allow_idp_initiated),
     );
     let tenant_id = &principal.tenant_id;
+    let seal = state.vault.encrypt(&binding(tenant_id, &stored), SAML)?;
     let version = state
         .store
-        .put_sso_config(tenant_id, SAML, (&stored, None, body.jit), &[event])
+        .put_sso_config(tenant_id, SAML, (&stored, Some(&seal), body.jit), &[event])
         .await?;
     Ok(Json(view(
         &state,
@@ -169,6 +178,43 @@ pub(in super::super) async fn put_saml(
         body.jit,
         version,
     )?))
+}
+
+/// The vault binding sealing a tenant's settings: a certificate swapped in the database no
+/// longer opens the seal, and the provider is refused.
+fn binding<'a>(tenant_id: &'a str, settings: &'a str) -> routero_crypto::CredentialBinding<'a> {
+    routero_crypto::CredentialBinding {
+        tenant: tenant_id,
+        credential_id: "sso:saml",
+        base_url: settings,
+    }
+}
+
+/// The tenant's settings, once the seal over them opens.
+async fn sealed_config(
+    state: &AppState,
+    uri: &Uri,
+) -> Result<(String, SamlSettings, crate::store::SsoConfig), ApiError> {
+    let (tenant_id, settings, config) =
+        super::tenant_config::<SamlSettings>(state, uri, SAML).await?;
+    let opened = config.secret.as_deref().map(|seal| {
+        state
+            .vault
+            .decrypt(&binding(&tenant_id, &config.settings), seal)
+    });
+    if !matches!(opened, Some(Ok(_))) {
+        tracing::error!(tenant = %tenant_id, "the tenant's SAML settings do not match their seal; refused");
+        return Err(ApiError::of(ErrorCode::InternalError));
+    }
+    Ok((tenant_id, settings, config))
+}
+
+/// SAML verifications running at once (each holds a blocking thread).
+const CONCURRENT_VERIFICATIONS: usize = 4;
+
+fn verifications() -> &'static tokio::sync::Semaphore {
+    static VERIFICATIONS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    VERIFICATIONS.get_or_init(|| tokio::sync::Semaphore::new(CONCURRENT_VERIFICATIONS))
 }
 
 /// The tenant's stored settings and its provider, read back.
@@ -237,14 +283,19 @@ pub(in super::super) async fn begin(State(state): State<AppState>, request: Requ
         return refused;
     }
     let (parts, _) = request.into_parts();
-    match begun(&state, &parts.headers, &parts.uri).await {
+    match begun(&state, &client, &parts.headers, &parts.uri).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn begun(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Response, ApiError> {
-    let (tenant_id, settings, _) = super::tenant_config::<SamlSettings>(state, uri, SAML).await?;
+async fn begun(
+    state: &AppState,
+    client: &ClientInfo,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Response, ApiError> {
+    let (tenant_id, settings, _) = sealed_config(state, uri).await?;
     let idp = provider_of(&settings)?;
     let sp = sp(state, headers, &tenant_id)?;
     let relay_state =
@@ -260,7 +311,8 @@ async fn begun(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Respo
         verifier: String::new(),
         redirect_uri: sp.acs_url,
     };
-    let cookie = super::keep_login(state, headers, (&tenant_id, &relay_state), keep).await?;
+    let cookie =
+        super::keep_login(state, (client, headers), (&tenant_id, &relay_state), keep).await?;
     let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, url)]).into_response();
     if let Some(cookie) = cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -322,8 +374,7 @@ async fn consumed(
     (headers, uri): (&HeaderMap, &Uri),
     (saml_response, relay_state): (Option<String>, Option<String>),
 ) -> Result<Response, Failure> {
-    let (tenant_id, settings, config) =
-        super::tenant_config::<SamlSettings>(state, uri, SAML).await?;
+    let (tenant_id, settings, config) = sealed_config(state, uri).await?;
     let tenant = Some(tenant_id.as_str());
     let Some(saml_response) = saml_response.filter(|r| !r.is_empty()) else {
         return Err(refusal(
@@ -354,6 +405,10 @@ async fn consumed(
         settings.allow_idp_initiated,
         settings.groups_attribute.clone(),
     );
+    let _permit = verifications()
+        .acquire()
+        .await
+        .map_err(|_| ApiError::of(ErrorCode::InternalError))?;
     let verified = tokio::task::spawn_blocking(move || {
         sp.verify(
             &idp,
@@ -387,8 +442,9 @@ async fn consumed(
         issuer: identity.issuer,
         username: Some(identity.name_id.clone()),
         subject: identity.name_id,
-        // The provider signed it: a SAML provider's asserted address is what it vouches for.
-        verified_email: identity.email,
+        // The address links to existing users only when the tenant says its provider's
+        // addresses are its directory's (people cannot choose them).
+        verified_email: identity.email.filter(|_| settings.link_by_email),
         name: identity.name,
         groups: settings
             .groups_attribute
