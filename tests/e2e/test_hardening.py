@@ -151,7 +151,10 @@ def test_failed_authentication_is_throttled_and_its_events_aggregated(fake_provi
         # Start at the beginning of a window, so the whole flood falls in one.
         time.sleep(4 - time.time() % 4 + 0.05)
         bad = {"Authorization": "Bearer sk-rt-" + "x" * 43}
-        statuses = [httpx.get(gw.data_url + "/v1/models", headers=bad).status_code for _ in range(80)]
+        # One client for the flood: a new one per request costs the client ~50 ms (TLS context),
+        # which would spread the flood over two windows.
+        with httpx.Client(timeout=10) as flood:
+            statuses = [flood.get(gw.data_url + "/v1/models", headers=bad).status_code for _ in range(80)]
         assert statuses[:60] == [401] * 60 and statuses[60:] == [429] * 20, statuses
         throttled = httpx.get(gw.data_url + "/v1/models", headers=bad)
         assert throttled.json()["error"]["code"] == "too_many_auth_failures"
@@ -162,8 +165,9 @@ def test_failed_authentication_is_throttled_and_its_events_aggregated(fake_provi
         # The admin API: past the limit a wrong admin key is refused with 429 before it is even
         # compared, while the right one still passes (a guesser cannot lock the operator out).
         time.sleep(4 - time.time() % 4 + 0.05)
-        for _ in range(61):
-            gw.admin("GET", "/key/list", key="sk-rtadm-guess")
+        with httpx.Client(timeout=10) as flood:
+            for _ in range(61):
+                flood.get(gw.admin_url + "/key/list", headers={"Authorization": "Bearer sk-rtadm-guess"})
         r = gw.admin("GET", "/key/list", key="sk-rtadm-guess")
         assert r.status_code == 429 and r.json()["error"]["code"] == "too_many_auth_failures", r.text
         assert gw.admin("GET", "/key/list").status_code == 200

@@ -24,9 +24,9 @@ from saml2.metadata import create_metadata_string
 from saml2.saml import AUTHN_PASSWORD_PROTECTED, NAME_FORMAT_BASIC, NAMEID_FORMAT_EMAILADDRESS, NameID
 from saml2.server import Server
 
-from conftest import REPO, Gateway, audit_since, wait_until
-from test_policies import CERBOS
+from conftest import REPO, audit_since, wait_until
 from test_scim import fresh_tenant
+from test_sso import gw  # noqa: F401  (the same governed gateway, one per module)
 
 ATTRIBUTE_MAPS = REPO / "tests" / "e2e" / "saml" / "attributemaps"
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
@@ -102,15 +102,6 @@ def encode(xml):
 
 def decode(response):
     return base64.b64decode(response).decode()
-
-
-@pytest.fixture(scope="module")
-def gw(fake_provider):
-    gateway = Gateway(fake_provider, "sqlite-up", extra_env={
-        "ROUTERO_POLICIES_DIR": str(REPO / "policies"), "ROUTERO_CERBOS_BINARY": str(CERBOS),
-    })
-    yield gateway
-    gateway.close()
 
 
 def tenant_id(gw, key):

@@ -92,6 +92,7 @@ def test_off_loopback_the_cookie_is_host_prefixed_and_secure(gw):
     assert r.status_code == 200, r.text
     cookie = r.headers["set-cookie"]
     assert cookie.startswith("__Host-routero_session=") and "Secure" in cookie and "HttpOnly" in cookie, cookie
+    assert "SameSite=Lax" in cookie and "Path=/" in cookie and "Domain" not in cookie, cookie
 
 
 def test_failures_are_alike_audited_and_lock_the_account(gw):
@@ -111,6 +112,16 @@ def test_failures_are_alike_audited_and_lock_the_account(gw):
                            for e in events(gw, "login.failed", since)), what="lockout audited")
     reasons = {e["reason_code"] for e in events(gw, "login.failed", since) if e["resource"]["id"] == account["id"]}
     assert {"wrong_password", "locked_out"} <= reasons, reasons
+    # The right password after the fifth failure is refused as locked (not just counted).
+    wait_until(lambda: any(e["reason_code"] == "locked_out" and "locked_until" not in e["details"]
+                           and e["resource"]["id"] == account["id"] for e in events(gw, "login.failed", since)),
+               what="a login refused while locked, audited")
+    # Four failures do not lock: the limit is five.
+    survivor = local_admin(gw, "survivor")
+    for _ in range(4):
+        assert login(gw, "survivor", "wrong password!").status_code == 401
+    r = login(gw, "survivor")
+    assert r.status_code == 200 and r.json()["principal"] == survivor["id"], r.text
 
 
 def test_an_admin_ends_a_session_at_once(gw):

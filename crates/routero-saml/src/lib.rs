@@ -29,6 +29,7 @@ const MAX_GROUPS: usize = 1000;
 const MAX_GROUP_CHARS: usize = 256;
 const HTTP_REDIRECT: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
 const EMAIL_FORMAT: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress";
+const TRANSIENT_FORMAT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient";
 
 /// Why a SAML sign-in did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -292,8 +293,14 @@ impl Sp {
             .map(|n| n.value.trim().to_owned())
             .filter(|v| !v.is_empty())
             .ok_or_else(|| refused("invalid_assertion", "the assertion has no NameID"))?;
-        let name_id_is_email =
-            name_id_element.and_then(|n| n.format.as_deref()) == Some(EMAIL_FORMAT);
+        let format = name_id_element.and_then(|n| n.format.as_deref());
+        if format == Some(TRANSIENT_FORMAT) {
+            return Err(refused(
+                "transient_name_id",
+                "a transient NameID names nobody twice; configure a persistent or email NameID",
+            ));
+        }
+        let name_id_is_email = format == Some(EMAIL_FORMAT);
         let confirmation = subject
             .and_then(|s| s.subject_confirmations.as_ref())
             .into_iter()

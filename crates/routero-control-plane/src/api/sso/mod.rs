@@ -13,13 +13,14 @@
 mod oidc;
 mod saml;
 
-pub(super) use oidc::{begin as begin_oidc, callback as oidc_callback};
-pub(super) use oidc::{delete_oidc, get_oidc, put_oidc};
-pub(super) use saml::{acs as saml_acs, begin as begin_saml, sp_metadata as saml_metadata};
-pub(super) use saml::{delete_saml, get_saml, put_saml};
+pub(super) use oidc::{callback as oidc_callback, delete_oidc, get_oidc, put_oidc};
+pub(super) use saml::{
+    acs as saml_acs, delete_saml, get_saml, put_saml, sp_metadata as saml_metadata,
+};
 
 use axum::Json;
-use axum::http::{HeaderMap, HeaderValue, Uri, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use routero_core::ErrorCode;
 use routero_core::audit::{ActorKind, EventType, Outcome};
@@ -34,6 +35,9 @@ use super::{ApiError, AppState, ClientInfo};
 use crate::ControlPlaneError;
 use crate::store::{Linked, PendingLogin, SsoConfig, TakenLogin, User, Vouched};
 
+/// The protocols' names in the store and in audit records.
+const OIDC: &str = "oidc";
+const SAML: &str = "saml";
 /// How long a login may take at the provider.
 const LOGIN_SECONDS: i64 = 600;
 /// The most logins of one tenant pending at once (an unauthenticated GET begins one), and of
@@ -140,7 +144,8 @@ async fn answer(
             );
             event.reason_code = Some(refusal.reason.to_owned());
             event.details.insert("protocol".into(), json!(protocol));
-            event.details.insert("detail".into(), json!(refusal.detail));
+            let detail: String = refusal.detail.chars().take(300).collect();
+            event.details.insert("detail".into(), json!(detail));
             state.publish(event).await;
             count_failure(state, client)
         }
@@ -262,6 +267,68 @@ struct Keep {
     nonce: String,
     verifier: String,
     redirect_uri: String,
+}
+
+/// A login a protocol began: where to send the browser, and what to keep until it comes back
+/// under `login_state` (OIDC's `state`, SAML's `RelayState`).
+struct Start {
+    tenant_id: String,
+    url: String,
+    login_state: String,
+    keep: Keep,
+}
+
+/// `GET /sso/oidc/login?tenant=<id>`: sends the browser to the tenant's OpenID provider.
+pub(super) async fn begin_oidc(State(state): State<AppState>, request: Request) -> Response {
+    begin(&state, request, OIDC).await
+}
+
+/// `GET /sso/saml/login?tenant=<id>`: sends the browser to the tenant's SAML provider.
+pub(super) async fn begin_saml(State(state): State<AppState>, request: Request) -> Response {
+    begin(&state, request, SAML).await
+}
+
+/// Begins a login of `protocol`: 303 to the provider, with the cookie binding the login to
+/// this browser; a source past its failure limit is answered 429 first.
+async fn begin(state: &AppState, request: Request, protocol: &str) -> Response {
+    let client = ClientInfo::of(&request, &state.trusted_proxies);
+    if let Some(refused) = throttled(state, &client) {
+        return refused;
+    }
+    let (parts, _) = request.into_parts();
+    let started = if protocol == OIDC {
+        oidc::start(state, &parts.headers, &parts.uri).await
+    } else {
+        saml::start(state, &parts.headers, &parts.uri).await
+    };
+    let redirected = match started {
+        Ok(start) => redirect(state, (&client, &parts.headers), start).await,
+        Err(error) => Err(error),
+    };
+    redirected.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Keeps `start`'s login and sends the browser to the provider.
+async fn redirect(
+    state: &AppState,
+    (client, headers): (&ClientInfo, &HeaderMap),
+    start: Start,
+) -> Result<Response, ApiError> {
+    let cookie = keep_login(
+        state,
+        (client, headers),
+        (&start.tenant_id, &start.login_state),
+        start.keep,
+    )
+    .await?;
+    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, start.url)]).into_response();
+    if let Some(cookie) = cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 /// Keeps a login begun in `tenant_id` under the HMAC of `login_state`, and binds it to the

@@ -6,8 +6,8 @@
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Uri, header};
+use axum::response::Response;
 use routero_core::ErrorCode;
 use routero_core::audit::EventType;
 use routero_crypto::CredentialBinding;
@@ -20,10 +20,8 @@ use super::super::access::Caller;
 use super::super::extract::Body;
 use super::super::sessions::{CookieName, set_cookie};
 use super::super::{ApiError, AppState, ClientInfo};
-use super::{Failure, Keep, Person, refusal};
+use super::{Failure, Keep, OIDC, Person, Start, refusal};
 
-/// The protocol's name in the store and in audit records.
-const OIDC: &str = "oidc";
 /// The cookie binding a login to the browser that began it (the callback is a top-level GET,
 /// which SameSite=Lax cookies reach).
 const BROWSER_COOKIE: CookieName = CookieName::new("__Host-routero_oidc", "routero_oidc");
@@ -196,25 +194,12 @@ pub(in super::super) async fn delete_oidc(
     super::delete_config(&state, caller, OIDC).await
 }
 
-/// `GET /sso/oidc/login?tenant=<id>`: sends the browser to the tenant's provider.
-pub(in super::super) async fn begin(State(state): State<AppState>, request: Request) -> Response {
-    let client = ClientInfo::of(&request, &state.trusted_proxies);
-    if let Some(refused) = super::throttled(&state, &client) {
-        return refused;
-    }
-    let (parts, _) = request.into_parts();
-    match begun(&state, &client, &parts.headers, &parts.uri).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    }
-}
-
-async fn begun(
+/// Begins a login at the tenant's provider (`GET /sso/oidc/login?tenant=<id>`).
+pub(super) async fn start(
     state: &AppState,
-    client: &ClientInfo,
     headers: &HeaderMap,
     uri: &Uri,
-) -> Result<Response, ApiError> {
+) -> Result<Start, ApiError> {
     let (tenant_id, idp, _) = super::tenant_config::<IdpSettings>(state, uri, OIDC).await?;
     let redirect_uri = format!("{}/sso/oidc/callback", super::public_base(state, headers)?);
     let begun = state
@@ -222,24 +207,18 @@ async fn begun(
         .begin(&tenant_id, &idp, &redirect_uri)
         .await
         .map_err(settings_error)?;
-    let keep = Keep {
-        protocol: OIDC,
-        cookie: BROWSER_COOKIE,
-        nonce: begun.nonce,
-        verifier: begun.verifier,
-        redirect_uri,
-    };
-    let cookie =
-        super::keep_login(state, (client, headers), (&tenant_id, &begun.state), keep).await?;
-    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, begun.url)]).into_response();
-    if let Some(cookie) = cookie {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    Ok(response)
+    Ok(Start {
+        tenant_id,
+        url: begun.url,
+        login_state: begun.state,
+        keep: Keep {
+            protocol: OIDC,
+            cookie: BROWSER_COOKIE,
+            nonce: begun.nonce,
+            verifier: begun.verifier,
+            redirect_uri,
+        },
+    })
 }
 
 #[derive(Deserialize)]

@@ -8,7 +8,7 @@
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
 use routero_core::ErrorCode;
 use routero_core::audit::EventType;
@@ -20,10 +20,8 @@ use super::super::access::Caller;
 use super::super::extract::Body;
 use super::super::sessions::{CookieName, set_cookie};
 use super::super::{ApiError, AppState, ClientInfo};
-use super::{Failure, Keep, Person, refusal};
+use super::{Failure, Keep, Person, SAML, Start, refusal};
 
-/// The protocol's name in the store and in audit records.
-const SAML: &str = "saml";
 /// The cookie binding a login to the browser that began it: the response arrives as a
 /// cross-site POST, which only a SameSite=None cookie reaches.
 const BROWSER_COOKIE: CookieName =
@@ -275,26 +273,13 @@ pub(in super::super) async fn sp_metadata(
     }
 }
 
-/// `GET /sso/saml/login?tenant=<id>`: sends the browser to the tenant's provider with an
-/// AuthnRequest (HTTP-Redirect).
-pub(in super::super) async fn begin(State(state): State<AppState>, request: Request) -> Response {
-    let client = ClientInfo::of(&request, &state.trusted_proxies);
-    if let Some(refused) = super::throttled(&state, &client) {
-        return refused;
-    }
-    let (parts, _) = request.into_parts();
-    match begun(&state, &client, &parts.headers, &parts.uri).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    }
-}
-
-async fn begun(
+/// Begins a login at the tenant's provider with an AuthnRequest, HTTP-Redirect
+/// (`GET /sso/saml/login?tenant=<id>`).
+pub(super) async fn start(
     state: &AppState,
-    client: &ClientInfo,
     headers: &HeaderMap,
     uri: &Uri,
-) -> Result<Response, ApiError> {
+) -> Result<Start, ApiError> {
     let (tenant_id, settings, _) = sealed_config(state, uri).await?;
     let idp = provider_of(&settings)?;
     let sp = sp(state, headers, &tenant_id)?;
@@ -304,24 +289,18 @@ async fn begun(
     let (url, request_id) = sp
         .authn_request(&idp, &relay_state)
         .map_err(settings_error)?;
-    let keep = Keep {
-        protocol: SAML,
-        cookie: BROWSER_COOKIE,
-        nonce: request_id,
-        verifier: String::new(),
-        redirect_uri: sp.acs_url,
-    };
-    let cookie =
-        super::keep_login(state, (client, headers), (&tenant_id, &relay_state), keep).await?;
-    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, url)]).into_response();
-    if let Some(cookie) = cookie {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    Ok(response)
+    Ok(Start {
+        tenant_id,
+        url,
+        login_state: relay_state,
+        keep: Keep {
+            protocol: SAML,
+            cookie: BROWSER_COOKIE,
+            nonce: request_id,
+            verifier: String::new(),
+            redirect_uri: sp.acs_url,
+        },
+    })
 }
 
 /// `POST /sso/saml/acs?tenant=<id>`: takes the provider's response (HTTP-POST binding).
