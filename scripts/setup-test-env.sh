@@ -3,7 +3,8 @@
 #   - Debian packages: what the build needs (scripts/install-build-deps.sh), PostgreSQL (server
 #     and psql), openssl (test certificates), xmlsec1 (the SAML identity provider of the tests)
 #   - cargo-nextest and cargo-deny, from crates.io
-#   - PostgreSQL on 127.0.0.1:5432 with trust auth, started if not reachable
+#   - PostgreSQL on 127.0.0.1:5432 with trust auth, and Redis on 127.0.0.1:6379, started if not
+#     reachable
 #   - the Cerbos PDP binary (npm @cerbos/cerbos-linux-x64), linked as $CACHE/bin/cerbos
 #   - panva oidc-provider (npm), the identity provider single sign-on is tested against
 #   - a Python virtualenv with the e2e test peers: the official openai SDK, pytest, the tansu
@@ -20,6 +21,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
 command -v xmlsec1 >/dev/null || missing+=(xmlsec1)
+command -v redis-server >/dev/null || missing+=(redis-server)
 command -v psql >/dev/null || missing+=(postgresql-client)
 command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
 command -v openssl >/dev/null || missing+=(openssl)
@@ -38,6 +40,14 @@ fi
 pg_isready -h 127.0.0.1 -p 5432 >/dev/null || { echo "setup: PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
 psql "${ROUTERO_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}/postgres" -qAtc 'SELECT 1' >/dev/null \
   || { echo "setup: cannot log in to PostgreSQL as postgres on 127.0.0.1 (trust auth expected)" >&2; exit 1; }
+
+# Redis on 127.0.0.1:6379 (the shared counters of budgets and rate limits), started if not
+# reachable; it keeps nothing on disk.
+if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+  echo "setup: starting Redis"
+  redis-server --port 6379 --bind 127.0.0.1 --save '' --appendonly no --daemonize yes >/dev/null
+  for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null && break; sleep 0.1; done
+fi
 
 # Cargo tools the Makefile runs, built from crates.io when missing.
 command -v cargo-nextest >/dev/null || { echo "setup: installing cargo-nextest"; cargo install -q --locked cargo-nextest@0.9.143; }
