@@ -143,6 +143,8 @@ impl Publisher {
             allowed_cidrs: k.allowed_cidrs,
             expires_at: k.expires_at,
             roles: k.roles,
+            rpm_limit: k.limits.rpm_limit,
+            tpm_limit: k.limits.tpm_limit,
         });
         let routes = rows.routes.into_iter().map(|r| v1::ModelRoute {
             name: Some(v1::RouteName {

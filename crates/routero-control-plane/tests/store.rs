@@ -44,6 +44,10 @@ fn key(tenant: &str, id: &str, hash: u8) -> KeyRecord {
         revoked_at: None,
         roles: vec!["developer".into()],
         owner: Some("adm_1".into()),
+        limits: routero_core::KeyLimits {
+            rpm_limit: Some(60),
+            tpm_limit: None,
+        },
     }
 }
 

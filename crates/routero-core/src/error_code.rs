@@ -104,6 +104,8 @@ pub enum ErrorCode {
     UserInactive,
     /// The tenant's role mapping gives the user no role: no key may be issued for them.
     UserWithoutRoles,
+    /// A rate limit of the key is reached (`Retry-After` says when to try again).
+    RateLimited,
     /// The resource changed since the version the request names (`If-Match`).
     VersionMismatch,
     /// Break-glass local admins are off on this deployment (`break_glass`).
@@ -188,6 +190,9 @@ pub enum ErrorCode {
     DatabaseUnavailable,
     /// The provider could not be reached.
     UpstreamUnreachable,
+    /// The counters of budgets and rate limits cannot be reached: refused, never served
+    /// uncounted.
+    LimitsUnavailable,
     /// The identity provider could not be reached or answered nonsense.
     IdpUnavailable,
     /// The provider's address is one the operator's egress policy does not allow.
@@ -288,6 +293,8 @@ impl ErrorCode {
             Self::AuditNotConfigured => "audit_not_configured",
             Self::DatabaseUnavailable => "database_unavailable",
             Self::UpstreamUnreachable => "upstream_unreachable",
+            Self::LimitsUnavailable => "limits_unavailable",
+            Self::RateLimited => "rate_limited",
             Self::IdpUnavailable => "idp_unavailable",
             Self::EgressNotAllowed => "egress_not_allowed",
             Self::UpstreamTimeout => "upstream_timeout",
@@ -325,7 +332,7 @@ impl ErrorCode {
             Self::VersionMismatch => 412,
             Self::BodyTooLarge => 413,
             Self::UnsupportedMediaType => 415,
-            Self::UpstreamRateLimited | Self::TooManyAuthFailures => 429,
+            Self::UpstreamRateLimited | Self::TooManyAuthFailures | Self::RateLimited => 429,
             Self::InternalError => 500,
             Self::UpstreamUnreachable
             | Self::IdpUnavailable
@@ -336,6 +343,7 @@ impl ErrorCode {
             | Self::AuditUnavailable
             | Self::AuditNotConfigured
             | Self::DatabaseUnavailable
+            | Self::LimitsUnavailable
             | Self::PolicyEngineUnavailable
             | Self::GuardrailUnavailable => 503,
             Self::UpstreamTimeout | Self::DeadlineExceeded => 504,
@@ -384,7 +392,7 @@ impl ErrorCode {
             | Self::InvalidCredentials
             | Self::SsoLoginFailed
             | Self::TooManyAuthFailures => "authentication_error",
-            Self::UpstreamRateLimited => "api_error",
+            Self::UpstreamRateLimited | Self::LimitsUnavailable | Self::RateLimited => "api_error",
             _ => match self.http_status() {
                 403 => "permission_error",
                 400..=499 => "invalid_request_error",
@@ -413,6 +421,10 @@ impl ErrorCode {
             Self::SsoNotConfigured => "This tenant has no identity provider for this protocol.",
             Self::InvalidSsoConfig => "The identity provider settings cannot work.",
             Self::IdpUnavailable => "The identity provider cannot be reached right now.",
+            Self::RateLimited => "This key's rate limit is reached; retry after the time given.",
+            Self::LimitsUnavailable => {
+                "The gateway cannot count this request against its limits right now and refuses it."
+            }
             Self::CsrfFailed => {
                 "A request made with a session cookie needs the session's X-CSRF-Token header."
             }
@@ -491,6 +503,8 @@ mod tests {
         ErrorCode::SsoNotConfigured,
         ErrorCode::InvalidSsoConfig,
         ErrorCode::IdpUnavailable,
+        ErrorCode::RateLimited,
+        ErrorCode::LimitsUnavailable,
         ErrorCode::TooManyAuthFailures,
         ErrorCode::IpNotAllowed,
         ErrorCode::ModelNotAllowed,

@@ -19,7 +19,7 @@ pub use egress::{EgressPolicy, ProviderHost, ProviderUrl};
 pub use error::CoreError;
 pub use error_code::{ErrorCode, Resource};
 pub use key::{
-    KEY_PREFIX, KeyHash, KeyPolicy, canonical_ip, client_ip, is_valid_name, parse_cidrs,
+    KEY_PREFIX, KeyHash, KeyLimits, KeyPolicy, canonical_ip, client_ip, is_valid_name, parse_cidrs,
 };
 pub use redact::{REDACTED, redact_url};
 pub use snapshot::{Deployment, ModelRoute, ProviderCredential, Snapshot};

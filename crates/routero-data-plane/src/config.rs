@@ -54,6 +54,9 @@ pub struct DataPlaneConfig {
     /// Which addresses providers may be reached at, checked when a snapshot is applied (address
     /// literals) and at every connection (resolved names).
     pub egress: routero_core::EgressPolicy,
+    /// Where budgets and rate limits are counted, shared by every replica (`redis://…`; a
+    /// secret: it may carry a password); none counts in this process (one replica).
+    pub redis_url: Option<SecretString>,
 }
 
 impl DataPlaneConfig {
@@ -75,6 +78,7 @@ impl DataPlaneConfig {
             deadlines: routero_http::Deadlines::with_request(Duration::from_secs(600)),
             authz: None,
             egress: routero_core::EgressPolicy::default(),
+            redis_url: None,
         }
     }
 }

@@ -8,6 +8,7 @@ mod egress;
 mod error;
 mod follow;
 mod guard;
+mod limit;
 mod live;
 mod persist;
 mod provider;
@@ -154,6 +155,11 @@ pub async fn run(
         authorizer,
         deadlines: config.deadlines,
         failures,
+        limits: match &config.redis_url {
+            Some(url) => routero_limits::Limits::redis(secrecy::ExposeSecret::expose_secret(url))
+                .map_err(|error| DataPlaneError::Config(error.to_string()))?,
+            None => routero_limits::Limits::in_process(),
+        },
     });
     let mut server_stop = stop_rx.clone();
     let server = routero_http::serve(listener, router(app), config.deadlines, async move {
@@ -209,6 +215,7 @@ mod tests {
             authorizer: None,
             deadlines: config.deadlines,
             failures: Arc::new(AuthFailures::new(config.failure_limits)),
+            limits: routero_limits::Limits::in_process(),
         });
         let router = Router::new()
             .route("/boom", get(boom))

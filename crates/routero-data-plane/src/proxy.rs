@@ -43,6 +43,8 @@ pub struct App {
     pub(crate) deadlines: Deadlines,
     /// Failed authentications per source address and minute.
     pub(crate) failures: Arc<AuthFailures>,
+    /// Where rate limits are counted: in this process, or in Redis for every replica.
+    pub(crate) limits: routero_limits::Limits,
 }
 
 /// The id of a request, set by the outermost layer and echoed in `x-request-id`.
@@ -408,6 +410,8 @@ async fn proxy(
         seen.policy_version = Some(snapshot.policy_version.clone()).filter(|v| !v.is_empty());
         authorize(app, &snapshot.policy_version, &caller.key, route).await?;
     }
+    let left =
+        crate::limit::count(&app.limits, &caller.key, &request, admitted.bytes.len()).await?;
     let guard = guard
         .map_err(|()| ErrorCode::GuardrailUnavailable)?
         .cloned();
@@ -423,7 +427,7 @@ async fn proxy(
     }
     let response = forward(app, &caller, route, endpoint, request).await?;
     let Some(guard) = guard.filter(|_| matches!(endpoint, Endpoint::ChatCompletions)) else {
-        return Ok(response);
+        return Ok(left.tell(response));
     };
     let stream_room = seen.room.pop();
     let relayed = relay(
@@ -439,7 +443,7 @@ async fn proxy(
     if let Some((counts, blocked)) = relayed.findings.filter(|(counts, _)| !counts.is_empty()) {
         seen.guardrails.push(("response", counts, blocked));
     }
-    relayed.answer
+    relayed.answer.map(|answer| left.tell(answer))
 }
 
 /// Admission: the caller's body, read whole within its deadline, and room on the audit bus

@@ -28,6 +28,10 @@ impl TryFrom<&v1::VirtualKey> for (KeyHash, KeyPolicy) {
                 allowed_cidrs,
                 expires_at: key.expires_at,
                 roles: key.roles.clone(),
+                limits: routero_core::KeyLimits {
+                    rpm_limit: key.rpm_limit,
+                    tpm_limit: key.tpm_limit,
+                },
             },
         ))
     }

@@ -99,6 +99,9 @@ pub struct Settings {
     /// (`https://gateway.example.com`); single sign-on's redirect URIs are built from it
     /// (unset: from each request's `Host`).
     pub public_url: Option<String>,
+    /// Data plane: where budgets and rate limits are counted, shared by every replica
+    /// (`redis://host:6379`); unset, each process counts its own (one replica: `routero up`).
+    pub redis_url: Option<String>,
     /// Audit: database of the audit log (`routero up`: `data_dir/audit.db`).
     pub audit_database_url: Option<String>,
     /// Audit: Ed25519 seed (base64) that signs checkpoints.
@@ -348,8 +351,6 @@ impl Settings {
         }
     }
 
-    /// The control plane's config.
-    /// How long sign-in sessions live.
     /// The control plane's public URL, checked: `http(s)://host[:port][/path]`, no query.
     pub fn public_url(&self) -> Result<Option<String>> {
         let Some(text) = &self.public_url else {
@@ -365,6 +366,7 @@ impl Settings {
         Ok(Some(url.as_str().trim_end_matches('/').to_owned()))
     }
 
+    /// How long sign-in sessions live, and whether break-glass accounts may sign in.
     pub fn sessions(&self) -> routero_control_plane::SessionPolicy {
         let mut policy = routero_control_plane::SessionPolicy::default();
         if let Some(idle) = self.session_idle_timeout.map(Interval::get) {
@@ -377,6 +379,7 @@ impl Settings {
         policy
     }
 
+    /// The control plane's config.
     pub fn control_plane(&self) -> Result<ControlPlaneConfig> {
         let mut config = ControlPlaneConfig::new(
             Self::required(self.database_url.as_deref(), "database_url")?.to_owned(),
@@ -635,6 +638,7 @@ impl Settings {
         }
         config.trusted_proxies = self.trusted_proxies()?;
         config.egress = self.egress(EgressPolicy::default())?;
+        config.redis_url = self.redis_url.clone().map(SecretString::from);
         if let Some(bytes) = &self.max_body_bytes {
             config.max_body_bytes = bytes.parse().map_err(|e| anyhow!("max_body_bytes: {e}"))?;
         }

@@ -5,7 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::State;
-use routero_core::{KEY_PREFIX, parse_cidrs, parse_duration};
+use routero_core::{KEY_PREFIX, KeyLimits, parse_cidrs, parse_duration};
 use routero_crypto::generate_api_key;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -32,6 +32,20 @@ pub(super) struct GenerateKey {
     user_id: Option<String>,
     metadata: Option<Map<String, Value>>,
     roles: Option<Vec<String>>,
+    rpm_limit: Option<u64>,
+    tpm_limit: Option<u64>,
+}
+
+/// A key's limits as a request gives them, checked.
+fn limits(rpm_limit: Option<u64>, tpm_limit: Option<u64>) -> Result<KeyLimits, ApiError> {
+    let limits = KeyLimits {
+        rpm_limit,
+        tpm_limit,
+    };
+    limits
+        .check()
+        .map_err(|detail| ApiError::new(ErrorCode::InvalidField, detail))?;
+    Ok(limits)
 }
 
 /// Role names: at most 16, names like other names.
@@ -123,6 +137,8 @@ fn key_json(key: &KeyRecord) -> Value {
         "created_at": rfc3339(Some(key.created_at)),
         "revoked": key.revoked_at.is_some(),
         "roles": key.roles,
+        "rpm_limit": key.limits.rpm_limit,
+        "tpm_limit": key.limits.tpm_limit,
     })
 }
 
@@ -151,6 +167,7 @@ pub(super) async fn generate(
     let expires_at = body.duration.as_deref().map(expiry).transpose()?;
     let roles = body.roles.unwrap_or_default();
     check_roles(&roles)?;
+    let limits = limits(body.rpm_limit, body.tpm_limit)?;
     // A person signed in mints personal keys: bound to them unless they name another user
     // (which the policies decide), so the keys die with the person.
     let user_id = body
@@ -182,6 +199,7 @@ pub(super) async fn generate(
         revoked_at: None,
         roles,
         owner: Some(principal.key_id.clone()),
+        limits,
     };
     let event = AppState::event(
         &principal,
@@ -364,6 +382,8 @@ pub(super) struct UpdateKey {
     team_id: Option<String>,
     user_id: Option<String>,
     roles: Option<Vec<String>>,
+    rpm_limit: Option<u64>,
+    tpm_limit: Option<u64>,
 }
 
 pub(super) async fn update(
@@ -380,6 +400,8 @@ pub(super) async fn update(
     if let Some(roles) = &body.roles {
         check_roles(roles)?;
     }
+    // A limit given replaces that limit; one not given stays as it is.
+    let new_limits = limits(body.rpm_limit, body.tpm_limit)?;
     let key = active_key_allowed(&state, &principal, &client, "update", &body.key_id).await?;
     state
         .allow_issue(
@@ -403,6 +425,7 @@ pub(super) async fn update(
         team_id: body.team_id.map(Some),
         user_id: body.user_id.map(Some),
         roles: body.roles,
+        limits: new_limits,
     };
     let event = AppState::event(
         &principal,

@@ -34,7 +34,7 @@ macro_rules! select_keys {
     ($rest:literal) => {
         concat!(
             "SELECT id, tenant_id, key_hash, key_hint, team_id, user_id, models, allowed_cidrs, \
-             metadata, expires_at, created_at, revoked_at, roles, owner FROM virtual_keys ",
+             metadata, expires_at, created_at, revoked_at, roles, owner, limits FROM virtual_keys ",
             $rest
         )
     };
@@ -95,6 +95,12 @@ const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[
         "single sign-on",
         include_str!("../../../../migrations/postgres/0009_sso.sql"),
         include_str!("../../../../migrations/sqlite/0009_sso.sql"),
+    ),
+    (
+        10,
+        "limits",
+        include_str!("../../../../migrations/postgres/0010_limits.sql"),
+        include_str!("../../../../migrations/sqlite/0010_limits.sql"),
     ),
 ];
 
@@ -611,8 +617,8 @@ impl Store {
         .await?;
         sqlx::query(
             "INSERT INTO virtual_keys (id, tenant_id, key_hash, key_hint, team_id, user_id, models, \
-             allowed_cidrs, metadata, expires_at, created_at, updated_at, roles, owner) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13)",
+             allowed_cidrs, metadata, expires_at, created_at, updated_at, roles, owner, limits) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14)",
         )
         .bind(&key.id)
         .bind(&key.tenant_id)
@@ -627,6 +633,7 @@ impl Store {
         .bind(key.created_at)
         .bind(to_json(&key.roles)?)
         .bind(&key.owner)
+        .bind(to_json(&key.limits)?)
         .execute(&mut *tx)
         .await?;
         self.commit_change(tx, events).await
@@ -686,6 +693,10 @@ impl Store {
             team_id: changes.team_id.clone().unwrap_or(current.team_id),
             user_id: changes.user_id.clone().unwrap_or(current.user_id),
             roles: changes.roles.clone().unwrap_or(current.roles),
+            limits: routero_core::KeyLimits {
+                rpm_limit: changes.limits.rpm_limit.or(current.limits.rpm_limit),
+                tpm_limit: changes.limits.tpm_limit.or(current.limits.tpm_limit),
+            },
             ..current
         };
         check_scope(
@@ -697,7 +708,8 @@ impl Store {
         .await?;
         sqlx::query(
             "UPDATE virtual_keys SET models = $1, allowed_cidrs = $2, metadata = $3, expires_at = $4, \
-             team_id = $5, user_id = $6, updated_at = $7, roles = $10 WHERE id = $8 AND tenant_id = $9",
+             team_id = $5, user_id = $6, updated_at = $7, roles = $10, limits = $11 \
+             WHERE id = $8 AND tenant_id = $9",
         )
         .bind(to_json(&next.models)?)
         .bind(to_json(&next.allowed_cidrs)?)
@@ -709,6 +721,7 @@ impl Store {
         .bind(key_id)
         .bind(tenant_id)
         .bind(to_json(&next.roles)?)
+        .bind(to_json(&next.limits)?)
         .execute(&mut *tx)
         .await?;
         self.commit_change(tx, events).await?;
@@ -964,6 +977,7 @@ fn key_record(row: &AnyRow) -> Result<KeyRecord> {
         revoked_at: row.try_get("revoked_at")?,
         roles: from_json(&roles)?,
         owner: row.try_get("owner")?,
+        limits: from_json(&row.try_get::<String, _>("limits")?)?,
     })
 }
 

@@ -168,6 +168,8 @@ pub struct KeyRecord {
     pub roles: Vec<String>,
     /// The principal that created the key (an admin key id).
     pub owner: Option<String>,
+    /// Its own rate limits.
+    pub limits: routero_core::KeyLimits,
 }
 
 /// Fields of a key that an update may change; `None` leaves a field as it is.
@@ -187,6 +189,8 @@ pub struct KeyChanges {
     pub user_id: Option<Option<String>>,
     /// New roles.
     pub roles: Option<Vec<String>>,
+    /// New rate limits: each one given replaces that one.
+    pub limits: routero_core::KeyLimits,
 }
 
 /// Everything a snapshot is built from, read at one version.
