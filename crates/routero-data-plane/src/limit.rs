@@ -18,11 +18,12 @@ const DEFAULT_COMPLETION_TOKENS: u64 = 1024;
 /// What is left of each of the key's limits after this request.
 pub(crate) struct Left(Vec<(RateKind, u64, u64)>);
 
-/// Counts the request against the key's limits.
+/// Counts the request against the key's limits (`completes`: whether it asks for a
+/// completion, which its estimated tokens then include).
 pub(crate) async fn count(
     limits: &Limits,
     key: &KeyPolicy,
-    request: &Map<String, Value>,
+    (request, completes): (&Map<String, Value>, bool),
     body_bytes: usize,
 ) -> Result<Left, Refused> {
     let name = format!("key:{}", key.key_id);
@@ -31,7 +32,7 @@ pub(crate) async fn count(
         (
             RateKind::Tokens,
             key.limits.tpm_limit,
-            estimated_tokens(request, body_bytes),
+            estimated_tokens(request, completes, body_bytes),
         ),
     ];
     let rates: Vec<RateAsk> = asked
@@ -86,15 +87,30 @@ pub(crate) async fn count(
 }
 
 /// A request's tokens, estimated before it is sent: a token per four bytes of its body, and
-/// the completion it allows (`max_completion_tokens` or `max_tokens`, else 1,024).
-fn estimated_tokens(request: &Map<String, Value>, body_bytes: usize) -> u64 {
-    let completion = ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|field| request.get(*field).and_then(Value::as_u64))
-        .unwrap_or(DEFAULT_COMPLETION_TOKENS);
-    u64::try_from(body_bytes / 4)
-        .unwrap_or(u64::MAX)
-        .saturating_add(completion)
+/// for a completion the most it allows (the larger of `max_completion_tokens` and
+/// `max_tokens`, a fraction rounded up, else 1,024), times its `n` choices.
+fn estimated_tokens(request: &Map<String, Value>, completes: bool, body_bytes: usize) -> u64 {
+    let prompt = u64::try_from(body_bytes / 4).unwrap_or(u64::MAX);
+    if !completes {
+        return prompt;
+    }
+    let number = |field: &str| {
+        request
+            .get(field)
+            .and_then(Value::as_f64)
+            .filter(|n| n.is_finite())
+            .map(|n| n.max(0.0).ceil())
+    };
+    let allowed = ["max_completion_tokens", "max_tokens"]
+        .into_iter()
+        .filter_map(number)
+        .fold(None, |most: Option<f64>, n| {
+            Some(most.map_or(n, |m| m.max(n)))
+        });
+    // `as` saturates a float beyond u64 to u64::MAX.
+    let completion = allowed.map_or(DEFAULT_COMPLETION_TOKENS, |n| n as u64);
+    let choices = number("n").map_or(1, |n| (n as u64).max(1));
+    prompt.saturating_add(completion.saturating_mul(choices))
 }
 
 impl Left {
@@ -127,12 +143,25 @@ mod tests {
     fn tokens_are_estimated_from_the_body_and_the_completion_allowed() {
         let mut request = Map::new();
         assert_eq!(
-            estimated_tokens(&request, 400),
+            estimated_tokens(&request, true, 400),
             100 + DEFAULT_COMPLETION_TOKENS
         );
+        assert_eq!(
+            estimated_tokens(&request, false, 400),
+            100,
+            "embeddings complete nothing"
+        );
         request.insert("max_tokens".into(), Value::from(50));
-        assert_eq!(estimated_tokens(&request, 400), 150);
+        assert_eq!(estimated_tokens(&request, true, 400), 150);
+        // The larger of the two fields counts: a provider may read either.
         request.insert("max_completion_tokens".into(), Value::from(20));
-        assert_eq!(estimated_tokens(&request, 400), 120);
+        assert_eq!(estimated_tokens(&request, true, 400), 150);
+        request.insert("max_tokens".into(), Value::from(4096.5));
+        assert_eq!(estimated_tokens(&request, true, 0), 4097);
+        request.insert("n".into(), Value::from(128));
+        assert_eq!(estimated_tokens(&request, true, 0), 4097 * 128);
+        request.insert("max_tokens".into(), Value::from(-5));
+        request.insert("max_completion_tokens".into(), Value::from(1e300));
+        assert_eq!(estimated_tokens(&request, true, 0), u64::MAX);
     }
 }

@@ -410,8 +410,14 @@ async fn proxy(
         seen.policy_version = Some(snapshot.policy_version.clone()).filter(|v| !v.is_empty());
         authorize(app, &snapshot.policy_version, &caller.key, route).await?;
     }
-    let left =
-        crate::limit::count(&app.limits, &caller.key, &request, admitted.bytes.len()).await?;
+    let completes = matches!(endpoint, Endpoint::ChatCompletions);
+    let left = crate::limit::count(
+        &app.limits,
+        &caller.key,
+        (&request, completes),
+        admitted.bytes.len(),
+    )
+    .await?;
     let guard = guard
         .map_err(|()| ErrorCode::GuardrailUnavailable)?
         .cloned();
