@@ -177,6 +177,41 @@ pub(crate) struct PlannedRate {
     pub(crate) cost: i64,
 }
 
+impl Plan {
+    /// The grant of this plan, given what is left of each rate after it.
+    pub(crate) fn grant(&self, left: impl IntoIterator<Item = i64>) -> Grant {
+        Grant {
+            budgets: self
+                .budgets
+                .iter()
+                .map(|(held, _, _)| held.clone())
+                .collect(),
+            tokens: self
+                .rates
+                .iter()
+                .filter(|rate| rate.kind == RateKind::Tokens)
+                .map(|rate| HeldTokens {
+                    key: rate.key.clone(),
+                    reserved: u64::try_from(rate.cost).unwrap_or(0),
+                    interval_us: rate.interval_us,
+                })
+                .collect(),
+            remaining: self
+                .rates
+                .iter()
+                .zip(left)
+                .map(|(rate, left)| {
+                    (
+                        rate.name.clone(),
+                        rate.kind,
+                        u64::try_from(left).unwrap_or(0),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
 impl Ask {
     /// The counters this ask touches at `now_ms`: each budget's key for its current period
     /// (with the period's end), each rate's key and interval.

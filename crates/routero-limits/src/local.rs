@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::{Crossed, Grant, HeldTokens, MINUTE_US, Plan, Verdict, crossed};
+use crate::{Crossed, Grant, MINUTE_US, Plan, Verdict, crossed};
 
 #[derive(Debug, Default)]
 struct Budget {
@@ -84,33 +84,12 @@ impl Counters {
             budget.reserved = budget.reserved.saturating_add(held.reserved);
             budget.expires_ms = now_ms.saturating_add(held.ttl_ms);
         }
-        let mut remaining = Vec::with_capacity(plan.rates.len());
-        let mut tokens = Vec::new();
+        let mut left = Vec::with_capacity(plan.rates.len());
         for (rate, next) in plan.rates.iter().zip(arrivals) {
             state.rates.insert(rate.key.clone(), next);
-            let left = (MINUTE_US - (next - now_us)) / rate.interval_us.max(1);
-            remaining.push((
-                rate.name.clone(),
-                rate.kind,
-                u64::try_from(left).unwrap_or(0),
-            ));
-            if rate.kind == crate::RateKind::Tokens {
-                tokens.push(HeldTokens {
-                    key: rate.key.clone(),
-                    reserved: u64::try_from(rate.cost).unwrap_or(0),
-                    interval_us: rate.interval_us,
-                });
-            }
+            left.push((MINUTE_US - (next - now_us)) / rate.interval_us.max(1));
         }
-        Verdict::Granted(Grant {
-            budgets: plan
-                .budgets
-                .iter()
-                .map(|(held, _, _)| held.clone())
-                .collect(),
-            tokens,
-            remaining,
-        })
+        Verdict::Granted(plan.grant(left))
     }
 
     pub(crate) fn settle(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use deadpool_redis::redis::Script;
 use deadpool_redis::{Config, Pool, Runtime};
 
-use crate::{Crossed, Grant, HeldTokens, LimitsError, MINUTE_US, Plan, RateKind, Verdict};
+use crate::{Crossed, Grant, LimitsError, MINUTE_US, Plan, Verdict};
 
 /// The longest a reservation or settlement may take.
 const TIMEOUT: Duration = Duration::from_millis(750);
@@ -165,39 +165,7 @@ impl Counters {
                 .and_then(|i| i.checked_sub(1))
         };
         match answer.first() {
-            Some(0) => {
-                let remaining = plan
-                    .rates
-                    .iter()
-                    .zip(answer.iter().skip(1))
-                    .map(|(rate, left)| {
-                        (
-                            rate.name.clone(),
-                            rate.kind,
-                            u64::try_from(*left).unwrap_or(0),
-                        )
-                    })
-                    .collect();
-                let tokens = plan
-                    .rates
-                    .iter()
-                    .filter(|rate| rate.kind == RateKind::Tokens)
-                    .map(|rate| HeldTokens {
-                        key: rate.key.clone(),
-                        reserved: u64::try_from(rate.cost).unwrap_or(0),
-                        interval_us: rate.interval_us,
-                    })
-                    .collect();
-                Ok(Verdict::Granted(Grant {
-                    budgets: plan
-                        .budgets
-                        .iter()
-                        .map(|(held, _, _)| held.clone())
-                        .collect(),
-                    tokens,
-                    remaining,
-                }))
-            }
+            Some(0) => Ok(Verdict::Granted(plan.grant(answer.iter().skip(1).copied()))),
             Some(1) => {
                 let (held, _, end) = index(answer.get(1))
                     .and_then(|i| plan.budgets.get(i))
