@@ -584,7 +584,8 @@ fn credential(text: &str) -> bool {
         "your",
         "example",
         "changeme",
-        "placeholder",
+        // "placeholder" and its kin.
+        "placehold",
         "${",
         "{{",
     ]

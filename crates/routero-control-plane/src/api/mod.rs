@@ -91,6 +91,14 @@ impl ClientInfo {
         actor
     }
 
+    /// The address failures are counted against (unspecified when unknown).
+    pub(crate) fn source(&self) -> std::net::IpAddr {
+        self.source_ip
+            .as_deref()
+            .and_then(|ip| ip.parse().ok())
+            .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))
+    }
+
     /// The client of `request`: its peer, or behind a trusted proxy the address it vouches for.
     fn of(request: &Request, trusted_proxies: &[ipnet::IpNet]) -> Self {
         let forwarded = request
@@ -389,11 +397,7 @@ async fn failed_authentication(
     (action, reason): (EventType, &str),
 ) -> Result<(), u64> {
     let now = u64::try_from(routero_core::unix_now()).unwrap_or(0);
-    let source = client
-        .source_ip
-        .as_deref()
-        .and_then(|ip| ip.parse().ok())
-        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    let source = client.source();
     match state.failures.fail(source, now) {
         Verdict::Record => {
             tracing::warn!(%path, source_ip = ?client.source_ip, reason, "authentication failed");

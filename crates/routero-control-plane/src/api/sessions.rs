@@ -219,11 +219,7 @@ pub(super) async fn login(State(state): State<AppState>, request: Request) -> Re
     let path = request.uri().path().to_owned();
     // A source past its failure limit is refused before any password is checked.
     let now = u64::try_from(routero_core::unix_now()).unwrap_or(0);
-    let source = client
-        .source_ip
-        .as_deref()
-        .and_then(|ip| ip.parse().ok())
-        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    let source = client.source();
     if let Some(wait) = state.failures.throttled(source, now) {
         return super::too_many_failures(wait);
     }

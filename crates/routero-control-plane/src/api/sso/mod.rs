@@ -160,14 +160,6 @@ async fn answer(
     .into_response()
 }
 
-fn source(client: &ClientInfo) -> std::net::IpAddr {
-    client
-        .source_ip
-        .as_deref()
-        .and_then(|ip| ip.parse().ok())
-        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))
-}
-
 fn now_seconds() -> u64 {
     u64::try_from(routero_core::unix_now()).unwrap_or(0)
 }
@@ -175,9 +167,9 @@ fn now_seconds() -> u64 {
 /// Counts a failure against the source: `Err(wait)` once it is past the limit.
 fn count_failure(state: &AppState, client: &ClientInfo) -> Result<(), u64> {
     let now = now_seconds();
-    match state.failures.fail(source(client), now) {
+    match state.failures.fail(client.source(), now) {
         routero_core::Verdict::Throttle => {
-            Err(state.failures.throttled(source(client), now).unwrap_or(1))
+            Err(state.failures.throttled(client.source(), now).unwrap_or(1))
         }
         _ => Ok(()),
     }
@@ -187,7 +179,7 @@ fn count_failure(state: &AppState, client: &ClientInfo) -> Result<(), u64> {
 fn throttled(state: &AppState, client: &ClientInfo) -> Option<Response> {
     state
         .failures
-        .throttled(source(client), now_seconds())
+        .throttled(client.source(), now_seconds())
         .map(super::too_many_failures)
 }
 
