@@ -113,9 +113,16 @@ def routed_for(records, key_id):
     return [r for r in records if r["event"]["action"] == "request.routed" and r["event"]["actor"]["id"] == key_id]
 
 
-def wait_for_routed(writer, key_id, count, timeout=60):
-    wait_until(lambda: len(routed_for(tenant_records(writer), key_id)) >= count, timeout=timeout,
-               what=f"{count} request.routed events of {key_id}")
+def wait_for_routed(broker, writer, key_id, count, timeout=60):
+    """The writer's records once `count` routed events of `key_id` are chained. On a timeout it
+    says how many were chained and how many are on the events topic, so a failure points at
+    the part that kept them (the writer, or the data plane and the broker)."""
+    try:
+        wait_until(lambda: len(routed_for(tenant_records(writer), key_id)) >= count, timeout=timeout,
+                   what=f"{count} request.routed events of {key_id}")
+    except AssertionError as error:
+        chained = len(routed_for(tenant_records(writer), key_id))
+        raise AssertionError(f"{error}; chained: {chained}; on the events topic: {events_on_topic(broker, key_id)}") from None
     return tenant_records(writer)
 
 
@@ -182,7 +189,7 @@ def test_key_lifecycle_events_arrive_once_chained_and_verified(pipeline):
 
     wait_until(lambda: any(r["event"]["action"] == "key.revoked" for r in tenant_records(writer)), timeout=60,
                what="key.revoked chained")
-    records = wait_for_routed(writer, issued["key_id"], 10)
+    records = wait_for_routed(broker, writer, issued["key_id"], 10)
     actions = [r["event"]["action"] for r in records]
     assert actions.count("key.created") == 1 and actions.count("key.revoked") == 1, actions
     assert len(routed_for(records, issued["key_id"])) == 10 + len(served_after)
@@ -209,7 +216,7 @@ def test_a_broker_outage_loses_no_event(pipeline):
     chat(client, 5)
     broker.start()
     chat(client, 5)
-    records = wait_for_routed(writer, issued["key_id"], 40, timeout=90)
+    records = wait_for_routed(broker, writer, issued["key_id"], 40, timeout=90)
     assert len(routed_for(records, issued["key_id"])) == 40
     assert_once_and_verified(writer, records)
 
@@ -225,7 +232,7 @@ def test_killing_the_writer_mid_traffic_neither_loses_nor_duplicates(pipeline):
     time.sleep(1)
     writer.start()
     traffic.join()
-    records = wait_for_routed(writer, issued["key_id"], 150, timeout=90)
+    records = wait_for_routed(broker, writer, issued["key_id"], 150, timeout=90)
     assert len(routed_for(records, issued["key_id"])) == 150
     assert_once_and_verified(writer, records)
 
@@ -268,7 +275,7 @@ def test_a_siem_consumer_verifies_the_chain_it_receives_and_witnesses_a_cut(pipe
     broker, writer, gw = pipeline
     issued, client = key_and_client(gw)
     chat(client, 5)
-    stored = wait_for_routed(writer, issued["key_id"], 5)
+    stored = wait_for_routed(broker, writer, issued["key_id"], 5)
     tenant = stored[0]["tenant_id"]
     head = stored[-1]["seq"]
 
@@ -331,7 +338,7 @@ def test_chained_records_land_in_s3_as_gzipped_ndjson_per_hour_with_their_checkp
     broker, writer, gw = pipeline
     issued, client = key_and_client(gw)
     chat(client, 5)
-    stored = wait_for_routed(writer, issued["key_id"], 5)
+    stored = wait_for_routed(broker, writer, issued["key_id"], 5)
     tenant = stored[0]["tenant_id"]
     head = stored[-1]["seq"]
 
@@ -379,7 +386,7 @@ def test_a_message_the_broker_will_never_take_is_recorded_and_skipped(pipeline):
     broker, writer, gw = pipeline
     issued, client = key_and_client(gw)
     chat(client, 2)
-    wait_for_routed(writer, issued["key_id"], 2)
+    wait_for_routed(broker, writer, issued["key_id"], 2)
     gw.stop("data-plane")
     spool = Path(writer.workdir) / "dp-spool"
     segment = sorted(spool.glob("*.spool"))[-1]
@@ -393,13 +400,7 @@ def test_a_message_the_broker_will_never_take_is_recorded_and_skipped(pipeline):
     gw.start_data_plane()
     wait_until(lambda: ready(gw.data_url + "/readyz"), what="data plane back")
     chat(client, 3)
-    try:
-        wait_for_routed(writer, issued["key_id"], 5, timeout=90)
-    except AssertionError as error:
-        # This has timed out now and then in full runs (never alone): say whether the events
-        # reached the topic (then the writer did not take them) or not (the data plane or the
-        # broker kept them), so the next failure points at the part to fix.
-        raise AssertionError(f"{error}; on the events topic: {events_on_topic(broker, issued['key_id'])}") from None
+    wait_for_routed(broker, writer, issued["key_id"], 5, timeout=90)
     digest = hashlib.sha256(huge).hexdigest()
     rejected = [r["event"] for r in writer.records() if r["event"]["action"] == "audit.message_rejected"]
     assert any(e["details"].get("sha256") == digest and e["reason_code"] == "refused_by_broker" for e in rejected), rejected

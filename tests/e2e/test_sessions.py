@@ -138,9 +138,9 @@ def test_an_admin_ends_a_session_at_once(gw):
 def test_sessions_end_when_idle_and_at_their_lifetime(gw):
     local_admin(gw, "sleeper")
     idle, _ = with_session(gw, login(gw, "sleeper"))
+    assert idle.get("/me").status_code == 200  # its last use
+    started = time.monotonic()  # before `busy` signs in: its lifetime starts after this
     busy, _ = with_session(gw, login(gw, "sleeper"))
-    assert idle.get("/me").status_code == 200
-    started = time.monotonic()
     # `busy` is used every second: alive past the idle timeout, ended at the lifetime.
     while time.monotonic() - started < 4.5:
         assert busy.get("/me").status_code == 200
