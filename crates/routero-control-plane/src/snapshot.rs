@@ -143,8 +143,7 @@ impl Publisher {
             allowed_cidrs: k.allowed_cidrs,
             expires_at: k.expires_at,
             roles: k.roles,
-            rpm_limit: k.limits.rpm_limit,
-            tpm_limit: k.limits.tpm_limit,
+            allowance: Some(v1::Allowance::from(&k.limits)),
         });
         let routes = rows.routes.into_iter().map(|r| v1::ModelRoute {
             name: Some(v1::RouteName {
@@ -160,6 +159,7 @@ impl Publisher {
                 })
                 .collect(),
             tags: r.tags,
+            pricing: r.pricing.as_ref().map(v1::Pricing::from),
         });
         let mut cache = self
             .sealed
@@ -217,7 +217,16 @@ impl Publisher {
             rows.cors
                 .into_iter()
                 .map(|(tenant_id, origins)| v1::TenantCors { tenant_id, origins }),
-        ))
+        )
+        .with_allowances(rows.allowances.iter().map(|(tenant_id, scope, allowance)| {
+            v1::ScopedAllowance {
+                scope: Some(v1::AllowanceScope {
+                    tenant_id: tenant_id.clone(),
+                    scope: scope.clone(),
+                }),
+                allowance: Some(allowance.into()),
+            }
+        })))
     }
 
     /// The row's provider key sealed for data planes, bound to the same tenant, id and base

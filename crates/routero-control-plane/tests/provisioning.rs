@@ -262,7 +262,7 @@ fn key_of(tenant: &str, id: &str, user: &str, hash: u8, roles: &[&str]) -> KeyRe
         revoked_at: None,
         roles: roles.iter().map(|r| (*r).to_owned()).collect(),
         owner: None,
-        limits: routero_core::KeyLimits::default(),
+        limits: routero_core::Allowance::default(),
     }
 }
 

@@ -44,9 +44,11 @@ fn key(tenant: &str, id: &str, hash: u8) -> KeyRecord {
         revoked_at: None,
         roles: vec!["developer".into()],
         owner: Some("adm_1".into()),
-        limits: routero_core::KeyLimits {
+        limits: routero_core::Allowance {
             rpm_limit: Some(60),
-            tpm_limit: None,
+            max_budget_micros: Some(5_000_000),
+            budget_duration: Some("1mo".into()),
+            ..routero_core::Allowance::default()
         },
     }
 }
@@ -191,6 +193,7 @@ async fn tenants_are_walled_off(store: Store) {
             model: "m".into(),
         }],
         tags: Default::default(),
+        pricing: None,
     };
     assert!(matches!(
         store.create_route(&foreign_route, &[]).await,
@@ -260,6 +263,12 @@ async fn names_are_unique_per_tenant(store: Store) {
             model: "m".into(),
         }],
         tags: [("tier".to_owned(), "premium".to_owned())].into(),
+        pricing: Some(routero_core::Pricing {
+            input_micros_per_mtok: 150_000,
+            output_micros_per_mtok: 600_000,
+            cached_input_micros_per_mtok: None,
+            default_max_tokens: Some(256),
+        }),
     };
     store.create_route(&route, &[]).await.unwrap();
     assert!(matches!(

@@ -144,6 +144,9 @@ pub enum EventType {
     /// A second factor was requested.
     #[serde(rename = "mfa.challenged")]
     MfaChallenged,
+    /// The budget or rate limits of a tenant, team or user were set.
+    #[serde(rename = "budget.updated")]
+    BudgetUpdated,
     /// A budget crossed a warning threshold.
     #[serde(rename = "budget.threshold_reached")]
     BudgetThresholdReached,

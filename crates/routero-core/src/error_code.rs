@@ -106,6 +106,8 @@ pub enum ErrorCode {
     UserWithoutRoles,
     /// A rate limit of the key is reached (`Retry-After` says when to try again).
     RateLimited,
+    /// A budget the request falls under has no room for its worst-case cost.
+    BudgetExceeded,
     /// The resource changed since the version the request names (`If-Match`).
     VersionMismatch,
     /// Break-glass local admins are off on this deployment (`break_glass`).
@@ -295,6 +297,7 @@ impl ErrorCode {
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::LimitsUnavailable => "limits_unavailable",
             Self::RateLimited => "rate_limited",
+            Self::BudgetExceeded => "budget_exceeded",
             Self::IdpUnavailable => "idp_unavailable",
             Self::EgressNotAllowed => "egress_not_allowed",
             Self::UpstreamTimeout => "upstream_timeout",
@@ -332,7 +335,10 @@ impl ErrorCode {
             Self::VersionMismatch => 412,
             Self::BodyTooLarge => 413,
             Self::UnsupportedMediaType => 415,
-            Self::UpstreamRateLimited | Self::TooManyAuthFailures | Self::RateLimited => 429,
+            Self::UpstreamRateLimited
+            | Self::TooManyAuthFailures
+            | Self::RateLimited
+            | Self::BudgetExceeded => 429,
             Self::InternalError => 500,
             Self::UpstreamUnreachable
             | Self::IdpUnavailable
@@ -393,6 +399,8 @@ impl ErrorCode {
             | Self::SsoLoginFailed
             | Self::TooManyAuthFailures => "authentication_error",
             Self::UpstreamRateLimited | Self::LimitsUnavailable | Self::RateLimited => "api_error",
+            // As OpenAI answers a spent quota.
+            Self::BudgetExceeded => "insufficient_quota",
             _ => match self.http_status() {
                 403 => "permission_error",
                 400..=499 => "invalid_request_error",
@@ -422,6 +430,9 @@ impl ErrorCode {
             Self::InvalidSsoConfig => "The identity provider settings cannot work.",
             Self::IdpUnavailable => "The identity provider cannot be reached right now.",
             Self::RateLimited => "This key's rate limit is reached; retry after the time given.",
+            Self::BudgetExceeded => {
+                "A budget this request falls under has no room for it; it was not sent."
+            }
             Self::LimitsUnavailable => {
                 "The gateway cannot count this request against its limits right now and refuses it."
             }
@@ -504,6 +515,7 @@ mod tests {
         ErrorCode::InvalidSsoConfig,
         ErrorCode::IdpUnavailable,
         ErrorCode::RateLimited,
+        ErrorCode::BudgetExceeded,
         ErrorCode::LimitsUnavailable,
         ErrorCode::TooManyAuthFailures,
         ErrorCode::IpNotAllowed,

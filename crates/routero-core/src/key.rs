@@ -45,36 +45,8 @@ pub struct KeyPolicy {
     pub expires_at: Option<i64>,
     /// Roles the key acts with when policies decide (`developer`, `manager`, ...).
     pub roles: Vec<String>,
-    /// The key's own rate limits.
-    pub limits: KeyLimits,
-}
-
-/// A key's own rate limits, by LiteLLM's names; none means unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeyLimits {
-    /// Requests per minute.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rpm_limit: Option<u64>,
-    /// Tokens per minute (prompt and completion).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tpm_limit: Option<u64>,
-}
-
-impl KeyLimits {
-    /// The largest limit taken (ten million a minute: the counters keep a minute in
-    /// microseconds, so larger limits would lose their precision).
-    pub const MAX: u64 = 10_000_000;
-
-    /// Checks each limit is 1 to [`Self::MAX`].
-    pub fn check(&self) -> Result<(), String> {
-        for (name, limit) in [("rpm_limit", self.rpm_limit), ("tpm_limit", self.tpm_limit)] {
-            if limit.is_some_and(|l| l == 0 || l > Self::MAX) {
-                return Err(format!("{name}: 1 to {}", Self::MAX));
-            }
-        }
-        Ok(())
-    }
+    /// The key's own rate limits and budget.
+    pub limits: crate::Allowance,
 }
 
 impl KeyPolicy {
@@ -197,7 +169,7 @@ mod tests {
                 .unwrap(),
             expires_at,
             roles: Vec::new(),
-            limits: KeyLimits::default(),
+            limits: crate::Allowance::default(),
         }
     }
 

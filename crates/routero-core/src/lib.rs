@@ -2,6 +2,7 @@
 //! a data plane serves from. Nothing here performs I/O.
 #![forbid(unsafe_code)]
 
+mod allowance;
 pub mod audit;
 mod clock;
 mod duration;
@@ -9,18 +10,21 @@ mod egress;
 mod error;
 mod error_code;
 mod key;
+mod period;
 mod redact;
 mod snapshot;
 mod throttle;
 
+pub use allowance::{Allowance, DEFAULT_THRESHOLDS, Pricing, Usage, micros_to_usd, usd_to_micros};
 pub use clock::{unix_now, unix_now_ms};
 pub use duration::{format_duration, parse_duration};
 pub use egress::{EgressPolicy, ProviderHost, ProviderUrl};
 pub use error::CoreError;
 pub use error_code::{ErrorCode, Resource};
 pub use key::{
-    KEY_PREFIX, KeyHash, KeyLimits, KeyPolicy, canonical_ip, client_ip, is_valid_name, parse_cidrs,
+    KEY_PREFIX, KeyHash, KeyPolicy, canonical_ip, client_ip, is_valid_name, parse_cidrs,
 };
+pub use period::Period;
 pub use redact::{REDACTED, redact_url};
 pub use snapshot::{Deployment, ModelRoute, ProviderCredential, Snapshot};
 pub use throttle::{Aggregate, AuthFailures, FailureLimits, Verdict};

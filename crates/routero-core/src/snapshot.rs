@@ -25,6 +25,8 @@ pub struct ModelRoute {
     pub deployments: Vec<Deployment>,
     /// Labels policies read (`tier: premium`, `env: staging`).
     pub tags: BTreeMap<String, String>,
+    /// What its tokens cost; none: nothing is charged for it.
+    pub pricing: Option<crate::Pricing>,
 }
 
 /// A provider credential, decrypted, as a data plane holds it in memory.
@@ -54,6 +56,8 @@ pub struct Snapshot {
     keys: HashMap<KeyHash, Arc<KeyPolicy>>,
     routes: HashMap<String, HashMap<String, ModelRoute>>,
     credentials: HashMap<String, ProviderCredential>,
+    /// Budgets and limits of tenants, teams and users, by tenant then scope.
+    allowances: HashMap<String, HashMap<String, crate::Allowance>>,
 }
 
 impl Snapshot {
@@ -77,7 +81,28 @@ impl Snapshot {
             keys: keys.into_iter().map(|(h, p)| (h, Arc::new(p))).collect(),
             routes: by_tenant,
             credentials: credentials.into_iter().map(|c| (c.id.clone(), c)).collect(),
+            allowances: HashMap::new(),
         }
+    }
+
+    /// The same snapshot with these `(tenant, scope, allowance)` budgets and limits.
+    pub fn with_allowances(
+        mut self,
+        allowances: impl IntoIterator<Item = (String, String, crate::Allowance)>,
+    ) -> Self {
+        for (tenant, scope, allowance) in allowances {
+            self.allowances
+                .entry(tenant)
+                .or_default()
+                .insert(scope, allowance);
+        }
+        self
+    }
+
+    /// The budget and limits of `scope` in `tenant`: `tenant` (the whole tenant), `team:<id>`
+    /// or `user:<id>`.
+    pub fn allowance(&self, tenant: &str, scope: &str) -> Option<&crate::Allowance> {
+        self.allowances.get(tenant)?.get(scope)
     }
 
     /// The same snapshot decided by the policy bundle `version`.

@@ -8,12 +8,13 @@ mod egress;
 mod error;
 mod follow;
 mod guard;
-mod limit;
 mod live;
+mod meter;
 mod persist;
 mod provider;
 mod proxy;
 mod refusal;
+mod sse;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -155,11 +156,11 @@ pub async fn run(
         authorizer,
         deadlines: config.deadlines,
         failures,
-        limits: match &config.redis_url {
+        limits: Arc::new(match &config.redis_url {
             Some(url) => routero_limits::Limits::redis(secrecy::ExposeSecret::expose_secret(url))
                 .map_err(|error| DataPlaneError::Config(error.to_string()))?,
             None => routero_limits::Limits::in_process(),
-        },
+        }),
     });
     let mut server_stop = stop_rx.clone();
     let server = routero_http::serve(listener, router(app), config.deadlines, async move {
@@ -215,7 +216,7 @@ mod tests {
             authorizer: None,
             deadlines: config.deadlines,
             failures: Arc::new(AuthFailures::new(config.failure_limits)),
-            limits: routero_limits::Limits::in_process(),
+            limits: Arc::new(routero_limits::Limits::in_process()),
         });
         let router = Router::new()
             .route("/boom", get(boom))

@@ -99,7 +99,15 @@ impl Live {
             .collect();
         Ok(Self {
             snapshot: Snapshot::new(state.version(), keys, routes, credentials)
-                .with_policy_version(state.policy_version()),
+                .with_policy_version(state.policy_version())
+                .with_allowances(state.allowances().filter_map(|a| {
+                    let scope = a.scope.as_ref()?;
+                    Some((
+                        scope.tenant_id.clone(),
+                        scope.scope.clone(),
+                        a.allowance.as_ref().map(Into::into).unwrap_or_default(),
+                    ))
+                })),
             hasher,
             upstreams,
             guards,

@@ -43,8 +43,9 @@ pub struct App {
     pub(crate) deadlines: Deadlines,
     /// Failed authentications per source address and minute.
     pub(crate) failures: Arc<AuthFailures>,
-    /// Where rate limits are counted: in this process, or in Redis for every replica.
-    pub(crate) limits: routero_limits::Limits,
+    /// Where budgets and rate limits are counted: in this process, or in Redis for every
+    /// replica.
+    pub(crate) limits: Arc<routero_limits::Limits>,
 }
 
 /// The id of a request, set by the outermost layer and echoed in `x-request-id`.
@@ -63,6 +64,8 @@ struct Seen {
     room: Vec<Reservation>,
     /// The request, for the event recorded if it is abandoned (the client went away).
     abandoned: Option<(Origin, Endpoint)>,
+    /// `budget.exceeded`, when a budget refused the request.
+    exceeded: Option<AuditEvent>,
 }
 
 impl Seen {
@@ -75,6 +78,7 @@ impl Seen {
             guardrails: Vec::new(),
             room: Vec::new(),
             abandoned: Some((origin.clone(), endpoint)),
+            exceeded: None,
         }
     }
 }
@@ -250,6 +254,9 @@ async fn audited(
         None if result.as_ref().is_err_and(|refused| refused.counted_only) => {}
         None => app.record_unreserved(event).await,
     }
+    if let Some(exceeded) = seen.exceeded.take() {
+        app.record_unreserved(exceeded).await;
+    }
     if let Some(key) = &seen.key {
         for (stage, counts, blocked) in &seen.guardrails {
             let event =
@@ -410,30 +417,56 @@ async fn proxy(
         seen.policy_version = Some(snapshot.policy_version.clone()).filter(|v| !v.is_empty());
         authorize(app, &snapshot.policy_version, &caller.key, route).await?;
     }
-    let completes = matches!(endpoint, Endpoint::ChatCompletions);
-    let left = crate::limit::count(
-        &app.limits,
-        &caller.key,
-        (&request, completes),
-        admitted.bytes.len(),
-    )
-    .await?;
     let guard = guard
         .map_err(|()| ErrorCode::GuardrailUnavailable)?
         .cloned();
+    let completes = matches!(endpoint, Endpoint::ChatCompletions);
+    let payer = crate::meter::Payer {
+        key: Arc::clone(&caller.key),
+        model: route.name.clone(),
+        request_id: origin.request_id.clone(),
+        actor: origin.actor(Some(&caller.key)),
+        bus: app.audit.clone(),
+    };
+    let meter = crate::meter::count(
+        &app.limits,
+        snapshot,
+        route,
+        (&request, completes),
+        (admitted.bytes.len(), payer),
+    )
+    .await
+    .map_err(|not| {
+        seen.exceeded = not.exceeded;
+        not.refused
+    })?;
+    let keep_usage = !meter.settles() || crate::meter::ask_for_usage(&mut request);
     if let Some(guard) = &guard {
-        let (counts, blocked) = guard_request(guard, &route.name, &mut request)?;
+        let (counts, blocked) = match guard_request(guard, &route.name, &mut request) {
+            Ok(found) => found,
+            Err(refused) => {
+                meter.release();
+                return Err(refused);
+            }
+        };
         let refuse = blocked.is_some();
         if !counts.is_empty() {
             seen.guardrails.push(("request", counts, blocked));
         }
         if refuse {
+            meter.release();
             return Err(ErrorCode::GuardrailBlocked.into());
         }
     }
-    let response = forward(app, &caller, route, endpoint, request).await?;
+    let response = match forward(app, &caller, route, endpoint, request).await {
+        Ok(response) => meter.tap(response, !keep_usage),
+        Err(refused) => {
+            meter.release();
+            return Err(refused);
+        }
+    };
     let Some(guard) = guard.filter(|_| matches!(endpoint, Endpoint::ChatCompletions)) else {
-        return Ok(left.tell(response));
+        return Ok(response);
     };
     let stream_room = seen.room.pop();
     let relayed = relay(
@@ -449,7 +482,7 @@ async fn proxy(
     if let Some((counts, blocked)) = relayed.findings.filter(|(counts, _)| !counts.is_empty()) {
         seen.guardrails.push(("response", counts, blocked));
     }
-    relayed.answer.map(|answer| left.tell(answer))
+    relayed.answer
 }
 
 /// Admission: the caller's body, read whole within its deadline, and room on the audit bus

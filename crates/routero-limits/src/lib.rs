@@ -11,10 +11,9 @@
 //! at once and then one a second.
 
 mod local;
-mod period;
 mod redis;
 
-pub use period::Period;
+pub use routero_core::Period;
 
 /// Why the counters could not answer: the caller refuses (fail closed) unless told otherwise.
 #[derive(Debug, thiserror::Error)]

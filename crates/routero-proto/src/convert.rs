@@ -1,6 +1,6 @@
 //! Conversions between wire messages and domain types.
 
-use routero_core::{Deployment, KeyHash, KeyPolicy, ModelRoute, parse_cidrs};
+use routero_core::{Allowance, Deployment, KeyHash, KeyPolicy, ModelRoute, Pricing, parse_cidrs};
 
 use crate::ProtoError;
 use crate::v1;
@@ -28,10 +28,11 @@ impl TryFrom<&v1::VirtualKey> for (KeyHash, KeyPolicy) {
                 allowed_cidrs,
                 expires_at: key.expires_at,
                 roles: key.roles.clone(),
-                limits: routero_core::KeyLimits {
-                    rpm_limit: key.rpm_limit,
-                    tpm_limit: key.tpm_limit,
-                },
+                limits: key
+                    .allowance
+                    .as_ref()
+                    .map(Allowance::from)
+                    .unwrap_or_default(),
             },
         ))
     }
@@ -61,6 +62,7 @@ impl TryFrom<&v1::ModelRoute> for ModelRoute {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            pricing: route.pricing.as_ref().map(Pricing::from),
         })
     }
 }
@@ -85,6 +87,57 @@ impl From<&ModelRoute> for v1::ModelRoute {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            pricing: route.pricing.as_ref().map(v1::Pricing::from),
+        }
+    }
+}
+
+impl From<&v1::Pricing> for Pricing {
+    fn from(p: &v1::Pricing) -> Self {
+        Self {
+            input_micros_per_mtok: p.input_micros_per_mtok,
+            output_micros_per_mtok: p.output_micros_per_mtok,
+            cached_input_micros_per_mtok: p.cached_input_micros_per_mtok,
+            default_max_tokens: p.default_max_tokens,
+        }
+    }
+}
+
+impl From<&Pricing> for v1::Pricing {
+    fn from(p: &Pricing) -> Self {
+        Self {
+            input_micros_per_mtok: p.input_micros_per_mtok,
+            output_micros_per_mtok: p.output_micros_per_mtok,
+            cached_input_micros_per_mtok: p.cached_input_micros_per_mtok,
+            default_max_tokens: p.default_max_tokens,
+        }
+    }
+}
+
+impl From<&v1::Allowance> for Allowance {
+    fn from(a: &v1::Allowance) -> Self {
+        Self {
+            rpm_limit: a.rpm_limit,
+            tpm_limit: a.tpm_limit,
+            max_budget_micros: a.max_budget_micros,
+            budget_duration: a.budget_duration.clone(),
+            budget_thresholds: a
+                .budget_thresholds
+                .iter()
+                .filter_map(|p| u8::try_from(*p).ok())
+                .collect(),
+        }
+    }
+}
+
+impl From<&Allowance> for v1::Allowance {
+    fn from(a: &Allowance) -> Self {
+        Self {
+            rpm_limit: a.rpm_limit,
+            tpm_limit: a.tpm_limit,
+            max_budget_micros: a.max_budget_micros,
+            budget_duration: a.budget_duration.clone(),
+            budget_thresholds: a.budget_thresholds.iter().map(|p| u32::from(*p)).collect(),
         }
     }
 }

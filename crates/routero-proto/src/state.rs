@@ -19,6 +19,7 @@ pub struct WireState {
     credentials: BTreeMap<String, v1::Credential>,
     guardrails: BTreeMap<String, v1::TenantGuardrails>,
     cors: BTreeMap<String, v1::TenantCors>,
+    allowances: BTreeMap<RouteKey, v1::ScopedAllowance>,
 }
 
 /// What applying a message did.
@@ -28,6 +29,12 @@ pub enum Applied {
     NewVersion(u64),
     /// A heartbeat: contact, no change.
     Heartbeat,
+}
+
+fn scope_key(scope: Option<&v1::AllowanceScope>) -> RouteKey {
+    scope
+        .map(|s| (s.tenant_id.clone(), s.scope.clone()))
+        .unwrap_or_default()
 }
 
 fn route_key(route: &v1::ModelRoute) -> RouteKey {
@@ -56,7 +63,25 @@ impl WireState {
             credentials: credentials.into_iter().map(|c| (c.id.clone(), c)).collect(),
             guardrails: BTreeMap::new(),
             cors: BTreeMap::new(),
+            allowances: BTreeMap::new(),
         }
+    }
+
+    /// The same state with these budgets and limits of tenants, teams and users.
+    pub fn with_allowances(
+        mut self,
+        allowances: impl IntoIterator<Item = v1::ScopedAllowance>,
+    ) -> Self {
+        self.allowances = allowances
+            .into_iter()
+            .map(|a| (scope_key(a.scope.as_ref()), a))
+            .collect();
+        self
+    }
+
+    /// Budgets and limits of tenants, teams and users.
+    pub fn allowances(&self) -> impl Iterator<Item = &v1::ScopedAllowance> {
+        self.allowances.values()
     }
 
     /// The same state with these tenants' guardrail pipelines.
@@ -137,6 +162,7 @@ impl WireState {
                 policy_version: self.policy_version.clone(),
                 guardrails: self.guardrails.values().cloned().collect(),
                 cors: self.cors.values().cloned().collect(),
+                allowances: self.allowances.values().cloned().collect(),
             })),
         }
     }
@@ -160,6 +186,11 @@ impl WireState {
             removed_guardrails: removed(&self.guardrails, &next.guardrails),
             upsert_cors: changed(&self.cors, &next.cors),
             removed_cors: removed(&self.cors, &next.cors),
+            upsert_allowances: changed(&self.allowances, &next.allowances),
+            removed_allowances: removed(&self.allowances, &next.allowances)
+                .into_iter()
+                .map(|(tenant_id, scope)| v1::AllowanceScope { tenant_id, scope })
+                .collect(),
         };
         let empty = delta.upsert_keys.is_empty()
             && delta.removed_key_hashes.is_empty()
@@ -171,7 +202,9 @@ impl WireState {
             && delta.upsert_guardrails.is_empty()
             && delta.removed_guardrails.is_empty()
             && delta.upsert_cors.is_empty()
-            && delta.removed_cors.is_empty();
+            && delta.removed_cors.is_empty()
+            && delta.upsert_allowances.is_empty()
+            && delta.removed_allowances.is_empty();
         (!empty || next.version != self.version).then_some(v1::SnapshotMessage {
             version: next.version,
             body: Some(Body::Delta(delta)),
@@ -210,7 +243,8 @@ impl WireState {
                 )
                 .with_policy_version(full.policy_version)
                 .with_guardrails(full.guardrails)
-                .with_cors(full.cors);
+                .with_cors(full.cors)
+                .with_allowances(full.allowances);
             }
             Body::Delta(delta) => {
                 if delta.base_version != self.version {
@@ -249,6 +283,13 @@ impl WireState {
                 }
                 for cors in delta.upsert_cors {
                     self.cors.insert(cors.tenant_id.clone(), cors);
+                }
+                for scope in delta.removed_allowances {
+                    self.allowances.remove(&scope_key(Some(&scope)));
+                }
+                for allowance in delta.upsert_allowances {
+                    self.allowances
+                        .insert(scope_key(allowance.scope.as_ref()), allowance);
                 }
                 if let Some(policy_version) = delta.policy_version {
                     self.policy_version = policy_version;
@@ -300,6 +341,7 @@ mod tests {
                 model: model.into(),
             }],
             tags: [("tier".to_owned(), format!("tier-of-{model}"))].into(),
+            pricing: None,
         }
     }
 
@@ -372,6 +414,40 @@ mod tests {
         };
         assert_eq!(d.upsert_guardrails.len(), 2, "changed a and new c only");
         assert_eq!(d.removed_guardrails, vec!["b".to_owned()]);
+        let mut applied = old.clone();
+        applied.apply(delta).unwrap();
+        assert_eq!(applied, new);
+        let mut fresh = WireState::default();
+        fresh.apply(new.to_full_message()).unwrap();
+        assert_eq!(fresh, new);
+    }
+
+    #[test]
+    fn budgets_of_teams_and_users_travel_in_deltas_and_full_snapshots() {
+        let allowance = |scope: &str, rpm: u64| v1::ScopedAllowance {
+            scope: Some(v1::AllowanceScope {
+                tenant_id: "t".into(),
+                scope: scope.into(),
+            }),
+            allowance: Some(v1::Allowance {
+                rpm_limit: Some(rpm),
+                ..v1::Allowance::default()
+            }),
+        };
+        let old = WireState::new(3, vec![], [], [], [])
+            .with_allowances([allowance("team:a", 1), allowance("user:b", 1)]);
+        let new = WireState::new(4, vec![], [], [], [])
+            .with_allowances([allowance("team:a", 2), allowance("tenant", 1)]);
+        let delta = old.delta_to(&new).unwrap();
+        let Some(Body::Delta(d)) = &delta.body else {
+            panic!("not a delta")
+        };
+        assert_eq!(
+            d.upsert_allowances.len(),
+            2,
+            "changed team:a and new tenant only"
+        );
+        assert_eq!(d.removed_allowances.len(), 1);
         let mut applied = old.clone();
         applied.apply(delta).unwrap();
         assert_eq!(applied, new);

@@ -394,7 +394,9 @@ fn script(text: &str) -> Option<Script> {
 ///   event after the first chunk: `notjson`, `notutf8`, `oversize` (see [`Framing`]);
 /// - anything else gets an answer naming it.
 ///
-/// Streamed, the text is split across the configured number of chunks.
+/// Streamed, the text is split across the configured number of chunks, and a last chunk
+/// carries the usage when `stream_options.include_usage` asks for it. Usage is one prompt
+/// token and a completion token per chunk.
 async fn chat(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -449,6 +451,14 @@ async fn chat(
         if i == 0 {
             writes.extend(framing.unreadable());
         }
+    }
+    if body["stream_options"]["include_usage"].as_bool() == Some(true) {
+        let usage = json!({
+            "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": model,
+            "choices": [],
+            "usage": {"prompt_tokens": 1, "completion_tokens": chunks, "total_tokens": chunks + 1},
+        });
+        writes.extend(framing.event(&usage.to_string()));
     }
     writes.extend(framing.event("[DONE]"));
     let interval = Duration::from_millis(config.chunk_interval_ms);

@@ -1,6 +1,6 @@
 //! Provider credentials and model routes.
 
-use routero_core::ErrorCode;
+use routero_core::{ErrorCode, Pricing, micros_to_usd, usd_to_micros};
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -240,6 +240,69 @@ pub(super) struct NewModel {
     /// Labels policies read, e.g. `{"tier": "premium"}`.
     #[serde(default)]
     tags: BTreeMap<String, String>,
+    pricing: Option<PricingFields>,
+}
+
+/// What a route's tokens cost as the API takes it: USD per million tokens.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PricingFields {
+    input_per_mtok: f64,
+    output_per_mtok: f64,
+    cached_input_per_mtok: Option<f64>,
+    /// The completion reserved for a request that names no `max_tokens`.
+    default_max_tokens: Option<u64>,
+}
+
+/// The most a million tokens may cost, in USD (prices are checked, not trusted).
+const MAX_PRICE_PER_MTOK: f64 = 100_000.0;
+
+impl PricingFields {
+    fn checked(&self) -> Result<Pricing, ApiError> {
+        let price = |field: &str, usd: f64| {
+            if !(0.0..=MAX_PRICE_PER_MTOK).contains(&usd) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidField,
+                    format!("pricing.{field}: 0 to {MAX_PRICE_PER_MTOK} USD per million tokens"),
+                ));
+            }
+            usd_to_micros(field, usd)
+                .map(i64::unsigned_abs)
+                .map_err(|detail| ApiError::new(ErrorCode::InvalidField, detail))
+        };
+        if self
+            .default_max_tokens
+            .is_some_and(|n| n == 0 || n > MAX_DEFAULT_MAX_TOKENS)
+        {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                format!("pricing.default_max_tokens: 1 to {MAX_DEFAULT_MAX_TOKENS}"),
+            ));
+        }
+        Ok(Pricing {
+            input_micros_per_mtok: price("input_per_mtok", self.input_per_mtok)?,
+            output_micros_per_mtok: price("output_per_mtok", self.output_per_mtok)?,
+            cached_input_micros_per_mtok: self
+                .cached_input_per_mtok
+                .map(|usd| price("cached_input_per_mtok", usd))
+                .transpose()?,
+            default_max_tokens: self.default_max_tokens,
+        })
+    }
+}
+
+/// The largest completion a route may reserve by default.
+const MAX_DEFAULT_MAX_TOKENS: u64 = 10_000_000;
+
+/// A route's pricing as answers show it: USD per million tokens.
+fn pricing_json(pricing: &Pricing) -> Value {
+    let usd = |micros: u64| micros_to_usd(i64::try_from(micros).unwrap_or(i64::MAX));
+    json!({
+        "input_per_mtok": usd(pricing.input_micros_per_mtok),
+        "output_per_mtok": usd(pricing.output_micros_per_mtok),
+        "cached_input_per_mtok": pricing.cached_input_micros_per_mtok.map(usd),
+        "default_max_tokens": pricing.default_max_tokens,
+    })
 }
 
 /// Attributes the policies give every resource themselves: a tag of that name would stand
@@ -316,9 +379,10 @@ async fn route_of(
     principal: &AdminPrincipal,
     name: String,
     deployments: &[NewDeployment],
-    tags: BTreeMap<String, String>,
+    (tags, pricing): (BTreeMap<String, String>, Option<&PricingFields>),
 ) -> Result<Route, ApiError> {
     let tags = normalize_tags(tags)?;
+    let pricing = pricing.map(PricingFields::checked).transpose()?;
     if deployments.is_empty() || deployments.len() > 32 {
         return Err(ApiError::new(
             ErrorCode::InvalidDeployments,
@@ -351,6 +415,7 @@ async fn route_of(
         name,
         deployments: stored,
         tags,
+        pricing,
     })
 }
 
@@ -360,7 +425,14 @@ pub(super) async fn create_model(
     Body(body): Body<NewModel>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name("name", &body.name)?;
-    let route = route_of(&state, &principal, body.name, &body.deployments, body.tags).await?;
+    let route = route_of(
+        &state,
+        &principal,
+        body.name,
+        &body.deployments,
+        (body.tags, body.pricing.as_ref()),
+    )
+    .await?;
     let event = AppState::event(
         &principal,
         &client,
@@ -377,9 +449,11 @@ pub(super) struct ModelUpdate {
     deployments: Vec<NewDeployment>,
     #[serde(default)]
     tags: BTreeMap<String, String>,
+    pricing: Option<PricingFields>,
 }
 
-/// Replaces a model's deployments and tags; data planes route by them from the next snapshot.
+/// Replaces a model's deployments, tags and pricing; data planes route by them from the next
+/// snapshot.
 pub(super) async fn update_model(
     State(state): State<AppState>,
     Caller { principal, client }: Caller,
@@ -387,7 +461,14 @@ pub(super) async fn update_model(
     Body(body): Body<ModelUpdate>,
 ) -> Result<Json<Value>, ApiError> {
     check_name("name", &name)?;
-    let route = route_of(&state, &principal, name, &body.deployments, body.tags).await?;
+    let route = route_of(
+        &state,
+        &principal,
+        name,
+        &body.deployments,
+        (body.tags, body.pricing.as_ref()),
+    )
+    .await?;
     let event = AppState::event(
         &principal,
         &client,
@@ -419,7 +500,12 @@ pub(super) async fn delete_model(
 }
 
 fn route_json(route: &Route) -> Value {
-    json!({ "name": route.name, "deployments": route.deployments, "tags": route.tags })
+    json!({
+        "name": route.name,
+        "deployments": route.deployments,
+        "tags": route.tags,
+        "pricing": route.pricing.as_ref().map(pricing_json),
+    })
 }
 
 pub(super) async fn list_models(

@@ -5,13 +5,14 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::State;
-use routero_core::{KEY_PREFIX, KeyLimits, parse_cidrs, parse_duration};
+use routero_core::{KEY_PREFIX, parse_cidrs, parse_duration};
 use routero_crypto::generate_api_key;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::access::{AllowedKey, Caller};
+use super::budgets::{AllowanceFields, allowance_json};
 use super::credentials_and_models::check_name;
 use super::extract::{Body, Query};
 use super::{ApiError, AppState, ClientInfo};
@@ -34,18 +35,9 @@ pub(super) struct GenerateKey {
     roles: Option<Vec<String>>,
     rpm_limit: Option<u64>,
     tpm_limit: Option<u64>,
-}
-
-/// A key's limits as a request gives them, checked.
-fn limits(rpm_limit: Option<u64>, tpm_limit: Option<u64>) -> Result<KeyLimits, ApiError> {
-    let limits = KeyLimits {
-        rpm_limit,
-        tpm_limit,
-    };
-    limits
-        .check()
-        .map_err(|detail| ApiError::new(ErrorCode::InvalidField, detail))?;
-    Ok(limits)
+    max_budget: Option<f64>,
+    budget_duration: Option<String>,
+    budget_thresholds: Option<Vec<u8>>,
 }
 
 /// Role names: at most 16, names like other names.
@@ -124,7 +116,7 @@ fn new_secret(state: &AppState) -> Result<NewSecret, ApiError> {
     Ok(NewSecret { key, hash, hint })
 }
 
-fn key_json(key: &KeyRecord) -> Value {
+fn record_json(key: &KeyRecord) -> Value {
     json!({
         "key_id": key.id,
         "key_hint": key.key_hint,
@@ -137,9 +129,16 @@ fn key_json(key: &KeyRecord) -> Value {
         "created_at": rfc3339(Some(key.created_at)),
         "revoked": key.revoked_at.is_some(),
         "roles": key.roles,
-        "rpm_limit": key.limits.rpm_limit,
-        "tpm_limit": key.limits.tpm_limit,
     })
+}
+
+/// A key as answers show it: its record, budget and limits.
+fn key_json(key: &KeyRecord) -> Value {
+    let mut body = record_json(key);
+    if let (Value::Object(map), Value::Object(limits)) = (&mut body, allowance_json(&key.limits)) {
+        map.extend(limits);
+    }
+    body
 }
 
 /// The one response that carries a key: generation and regeneration.
@@ -167,7 +166,14 @@ pub(super) async fn generate(
     let expires_at = body.duration.as_deref().map(expiry).transpose()?;
     let roles = body.roles.unwrap_or_default();
     check_roles(&roles)?;
-    let limits = limits(body.rpm_limit, body.tpm_limit)?;
+    let limits = AllowanceFields {
+        rpm_limit: body.rpm_limit,
+        tpm_limit: body.tpm_limit,
+        max_budget: body.max_budget,
+        budget_duration: body.budget_duration,
+        budget_thresholds: body.budget_thresholds,
+    }
+    .checked()?;
     // A person signed in mints personal keys: bound to them unless they name another user
     // (which the policies decide), so the keys die with the person.
     let user_id = body
@@ -384,6 +390,9 @@ pub(super) struct UpdateKey {
     roles: Option<Vec<String>>,
     rpm_limit: Option<u64>,
     tpm_limit: Option<u64>,
+    max_budget: Option<f64>,
+    budget_duration: Option<String>,
+    budget_thresholds: Option<Vec<u8>>,
 }
 
 pub(super) async fn update(
@@ -401,7 +410,14 @@ pub(super) async fn update(
         check_roles(roles)?;
     }
     // A limit given replaces that limit; one not given stays as it is.
-    let new_limits = limits(body.rpm_limit, body.tpm_limit)?;
+    let new_limits = AllowanceFields {
+        rpm_limit: body.rpm_limit,
+        tpm_limit: body.tpm_limit,
+        max_budget: body.max_budget,
+        budget_duration: body.budget_duration,
+        budget_thresholds: body.budget_thresholds,
+    }
+    .checked()?;
     let key = active_key_allowed(&state, &principal, &client, "update", &body.key_id).await?;
     state
         .allow_issue(

@@ -5,6 +5,7 @@
 mod access;
 mod admin_keys_and_roles;
 mod audit;
+mod budgets;
 mod cors;
 mod credentials_and_models;
 mod error;

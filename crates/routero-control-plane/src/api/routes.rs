@@ -9,8 +9,8 @@ use axum::routing::MethodRouter;
 
 use super::access::Ask;
 use super::{
-    AppState, admin_keys_and_roles, audit, cors, credentials_and_models, data_planes, guardrails,
-    keys, provisioning, sessions, sso, users_and_teams,
+    AppState, admin_keys_and_roles, audit, budgets, cors, credentials_and_models, data_planes,
+    guardrails, keys, provisioning, sessions, sso, users_and_teams,
 };
 
 /// One authenticated route.
@@ -125,6 +125,21 @@ pub(super) fn routes() -> Vec<Route> {
             "/teams",
             tenant("team", "list"),
             users_and_teams::list_teams,
+        ),
+        put(
+            "/teams/{id}/budget",
+            tenant("team", "update"),
+            budgets::put_team,
+        ),
+        put(
+            "/users/{id}/budget",
+            tenant("user", "update"),
+            budgets::put_user,
+        ),
+        put(
+            "/tenant/budget",
+            tenant("tenant", "update"),
+            budgets::put_tenant,
         ),
         post(
             "/users",

@@ -12,7 +12,7 @@ mod sessions;
 mod sso;
 
 use routero_core::audit::AuditEvent;
-use routero_core::{ErrorCode, Resource};
+use routero_core::{Allowance, ErrorCode, Resource};
 use routero_scim::schema::Kind;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, Row, Transaction};
@@ -101,6 +101,12 @@ const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[
         "limits",
         include_str!("../../../../migrations/postgres/0010_limits.sql"),
         include_str!("../../../../migrations/sqlite/0010_limits.sql"),
+    ),
+    (
+        11,
+        "budgets",
+        include_str!("../../../../migrations/postgres/0011_budgets.sql"),
+        include_str!("../../../../migrations/sqlite/0011_budgets.sql"),
     ),
 ];
 
@@ -510,13 +516,15 @@ impl Store {
         let deployments = serde_json::to_string(&route.deployments)
             .map_err(|e| ControlPlaneError::Corrupt(e.to_string()))?;
         sqlx::query(
-            "INSERT INTO model_routes (tenant_id, name, deployments, created_at, tags) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO model_routes (tenant_id, name, deployments, created_at, tags, pricing) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&route.tenant_id)
         .bind(&route.name)
         .bind(deployments)
         .bind(routero_core::unix_now())
         .bind(to_json(&route.tags)?)
+        .bind(route.pricing.as_ref().map(to_json).transpose()?)
         .execute(&mut *tx)
         .await
         .map_err(|e| unique_violation(e, Resource::Model))?;
@@ -529,12 +537,14 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         require_credentials(&mut tx, route).await?;
         let replaced = sqlx::query(
-            "UPDATE model_routes SET deployments = $1, tags = $2 WHERE tenant_id = $3 AND name = $4",
+            "UPDATE model_routes SET deployments = $1, tags = $2, pricing = $5 \
+             WHERE tenant_id = $3 AND name = $4",
         )
         .bind(to_json(&route.deployments)?)
         .bind(to_json(&route.tags)?)
         .bind(&route.tenant_id)
         .bind(&route.name)
+        .bind(route.pricing.as_ref().map(to_json).transpose()?)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -565,7 +575,7 @@ impl Store {
     /// Routes of a tenant (all tenants with `None`), by name.
     pub async fn list_routes(&self, tenant_id: Option<&str>) -> Result<Vec<Route>> {
         sqlx::query(
-            "SELECT tenant_id, name, deployments, tags FROM model_routes \
+            "SELECT tenant_id, name, deployments, tags, pricing FROM model_routes \
              WHERE $1 IS NULL OR tenant_id = $1 ORDER BY tenant_id, name",
         )
         .bind(tenant_id)
@@ -581,6 +591,11 @@ impl Store {
                 deployments: serde_json::from_str(&deployments)
                     .map_err(|e| ControlPlaneError::Corrupt(e.to_string()))?,
                 tags: from_json(&tags)?,
+                pricing: r
+                    .try_get::<Option<String>, _>("pricing")?
+                    .as_deref()
+                    .map(from_json)
+                    .transpose()?,
             })
         })
         .collect()
@@ -693,10 +708,7 @@ impl Store {
             team_id: changes.team_id.clone().unwrap_or(current.team_id),
             user_id: changes.user_id.clone().unwrap_or(current.user_id),
             roles: changes.roles.clone().unwrap_or(current.roles),
-            limits: routero_core::KeyLimits {
-                rpm_limit: changes.limits.rpm_limit.or(current.limits.rpm_limit),
-                tpm_limit: changes.limits.tpm_limit.or(current.limits.tpm_limit),
-            },
+            limits: current.limits.merged(&changes.limits),
             ..current
         };
         check_scope(
@@ -891,6 +903,56 @@ impl Store {
         self.commit_change(tx, events).await
     }
 
+    // ---- budgets and limits of tenants, teams and users ----
+
+    /// The budget and limits of `scope` (`tenant`, `team:<id>`, `user:<id>`) in the tenant.
+    pub async fn allowance(&self, tenant_id: &str, scope: &str) -> Result<Option<Allowance>> {
+        sqlx::query("SELECT limits FROM allowances WHERE tenant_id = $1 AND scope = $2")
+            .bind(tenant_id)
+            .bind(scope)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|row| from_json(&row.try_get::<String, _>("limits")?))
+            .transpose()
+    }
+
+    /// Replaces the budget and limits of `scope` in the tenant (an unlimited one is removed);
+    /// data planes count by them from the next snapshot.
+    pub async fn put_allowance(
+        &self,
+        tenant_id: &str,
+        scope: &str,
+        allowance: &Allowance,
+        events: &[AuditEvent],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(team) = scope.strip_prefix("team:") {
+            require_in_tenant(&mut tx, Owned::Team, tenant_id, team).await?;
+        } else if let Some(user) = scope.strip_prefix("user:") {
+            require_in_tenant(&mut tx, Owned::User, tenant_id, user).await?;
+        }
+        if allowance.is_unlimited() {
+            sqlx::query("DELETE FROM allowances WHERE tenant_id = $1 AND scope = $2")
+                .bind(tenant_id)
+                .bind(scope)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            sqlx::query(
+                "INSERT INTO allowances (tenant_id, scope, limits, updated_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (tenant_id, scope) DO UPDATE SET limits = excluded.limits, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(tenant_id)
+            .bind(scope)
+            .bind(to_json(allowance)?)
+            .bind(routero_core::unix_now())
+            .execute(&mut *tx)
+            .await?;
+        }
+        self.commit_change(tx, events).await
+    }
+
     // ---- snapshots ----
 
     /// The current snapshot version.
@@ -943,6 +1005,20 @@ impl Store {
                         ))
                     })
                     .collect::<Result<Vec<_>>>()?;
+            let allowances = sqlx::query(
+                "SELECT tenant_id, scope, limits FROM allowances ORDER BY tenant_id, scope",
+            )
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("tenant_id")?,
+                    row.try_get("scope")?,
+                    from_json(&row.try_get::<String, _>("limits")?)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
             if self.snapshot_version().await? == version {
                 return Ok(StateRows {
                     version,
@@ -951,6 +1027,7 @@ impl Store {
                     credentials,
                     guardrails,
                     cors,
+                    allowances,
                 });
             }
         }

@@ -135,6 +135,8 @@ pub struct Route {
     pub deployments: Vec<StoredDeployment>,
     /// Labels policies read (`tier`, `env`, ...).
     pub tags: std::collections::BTreeMap<String, String>,
+    /// What its tokens cost; none: nothing is charged.
+    pub pricing: Option<routero_core::Pricing>,
 }
 
 /// A virtual key's record; never the key itself.
@@ -168,8 +170,8 @@ pub struct KeyRecord {
     pub roles: Vec<String>,
     /// The principal that created the key (an admin key id).
     pub owner: Option<String>,
-    /// Its own rate limits.
-    pub limits: routero_core::KeyLimits,
+    /// Its own rate limits and budget.
+    pub limits: routero_core::Allowance,
 }
 
 /// Fields of a key that an update may change; `None` leaves a field as it is.
@@ -189,8 +191,8 @@ pub struct KeyChanges {
     pub user_id: Option<Option<String>>,
     /// New roles.
     pub roles: Option<Vec<String>>,
-    /// New rate limits: each one given replaces that one.
-    pub limits: routero_core::KeyLimits,
+    /// New rate limits and budget: each part given replaces that part.
+    pub limits: routero_core::Allowance,
 }
 
 /// Everything a snapshot is built from, read at one version.
@@ -208,4 +210,6 @@ pub struct StateRows {
     pub guardrails: Vec<(String, String)>,
     /// `(tenant id, the origins its web apps may call from)`.
     pub cors: Vec<(String, Vec<String>)>,
+    /// `(tenant id, scope, budget and limits)` of tenants, teams and users.
+    pub allowances: Vec<(String, String, routero_core::Allowance)>,
 }

@@ -7,7 +7,6 @@
 
 mod fields;
 mod relay;
-mod sse;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,13 +18,10 @@ use routero_guard::{GuardrailConfig, Pipeline, Policy};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
+use crate::sse::{Framer, MAX_EVENT};
 use fields::Texts;
 pub(crate) use fields::Uninspectable;
 use relay::{Relay, Step};
-use sse::Framer;
-
-/// Longest event of a guarded stream: one past it ends the stream with an error.
-const MAX_EVENT: usize = 1024 * 1024;
 
 /// (detector, action) → findings, what the audit event reports (never the matched text).
 pub type Counts = BTreeMap<(String, &'static str), u32>;

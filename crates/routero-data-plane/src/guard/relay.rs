@@ -10,8 +10,8 @@ use routero_core::ErrorCode;
 use routero_guard::{Policy, Released, StreamScanner};
 use serde_json::{Map, Value, json};
 
-use super::sse::{Event, Frame, data_event};
 use super::{Blocked, Counts, TenantGuard};
+use crate::sse::{Event, Frame, data_event};
 
 /// Bytes held back per streamed text: longer than any value a detector must catch.
 const HOLD: usize = 1024;

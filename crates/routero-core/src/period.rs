@@ -38,7 +38,7 @@ impl Period {
     }
 
     /// The period holding `now` (Unix seconds): its start, and its end unless it never ends.
-    pub(crate) fn window(self, now: i64) -> (i64, Option<i64>) {
+    pub fn window(self, now: i64) -> (i64, Option<i64>) {
         match self {
             Self::Never => (0, None),
             Self::Every(seconds) => {

@@ -2,11 +2,14 @@
 //! or without its space, over several lines; comments; UTF-8 split across network frames.
 //! An event is read only once it is complete, and no event may grow past a limit.
 
+/// Longest event the gateway reads in a stream: one past it ends the stream with an error.
+pub(crate) const MAX_EVENT: usize = 1024 * 1024;
+
 /// One event: its data lines joined by `\n`, its other fields as they came.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(super) struct Event {
+pub(crate) struct Event {
     /// The data, when the event has any.
-    pub(super) data: Option<String>,
+    pub(crate) data: Option<String>,
     /// `event:`, `id:` and `retry:` lines (and unknown fields), as sent.
     fields: Vec<String>,
     /// Whether it held comments (keep-alives): relayed without their text.
@@ -15,7 +18,7 @@ pub(super) struct Event {
 
 /// What the framer makes of the bytes so far.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Frame {
+pub(crate) enum Frame {
     /// A complete event.
     Event(Event),
     /// An event that is not UTF-8, or longer than the limit: the stream cannot be read.
@@ -24,7 +27,7 @@ pub(super) enum Frame {
 
 /// Splits an event stream's bytes into events.
 #[derive(Debug)]
-pub(super) struct Framer {
+pub(crate) struct Framer {
     /// Bytes of events not yet complete, line ends made `\n`.
     pending: Vec<u8>,
     /// Where to look for the next blank line.
@@ -36,7 +39,7 @@ pub(super) struct Framer {
 
 impl Framer {
     /// A framer refusing events longer than `limit` bytes.
-    pub(super) fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Self {
             pending: Vec::new(),
             searched: 0,
@@ -46,7 +49,7 @@ impl Framer {
     }
 
     /// Takes bytes; returns the events they complete.
-    pub(super) fn push(&mut self, bytes: &[u8]) -> Vec<Frame> {
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> Vec<Frame> {
         for &byte in bytes {
             match (byte, self.after_cr) {
                 (b'\n', true) => {}
@@ -107,7 +110,7 @@ fn parse(text: &str) -> Event {
 
 impl Event {
     /// The event as sent on, with `data` in place of its own.
-    pub(super) fn with_data(&self, data: Option<&str>) -> String {
+    pub(crate) fn with_data(&self, data: Option<&str>) -> String {
         let mut out = String::new();
         if self.comment && self.fields.is_empty() && data.is_none() {
             out.push_str(":\n");
@@ -129,7 +132,7 @@ impl Event {
 }
 
 /// A data-only event.
-pub(super) fn data_event(data: &str) -> String {
+pub(crate) fn data_event(data: &str) -> String {
     Event::default().with_data(Some(data))
 }
 
