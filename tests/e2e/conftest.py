@@ -240,10 +240,10 @@ class Gateway:
     def stop(self, command):
         self.processes.pop(command).stop()
 
-    def start_replica(self, name):
+    def start_replica(self, name, **env_overrides):
         """Another data plane, `routero data-plane` named `name`, on this gateway's control plane
-        (either mode: `routero up` serves data planes on its gRPC port too); returns its URL once
-        it is ready. `close()` stops it with the rest."""
+        (either mode: `routero up` serves data planes on its gRPC port too), with `env_overrides`;
+        returns its URL once it is ready. `close()` stops it with the rest."""
         if self.mode == "sqlite-up":
             # `routero up` says where its admin and OpenAI APIs listen, not its gRPC port: it is
             # the third port the process listens on. Its Cerbos, if any, is the one it started.
@@ -267,6 +267,7 @@ class Gateway:
             "ROUTERO_EGRESS_ALLOW": "127.0.0.1/32",
             **({} if "ROUTERO_KAFKA_BROKERS" in extra else {"ROUTERO_ALLOW_UNAUDITED": "true"}),
             **extra,
+            **env_overrides,
         }
         process = Process(name, [str(BIN_DIR / "routero"), "data-plane"], env=env, cwd=self.dir)
         self.processes[name] = process

@@ -84,6 +84,12 @@ def endpoints(gw):
         ("list teams", "GET", "/teams", None, None, 200, {"admin", "support"}),
         ("create user", "POST", "/users", lambda: {"user_name": unique("u")}, None, 201, {"admin"}),
         ("list users", "GET", "/users", None, None, 200, {"admin"}),
+        ("set a team's budget", "PUT", lambda: f"/teams/{team(gw)}/budget", lambda: {"max_budget": 10}, None, 200,
+         {"admin"}),
+        ("set a user's budget", "PUT", lambda: f"/users/{user(gw)}/budget", lambda: {"rpm_limit": 10}, None, 200,
+         {"admin"}),
+        ("set the tenant's budget", "PUT", "/tenant/budget", lambda: {}, None, 200, {"admin"}),
+        ("spend report", "GET", "/spend/report", None, None, 200, {"admin", "auditor", "finance"}),
         ("data planes", "GET", "/data-planes", None, None, 200, {"admin"}),
         ("audit events", "GET", "/audit/events", None, None, 200, {"admin", "auditor", "support"}),
         ("audit retention", "GET", "/audit/retention", None, None, 200, {"admin", "auditor", "support"}),
@@ -113,6 +119,18 @@ def model(gw):
     r = gw.admin("POST", "/models", {"name": name, "deployments": [{"credential": "fake", "model": "up-a"}]})
     assert r.status_code == 201, r.text
     return name
+
+
+def team(gw):
+    r = gw.admin("POST", "/teams", {"name": unique("t")})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def user(gw):
+    r = gw.admin("POST", "/users", {"user_name": unique("u")})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
 
 
 def put_role(gw):

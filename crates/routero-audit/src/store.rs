@@ -47,6 +47,12 @@ const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[
         include_str!("../../../migrations/postgres/audit/0005_record_tags.sql"),
         include_str!("../../../migrations/sqlite/audit/0005_record_tags.sql"),
     ),
+    (
+        6,
+        "spend ledger",
+        include_str!("../../../migrations/postgres/audit/0006_spend_ledger.sql"),
+        include_str!("../../../migrations/sqlite/audit/0006_spend_ledger.sql"),
+    ),
 ];
 
 /// How long a tenant keeps its audit trail unless configured otherwise.
@@ -104,7 +110,7 @@ pub struct EventQuery {
 /// The audit store.
 #[derive(Debug, Clone)]
 pub struct AuditStore {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     /// No tenant keeps its trail for less (the operator's floor, whatever a tenant asks).
     min_retention_days: u32,
     /// The writer's key tagging the records it stores; only the writer holds one.
@@ -270,6 +276,9 @@ impl AuditStore {
             .bind(self.record_key.as_ref().map(|key| tag(key, &record.hash)))
             .execute(&mut *tx)
             .await?;
+            if event.action == routero_core::audit::EventType::SpendDebited {
+                crate::spend::add_to_ledger(&mut tx, event).await?;
+            }
             written.push(record);
         }
         tx.commit().await?;

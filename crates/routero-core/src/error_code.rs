@@ -624,6 +624,8 @@ mod tests {
                 401 => "authentication_error",
                 403 => "permission_error",
                 429 if *code == ErrorCode::TooManyAuthFailures => "authentication_error",
+                // OpenAI's type for a spent quota.
+                429 if *code == ErrorCode::BudgetExceeded => "insufficient_quota",
                 429 => "api_error",
                 400..=499 => "invalid_request_error",
                 _ => "api_error",

@@ -345,7 +345,7 @@ impl Meter {
     /// Gives the reservation back: the request was not sent, or the provider failed.
     pub(crate) fn release(mut self) {
         if let Some(settlement) = self.settlement.take() {
-            settlement.settle(Some(Usage::default()), false);
+            settlement.settle(Some(Usage::default()));
         }
     }
 
@@ -356,7 +356,7 @@ impl Meter {
             return self.tell(response);
         };
         if !response.status().is_success() {
-            settlement.settle(Some(Usage::default()), false);
+            settlement.settle(Some(Usage::default()));
             return self.tell(response);
         }
         let (mut parts, body) = response.into_parts();
@@ -410,7 +410,7 @@ impl Drop for Meter {
     /// working) is charged its reservation.
     fn drop(&mut self) {
         if let Some(settlement) = self.settlement.take() {
-            settlement.settle(None, true);
+            settlement.settle(None);
         }
     }
 }
@@ -418,7 +418,7 @@ impl Drop for Meter {
 impl Settlement {
     /// Settles to `usage` (`None`: the provider reported nothing, so the reservation is
     /// charged), in the background; records the spend and the thresholds it reached.
-    fn settle(self, usage: Option<Usage>, abandoned: bool) {
+    fn settle(self, usage: Option<Usage>) {
         let estimated = usage.is_none();
         let usage = usage.unwrap_or(self.reserved);
         let cost = self.pricing.map_or(0, |p| p.cost_micros(&usage));
@@ -448,7 +448,6 @@ impl Settlement {
                         "cost_micros": cost,
                         "cost_usd": micros_to_usd(cost),
                         "estimated": estimated,
-                        "client_closed": abandoned,
                     })
                     .as_object()
                     .cloned()
@@ -564,7 +563,9 @@ impl Tapped {
         }
     }
 
-    /// The answer ended: read a whole answer's usage, and settle.
+    /// The answer ended, or was dropped (the server stops reading an answer of known length
+    /// at its end, or the client went): read a whole answer's usage, and settle to it, or to
+    /// the reservation when the provider's usage was not seen.
     fn finish(&mut self) {
         if let Mode::Whole(Some(kept)) = &self.mode {
             self.usage = serde_json::from_slice::<Value>(kept)
@@ -573,7 +574,7 @@ impl Tapped {
                 .and_then(usage_of);
         }
         if let Some(settlement) = self.settlement.take() {
-            settlement.settle(self.usage, false);
+            settlement.settle(self.usage);
         }
     }
 }
@@ -603,10 +604,7 @@ impl Drop for Tapped {
     /// An answer not read to its end (the client went, or it broke off) is charged what the
     /// provider reported so far, else the reservation.
     fn drop(&mut self) {
-        if let Some(settlement) = self.settlement.take() {
-            let usage = self.usage;
-            settlement.settle(usage, usage.is_none());
-        }
+        self.finish();
     }
 }
 

@@ -32,20 +32,23 @@ pub(super) struct Filters {
 }
 
 /// The audit log, or 503 `audit_not_configured`.
-fn audit_log(state: &AppState) -> Result<&routero_audit::AuditStore, ApiError> {
+pub(super) fn audit_log(state: &AppState) -> Result<&routero_audit::AuditStore, ApiError> {
     state
         .audit_log
         .as_ref()
         .ok_or_else(|| ApiError::new(ErrorCode::AuditNotConfigured, "No audit log is configured."))
 }
 
-fn unavailable(error: routero_audit::AuditError) -> ApiError {
+pub(super) fn unavailable(error: routero_audit::AuditError) -> ApiError {
     tracing::error!(%error, "audit log failed");
     ApiError::new(ErrorCode::AuditUnavailable, "The audit log is unavailable.")
 }
 
 /// RFC 3339 in, the stored form out (UTC, milliseconds), so comparisons are exact.
-fn normalize_time(field: &str, text: Option<String>) -> Result<Option<String>, ApiError> {
+pub(super) fn normalize_time(
+    field: &str,
+    text: Option<String>,
+) -> Result<Option<String>, ApiError> {
     text.map(|text| {
         humantime::parse_rfc3339_weak(&text)
             .map(|time: SystemTime| humantime::format_rfc3339_millis(time).to_string())

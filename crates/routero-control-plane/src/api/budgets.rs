@@ -1,16 +1,20 @@
 //! Budgets and rate limits of the tenant, its teams and its users (a key's own are set on the
-//! key), in LiteLLM's names with money in USD; data planes count by them from the next
-//! snapshot.
+//! key), in LiteLLM's names with money in USD, which data planes count by from the next
+//! snapshot; and what was spent, from the spend ledger, for chargeback.
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use routero_audit::{SpendGroup, SpendRow};
 use routero_core::audit::EventType;
 use routero_core::{Allowance, ErrorCode, micros_to_usd, usd_to_micros};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::access::Caller;
-use super::extract::Body;
+use super::audit::{audit_log, normalize_time, unavailable};
+use super::extract::{Body, Query};
 use super::{ApiError, AppState};
 
 /// Budget and limit fields as the API takes them: money in USD.
@@ -104,4 +108,134 @@ pub(super) async fn put_tenant(
     Body(body): Body<AllowanceFields>,
 ) -> Result<Json<Value>, ApiError> {
     put(&state, &caller, ("tenant", None), body).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReportQuery {
+    group_by: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `GET /spend/report?group_by=team|user|key|model&from&to`: the tenant's spend from the
+/// ledger, as JSON or, for `Accept: text/csv`, as CSV for chargeback.
+pub(super) async fn report(
+    State(state): State<AppState>,
+    Caller { principal, .. }: Caller,
+    headers: HeaderMap,
+    Query(query): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let name = query.group_by.as_deref().unwrap_or("key");
+    let group = SpendGroup::parse(name).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidQuery,
+            "group_by: team, user, key or model",
+        )
+    })?;
+    let from = normalize_time("from", query.from)?;
+    let to = normalize_time("to", query.to)?;
+    let rows = audit_log(&state)?
+        .spend_report(&principal.tenant_id, group, from.as_deref(), to.as_deref())
+        .await
+        .map_err(unavailable)?;
+    let csv = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/csv"));
+    if csv {
+        return Ok((
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            spend_csv(name, &rows),
+        )
+            .into_response());
+    }
+    let lines: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            json!({
+                name: row.group,
+                "requests": row.requests,
+                "input_tokens": row.input_tokens,
+                "cached_tokens": row.cached_tokens,
+                "output_tokens": row.output_tokens,
+                "spend": micros_to_usd(row.cost_micros),
+            })
+        })
+        .collect();
+    let total: i64 = rows.iter().map(|row| row.cost_micros).sum();
+    Ok(Json(json!({
+        "group_by": name,
+        "from": from,
+        "to": to,
+        "rows": lines,
+        "total_spend": micros_to_usd(total),
+    }))
+    .into_response())
+}
+
+/// The report as CSV: a header line, then one line per group. A cell a spreadsheet would
+/// run as a formula (`=`, `+`, `-`, `@`) is prefixed with `'`; cells are quoted as needed.
+fn spend_csv(group: &str, rows: &[SpendRow]) -> String {
+    let cell = |text: &str| {
+        let text = if text.starts_with(['=', '+', '-', '@']) {
+            format!("'{text}")
+        } else {
+            text.to_owned()
+        };
+        if text.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", text.replace('"', "\"\""))
+        } else {
+            text
+        }
+    };
+    let mut out = format!("{group},requests,input_tokens,cached_tokens,output_tokens,spend_usd\n");
+    for row in rows {
+        out.push_str(&format!(
+            "{},{},{},{},{},{:.6}\n",
+            cell(&row.group),
+            row.requests,
+            row.input_tokens,
+            row.cached_tokens,
+            row.output_tokens,
+            micros_to_usd(row.cost_micros)
+        ));
+    }
+    out
+}
+
+/// What a key has been charged, in USD, when the audit log (the ledger's home) is here.
+pub(super) async fn key_spend(state: &AppState, tenant_id: &str, key_id: &str) -> Option<f64> {
+    let log = state.audit_log.as_ref()?;
+    match log.key_spend(tenant_id, key_id).await {
+        Ok(micros) => Some(micros_to_usd(micros)),
+        Err(error) => {
+            tracing::error!(%error, "spend ledger unavailable");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_are_quoted_and_never_run_as_formulas() {
+        let row = |group: &str| SpendRow {
+            group: group.into(),
+            requests: 1,
+            input_tokens: 2,
+            cached_tokens: 0,
+            output_tokens: 3,
+            cost_micros: 1_500_000,
+        };
+        let csv = spend_csv("model", &[row("=cmd|x"), row("a,\"b\"")]);
+        assert_eq!(
+            csv,
+            "model,requests,input_tokens,cached_tokens,output_tokens,spend_usd\n\
+             '=cmd|x,1,2,0,3,1.500000\n\
+             \"a,\"\"b\"\"\",1,2,0,3,1.500000\n"
+        );
+    }
 }

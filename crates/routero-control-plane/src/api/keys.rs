@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::access::{AllowedKey, Caller};
-use super::budgets::{AllowanceFields, allowance_json};
+use super::budgets::{AllowanceFields, allowance_json, key_spend};
 use super::credentials_and_models::check_name;
 use super::extract::{Body, Query};
 use super::{ApiError, AppState, ClientInfo};
@@ -314,7 +314,12 @@ pub(super) async fn info(
         .get_key(&principal.tenant_id, &query.key_id)
         .await?;
     let key = state.allow_key(&principal, &client, "read", key).await?;
-    Ok(Json(json!({ "key_id": key.id, "info": key_json(&key) })))
+    let mut info = key_json(&key);
+    if let Value::Object(map) = &mut info {
+        let spend = key_spend(&state, &principal.tenant_id, &key.id).await;
+        map.insert("spend".into(), json!(spend));
+    }
+    Ok(Json(json!({ "key_id": key.id, "info": info })))
 }
 
 #[derive(Deserialize)]

@@ -141,6 +141,11 @@ pub(super) fn routes() -> Vec<Route> {
             tenant("tenant", "update"),
             budgets::put_tenant,
         ),
+        get(
+            "/spend/report",
+            tenant("spend_report", "read"),
+            budgets::report,
+        ),
         post(
             "/users",
             tenant("user", "create"),

@@ -1,0 +1,173 @@
+//! The spend ledger: chained `spend.debited` events added up per hour, key, user, team and
+//! model as they are chained, and read back for a key's spend and for chargeback reports.
+
+use routero_core::audit::AuditEvent;
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::{AuditError, AuditStore};
+
+/// What a spend report adds up by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpendGroup {
+    /// Per team (`""`: keys of no team).
+    Team,
+    /// Per user (`""`: keys of no user).
+    User,
+    /// Per key.
+    Key,
+    /// Per model.
+    Model,
+}
+
+impl SpendGroup {
+    /// `team`, `user`, `key` or `model`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "team" => Some(Self::Team),
+            "user" => Some(Self::User),
+            "key" => Some(Self::Key),
+            "model" => Some(Self::Model),
+            _ => None,
+        }
+    }
+
+    /// The ledger column; never text from a request.
+    fn column(self) -> &'static str {
+        match self {
+            Self::Team => "team_id",
+            Self::User => "user_id",
+            Self::Key => "key_id",
+            Self::Model => "model",
+        }
+    }
+}
+
+/// One line of a spend report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpendRow {
+    /// The team, user, key or model (`""`: none).
+    pub group: String,
+    /// Requests charged.
+    pub requests: i64,
+    /// Prompt tokens, cached ones included.
+    pub input_tokens: i64,
+    /// Prompt tokens read from the provider's cache.
+    pub cached_tokens: i64,
+    /// Completion tokens.
+    pub output_tokens: i64,
+    /// What they cost, in micro-dollars.
+    pub cost_micros: i64,
+}
+
+/// A detail of a `spend.debited` event as a number (0 when absent).
+fn number(event: &AuditEvent, field: &str) -> i64 {
+    event
+        .details
+        .get(field)
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(0)
+}
+
+/// A detail of a `spend.debited` event as text (`""` when absent).
+fn text<'a>(event: &'a AuditEvent, field: &str) -> &'a str {
+    event
+        .details
+        .get(field)
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
+}
+
+/// Adds a `spend.debited` event being chained in `tx` to the ledger.
+pub(crate) async fn add_to_ledger(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    event: &AuditEvent,
+) -> Result<(), AuditError> {
+    // The event's time is `YYYY-MM-DDTHH:MM:SS.sssZ`; its hour is the first 13 characters.
+    let hour = event
+        .time
+        .get(..13)
+        .filter(|hour| hour.is_ascii())
+        .map(|hour| format!("{hour}:00:00Z"))
+        .ok_or(AuditError::Malformed("time"))?;
+    sqlx::query(
+        "INSERT INTO spend_ledger (tenant_id, hour, key_id, user_id, team_id, model, requests, \
+         input_tokens, cached_tokens, output_tokens, cost_micros) \
+         VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8, $9, $10) \
+         ON CONFLICT (tenant_id, hour, key_id, user_id, team_id, model) DO UPDATE SET \
+         requests = spend_ledger.requests + 1, \
+         input_tokens = spend_ledger.input_tokens + excluded.input_tokens, \
+         cached_tokens = spend_ledger.cached_tokens + excluded.cached_tokens, \
+         output_tokens = spend_ledger.output_tokens + excluded.output_tokens, \
+         cost_micros = spend_ledger.cost_micros + excluded.cost_micros",
+    )
+    .bind(&event.tenant_id)
+    .bind(hour)
+    .bind(event.actor.id.as_deref().unwrap_or_default())
+    .bind(text(event, "user_id"))
+    .bind(text(event, "team_id"))
+    .bind(event.resource.id.as_deref().unwrap_or_default())
+    .bind(number(event, "input_tokens"))
+    .bind(number(event, "cached_tokens"))
+    .bind(number(event, "output_tokens"))
+    .bind(number(event, "cost_micros"))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl AuditStore {
+    /// Everything `key_id` of `tenant_id` has been charged, in micro-dollars.
+    pub async fn key_spend(&self, tenant_id: &str, key_id: &str) -> Result<i64, AuditError> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS spent FROM spend_ledger \
+             WHERE tenant_id = $1 AND key_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(key_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>("spent")?)
+    }
+
+    /// The tenant's spend grouped by `group`, over the hours from `from` (inclusive) to `to`
+    /// (exclusive), both `YYYY-MM-DDTHH:MM:SS…Z` (an hour is counted when it starts in the
+    /// range), most costly first.
+    pub async fn spend_report(
+        &self,
+        tenant_id: &str,
+        group: SpendGroup,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Vec<SpendRow>, AuditError> {
+        let column = group.column();
+        let sql = format!(
+            "SELECT {column} AS grp, CAST(SUM(requests) AS BIGINT) AS requests, \
+             CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
+             CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens, \
+             CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, \
+             CAST(SUM(cost_micros) AS BIGINT) AS cost_micros FROM spend_ledger \
+             WHERE tenant_id = $1 AND ($2 IS NULL OR hour >= $2) AND ($3 IS NULL OR hour < $3) \
+             GROUP BY {column} ORDER BY SUM(cost_micros) DESC, {column}"
+        );
+        // The only text spliced in is a column name of `SpendGroup`'s, never a request's.
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant_id)
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(SpendRow {
+                    group: row.try_get("grp")?,
+                    requests: row.try_get("requests")?,
+                    input_tokens: row.try_get("input_tokens")?,
+                    cached_tokens: row.try_get("cached_tokens")?,
+                    output_tokens: row.try_get("output_tokens")?,
+                    cost_micros: row.try_get("cost_micros")?,
+                })
+            })
+            .collect()
+    }
+}
