@@ -2,11 +2,13 @@
 names), budgets of teams, users and the tenant. Each request reserves its worst case before it
 is sent and is settled to the provider's usage (a stream's last chunk, asked for and removed
 unless the client asked); a budget without room refuses with 429 `budget_exceeded` naming it.
-Settled spend lands in the ledger behind `/key/info` and `/spend/report` (JSON and CSV, Finance
-and Admin only), and in the audit trail as `spend.debited`."""
+Settled spend lands in the ledger behind `/key/info` and `/spend/report` (JSON and CSV, for
+Finance, Admin and Auditor, not Developer), and in the audit trail as `spend.debited`."""
 import csv
 import io
 import json
+import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -75,19 +77,35 @@ def test_litellms_key_generate_with_max_budget_works_and_a_spent_budget_refuses_
     error = refused.json()["error"]
     assert (error["code"], error["type"]) == ("budget_exceeded", "insufficient_quota"), error
     assert f"key:{issued['key_id']}" in error["message"], error
-    assert int(refused.headers["retry-after"]) <= 30 * 86_400
+    # Periods are aligned to the Unix epoch (every replica agrees without talking).
+    period = 30 * 86_400
+    assert abs(int(refused.headers["retry-after"]) - (period - int(time.time()) % period)) <= 2
     # The spend is settled to the provider's usage, in the ledger and the audit trail.
     wait_until(lambda: gw.admin("GET", "/key/info", params={"key_id": issued["key_id"]}).json()["info"]["spend"]
                == pytest.approx(ANSWER_COST), what="the key's spend in the ledger")
     [debited] = spend_events(gw, issued["key_id"])
     assert debited["details"]["output_tokens"] == CHUNKS and debited["details"]["estimated"] is False
     assert debited["details"]["cost_micros"] == round(ANSWER_COST * 1e6)
-    exceeded = gw.admin("GET", "/audit/events", params={"type": "budget.exceeded", "actor": issued["key_id"]}).json()
-    assert [e["event"]["details"]["budget"] for e in exceeded["events"]] == [f"key:{issued['key_id']}"]
-    # 70% of the budget is spent: the 50% threshold is reported, once.
-    reached = gw.admin("GET", "/audit/events", params={"type": "budget.threshold_reached",
-                                                       "actor": issued["key_id"]}).json()["events"]
-    assert [e["event"]["details"]["percent"] for e in reached] == [50], reached
+    def details(kind, field):
+        found = gw.admin("GET", "/audit/events", params={"type": kind, "actor": issued["key_id"]}).json()["events"]
+        return [e["event"]["details"][field] for e in found]
+    wait_until(lambda: details("budget.exceeded", "budget") == [f"key:{issued['key_id']}"],
+               what="budget.exceeded naming the key's budget")
+    # 70% of the budget is spent: the 50% threshold is reported, once, and no other.
+    wait_until(lambda: details("budget.threshold_reached", "percent") == [50], what="the 50% threshold")
+    assert chat(gw.data_url, issued["key"]).status_code == 429
+    assert details("budget.threshold_reached", "percent") == [50]
+
+
+def test_a_request_is_settled_to_what_the_provider_reports_not_its_reservation(gw):
+    # Each request reserves 1.2 (12 completion tokens allowed) but costs 0.700001 (7 used):
+    # a second fits only once the first was settled down to its usage.
+    issued = gw.new_key(models=["priced"], max_budget=2.0)
+    gw.wait_for_key(issued["key"])
+    content = body(max_tokens=12)
+    assert chat(gw.data_url, issued["key"], content).status_code == 200
+    wait_until(lambda: chat(gw.data_url, issued["key"], content).status_code == 200, what="the second after settling")
+    assert chat(gw.data_url, issued["key"], content).status_code == 429
 
 
 def test_budgets_and_prices_are_checked(gw):
@@ -121,8 +139,27 @@ def test_a_team_budget_is_shared_by_the_keys_of_the_team(gw):
     cleared = gw.admin("PUT", f"/teams/{team['id']}/budget", {})
     assert cleared.status_code == 200, cleared.text
     wait_until(lambda: chat(gw.data_url, second["key"]).status_code == 200, what="the team budget removed")
-    updated = gw.admin("GET", "/audit/events", params={"type": "budget.updated"}).json()["events"]
-    assert len([e for e in updated if e["event"]["resource"]["id"] == team["id"]]) == 2
+    def updated():
+        found = gw.admin("GET", "/audit/events", params={"type": "budget.updated"}).json()["events"]
+        return [e for e in found if e["event"]["resource"]["id"] == team["id"]]
+    wait_until(lambda: len(updated()) == 2, what="both budget changes audited")
+    # The spend is the team's in the report.
+    wait_until(lambda: any(row["team"] == team["id"] and row["requests"] >= 1 for row in
+                           gw.admin("GET", "/spend/report", params={"group_by": "team"}).json()["rows"]),
+               what="the team in the report")
+
+
+def test_the_tenant_budget_covers_every_key_and_names_itself(gw):
+    # A tenant budget with no room at all: every priced request of the tenant is refused.
+    assert gw.admin("PUT", "/tenant/budget", {"max_budget": 0}).status_code == 200
+    try:
+        issued = gw.new_key(models=["priced"])
+        gw.wait_for_key(issued["key"])
+        refused = chat(gw.data_url, issued["key"])
+        assert refused.status_code == 429 and "tenant:" in refused.json()["error"]["message"], refused.text
+    finally:
+        assert gw.admin("PUT", "/tenant/budget", {}).status_code == 200
+    wait_until(lambda: chat(gw.data_url, issued["key"]).status_code == 200, what="the tenant budget removed")
 
 
 def test_streams_are_settled_from_their_last_chunk_which_the_client_sees_only_if_it_asked(gw):
@@ -155,6 +192,21 @@ def test_a_client_gone_mid_stream_is_charged_its_reservation(gw):
     assert event["details"]["cost_micros"] == round(reservation(content) * 1e6), event
 
 
+def test_a_client_gone_after_the_usage_chunk_is_charged_what_the_provider_reported(gw):
+    issued = gw.new_key(models=["priced"], max_budget=100)
+    gw.wait_for_key(issued["key"])
+    content = body(stream=True, stream_options={"include_usage": True})
+    with httpx.stream("POST", gw.data_url + "/v1/chat/completions", content=content, timeout=20,
+                      headers={"Authorization": f"Bearer {issued['key']}", "Content-Type": "application/json"}) as r:
+        for line in r.iter_lines():
+            if '"usage":{' in line.replace(" ", ""):
+                break  # the usage chunk read, the client goes before [DONE]
+    wait_until(lambda: spend_events(gw, issued["key_id"]), what="the stream settled")
+    [event] = spend_events(gw, issued["key_id"])
+    assert event["details"]["estimated"] is False, event
+    assert event["details"]["cost_micros"] == round(ANSWER_COST * 1e6), event
+
+
 def test_the_spend_report_matches_the_requests_and_only_finance_and_admin_read_it(gw):
     priced_model(gw, "priced-too")
     keys = [gw.new_key(models=["priced", "priced-too"], max_budget=100) for _ in range(2)]
@@ -179,13 +231,23 @@ def test_the_spend_report_matches_the_requests_and_only_finance_and_admin_read_i
     csv_answer = gw.admin("GET", "/spend/report", params={"group_by": "key"}, headers={"Accept": "text/csv"})
     assert csv_answer.headers["content-type"].startswith("text/csv")
     lines = {row["key"]: row for row in csv.DictReader(io.StringIO(csv_answer.text))}
-    assert float(lines[keys[0]["key_id"]]["spend_usd"]) == pytest.approx(3 * ANSWER_COST)
+    assert set(lines) == set(rows)
+    for key_id, row in rows.items():
+        line = lines[key_id]
+        assert [int(line[f]) for f in ("requests", "input_tokens", "cached_tokens", "output_tokens")] == \
+            [row[f] for f in ("requests", "input_tokens", "cached_tokens", "output_tokens")]
+        assert float(line["spend_usd"]) == pytest.approx(row["spend"])
     assert gw.admin("GET", "/spend/report", params={"group_by": "nope"}).status_code == 400
-    for role, status in [("finance", 200), ("developer", 403)]:
+    # An hour range that ended before these requests holds none of them.
+    past = gw.admin("GET", "/spend/report", params={"group_by": "key", "to": "2026-01-01T00:00:00Z"}).json()
+    assert past["rows"] == [] and past["total_spend"] == 0
+    for role, status in [("finance", 200), ("auditor", 200), ("developer", 403)]:
         r = gw.admin("POST", "/admin-keys", {"name": f"spend-{role}", "roles": [role]})
         assert r.status_code == 201, r.text
-        answer = gw.admin("GET", "/spend/report", key=r.json()["key"])
+        answer = gw.admin("GET", "/spend/report", key=r.json()["key"], headers={"Accept": "text/csv"})
         assert answer.status_code == status, (role, answer.text)
+        if status == 403:
+            assert answer.json()["error"]["code"] == "policy_denied"
 
 
 def test_replicas_sharing_redis_serve_a_budget_once(fake_provider):
@@ -213,6 +275,37 @@ def test_replicas_sharing_redis_serve_a_budget_once(fake_provider):
         assert all(a.json()["error"]["code"] == "budget_exceeded" for a in refused)
         assert abs(len(served) - fits) <= 1
         assert spent <= budget + reservation(content)
+        # What the counter in Redis settled to: the provider's usage of each request served,
+        # nothing of the refused, no reservation left.
+        counter = f"budget:key:{issued['key_id']}:0"
+
+        def held(field):
+            done = subprocess.run(["redis-cli", "-p", str(redis.port), "HGET", counter, field],
+                                  capture_output=True, text=True)
+            return int(done.stdout.strip() or 0)
+        wait_until(lambda: held("reserved") == 0, what="every reservation settled")
+        print(f"settled in Redis: {held('spent')} micro-dollars of a budget of {round(budget * 1e6)}")
+        assert held("spent") == len(served) * round(ANSWER_COST * 1e6)
+
+        # Redis gone: a counted request is refused at once, never served uncounted...
+        limited = gw.new_key(models=["priced"], rpm_limit=1000)
+        gw.wait_for_key(limited["key"])
+        assert chat(gw.data_url, limited["key"]).status_code == 200
+        redis.stop()
+        r = chat(gw.data_url, limited["key"])
+        assert r.status_code == 503 and r.json()["error"]["code"] == "limits_unavailable", r.text
+        # ...unless its tenant chose fail_open: then it is served, and audited as such.
+        r = gw.admin("PUT", "/tenant/budget", {"fail_open": True})
+        assert r.status_code == 200 and r.json()["budget"]["fail_open"] is True, r.text
+        assert gw.admin("PUT", "/teams/any/budget", {"fail_open": True}).status_code == 400
+        wait_until(lambda: chat(gw.data_url, limited["key"]).status_code == 200, what="served failing open")
+        failed_open = gw.admin("GET", "/audit/events", params={"type": "limits.failed_open",
+                                                               "actor": limited["key_id"]}).json()["events"]
+        assert failed_open and all(e["event"]["reason_code"] == "limits_unavailable" for e in failed_open)
+        assert gw.admin("PUT", "/tenant/budget", {}).status_code == 200
+        wait_until(lambda: chat(gw.data_url, limited["key"]).status_code == 503, what="failing closed again")
+        redis = Redis(redis.port)
+        wait_until(lambda: chat(second, limited["key"]).status_code == 200, what="traffic back without a restart")
     finally:
         gw.close()
         redis.stop()

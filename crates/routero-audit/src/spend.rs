@@ -1,6 +1,7 @@
 //! The spend ledger: chained `spend.debited` events added up per hour, key, user, team and
 //! model as they are chained, and read back for a key's spend and for chargeback reports.
 
+use routero_core::MAX_CHARGE_MICROS;
 use routero_core::audit::AuditEvent;
 use serde::Serialize;
 use sqlx::Row;
@@ -60,14 +61,22 @@ pub struct SpendRow {
     pub cost_micros: i64,
 }
 
-/// A detail of a `spend.debited` event as a number (0 when absent).
-fn number(event: &AuditEvent, field: &str) -> i64 {
+/// A detail of a `spend.debited` event as a number from 0 to `most` (0 when absent): an
+/// event is never trusted to keep the ledger's sums from overflowing.
+fn number(event: &AuditEvent, field: &str, most: i64) -> i64 {
     event
         .details
         .get(field)
         .and_then(serde_json::Value::as_i64)
         .unwrap_or(0)
+        .clamp(0, most)
 }
+
+/// The most a ledger line adds up to, in micro-dollars (a thousandth of what an i64 holds).
+const MAX_LINE_MICROS: i64 = i64::MAX / 1000;
+
+/// The most tokens one event adds to a ledger line.
+const MAX_TOKENS: i64 = 1_000_000_000_000;
 
 /// A detail of a `spend.debited` event as text (`""` when absent).
 fn text<'a>(event: &'a AuditEvent, field: &str) -> &'a str {
@@ -99,7 +108,8 @@ pub(crate) async fn add_to_ledger(
          input_tokens = spend_ledger.input_tokens + excluded.input_tokens, \
          cached_tokens = spend_ledger.cached_tokens + excluded.cached_tokens, \
          output_tokens = spend_ledger.output_tokens + excluded.output_tokens, \
-         cost_micros = spend_ledger.cost_micros + excluded.cost_micros",
+         cost_micros = CASE WHEN spend_ledger.cost_micros > $11 - excluded.cost_micros THEN $11 \
+         ELSE spend_ledger.cost_micros + excluded.cost_micros END",
     )
     .bind(&event.tenant_id)
     .bind(hour)
@@ -107,10 +117,12 @@ pub(crate) async fn add_to_ledger(
     .bind(text(event, "user_id"))
     .bind(text(event, "team_id"))
     .bind(event.resource.id.as_deref().unwrap_or_default())
-    .bind(number(event, "input_tokens"))
-    .bind(number(event, "cached_tokens"))
-    .bind(number(event, "output_tokens"))
-    .bind(number(event, "cost_micros"))
+    .bind(number(event, "input_tokens", MAX_TOKENS))
+    .bind(number(event, "cached_tokens", MAX_TOKENS))
+    .bind(number(event, "output_tokens", MAX_TOKENS))
+    .bind(number(event, "cost_micros", MAX_CHARGE_MICROS))
+    // A line's cost stops at the largest sum that cannot overflow a report over many lines.
+    .bind(MAX_LINE_MICROS)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -52,6 +52,10 @@ pub struct Allowance {
     /// [`DEFAULT_THRESHOLDS`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub budget_thresholds: Vec<u8>,
+    /// The tenant's only: when the counters cannot be reached, serve its requests uncounted
+    /// (each one audited as `limits.failed_open`) instead of refusing them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fail_open: bool,
 }
 
 impl Allowance {
@@ -81,9 +85,12 @@ impl Allowance {
         Ok(())
     }
 
-    /// Whether nothing is limited.
+    /// Whether nothing is limited (or asked of the counters).
     pub fn is_unlimited(&self) -> bool {
-        self.rpm_limit.is_none() && self.tpm_limit.is_none() && self.max_budget_micros.is_none()
+        self.rpm_limit.is_none()
+            && self.tpm_limit.is_none()
+            && self.max_budget_micros.is_none()
+            && !self.fail_open
     }
 
     /// When the budget resets.
@@ -121,6 +128,7 @@ impl Allowance {
             } else {
                 changes.budget_thresholds.clone()
             },
+            fail_open: self.fail_open || changes.fail_open,
         }
     }
 }
@@ -160,8 +168,12 @@ impl Usage {
     }
 }
 
+/// The most one request is ever charged, in micro-dollars (a billion dollars): a bound that
+/// keeps sums of charges far from overflowing.
+pub const MAX_CHARGE_MICROS: i64 = 1_000_000_000_000_000;
+
 impl Pricing {
-    /// What `usage` costs, in micro-dollars, rounded up.
+    /// What `usage` costs, in micro-dollars, rounded up (at most [`MAX_CHARGE_MICROS`]).
     pub fn cost_micros(&self, usage: &Usage) -> i64 {
         let cached = usage.cached_tokens.min(usage.prompt_tokens);
         let parts = [
@@ -177,7 +189,9 @@ impl Pricing {
             .iter()
             .map(|(tokens, price)| u128::from(*tokens) * u128::from(*price))
             .sum();
-        i64::try_from(total.div_ceil(1_000_000)).unwrap_or(i64::MAX)
+        i64::try_from(total.div_ceil(1_000_000))
+            .unwrap_or(i64::MAX)
+            .min(MAX_CHARGE_MICROS)
     }
 }
 
@@ -228,7 +242,7 @@ mod tests {
             cached_tokens: 0,
             completion_tokens: u64::MAX,
         };
-        assert!(pricing.cost_micros(&absurd) > 0);
+        assert_eq!(pricing.cost_micros(&absurd), MAX_CHARGE_MICROS);
     }
 
     #[test]

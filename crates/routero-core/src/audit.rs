@@ -147,6 +147,10 @@ pub enum EventType {
     /// The budget or rate limits of a tenant, team or user were set.
     #[serde(rename = "budget.updated")]
     BudgetUpdated,
+    /// A request was served uncounted: the counters could not be reached and its tenant
+    /// chose `fail_open`.
+    #[serde(rename = "limits.failed_open")]
+    LimitsFailedOpen,
     /// A budget crossed a warning threshold.
     #[serde(rename = "budget.threshold_reached")]
     BudgetThresholdReached,

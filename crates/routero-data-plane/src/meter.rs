@@ -83,6 +83,8 @@ struct Settlement {
     pricing: Option<Pricing>,
     /// The worst case reserved, charged when the provider reports nothing.
     reserved: Usage,
+    /// The tokens the rate limits counted before the answer.
+    estimated_tokens: u64,
     payer: Payer,
     /// Room for `spend.debited`, taken before the request was sent.
     room: Option<Reservation>,
@@ -157,15 +159,20 @@ pub(crate) async fn count(
         });
     }
     let (grant, left) = if counted {
-        let grant = reserve(limits, &ask, &payer).await?;
-        let left = ask
-            .rates
-            .iter()
-            .zip(&grant.remaining)
-            .filter(|(rate, _)| rate.name == own)
-            .map(|(rate, (_, _, left))| (rate.kind, rate.per_minute, *left))
-            .collect();
-        (Some(grant), left)
+        let fail_open = snapshot
+            .allowance(&payer.key.tenant_id, "tenant")
+            .is_some_and(|tenant| tenant.fail_open);
+        // Served uncounted (fail_open), its spend is still recorded.
+        let grant = reserve(limits, &ask, &payer, fail_open).await?;
+        let left = grant.iter().flat_map(|grant| {
+            ask.rates
+                .iter()
+                .zip(&grant.remaining)
+                .filter(|(rate, _)| rate.name == own)
+                .map(|(rate, (_, _, left))| (rate.kind, rate.per_minute, *left))
+        });
+        let left = left.collect();
+        (grant, left)
     } else {
         (None, Vec::new())
     };
@@ -183,16 +190,23 @@ pub(crate) async fn count(
             grant,
             pricing: route.pricing,
             reserved: worst,
+            estimated_tokens,
             payer,
             room,
         }),
     })
 }
 
-/// Reserves `ask`, or says why not.
-async fn reserve(limits: &Limits, ask: &Ask, payer: &Payer) -> Result<Grant, NotCounted> {
+/// Reserves `ask`, or says why not; `None` when the counters cannot be reached and the
+/// tenant chose to `fail_open` (the request is then served uncounted, and audited).
+async fn reserve(
+    limits: &Limits,
+    ask: &Ask,
+    payer: &Payer,
+    fail_open: bool,
+) -> Result<Option<Grant>, NotCounted> {
     match limits.reserve(ask, routero_core::unix_now_ms()).await {
-        Ok(Verdict::Granted(grant)) => Ok(grant),
+        Ok(Verdict::Granted(grant)) => Ok(Some(grant)),
         Ok(Verdict::RateLimited {
             name,
             kind,
@@ -247,6 +261,19 @@ async fn reserve(limits: &Limits, ask: &Ask, payer: &Payer) -> Result<Grant, Not
                 exceeded: Some(event),
             })
         }
+        Err(error) if fail_open => {
+            tracing::warn!(%error, tenant = %payer.key.tenant_id, "limits cannot be counted; served uncounted (fail_open)");
+            let mut event = payer.event(EventType::LimitsFailedOpen, Outcome::Success);
+            event.reason_code = Some(ErrorCode::LimitsUnavailable.code().to_owned());
+            // Served only once the event has its room: an uncounted request is never unaudited.
+            if let Some(bus) = &payer.bus {
+                bus.reserve()
+                    .await
+                    .map_err(|_| Refused::from(ErrorCode::AuditUnavailable))?
+                    .publish(event);
+            }
+            Ok(None)
+        }
         Err(error) => {
             tracing::error!(%error, "limits cannot be counted; the request is refused");
             Err(Refused::from(ErrorCode::LimitsUnavailable).into())
@@ -285,12 +312,13 @@ fn worst_case(
             ..Usage::default()
         };
     }
+    // Zero or less is no limit to some servers (llama.cpp, Ollama): read as not given.
     let number = |field: &str| {
         request
             .get(field)
             .and_then(Value::as_f64)
-            .filter(|n| n.is_finite())
-            .map(|n| n.max(0.0).ceil())
+            .filter(|n| n.is_finite() && *n > 0.0)
+            .map(f64::ceil)
     };
     let allowed = ["max_completion_tokens", "max_tokens"]
         .into_iter()
@@ -342,9 +370,11 @@ impl Meter {
         self.settlement.is_some()
     }
 
-    /// Gives the reservation back: the request was not sent, or the provider failed.
+    /// Gives the reservation back: the request was not sent, or the provider failed. Nothing
+    /// was spent, so nothing is recorded.
     pub(crate) fn release(mut self) {
-        if let Some(settlement) = self.settlement.take() {
+        if let Some(mut settlement) = self.settlement.take() {
+            settlement.room = None;
             settlement.settle(Some(Usage::default()));
         }
     }
@@ -356,8 +386,9 @@ impl Meter {
             return self.tell(response);
         };
         if !response.status().is_success() {
-            settlement.settle(Some(Usage::default()));
-            return self.tell(response);
+            self.settlement = Some(settlement);
+            self.release();
+            return response;
         }
         let (mut parts, body) = response.into_parts();
         let streamed = parts
@@ -420,11 +451,12 @@ impl Settlement {
     /// charged), in the background; records the spend and the thresholds it reached.
     fn settle(self, usage: Option<Usage>) {
         let estimated = usage.is_none();
+        let tokens = usage.map_or(self.estimated_tokens, |u| u.total());
         let usage = usage.unwrap_or(self.reserved);
         let cost = self.pricing.map_or(0, |p| p.cost_micros(&usage));
         tokio::spawn(async move {
             let crossed = match &self.grant {
-                Some(grant) => match self.limits.settle(grant, cost, usage.total()).await {
+                Some(grant) => match self.limits.settle(grant, cost, tokens).await {
                     Ok(crossed) => crossed,
                     Err(error) => {
                         // The reservation stays counted until its period ends: spend is
@@ -501,17 +533,26 @@ struct Tapped {
 }
 
 /// The usage object of a completion or chunk, if it carries one.
+/// `None` when it names neither prompt nor completion tokens (nothing reported: the
+/// reservation is charged). Counts are bounded (a trillion tokens), whatever a provider says.
 fn usage_of(value: &Value) -> Option<Usage> {
+    const MAX_TOKENS: u64 = 1_000_000_000_000;
     let usage = value.get("usage")?.as_object()?;
-    let tokens = |field: &str| usage.get(field).and_then(Value::as_u64).unwrap_or(0);
+    let tokens = |value: Option<&Value>| value.and_then(Value::as_u64).map(|n| n.min(MAX_TOKENS));
+    let prompt = tokens(usage.get("prompt_tokens"));
+    let completion = tokens(usage.get("completion_tokens"));
+    if prompt.is_none() && completion.is_none() {
+        return None;
+    }
     Some(Usage {
-        prompt_tokens: tokens("prompt_tokens"),
-        cached_tokens: usage
-            .get("prompt_tokens_details")
-            .and_then(|d| d.get("cached_tokens"))
-            .and_then(Value::as_u64)
-            .unwrap_or(0),
-        completion_tokens: tokens("completion_tokens"),
+        prompt_tokens: prompt.unwrap_or(0),
+        cached_tokens: tokens(
+            usage
+                .get("prompt_tokens_details")
+                .and_then(|d| d.get("cached_tokens")),
+        )
+        .unwrap_or(0),
+        completion_tokens: completion.unwrap_or(0),
     })
 }
 
@@ -567,6 +608,9 @@ impl Tapped {
     /// at its end, or the client went): read a whole answer's usage, and settle to it, or to
     /// the reservation when the provider's usage was not seen.
     fn finish(&mut self) {
+        if self.settlement.is_none() {
+            return;
+        }
         if let Mode::Whole(Some(kept)) = &self.mode {
             self.usage = serde_json::from_slice::<Value>(kept)
                 .ok()
@@ -669,6 +713,48 @@ mod tests {
             })
         );
         assert_eq!(usage_of(&json!({"usage": null})), None);
+        assert_eq!(usage_of(&json!({"usage": {}})), None, "nothing reported");
+        let huge = usage_of(&json!({"usage": {"prompt_tokens": u64::MAX}})).unwrap();
+        assert_eq!(huge.prompt_tokens, 1_000_000_000_000);
+    }
+
+    fn tapped(strip_usage: bool) -> Tapped {
+        Tapped {
+            upstream: Body::empty().into_data_stream(),
+            mode: Mode::Events {
+                framer: Framer::new(MAX_EVENT),
+                strip_usage,
+            },
+            usage: None,
+            settlement: None,
+        }
+    }
+
+    const STREAM: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\r\n\r\n\
+        data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n\
+        data: [DONE]\n\n";
+
+    #[test]
+    fn a_streams_usage_chunk_is_read_and_removed_unless_the_client_asked() {
+        let (head, tail) = STREAM.split_at(30);
+        let mut stripped = tapped(true);
+        let mut out = stripped.relay(Bytes::from(head)).unwrap().to_vec();
+        out.extend_from_slice(&stripped.relay(Bytes::from(tail)).unwrap());
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("\"hi\"") && out.contains("[DONE]"), "{out}");
+        assert!(!out.contains("prompt_tokens"), "{out}");
+        let read = Usage {
+            prompt_tokens: 3,
+            cached_tokens: 0,
+            completion_tokens: 2,
+        };
+        assert_eq!(stripped.usage, Some(read));
+        let mut kept = tapped(false);
+        let out = kept.relay(Bytes::from(STREAM)).unwrap();
+        assert!(String::from_utf8_lossy(&out).contains("prompt_tokens"));
+        assert_eq!(kept.usage, Some(read));
+        let mut broken = tapped(true);
+        assert!(broken.relay(Bytes::from(&b"data: \xff\n\n"[..])).is_err());
     }
 
     #[test]

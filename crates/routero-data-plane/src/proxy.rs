@@ -461,7 +461,13 @@ async fn proxy(
     let response = match forward(app, &caller, route, endpoint, request).await {
         Ok(response) => meter.tap(response, !keep_usage),
         Err(refused) => {
-            meter.release();
+            if refused.refusal == ErrorCode::UpstreamTimeout {
+                // The provider may have worked (and billed) past the deadline: charged the
+                // reservation.
+                drop(meter);
+            } else {
+                meter.release();
+            }
             return Err(refused);
         }
     };

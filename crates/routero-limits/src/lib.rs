@@ -4,11 +4,12 @@
 //! A request asks, in one step, for everything it falls under: a reservation of its worst-case
 //! cost on each budget (key, user, team, tenant), and its share of each rate limit (requests
 //! and tokens per minute). Either all of it is granted or none is, naming what refused. After
-//! the provider answered, the grant is settled to the actual cost (and tokens): spend never
-//! exceeds a budget by more than one request's underestimate, however many replicas serve
-//! concurrently. Budgets count in micro-dollars within a period (every `n` seconds, or the
-//! calendar month in UTC); rate limits are GCRA over a minute, so a limit of 60 lets 60 through
-//! at once and then one a second.
+//! the provider answered, the grant is settled to the actual cost (and tokens): spend exceeds
+//! a budget only by what the requests in flight cost beyond their reservations, however many
+//! replicas serve concurrently (nothing, when each reservation is a true worst case). Budgets
+//! count in micro-dollars within a period (every `n` seconds, or the calendar month in UTC);
+//! rate limits are GCRA over a minute, so a limit of 60 lets 60 through at once and then one a
+//! second.
 
 mod local;
 mod redis;

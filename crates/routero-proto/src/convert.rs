@@ -126,6 +126,7 @@ impl From<&v1::Allowance> for Allowance {
                 .iter()
                 .filter_map(|p| u8::try_from(*p).ok())
                 .collect(),
+            fail_open: a.fail_open,
         }
     }
 }
@@ -138,6 +139,7 @@ impl From<&Allowance> for v1::Allowance {
             max_budget_micros: a.max_budget_micros,
             budget_duration: a.budget_duration.clone(),
             budget_thresholds: a.budget_thresholds.iter().map(|p| u32::from(*p)).collect(),
+            fail_open: a.fail_open,
         }
     }
 }

@@ -26,6 +26,7 @@ pub(super) struct AllowanceFields {
     pub(super) max_budget: Option<f64>,
     pub(super) budget_duration: Option<String>,
     pub(super) budget_thresholds: Option<Vec<u8>>,
+    pub(super) fail_open: Option<bool>,
 }
 
 impl AllowanceFields {
@@ -42,6 +43,7 @@ impl AllowanceFields {
                 .map_err(invalid)?,
             budget_duration: self.budget_duration,
             budget_thresholds: self.budget_thresholds.unwrap_or_default(),
+            fail_open: self.fail_open.unwrap_or(false),
         };
         allowance.check().map_err(invalid)?;
         Ok(allowance)
@@ -56,6 +58,7 @@ pub(super) fn allowance_json(allowance: &Allowance) -> Value {
         "max_budget": allowance.max_budget_micros.map(micros_to_usd),
         "budget_duration": allowance.budget_duration,
         "budget_thresholds": allowance.thresholds(),
+        "fail_open": allowance.fail_open,
     })
 }
 
@@ -68,6 +71,12 @@ async fn put(
 ) -> Result<Json<Value>, ApiError> {
     let Caller { principal, client } = caller;
     let allowance = fields.checked()?;
+    if allowance.fail_open && kind != "tenant" {
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            "fail_open: only the tenant's budget has it",
+        ));
+    }
     let scope = id
         .as_ref()
         .map_or_else(|| kind.to_owned(), |id| format!("{kind}:{id}"));

@@ -172,6 +172,7 @@ pub(super) async fn generate(
         max_budget: body.max_budget,
         budget_duration: body.budget_duration,
         budget_thresholds: body.budget_thresholds,
+        fail_open: None,
     }
     .checked()?;
     // A person signed in mints personal keys: bound to them unless they name another user
@@ -421,6 +422,7 @@ pub(super) async fn update(
         max_budget: body.max_budget,
         budget_duration: body.budget_duration,
         budget_thresholds: body.budget_thresholds,
+        fail_open: None,
     }
     .checked()?;
     let key = active_key_allowed(&state, &principal, &client, "update", &body.key_id).await?;
