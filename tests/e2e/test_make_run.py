@@ -70,8 +70,9 @@ def test_make_run_from_a_fresh_checkout_serves_the_quickstart(fake_provider):
         assert done.returncode == 0, done.stdout + done.stderr
         assert '"object":"chat.completion"' in done.stdout, done.stdout
         assert "fake reply to: Hello" in done.stdout, "the provider answered through the gateway"
+        assert '"group_by":"model"' in done.stdout, "the spend report answered"
         key = re.search(r"^KEY=(sk-rt-\S+)$", done.stdout, re.M).group(1)
-        # Step 4 revoked the key: the data plane refuses it.
+        # Step 5 revoked the key: the data plane refuses it.
         client = openai.OpenAI(api_key=key, base_url=f"http://127.0.0.1:{data_port}/v1", max_retries=0)
 
         def refused():
