@@ -364,11 +364,19 @@ struct Up {
     key: String,
 }
 
+/// A model and key of no governance, or with a price, a budget and rate limits that every
+/// request is counted against (never reached here).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Metering {
+    Off,
+    Budgets,
+}
+
 async fn start_up(
     client: &reqwest::Client,
     bin_dir: &std::path::Path,
     fake_url: &str,
-    name: &str,
+    (name, metering): (&str, Metering),
     env: &[(&str, &str)],
 ) -> Result<Up> {
     let dir = std::env::temp_dir().join(format!("routero-bench-{}-{name}", std::process::id()));
@@ -397,20 +405,19 @@ async fn start_up(
     wait_ready(client, &format!("{admin_url}/readyz")).await?;
     wait_ready(client, &format!("{data_url}/readyz")).await?;
     admin(client, &admin_url, "/credentials", json!({"name": "fake", "provider": "openai", "api_key": UPSTREAM_KEY, "base_url": format!("{fake_url}/v1")})).await?;
-    admin(
-        client,
-        &admin_url,
-        "/models",
+    let (mut model, mut key) = (
         json!({"name": "bench", "deployments": [{"credential": "fake", "model": "fake-model"}]}),
-    )
-    .await?;
-    let key = admin(
-        client,
-        &admin_url,
-        "/key/generate",
         json!({"models": ["bench"]}),
-    )
-    .await?["key"]
+    );
+    if metering == Metering::Budgets {
+        model["pricing"] = json!({"input_per_mtok": 0.15, "output_per_mtok": 0.60});
+        key["max_budget"] = json!(1_000_000);
+        key["budget_duration"] = json!("30d");
+        key["rpm_limit"] = json!(10_000_000);
+        key["tpm_limit"] = json!(10_000_000);
+    }
+    admin(client, &admin_url, "/models", model).await?;
+    let key = admin(client, &admin_url, "/key/generate", key).await?["key"]
         .as_str()
         .context("key")?
         .to_owned();
@@ -481,8 +488,31 @@ async fn run(args: Args) -> Result<()> {
         &client,
         bin_dir,
         &fake_url,
-        "plain",
+        ("plain", Metering::Off),
         &[("ROUTERO_POLICIES_DIR", "")],
+    )
+    .await?;
+    // A priced model and a key with a budget and rate limits, counted in the process and in
+    // Redis (`ROUTERO_BENCH_REDIS_URL`, by default the local one `make test` starts).
+    let metered = start_up(
+        &client,
+        bin_dir,
+        &fake_url,
+        ("metered", Metering::Budgets),
+        &[("ROUTERO_POLICIES_DIR", "")],
+    )
+    .await?;
+    let redis_url = std::env::var("ROUTERO_BENCH_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis = start_up(
+        &client,
+        bin_dir,
+        &fake_url,
+        ("redis", Metering::Budgets),
+        &[
+            ("ROUTERO_POLICIES_DIR", ""),
+            ("ROUTERO_REDIS_URL", &redis_url),
+        ],
     )
     .await?;
     let policies = std::env::current_dir()?.join("policies");
@@ -491,7 +521,7 @@ async fn run(args: Args) -> Result<()> {
         &client,
         bin_dir,
         &fake_url,
-        "warm",
+        ("warm", Metering::Off),
         &[
             ("ROUTERO_POLICIES_DIR", &policies),
             ("ROUTERO_POLICY_CACHE_SETTLE", "0s"),
@@ -502,7 +532,7 @@ async fn run(args: Args) -> Result<()> {
         &client,
         bin_dir,
         &fake_url,
-        "cold",
+        ("cold", Metering::Off),
         &[
             ("ROUTERO_POLICIES_DIR", &policies),
             ("ROUTERO_POLICY_CACHE_SETTLE", "100000s"),
@@ -557,6 +587,8 @@ async fn run(args: Args) -> Result<()> {
             pid: Some(alone.0.id()),
         },
         up.target("routero up: data plane + audit chain written"),
+        metered.target("routero up + price, budget and rate limits (in process)"),
+        redis.target("routero up + price, budget and rate limits (Redis)"),
         warm.target("routero up + Cerbos policies, decision cached"),
         cold.target("routero up + Cerbos policies, every decision asked"),
     ];
@@ -575,7 +607,7 @@ async fn run(args: Args) -> Result<()> {
     )
     .await?;
     drop((fake, bare, alone));
-    for started in [up, warm, cold] {
+    for started in [up, metered, redis, warm, cold] {
         drop(started.process);
         let _ = std::fs::remove_dir_all(&started.dir);
     }
