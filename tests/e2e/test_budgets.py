@@ -149,6 +149,17 @@ def test_a_team_budget_is_shared_by_the_keys_of_the_team(gw):
                what="the team in the report")
 
 
+def test_a_users_rate_limit_counts_every_key_of_the_user(gw):
+    user = gw.admin("POST", "/users", {"user_name": "rate-limited-person"}).json()
+    r = gw.admin("PUT", f"/users/{user['id']}/budget", {"rpm_limit": 2})
+    assert r.status_code == 200 and r.json()["scope"] == f"user:{user['id']}", r.text
+    keys = [gw.new_key(models=["priced"], user_id=user["id"])["key"] for _ in range(3)]
+    gw.wait_for_key(keys[-1])
+    assert [chat(gw.data_url, key).status_code for key in keys] == [200, 200, 429]
+    refused = chat(gw.data_url, keys[0])
+    assert f"rpm_limit of user:{user['id']}" in refused.json()["error"]["message"], refused.text
+
+
 def test_the_tenant_budget_covers_every_key_and_names_itself(gw):
     # A tenant budget with no room at all: every priced request of the tenant is refused.
     assert gw.admin("PUT", "/tenant/budget", {"max_budget": 0}).status_code == 200

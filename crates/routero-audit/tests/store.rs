@@ -2,7 +2,7 @@
 //! append-only triggers, and tampering done directly in the database named by the verifier.
 #![expect(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use routero_audit::{AuditError, AuditStore, ChainHead, Tamper, verify_chain};
+use routero_audit::{AuditError, AuditStore, ChainHead, SpendGroup, Tamper, verify_chain};
 use routero_core::audit::{
     Actor, ActorKind, AuditEvent, EventType, Outcome, Resource, canonical_json,
 };
@@ -101,6 +101,7 @@ routero_testkit::on_both_databases!(
     records_made_to_look_old_are_not_pruned,
     a_record_inserted_at_the_head_is_never_signed,
     a_retention_forged_at_the_head_is_not_applied,
+    spend_is_added_up_once_per_event_per_hour_key_user_team_and_model,
 );
 
 async fn appends_chain_per_tenant_idempotently_and_verify(db: Db) {
@@ -501,4 +502,69 @@ async fn a_retention_forged_at_the_head_is_not_applied(db: Db) {
         "the forged retention prunes nothing"
     );
     assert_eq!(store.load("a").await.unwrap().records.len(), 6);
+}
+
+/// A `spend.debited` event as the data plane records it.
+fn debited(tenant: &str, id: &str, (key, team, model): (&str, &str, &str), time: &str, cost: i64) -> AuditEvent {
+    let mut event = event(tenant, 0);
+    event.event_id = id.into();
+    event.time = time.into();
+    event.action = EventType::SpendDebited;
+    event.actor = Actor {
+        kind: ActorKind::VirtualKey,
+        id: Some(key.into()),
+        source_ip: None,
+        user_agent: None,
+    };
+    event.resource = Resource {
+        kind: "model".into(),
+        id: Some(model.into()),
+    };
+    event.details = serde_json::json!({"team_id": team, "user_id": null, "input_tokens": 10,
+        "cached_tokens": 0, "output_tokens": 5, "cost_micros": cost})
+    .as_object()
+    .unwrap()
+    .clone();
+    event
+}
+
+async fn spend_is_added_up_once_per_event_per_hour_key_user_team_and_model(db: Db) {
+    let store = &db.store;
+    let events = [
+        debited("a", "s1", ("k1", "t1", "m1"), "2026-11-22T12:05:00.000Z", 100),
+        debited("a", "s2", ("k1", "t1", "m1"), "2026-11-22T12:55:00.000Z", 200),
+        debited("a", "s3", ("k2", "t1", "m2"), "2026-11-22T13:01:00.000Z", 1000),
+        // Another tenant's spend is never in this one's report.
+        debited("b", "s4", ("k9", "t9", "m1"), "2026-11-22T12:05:00.000Z", 7),
+        // A forged, absurd cost cannot overflow a line.
+        debited("a", "s5", ("k3", "", "m3"), "2026-11-22T12:05:00.000Z", i64::MAX),
+        debited("a", "s6", ("k3", "", "m3"), "2026-11-22T12:06:00.000Z", i64::MAX),
+    ];
+    store.append(&events).await.unwrap();
+    // Redelivered: chained once, counted once.
+    store.append(&events[..3]).await.unwrap();
+    assert_eq!(store.key_spend("a", "k1").await.unwrap(), 300);
+    let by_team = store
+        .spend_report("a", SpendGroup::Team, None, None)
+        .await
+        .unwrap();
+    let teams: Vec<(&str, i64, i64)> = by_team
+        .iter()
+        .map(|r| (r.group.as_str(), r.requests, r.output_tokens))
+        .collect();
+    assert_eq!(teams, [("", 2, 10), ("t1", 3, 15)]);
+    assert!(by_team[0].cost_micros > 1_000_000_000_000_000, "each clamped to a billion dollars");
+    // Hours that start in [from, to): 12:00 only.
+    let noon = store
+        .spend_report(
+            "a",
+            SpendGroup::Model,
+            Some("2026-11-22T12:00:00.000Z"),
+            Some("2026-11-22T13:00:00.000Z"),
+        )
+        .await
+        .unwrap();
+    let models: Vec<&str> = noon.iter().map(|r| r.group.as_str()).collect();
+    assert_eq!(models, ["m3", "m1"]);
+    assert_eq!(noon[1].cost_micros, 300);
 }
