@@ -504,11 +504,12 @@ async fn a_retention_forged_at_the_head_is_not_applied(db: Db) {
     assert_eq!(store.load("a").await.unwrap().records.len(), 6);
 }
 
-/// A `spend.debited` event as the data plane records it.
-fn debited(tenant: &str, id: &str, (key, team, model): (&str, &str, &str), time: &str, cost: i64) -> AuditEvent {
+/// A `spend.debited` event as the data plane records it: `[tenant, key, team, model]`, at
+/// `hh:mm` on 2026-11-22, costing `cost` micro-dollars.
+fn debited(id: &str, [tenant, key, team, model]: [&str; 4], at: &str, cost: i64) -> AuditEvent {
     let mut event = event(tenant, 0);
     event.event_id = id.into();
-    event.time = time.into();
+    event.time = format!("2026-11-22T{at}:00.000Z");
     event.action = EventType::SpendDebited;
     event.actor = Actor {
         kind: ActorKind::VirtualKey,
@@ -531,14 +532,14 @@ fn debited(tenant: &str, id: &str, (key, team, model): (&str, &str, &str), time:
 async fn spend_is_added_up_once_per_event_per_hour_key_user_team_and_model(db: Db) {
     let store = &db.store;
     let events = [
-        debited("a", "s1", ("k1", "t1", "m1"), "2026-11-22T12:05:00.000Z", 100),
-        debited("a", "s2", ("k1", "t1", "m1"), "2026-11-22T12:55:00.000Z", 200),
-        debited("a", "s3", ("k2", "t1", "m2"), "2026-11-22T13:01:00.000Z", 1000),
+        debited("s1", ["a", "k1", "t1", "m1"], "12:05", 100),
+        debited("s2", ["a", "k1", "t1", "m1"], "12:55", 200),
+        debited("s3", ["a", "k2", "t1", "m2"], "13:01", 1000),
         // Another tenant's spend is never in this one's report.
-        debited("b", "s4", ("k9", "t9", "m1"), "2026-11-22T12:05:00.000Z", 7),
+        debited("s4", ["b", "k9", "t9", "m1"], "12:05", 7),
         // A forged, absurd cost cannot overflow a line.
-        debited("a", "s5", ("k3", "", "m3"), "2026-11-22T12:05:00.000Z", i64::MAX),
-        debited("a", "s6", ("k3", "", "m3"), "2026-11-22T12:06:00.000Z", i64::MAX),
+        debited("s5", ["a", "k3", "", "m3"], "12:05", i64::MAX),
+        debited("s6", ["a", "k3", "", "m3"], "12:06", i64::MAX),
     ];
     store.append(&events).await.unwrap();
     // Redelivered: chained once, counted once.
@@ -553,7 +554,10 @@ async fn spend_is_added_up_once_per_event_per_hour_key_user_team_and_model(db: D
         .map(|r| (r.group.as_str(), r.requests, r.output_tokens))
         .collect();
     assert_eq!(teams, [("", 2, 10), ("t1", 3, 15)]);
-    assert!(by_team[0].cost_micros > 1_000_000_000_000_000, "each clamped to a billion dollars");
+    assert_eq!(
+        by_team[0].cost_micros, 2_000_000_000_000_000,
+        "each clamped"
+    );
     // Hours that start in [from, to): 12:00 only.
     let noon = store
         .spend_report(
