@@ -13,28 +13,15 @@ pub enum Period {
 }
 
 impl Period {
-    /// Parses a duration as LiteLLM writes `budget_duration`: `30s`, `15m`, `24h`, `30d`, or
-    /// `1mo` (the calendar month).
+    /// Parses a duration as LiteLLM writes `budget_duration`: `30s`, `15m`, `24h`, `30d` (as a
+    /// key's lifetime is written: at most ten years), or `1mo` (the calendar month).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || format!("{text}: a number and s, m, h, d (\"30d\"), or \"1mo\"");
-        let text = text.trim();
-        if text == "1mo" {
+        if text.trim() == "1mo" {
             return Ok(Self::CalendarMonth);
         }
-        let digits = text.chars().take_while(char::is_ascii_digit).count();
-        let (number, unit) = text.split_at_checked(digits).ok_or_else(bad)?;
-        let number: u64 = number.parse().map_err(|_| bad())?;
-        let seconds = match unit {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            _ => return Err(bad()),
-        };
-        match number.checked_mul(seconds) {
-            Some(0) | None => Err(bad()),
-            Some(total) => Ok(Self::Every(total)),
-        }
+        crate::parse_duration(text.trim())
+            .map(|duration| Self::Every(duration.as_secs()))
+            .map_err(|_| format!("{text}: a number and s, m, h, d (\"30d\"), or \"1mo\""))
     }
 
     /// The period holding `now` (Unix seconds): its start, and its end unless it never ends.

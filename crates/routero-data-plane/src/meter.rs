@@ -391,12 +391,7 @@ impl Meter {
             return response;
         }
         let (mut parts, body) = response.into_parts();
-        let streamed = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("text/event-stream"));
-        let mode = if streamed {
+        let mode = if crate::sse::is_event_stream(&parts.headers) {
             parts.headers.remove(header::CONTENT_LENGTH);
             Mode::Events {
                 framer: Framer::new(MAX_EVENT),

@@ -618,11 +618,7 @@ async fn relay(
     stream_room: Option<Reservation>,
 ) -> Relayed {
     let (mut parts, body) = response.into_parts();
-    let streamed = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    let streamed = crate::sse::is_event_stream(&parts.headers);
     parts.headers.remove(header::CONTENT_LENGTH);
     if streamed {
         let (origin, key) = (origin.clone(), Arc::clone(key));

@@ -131,6 +131,14 @@ impl Event {
     }
 }
 
+/// Whether an answer with these headers is an event stream.
+pub(crate) fn is_event_stream(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"))
+}
+
 /// A data-only event.
 pub(crate) fn data_event(data: &str) -> String {
     Event::default().with_data(Some(data))

@@ -40,6 +40,26 @@ pub(super) struct GenerateKey {
     budget_thresholds: Option<Vec<u8>>,
 }
 
+/// A key's rate limits and budget as a request gives them, checked.
+fn key_allowance(
+    (rpm_limit, tpm_limit): (Option<u64>, Option<u64>),
+    (max_budget, budget_duration, budget_thresholds): (
+        Option<f64>,
+        Option<String>,
+        Option<Vec<u8>>,
+    ),
+) -> Result<routero_core::Allowance, ApiError> {
+    AllowanceFields {
+        rpm_limit,
+        tpm_limit,
+        max_budget,
+        budget_duration,
+        budget_thresholds,
+        fail_open: None,
+    }
+    .checked()
+}
+
 /// Role names: at most 16, names like other names.
 pub(super) fn check_roles(roles: &[String]) -> Result<(), ApiError> {
     if roles.len() > 16 {
@@ -166,15 +186,14 @@ pub(super) async fn generate(
     let expires_at = body.duration.as_deref().map(expiry).transpose()?;
     let roles = body.roles.unwrap_or_default();
     check_roles(&roles)?;
-    let limits = AllowanceFields {
-        rpm_limit: body.rpm_limit,
-        tpm_limit: body.tpm_limit,
-        max_budget: body.max_budget,
-        budget_duration: body.budget_duration,
-        budget_thresholds: body.budget_thresholds,
-        fail_open: None,
-    }
-    .checked()?;
+    let limits = key_allowance(
+        (body.rpm_limit, body.tpm_limit),
+        (
+            body.max_budget,
+            body.budget_duration,
+            body.budget_thresholds,
+        ),
+    )?;
     // A person signed in mints personal keys: bound to them unless they name another user
     // (which the policies decide), so the keys die with the person.
     let user_id = body
@@ -416,15 +435,14 @@ pub(super) async fn update(
         check_roles(roles)?;
     }
     // A limit given replaces that limit; one not given stays as it is.
-    let new_limits = AllowanceFields {
-        rpm_limit: body.rpm_limit,
-        tpm_limit: body.tpm_limit,
-        max_budget: body.max_budget,
-        budget_duration: body.budget_duration,
-        budget_thresholds: body.budget_thresholds,
-        fail_open: None,
-    }
-    .checked()?;
+    let new_limits = key_allowance(
+        (body.rpm_limit, body.tpm_limit),
+        (
+            body.max_budget,
+            body.budget_duration,
+            body.budget_thresholds,
+        ),
+    )?;
     let key = active_key_allowed(&state, &principal, &client, "update", &body.key_id).await?;
     state
         .allow_issue(
