@@ -584,7 +584,7 @@ fn credential(text: &str) -> bool {
         "your",
         "example",
         "changeme",
-        // "placeholder" and its kin.
+        // Stand-in words ("placehold" also finds its longer forms).
         "placehold",
         "${",
         "{{",
