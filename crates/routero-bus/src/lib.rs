@@ -43,7 +43,9 @@ pub enum BusError {
 
 /// Where the audit writer takes events from: the in-process [`EventStream`], or a broker.
 pub trait EventSource: Send {
-    /// Waits for events and returns up to `max`; `None` when the source has ended.
+    /// Waits for events and returns up to `max`; `None` when the source has ended. Must be
+    /// cancel-safe: the writer selects it against its timers, and an event received by a
+    /// dropped call must come back from the next one (never be lost, nor committed unstored).
     fn next_batch(&mut self, max: usize) -> impl Future<Output = Option<Vec<AuditEvent>>> + Send;
 
     /// Marks every event returned so far as durably stored, so it is not delivered again.

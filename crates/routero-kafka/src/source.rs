@@ -21,6 +21,11 @@ pub struct KafkaSource {
     consumer: StreamConsumer,
     /// Next offset to commit, per (topic, partition).
     positions: BTreeMap<(String, i32), i64>,
+    /// Events received for the batch being gathered. Kept here, not in the future gathering
+    /// them, so a `next_batch` dropped mid-way (the writer's loop selects it against its
+    /// timers) loses nothing: their offsets are already in `positions`, and the next call
+    /// returns them.
+    taking: Vec<AuditEvent>,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -50,6 +55,7 @@ impl KafkaSource {
         Ok(Self {
             consumer,
             positions: BTreeMap::new(),
+            taking: Vec::new(),
         })
     }
 }
@@ -77,14 +83,13 @@ fn take(positions: &mut BTreeMap<(String, i32), i64>, message: &BorrowedMessage<
 }
 
 impl EventSource for KafkaSource {
+    /// Cancel-safe: a call dropped at any await keeps what it received for the next one.
     async fn next_batch(&mut self, max: usize) -> Option<Vec<AuditEvent>> {
-        let mut batch = Vec::new();
-        loop {
+        while self.taking.is_empty() {
             match self.consumer.recv().await {
                 Ok(message) => {
                     let taken = take(&mut self.positions, &message);
-                    batch.push(taken);
-                    break;
+                    self.taking.push(taken);
                 }
                 Err(error) => {
                     tracing::warn!(%error, "kafka consume failed; retrying");
@@ -93,11 +98,11 @@ impl EventSource for KafkaSource {
             }
         }
         let window = tokio::time::Instant::now() + BATCH_WINDOW;
-        while batch.len() < max {
+        while self.taking.len() < max {
             match tokio::time::timeout_at(window, self.consumer.recv()).await {
                 Ok(Ok(message)) => {
                     let taken = take(&mut self.positions, &message);
-                    batch.push(taken);
+                    self.taking.push(taken);
                 }
                 Ok(Err(error)) => {
                     tracing::warn!(%error, "kafka consume failed");
@@ -106,7 +111,7 @@ impl EventSource for KafkaSource {
                 Err(_) => break,
             }
         }
-        Some(batch)
+        Some(std::mem::take(&mut self.taking))
     }
 
     async fn commit(&mut self) -> Result<(), BusError> {
@@ -126,8 +131,10 @@ impl EventSource for KafkaSource {
         Ok(())
     }
 
-    /// Messages not yet received stay in the broker for the next start.
-    fn drain_now(&mut self, _max: usize) -> Vec<AuditEvent> {
-        Vec::new()
+    /// What a dropped `next_batch` had received; messages not yet received stay in the broker
+    /// for the next start.
+    fn drain_now(&mut self, max: usize) -> Vec<AuditEvent> {
+        let rest = self.taking.split_off(max.min(self.taking.len()));
+        std::mem::replace(&mut self.taking, rest)
     }
 }

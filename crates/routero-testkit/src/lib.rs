@@ -9,6 +9,7 @@
 #![expect(clippy::string_slice, clippy::indexing_slicing)]
 #![forbid(unsafe_code)]
 
+pub mod broker;
 pub mod databases;
 
 use std::collections::VecDeque;
