@@ -1,6 +1,5 @@
 //! The audit writer's Kafka source against a real Kafka-protocol broker (tansu): a batch cut
 //! short while it gathers (the writer selects it against its timers) loses nothing.
-#![expect(clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
