@@ -160,6 +160,13 @@ pub enum EventType {
     /// Spend was charged.
     #[serde(rename = "spend.debited")]
     SpendDebited,
+    /// A deployment failed too often in a row: a data plane stops sending it requests for a
+    /// while.
+    #[serde(rename = "deployment.circuit_opened")]
+    DeploymentCircuitOpened,
+    /// A deployment answered its probe: a data plane sends it requests again.
+    #[serde(rename = "deployment.circuit_closed")]
+    DeploymentCircuitClosed,
 }
 
 /// Who acted.

@@ -41,6 +41,11 @@ pub struct DataPlaneConfig {
     pub upstream_connect_timeout: Duration,
     /// Longest silence allowed while reading a provider's response.
     pub upstream_read_timeout: Duration,
+    /// Longest wait for a provider's response to begin (its head); past it the request goes
+    /// to the route's next deployment.
+    pub upstream_ttfb_timeout: Duration,
+    /// When a deployment's circuit breaker opens, and for how long.
+    pub breaker: crate::BreakerSettings,
     /// How long in-flight requests may take to finish after shutdown begins.
     pub shutdown_grace: Duration,
     /// How long clients may take to send a request's headers and body, and a request to be
@@ -73,6 +78,8 @@ impl DataPlaneConfig {
             max_body_bytes: 8 * 1024 * 1024,
             upstream_connect_timeout: Duration::from_secs(10),
             upstream_read_timeout: Duration::from_secs(300),
+            upstream_ttfb_timeout: Duration::from_secs(60),
+            breaker: crate::BreakerSettings::default(),
             shutdown_grace: Duration::from_secs(30),
             failure_limits: routero_core::FailureLimits::default(),
             deadlines: routero_http::Deadlines::with_request(Duration::from_secs(600)),

@@ -2,6 +2,7 @@
 //! snapshot it follows over gRPC, and never touches the control plane's database.
 #![forbid(unsafe_code)]
 
+mod breaker;
 mod caller;
 mod config;
 mod egress;
@@ -32,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::trace::TraceLayer;
 
+pub use breaker::BreakerSettings;
 pub use config::{ControlPlaneTls, DataPlaneConfig};
 pub use error::DataPlaneError;
 
@@ -156,6 +158,7 @@ pub async fn run(
         authorizer,
         deadlines: config.deadlines,
         failures,
+        breakers: crate::breaker::Breakers::new(config.breaker),
         limits: Arc::new(match &config.redis_url {
             Some(url) => routero_limits::Limits::redis(secrecy::ExposeSecret::expose_secret(url))
                 .map_err(|error| DataPlaneError::Config(error.to_string()))?,
@@ -216,6 +219,7 @@ mod tests {
             authorizer: None,
             deadlines: config.deadlines,
             failures: Arc::new(AuthFailures::new(config.failure_limits)),
+            breakers: crate::breaker::Breakers::default(),
             limits: Arc::new(routero_limits::Limits::in_process()),
         });
         let router = Router::new()

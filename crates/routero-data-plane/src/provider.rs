@@ -101,6 +101,8 @@ impl Upstream {
 #[derive(Debug, Clone)]
 pub struct Provider {
     client: reqwest::Client,
+    /// Longest wait for a response's head.
+    ttfb: std::time::Duration,
 }
 
 impl Provider {
@@ -126,7 +128,10 @@ impl Provider {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| DataPlaneError::Config(format!("http client: {e}")))?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            ttfb: config.upstream_ttfb_timeout,
+        })
     }
 
     /// POSTs `body` to the upstream's endpoint and relays the answer.
@@ -136,14 +141,19 @@ impl Provider {
         endpoint: Endpoint,
         body: Vec<u8>,
     ) -> Result<Response, Refused> {
-        let upstream_response = self
+        let sent = self
             .client
             .post(upstream.url(endpoint).clone())
             .header(header::AUTHORIZATION, upstream.authorization.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .body(body)
-            .send()
+            .send();
+        let upstream_response = tokio::time::timeout(self.ttfb, sent)
             .await
+            .map_err(|_| {
+                tracing::warn!(url = %upstream.url(endpoint), "provider answered nothing in time");
+                Refused::from(ErrorCode::UpstreamTimeout)
+            })?
             .map_err(|error| {
                 tracing::warn!(%error, "provider request failed");
                 if egress_refused(&error) {

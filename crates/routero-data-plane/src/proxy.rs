@@ -43,6 +43,8 @@ pub struct App {
     pub(crate) deadlines: Deadlines,
     /// Failed authentications per source address and minute.
     pub(crate) failures: Arc<AuthFailures>,
+    /// Each deployment's circuit breaker in this replica.
+    pub(crate) breakers: crate::breaker::Breakers,
     /// Where budgets and rate limits are counted: in this process, or in Redis for every
     /// replica.
     pub(crate) limits: Arc<routero_limits::Limits>,
@@ -312,6 +314,38 @@ impl App {
         }
     }
 
+    /// Logs and records a deployment's breaker opening or closing.
+    async fn breaker_changed(
+        &self,
+        tenant: &str,
+        (credential, model): &(String, String),
+        change: crate::breaker::Change,
+    ) {
+        let (action, opened) = match change {
+            crate::breaker::Change::Opened => (EventType::DeploymentCircuitOpened, true),
+            crate::breaker::Change::Closed => (EventType::DeploymentCircuitClosed, false),
+        };
+        if opened {
+            tracing::error!(%credential, %model, "deployment circuit opened: it gets no requests for a while");
+        } else {
+            tracing::info!(%credential, %model, "deployment circuit closed: it answered its probe");
+        }
+        let mut event = routero_bus::event(
+            tenant,
+            action,
+            routero_bus::actor(ActorKind::System, None),
+            routero_bus::resource("deployment", Some(format!("{credential}/{model}"))),
+            Outcome::Success,
+        );
+        event
+            .details
+            .insert("credential_id".into(), Value::from(credential.as_str()));
+        event
+            .details
+            .insert("model".into(), Value::from(model.as_str()));
+        self.record_unreserved(event).await;
+    }
+
     /// Reserves `count` places on the audit bus, or refuses the request.
     async fn reserve(&self, count: usize) -> Result<Vec<Reservation>, Refused> {
         let Some(bus) = &self.audit else {
@@ -562,8 +596,27 @@ fn guard_request(
     Ok((counts, blocked))
 }
 
-/// Sends the request to the first deployment whose provider can be used (else the first
-/// one's refusal), naming the deployment's model.
+/// Most attempts one request makes: its first deployment and two fallbacks.
+const MAX_ATTEMPTS: usize = 3;
+
+/// Whether an attempt failed in a way another deployment may not (no connection, no response
+/// head in time, a 5xx, a 429): what breakers count and fallbacks follow. A provider's
+/// refusal of the request itself (a context window, a content filter: a 4xx) is the
+/// client's answer and is not retried.
+fn deployment_failed(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::UpstreamUnreachable
+            | ErrorCode::UpstreamTimeout
+            | ErrorCode::UpstreamError
+            | ErrorCode::UpstreamRateLimited
+    )
+}
+
+/// Sends the request to the route's deployments in order (priority), skipping any whose
+/// provider cannot be used here or whose breaker is open, and falling back to the next when
+/// an attempt fails before anything reached the client (at most [`MAX_ATTEMPTS`]); a stream
+/// whose head was relayed is never retried. Names each deployment's model.
 async fn forward(
     app: &App,
     caller: &Caller,
@@ -571,29 +624,56 @@ async fn forward(
     endpoint: Endpoint,
     mut request: Map<String, Value>,
 ) -> Result<Response, Refused> {
-    let mut refusal = None;
-    let (deployment, upstream) = route
-        .deployments
-        .iter()
-        .find_map(
-            |d| match caller.live.upstream(&route.tenant_id, &d.credential_id) {
-                Ok(upstream) => Some((d, upstream)),
-                Err(why) => {
-                    refusal.get_or_insert(why);
-                    None
-                }
-            },
-        )
-        .ok_or(refusal.unwrap_or(ErrorCode::UpstreamUnreachable))?;
-    request.insert(
-        "model".into(),
-        Value::String(deployment.upstream_model.clone()),
-    );
-    let upstream_body =
-        serde_json::to_vec(&request).map_err(|_| Refused::invalid("unserializable body"))?;
-    app.provider
-        .forward(upstream, endpoint, upstream_body)
-        .await
+    let mut refusal: Option<Refused> = None;
+    let mut attempts = 0;
+    for deployment in &route.deployments {
+        if attempts == MAX_ATTEMPTS {
+            break;
+        }
+        let upstream = match caller
+            .live
+            .upstream(&route.tenant_id, &deployment.credential_id)
+        {
+            Ok(upstream) => upstream,
+            Err(why) => {
+                refusal.get_or_insert(why.into());
+                continue;
+            }
+        };
+        let id = (
+            deployment.credential_id.clone(),
+            deployment.upstream_model.clone(),
+        );
+        if !app.breakers.admit(&id, std::time::Instant::now()) {
+            refusal.get_or_insert(ErrorCode::UpstreamUnreachable.into());
+            continue;
+        }
+        attempts += 1;
+        request.insert(
+            "model".into(),
+            Value::String(deployment.upstream_model.clone()),
+        );
+        let upstream_body =
+            serde_json::to_vec(&request).map_err(|_| Refused::invalid("unserializable body"))?;
+        let answer = app
+            .provider
+            .forward(upstream, endpoint, upstream_body)
+            .await;
+        let failed = answer
+            .as_ref()
+            .is_err_and(|refused| deployment_failed(refused.refusal));
+        if let Some(change) = app.breakers.record(&id, !failed, std::time::Instant::now()) {
+            app.breaker_changed(&route.tenant_id, &id, change).await;
+        }
+        match answer {
+            Err(refused) if failed => {
+                tracing::warn!(credential = %id.0, model = %id.1, code = refused.refusal.code(), "deployment failed; trying the next");
+                refusal = Some(refused);
+            }
+            answered => return answered,
+        }
+    }
+    Err(refusal.unwrap_or_else(|| ErrorCode::UpstreamUnreachable.into()))
 }
 
 /// Largest chat completion (not streamed) the guardrails read whole.

@@ -3,7 +3,8 @@
 //! configurable latency, failure injection, and a record of what it was sent.
 //!
 //! Control endpoints: `GET /_fake/requests` lists recorded requests; `POST /_fake/config`
-//! replaces the [`FakeConfig`].
+//! replaces the [`FakeConfig`]; `POST /_fake/fault` injects a [`Fault`] into one model's
+//! requests (an error status, a stall before the first byte, for the next `count` of them).
 // The fake provider of tests and benchmarks (a dev-dependency only): it slices what our own
 // gateway sends it in tests, never a client's text in production.
 #![expect(clippy::string_slice, clippy::indexing_slicing)]
@@ -49,6 +50,23 @@ pub struct FakeConfig {
     pub fail_count: u64,
     /// Whether to record requests for `GET /_fake/requests`.
     pub record: bool,
+    /// Faults of requests naming a model, by model: what a test injects for one deployment
+    /// without touching the others (`POST /_fake/fault`).
+    pub faults: std::collections::BTreeMap<String, Fault>,
+}
+
+/// A fault injected into the requests that name one model.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Fault {
+    /// The model whose requests it applies to.
+    pub model: String,
+    /// Status answered (with an error body) instead of success.
+    pub status: Option<u16>,
+    /// How many requests it applies to (then the model answers normally again).
+    pub count: u64,
+    /// Pause before answering, in milliseconds (a provider slow to its first byte).
+    pub stall_ms: u64,
 }
 
 impl Default for FakeConfig {
@@ -61,6 +79,7 @@ impl Default for FakeConfig {
             fail_status: None,
             fail_count: 0,
             record: true,
+            faults: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -90,6 +109,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/models", get(models))
         .route("/_fake/requests", get(recorded))
         .route("/_fake/config", post(configure))
+        .route("/_fake/fault", post(inject))
         .with_state(shared)
 }
 
@@ -157,6 +177,26 @@ async fn admit(
             live.fail_count -= 1;
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return Err(error(status, "injected failure"));
+        }
+    }
+    if let Some(model) = body["model"].as_str() {
+        let fault = {
+            let mut live = shared.config.lock().unwrap_or_else(PoisonError::into_inner);
+            live.faults
+                .get_mut(model)
+                .filter(|f| f.count > 0)
+                .map(|fault| {
+                    fault.count -= 1;
+                    fault.clone()
+                })
+        };
+        if let Some(fault) = fault {
+            tokio::time::sleep(Duration::from_millis(fault.stall_ms)).await;
+            if let Some(status) = fault.status {
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                return Err(error(status, "injected fault"));
+            }
         }
     }
     if config.latency_ms > 0 {
@@ -560,5 +600,16 @@ async fn configure(
     Json(config): Json<FakeConfig>,
 ) -> StatusCode {
     *shared.config.lock().unwrap_or_else(PoisonError::into_inner) = config;
+    StatusCode::NO_CONTENT
+}
+
+/// `POST /_fake/fault`: sets (or, with `count` 0, clears) the fault of one model.
+async fn inject(State(shared): State<Arc<Shared>>, Json(fault): Json<Fault>) -> StatusCode {
+    shared
+        .config
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .faults
+        .insert(fault.model.clone(), fault);
     StatusCode::NO_CONTENT
 }

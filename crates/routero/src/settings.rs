@@ -76,6 +76,15 @@ pub struct Settings {
     pub egress_allow: Option<String>,
     /// Data plane: largest request body in bytes.
     pub max_body_bytes: Option<String>,
+    /// Data plane: longest wait for a provider's response to begin (`60s`); past it the request
+    /// falls back to the route's next deployment.
+    pub upstream_ttfb_timeout: Option<Interval>,
+    /// Data plane: failures in a row (no connection, timeout, 5xx, 429) that open a
+    /// deployment's circuit breaker (`5`).
+    pub breaker_failures: Option<String>,
+    /// Data plane: how long an open breaker keeps requests from its deployment before one
+    /// probe (`60s`).
+    pub breaker_open_for: Option<Interval>,
     /// Both planes: how long a client may take to send a request's headers (`10s`); silent
     /// connections are closed after it.
     pub header_timeout: Option<Interval>,
@@ -608,6 +617,26 @@ impl Settings {
         )))
     }
 
+    /// How the data plane counts (`redis_url`) and reaches providers: time to a response's
+    /// head, circuit breakers.
+    pub fn upstreams(&self, config: &mut DataPlaneConfig) -> Result<()> {
+        config.redis_url = self.redis_url.clone().map(SecretString::from);
+        if let Some(ttfb) = self.upstream_ttfb_timeout.map(Interval::get) {
+            config.upstream_ttfb_timeout = ttfb;
+        }
+        if let Some(failures) = &self.breaker_failures {
+            config.breaker.failures = failures
+                .parse()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| anyhow!("breaker_failures: 1 to 1000"))?;
+        }
+        if let Some(open_for) = self.breaker_open_for.map(Interval::get) {
+            config.breaker.open_for = open_for;
+        }
+        Ok(())
+    }
+
     /// The data plane's config.
     pub fn data_plane(&self) -> Result<DataPlaneConfig> {
         let url = Self::required(self.control_plane_url.as_deref(), "control_plane_url")?;
@@ -638,7 +667,7 @@ impl Settings {
         }
         config.trusted_proxies = self.trusted_proxies()?;
         config.egress = self.egress(EgressPolicy::default())?;
-        config.redis_url = self.redis_url.clone().map(SecretString::from);
+        self.upstreams(&mut config)?;
         if let Some(bytes) = &self.max_body_bytes {
             config.max_body_bytes = bytes.parse().map_err(|e| anyhow!("max_body_bytes: {e}"))?;
         }

@@ -206,7 +206,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     data_config.failure_limits = settings.failure_limits()?;
     data_config.trusted_proxies = settings.trusted_proxies()?;
     data_config.egress = egress;
-    data_config.redis_url = settings.redis_url.clone().map(secrecy::SecretString::from);
+    settings.upstreams(&mut data_config)?;
 
     let signer = audit_signer(&settings)?;
     let audit_store = settings

@@ -1,0 +1,113 @@
+"""Providers that fail (issue 16, first part): a route's deployments in priority order, a failed
+attempt (no connection, no response head within `upstream_ttfb_timeout`, a 5xx, a 429) falling
+back to the next before anything reached the client, a provider's refusal of the request (4xx)
+never retried, and a circuit breaker per deployment: five failures in a row open it (the
+deployment gets no requests), after `breaker_open_for` one probe, whose success closes it;
+both changes in the audit trail. Faults are injected into the fake provider per model."""
+import time
+import uuid
+
+import httpx
+import pytest
+
+from conftest import CHUNKS, Gateway, wait_until
+
+
+@pytest.fixture(scope="module")
+def gw(fake_provider):
+    gateway = Gateway(fake_provider, "sqlite-up", extra_env={
+        "ROUTERO_UPSTREAM_TTFB_TIMEOUT": "1s", "ROUTERO_BREAKER_OPEN_FOR": "2s"})
+    r = gateway.admin("POST", "/credentials", {"name": "dead", "provider": "openai", "api_key": "sk-x",
+                                               "base_url": "http://127.0.0.1:1/v1"})
+    assert r.status_code == 201, r.text
+    yield gateway
+    gateway.close()
+
+
+def fault(gw, model, **how):
+    r = httpx.post(gw.fake_url + "/_fake/fault", json={"model": model, **how})
+    assert r.status_code == 204, r.text
+
+
+def attempts(gw, model):
+    recorded = httpx.get(gw.fake_url + "/_fake/requests").json()["requests"]
+    return sum(1 for r in recorded if r["body"].get("model") == model)
+
+
+def routed(gw, *deployments):
+    """A model over `deployments` ((credential, upstream model) in priority order) and a key
+    for it."""
+    name = "r-" + uuid.uuid4().hex[:8]
+    r = gw.admin("POST", "/models", {"name": name, "deployments": [{"credential": c, "model": m}
+                                                                     for c, m in deployments]})
+    assert r.status_code == 201, r.text
+    key = gw.new_key(models=[name])["key"]
+    gw.wait_for_key(key)
+    return name, key
+
+
+def chat(gw, model, key, **extra):
+    return httpx.post(gw.data_url + "/v1/chat/completions", timeout=30, headers={"Authorization": f"Bearer {key}"},
+                      json={"model": model, "messages": [{"role": "user", "content": "hi"}], **extra})
+
+
+def unique(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def test_a_failed_attempt_falls_back_to_the_next_deployment_and_a_refusal_does_not(gw):
+    primary, backup = unique("primary"), unique("backup")
+    model, key = routed(gw, ("fake", primary), ("fake", backup))
+    fault(gw, primary, status=503, count=1)
+    r = chat(gw, model, key)
+    assert r.status_code == 200 and r.json()["model"] == backup, r.text
+    assert (attempts(gw, primary), attempts(gw, backup)) == (1, 1)
+    # A stream falls back the same way, before its first byte: the client gets one whole stream.
+    fault(gw, primary, status=502, count=1)
+    r = chat(gw, model, key, stream=True)
+    events = [line for line in r.text.splitlines() if line.startswith("data: {")]
+    assert r.status_code == 200 and len(events) == CHUNKS + 1 and backup in events[0], r.text
+    # A provider refusing the request itself (a 4xx) answers the client: no fallback.
+    fault(gw, primary, status=400, count=1)
+    assert chat(gw, model, key).status_code == 400
+    assert attempts(gw, backup) == 2
+
+
+def test_no_connection_and_a_silent_provider_fall_back(gw):
+    backup = unique("backup")
+    model, key = routed(gw, ("dead", "anything"), ("fake", backup))
+    r = chat(gw, model, key)
+    assert r.status_code == 200 and r.json()["model"] == backup, r.text
+    slow = unique("slow")
+    model, key = routed(gw, ("fake", slow), ("fake", backup))
+    fault(gw, slow, stall_ms=5000, count=1)
+    started = time.monotonic()
+    r = chat(gw, model, key)
+    assert r.status_code == 200 and r.json()["model"] == backup, r.text
+    assert time.monotonic() - started < 4, "the backup answered after the 1 s time-to-first-byte, not the stall"
+
+
+def test_five_failures_open_the_breaker_then_one_probe_closes_it(gw):
+    primary, backup = unique("primary"), unique("backup")
+    model, key = routed(gw, ("fake", primary), ("fake", backup))
+    fault(gw, primary, status=500, count=5)
+    for _ in range(5):
+        r = chat(gw, model, key)
+        assert r.status_code == 200 and r.json()["model"] == backup, r.text
+    assert attempts(gw, primary) == 5
+    # Open: the primary gets nothing, the backup serves at once.
+    for _ in range(3):
+        assert chat(gw, model, key).json()["model"] == backup
+    assert attempts(gw, primary) == 5
+
+    def events(kind):
+        found = gw.admin("GET", "/audit/events", params={"type": kind}).json()["events"]
+        return [e["event"] for e in found if e["event"]["details"].get("model") == primary]
+    wait_until(lambda: len(events("deployment.circuit_opened")) == 1, what="circuit_opened audited")
+    # After the open period one probe goes to the primary (healthy again) and closes it.
+    time.sleep(2.2)
+    r = chat(gw, model, key)
+    assert r.json()["model"] == primary, r.text
+    assert attempts(gw, primary) == 6
+    wait_until(lambda: len(events("deployment.circuit_closed")) == 1, what="circuit_closed audited")
+    assert chat(gw, model, key).json()["model"] == primary
