@@ -16,7 +16,7 @@ from conftest import CHUNKS, Gateway, wait_until
 @pytest.fixture(scope="module")
 def gw(fake_provider):
     gateway = Gateway(fake_provider, "sqlite-up", extra_env={
-        "ROUTERO_UPSTREAM_TTFB_TIMEOUT": "1s", "ROUTERO_BREAKER_OPEN_FOR": "2s"})
+        "ROUTERO_UPSTREAM_TTFB_TIMEOUT": "1s", "ROUTERO_BREAKER_OPEN_FOR": "5s"})
     r = gateway.admin("POST", "/credentials", {"name": "dead", "provider": "openai", "api_key": "sk-x",
                                                "base_url": "http://127.0.0.1:1/v1"})
     assert r.status_code == 201, r.text
@@ -80,11 +80,17 @@ def test_no_connection_and_a_silent_provider_fall_back(gw):
     assert r.status_code == 200 and r.json()["model"] == backup, r.text
     slow = unique("slow")
     model, key = routed(gw, ("fake", slow), ("fake", backup))
+    # A stream must begin within upstream_ttfb_timeout (1 s here); a whole completion is
+    # only written once done, so it is not held to it.
     fault(gw, slow, stall_ms=5000, count=1)
     started = time.monotonic()
-    r = chat(gw, model, key)
-    assert r.status_code == 200 and r.json()["model"] == backup, r.text
+    r = chat(gw, model, key, stream=True)
+    assert r.status_code == 200 and backup in r.text and slow not in r.text, r.text
     assert time.monotonic() - started < 4, "the backup answered after the 1 s time-to-first-byte, not the stall"
+    assert attempts(gw, slow) == 1
+    fault(gw, slow, stall_ms=1500, count=1)
+    r = chat(gw, model, key)
+    assert r.status_code == 200 and r.json()["model"] == slow, r.text
 
 
 def test_five_failures_open_the_breaker_then_one_probe_closes_it(gw):
@@ -104,8 +110,8 @@ def test_five_failures_open_the_breaker_then_one_probe_closes_it(gw):
         found = gw.admin("GET", "/audit/events", params={"type": kind}).json()["events"]
         return [e["event"] for e in found if e["event"]["details"].get("model") == primary]
     wait_until(lambda: len(events("deployment.circuit_opened")) == 1, what="circuit_opened audited")
-    # After the open period one probe goes to the primary (healthy again) and closes it.
-    time.sleep(2.2)
+    # After the open period (5 s) one probe goes to the primary (healthy again) and closes it.
+    time.sleep(5.2)
     r = chat(gw, model, key)
     assert r.json()["model"] == primary, r.text
     assert attempts(gw, primary) == 6

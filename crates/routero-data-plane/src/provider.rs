@@ -134,12 +134,15 @@ impl Provider {
         })
     }
 
-    /// POSTs `body` to the upstream's endpoint and relays the answer.
+    /// POSTs `body` to the upstream's endpoint and relays the answer. A `streamed` request's
+    /// response must begin within the time-to-first-byte timeout; a whole completion's head
+    /// comes when it is written, so only the read timeout bounds it.
     pub async fn forward(
         &self,
         upstream: &Upstream,
         endpoint: Endpoint,
         body: Vec<u8>,
+        streamed: bool,
     ) -> Result<Response, Refused> {
         let sent = self
             .client
@@ -148,7 +151,12 @@ impl Provider {
             .header(header::CONTENT_TYPE, "application/json")
             .body(body)
             .send();
-        let upstream_response = tokio::time::timeout(self.ttfb, sent)
+        let ttfb = if streamed {
+            self.ttfb
+        } else {
+            std::time::Duration::MAX
+        };
+        let upstream_response = tokio::time::timeout(ttfb, sent)
             .await
             .map_err(|_| {
                 tracing::warn!(url = %upstream.url(endpoint), "provider answered nothing in time");

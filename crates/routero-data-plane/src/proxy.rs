@@ -625,7 +625,10 @@ async fn forward(
     mut request: Map<String, Value>,
 ) -> Result<Response, Refused> {
     let mut refusal: Option<Refused> = None;
+    let mut timed_out = None;
     let mut attempts = 0;
+    // Only a stream's head comes at once; a whole completion's comes when it is written.
+    let streamed = request.get("stream").and_then(Value::as_bool) == Some(true);
     for deployment in &route.deployments {
         if attempts == MAX_ATTEMPTS {
             break;
@@ -640,6 +643,12 @@ async fn forward(
                 continue;
             }
         };
+        request.insert(
+            "model".into(),
+            Value::String(deployment.upstream_model.clone()),
+        );
+        let upstream_body =
+            serde_json::to_vec(&request).map_err(|_| Refused::invalid("unserializable body"))?;
         let id = (
             deployment.credential_id.clone(),
             deployment.upstream_model.clone(),
@@ -649,31 +658,35 @@ async fn forward(
             continue;
         }
         attempts += 1;
-        request.insert(
-            "model".into(),
-            Value::String(deployment.upstream_model.clone()),
-        );
-        let upstream_body =
-            serde_json::to_vec(&request).map_err(|_| Refused::invalid("unserializable body"))?;
         let answer = app
             .provider
-            .forward(upstream, endpoint, upstream_body)
+            .forward(upstream, endpoint, upstream_body, streamed)
             .await;
-        let failed = answer
-            .as_ref()
-            .is_err_and(|refused| deployment_failed(refused.refusal));
-        if let Some(change) = app.breakers.record(&id, !failed, std::time::Instant::now()) {
+        let code = answer.as_ref().err().map(|refused| refused.refusal);
+        let failed = code.is_some_and(deployment_failed);
+        // Only an answer or a failure of the deployment says how it is: a refusal of the
+        // request, or of the credential, says nothing of its health.
+        if (code.is_none() || failed)
+            && let Some(change) = app.breakers.record(&id, !failed, std::time::Instant::now())
+        {
             app.breaker_changed(&route.tenant_id, &id, change).await;
         }
         match answer {
-            Err(refused) if failed => {
+            Err(refused) if failed || refused.refusal == ErrorCode::UpstreamAuthFailed => {
                 tracing::warn!(credential = %id.0, model = %id.1, code = refused.refusal.code(), "deployment failed; trying the next");
+                if refused.refusal == ErrorCode::UpstreamTimeout {
+                    timed_out = Some(ErrorCode::UpstreamTimeout.into());
+                }
                 refusal = Some(refused);
             }
             answered => return answered,
         }
     }
-    Err(refusal.unwrap_or_else(|| ErrorCode::UpstreamUnreachable.into()))
+    // A provider that timed out may have worked (and billed): that is what the request failed
+    // with, so the meter charges its reservation.
+    Err(timed_out
+        .or(refusal)
+        .unwrap_or_else(|| ErrorCode::UpstreamUnreachable.into()))
 }
 
 /// Largest chat completion (not streamed) the guardrails read whole.
