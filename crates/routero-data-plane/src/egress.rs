@@ -160,7 +160,12 @@ mod tests {
 
         // Saved while the name resolved to an allowed address: connected to.
         let response = provider
-            .forward(&upstream, Endpoint::ChatCompletions, b"{}".to_vec(), false)
+            .forward(
+                &upstream,
+                (Endpoint::ChatCompletions, "m"),
+                b"{}".to_vec(),
+                false,
+            )
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
@@ -169,7 +174,12 @@ mod tests {
         // Rebound to loopback: refused before any connection.
         *answer.lock().unwrap() = vec![ip("127.0.0.1")];
         let refusal = provider
-            .forward(&upstream, Endpoint::ChatCompletions, b"{}".to_vec(), false)
+            .forward(
+                &upstream,
+                (Endpoint::ChatCompletions, "m"),
+                b"{}".to_vec(),
+                false,
+            )
             .await
             .unwrap_err();
         assert_eq!(refusal.refusal, ErrorCode::EgressNotAllowed);
@@ -182,7 +192,12 @@ mod tests {
         // Rebound to both: only the allowed one is used.
         *answer.lock().unwrap() = vec![ip("127.0.0.1"), ip("127.0.0.2")];
         provider
-            .forward(&upstream, Endpoint::ChatCompletions, b"{}".to_vec(), false)
+            .forward(
+                &upstream,
+                (Endpoint::ChatCompletions, "m"),
+                b"{}".to_vec(),
+                false,
+            )
             .await
             .unwrap();
         assert_eq!(*refused_hits.lock().unwrap(), 0);
@@ -192,7 +207,12 @@ mod tests {
         for metadata in ["169.254.169.254", "::ffff:169.254.169.254"] {
             *answer.lock().unwrap() = vec![ip(metadata)];
             let refusal = provider
-                .forward(&upstream, Endpoint::ChatCompletions, b"{}".to_vec(), false)
+                .forward(
+                    &upstream,
+                    (Endpoint::ChatCompletions, "m"),
+                    b"{}".to_vec(),
+                    false,
+                )
                 .await
                 .unwrap_err();
             assert_eq!(refusal.refusal, ErrorCode::EgressNotAllowed, "{metadata}");
@@ -208,7 +228,12 @@ mod tests {
         let upstream =
             Upstream::prepare(&credential(upstream_url.clone()), &closed.egress).unwrap();
         let refusal = provider
-            .forward(&upstream, Endpoint::ChatCompletions, b"{}".to_vec(), false)
+            .forward(
+                &upstream,
+                (Endpoint::ChatCompletions, "m"),
+                b"{}".to_vec(),
+                false,
+            )
             .await
             .unwrap_err();
         assert_eq!(refusal.refusal, ErrorCode::EgressNotAllowed);
@@ -218,7 +243,12 @@ mod tests {
         let provider = Provider::new(&open).unwrap();
         let upstream = Upstream::prepare(&credential(upstream_url), &open.egress).unwrap();
         provider
-            .forward(&upstream, Endpoint::ChatCompletions, b"{}".to_vec(), false)
+            .forward(
+                &upstream,
+                (Endpoint::ChatCompletions, "m"),
+                b"{}".to_vec(),
+                false,
+            )
             .await
             .unwrap();
         assert_eq!(*hits.lock().unwrap(), 1);

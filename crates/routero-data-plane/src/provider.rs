@@ -43,19 +43,36 @@ impl Endpoint {
     }
 }
 
-/// A provider credential prepared once per snapshot: endpoint URLs parsed (and an address
-/// literal checked against the egress policy) and the `Authorization` header built (marked
-/// sensitive), so requests do neither.
+/// The API version asked of Azure OpenAI (its generally available one).
+const AZURE_API_VERSION: &str = "2024-10-21";
+
+/// How a provider is addressed.
+#[derive(Debug)]
+enum Shape {
+    /// OpenAI and OpenAI-compatible servers (vLLM, Ollama, LM Studio): `{base}/chat/completions`
+    /// with `Authorization: Bearer`.
+    OpenAi {
+        chat_completions: reqwest::Url,
+        embeddings: reqwest::Url,
+    },
+    /// Azure OpenAI: the deployment (the route's upstream model) in the path,
+    /// `{base}/openai/deployments/{deployment}/chat/completions?api-version=…`, with `api-key`.
+    Azure { base: reqwest::Url },
+}
+
+/// A provider credential prepared once per snapshot: its base URL parsed (and an address
+/// literal checked against the egress policy) and its key header built (marked sensitive), so
+/// requests do neither.
 pub struct Upstream {
-    chat_completions: reqwest::Url,
-    embeddings: reqwest::Url,
-    authorization: HeaderValue,
+    shape: Shape,
+    /// `Authorization` (OpenAI) or `api-key` (Azure).
+    key_header: (header::HeaderName, HeaderValue),
 }
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
-            .field("chat_completions", &self.chat_completions.as_str())
+            .field("shape", &self.shape)
             .finish_non_exhaustive()
     }
 }
@@ -71,28 +88,60 @@ impl Upstream {
         if let ProviderHost::Ip(ip) = base.host() {
             egress.check(*ip)?;
         }
-        let url = |endpoint: Endpoint| {
-            reqwest::Url::parse(&format!("{}/{}", base.as_str(), endpoint.path()))
+        let url = |path: &str| {
+            reqwest::Url::parse(&format!("{}/{path}", base.as_str()))
                 .map_err(|_| CoreError::InvalidBaseUrl("not a URL"))
         };
-        let mut authorization =
-            HeaderValue::from_str(&format!("Bearer {}", credential.api_key.expose_secret()))
-                .map_err(|_| ProtoError::Invalid {
-                    field: "api_key",
-                    reason: "not usable in a header".into(),
-                })?;
-        authorization.set_sensitive(true);
+        let key = credential.api_key.expose_secret();
+        let (shape, name, value) = match credential.provider.as_str() {
+            "azure_openai" => (
+                Shape::Azure {
+                    base: url("openai/deployments")?,
+                },
+                header::HeaderName::from_static("api-key"),
+                key.to_owned(),
+            ),
+            _ => (
+                Shape::OpenAi {
+                    chat_completions: url(Endpoint::ChatCompletions.path())?,
+                    embeddings: url(Endpoint::Embeddings.path())?,
+                },
+                header::AUTHORIZATION,
+                format!("Bearer {key}"),
+            ),
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| ProtoError::Invalid {
+            field: "api_key",
+            reason: "not usable in a header".into(),
+        })?;
+        value.set_sensitive(true);
         Ok(Self {
-            chat_completions: url(Endpoint::ChatCompletions)?,
-            embeddings: url(Endpoint::Embeddings)?,
-            authorization,
+            shape,
+            key_header: (name, value),
         })
     }
 
-    fn url(&self, endpoint: Endpoint) -> &reqwest::Url {
-        match endpoint {
-            Endpoint::ChatCompletions => &self.chat_completions,
-            Endpoint::Embeddings => &self.embeddings,
+    /// Where a request for `model` to `endpoint` goes.
+    fn url(&self, endpoint: Endpoint, model: &str) -> reqwest::Url {
+        match &self.shape {
+            Shape::OpenAi {
+                chat_completions,
+                embeddings,
+            } => match endpoint {
+                Endpoint::ChatCompletions => chat_completions.clone(),
+                Endpoint::Embeddings => embeddings.clone(),
+            },
+            Shape::Azure { base } => {
+                let mut url = base.clone();
+                // Each part percent-encoded: a deployment name cannot leave its segment.
+                if let Ok(mut path) = url.path_segments_mut() {
+                    path.push(model);
+                    path.extend(endpoint.path().split('/'));
+                }
+                url.query_pairs_mut()
+                    .append_pair("api-version", AZURE_API_VERSION);
+                url
+            }
         }
     }
 }
@@ -140,14 +189,15 @@ impl Provider {
     pub async fn forward(
         &self,
         upstream: &Upstream,
-        endpoint: Endpoint,
+        (endpoint, model): (Endpoint, &str),
         body: Vec<u8>,
         streamed: bool,
     ) -> Result<Response, Refused> {
+        let url = upstream.url(endpoint, model);
         let sent = self
             .client
-            .post(upstream.url(endpoint).clone())
-            .header(header::AUTHORIZATION, upstream.authorization.clone())
+            .post(url.clone())
+            .header(upstream.key_header.0.clone(), upstream.key_header.1.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .body(body)
             .send();
@@ -159,7 +209,7 @@ impl Provider {
         let upstream_response = tokio::time::timeout(ttfb, sent)
             .await
             .map_err(|_| {
-                tracing::warn!(url = %upstream.url(endpoint), "provider answered nothing in time");
+                tracing::warn!(url = %url, "provider answered nothing in time");
                 Refused::from(ErrorCode::UpstreamTimeout)
             })?
             .map_err(|error| {
@@ -177,12 +227,12 @@ impl Provider {
         let status = upstream_response.status();
         match status.as_u16() {
             401 | 403 => {
-                tracing::error!(url = %upstream.url(endpoint), %status, "provider refused the credential");
+                tracing::error!(url = %url, %status, "provider refused the credential");
                 return Err(ErrorCode::UpstreamAuthFailed.into());
             }
             429 => return Err(ErrorCode::UpstreamRateLimited.into()),
             500..=599 => {
-                tracing::warn!(url = %upstream.url(endpoint), %status, "provider failed");
+                tracing::warn!(url = %url, %status, "provider failed");
                 return Err(ErrorCode::UpstreamError.into());
             }
             _ => {}

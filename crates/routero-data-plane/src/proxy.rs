@@ -660,7 +660,12 @@ async fn forward(
         attempts += 1;
         let answer = app
             .provider
-            .forward(upstream, endpoint, upstream_body, streamed)
+            .forward(
+                upstream,
+                (endpoint, &deployment.upstream_model),
+                upstream_body,
+                streamed,
+            )
             .await;
         let code = answer.as_ref().err().map(|refused| refused.refusal);
         let failed = code.is_some_and(deployment_failed);

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -110,6 +110,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/_fake/requests", get(recorded))
         .route("/_fake/config", post(configure))
         .route("/_fake/fault", post(inject))
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            post(azure_chat),
+        )
         .with_state(shared)
 }
 
@@ -612,4 +616,32 @@ async fn inject(State(shared): State<Arc<Shared>>, Json(fault): Json<Fault>) -> 
         .faults
         .insert(fault.model.clone(), fault);
     StatusCode::NO_CONTENT
+}
+
+/// Azure OpenAI's shape of chat completions: the deployment in the path, `api-version` in the
+/// query (404 without it, as Azure answers), the key in `api-key`; answered as `chat` answers
+/// for a model named like the deployment.
+async fn azure_chat(
+    State(shared): State<Arc<Shared>>,
+    Path(deployment): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    Json(mut body): Json<Value>,
+) -> Response {
+    if !query.contains_key("api-version") {
+        return error(StatusCode::NOT_FOUND, "Resource not found");
+    }
+    if headers.contains_key(header::AUTHORIZATION) {
+        return error(StatusCode::UNAUTHORIZED, "Azure takes its key in api-key");
+    }
+    let mut as_openai = headers.clone();
+    if let Some(key) = headers
+        .get("api-key")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|key| header::HeaderValue::from_str(&format!("Bearer {key}")).ok())
+    {
+        as_openai.insert(header::AUTHORIZATION, key);
+    }
+    body["model"] = Value::String(deployment);
+    chat(State(shared), as_openai, Json(body)).await
 }
