@@ -3,7 +3,8 @@ attempt (no connection, no response head within `upstream_ttfb_timeout`, a 5xx, 
 back to the next before anything reached the client, a provider's refusal of the request (4xx)
 never retried, and a circuit breaker per deployment: five failures in a row open it (the
 deployment gets no requests), after `breaker_open_for` one probe, whose success closes it;
-both changes in the audit trail. Faults are injected into the fake provider per model."""
+both changes in the audit trail; and a client that goes away mid-stream ends the provider's
+stream. Faults are injected into the fake provider per model."""
 import time
 import uuid
 
@@ -117,3 +118,18 @@ def test_five_failures_open_the_breaker_then_one_probe_closes_it(gw):
     assert attempts(gw, primary) == 6
     wait_until(lambda: len(events("deployment.circuit_closed")) == 1, what="circuit_closed audited")
     assert chat(gw, model, key).json()["model"] == primary
+
+
+def test_a_client_gone_mid_stream_ends_the_upstream_request(gw):
+    long = unique("long")
+    model, key = routed(gw, ("fake", long))
+    fault(gw, long, chunk_interval_ms=500, count=1)  # a stream of several seconds
+    with httpx.stream("POST", gw.data_url + "/v1/chat/completions", timeout=30,
+                      headers={"Authorization": f"Bearer {key}"},
+                      json={"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as r:
+        assert r.status_code == 200
+        next(r.iter_raw())  # the first chunk, then the client goes
+    started = time.monotonic()
+    wait_until(lambda: long in httpx.get(gw.fake_url + "/_fake/cut").json()["models"], timeout=10,
+               what="the provider's stream cut")
+    assert time.monotonic() - started < CHUNKS * 0.5, "cut before the stream's own end"

@@ -4,7 +4,8 @@
 //!
 //! Control endpoints: `GET /_fake/requests` lists recorded requests; `POST /_fake/config`
 //! replaces the [`FakeConfig`]; `POST /_fake/fault` injects a [`Fault`] into one model's
-//! requests (an error status, a stall before the first byte, for the next `count` of them).
+//! requests (an error status, a stall before the first byte, for the next `count` of them);
+//! `GET /_fake/cut` names the models of streams whose reader went away before their end.
 // The fake provider of tests and benchmarks (a dev-dependency only): it slices what our own
 // gateway sends it in tests, never a client's text in production.
 #![expect(clippy::string_slice, clippy::indexing_slicing)]
@@ -67,6 +68,8 @@ pub struct Fault {
     pub count: u64,
     /// Pause before answering, in milliseconds (a provider slow to its first byte).
     pub stall_ms: u64,
+    /// Pause between a stream's chunks instead of the configured one (a long stream).
+    pub chunk_interval_ms: Option<u64>,
 }
 
 impl Default for FakeConfig {
@@ -99,6 +102,27 @@ pub struct Recorded {
 struct Shared {
     config: Mutex<FakeConfig>,
     recorded: Mutex<VecDeque<Recorded>>,
+    /// Models of streams whose reader went away before their end (`GET /_fake/cut`).
+    cut: Mutex<Vec<String>>,
+}
+
+/// Notes a stream as cut when it is dropped before its last write.
+struct Unfinished {
+    shared: Arc<Shared>,
+    model: String,
+    finished: bool,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.shared
+                .cut
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(std::mem::take(&mut self.model));
+        }
+    }
 }
 
 /// Builds the fake's router.
@@ -110,6 +134,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/_fake/requests", get(recorded))
         .route("/_fake/config", post(configure))
         .route("/_fake/fault", post(inject))
+        .route("/_fake/cut", get(cut))
         .route(
             "/openai/deployments/{deployment}/chat/completions",
             post(azure_chat),
@@ -122,6 +147,7 @@ pub async fn serve(listener: TcpListener, config: FakeConfig) -> std::io::Result
     let shared = Arc::new(Shared {
         config: Mutex::new(config),
         recorded: Mutex::default(),
+        cut: Mutex::default(),
     });
     axum::serve(listener, router(shared)).await
 }
@@ -149,7 +175,7 @@ async fn admit(
     headers: &HeaderMap,
     body: &Value,
 ) -> Result<FakeConfig, Response> {
-    let config = config(shared);
+    let mut config = config(shared);
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -195,6 +221,9 @@ async fn admit(
                 })
         };
         if let Some(fault) = fault {
+            if let Some(interval) = fault.chunk_interval_ms {
+                config.chunk_interval_ms = interval;
+            }
             tokio::time::sleep(Duration::from_millis(fault.stall_ms)).await;
             if let Some(status) = fault.status {
                 let status =
@@ -507,14 +536,28 @@ async fn chat(
     }
     writes.extend(framing.event("[DONE]"));
     let interval = Duration::from_millis(config.chunk_interval_ms);
-    let stream = futures_util::stream::iter(writes.into_iter().enumerate()).then(
-        move |(i, write)| async move {
-            if i > 0 && !interval.is_zero() {
-                tokio::time::sleep(interval).await;
+    let last = writes.len().saturating_sub(1);
+    let unfinished = Arc::new(Mutex::new(Unfinished {
+        shared: Arc::clone(&shared),
+        model,
+        finished: false,
+    }));
+    let stream =
+        futures_util::stream::iter(writes.into_iter().enumerate()).then(move |(i, write)| {
+            let unfinished = Arc::clone(&unfinished);
+            async move {
+                if i > 0 && !interval.is_zero() {
+                    tokio::time::sleep(interval).await;
+                }
+                if i == last {
+                    unfinished
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .finished = true;
+                }
+                Ok::<_, std::convert::Infallible>(bytes::Bytes::from(write))
             }
-            Ok::<_, std::convert::Infallible>(bytes::Bytes::from(write))
-        },
-    );
+        });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .body(Body::from_stream(stream))
@@ -644,4 +687,10 @@ async fn azure_chat(
     }
     body["model"] = Value::String(deployment);
     chat(State(shared), as_openai, Json(body)).await
+}
+
+/// `GET /_fake/cut`: the models of streams whose reader went away before their end.
+async fn cut(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let cut = shared.cut.lock().unwrap_or_else(PoisonError::into_inner);
+    Json(json!({ "models": *cut }))
 }
