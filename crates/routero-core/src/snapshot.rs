@@ -99,6 +99,11 @@ impl Snapshot {
         self
     }
 
+    /// Whether any tenant, team or user of `tenant` has a budget or limits.
+    pub fn has_allowances(&self, tenant: &str) -> bool {
+        self.allowances.contains_key(tenant)
+    }
+
     /// The budget and limits of `scope` in `tenant`: `tenant` (the whole tenant), `team:<id>`
     /// or `user:<id>`.
     pub fn allowance(&self, tenant: &str, scope: &str) -> Option<&crate::Allowance> {

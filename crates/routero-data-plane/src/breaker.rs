@@ -43,11 +43,15 @@ pub(crate) enum Change {
     Closed,
 }
 
-/// The breakers of every deployment this replica has called.
+/// A deployment: its credential id and upstream model.
+pub(crate) type Deployment<'a> = (&'a str, &'a str);
+
+/// The breakers of the deployments this replica has seen fail, by credential then model (a
+/// deployment never seen failing has none: it is closed). Looked up without allocating.
 #[derive(Debug, Default)]
 pub(crate) struct Breakers {
     settings: BreakerSettings,
-    states: Mutex<HashMap<(String, String), State>>,
+    states: Mutex<HashMap<String, HashMap<String, State>>>,
 }
 
 impl Breakers {
@@ -58,7 +62,7 @@ impl Breakers {
         }
     }
 
-    fn states(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), State>> {
+    fn states(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, State>>> {
         self.states
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -66,31 +70,37 @@ impl Breakers {
 
     /// Whether a request may go to `deployment` now (an open breaker whose time is up lets
     /// this one request through as its probe).
-    pub(crate) fn admit(&self, deployment: &(String, String), now: Instant) -> bool {
+    pub(crate) fn admit(&self, (credential, model): Deployment<'_>, now: Instant) -> bool {
         let mut states = self.states();
-        match states.get(deployment).copied() {
-            None | Some(State::Closed(_)) => true,
-            Some(State::Open(until) | State::Probing(until)) if now >= until => {
-                states.insert(
-                    deployment.clone(),
-                    State::Probing(now + self.settings.open_for),
-                );
+        let Some(state) = states.get_mut(credential).and_then(|m| m.get_mut(model)) else {
+            return true;
+        };
+        match *state {
+            State::Closed(_) => true,
+            State::Open(until) | State::Probing(until) if now >= until => {
+                *state = State::Probing(now + self.settings.open_for);
                 true
             }
-            Some(State::Open(_) | State::Probing(_)) => false,
+            State::Open(_) | State::Probing(_) => false,
         }
     }
 
     /// Records how a request to `deployment` went; returns the change it made, if any.
     pub(crate) fn record(
         &self,
-        deployment: &(String, String),
+        (credential, model): Deployment<'_>,
         succeeded: bool,
         now: Instant,
     ) -> Option<Change> {
         let mut states = self.states();
-        let state = states.get(deployment).copied().unwrap_or(State::Closed(0));
+        let state = states
+            .get(credential)
+            .and_then(|m| m.get(model))
+            .copied()
+            .unwrap_or(State::Closed(0));
         let (next, change) = match (state, succeeded) {
+            // The common case, a healthy deployment answering: nothing to write.
+            (State::Closed(0), true) => return None,
             (State::Closed(_), true) => (State::Closed(0), None),
             (State::Probing(_) | State::Open(_), true) => (State::Closed(0), Some(Change::Closed)),
             (State::Closed(failed), false) if failed + 1 < self.settings.failures => {
@@ -103,7 +113,10 @@ impl Breakers {
             // A request admitted before the breaker opened: it stays open as it is.
             (State::Open(until), false) => (State::Open(until), None),
         };
-        states.insert(deployment.clone(), next);
+        states
+            .entry(credential.to_owned())
+            .or_default()
+            .insert(model.to_owned(), next);
         change
     }
 }
@@ -118,28 +131,28 @@ mod tests {
             failures: 3,
             open_for: Duration::from_secs(10),
         });
-        let d = ("cred".to_owned(), "model".to_owned());
+        let d = ("cred", "model");
         let t0 = Instant::now();
-        assert_eq!(breakers.record(&d, false, t0), None);
+        assert_eq!(breakers.record(d, false, t0), None);
         assert_eq!(
-            breakers.record(&d, true, t0),
+            breakers.record(d, true, t0),
             None,
             "a success resets the count"
         );
-        assert_eq!(breakers.record(&d, false, t0), None);
-        assert_eq!(breakers.record(&d, false, t0), None);
-        assert_eq!(breakers.record(&d, false, t0), Some(Change::Opened));
-        assert!(!breakers.admit(&d, t0 + Duration::from_secs(9)));
+        assert_eq!(breakers.record(d, false, t0), None);
+        assert_eq!(breakers.record(d, false, t0), None);
+        assert_eq!(breakers.record(d, false, t0), Some(Change::Opened));
+        assert!(!breakers.admit(d, t0 + Duration::from_secs(9)));
         let later = t0 + Duration::from_secs(10);
-        assert!(breakers.admit(&d, later), "the probe");
-        assert!(!breakers.admit(&d, later), "one probe at a time");
+        assert!(breakers.admit(d, later), "the probe");
+        assert!(!breakers.admit(d, later), "one probe at a time");
         // A probe that never reports lets another go after the open period.
-        assert!(breakers.admit(&d, later + Duration::from_secs(10)));
-        assert_eq!(breakers.record(&d, false, later), Some(Change::Opened));
-        assert!(!breakers.admit(&d, later + Duration::from_secs(9)));
+        assert!(breakers.admit(d, later + Duration::from_secs(10)));
+        assert_eq!(breakers.record(d, false, later), Some(Change::Opened));
+        assert!(!breakers.admit(d, later + Duration::from_secs(9)));
         let again = later + Duration::from_secs(10);
-        assert!(breakers.admit(&d, again));
-        assert_eq!(breakers.record(&d, true, again), Some(Change::Closed));
-        assert!(breakers.admit(&d, again));
+        assert!(breakers.admit(d, again));
+        assert_eq!(breakers.record(d, true, again), Some(Change::Closed));
+        assert!(breakers.admit(d, again));
     }
 }

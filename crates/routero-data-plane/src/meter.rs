@@ -118,8 +118,16 @@ pub(crate) async fn count(
     snapshot: &Snapshot,
     route: &ModelRoute,
     (request, completes): (&Map<String, Value>, bool),
-    (body_bytes, payer): (usize, Payer),
+    (body_bytes, key, payer): (usize, &KeyPolicy, impl FnOnce() -> Payer),
 ) -> Result<Meter, NotCounted> {
+    // Most requests have nothing to count or charge: nothing more is built for them.
+    if route.pricing.is_none()
+        && key.limits.is_unlimited()
+        && !snapshot.has_allowances(&key.tenant_id)
+    {
+        return Ok(Meter::unmetered());
+    }
+    let payer = payer();
     let scopes = scopes(snapshot, &payer.key);
     let own = format!("key:{}", payer.key.key_id);
     let worst = worst_case(request, completes, body_bytes, route.pricing.as_ref());
@@ -153,10 +161,7 @@ pub(crate) async fn count(
     }
     let counted = !ask.budgets.is_empty() || !ask.rates.is_empty();
     if !counted && route.pricing.is_none() {
-        return Ok(Meter {
-            left: Vec::new(),
-            settlement: None,
-        });
+        return Ok(Meter::unmetered());
     }
     let (grant, left) = if counted {
         let fail_open = snapshot
@@ -365,6 +370,14 @@ pub(crate) fn ask_for_usage(request: &mut Map<String, Value>) -> bool {
 }
 
 impl Meter {
+    /// A request with nothing to count or charge.
+    fn unmetered() -> Self {
+        Self {
+            left: Vec::new(),
+            settlement: None,
+        }
+    }
+
     /// Whether the answer must be read for its usage.
     pub(crate) fn settles(&self) -> bool {
         self.settlement.is_some()

@@ -318,7 +318,7 @@ impl App {
     async fn breaker_changed(
         &self,
         tenant: &str,
-        (credential, model): &(String, String),
+        (credential, model): crate::breaker::Deployment<'_>,
         change: crate::breaker::Change,
     ) {
         let (action, opened) = match change {
@@ -339,10 +339,8 @@ impl App {
         );
         event
             .details
-            .insert("credential_id".into(), Value::from(credential.as_str()));
-        event
-            .details
-            .insert("model".into(), Value::from(model.as_str()));
+            .insert("credential_id".into(), Value::from(credential));
+        event.details.insert("model".into(), Value::from(model));
         self.record_unreserved(event).await;
     }
 
@@ -455,7 +453,7 @@ async fn proxy(
         .map_err(|()| ErrorCode::GuardrailUnavailable)?
         .cloned();
     let completes = matches!(endpoint, Endpoint::ChatCompletions);
-    let payer = crate::meter::Payer {
+    let payer = || crate::meter::Payer {
         key: Arc::clone(&caller.key),
         model: route.name.clone(),
         request_id: origin.request_id.clone(),
@@ -467,7 +465,7 @@ async fn proxy(
         snapshot,
         route,
         (&request, completes),
-        (admitted.bytes.len(), payer),
+        (admitted.bytes.len(), &caller.key, payer),
     )
     .await
     .map_err(|not| {
@@ -650,10 +648,10 @@ async fn forward(
         let upstream_body =
             serde_json::to_vec(&request).map_err(|_| Refused::invalid("unserializable body"))?;
         let id = (
-            deployment.credential_id.clone(),
-            deployment.upstream_model.clone(),
+            deployment.credential_id.as_str(),
+            deployment.upstream_model.as_str(),
         );
-        if !app.breakers.admit(&id, std::time::Instant::now()) {
+        if !app.breakers.admit(id, std::time::Instant::now()) {
             refusal.get_or_insert(ErrorCode::UpstreamUnreachable.into());
             continue;
         }
@@ -672,9 +670,9 @@ async fn forward(
         // Only an answer or a failure of the deployment says how it is: a refusal of the
         // request, or of the credential, says nothing of its health.
         if (code.is_none() || failed)
-            && let Some(change) = app.breakers.record(&id, !failed, std::time::Instant::now())
+            && let Some(change) = app.breakers.record(id, !failed, std::time::Instant::now())
         {
-            app.breaker_changed(&route.tenant_id, &id, change).await;
+            app.breaker_changed(&route.tenant_id, id, change).await;
         }
         match answer {
             Err(refused) if failed || refused.refusal == ErrorCode::UpstreamAuthFailed => {
