@@ -118,7 +118,9 @@ def test_a_secret_in_tool_call_arguments_is_blocked(guarded):
     received = []
 
     def consume():
-        for chunk in chat(client, "call:" + json.dumps({"auth": GITHUB}), stream=True):
+        # The request carries the arguments in base64: only the reply has the token.
+        arguments = base64.b64encode(json.dumps({"auth": GITHUB}).encode()).decode()
+        for chunk in chat(client, f"field:tool_call:{arguments}", stream=True):
             for choice in chunk.choices:
                 for call in choice.delta.tool_calls or []:
                     received.append(call.function.arguments or "")

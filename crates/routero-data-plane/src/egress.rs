@@ -140,6 +140,13 @@ mod tests {
         config
     }
 
+    /// An empty chat request prepared for `upstream`.
+    fn send(upstream: &Upstream) -> crate::provider::Outgoing {
+        upstream
+            .request(Endpoint::ChatCompletions, "m", &serde_json::Map::new())
+            .unwrap()
+    }
+
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
     }
@@ -159,27 +166,14 @@ mod tests {
         .unwrap();
 
         // Saved while the name resolved to an allowed address: connected to.
-        let response = provider
-            .forward(
-                &upstream,
-                (Endpoint::ChatCompletions, "m"),
-                b"{}".to_vec(),
-                false,
-            )
-            .await
-            .unwrap();
+        let response = provider.forward(&upstream, send(&upstream)).await.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(*allowed_hits.lock().unwrap(), 1);
 
         // Rebound to loopback: refused before any connection.
         *answer.lock().unwrap() = vec![ip("127.0.0.1")];
         let refusal = provider
-            .forward(
-                &upstream,
-                (Endpoint::ChatCompletions, "m"),
-                b"{}".to_vec(),
-                false,
-            )
+            .forward(&upstream, send(&upstream))
             .await
             .unwrap_err();
         assert_eq!(refusal.refusal, ErrorCode::EgressNotAllowed);
@@ -191,15 +185,7 @@ mod tests {
 
         // Rebound to both: only the allowed one is used.
         *answer.lock().unwrap() = vec![ip("127.0.0.1"), ip("127.0.0.2")];
-        provider
-            .forward(
-                &upstream,
-                (Endpoint::ChatCompletions, "m"),
-                b"{}".to_vec(),
-                false,
-            )
-            .await
-            .unwrap();
+        provider.forward(&upstream, send(&upstream)).await.unwrap();
         assert_eq!(*refused_hits.lock().unwrap(), 0);
         assert_eq!(*allowed_hits.lock().unwrap(), 2);
 
@@ -207,12 +193,7 @@ mod tests {
         for metadata in ["169.254.169.254", "::ffff:169.254.169.254"] {
             *answer.lock().unwrap() = vec![ip(metadata)];
             let refusal = provider
-                .forward(
-                    &upstream,
-                    (Endpoint::ChatCompletions, "m"),
-                    b"{}".to_vec(),
-                    false,
-                )
+                .forward(&upstream, send(&upstream))
                 .await
                 .unwrap_err();
             assert_eq!(refusal.refusal, ErrorCode::EgressNotAllowed, "{metadata}");
@@ -228,12 +209,7 @@ mod tests {
         let upstream =
             Upstream::prepare(&credential(upstream_url.clone()), &closed.egress).unwrap();
         let refusal = provider
-            .forward(
-                &upstream,
-                (Endpoint::ChatCompletions, "m"),
-                b"{}".to_vec(),
-                false,
-            )
+            .forward(&upstream, send(&upstream))
             .await
             .unwrap_err();
         assert_eq!(refusal.refusal, ErrorCode::EgressNotAllowed);
@@ -242,15 +218,7 @@ mod tests {
         let open = config(&["127.0.0.0/8", "::1/128"]);
         let provider = Provider::new(&open).unwrap();
         let upstream = Upstream::prepare(&credential(upstream_url), &open.egress).unwrap();
-        provider
-            .forward(
-                &upstream,
-                (Endpoint::ChatCompletions, "m"),
-                b"{}".to_vec(),
-                false,
-            )
-            .await
-            .unwrap();
+        provider.forward(&upstream, send(&upstream)).await.unwrap();
         assert_eq!(*hits.lock().unwrap(), 1);
     }
 

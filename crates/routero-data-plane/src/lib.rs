@@ -5,6 +5,7 @@
 mod breaker;
 mod caller;
 mod config;
+mod dialect;
 mod egress;
 mod error;
 mod follow;
@@ -56,6 +57,14 @@ fn router(app: Arc<App>) -> Router {
         .route(
             "/v1/embeddings",
             post(proxy::proxied).layer(Extension(Endpoint::Embeddings)),
+        )
+        .route(
+            "/v1/messages",
+            post(proxy::proxied).layer(Extension(Endpoint::Messages)),
+        )
+        .route(
+            "/v1/responses",
+            post(proxy::proxied).layer(Extension(Endpoint::Responses)),
         )
         .route("/v1/models", get(proxy::list_models))
         .route("/v1/models/{model}", get(proxy::get_model))

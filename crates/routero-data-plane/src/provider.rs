@@ -1,7 +1,9 @@
-//! The adapter for OpenAI-compatible providers: pooled keep-alive connections, TCP_NODELAY,
-//! timeouts, every address checked against the egress policy, and responses relayed as they
-//! arrive. The client never sees the provider key, and provider authentication failures are
-//! not relayed (their bodies can echo key fragments).
+//! The provider adapters: OpenAI and OpenAI-compatible servers, Azure OpenAI deployments, and
+//! Anthropic (its Messages API, spoken through `routero_translate`: a chat completion request
+//! in, a chat completion or its chunks out). One client for all: pooled keep-alive
+//! connections, TCP_NODELAY, timeouts, every address checked against the egress policy, and
+//! responses relayed as they arrive. The client never sees the provider key, and provider
+//! authentication failures are not relayed (their bodies can echo key fragments).
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -10,19 +12,26 @@ use routero_core::{
     CoreError, EgressPolicy, ErrorCode, ProviderCredential, ProviderHost, ProviderUrl,
 };
 use routero_proto::ProtoError;
+use routero_translate::anthropic;
 use secrecy::ExposeSecret;
+use serde_json::{Map, Value};
 
 use crate::egress::{self, EgressResolver};
 use crate::refusal::Refused;
 use crate::{DataPlaneConfig, DataPlaneError};
 
-/// A proxied OpenAI endpoint.
-#[derive(Debug, Clone, Copy)]
+/// A proxied endpoint. Messages and Responses requests are chat completions inside the
+/// gateway (see `dialect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
-    /// `POST /chat/completions`
+    /// `POST /v1/chat/completions`
     ChatCompletions,
-    /// `POST /embeddings`
+    /// `POST /v1/embeddings`
     Embeddings,
+    /// `POST /v1/messages` (Anthropic's Messages API)
+    Messages,
+    /// `POST /v1/responses` (OpenAI's Responses API)
+    Responses,
 }
 
 impl Endpoint {
@@ -31,14 +40,31 @@ impl Endpoint {
         match self {
             Self::ChatCompletions => "chat/completions",
             Self::Embeddings => "embeddings",
+            Self::Messages => "messages",
+            Self::Responses => "responses",
         }
     }
 
     /// The body field every request to this endpoint must carry.
     pub fn required_field(self) -> &'static str {
         match self {
-            Self::ChatCompletions => "messages",
-            Self::Embeddings => "input",
+            Self::ChatCompletions | Self::Messages => "messages",
+            Self::Embeddings | Self::Responses => "input",
+        }
+    }
+
+    /// Whether the endpoint completes (a chat completion inside the gateway), rather than
+    /// embeds.
+    pub fn completes(self) -> bool {
+        self != Self::Embeddings
+    }
+
+    /// The endpoint a provider is asked: a chat completion for every completing endpoint.
+    fn upstream(self) -> Self {
+        if self.completes() {
+            Self::ChatCompletions
+        } else {
+            Self::Embeddings
         }
     }
 }
@@ -58,6 +84,9 @@ enum Shape {
     /// Azure OpenAI: the deployment (the route's upstream model) in the path,
     /// `{base}/openai/deployments/{deployment}/chat/completions?api-version=…`, with `api-key`.
     Azure { base: reqwest::Url },
+    /// Anthropic's Messages API: `{base}/v1/messages` (or `{base}/messages` when the base
+    /// ends in `/v1`), with `x-api-key` and `anthropic-version`; chat completions only.
+    Anthropic { messages: reqwest::Url },
 }
 
 /// A provider credential prepared once per snapshot: its base URL parsed (and an address
@@ -94,6 +123,17 @@ impl Upstream {
         };
         let key = credential.api_key.expose_secret();
         let (shape, name, value) = match credential.provider.as_str() {
+            "anthropic" => (
+                Shape::Anthropic {
+                    messages: url(if base.as_str().ends_with("/v1") {
+                        "messages"
+                    } else {
+                        "v1/messages"
+                    })?,
+                },
+                header::HeaderName::from_static("x-api-key"),
+                key.to_owned(),
+            ),
             "azure_openai" => (
                 Shape::Azure {
                     base: url("openai/deployments")?,
@@ -121,15 +161,53 @@ impl Upstream {
         })
     }
 
-    /// Where a request for `model` to `endpoint` goes.
+    /// The request for `model` to `endpoint`, ready to send: where it goes and the body,
+    /// the chat request as it is or translated for a provider that speaks another dialect.
+    pub fn request(
+        &self,
+        endpoint: Endpoint,
+        model: &str,
+        request: &Map<String, Value>,
+    ) -> Result<Outgoing, Refused> {
+        let endpoint = endpoint.upstream();
+        let unserializable = |_| Refused::invalid("unserializable body");
+        let streamed = request.get("stream").and_then(Value::as_bool) == Some(true);
+        let (url, body) = if let Shape::Anthropic { messages } = &self.shape {
+            if endpoint != Endpoint::ChatCompletions {
+                return Err(Refused::invalid(
+                    "an Anthropic deployment serves chat completions only",
+                ));
+            }
+            let translated = anthropic::messages_request(request)
+                .map_err(|untranslatable| Refused::invalid(untranslatable.0))?;
+            let body = serde_json::to_vec(&translated).map_err(unserializable)?;
+            (messages.clone(), body)
+        } else {
+            let body = serde_json::to_vec(request).map_err(unserializable)?;
+            (self.url(endpoint, model), body)
+        };
+        let include_usage = request
+            .get("stream_options")
+            .and_then(|options| options.get("include_usage"))
+            .and_then(Value::as_bool)
+            == Some(true);
+        Ok(Outgoing {
+            url,
+            body,
+            streamed,
+            include_usage,
+        })
+    }
+
+    /// Where a request for `model` to `endpoint` goes (OpenAI's and Azure's shapes).
     fn url(&self, endpoint: Endpoint, model: &str) -> reqwest::Url {
         match &self.shape {
             Shape::OpenAi {
                 chat_completions,
                 embeddings,
             } => match endpoint {
-                Endpoint::ChatCompletions => chat_completions.clone(),
                 Endpoint::Embeddings => embeddings.clone(),
+                _ => chat_completions.clone(),
             },
             Shape::Azure { base } => {
                 let mut url = base.clone();
@@ -142,8 +220,20 @@ impl Upstream {
                     .append_pair("api-version", AZURE_API_VERSION);
                 url
             }
+            Shape::Anthropic { messages } => messages.clone(),
         }
     }
+}
+
+/// A request ready for one upstream.
+#[derive(Debug)]
+pub struct Outgoing {
+    url: reqwest::Url,
+    body: Vec<u8>,
+    /// Whether the answer is a stream (its head must come within the time to first byte).
+    streamed: bool,
+    /// Whether a translated stream ends with a usage chunk.
+    include_usage: bool,
 }
 
 /// A client for provider APIs, shared by every request.
@@ -183,24 +273,30 @@ impl Provider {
         })
     }
 
-    /// POSTs `body` to the upstream's endpoint and relays the answer. A `streamed` request's
-    /// response must begin within the time-to-first-byte timeout; a whole completion's head
-    /// comes when it is written, so only the read timeout bounds it.
+    /// Sends a request prepared for `upstream` and relays the answer, as a chat completion
+    /// (or its chunks) whatever the provider's dialect. A streamed request's response must
+    /// begin within the time-to-first-byte timeout; a whole completion's head comes when it
+    /// is written, so only the read timeout bounds it.
     pub async fn forward(
         &self,
         upstream: &Upstream,
-        (endpoint, model): (Endpoint, &str),
-        body: Vec<u8>,
-        streamed: bool,
+        outgoing: Outgoing,
     ) -> Result<Response, Refused> {
-        let url = upstream.url(endpoint, model);
-        let sent = self
+        let Outgoing {
+            url,
+            body,
+            streamed,
+            include_usage,
+        } = outgoing;
+        let mut sent = self
             .client
             .post(url.clone())
             .header(upstream.key_header.0.clone(), upstream.key_header.1.clone())
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send();
+            .header(header::CONTENT_TYPE, "application/json");
+        if matches!(upstream.shape, Shape::Anthropic { .. }) {
+            sent = sent.header("anthropic-version", anthropic::API_VERSION);
+        }
+        let sent = sent.body(body).send();
         let ttfb = if streamed {
             self.ttfb
         } else {
@@ -262,8 +358,43 @@ impl Provider {
             header::CACHE_CONTROL,
             header::HeaderValue::from_static("no-cache"),
         );
+        if matches!(upstream.shape, Shape::Anthropic { .. }) {
+            return from_messages(response, include_usage).await;
+        }
         Ok(response)
     }
+}
+
+/// Largest whole answer (or error body) of a provider that is translated.
+const MAX_TRANSLATED: usize = 32 * 1024 * 1024;
+
+/// A Messages provider's answer as a chat completion: a stream through the translation, a
+/// whole answer (or an error body) read and translated.
+async fn from_messages(response: Response, include_usage: bool) -> Result<Response, Refused> {
+    let (mut parts, body) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if crate::sse::is_event_stream(&parts.headers) {
+        let body = crate::sse::translated(body, anthropic::ToChat::new(include_usage));
+        return Ok(Response::from_parts(parts, body));
+    }
+    let bytes = axum::body::to_bytes(body, MAX_TRANSLATED)
+        .await
+        .map_err(|_| Refused::from(ErrorCode::UpstreamError))?;
+    let answer: Value =
+        serde_json::from_slice(&bytes).map_err(|_| Refused::from(ErrorCode::UpstreamError))?;
+    let translated = if parts.status.is_success() {
+        anthropic::chat_completion(&answer)
+    } else {
+        anthropic::chat_error(&answer)
+    };
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(Response::from_parts(
+        parts,
+        Body::from(translated.to_string()),
+    ))
 }
 
 /// Whether a request failed because the egress policy refused every address of its host.

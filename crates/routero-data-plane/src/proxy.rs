@@ -269,7 +269,13 @@ async fn audited(
             }
         }
     }
-    result.unwrap_or_else(IntoResponse::into_response)
+    match result {
+        Ok(response) => {
+            let model = seen.model.as_deref().unwrap_or_default();
+            crate::dialect::answer(endpoint, model, response).await
+        }
+        Err(refused) => crate::dialect::refusal(endpoint, refused),
+    }
 }
 
 impl App {
@@ -441,8 +447,9 @@ async fn proxy(
     let guard = caller.live.guard(&caller.key.tenant_id);
     let admitted = admit(app, matches!(guard, Ok(Some(_))), body).await?;
     seen.room = admitted.room;
-    let (mut request, model) = read(&admitted.bytes, endpoint)?;
+    let (request, model) = read(&admitted.bytes, endpoint)?;
     seen.model = Some(model.clone());
+    let mut request = crate::dialect::request(endpoint, request)?;
     let route = route_of(&caller, &model)?;
     let snapshot = &caller.live.snapshot;
     if app.authorizer.is_some() || !snapshot.policy_version.is_empty() {
@@ -452,7 +459,7 @@ async fn proxy(
     let guard = guard
         .map_err(|()| ErrorCode::GuardrailUnavailable)?
         .cloned();
-    let completes = matches!(endpoint, Endpoint::ChatCompletions);
+    let completes = endpoint.completes();
     let payer = || crate::meter::Payer {
         key: Arc::clone(&caller.key),
         model: route.name.clone(),
@@ -503,7 +510,7 @@ async fn proxy(
             return Err(refused);
         }
     };
-    let Some(guard) = guard.filter(|_| matches!(endpoint, Endpoint::ChatCompletions)) else {
+    let Some(guard) = guard.filter(|_| endpoint.completes()) else {
         return Ok(response);
     };
     let stream_room = seen.room.pop();
@@ -625,8 +632,6 @@ async fn forward(
     let mut refusal: Option<Refused> = None;
     let mut timed_out = None;
     let mut attempts = 0;
-    // Only a stream's head comes at once; a whole completion's comes when it is written.
-    let streamed = request.get("stream").and_then(Value::as_bool) == Some(true);
     for deployment in &route.deployments {
         if attempts == MAX_ATTEMPTS {
             break;
@@ -645,8 +650,7 @@ async fn forward(
             "model".into(),
             Value::String(deployment.upstream_model.clone()),
         );
-        let upstream_body =
-            serde_json::to_vec(&request).map_err(|_| Refused::invalid("unserializable body"))?;
+        let outgoing = upstream.request(endpoint, &deployment.upstream_model, &request)?;
         let id = (
             deployment.credential_id.as_str(),
             deployment.upstream_model.as_str(),
@@ -656,15 +660,7 @@ async fn forward(
             continue;
         }
         attempts += 1;
-        let answer = app
-            .provider
-            .forward(
-                upstream,
-                (endpoint, &deployment.upstream_model),
-                upstream_body,
-                streamed,
-            )
-            .await;
+        let answer = app.provider.forward(upstream, outgoing).await;
         let code = answer.as_ref().err().map(|refused| refused.refusal);
         let failed = code.is_some_and(deployment_failed);
         // Only an answer or a failure of the deployment says how it is: a refusal of the

@@ -131,6 +131,77 @@ impl Event {
     }
 }
 
+impl Event {
+    /// The `event:` name, when the event has one.
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.fields
+            .iter()
+            .find_map(|field| field.strip_prefix("event:"))
+            .map(|name| name.strip_prefix(' ').unwrap_or(name))
+    }
+}
+
+/// An event stream translated event by event into another dialect (see `routero_translate`):
+/// read strictly like every stream the gateway reads; one that cannot be read, or that
+/// breaks off, ends the translation (with the translator's error event).
+pub(crate) fn translated(
+    body: axum::body::Body,
+    translator: impl routero_translate::StreamTranslator + Unpin + 'static,
+) -> axum::body::Body {
+    axum::body::Body::from_stream(Translated {
+        source: Some(body.into_data_stream()),
+        framer: Framer::new(MAX_EVENT),
+        translator,
+    })
+}
+
+/// The stream [`translated`] makes.
+struct Translated<T> {
+    /// `None` once the source ended.
+    source: Option<axum::body::BodyDataStream>,
+    framer: Framer,
+    translator: T,
+}
+
+impl<T: routero_translate::StreamTranslator + Unpin> futures_util::Stream for Translated<T> {
+    type Item = Result<axum::body::Bytes, std::io::Error>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use futures_util::StreamExt;
+        let this = self.get_mut();
+        loop {
+            let Some(source) = this.source.as_mut() else {
+                return std::task::Poll::Ready(None);
+            };
+            let mut out = String::new();
+            match std::task::ready!(source.poll_next_unpin(cx)) {
+                Some(Ok(bytes)) => {
+                    for frame in this.framer.push(&bytes) {
+                        let Frame::Event(event) = frame else {
+                            this.translator.end(&mut out);
+                            this.source = None;
+                            break;
+                        };
+                        if let Some(data) = &event.data {
+                            this.translator.event(event.name(), data, &mut out);
+                        }
+                    }
+                }
+                Some(Err(_)) | None => {
+                    this.translator.end(&mut out);
+                    this.source = None;
+                }
+            }
+            if !out.is_empty() {
+                return std::task::Poll::Ready(Some(Ok(axum::body::Bytes::from(out))));
+            }
+        }
+    }
+}
+
 /// Whether an answer with these headers is an event stream.
 pub(crate) fn is_event_stream(headers: &axum::http::HeaderMap) -> bool {
     headers

@@ -2,6 +2,9 @@
 //! SSE with a configurable chunk count and interval), embeddings (float and base64),
 //! configurable latency, failure injection, and a record of what it was sent.
 //!
+//! Besides OpenAI's shape, it answers Azure OpenAI's deployment URLs and Anthropic's Messages
+//! API (`POST /v1/messages`, plain and streamed).
+//!
 //! Control endpoints: `GET /_fake/requests` lists recorded requests; `POST /_fake/config`
 //! replaces the [`FakeConfig`]; `POST /_fake/fault` injects a [`Fault`] into one model's
 //! requests (an error status, a stall before the first byte, for the next `count` of them);
@@ -139,6 +142,7 @@ fn router(shared: Arc<Shared>) -> Router {
             "/openai/deployments/{deployment}/chat/completions",
             post(azure_chat),
         )
+        .route("/v1/messages", post(anthropic_messages))
         .with_state(shared)
 }
 
@@ -246,13 +250,23 @@ fn error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
+/// The last user message's text: its content string, or (Anthropic's shape) its last text
+/// block.
 fn last_user_text(body: &Value) -> String {
-    body["messages"]
+    let content = body["messages"]
         .as_array()
         .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or_default()
-        .to_owned()
+        .map(|m| &m["content"]);
+    match content {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Array(blocks)) => blocks
+            .iter()
+            .rev()
+            .find_map(|block| block["text"].as_str())
+            .unwrap_or_default()
+            .to_owned(),
+        _ => String::new(),
+    }
 }
 
 /// Where a scripted reply puts its text.
@@ -280,6 +294,15 @@ impl Field {
             "logprobs" => Self::Logprobs,
             _ => return None,
         })
+    }
+
+    /// The finish reason of a reply in this field.
+    fn finish(self) -> &'static str {
+        if self == Self::ToolCall {
+            "tool_calls"
+        } else {
+            "stop"
+        }
     }
 
     /// A choice carrying `text` in this field: its `message`, or streamed its `delta`.
@@ -485,7 +508,9 @@ async fn chat(
     let scripted = script(&text);
     if body["stream"].as_bool() != Some(true) {
         let choice = match &scripted {
-            Some(script) => script.field.choice(&script.text, false, json!("stop")),
+            Some(script) => script
+                .field
+                .choice(&script.text, false, json!(script.field.finish())),
             None => Field::Content.choice(&format!("fake reply to: {text}"), false, json!("stop")),
         };
         return Json(json!({
@@ -509,7 +534,7 @@ async fn chat(
         .collect();
     for i in 0..=chunks {
         let choice = if i == chunks {
-            json!({"index": 0, "delta": {}, "finish_reason": "stop"})
+            json!({"index": 0, "delta": {}, "finish_reason": field.finish()})
         } else {
             let piece = match &scripted {
                 Some(script) => nth_piece(&script.text, i, chunks),
@@ -535,10 +560,21 @@ async fn chat(
         writes.extend(framing.event(&usage.to_string()));
     }
     writes.extend(framing.event("[DONE]"));
-    let interval = Duration::from_millis(config.chunk_interval_ms);
+    event_stream(&shared, model, writes, config.chunk_interval_ms)
+}
+
+/// An event stream of `writes`, `interval_ms` apart, noted as cut (`GET /_fake/cut`) when
+/// its reader goes away before the last.
+fn event_stream(
+    shared: &Arc<Shared>,
+    model: String,
+    writes: Vec<Vec<u8>>,
+    interval_ms: u64,
+) -> Response {
+    let interval = Duration::from_millis(interval_ms);
     let last = writes.len().saturating_sub(1);
     let unfinished = Arc::new(Mutex::new(Unfinished {
-        shared: Arc::clone(&shared),
+        shared: Arc::clone(shared),
         model,
         finished: false,
     }));
@@ -693,4 +729,114 @@ async fn azure_chat(
 async fn cut(State(shared): State<Arc<Shared>>) -> Json<Value> {
     let cut = shared.cut.lock().unwrap_or_else(PoisonError::into_inner);
     Json(json!({ "models": *cut }))
+}
+
+/// Anthropic's Messages API (`POST /v1/messages`): the key in `x-api-key`,
+/// `anthropic-version` required, errors in Anthropic's shape; scripted like [`chat`]
+/// (`say:`, `say64:`, `call:` whose text, a JSON object, is the tool's input), streamed as
+/// Anthropic streams are (message_start, content_block_start/delta/stop, message_delta,
+/// message_stop, with pings), the text or the input's JSON split over the configured chunks.
+async fn anthropic_messages(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let refuse = |status: StatusCode, message: &str| {
+        let kind = if status == StatusCode::UNAUTHORIZED {
+            "authentication_error"
+        } else {
+            "api_error"
+        };
+        (
+            status,
+            Json(json!({"type": "error", "error": {"type": kind, "message": message}})),
+        )
+            .into_response()
+    };
+    if !headers.contains_key("anthropic-version") {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "anthropic-version: header is required",
+        );
+    }
+    if headers.contains_key(header::AUTHORIZATION) || body["max_tokens"].as_u64().is_none() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "x-api-key and max_tokens are required; Authorization is not Anthropic's",
+        );
+    }
+    let mut as_openai = headers.clone();
+    if let Some(key) = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|key| header::HeaderValue::from_str(&format!("Bearer {key}")).ok())
+    {
+        as_openai.insert(header::AUTHORIZATION, key);
+    }
+    let config = match admit(&shared, "/v1/messages", &as_openai, &body).await {
+        Ok(config) => config,
+        Err(refused) => return refuse(refused.status(), "refused"),
+    };
+    let model = body["model"].as_str().unwrap_or_default().to_owned();
+    let text = last_user_text(&body);
+    let scripted = script(&text);
+    let (said, calls) = match &scripted {
+        Some(script) if script.field == Field::ToolCall => (script.text.clone(), true),
+        Some(script) => (script.text.clone(), false),
+        None => (format!("fake reply to: {text}"), false),
+    };
+    let input: Value = serde_json::from_str(&said).unwrap_or_else(|_| json!({"value": said}));
+    let stop_reason = if calls { "tool_use" } else { "end_turn" };
+    let chunks = config.chunks;
+    let usage = json!({"input_tokens": 1, "output_tokens": chunks, "cache_read_input_tokens": 0});
+    if body["stream"].as_bool() != Some(true) {
+        let block = if calls {
+            json!({"type": "tool_use", "id": "toolu_fake", "name": "lookup", "input": input})
+        } else {
+            json!({"type": "text", "text": said})
+        };
+        return Json(json!({
+            "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
+            "content": [block], "stop_reason": stop_reason, "stop_sequence": null, "usage": usage,
+        }))
+        .into_response();
+    }
+    let event = |data: Value| {
+        format!(
+            "event: {}\ndata: {data}\n\n",
+            data["type"].as_str().unwrap_or("")
+        )
+        .into_bytes()
+    };
+    let mut writes = vec![
+        event(json!({"type": "message_start", "message": {
+            "id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": [],
+            "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 1, "output_tokens": 0},
+        }})),
+        event(
+            json!({"type": "content_block_start", "index": 0, "content_block": if calls {
+                json!({"type": "tool_use", "id": "toolu_fake", "name": "lookup", "input": {}})
+            } else {
+                json!({"type": "text", "text": ""})
+            }}),
+        ),
+        event(json!({"type": "ping"})),
+    ];
+    let streamed = if calls { input.to_string() } else { said };
+    for i in 0..chunks {
+        let piece = nth_piece(&streamed, i, chunks);
+        let delta = if calls {
+            json!({"type": "input_json_delta", "partial_json": piece})
+        } else {
+            json!({"type": "text_delta", "text": piece})
+        };
+        writes.push(event(
+            json!({"type": "content_block_delta", "index": 0, "delta": delta}),
+        ));
+    }
+    writes.push(event(json!({"type": "content_block_stop", "index": 0})));
+    writes.push(event(json!({"type": "message_delta",
+        "delta": {"stop_reason": stop_reason, "stop_sequence": null}, "usage": {"output_tokens": chunks}})));
+    writes.push(event(json!({"type": "message_stop"})));
+    event_stream(&shared, model, writes, config.chunk_interval_ms)
 }

@@ -20,7 +20,7 @@ use crate::ControlPlaneError;
 use crate::store::{AdminPrincipal, Route, StoredDeployment};
 
 /// Providers the data plane has an adapter for.
-const PROVIDERS: &[&str] = &["openai", "azure_openai"];
+const PROVIDERS: &[&str] = &["openai", "azure_openai", "anthropic"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
