@@ -156,10 +156,12 @@ impl Publisher {
                 .map(|d| v1::Deployment {
                     credential_id: d.credential_id,
                     model: d.model,
+                    weight: d.weight,
                 })
                 .collect(),
             tags: r.tags,
             pricing: r.pricing.as_ref().map(v1::Pricing::from),
+            routing: Some(v1::Routing::from(&r.routing)),
         });
         let mut cache = self
             .sealed

@@ -191,9 +191,11 @@ async fn tenants_are_walled_off(store: Store) {
         deployments: vec![StoredDeployment {
             credential_id: cred.id.clone(),
             model: "m".into(),
+            weight: 1,
         }],
         tags: Default::default(),
         pricing: None,
+        routing: Default::default(),
     };
     assert!(matches!(
         store.create_route(&foreign_route, &[]).await,
@@ -261,6 +263,7 @@ async fn names_are_unique_per_tenant(store: Store) {
         deployments: vec![StoredDeployment {
             credential_id: cred,
             model: "m".into(),
+            weight: 3,
         }],
         tags: [("tier".to_owned(), "premium".to_owned())].into(),
         pricing: Some(routero_core::Pricing {
@@ -269,6 +272,11 @@ async fn names_are_unique_per_tenant(store: Store) {
             cached_input_micros_per_mtok: None,
             default_max_tokens: Some(256),
         }),
+        routing: routero_core::Routing {
+            strategy: routero_core::Strategy::Weighted,
+            max_attempts: Some(2),
+            ..Default::default()
+        },
     };
     store.create_route(&route, &[]).await.unwrap();
     assert!(matches!(

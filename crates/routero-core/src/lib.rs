@@ -12,6 +12,7 @@ mod error_code;
 mod key;
 mod period;
 mod redact;
+mod routing;
 mod snapshot;
 mod throttle;
 
@@ -28,5 +29,6 @@ pub use key::{
 };
 pub use period::Period;
 pub use redact::{REDACTED, redact_url};
+pub use routing::{DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BUDGET_PERCENT, Routing, Strategy};
 pub use snapshot::{Deployment, ModelRoute, ProviderCredential, Snapshot};
 pub use throttle::{Aggregate, AuthFailures, FailureLimits, Verdict};

@@ -12,6 +12,8 @@ pub struct Deployment {
     pub credential_id: String,
     /// Model name the provider knows.
     pub upstream_model: String,
+    /// Its share of a `weighted` route's requests, relative to the others' (at least 1).
+    pub weight: u32,
 }
 
 /// A model name clients call, and where it goes.
@@ -27,6 +29,8 @@ pub struct ModelRoute {
     pub tags: BTreeMap<String, String>,
     /// What its tokens cost; none: nothing is charged for it.
     pub pricing: Option<crate::Pricing>,
+    /// How requests are spread over its deployments and retried.
+    pub routing: crate::Routing,
 }
 
 /// A provider credential, decrypted, as a data plane holds it in memory.

@@ -1,7 +1,8 @@
 //! A circuit breaker per deployment (credential and upstream model) in this replica: after
-//! `failures` failures in a row (no connection, a timeout, a 5xx, a 429) it opens and the
-//! deployment gets no requests for `open_for`; then one request probes it (half-open): its
-//! success closes the breaker, its failure opens it again.
+//! `failures` failures in a row (no connection, a timeout, a 5xx), or `rate_limits` 429s in a
+//! row (counted apart: a provider's rate limit is not an outage; 0 and they never open it), it
+//! opens and the deployment gets no requests for `open_for`; then one request probes it
+//! (half-open): its answer closes the breaker, its failure opens it again.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 pub struct BreakerSettings {
     /// Failures in a row that open it.
     pub failures: u32,
+    /// 429s in a row that open it (0: never).
+    pub rate_limits: u32,
     /// How long it stays open before a probe.
     pub open_for: Duration,
 }
@@ -20,6 +23,7 @@ impl Default for BreakerSettings {
     fn default() -> Self {
         Self {
             failures: 5,
+            rate_limits: 5,
             open_for: Duration::from_secs(60),
         }
     }
@@ -27,13 +31,24 @@ impl Default for BreakerSettings {
 
 #[derive(Debug, Clone, Copy)]
 enum State {
-    /// Requests flow; failures in a row so far.
-    Closed(u32),
+    /// Requests flow; failures and 429s in a row so far.
+    Closed(u32, u32),
     /// No requests until this instant.
     Open(Instant),
     /// One probe is out; if it never reports (its client went away), another may go at
     /// this instant.
     Probing(Instant),
+}
+
+/// How an attempt at a deployment went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// It answered (whatever the answer).
+    Answered,
+    /// No connection, no answer in time, or a 5xx.
+    Failed,
+    /// A 429.
+    RateLimited,
 }
 
 /// A change of a breaker's state, to log and audit.
@@ -76,7 +91,7 @@ impl Breakers {
             return true;
         };
         match *state {
-            State::Closed(_) => true,
+            State::Closed(..) => true,
             State::Open(until) | State::Probing(until) if now >= until => {
                 *state = State::Probing(now + self.settings.open_for);
                 true
@@ -89,7 +104,7 @@ impl Breakers {
     pub(crate) fn record(
         &self,
         (credential, model): Deployment<'_>,
-        succeeded: bool,
+        outcome: Outcome,
         now: Instant,
     ) -> Option<Change> {
         let mut states = self.states();
@@ -97,21 +112,35 @@ impl Breakers {
             .get(credential)
             .and_then(|m| m.get(model))
             .copied()
-            .unwrap_or(State::Closed(0));
-        let (next, change) = match (state, succeeded) {
+            .unwrap_or(State::Closed(0, 0));
+        let open = (
+            State::Open(now + self.settings.open_for),
+            Some(Change::Opened),
+        );
+        let (next, change) = match (state, outcome) {
             // The common case, a healthy deployment answering: nothing to write.
-            (State::Closed(0), true) => return None,
-            (State::Closed(_), true) => (State::Closed(0), None),
-            (State::Probing(_) | State::Open(_), true) => (State::Closed(0), Some(Change::Closed)),
-            (State::Closed(failed), false) if failed + 1 < self.settings.failures => {
-                (State::Closed(failed + 1), None)
+            (State::Closed(0, 0), Outcome::Answered) => return None,
+            (State::Closed(..), Outcome::Answered) => (State::Closed(0, 0), None),
+            (State::Probing(_) | State::Open(_), Outcome::Answered) => {
+                (State::Closed(0, 0), Some(Change::Closed))
             }
-            (State::Closed(_) | State::Probing(_), false) => (
-                State::Open(now + self.settings.open_for),
-                Some(Change::Opened),
-            ),
             // A request admitted before the breaker opened: it stays open as it is.
-            (State::Open(until), false) => (State::Open(until), None),
+            (State::Open(until), _) => (State::Open(until), None),
+            (State::Probing(_), _) => open,
+            (State::Closed(failed, limited), Outcome::Failed) => {
+                if failed + 1 < self.settings.failures {
+                    (State::Closed(failed + 1, limited), None)
+                } else {
+                    open
+                }
+            }
+            (State::Closed(failed, limited), Outcome::RateLimited) => {
+                if self.settings.rate_limits == 0 || limited + 1 < self.settings.rate_limits {
+                    (State::Closed(failed, limited.saturating_add(1)), None)
+                } else {
+                    open
+                }
+            }
         };
         states
             .entry(credential.to_owned())
@@ -129,30 +158,61 @@ mod tests {
     fn failures_in_a_row_open_it_and_one_probe_decides() {
         let breakers = Breakers::new(BreakerSettings {
             failures: 3,
+            rate_limits: 0,
             open_for: Duration::from_secs(10),
         });
         let d = ("cred", "model");
         let t0 = Instant::now();
-        assert_eq!(breakers.record(d, false, t0), None);
+        assert_eq!(breakers.record(d, Outcome::Failed, t0), None);
         assert_eq!(
-            breakers.record(d, true, t0),
+            breakers.record(d, Outcome::Answered, t0),
             None,
             "a success resets the count"
         );
-        assert_eq!(breakers.record(d, false, t0), None);
-        assert_eq!(breakers.record(d, false, t0), None);
-        assert_eq!(breakers.record(d, false, t0), Some(Change::Opened));
+        assert_eq!(breakers.record(d, Outcome::Failed, t0), None);
+        assert_eq!(breakers.record(d, Outcome::Failed, t0), None);
+        assert_eq!(
+            breakers.record(d, Outcome::Failed, t0),
+            Some(Change::Opened)
+        );
         assert!(!breakers.admit(d, t0 + Duration::from_secs(9)));
         let later = t0 + Duration::from_secs(10);
         assert!(breakers.admit(d, later), "the probe");
         assert!(!breakers.admit(d, later), "one probe at a time");
         // A probe that never reports lets another go after the open period.
         assert!(breakers.admit(d, later + Duration::from_secs(10)));
-        assert_eq!(breakers.record(d, false, later), Some(Change::Opened));
+        assert_eq!(
+            breakers.record(d, Outcome::Failed, later),
+            Some(Change::Opened)
+        );
         assert!(!breakers.admit(d, later + Duration::from_secs(9)));
         let again = later + Duration::from_secs(10);
         assert!(breakers.admit(d, again));
-        assert_eq!(breakers.record(d, true, again), Some(Change::Closed));
+        assert_eq!(
+            breakers.record(d, Outcome::Answered, again),
+            Some(Change::Closed)
+        );
         assert!(breakers.admit(d, again));
+        // 429s are counted apart: with `rate_limits` 0 they never open it, nor add to failures.
+        for _ in 0..10 {
+            assert_eq!(breakers.record(d, Outcome::RateLimited, again), None);
+        }
+        assert_eq!(breakers.record(d, Outcome::Failed, again), None);
+    }
+
+    #[test]
+    fn rate_limits_open_it_at_their_own_count() {
+        let breakers = Breakers::new(BreakerSettings {
+            failures: 5,
+            rate_limits: 2,
+            open_for: Duration::from_secs(10),
+        });
+        let (d, t0) = (("cred", "model"), Instant::now());
+        assert_eq!(breakers.record(d, Outcome::Failed, t0), None);
+        assert_eq!(breakers.record(d, Outcome::RateLimited, t0), None);
+        assert_eq!(
+            breakers.record(d, Outcome::RateLimited, t0),
+            Some(Change::Opened)
+        );
     }
 }

@@ -16,6 +16,7 @@ mod persist;
 mod provider;
 mod proxy;
 mod refusal;
+mod routing;
 mod sse;
 
 use std::future::Future;
@@ -168,6 +169,7 @@ pub async fn run(
         deadlines: config.deadlines,
         failures,
         breakers: crate::breaker::Breakers::new(config.breaker),
+        balancer: crate::routing::Balancer::new(uuid::Uuid::new_v4().as_u64_pair().0),
         limits: Arc::new(match &config.redis_url {
             Some(url) => routero_limits::Limits::redis(secrecy::ExposeSecret::expose_secret(url))
                 .map_err(|error| DataPlaneError::Config(error.to_string()))?,
@@ -229,6 +231,7 @@ mod tests {
             deadlines: config.deadlines,
             failures: Arc::new(AuthFailures::new(config.failure_limits)),
             breakers: crate::breaker::Breakers::default(),
+            balancer: crate::routing::Balancer::default(),
             limits: Arc::new(routero_limits::Limits::in_process()),
         });
         let router = Router::new()

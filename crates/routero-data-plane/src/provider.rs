@@ -196,6 +196,8 @@ impl Upstream {
             body,
             streamed,
             include_usage,
+            ttfb: None,
+            total: None,
         })
     }
 
@@ -234,6 +236,21 @@ pub struct Outgoing {
     streamed: bool,
     /// Whether a translated stream ends with a usage chunk.
     include_usage: bool,
+    /// The route's own wait for a stream's head, instead of the data plane's.
+    ttfb: Option<std::time::Duration>,
+    /// The route's limit on the whole attempt, head and body.
+    total: Option<std::time::Duration>,
+}
+
+impl Outgoing {
+    /// The request within the route's own timeouts.
+    pub fn within(mut self, routing: &routero_core::Routing) -> Self {
+        self.ttfb = routing
+            .ttfb_timeout_ms
+            .map(std::time::Duration::from_millis);
+        self.total = routing.timeout_ms.map(std::time::Duration::from_millis);
+        self
+    }
 }
 
 /// A client for provider APIs, shared by every request.
@@ -287,6 +304,8 @@ impl Provider {
             body,
             streamed,
             include_usage,
+            ttfb,
+            total,
         } = outgoing;
         let mut sent = self
             .client
@@ -296,9 +315,12 @@ impl Provider {
         if matches!(upstream.shape, Shape::Anthropic { .. }) {
             sent = sent.header("anthropic-version", anthropic::API_VERSION);
         }
+        if let Some(total) = total {
+            sent = sent.timeout(total);
+        }
         let sent = sent.body(body).send();
         let ttfb = if streamed {
-            self.ttfb
+            ttfb.unwrap_or(self.ttfb)
         } else {
             std::time::Duration::MAX
         };

@@ -45,6 +45,8 @@ pub struct App {
     pub(crate) failures: Arc<AuthFailures>,
     /// Each deployment's circuit breaker in this replica.
     pub(crate) breakers: crate::breaker::Breakers,
+    /// The order routes try their deployments in, and their retry budgets, in this replica.
+    pub(crate) balancer: crate::routing::Balancer,
     /// Where budgets and rate limits are counted: in this process, or in Redis for every
     /// replica.
     pub(crate) limits: Arc<routero_limits::Limits>,
@@ -601,9 +603,6 @@ fn guard_request(
     Ok((counts, blocked))
 }
 
-/// Most attempts one request makes: its first deployment and two fallbacks.
-const MAX_ATTEMPTS: usize = 3;
-
 /// Whether an attempt failed in a way another deployment may not (no connection, no response
 /// head in time, a 5xx, a 429): what breakers count and fallbacks follow. A provider's
 /// refusal of the request itself (a context window, a content filter: a 4xx) is the
@@ -618,10 +617,23 @@ fn deployment_failed(code: ErrorCode) -> bool {
     )
 }
 
-/// Sends the request to the route's deployments in order (priority), skipping any whose
-/// provider cannot be used here or whose breaker is open, and falling back to the next when
-/// an attempt fails before anything reached the client (at most [`MAX_ATTEMPTS`]); a stream
-/// whose head was relayed is never retried. Names each deployment's model.
+/// How an attempt went, for its deployment's breaker: `None` when it says nothing of the
+/// deployment's health (a refusal of the request, or of the credential).
+fn outcome(code: Option<ErrorCode>) -> Option<crate::breaker::Outcome> {
+    use crate::breaker::Outcome;
+    match code {
+        None => Some(Outcome::Answered),
+        Some(ErrorCode::UpstreamRateLimited) => Some(Outcome::RateLimited),
+        Some(code) if deployment_failed(code) => Some(Outcome::Failed),
+        Some(_) => None,
+    }
+}
+
+/// Sends the request to the route's deployments in the order its strategy gives, skipping any
+/// whose provider cannot be used here or whose breaker is open, and falling back to the next
+/// when an attempt fails before anything reached the client: at most the route's attempts,
+/// each retry within the route's retry budget; a stream whose head was relayed is never
+/// retried. Names each deployment's model.
 async fn forward(
     app: &App,
     caller: &Caller,
@@ -632,8 +644,23 @@ async fn forward(
     let mut refusal: Option<Refused> = None;
     let mut timed_out = None;
     let mut attempts = 0;
-    for deployment in &route.deployments {
-        if attempts == MAX_ATTEMPTS {
+    let max_attempts = route
+        .routing
+        .max_attempts
+        .unwrap_or(routero_core::DEFAULT_MAX_ATTEMPTS);
+    let strategy = route.routing.strategy;
+    let tracked = matches!(
+        strategy,
+        routero_core::Strategy::LeastLatency | routero_core::Strategy::LeastBusy
+    );
+    if route.deployments.len() > 1 {
+        app.balancer.count_request(route, std::time::Instant::now());
+    }
+    for index in app.balancer.order(route) {
+        let Some(deployment) = route.deployments.get(index) else {
+            continue;
+        };
+        if attempts == max_attempts {
             break;
         }
         let upstream = match caller
@@ -650,7 +677,9 @@ async fn forward(
             "model".into(),
             Value::String(deployment.upstream_model.clone()),
         );
-        let outgoing = upstream.request(endpoint, &deployment.upstream_model, &request)?;
+        let outgoing = upstream
+            .request(endpoint, &deployment.upstream_model, &request)?
+            .within(&route.routing);
         let id = (
             deployment.credential_id.as_str(),
             deployment.upstream_model.as_str(),
@@ -659,26 +688,37 @@ async fn forward(
             refusal.get_or_insert(ErrorCode::UpstreamUnreachable.into());
             continue;
         }
+        if attempts > 0 && !app.balancer.may_retry(route, std::time::Instant::now()) {
+            tracing::warn!(route = %route.name, "retry budget spent; not falling back");
+            break;
+        }
         attempts += 1;
+        let in_flight = tracked.then(|| app.balancer.start(id));
         let answer = app.provider.forward(upstream, outgoing).await;
         let code = answer.as_ref().err().map(|refused| refused.refusal);
-        let failed = code.is_some_and(deployment_failed);
-        // Only an answer or a failure of the deployment says how it is: a refusal of the
-        // request, or of the credential, says nothing of its health.
-        if (code.is_none() || failed)
-            && let Some(change) = app.breakers.record(id, !failed, std::time::Instant::now())
+        if let Some(outcome) = outcome(code)
+            && let Some(change) = app.breakers.record(id, outcome, std::time::Instant::now())
         {
             app.breaker_changed(&route.tenant_id, id, change).await;
         }
         match answer {
-            Err(refused) if failed || refused.refusal == ErrorCode::UpstreamAuthFailed => {
+            Err(refused)
+                if code.is_some_and(deployment_failed)
+                    || refused.refusal == ErrorCode::UpstreamAuthFailed =>
+            {
                 tracing::warn!(credential = %id.0, model = %id.1, code = refused.refusal.code(), "deployment failed; trying the next");
                 if refused.refusal == ErrorCode::UpstreamTimeout {
                     timed_out = Some(ErrorCode::UpstreamTimeout.into());
                 }
                 refusal = Some(refused);
             }
-            answered => return answered,
+            Ok(response) => {
+                return Ok(match in_flight {
+                    Some(in_flight) => in_flight.answered(response),
+                    None => response,
+                });
+            }
+            refused => return refused,
         }
     }
     // A provider that timed out may have worked (and billed): that is what the request failed

@@ -1,6 +1,8 @@
 //! Conversions between wire messages and domain types.
 
-use routero_core::{Allowance, Deployment, KeyHash, KeyPolicy, ModelRoute, Pricing, parse_cidrs};
+use routero_core::{
+    Allowance, Deployment, KeyHash, KeyPolicy, ModelRoute, Pricing, Routing, Strategy, parse_cidrs,
+};
 
 use crate::ProtoError;
 use crate::v1;
@@ -55,6 +57,7 @@ impl TryFrom<&v1::ModelRoute> for ModelRoute {
                 .map(|d| Deployment {
                     credential_id: d.credential_id.clone(),
                     upstream_model: d.model.clone(),
+                    weight: d.weight.max(1),
                 })
                 .collect(),
             tags: route
@@ -63,7 +66,42 @@ impl TryFrom<&v1::ModelRoute> for ModelRoute {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             pricing: route.pricing.as_ref().map(Pricing::from),
+            routing: route
+                .routing
+                .as_ref()
+                .map(Routing::try_from)
+                .transpose()?
+                .unwrap_or_default(),
         })
+    }
+}
+
+impl TryFrom<&v1::Routing> for Routing {
+    type Error = ProtoError;
+
+    fn try_from(routing: &v1::Routing) -> Result<Self, ProtoError> {
+        Ok(Self {
+            strategy: Strategy::named(&routing.strategy).ok_or(ProtoError::Invalid {
+                field: "route.routing.strategy",
+                reason: format!("unknown strategy {:?}", routing.strategy),
+            })?,
+            max_attempts: routing.max_attempts,
+            retry_budget_percent: routing.retry_budget_percent,
+            ttfb_timeout_ms: routing.ttfb_timeout_ms,
+            timeout_ms: routing.timeout_ms,
+        })
+    }
+}
+
+impl From<&Routing> for v1::Routing {
+    fn from(routing: &Routing) -> Self {
+        Self {
+            strategy: routing.strategy.name().to_owned(),
+            max_attempts: routing.max_attempts,
+            retry_budget_percent: routing.retry_budget_percent,
+            ttfb_timeout_ms: routing.ttfb_timeout_ms,
+            timeout_ms: routing.timeout_ms,
+        }
     }
 }
 
@@ -80,6 +118,7 @@ impl From<&ModelRoute> for v1::ModelRoute {
                 .map(|d| v1::Deployment {
                     credential_id: d.credential_id.clone(),
                     model: d.upstream_model.clone(),
+                    weight: d.weight,
                 })
                 .collect(),
             tags: route
@@ -88,6 +127,7 @@ impl From<&ModelRoute> for v1::ModelRoute {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             pricing: route.pricing.as_ref().map(v1::Pricing::from),
+            routing: Some(v1::Routing::from(&route.routing)),
         }
     }
 }

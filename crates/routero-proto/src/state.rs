@@ -339,9 +339,11 @@ mod tests {
             deployments: vec![v1::Deployment {
                 credential_id: "c".into(),
                 model: model.into(),
+                weight: 1,
             }],
             tags: [("tier".to_owned(), format!("tier-of-{model}"))].into(),
             pricing: None,
+            routing: None,
         }
     }
 

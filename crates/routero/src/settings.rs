@@ -79,9 +79,12 @@ pub struct Settings {
     /// Data plane: longest wait for a provider's response to begin (`60s`); past it the request
     /// falls back to the route's next deployment.
     pub upstream_ttfb_timeout: Option<Interval>,
-    /// Data plane: failures in a row (no connection, timeout, 5xx, 429) that open a
-    /// deployment's circuit breaker (`5`).
+    /// Data plane: failures in a row (no connection, timeout, 5xx) that open a deployment's
+    /// circuit breaker (`5`).
     pub breaker_failures: Option<String>,
+    /// Data plane: 429s in a row that open a deployment's circuit breaker, counted apart from
+    /// failures (`5`; `0`: a provider's rate limits never open it).
+    pub breaker_rate_limits: Option<String>,
     /// Data plane: how long an open breaker keeps requests from its deployment before one
     /// probe (`60s`).
     pub breaker_open_for: Option<Interval>,
@@ -630,6 +633,13 @@ impl Settings {
                 .ok()
                 .filter(|n| (1..=1000).contains(n))
                 .ok_or_else(|| anyhow!("breaker_failures: 1 to 1000"))?;
+        }
+        if let Some(limits) = &self.breaker_rate_limits {
+            config.breaker.rate_limits = limits
+                .parse()
+                .ok()
+                .filter(|n| *n <= 1000)
+                .ok_or_else(|| anyhow!("breaker_rate_limits: 0 to 1000"))?;
         }
         if let Some(open_for) = self.breaker_open_for.map(Interval::get) {
             config.breaker.open_for = open_for;

@@ -1,6 +1,6 @@
 //! Provider credentials and model routes.
 
-use routero_core::{ErrorCode, Pricing, micros_to_usd, usd_to_micros};
+use routero_core::{ErrorCode, Pricing, Routing, Strategy, micros_to_usd, usd_to_micros};
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -233,14 +233,82 @@ pub(super) async fn list_credentials(
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct NewModel {
     name: String,
+    #[serde(flatten)]
+    fields: ModelFields,
+}
+
+/// A model's deployments, tags, pricing and routing, as `POST /models` and `PUT /models/{name}`
+/// take them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ModelFields {
     deployments: Vec<NewDeployment>,
     /// Labels policies read, e.g. `{"tier": "premium"}`.
     #[serde(default)]
     tags: BTreeMap<String, String>,
     pricing: Option<PricingFields>,
+    /// `priority` (default), `weighted`, `least_latency` or `least_busy`.
+    strategy: Option<String>,
+    /// Most attempts per request, its first included (1-5).
+    max_attempts: Option<u32>,
+    /// Retries per 100 requests the route may make (0-100).
+    retry_budget_percent: Option<u32>,
+    timeouts: Option<TimeoutFields>,
+}
+
+/// A route's timeouts, as durations (`30s`, `2m`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimeoutFields {
+    /// Longest wait for a streamed response's head.
+    ttfb: Option<String>,
+    /// Longest one attempt may take, head and body.
+    total: Option<String>,
+}
+
+impl ModelFields {
+    /// The routing these fields ask for, checked.
+    fn routing(&self) -> Result<Routing, ApiError> {
+        let invalid = |detail: String| ApiError::new(ErrorCode::InvalidField, detail);
+        let strategy = match &self.strategy {
+            None => Strategy::Priority,
+            Some(name) => Strategy::named(name).ok_or_else(|| {
+                let names: Vec<&str> = Strategy::ALL.iter().map(|s| s.name()).collect();
+                invalid(format!("strategy: one of {}", names.join(", ")))
+            })?,
+        };
+        if self.max_attempts.is_some_and(|n| !(1..=5).contains(&n)) {
+            return Err(invalid("max_attempts: 1 to 5".into()));
+        }
+        if self.retry_budget_percent.is_some_and(|n| n > 100) {
+            return Err(invalid("retry_budget_percent: 0 to 100".into()));
+        }
+        let duration = |field: &str, text: Option<&String>, most: u64| {
+            text.map(|text| {
+                routero_core::parse_duration(text)
+                    .ok()
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                    .filter(|ms| (1000..=most).contains(ms))
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "timeouts.{field}: a duration from 1s to {}s",
+                            most / 1000
+                        ))
+                    })
+            })
+            .transpose()
+        };
+        let timeouts = self.timeouts.as_ref();
+        Ok(Routing {
+            strategy,
+            max_attempts: self.max_attempts,
+            retry_budget_percent: self.retry_budget_percent,
+            ttfb_timeout_ms: duration("ttfb", timeouts.and_then(|t| t.ttfb.as_ref()), 600_000)?,
+            timeout_ms: duration("total", timeouts.and_then(|t| t.total.as_ref()), 3_600_000)?,
+        })
+    }
 }
 
 /// What a route's tokens cost as the API takes it: USD per million tokens.
@@ -371,18 +439,25 @@ fn normalize_tags(tags: BTreeMap<String, String>) -> Result<BTreeMap<String, Str
 struct NewDeployment {
     credential: String,
     model: String,
+    /// Share of a weighted route's requests (1-1000, default 1).
+    weight: Option<u32>,
 }
 
-/// A route of the caller's tenant from its deployments and tags, checked.
+/// A route of the caller's tenant from its deployments, tags, pricing and routing, checked.
 async fn route_of(
     state: &AppState,
     principal: &AdminPrincipal,
     name: String,
-    deployments: &[NewDeployment],
-    (tags, pricing): (BTreeMap<String, String>, Option<&PricingFields>),
+    fields: ModelFields,
 ) -> Result<Route, ApiError> {
-    let tags = normalize_tags(tags)?;
-    let pricing = pricing.map(PricingFields::checked).transpose()?;
+    let routing = fields.routing()?;
+    let tags = normalize_tags(fields.tags)?;
+    let pricing = fields
+        .pricing
+        .as_ref()
+        .map(PricingFields::checked)
+        .transpose()?;
+    let deployments = &fields.deployments;
     if deployments.is_empty() || deployments.len() > 32 {
         return Err(ApiError::new(
             ErrorCode::InvalidDeployments,
@@ -405,9 +480,26 @@ async fn route_of(
                     ),
                 )
             })?;
+        let weight = match deployment.weight {
+            None => 1,
+            Some(weight) if !(1..=1000).contains(&weight) => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidDeployments,
+                    "deployments.weight: 1 to 1000",
+                ));
+            }
+            Some(_) if routing.strategy != Strategy::Weighted => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidDeployments,
+                    "deployments.weight: only a weighted route's deployments have weights",
+                ));
+            }
+            Some(weight) => weight,
+        };
         stored.push(StoredDeployment {
             credential_id,
             model: deployment.model.clone(),
+            weight,
         });
     }
     Ok(Route {
@@ -416,6 +508,7 @@ async fn route_of(
         deployments: stored,
         tags,
         pricing,
+        routing,
     })
 }
 
@@ -425,14 +518,7 @@ pub(super) async fn create_model(
     Body(body): Body<NewModel>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_name("name", &body.name)?;
-    let route = route_of(
-        &state,
-        &principal,
-        body.name,
-        &body.deployments,
-        (body.tags, body.pricing.as_ref()),
-    )
-    .await?;
+    let route = route_of(&state, &principal, body.name, body.fields).await?;
     let event = AppState::event(
         &principal,
         &client,
@@ -443,32 +529,16 @@ pub(super) async fn create_model(
     Ok((StatusCode::CREATED, Json(route_json(&route))))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ModelUpdate {
-    deployments: Vec<NewDeployment>,
-    #[serde(default)]
-    tags: BTreeMap<String, String>,
-    pricing: Option<PricingFields>,
-}
-
-/// Replaces a model's deployments, tags and pricing; data planes route by them from the next
-/// snapshot.
+/// Replaces a model's deployments, tags, pricing and routing; data planes route by them from
+/// the next snapshot.
 pub(super) async fn update_model(
     State(state): State<AppState>,
     Caller { principal, client }: Caller,
     Path(name): Path<String>,
-    Body(body): Body<ModelUpdate>,
+    Body(fields): Body<ModelFields>,
 ) -> Result<Json<Value>, ApiError> {
     check_name("name", &name)?;
-    let route = route_of(
-        &state,
-        &principal,
-        name,
-        &body.deployments,
-        (body.tags, body.pricing.as_ref()),
-    )
-    .await?;
+    let route = route_of(&state, &principal, name, fields).await?;
     let event = AppState::event(
         &principal,
         &client,
@@ -505,6 +575,13 @@ fn route_json(route: &Route) -> Value {
         "deployments": route.deployments,
         "tags": route.tags,
         "pricing": route.pricing.as_ref().map(pricing_json),
+        "strategy": route.routing.strategy.name(),
+        "max_attempts": route.routing.max_attempts,
+        "retry_budget_percent": route.routing.retry_budget_percent,
+        "timeouts": {
+            "ttfb": route.routing.ttfb_timeout_ms.map(|ms| routero_core::format_duration(std::time::Duration::from_millis(ms))),
+            "total": route.routing.timeout_ms.map(|ms| routero_core::format_duration(std::time::Duration::from_millis(ms))),
+        },
     })
 }
 

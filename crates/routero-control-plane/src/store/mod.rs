@@ -108,6 +108,12 @@ const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[
         include_str!("../../../../migrations/postgres/0011_budgets.sql"),
         include_str!("../../../../migrations/sqlite/0011_budgets.sql"),
     ),
+    (
+        12,
+        "routing",
+        include_str!("../../../../migrations/postgres/0012_routing.sql"),
+        include_str!("../../../../migrations/sqlite/0012_routing.sql"),
+    ),
 ];
 
 type Result<T> = std::result::Result<T, ControlPlaneError>;
@@ -516,8 +522,9 @@ impl Store {
         let deployments = serde_json::to_string(&route.deployments)
             .map_err(|e| ControlPlaneError::Corrupt(e.to_string()))?;
         sqlx::query(
-            "INSERT INTO model_routes (tenant_id, name, deployments, created_at, tags, pricing) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO model_routes \
+             (tenant_id, name, deployments, created_at, tags, pricing, routing) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&route.tenant_id)
         .bind(&route.name)
@@ -525,6 +532,7 @@ impl Store {
         .bind(routero_core::unix_now())
         .bind(to_json(&route.tags)?)
         .bind(route.pricing.as_ref().map(to_json).transpose()?)
+        .bind(to_json(&route.routing)?)
         .execute(&mut *tx)
         .await
         .map_err(|e| unique_violation(e, Resource::Model))?;
@@ -537,7 +545,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         require_credentials(&mut tx, route).await?;
         let replaced = sqlx::query(
-            "UPDATE model_routes SET deployments = $1, tags = $2, pricing = $5 \
+            "UPDATE model_routes SET deployments = $1, tags = $2, pricing = $5, routing = $6 \
              WHERE tenant_id = $3 AND name = $4",
         )
         .bind(to_json(&route.deployments)?)
@@ -545,6 +553,7 @@ impl Store {
         .bind(&route.tenant_id)
         .bind(&route.name)
         .bind(route.pricing.as_ref().map(to_json).transpose()?)
+        .bind(to_json(&route.routing)?)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -575,7 +584,7 @@ impl Store {
     /// Routes of a tenant (all tenants with `None`), by name.
     pub async fn list_routes(&self, tenant_id: Option<&str>) -> Result<Vec<Route>> {
         sqlx::query(
-            "SELECT tenant_id, name, deployments, tags, pricing FROM model_routes \
+            "SELECT tenant_id, name, deployments, tags, pricing, routing FROM model_routes \
              WHERE $1 IS NULL OR tenant_id = $1 ORDER BY tenant_id, name",
         )
         .bind(tenant_id)
@@ -596,6 +605,12 @@ impl Store {
                     .as_deref()
                     .map(from_json)
                     .transpose()?,
+                routing: r
+                    .try_get::<Option<String>, _>("routing")?
+                    .as_deref()
+                    .map(from_json)
+                    .transpose()?
+                    .unwrap_or_default(),
             })
         })
         .collect()

@@ -122,6 +122,17 @@ pub struct StoredDeployment {
     pub credential_id: String,
     /// Upstream model name.
     pub model: String,
+    /// Share of a weighted route's requests.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(weight: &u32) -> bool {
+    *weight == 1
 }
 
 /// A model route.
@@ -137,6 +148,8 @@ pub struct Route {
     pub tags: std::collections::BTreeMap<String, String>,
     /// What its tokens cost; none: nothing is charged.
     pub pricing: Option<routero_core::Pricing>,
+    /// How requests are spread over its deployments and retried.
+    pub routing: routero_core::Routing,
 }
 
 /// A virtual key's record; never the key itself.
