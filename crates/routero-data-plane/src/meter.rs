@@ -352,6 +352,25 @@ fn estimated_tokens(worst: &Usage, body_bytes: usize) -> u64 {
         .saturating_add(worst.completion_tokens)
 }
 
+/// Makes a completion that names no limit ask for the one its reservation assumed (the route's
+/// default), so that a provider cannot complete past what was reserved.
+pub(crate) fn hold_to_reservation(request: &mut Map<String, Value>, pricing: Option<&Pricing>) {
+    let limited = ["max_completion_tokens", "max_tokens"]
+        .into_iter()
+        .any(|field| {
+            request
+                .get(field)
+                .and_then(Value::as_f64)
+                .is_some_and(|n| n.is_finite() && n > 0.0)
+        });
+    if !limited {
+        let default = pricing
+            .and_then(|p| p.default_max_tokens)
+            .unwrap_or(DEFAULT_COMPLETION_TOKENS);
+        request.insert("max_completion_tokens".into(), Value::from(default));
+    }
+}
+
 /// Makes a streamed request ask the provider for its usage; returns whether the client asked
 /// for it itself (then it keeps the usage chunk).
 pub(crate) fn ask_for_usage(request: &mut Map<String, Value>) -> bool {
@@ -778,6 +797,30 @@ mod tests {
         assert!(
             ask_for_usage(&mut request),
             "asked now, as the client would have"
+        );
+    }
+
+    #[test]
+    fn a_completion_without_a_limit_is_held_to_its_reservation() {
+        let pricing = Pricing {
+            default_max_tokens: Some(256),
+            ..Pricing::default()
+        };
+        for given in [None, Some(json!(0)), Some(json!(-3)), Some(json!("many"))] {
+            let mut request = Map::new();
+            if let Some(given) = given {
+                request.insert("max_tokens".into(), given);
+            }
+            hold_to_reservation(&mut request, Some(&pricing));
+            assert_eq!(request["max_completion_tokens"], 256);
+        }
+        let mut limited: Map<String, Value> = [("max_tokens".to_owned(), json!(0.5))]
+            .into_iter()
+            .collect();
+        hold_to_reservation(&mut limited, None);
+        assert!(
+            !limited.contains_key("max_completion_tokens"),
+            "its own limit stands"
         );
     }
 }

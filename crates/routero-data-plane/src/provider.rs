@@ -405,7 +405,10 @@ async fn from_messages(response: Response, include_usage: bool) -> Result<Respon
     let answer: Value =
         serde_json::from_slice(&bytes).map_err(|_| Refused::from(ErrorCode::UpstreamError))?;
     let translated = if parts.status.is_success() {
-        anthropic::chat_completion(&answer)
+        anthropic::chat_completion(&answer).map_err(|untranslatable| {
+            tracing::warn!(%untranslatable, "provider answer refused");
+            Refused::from(ErrorCode::UpstreamError)
+        })?
     } else {
         anthropic::chat_error(&answer)
     };

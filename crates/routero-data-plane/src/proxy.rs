@@ -481,6 +481,9 @@ async fn proxy(
         seen.exceeded = not.exceeded;
         not.refused
     })?;
+    if meter.settles() && completes {
+        crate::meter::hold_to_reservation(&mut request, route.pricing.as_ref());
+    }
     let keep_usage = !meter.settles() || crate::meter::ask_for_usage(&mut request);
     if let Some(guard) = &guard {
         let (counts, blocked) = match guard_request(guard, &route.name, &mut request) {

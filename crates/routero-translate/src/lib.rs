@@ -41,6 +41,9 @@ pub trait StreamTranslator: Send {
     fn end(&mut self, out: &mut String);
 }
 
+/// Most tool calls one translated stream may carry (then it ends with an error).
+const MAX_TOOLS: usize = 128;
+
 /// A request body, as the translations take and give it.
 pub type Body = Map<String, Value>;
 

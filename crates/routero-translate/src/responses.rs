@@ -336,8 +336,13 @@ pub struct FromChat {
     items: Vec<Item>,
     finish: Option<String>,
     usage: Usage,
+    /// Bytes of text kept for the items' closing events.
+    kept: usize,
     done: bool,
 }
+
+/// Most text a streamed response keeps for its closing events (then it ends with an error).
+const MAX_KEPT: usize = 16 * 1024 * 1024;
 
 impl FromChat {
     /// A translation whose response is named `model`.
@@ -350,6 +355,7 @@ impl FromChat {
             items: Vec::new(),
             finish: None,
             usage: Usage::default(),
+            kept: 0,
             done: false,
         }
     }
@@ -427,6 +433,25 @@ impl FromChat {
 
     fn choice(&mut self, out: &mut String, choice: &Value) {
         let delta = choice.get("delta").unwrap_or(&Value::Null);
+        let text_of = |value: Option<&Value>| value.and_then(Value::as_str).map_or(0, str::len);
+        let calls = delta.get("tool_calls").and_then(Value::as_array);
+        self.kept = self
+            .kept
+            .saturating_add(text_of(delta.get("content")))
+            .saturating_add(
+                calls
+                    .into_iter()
+                    .flatten()
+                    .map(|c| text_of(c.pointer("/function/arguments")))
+                    .sum(),
+            );
+        if self.kept > MAX_KEPT || self.items.len() > crate::MAX_TOOLS {
+            return self.fail(
+                out,
+                "upstream_error",
+                "the answer is too long to relay as a response",
+            );
+        }
         if let Some(text) = delta
             .get("content")
             .and_then(Value::as_str)

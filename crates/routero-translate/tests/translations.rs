@@ -7,11 +7,14 @@ use routero_translate::{StreamTranslator, anthropic, responses};
 use serde_json::{Value, json};
 
 fn body(value: Value) -> serde_json::Map<String, Value> {
-    value.as_object().cloned().unwrap()
+    match value {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
 }
 
 /// The data of each event in `out`, with its `event:` name.
-fn events(out: &str) -> Vec<(Option<String>, String)> {
+fn read_events(out: &str) -> Vec<(Option<String>, String)> {
     out.split("\n\n")
         .filter(|e| !e.is_empty())
         .map(|event| {
@@ -101,12 +104,12 @@ fn a_chat_request_becomes_a_messages_request() {
 #[test]
 fn a_messages_answer_becomes_a_chat_completion_and_back() {
     let answer = json!({
-        "id": "msg_1", "model": "claude-x", "stop_reason": "tool_use",
+        "id": "msg_1", "type": "message", "model": "claude-x", "stop_reason": "tool_use",
         "content": [{"type": "thinking", "thinking": "hmm"}, {"type": "text", "text": "ok"},
                     {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": 1}}],
         "usage": {"input_tokens": 3, "cache_read_input_tokens": 4, "output_tokens": 5},
     });
-    let completion = anthropic::chat_completion(&answer);
+    let completion = anthropic::chat_completion(&answer).unwrap();
     let message = &completion["choices"][0]["message"];
     assert_eq!(message["content"], "ok");
     assert_eq!(message["reasoning_content"], "hmm");
@@ -129,6 +132,22 @@ fn a_messages_answer_becomes_a_chat_completion_and_back() {
     );
     assert_eq!(back["usage"]["input_tokens"], 3);
     assert_eq!(back["usage"]["cache_read_input_tokens"], 4);
+
+    // What is not a message is refused; a message without usage reports none (the meter then
+    // charges the reservation), not zero.
+    for not_a_message in [
+        json!({}),
+        json!({"error": {"type": "x"}}),
+        json!({"type": "message"}),
+    ] {
+        assert!(
+            anthropic::chat_completion(&not_a_message).is_err(),
+            "{not_a_message}"
+        );
+    }
+    let unreported =
+        anthropic::chat_completion(&json!({"type": "message", "content": []})).unwrap();
+    assert!(unreported.get("usage").is_none(), "{unreported}");
 }
 
 #[test]
@@ -169,7 +188,10 @@ fn a_messages_stream_becomes_chat_chunks() {
             (Some("message_stop"), json!({"type": "message_stop"})),
         ],
     );
-    let chunks: Vec<String> = events(&out).into_iter().map(|(_, data)| data).collect();
+    let chunks: Vec<String> = read_events(&out)
+        .into_iter()
+        .map(|(_, data)| data)
+        .collect();
     assert_eq!(chunks.last().map(String::as_str), Some("[DONE]"));
     let parsed: Vec<Value> = chunks
         .iter()
@@ -181,6 +203,20 @@ fn a_messages_stream_becomes_chat_chunks() {
         .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
         .collect();
     assert_eq!(arguments, "{\"a\":1}");
+    let text: String = parsed
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "hi");
+    let opened = parsed
+        .iter()
+        .find_map(|c| c["choices"][0]["delta"]["tool_calls"][0].get("id"))
+        .unwrap();
+    assert_eq!(opened, "t");
+    assert!(parsed.iter().any(|c| {
+        let call = &c["choices"][0]["delta"]["tool_calls"][0];
+        call["index"] == 0 && call["function"]["name"] == "f"
+    }));
     assert!(
         parsed
             .iter()
@@ -196,15 +232,22 @@ fn a_messages_stream_becomes_chat_chunks() {
     );
 
     // A stream that breaks off ends with an error, never as if it were whole.
-    let mut cut = anthropic::ToChat::new(false);
-    let out = run(
-        &mut cut,
-        &[(None, json!({"type": "message_start", "message": {}}))],
-    );
-    assert!(
-        out.contains("\"error\"") && !out.contains("[DONE]"),
-        "{out}"
-    );
+    for cut in [
+        vec![(None, json!({"type": "message_start", "message": {}}))],
+        // A stop without a message, or without its stop reason, is no answer either.
+        vec![(None, json!({"type": "message_stop"}))],
+        vec![
+            (None, json!({"type": "message_start", "message": {}})),
+            (None, json!({"type": "message_stop"})),
+        ],
+    ] {
+        let out = run(&mut anthropic::ToChat::new(true), &cut);
+        assert!(
+            out.contains("\"error\"") && !out.contains("[DONE]"),
+            "{out}"
+        );
+        assert!(!out.contains("\"usage\""), "no usage was reported: {out}");
+    }
 }
 
 #[test]
@@ -247,7 +290,7 @@ fn chat_chunks_become_a_messages_stream_with_late_released_arguments() {
             (None, json!("[DONE]")),
         ],
     );
-    let read = events(&out);
+    let read = read_events(&out);
     let names: Vec<&str> = read
         .iter()
         .filter_map(|(name, _)| name.as_deref())
@@ -286,7 +329,7 @@ fn chat_chunks_become_a_messages_stream_with_late_released_arguments() {
             ),
         ],
     );
-    let last = events(&out).pop().unwrap();
+    let last = read_events(&out).pop().unwrap();
     assert_eq!(last.0.as_deref(), Some("error"));
     assert!(
         last.1.contains("guardrail_blocked") && !out.contains("message_stop"),
@@ -309,6 +352,10 @@ fn a_messages_request_becomes_a_chat_request() {
         ],
     }));
     let chat = anthropic::chat_request(&request).unwrap();
+    assert_eq!(
+        chat["tools"],
+        json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])
+    );
     assert_eq!(chat["stream_options"], json!({"include_usage": true}));
     assert_eq!(
         (
@@ -347,6 +394,14 @@ fn a_responses_request_and_stream_translate() {
                   {"type": "function_call_output", "call_id": "c1", "output": "r"}],
     }));
     let chat = responses::chat_request(&request).unwrap();
+    assert_eq!(
+        chat["tools"],
+        json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])
+    );
+    assert_eq!(
+        chat["messages"][0],
+        json!({"role": "system", "content": "be"})
+    );
     assert_eq!(chat["max_completion_tokens"], 5);
     assert_eq!(
         chat["response_format"],
@@ -374,7 +429,7 @@ fn a_responses_request_and_stream_translate() {
             (None, json!("[DONE]")),
         ],
     );
-    let data: Vec<Value> = events(&out)
+    let data: Vec<Value> = read_events(&out)
         .iter()
         .map(|(_, d)| serde_json::from_str(d).unwrap())
         .collect();
@@ -417,9 +472,17 @@ proptest! {
                 translator.event(Some(name), data, &mut out);
             }
             translator.end(&mut out);
-            let before = out.len();
             translator.end(&mut out);
-            prop_assert_eq!(before, out.len(), "ended twice");
+            let closings = read_events(&out)
+                .iter()
+                .filter(|(name, data)| {
+                    matches!(
+                        name.as_deref(),
+                        Some("message_stop" | "error" | "response.completed" | "response.incomplete")
+                    ) || (name.is_none() && (data == "[DONE]" || data.starts_with("{\"error\"")))
+                })
+                .count();
+            prop_assert_eq!(closings, 1, "{}", out);
         }
     }
 }

@@ -232,11 +232,25 @@ pub(super) async fn list_credentials(
     Ok(Json(json!({ "credentials": credentials })))
 }
 
-#[derive(Deserialize)]
+/// `POST /models`: a name and the model's fields (unknown fields refused, as everywhere:
+/// serde's `flatten` would let them through).
 pub(super) struct NewModel {
     name: String,
-    #[serde(flatten)]
     fields: ModelFields,
+}
+
+impl<'de> Deserialize<'de> for NewModel {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut body = serde_json::Map::<String, Value>::deserialize(deserializer)?;
+        let name = match body.remove("name") {
+            Some(Value::String(name)) => name,
+            Some(_) => return Err(D::Error::custom("name: a string is required")),
+            None => return Err(D::Error::missing_field("name")),
+        };
+        let fields = ModelFields::deserialize(Value::Object(body)).map_err(D::Error::custom)?;
+        Ok(Self { name, fields })
+    }
 }
 
 /// A model's deployments, tags, pricing and routing, as `POST /models` and `PUT /models/{name}`

@@ -60,7 +60,8 @@ impl<'a> Texts<'a> {
         for (field, value) in fields.iter_mut() {
             match field.as_str() {
                 "content" => self.content(value, scored),
-                "name" | "refusal" | "reasoning_content" | "tool_calls" | "function_call" => {
+                "name" | "refusal" | "reasoning_content" | "tool_calls" | "function_call"
+                | "tool_call_id" => {
                     self.all(value, scored);
                 }
                 "audio" => {
@@ -75,8 +76,9 @@ impl<'a> Texts<'a> {
 }
 
 /// Every text of a request body the model is given: messages (content, parts, names, tool
-/// and function calls), tool and legacy function definitions (descriptions and parameter
-/// schemas), response formats, predictions, prompts and embeddings input.
+/// and function calls and their ids), tool and legacy function definitions (descriptions and
+/// parameter schemas), response formats, predictions, prompts and embeddings input; and the
+/// texts sent beside them: tool choices, stop sequences, the end user's id, metadata.
 pub(super) fn request(body: &mut Map<String, Value>) -> Result<Texts<'_>, Uninspectable> {
     let mut texts = Texts::default();
     for (field, value) in body.iter_mut() {
@@ -86,7 +88,9 @@ pub(super) fn request(body: &mut Map<String, Value>) -> Result<Texts<'_>, Uninsp
                     messages.iter_mut().for_each(|m| texts.message(m));
                 }
             }
-            "tools" | "functions" | "response_format" | "prediction" => texts.all(value, false),
+            // Not the model's to read, but sent to the provider all the same.
+            "tools" | "functions" | "response_format" | "prediction" | "tool_choice" | "stop"
+            | "user" | "metadata" => texts.all(value, false),
             "prompt" | "input" => {
                 if tokens(value) {
                     return Err(Uninspectable);

@@ -78,10 +78,17 @@ pub fn messages_request(chat: &Body) -> Result<Body, Untranslatable> {
         .map(|(role, content)| json!({ "role": role, "content": content }))
         .collect();
     out.insert("messages".into(), Value::Array(turns));
-    let positive = |field: &str| chat.get(field).and_then(Value::as_u64).filter(|n| *n > 0);
-    let max_tokens = positive("max_completion_tokens")
-        .or_else(|| positive("max_tokens"))
-        .unwrap_or(DEFAULT_MAX_TOKENS);
+    // Read as the gateway's meter reads them: the larger, a fraction rounded up, zero or less
+    // as not given.
+    let limit = ["max_completion_tokens", "max_tokens"]
+        .into_iter()
+        .filter_map(|field| chat.get(field).and_then(Value::as_f64))
+        .filter(|n| n.is_finite() && *n > 0.0)
+        .fold(None, |most: Option<f64>, n| {
+            Some(most.map_or(n, |m| m.max(n)))
+        });
+    // `as` saturates a float beyond u64.
+    let max_tokens = limit.map_or(DEFAULT_MAX_TOKENS, |n| n.ceil() as u64);
     out.insert("max_tokens".into(), json!(max_tokens));
     copy(
         chat,
@@ -294,17 +301,22 @@ fn stop_reason(finish_reason: &str) -> &'static str {
     }
 }
 
-/// A Messages `usage` as chat usage: cache reads and writes are prompt tokens too.
-fn usage_of_message(usage: &Value) -> Usage {
-    let number = |field: &str| usage.get(field).and_then(Value::as_u64).unwrap_or(0);
-    let cached = number("cache_read_input_tokens");
-    Usage {
-        prompt: number("input_tokens")
-            .saturating_add(cached)
-            .saturating_add(number("cache_creation_input_tokens")),
-        cached,
-        completion: number("output_tokens"),
+/// A Messages `usage` as chat usage: cache reads and writes are prompt tokens too. `None`
+/// when it names no tokens (nothing reported: the meter then charges the reservation).
+fn usage_of_message(usage: &Value) -> Option<Usage> {
+    let number = |field: &str| usage.get(field).and_then(Value::as_u64);
+    if number("input_tokens").is_none() && number("output_tokens").is_none() {
+        return None;
     }
+    let count = |field: &str| number(field).unwrap_or(0);
+    let cached = count("cache_read_input_tokens");
+    Some(Usage {
+        prompt: count("input_tokens")
+            .saturating_add(cached)
+            .saturating_add(count("cache_creation_input_tokens")),
+        cached,
+        completion: count("output_tokens"),
+    })
 }
 
 /// Chat usage as a Messages `usage`.
@@ -318,8 +330,14 @@ fn message_usage(usage: Usage) -> Value {
 }
 
 /// The chat completion a Messages answer makes: text blocks joined as the content, thinking
-/// as `reasoning_content`, `tool_use` blocks as tool calls.
-pub fn chat_completion(message: &Value) -> Value {
+/// as `reasoning_content`, `tool_use` blocks as tool calls; usage only as reported. What is
+/// not a message is refused (a misconfigured base URL must not pass for an empty answer).
+pub fn chat_completion(message: &Value) -> Result<Value, Untranslatable> {
+    if kind(message) != "message" || message.get("content").and_then(Value::as_array).is_none() {
+        return Err(Untranslatable::new(
+            "the provider's answer is not a message",
+        ));
+    }
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut calls = Vec::new();
@@ -354,14 +372,17 @@ pub fn chat_completion(message: &Value) -> Value {
         .get("stop_reason")
         .and_then(Value::as_str)
         .unwrap_or("end_turn");
-    json!({
+    let mut completion = json!({
         "id": message.get("id").cloned().unwrap_or(Value::Null),
         "object": "chat.completion",
         "created": crate::now(),
         "model": message.get("model").cloned().unwrap_or(Value::Null),
         "choices": [{ "index": 0, "message": reply, "finish_reason": finish_reason(stop) }],
-        "usage": usage_of_message(message.get("usage").unwrap_or(&Value::Null)).to_chat(),
-    })
+    });
+    if let Some(usage) = message.get("usage").and_then(usage_of_message) {
+        crate::set(&mut completion, "usage", usage.to_chat());
+    }
+    Ok(completion)
 }
 
 /// A Messages error body as a chat error body (the message kept, the type carried).

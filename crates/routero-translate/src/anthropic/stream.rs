@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{finish_reason, message_usage, stop_reason, usage_of_message};
 use crate::text::kind;
-use crate::{StreamTranslator, Usage, chat_error_event, sse};
+use crate::{MAX_TOOLS, StreamTranslator, Usage, chat_error_event, sse};
 
 /// A Messages stream (from a provider) as chat completion chunks.
 #[derive(Debug, Default)]
@@ -18,7 +18,12 @@ pub struct ToChat {
     include_usage: bool,
     id: String,
     model: String,
-    usage: Usage,
+    /// Whether message_start came (a stream without it is not a message).
+    started: bool,
+    /// The usage reported so far, if any.
+    usage: Option<Usage>,
+    /// Whether message_delta gave the stop reason.
+    stopped: bool,
     /// Content block index → the tool call index it is.
     tools: BTreeMap<u64, u64>,
     done: bool,
@@ -83,12 +88,20 @@ impl StreamTranslator for ToChat {
                 };
                 self.id = text("id");
                 self.model = text("model");
-                self.usage = usage_of_message(message.get("usage").unwrap_or(&Value::Null));
+                self.started = true;
+                self.usage = message.get("usage").and_then(usage_of_message);
                 self.delta(out, json!({ "role": "assistant", "content": "" }));
             }
             "content_block_start" => {
                 let block = event.get("content_block").unwrap_or(&Value::Null);
                 match kind(block) {
+                    "tool_use" if self.tools.len() >= MAX_TOOLS => {
+                        self.fail(
+                            out,
+                            "upstream_error",
+                            "the provider's answer calls too many tools",
+                        );
+                    }
                     "tool_use" => {
                         let tool = u64::try_from(self.tools.len()).unwrap_or(u64::MAX);
                         self.tools.insert(index, tool);
@@ -133,15 +146,16 @@ impl StreamTranslator for ToChat {
                 }
             }
             "message_delta" => {
-                if let Some(usage) = event.get("usage") {
-                    let reported = usage_of_message(usage);
-                    self.usage.completion = reported.completion;
-                    if usage.get("input_tokens").is_some() {
-                        self.usage.prompt = reported.prompt;
-                        self.usage.cached = reported.cached;
+                if let Some(reported) = event.get("usage").and_then(usage_of_message) {
+                    let usage = self.usage.get_or_insert_default();
+                    usage.completion = reported.completion;
+                    if event.pointer("/usage/input_tokens").is_some() {
+                        usage.prompt = reported.prompt;
+                        usage.cached = reported.cached;
                     }
                 }
                 if let Some(stop) = event.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                    self.stopped = true;
                     let finish = finish_reason(stop);
                     self.chunk(
                         out,
@@ -150,9 +164,16 @@ impl StreamTranslator for ToChat {
                     );
                 }
             }
+            "message_stop" if !(self.started && self.stopped) => {
+                self.fail(
+                    out,
+                    "upstream_error",
+                    "the provider's stream ended without a message",
+                );
+            }
             "message_stop" => {
-                if self.include_usage {
-                    self.chunk(out, json!([]), Some(self.usage.to_chat()));
+                if let (true, Some(usage)) = (self.include_usage, self.usage) {
+                    self.chunk(out, json!([]), Some(usage.to_chat()));
                 }
                 sse(out, None, "[DONE]");
                 self.done = true;
@@ -230,9 +251,23 @@ impl FromChat {
     }
 
     /// The index of the block carrying `block`, opening it (with `start`) if it is new.
-    fn block(&mut self, out: &mut String, block: Block, start: impl FnOnce() -> Value) -> usize {
+    fn block(
+        &mut self,
+        out: &mut String,
+        block: Block,
+        start: impl FnOnce() -> Value,
+    ) -> Option<usize> {
         if let Some(index) = self.blocks.iter().position(|open| *open == block) {
-            return index;
+            return Some(index);
+        }
+        if self.blocks.len() > MAX_TOOLS {
+            self.fail(
+                out,
+                502,
+                "the answer calls too many tools",
+                Some("upstream_error"),
+            );
+            return None;
         }
         self.blocks.push(block);
         let index = self.blocks.len() - 1;
@@ -240,7 +275,7 @@ impl FromChat {
             out,
             &json!({ "type": "content_block_start", "index": index, "content_block": start() }),
         );
-        index
+        Some(index)
     }
 
     fn start(&mut self, out: &mut String, id: Option<&str>) {
@@ -265,7 +300,11 @@ impl FromChat {
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty())
         {
-            let index = self.block(out, Block::Text, || json!({ "type": "text", "text": "" }));
+            let Some(index) =
+                self.block(out, Block::Text, || json!({ "type": "text", "text": "" }))
+            else {
+                return;
+            };
             Self::emit(
                 out,
                 &json!({ "type": "content_block_delta", "index": index,
@@ -279,9 +318,11 @@ impl FromChat {
             .flatten()
         {
             let tool = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-            let index = self.block(out, Block::Tool(tool), || json!({
+            let Some(index) = self.block(out, Block::Tool(tool), || json!({
                 "type": "tool_use", "id": call.get("id"), "name": call.pointer("/function/name"), "input": {},
-            }));
+            })) else {
+                return;
+            };
             if let Some(arguments) = call
                 .pointer("/function/arguments")
                 .and_then(Value::as_str)
@@ -307,8 +348,7 @@ impl FromChat {
                 &json!({ "type": "content_block_stop", "index": index }),
             );
         }
-        let mut usage = message_usage(self.usage);
-        crate::set(&mut usage, "output_tokens", json!(self.usage.completion));
+        let usage = message_usage(self.usage);
         Self::emit(
             out,
             &json!({ "type": "message_delta",
