@@ -124,8 +124,11 @@ def test_a_secret_in_tool_call_arguments_is_blocked(guarded):
             for choice in chunk.choices:
                 for call in choice.delta.tool_calls or []:
                     received.append(call.function.arguments or "")
-    assert blocked(consume) == "guardrail_blocked"
-    assert GITHUB[:8] not in "".join(received), received
+    with pytest.raises(openai.APIError) as refused:
+        consume()
+    # Ended mid-stream: a refusal of the request itself would be a status error.
+    assert not isinstance(refused.value, openai.APIStatusError) and refused.value.code == "guardrail_blocked"
+    assert "ghp_" not in "".join(received), received
 
 
 def test_a_jailbreak_prompt_is_refused(guarded):
