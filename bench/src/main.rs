@@ -405,9 +405,12 @@ async fn start_up(
     wait_ready(client, &format!("{admin_url}/readyz")).await?;
     wait_ready(client, &format!("{data_url}/readyz")).await?;
     admin(client, &admin_url, "/credentials", json!({"name": "fake", "provider": "openai", "api_key": UPSTREAM_KEY, "base_url": format!("{fake_url}/v1")})).await?;
+    // The same fake provider in Anthropic's shape: its requests and answers translated.
+    admin(client, &admin_url, "/credentials", json!({"name": "claude", "provider": "anthropic", "api_key": UPSTREAM_KEY, "base_url": fake_url})).await?;
+    admin(client, &admin_url, "/models", json!({"name": "bench-claude", "deployments": [{"credential": "claude", "model": "fake-model"}]})).await?;
     let (mut model, mut key) = (
         json!({"name": "bench", "deployments": [{"credential": "fake", "model": "fake-model"}]}),
-        json!({"models": ["bench"]}),
+        json!({"models": ["bench", "bench-claude"]}),
     );
     if metering == Metering::Budgets {
         model["pricing"] = json!({"input_per_mtok": 0.15, "output_per_mtok": 0.60});
@@ -438,11 +441,16 @@ async fn start_up(
 impl Up {
     /// Its data plane, called with its key for the model `bench`.
     fn target(&self, name: &'static str) -> Target {
+        self.target_of(name, "bench")
+    }
+
+    /// Its data plane, called with its key for `model`.
+    fn target_of(&self, name: &'static str, model: &'static str) -> Target {
         Target {
             name,
             url: self.data_url.clone(),
             key: self.key.clone(),
-            model: "bench",
+            model,
             pid: Some(self.process.0.id()),
         }
     }
@@ -587,6 +595,10 @@ async fn run(args: Args) -> Result<()> {
             pid: Some(alone.0.id()),
         },
         up.target("routero up: data plane + audit chain written"),
+        up.target_of(
+            "routero up, an Anthropic deployment (chat ↔ Messages translated)",
+            "bench-claude",
+        ),
         metered.target("routero up + price, budget and rate limits (in process)"),
         redis.target("routero up + price, budget and rate limits (Redis)"),
         warm.target("routero up + Cerbos policies, decision cached"),
