@@ -1,7 +1,7 @@
 """Provider adapters (issue 16): an Azure OpenAI credential (`"provider": "azure_openai"`, the
 resource endpoint as base URL) reached as Azure expects — the route's deployment model in the
 path, `api-version` in the query, the key in `api-key`, never `Authorization` — by the official
-`openai` SDK through the gateway: plain, streamed, and a tool call."""
+`openai` SDK through the gateway: plain, streamed, a tool call, and embeddings."""
 import json
 
 import pytest
@@ -18,7 +18,10 @@ def azure(fake_provider):
     r = gw.admin("POST", "/models", {"name": "gpt-azure", "deployments": [{"credential": "azure",
                                                                           "model": "my-gpt/deployment"}]})
     assert r.status_code == 201, r.text
-    issued = gw.new_key(models=["gpt-azure"])
+    r = gw.admin("POST", "/models", {"name": "embed-azure", "deployments": [{"credential": "azure",
+                                                                            "model": "my-embedder"}]})
+    assert r.status_code == 201, r.text
+    issued = gw.new_key(models=["gpt-azure", "embed-azure"])
     gw.wait_for_key(issued["key"])
     yield gw, gw.client(issued["key"])
     gw.close()
@@ -38,6 +41,8 @@ def test_plain_streamed_and_tool_calls_reach_an_azure_deployment(azure):
                                             tools=[{"type": "function", "function": {
                                                 "name": "weather", "parameters": {"type": "object"}}}])
     assert json.loads(called.choices[0].message.tool_calls[0].function.arguments) == {"city": "Paris"}
+    embedded = client.embeddings.create(model="embed-azure", input=["one", "two"])
+    assert len(embedded.data) == 2 and embedded.model == "my-embedder"
 
 
 def test_unknown_providers_are_refused(azure):

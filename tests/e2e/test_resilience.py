@@ -133,3 +133,23 @@ def test_a_client_gone_mid_stream_ends_the_upstream_request(gw):
     wait_until(lambda: long in httpx.get(gw.fake_url + "/_fake/cut").json()["models"], timeout=10,
                what="the provider's stream cut")
     assert time.monotonic() - started < CHUNKS * 0.5, "cut before the stream's own end"
+
+
+def test_a_stream_whose_provider_dies_after_it_began_is_not_retried(gw):
+    primary, backup = unique("primary"), unique("backup")
+    model, key = routed(gw, ("fake", primary), ("fake", backup))
+    fault(gw, primary, cut_after=3, count=1)
+    received = []
+    with pytest.raises(httpx.HTTPError):
+        with httpx.stream("POST", gw.data_url + "/v1/chat/completions", timeout=30,
+                          headers={"Authorization": f"Bearer {key}"},
+                          json={"model": model, "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as r:
+            assert r.status_code == 200
+            for line in r.iter_lines():
+                received.append(line)
+    data = [line for line in received if line.startswith("data: ")]
+    # What the primary sent before it died reached the client, and nothing else: no second
+    # deployment's stream spliced in, no [DONE] as if it were whole.
+    assert data and all(primary in line for line in data), received
+    assert "data: [DONE]" not in received
+    assert (attempts(gw, primary), attempts(gw, backup)) == (1, 0)

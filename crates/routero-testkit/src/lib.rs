@@ -57,6 +57,8 @@ pub struct FakeConfig {
     /// Faults of requests naming a model, by model: what a test injects for one deployment
     /// without touching the others (`POST /_fake/fault`).
     pub faults: std::collections::BTreeMap<String, Fault>,
+    /// Writes of a stream after which its connection is reset (a provider dying mid-stream).
+    pub cut_after: Option<usize>,
 }
 
 /// A fault injected into the requests that name one model.
@@ -73,6 +75,8 @@ pub struct Fault {
     pub stall_ms: u64,
     /// Pause between a stream's chunks instead of the configured one (a long stream).
     pub chunk_interval_ms: Option<u64>,
+    /// Writes of a stream after which its connection is reset.
+    pub cut_after: Option<usize>,
 }
 
 impl Default for FakeConfig {
@@ -86,6 +90,7 @@ impl Default for FakeConfig {
             fail_count: 0,
             record: true,
             faults: std::collections::BTreeMap::new(),
+            cut_after: None,
         }
     }
 }
@@ -141,6 +146,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/openai/deployments/{deployment}/chat/completions",
             post(azure_chat),
+        )
+        .route(
+            "/openai/deployments/{deployment}/embeddings",
+            post(azure_embeddings),
         )
         .route("/v1/messages", post(anthropic_messages))
         .with_state(shared)
@@ -228,6 +237,7 @@ async fn admit(
             if let Some(interval) = fault.chunk_interval_ms {
                 config.chunk_interval_ms = interval;
             }
+            config.cut_after = fault.cut_after;
             tokio::time::sleep(Duration::from_millis(fault.stall_ms)).await;
             if let Some(status) = fault.status {
                 let status =
@@ -560,26 +570,30 @@ async fn chat(
         writes.extend(framing.event(&usage.to_string()));
     }
     writes.extend(framing.event("[DONE]"));
-    event_stream(&shared, model, writes, config.chunk_interval_ms)
+    event_stream(&shared, model, writes, &config)
 }
 
-/// An event stream of `writes`, `interval_ms` apart, noted as cut (`GET /_fake/cut`) when
-/// its reader goes away before the last.
+/// An event stream of `writes`, the configured interval apart, noted as cut (`GET /_fake/cut`)
+/// when its reader goes away before the last; reset after `cut_after` writes when set.
 fn event_stream(
     shared: &Arc<Shared>,
     model: String,
-    writes: Vec<Vec<u8>>,
-    interval_ms: u64,
+    mut writes: Vec<Vec<u8>>,
+    config: &FakeConfig,
 ) -> Response {
-    let interval = Duration::from_millis(interval_ms);
+    let interval = Duration::from_millis(config.chunk_interval_ms);
+    let reset = config.cut_after.filter(|n| *n < writes.len());
+    if let Some(kept) = reset {
+        writes.truncate(kept);
+    }
     let last = writes.len().saturating_sub(1);
     let unfinished = Arc::new(Mutex::new(Unfinished {
         shared: Arc::clone(shared),
         model,
         finished: false,
     }));
-    let stream =
-        futures_util::stream::iter(writes.into_iter().enumerate()).then(move |(i, write)| {
+    let stream = futures_util::stream::iter(writes.into_iter().enumerate())
+        .then(move |(i, write)| {
             let unfinished = Arc::clone(&unfinished);
             async move {
                 if i > 0 && !interval.is_zero() {
@@ -591,9 +605,12 @@ fn event_stream(
                         .unwrap_or_else(PoisonError::into_inner)
                         .finished = true;
                 }
-                Ok::<_, std::convert::Infallible>(bytes::Bytes::from(write))
+                Ok::<_, std::io::Error>(bytes::Bytes::from(write))
             }
-        });
+        })
+        .chain(futures_util::stream::iter(reset.map(|_| {
+            Err(std::io::Error::other("connection reset mid-stream"))
+        })));
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .body(Body::from_stream(stream))
@@ -697,32 +714,68 @@ async fn inject(State(shared): State<Arc<Shared>>, Json(fault): Json<Fault>) -> 
     StatusCode::NO_CONTENT
 }
 
-/// Azure OpenAI's shape of chat completions: the deployment in the path, `api-version` in the
-/// query (404 without it, as Azure answers), the key in `api-key`; answered as `chat` answers
-/// for a model named like the deployment.
-async fn azure_chat(
-    State(shared): State<Arc<Shared>>,
-    Path(deployment): Path<String>,
-    Query(query): Query<std::collections::HashMap<String, String>>,
-    headers: HeaderMap,
-    Json(mut body): Json<Value>,
-) -> Response {
-    if !query.contains_key("api-version") {
-        return error(StatusCode::NOT_FOUND, "Resource not found");
-    }
-    if headers.contains_key(header::AUTHORIZATION) {
-        return error(StatusCode::UNAUTHORIZED, "Azure takes its key in api-key");
-    }
+/// The headers with the key sent in `field` as `Authorization: Bearer`, as the OpenAI-shaped
+/// handlers read it.
+fn key_as_bearer(headers: &HeaderMap, field: &str) -> HeaderMap {
     let mut as_openai = headers.clone();
     if let Some(key) = headers
-        .get("api-key")
+        .get(field)
         .and_then(|v| v.to_str().ok())
         .and_then(|key| header::HeaderValue::from_str(&format!("Bearer {key}")).ok())
     {
         as_openai.insert(header::AUTHORIZATION, key);
     }
+    as_openai
+}
+
+/// Azure OpenAI's shape: the deployment in the path, `api-version` in the query (404 without
+/// it, as Azure answers), the key in `api-key`. Returns the request as OpenAI's handlers take
+/// it, for a model named like the deployment.
+fn from_azure(
+    deployment: String,
+    query: &std::collections::HashMap<String, String>,
+    headers: &HeaderMap,
+    mut body: Value,
+) -> Result<(HeaderMap, Json<Value>), Response> {
+    if !query.contains_key("api-version") {
+        return Err(error(StatusCode::NOT_FOUND, "Resource not found"));
+    }
+    if headers.contains_key(header::AUTHORIZATION) {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "Azure takes its key in api-key",
+        ));
+    }
     body["model"] = Value::String(deployment);
-    chat(State(shared), as_openai, Json(body)).await
+    Ok((key_as_bearer(headers, "api-key"), Json(body)))
+}
+
+/// Azure OpenAI's chat completions, answered as [`chat`] answers.
+async fn azure_chat(
+    State(shared): State<Arc<Shared>>,
+    Path(deployment): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    match from_azure(deployment, &query, &headers, body) {
+        Ok((headers, body)) => chat(State(shared), headers, body).await,
+        Err(refused) => refused,
+    }
+}
+
+/// Azure OpenAI's embeddings, answered as [`embeddings`] answers.
+async fn azure_embeddings(
+    State(shared): State<Arc<Shared>>,
+    Path(deployment): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    match from_azure(deployment, &query, &headers, body) {
+        Ok((headers, body)) => embeddings(State(shared), headers, body).await,
+        Err(refused) => refused,
+    }
 }
 
 /// `GET /_fake/cut`: the models of streams whose reader went away before their end.
@@ -765,14 +818,7 @@ async fn anthropic_messages(
             "x-api-key and max_tokens are required; Authorization is not Anthropic's",
         );
     }
-    let mut as_openai = headers.clone();
-    if let Some(key) = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|key| header::HeaderValue::from_str(&format!("Bearer {key}")).ok())
-    {
-        as_openai.insert(header::AUTHORIZATION, key);
-    }
+    let as_openai = key_as_bearer(&headers, "x-api-key");
     let config = match admit(&shared, "/v1/messages", &as_openai, &body).await {
         Ok(config) => config,
         Err(refused) => return refuse(refused.status(), "refused"),
@@ -838,5 +884,5 @@ async fn anthropic_messages(
     writes.push(event(json!({"type": "message_delta",
         "delta": {"stop_reason": stop_reason, "stop_sequence": null}, "usage": {"output_tokens": chunks}})));
     writes.push(event(json!({"type": "message_stop"})));
-    event_stream(&shared, model, writes, config.chunk_interval_ms)
+    event_stream(&shared, model, writes, &config)
 }
