@@ -760,7 +760,7 @@ async fn azure_chat(
 ) -> Response {
     match from_azure(deployment, &query, &headers, body) {
         Ok((headers, body)) => chat(State(shared), headers, body).await,
-        Err(refused) => refused,
+        Err((status, message)) => error(status, message),
     }
 }
 
@@ -774,7 +774,7 @@ async fn azure_embeddings(
 ) -> Response {
     match from_azure(deployment, &query, &headers, body) {
         Ok((headers, body)) => embeddings(State(shared), headers, body).await,
-        Err(refused) => refused,
+        Err((status, message)) => error(status, message),
     }
 }
 
