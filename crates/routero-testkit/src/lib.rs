@@ -736,15 +736,12 @@ fn from_azure(
     query: &std::collections::HashMap<String, String>,
     headers: &HeaderMap,
     mut body: Value,
-) -> Result<(HeaderMap, Json<Value>), Response> {
+) -> Result<(HeaderMap, Json<Value>), (StatusCode, &'static str)> {
     if !query.contains_key("api-version") {
-        return Err(error(StatusCode::NOT_FOUND, "Resource not found"));
+        return Err((StatusCode::NOT_FOUND, "Resource not found"));
     }
     if headers.contains_key(header::AUTHORIZATION) {
-        return Err(error(
-            StatusCode::UNAUTHORIZED,
-            "Azure takes its key in api-key",
-        ));
+        return Err((StatusCode::UNAUTHORIZED, "Azure takes its key in api-key"));
     }
     body["model"] = Value::String(deployment);
     Ok((key_as_bearer(headers, "api-key"), Json(body)))
