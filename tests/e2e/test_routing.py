@@ -142,6 +142,12 @@ def test_429s_are_counted_apart_and_here_never_open_a_breaker(gw):
         assert chat(gw, name, key).json()["model"] == backup
     # Had the 429s opened the breaker, this would go to the backup.
     assert chat(gw, name, key).json()["model"] == limited
+    # Alone, a rate-limited deployment's 429 reaches the client with the provider's Retry-After.
+    alone, key, _ = route(gw, deployments=[{"credential": "fake", "model": limited}])
+    fault(gw, limited, status=429, count=1)
+    r = chat(gw, alone, key)
+    assert r.status_code == 429 and r.headers["retry-after"] == "1", (r.status_code, r.headers)
+    assert r.json()["error"]["code"] == "upstream_rate_limited", r.text
     opened = gw.admin("GET", "/audit/events", params={"type": "deployment.circuit_opened"}).json()["events"]
     assert not [e for e in opened if e["event"]["details"].get("model") == limited]
 

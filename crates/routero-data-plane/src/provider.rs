@@ -348,7 +348,19 @@ impl Provider {
                 tracing::error!(url = %url, %status, "provider refused the credential");
                 return Err(ErrorCode::UpstreamAuthFailed.into());
             }
-            429 => return Err(ErrorCode::UpstreamRateLimited.into()),
+            429 => {
+                // When to come back, as the provider said it (bounded), for the client.
+                let retry_after = upstream_response
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(|seconds| seconds.min(3600));
+                return Err(Refused {
+                    retry_after,
+                    ..Refused::from(ErrorCode::UpstreamRateLimited)
+                });
+            }
             500..=599 => {
                 tracing::warn!(url = %url, %status, "provider failed");
                 return Err(ErrorCode::UpstreamError.into());

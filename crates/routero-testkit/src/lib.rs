@@ -143,14 +143,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/_fake/config", post(configure))
         .route("/_fake/fault", post(inject))
         .route("/_fake/cut", get(cut))
-        .route(
-            "/openai/deployments/{deployment}/chat/completions",
-            post(azure_chat),
-        )
-        .route(
-            "/openai/deployments/{deployment}/embeddings",
-            post(azure_embeddings),
-        )
+        .route("/openai/deployments/{deployment}/{*endpoint}", post(azure))
         .route("/v1/messages", post(anthropic_messages))
         .with_state(shared)
 }
@@ -252,12 +245,19 @@ async fn admit(
     Ok(config)
 }
 
+/// An error answer; a 429 says when to come back (`Retry-After: 1`), as providers do.
 fn error(status: StatusCode, message: &str) -> Response {
-    (
+    let mut response = (
         status,
         Json(json!({"error": {"message": message, "type": "fake_error", "code": status.as_u16()}})),
     )
-        .into_response()
+        .into_response();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    response
 }
 
 /// The last user message's text: its content string, or (Anthropic's shape) its last text
@@ -747,31 +747,23 @@ fn from_azure(
     Ok((key_as_bearer(headers, "api-key"), Json(body)))
 }
 
-/// Azure OpenAI's chat completions, answered as [`chat`] answers.
-async fn azure_chat(
+/// Azure OpenAI's chat completions and embeddings, answered as [`chat`] and [`embeddings`]
+/// answer.
+async fn azure(
     State(shared): State<Arc<Shared>>,
-    Path(deployment): Path<String>,
+    Path((deployment, endpoint)): Path<(String, String)>,
     Query(query): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
-    match from_azure(deployment, &query, &headers, body) {
-        Ok((headers, body)) => chat(State(shared), headers, body).await,
-        Err((status, message)) => error(status, message),
-    }
-}
-
-/// Azure OpenAI's embeddings, answered as [`embeddings`] answers.
-async fn azure_embeddings(
-    State(shared): State<Arc<Shared>>,
-    Path(deployment): Path<String>,
-    Query(query): Query<std::collections::HashMap<String, String>>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    match from_azure(deployment, &query, &headers, body) {
-        Ok((headers, body)) => embeddings(State(shared), headers, body).await,
-        Err((status, message)) => error(status, message),
+    let (headers, body) = match from_azure(deployment, &query, &headers, body) {
+        Ok(request) => request,
+        Err((status, message)) => return error(status, message),
+    };
+    match endpoint.as_str() {
+        "chat/completions" => chat(State(shared), headers, body).await,
+        "embeddings" => embeddings(State(shared), headers, body).await,
+        _ => error(StatusCode::NOT_FOUND, "Resource not found"),
     }
 }
 

@@ -44,6 +44,62 @@ pub trait StreamTranslator: Send {
 /// Most tool calls one translated stream may carry (then it ends with an error).
 const MAX_TOOLS: usize = 128;
 
+/// A translation of the gateway's chat completion chunks into another dialect's stream: what
+/// each kind of chunk makes (the reading of the chunks is shared: see the `StreamTranslator`
+/// implementation below).
+trait FromChatChunks: Send {
+    /// Whether the translated stream has ended.
+    fn done(&self) -> bool;
+    /// Opens the translated stream (once), named after the chunks' id.
+    fn start(&mut self, out: &mut String, id: Option<&str>);
+    /// The usage the stream reported.
+    fn usage(&mut self, usage: Usage);
+    /// The delta and finish reason of the first choice.
+    fn choice(&mut self, out: &mut String, choice: &Value);
+    /// The stream is whole (`[DONE]`): closes it.
+    fn complete(&mut self, out: &mut String);
+    /// Ends the stream with an error: the gateway's code and message.
+    fn fail(&mut self, out: &mut String, code: &str, message: &str);
+}
+
+impl<T: FromChatChunks> StreamTranslator for T {
+    fn event(&mut self, _name: Option<&str>, data: &str, out: &mut String) {
+        if self.done() {
+            return;
+        }
+        if data == "[DONE]" {
+            return self.complete(out);
+        }
+        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
+            return self.fail(out, "upstream_error", "the stream could not be read");
+        };
+        if let Some(error) = chunk.get("error") {
+            let text = |field: &str| error.get(field).and_then(Value::as_str);
+            let code = text("code").unwrap_or("upstream_error");
+            return self.fail(out, code, text("message").unwrap_or("the request failed"));
+        }
+        self.start(out, chunk.get("id").and_then(Value::as_str));
+        if let Some(usage) = Usage::of_chat(&chunk) {
+            self.usage(usage);
+        }
+        let first = chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0);
+        for choice in first {
+            self.choice(out, choice);
+        }
+    }
+
+    fn end(&mut self, out: &mut String) {
+        if !self.done() {
+            self.fail(out, "upstream_error", "the stream ended before its end");
+        }
+    }
+}
+
 /// A request body, as the translations take and give it.
 pub type Body = Map<String, Value>;
 

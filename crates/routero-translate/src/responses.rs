@@ -7,7 +7,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::text::{copy, joined, kind, string};
-use crate::{Body, StreamTranslator, Untranslatable, Usage, sse};
+use crate::{Body, Untranslatable, Usage, sse};
 
 /// The chat completion request a Responses request makes. A stream asks for its usage.
 pub fn chat_request(request: &Body) -> Result<Body, Untranslatable> {
@@ -370,23 +370,6 @@ impl FromChat {
         );
     }
 
-    fn start(&mut self, out: &mut String, chunk_id: Option<&str>) {
-        if self.started {
-            return;
-        }
-        self.started = true;
-        self.id = format!("resp_{}", chunk_id.unwrap_or("routero"));
-        let response = response_object(&self.id, &self.model, Vec::new(), None, None);
-        self.emit(
-            out,
-            json!({ "type": "response.created", "response": response }),
-        );
-        self.emit(
-            out,
-            json!({ "type": "response.in_progress", "response": response }),
-        );
-    }
-
     /// The output index of the item for `tool` (`None`: the message), added if new.
     fn item(&mut self, out: &mut String, tool: Option<u64>, call: &Value) -> usize {
         if let Some(index) = self.items.iter().position(|item| item.tool == tool) {
@@ -429,6 +412,33 @@ impl FromChat {
                 "content_index": 0, "part": { "type": "output_text", "text": "", "annotations": [] } }));
         }
         index
+    }
+}
+
+impl crate::FromChatChunks for FromChat {
+    fn done(&self) -> bool {
+        self.done
+    }
+
+    fn usage(&mut self, usage: Usage) {
+        self.usage = usage;
+    }
+
+    fn start(&mut self, out: &mut String, chunk_id: Option<&str>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        self.id = format!("resp_{}", chunk_id.unwrap_or("routero"));
+        let response = response_object(&self.id, &self.model, Vec::new(), None, None);
+        self.emit(
+            out,
+            json!({ "type": "response.created", "response": response }),
+        );
+        self.emit(
+            out,
+            json!({ "type": "response.in_progress", "response": response }),
+        );
     }
 
     fn choice(&mut self, out: &mut String, choice: &Value) {
@@ -542,48 +552,5 @@ impl FromChat {
             json!({ "type": "error", "code": code, "message": message, "param": null }),
         );
         self.done = true;
-    }
-}
-
-impl StreamTranslator for FromChat {
-    fn event(&mut self, _name: Option<&str>, data: &str, out: &mut String) {
-        if self.done {
-            return;
-        }
-        if data == "[DONE]" {
-            return self.complete(out);
-        }
-        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
-            return self.fail(out, "upstream_error", "the stream could not be read");
-        };
-        if let Some(error) = chunk.get("error") {
-            let text = |field: &str| error.get(field).and_then(Value::as_str);
-            let (code, message) = (
-                text("code").unwrap_or("upstream_error").to_owned(),
-                text("message").unwrap_or("the request failed").to_owned(),
-            );
-            return self.fail(out, &code, &message);
-        }
-        self.start(out, chunk.get("id").and_then(Value::as_str));
-        if let Some(usage) = Usage::of_chat(&chunk) {
-            self.usage = usage;
-        }
-        let choices = chunk
-            .get("choices")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for choice in choices
-            .iter()
-            .filter(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
-        {
-            self.choice(out, choice);
-        }
-    }
-
-    fn end(&mut self, out: &mut String) {
-        if !self.done {
-            self.fail(out, "upstream_error", "the stream ended before its end");
-        }
     }
 }

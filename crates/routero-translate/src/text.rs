@@ -62,3 +62,20 @@ pub(crate) fn arguments_object(arguments: &str) -> Result<Value, Untranslatable>
         )),
     }
 }
+
+/// A message's content as the dialects carry it: one string, or an array of parts (blocks).
+pub(crate) enum Content<'a> {
+    Text(&'a str),
+    Parts(&'a [Value]),
+}
+
+/// Reads `value` as content whose array items are called `parts` in refusals.
+pub(crate) fn content<'a>(value: &'a Value, parts: &str) -> Result<Content<'a>, Untranslatable> {
+    match value {
+        Value::String(text) => Ok(Content::Text(text)),
+        Value::Array(items) => Ok(Content::Parts(items)),
+        _ => Err(Untranslatable::new(format!(
+            "content: a string or an array of {parts} is required"
+        ))),
+    }
+}

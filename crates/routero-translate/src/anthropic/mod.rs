@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 pub use stream::{FromChat, ToChat};
 
-use crate::text::{arguments_object, copy, joined, kind, string};
+use crate::text::{Content, arguments_object, copy, joined, kind, string};
 use crate::{Body, Untranslatable, Usage};
 
 /// The Messages API version the gateway speaks to providers.
@@ -144,15 +144,10 @@ pub fn messages_request(chat: &Body) -> Result<Body, Untranslatable> {
 
 /// A user message's content as blocks: text and images (by URL or inline base64).
 fn user_blocks(content: &Value) -> Result<Vec<Value>, Untranslatable> {
-    let parts = match content {
-        Value::String(text) if text.is_empty() => return Ok(Vec::new()),
-        Value::String(text) => return Ok(vec![json!({ "type": "text", "text": text })]),
-        Value::Array(parts) => parts,
-        _ => {
-            return Err(Untranslatable::new(
-                "content: a string or an array of parts is required",
-            ));
-        }
+    let parts = match crate::text::content(content, "parts")? {
+        Content::Text("") => return Ok(Vec::new()),
+        Content::Text(text) => return Ok(vec![json!({ "type": "text", "text": text })]),
+        Content::Parts(parts) => parts,
     };
     let mut blocks = Vec::new();
     for part in parts {
@@ -281,6 +276,18 @@ fn tool_choice(
     Ok((choice.is_some() || parallel.is_some()).then_some(out))
 }
 
+/// A `tool_use` block as a chat tool call (its input as the arguments' JSON text).
+fn tool_call(block: &Value) -> Value {
+    json!({
+        "id": block.get("id").cloned().unwrap_or(Value::Null),
+        "type": "function",
+        "function": {
+            "name": block.get("name").cloned().unwrap_or(Value::Null),
+            "arguments": block.get("input").map_or_else(|| "{}".to_owned(), Value::to_string),
+        },
+    })
+}
+
 /// A Messages stop reason as a chat finish reason.
 fn finish_reason(stop_reason: &str) -> &'static str {
     match stop_reason {
@@ -349,15 +356,10 @@ pub fn chat_completion(message: &Value) -> Result<Value, Untranslatable> {
     {
         match kind(block) {
             "text" => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
-            "thinking" => reasoning.push_str(block.get("thinking").and_then(Value::as_str).unwrap_or("")),
-            "tool_use" => calls.push(json!({
-                "id": block.get("id").cloned().unwrap_or(Value::Null),
-                "type": "function",
-                "function": {
-                    "name": block.get("name").cloned().unwrap_or(Value::Null),
-                    "arguments": block.get("input").map_or_else(|| "{}".to_owned(), Value::to_string),
-                },
-            })),
+            "thinking" => {
+                reasoning.push_str(block.get("thinking").and_then(Value::as_str).unwrap_or(""))
+            }
+            "tool_use" => calls.push(tool_call(block)),
             _ => {}
         }
     }
@@ -500,17 +502,12 @@ pub fn chat_request(request: &Body) -> Result<Body, Untranslatable> {
 /// A Messages user turn as chat messages: its tool results as `tool` messages first, then
 /// its text and images as one user message.
 fn user_messages(content: &Value, messages: &mut Vec<Value>) -> Result<(), Untranslatable> {
-    let blocks = match content {
-        Value::String(text) => {
+    let blocks = match crate::text::content(content, "blocks")? {
+        Content::Text(text) => {
             messages.push(json!({ "role": "user", "content": text }));
             return Ok(());
         }
-        Value::Array(blocks) => blocks,
-        _ => {
-            return Err(Untranslatable::new(
-                "content: a string or an array of blocks is required",
-            ));
-        }
+        Content::Parts(blocks) => blocks,
     };
     let mut parts = Vec::new();
     for block in blocks {
@@ -571,20 +568,15 @@ fn user_messages(content: &Value, messages: &mut Vec<Value>) -> Result<(), Untra
 fn assistant_message(content: &Value) -> Result<Value, Untranslatable> {
     let mut text = String::new();
     let mut calls = Vec::new();
-    match content {
-        Value::String(said) => text.push_str(said),
-        Value::Array(blocks) => {
+    match crate::text::content(content, "blocks")? {
+        Content::Text(said) => text.push_str(said),
+        Content::Parts(blocks) => {
             for block in blocks {
                 match kind(block) {
-                    "text" => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
-                    "tool_use" => calls.push(json!({
-                        "id": block.get("id").cloned().unwrap_or(Value::Null),
-                        "type": "function",
-                        "function": {
-                            "name": block.get("name").cloned().unwrap_or(Value::Null),
-                            "arguments": block.get("input").map_or_else(|| "{}".to_owned(), Value::to_string),
-                        },
-                    })),
+                    "text" => {
+                        text.push_str(block.get("text").and_then(Value::as_str).unwrap_or(""))
+                    }
+                    "tool_use" => calls.push(tool_call(block)),
                     "thinking" | "redacted_thinking" => {}
                     other => {
                         return Err(Untranslatable::new(format!(
@@ -593,11 +585,6 @@ fn assistant_message(content: &Value) -> Result<Value, Untranslatable> {
                     }
                 }
             }
-        }
-        _ => {
-            return Err(Untranslatable::new(
-                "content: a string or an array of blocks is required",
-            ));
         }
     }
     let mut message = json!({ "role": "assistant", "content": text });

@@ -261,11 +261,11 @@ impl FromChat {
             return Some(index);
         }
         if self.blocks.len() > MAX_TOOLS {
-            self.fail(
+            self.end_with_error(
                 out,
                 502,
                 "the answer calls too many tools",
-                Some("upstream_error"),
+                "upstream_error",
             );
             return None;
         }
@@ -276,6 +276,26 @@ impl FromChat {
             &json!({ "type": "content_block_start", "index": index, "content_block": start() }),
         );
         Some(index)
+    }
+
+    fn end_with_error(&mut self, out: &mut String, status: u16, message: &str, code: &str) {
+        Self::emit(out, &super::error(status, message, Some(code)));
+        self.done = true;
+    }
+}
+
+impl crate::FromChatChunks for FromChat {
+    fn done(&self) -> bool {
+        self.done
+    }
+
+    fn usage(&mut self, usage: Usage) {
+        self.usage = usage;
+    }
+
+    fn fail(&mut self, out: &mut String, code: &str, message: &str) {
+        let status = if code == "upstream_error" { 502 } else { 400 };
+        self.end_with_error(out, status, message, code);
     }
 
     fn start(&mut self, out: &mut String, id: Option<&str>) {
@@ -340,7 +360,7 @@ impl FromChat {
         }
     }
 
-    fn finish(&mut self, out: &mut String) {
+    fn complete(&mut self, out: &mut String) {
         self.start(out, None);
         for index in 0..self.blocks.len() {
             Self::emit(
@@ -356,60 +376,5 @@ impl FromChat {
         );
         Self::emit(out, &json!({ "type": "message_stop" }));
         self.done = true;
-    }
-
-    fn fail(&mut self, out: &mut String, status: u16, message: &str, code: Option<&str>) {
-        Self::emit(out, &super::error(status, message, code));
-        self.done = true;
-    }
-}
-
-impl StreamTranslator for FromChat {
-    fn event(&mut self, _name: Option<&str>, data: &str, out: &mut String) {
-        if self.done {
-            return;
-        }
-        if data == "[DONE]" {
-            return self.finish(out);
-        }
-        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
-            return self.fail(
-                out,
-                502,
-                "the stream could not be read",
-                Some("upstream_error"),
-            );
-        };
-        if let Some(error) = chunk.get("error") {
-            let text = |field: &str| error.get(field).and_then(Value::as_str);
-            let message = text("message").unwrap_or("the request failed");
-            return self.fail(out, 400, message, text("code"));
-        }
-        self.start(out, chunk.get("id").and_then(Value::as_str));
-        if let Some(usage) = Usage::of_chat(&chunk) {
-            self.usage = usage;
-        }
-        let choices = chunk
-            .get("choices")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for choice in choices
-            .iter()
-            .filter(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
-        {
-            self.choice(out, choice);
-        }
-    }
-
-    fn end(&mut self, out: &mut String) {
-        if !self.done {
-            self.fail(
-                out,
-                502,
-                "the stream ended before its end",
-                Some("upstream_error"),
-            );
-        }
     }
 }
