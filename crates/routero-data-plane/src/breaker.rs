@@ -117,6 +117,11 @@ impl Breakers {
             State::Open(now + self.settings.open_for),
             Some(Change::Opened),
         );
+        // With `rate_limits` 0 a 429 is an answer like any other: the deployment is up.
+        let outcome = match outcome {
+            Outcome::RateLimited if self.settings.rate_limits == 0 => Outcome::Answered,
+            outcome => outcome,
+        };
         let (next, change) = match (state, outcome) {
             // The common case, a healthy deployment answering: nothing to write.
             (State::Closed(0, 0), Outcome::Answered) => return None,
@@ -127,16 +132,17 @@ impl Breakers {
             // A request admitted before the breaker opened: it stays open as it is.
             (State::Open(until), _) => (State::Open(until), None),
             (State::Probing(_), _) => open,
-            (State::Closed(failed, limited), Outcome::Failed) => {
+            // Failures and 429s each counted in a row: one of the other kind ends the run.
+            (State::Closed(failed, _), Outcome::Failed) => {
                 if failed + 1 < self.settings.failures {
-                    (State::Closed(failed + 1, limited), None)
+                    (State::Closed(failed + 1, 0), None)
                 } else {
                     open
                 }
             }
-            (State::Closed(failed, limited), Outcome::RateLimited) => {
-                if self.settings.rate_limits == 0 || limited + 1 < self.settings.rate_limits {
-                    (State::Closed(failed, limited.saturating_add(1)), None)
+            (State::Closed(_, limited), Outcome::RateLimited) => {
+                if limited + 1 < self.settings.rate_limits {
+                    (State::Closed(0, limited + 1), None)
                 } else {
                     open
                 }
@@ -198,6 +204,18 @@ mod tests {
             assert_eq!(breakers.record(d, Outcome::RateLimited, again), None);
         }
         assert_eq!(breakers.record(d, Outcome::Failed, again), None);
+        assert_eq!(breakers.record(d, Outcome::Failed, again), None);
+        assert_eq!(
+            breakers.record(d, Outcome::Failed, again),
+            Some(Change::Opened)
+        );
+        // ...and a probe answered 429 closes it: the deployment is up.
+        let probe = again + Duration::from_secs(10);
+        assert!(breakers.admit(d, probe));
+        assert_eq!(
+            breakers.record(d, Outcome::RateLimited, probe),
+            Some(Change::Closed)
+        );
     }
 
     #[test]
@@ -208,6 +226,9 @@ mod tests {
             open_for: Duration::from_secs(10),
         });
         let (d, t0) = (("cred", "model"), Instant::now());
+        assert_eq!(breakers.record(d, Outcome::Failed, t0), None);
+        assert_eq!(breakers.record(d, Outcome::RateLimited, t0), None);
+        // A failure between them ends the 429s' run.
         assert_eq!(breakers.record(d, Outcome::Failed, t0), None);
         assert_eq!(breakers.record(d, Outcome::RateLimited, t0), None);
         assert_eq!(

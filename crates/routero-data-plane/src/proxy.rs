@@ -647,10 +647,12 @@ async fn forward(
     let mut refusal: Option<Refused> = None;
     let mut timed_out = None;
     let mut attempts = 0;
+    // Within the API's bounds whatever the snapshot says.
     let max_attempts = route
         .routing
         .max_attempts
-        .unwrap_or(routero_core::DEFAULT_MAX_ATTEMPTS);
+        .unwrap_or(routero_core::DEFAULT_MAX_ATTEMPTS)
+        .clamp(1, 5);
     let strategy = route.routing.strategy;
     let tracked = matches!(
         strategy,
@@ -680,20 +682,32 @@ async fn forward(
             "model".into(),
             Value::String(deployment.upstream_model.clone()),
         );
-        let outgoing = upstream
-            .request(endpoint, &deployment.upstream_model, &request)?
-            .within(&route.routing);
+        // A request this deployment cannot be sent (its dialect cannot say it) may suit the
+        // next one.
+        let outgoing = match upstream.request(endpoint, &deployment.upstream_model, &request) {
+            Ok(outgoing) => outgoing.within(&route.routing),
+            Err(refused) => {
+                refusal.get_or_insert(refused);
+                continue;
+            }
+        };
         let id = (
             deployment.credential_id.as_str(),
             deployment.upstream_model.as_str(),
         );
-        if !app.breakers.admit(id, std::time::Instant::now()) {
+        // The budget is asked before the breaker: an open breaker's probe, once admitted, is
+        // sent.
+        let now = std::time::Instant::now();
+        if attempts > 0 && !app.balancer.may_retry(route, now) {
+            tracing::warn!(route = %route.name, "retry budget spent; not falling back");
+            break;
+        }
+        if !app.breakers.admit(id, now) {
             refusal.get_or_insert(ErrorCode::UpstreamUnreachable.into());
             continue;
         }
-        if attempts > 0 && !app.balancer.may_retry(route, std::time::Instant::now()) {
-            tracing::warn!(route = %route.name, "retry budget spent; not falling back");
-            break;
+        if attempts > 0 {
+            app.balancer.retried(route, now);
         }
         attempts += 1;
         let in_flight = tracked.then(|| app.balancer.start(id));
@@ -709,6 +723,9 @@ async fn forward(
                 if code.is_some_and(deployment_failed)
                     || refused.refusal == ErrorCode::UpstreamAuthFailed =>
             {
+                if let Some(in_flight) = in_flight {
+                    in_flight.failed();
+                }
                 tracing::warn!(credential = %id.0, model = %id.1, code = refused.refusal.code(), "deployment failed; trying the next");
                 if refused.refusal == ErrorCode::UpstreamTimeout {
                     timed_out = Some(ErrorCode::UpstreamTimeout.into());

@@ -24,6 +24,13 @@ struct Load {
 /// Weight of the newest time to a response's head in its moving average.
 const ALPHA: f64 = 0.3;
 
+/// The time to a head a failed attempt counts as, at least.
+const FAILURE_PENALTY: Duration = Duration::from_secs(5);
+
+/// Most routes' budgets or deployments' loads a replica keeps; past it they start afresh
+/// (names come from tenants' routes: a tenant renaming them cannot grow memory for ever).
+const MAX_TRACKED: usize = 100_000;
+
 /// A route's requests and retries over the last two windows.
 #[derive(Debug)]
 struct Budget {
@@ -50,17 +57,21 @@ impl Default for Budget {
 }
 
 impl Budget {
+    /// Moves the windows on to the one `now` is in (windows keep their boundaries).
     fn roll(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.since);
-        if elapsed >= WINDOW {
-            self.previous = if elapsed >= WINDOW * 2 {
-                (0, 0)
-            } else {
-                self.current
-            };
-            self.current = (0, 0);
-            self.since = now;
+        if elapsed < WINDOW {
+            return;
         }
+        if elapsed < WINDOW * 2 {
+            self.previous = self.current;
+            self.since += WINDOW;
+        } else {
+            self.previous = (0, 0);
+            let windows = elapsed.as_nanos() / WINDOW.as_nanos();
+            self.since += WINDOW * u32::try_from(windows).unwrap_or(u32::MAX);
+        }
+        self.current = (0, 0);
     }
 }
 
@@ -87,6 +98,9 @@ fn entry<'m, T: Default>(
     (outer, inner): (&str, &str),
 ) -> Option<&'m mut T> {
     if !map.get(outer).is_some_and(|m| m.contains_key(inner)) {
+        if map.values().map(HashMap::len).sum::<usize>() >= MAX_TRACKED {
+            map.clear();
+        }
         map.entry(outer.to_owned())
             .or_default()
             .insert(inner.to_owned(), T::default());
@@ -162,8 +176,8 @@ impl Balancer {
         }
     }
 
-    /// Whether the route may retry now (and if so, the retry is counted): its retries over the
-    /// last two windows below its percentage of its requests, or below a small floor.
+    /// Whether the route may retry now: its retries over the last two windows below its
+    /// percentage of its requests, or below a small floor.
     pub(crate) fn may_retry(&self, route: &ModelRoute, now: Instant) -> bool {
         let percent = route
             .routing
@@ -175,13 +189,17 @@ impl Balancer {
         };
         budget.roll(now);
         let requests = u64::from(budget.current.0) + u64::from(budget.previous.0);
-        let retries = budget.current.1.saturating_add(budget.previous.1);
-        let allowed = (requests * u64::from(percent) / 100).max(u64::from(MIN_RETRIES));
-        if u64::from(retries) >= allowed {
-            return false;
+        let retries = u64::from(budget.current.1) + u64::from(budget.previous.1);
+        retries < (requests * u64::from(percent) / 100).max(u64::from(MIN_RETRIES))
+    }
+
+    /// Counts a retry of the route.
+    pub(crate) fn retried(&self, route: &ModelRoute, now: Instant) {
+        let mut budgets = locked(&self.budgets);
+        if let Some(budget) = entry(&mut budgets, (&route.tenant_id, &route.name)) {
+            budget.roll(now);
+            budget.current.1 = budget.current.1.saturating_add(1);
         }
-        budget.current.1 = budget.current.1.saturating_add(1);
-        true
     }
 
     /// Notes an attempt starting at a deployment of a route whose strategy reads loads; the
@@ -208,19 +226,28 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
+    /// Folds `micros` into the deployment's moving average of the time to a response's head.
+    fn record(&self, micros: f64) {
+        let mut loads = locked(&self.loads);
+        if let Some(load) = entry(&mut loads, (&self.deployment.0, &self.deployment.1)) {
+            load.head_micros = Some(
+                load.head_micros
+                    .map_or(micros, |m| m + ALPHA * (micros - m)),
+            );
+        }
+    }
+
+    /// The attempt failed: counted as slow (at least [`FAILURE_PENALTY`]), so that a failing
+    /// deployment is not the quickest.
+    pub(crate) fn failed(self) {
+        let elapsed = self.started.elapsed().max(FAILURE_PENALTY);
+        self.record(elapsed.as_secs_f64() * 1e6);
+    }
+
     /// Records the time to the answer's head and keeps the attempt counted until its body
     /// ends (or is dropped).
     pub(crate) fn answered(self, response: Response) -> Response {
-        let micros = self.started.elapsed().as_secs_f64() * 1e6;
-        {
-            let mut loads = locked(&self.loads);
-            if let Some(load) = entry(&mut loads, (&self.deployment.0, &self.deployment.1)) {
-                load.head_micros = Some(
-                    load.head_micros
-                        .map_or(micros, |m| m + ALPHA * (micros - m)),
-                );
-            }
-        }
+        self.record(self.started.elapsed().as_secs_f64() * 1e6);
         let (parts, body) = response.into_parts();
         let body = body.into_data_stream().map(move |chunk| {
             let _held = &self;
@@ -309,7 +336,15 @@ mod tests {
         for _ in 0..100 {
             balancer.count_request(&route, t0);
         }
-        let allowed = (0..100).filter(|_| balancer.may_retry(&route, t0)).count();
+        let allowed = (0..100)
+            .filter(|_| {
+                let may = balancer.may_retry(&route, t0);
+                if may {
+                    balancer.retried(&route, t0);
+                }
+                may
+            })
+            .count();
         assert_eq!(allowed, 20, "20 % of 100 requests");
         // The floor lets a quiet route retry a few times; the budget refills as windows pass.
         assert!(!balancer.may_retry(&route, t0 + WINDOW));

@@ -69,27 +69,23 @@ impl TryFrom<&v1::ModelRoute> for ModelRoute {
             routing: route
                 .routing
                 .as_ref()
-                .map(Routing::try_from)
-                .transpose()?
+                .map(Routing::from)
                 .unwrap_or_default(),
         })
     }
 }
 
-impl TryFrom<&v1::Routing> for Routing {
-    type Error = ProtoError;
-
-    fn try_from(routing: &v1::Routing) -> Result<Self, ProtoError> {
-        Ok(Self {
-            strategy: Strategy::named(&routing.strategy).ok_or(ProtoError::Invalid {
-                field: "route.routing.strategy",
-                reason: format!("unknown strategy {:?}", routing.strategy),
-            })?,
+impl From<&v1::Routing> for Routing {
+    fn from(routing: &v1::Routing) -> Self {
+        Self {
+            // A strategy this data plane does not know (a newer control plane's) routes in
+            // priority order rather than taking the route away.
+            strategy: Strategy::named(&routing.strategy).unwrap_or_default(),
             max_attempts: routing.max_attempts,
             retry_budget_percent: routing.retry_budget_percent,
             ttfb_timeout_ms: routing.ttfb_timeout_ms,
             timeout_ms: routing.timeout_ms,
-        })
+        }
     }
 }
 
