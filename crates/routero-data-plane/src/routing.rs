@@ -128,43 +128,44 @@ impl Balancer {
         ((z >> 11) as f64 + 1.0) / (1u64 << 53) as f64
     }
 
-    /// The order in which a request tries the route's deployments (their indices).
-    pub(crate) fn order(&self, route: &ModelRoute) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..route.deployments.len()).collect();
-        match route.routing.strategy {
-            Strategy::Priority => {}
-            Strategy::Weighted => {
-                // Efraimidis–Spirakis: each deployment's key is u^(1/weight), highest first.
-                let mut keyed: Vec<(f64, usize)> = route
+    /// The order in which a request tries the route's deployments (their indices): as
+    /// listed for `priority` (nothing computed), else ranked by the strategy's key.
+    pub(crate) fn order(&self, route: &ModelRoute) -> Order {
+        let strategy = route.routing.strategy;
+        let mut keyed: Vec<(f64, usize)> = match strategy {
+            Strategy::Priority => return Order::Listed(0..route.deployments.len()),
+            // Efraimidis–Spirakis: each deployment's key is u^(1/weight), the highest first.
+            Strategy::Weighted => route
+                .deployments
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (-self.draw().powf(1.0 / f64::from(d.weight.max(1))), i))
+                .collect(),
+            Strategy::LeastLatency | Strategy::LeastBusy => {
+                let loads = locked(&self.loads);
+                route
                     .deployments
                     .iter()
                     .enumerate()
-                    .map(|(i, d)| (self.draw().powf(1.0 / f64::from(d.weight.max(1))), i))
-                    .collect();
-                keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
-                order = keyed.into_iter().map(|(_, i)| i).collect();
-            }
-            Strategy::LeastLatency | Strategy::LeastBusy => {
-                let loads = locked(&self.loads);
-                let seen = |i: usize| {
-                    route.deployments.get(i).and_then(|d| {
-                        loads
+                    .map(|(i, d)| {
+                        let load = loads
                             .get(&d.credential_id)
-                            .and_then(|m| m.get(&d.upstream_model))
+                            .and_then(|m| m.get(&d.upstream_model));
+                        let key = if strategy == Strategy::LeastBusy {
+                            load.map_or(0.0, |load| f64::from(load.in_flight))
+                        } else {
+                            // Not yet tried: first, so that each is measured.
+                            load.and_then(|load| load.head_micros).unwrap_or(0.0)
+                        };
+                        (key, i)
                     })
-                };
-                if route.routing.strategy == Strategy::LeastBusy {
-                    order.sort_by_key(|i| seen(*i).map_or(0, |load| load.in_flight));
-                } else {
-                    // Not yet tried: first, so that each is measured.
-                    order.sort_by(|a, b| {
-                        let head = |i| seen(i).and_then(|load| load.head_micros).unwrap_or(0.0);
-                        head(*a).total_cmp(&head(*b))
-                    });
-                }
+                    .collect()
             }
-        }
-        order
+        };
+        // Stable: ties keep the listed order.
+        keyed.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let ranked: Vec<usize> = keyed.into_iter().map(|(_, i)| i).collect();
+        Order::Ranked(ranked.into_iter())
     }
 
     /// Counts a request of a route that could retry (more than one deployment).
@@ -212,6 +213,26 @@ impl Balancer {
             loads: Arc::clone(&self.loads),
             deployment: (credential.to_owned(), model.to_owned()),
             started: Instant::now(),
+        }
+    }
+}
+
+/// The order a request tries a route's deployments in.
+#[derive(Debug)]
+pub(crate) enum Order {
+    /// As listed.
+    Listed(std::ops::Range<usize>),
+    /// As the strategy ranked them.
+    Ranked(std::vec::IntoIter<usize>),
+}
+
+impl Iterator for Order {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            Self::Listed(listed) => listed.next(),
+            Self::Ranked(ranked) => ranked.next(),
         }
     }
 }
@@ -299,7 +320,7 @@ mod tests {
         let balancer = Balancer::new(7);
         let route = route(Strategy::Weighted, &[1, 3]);
         let firsts = (0..4000)
-            .filter(|_| balancer.order(&route).first() == Some(&1))
+            .filter(|_| balancer.order(&route).next() == Some(1))
             .count();
         assert!(
             (2800..3200).contains(&firsts),
@@ -311,11 +332,11 @@ mod tests {
     fn the_least_busy_and_the_quickest_go_first() {
         let balancer = Balancer::new(1);
         let busy = route(Strategy::LeastBusy, &[1, 1]);
-        assert_eq!(balancer.order(&busy), [0, 1]);
+        assert_eq!(balancer.order(&busy).collect::<Vec<_>>(), [0, 1]);
         let held = balancer.start(("c", "m0"));
-        assert_eq!(balancer.order(&busy), [1, 0]);
+        assert_eq!(balancer.order(&busy).collect::<Vec<_>>(), [1, 0]);
         drop(held);
-        assert_eq!(balancer.order(&busy), [0, 1]);
+        assert_eq!(balancer.order(&busy).collect::<Vec<_>>(), [0, 1]);
 
         let quick = route(Strategy::LeastLatency, &[1, 1]);
         // Untried deployments go first; then the quicker.
@@ -324,7 +345,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(wait));
             drop(attempt.answered(Response::new(Body::empty())));
         }
-        assert_eq!(balancer.order(&quick), [1, 0]);
+        assert_eq!(balancer.order(&quick).collect::<Vec<_>>(), [1, 0]);
     }
 
     #[test]
