@@ -153,6 +153,28 @@ async fn appends_chain_per_tenant_idempotently_and_verify(db: Db) {
     assert_eq!(log.records[2].event, event("a", 3));
     let stored_json = canonical_json(&log.records[2].event).unwrap();
     assert_eq!(stored_json, canonical_json(&event("a", 3)).unwrap());
+
+    // A batch larger than one INSERT takes, two tenants interleaved, with events already
+    // stored and repeated among the new: each chain continues, nothing twice.
+    let mut large: Vec<AuditEvent> = (6..=705)
+        .flat_map(|i| [event("a", i), event("c", i)])
+        .collect();
+    large.insert(300, event("a", 2));
+    large.insert(900, event("c", 6));
+    let written = db.store.append(&large).await.unwrap();
+    assert_eq!(written.len(), 1400);
+    let c_seqs: Vec<u64> = written
+        .iter()
+        .filter(|r| r.tenant_id == "c")
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(c_seqs, (1..=700).collect::<Vec<_>>());
+    db.store
+        .checkpoint(&signer, ["a", "c"], "2026-11-22T12:02:00Z")
+        .await
+        .unwrap();
+    assert_eq!(db.verify(&signer, "a").await, Ok(705));
+    assert_eq!(db.verify(&signer, "c").await, Ok(700));
 }
 
 async fn the_log_refuses_update_and_delete(db: Db) {
