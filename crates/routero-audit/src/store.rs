@@ -182,7 +182,7 @@ enum Column {
 }
 
 /// `($1, $2, …), (…)`: `rows` rows of `columns` numbered parameters.
-fn placeholders(rows: usize, columns: usize) -> String {
+fn parameter_rows(rows: usize, columns: usize) -> String {
     (0..rows)
         .map(|row| {
             let numbers: Vec<String> = (1..=columns)
@@ -303,9 +303,9 @@ impl AuditStore {
             let sql = format!(
                 "INSERT INTO audit_records (tenant_id, seq, event_id, time, action, actor_kind, \
                  actor_id, outcome, prev_hash, hash, event, written_at, mac) VALUES {}",
-                placeholders(chunk.len(), RECORD_COLUMNS)
+                parameter_rows(chunk.len(), RECORD_COLUMNS)
             );
-            // Built from numbered placeholders only: every value is bound.
+            // Built of numbered parameters only: every value is bound.
             let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
             for column in chunk.iter().flatten() {
                 insert = match column {
@@ -333,13 +333,10 @@ impl AuditStore {
         let mut stored = HashSet::new();
         for chunk in events.chunks(IDS_PER_QUERY) {
             let sql = format!(
-                "SELECT event_id FROM audit_records WHERE event_id IN ({})",
-                (1..=chunk.len())
-                    .map(|n| format!("${n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "SELECT event_id FROM audit_records WHERE event_id IN {}",
+                parameter_rows(1, chunk.len())
             );
-            // Built from numbered placeholders only: every id is bound.
+            // Built of numbered parameters only: every id is bound.
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for event in chunk {
                 query = query.bind(&event.event_id);
