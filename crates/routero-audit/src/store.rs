@@ -115,6 +115,10 @@ pub struct AuditStore {
     min_retention_days: u32,
     /// The writer's key tagging the records it stores; only the writer holds one.
     record_key: Option<MessageKey>,
+    /// Records per `INSERT` and ids per lookup: large on PostgreSQL; small on SQLite, whose
+    /// driver looks each numbered parameter up by name (a statement's cost grows with the
+    /// square of its parameters there).
+    rows_per_statement: (usize, usize),
 }
 
 fn json_error(source: serde_json::Error) -> AuditError {
@@ -168,12 +172,6 @@ fn checkpoint_of(row: &AnyRow) -> Result<Checkpoint, AuditError> {
 /// Columns of an `audit_records` row.
 const RECORD_COLUMNS: usize = 13;
 
-/// Rows per `INSERT` (13 parameters each: well under SQLite's and PostgreSQL's limits).
-const ROWS_PER_INSERT: usize = 500;
-
-/// Event ids asked per query.
-const IDS_PER_QUERY: usize = 1000;
-
 /// One value of a row to insert.
 enum Column {
     Text(String),
@@ -202,10 +200,12 @@ impl AuditStore {
     /// Opens the store and applies its migrations (ledger `_routero_audit_migrations`).
     pub async fn connect(url: &str) -> Result<Self, AuditError> {
         let pool = routero_sql::open(url, "_routero_audit_migrations", MIGRATIONS).await?;
+        let postgres = url.starts_with("postgres");
         Ok(Self {
             pool,
             min_retention_days: DEFAULT_MIN_RETENTION_DAYS,
             record_key: None,
+            rows_per_statement: if postgres { (500, 1000) } else { (20, 100) },
         })
     }
 
@@ -262,7 +262,8 @@ impl AuditStore {
     /// many rows to an `INSERT`.
     pub async fn append(&self, events: &[AuditEvent]) -> Result<Vec<ChainedRecord>, AuditError> {
         let mut tx = self.pool.begin().await?;
-        let stored = Self::stored_ids(&mut tx, events).await?;
+        let (rows_per_insert, ids_per_query) = self.rows_per_statement;
+        let stored = Self::stored_ids(&mut tx, events, ids_per_query).await?;
         let mut taken: HashSet<&str> = HashSet::with_capacity(events.len());
         let mut heads: HashMap<String, ChainHead> = HashMap::new();
         let mut rows = Vec::with_capacity(events.len());
@@ -299,7 +300,7 @@ impl AuditStore {
             ]);
             written.push(record);
         }
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
+        for chunk in rows.chunks(rows_per_insert) {
             let sql = format!(
                 "INSERT INTO audit_records (tenant_id, seq, event_id, time, action, actor_kind, \
                  actor_id, outcome, prev_hash, hash, event, written_at, mac) VALUES {}",
@@ -325,13 +326,14 @@ impl AuditStore {
         Ok(written)
     }
 
-    /// The ids among `events`' that are already stored, asked in lists.
+    /// The ids among `events`' that are already stored, asked `ids_per_query` at a time.
     async fn stored_ids(
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         events: &[AuditEvent],
+        ids_per_query: usize,
     ) -> Result<HashSet<String>, AuditError> {
         let mut stored = HashSet::new();
-        for chunk in events.chunks(IDS_PER_QUERY) {
+        for chunk in events.chunks(ids_per_query) {
             let sql = format!(
                 "SELECT event_id FROM audit_records WHERE event_id IN {}",
                 parameter_rows(1, chunk.len())
