@@ -14,9 +14,6 @@ use serde_json::{Map, Value};
 use crate::provider::Endpoint;
 use crate::refusal::Refused;
 
-/// Largest whole answer translated back to the client's dialect.
-const MAX_TRANSLATED: usize = 32 * 1024 * 1024;
-
 /// The chat completion request a client's request makes.
 pub(crate) fn request(
     endpoint: Endpoint,
@@ -45,7 +42,7 @@ pub(crate) async fn answer(endpoint: Endpoint, model: &str, response: Response) 
         };
         return Response::from_parts(parts, body);
     }
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_TRANSLATED).await else {
+    let Ok(bytes) = axum::body::to_bytes(body, crate::MAX_WHOLE_ANSWER).await else {
         return refusal(endpoint, ErrorCode::UpstreamError.into());
     };
     let Ok(answer) = serde_json::from_slice::<Value>(&bytes) else {

@@ -6,6 +6,10 @@ mod breaker;
 mod caller;
 mod config;
 mod dialect;
+
+/// Largest answer (not streamed) the gateway reads whole: to translate it, scan it or read its
+/// usage (a larger one is charged its reservation).
+const MAX_WHOLE_ANSWER: usize = 32 * 1024 * 1024;
 mod egress;
 mod error;
 mod follow;

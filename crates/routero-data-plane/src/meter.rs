@@ -35,9 +35,6 @@ use crate::sse::{Frame, Framer, MAX_EVENT};
 /// The completion a request that names no `max_tokens` is assumed to ask for, unless its
 /// route says otherwise.
 const DEFAULT_COMPLETION_TOKENS: u64 = 4096;
-/// Largest answer (not streamed) read whole for its usage; a larger one is charged its
-/// reservation.
-const MAX_READ_ANSWER: usize = 32 * 1024 * 1024;
 
 /// Who a request's spend is charged to, for its events.
 pub(crate) struct Payer {
@@ -591,7 +588,7 @@ impl Tapped {
         match &mut self.mode {
             Mode::Whole(kept) => {
                 match kept {
-                    Some(bytes) if bytes.len() + chunk.len() <= MAX_READ_ANSWER => {
+                    Some(bytes) if bytes.len() + chunk.len() <= crate::MAX_WHOLE_ANSWER => {
                         bytes.extend_from_slice(&chunk);
                     }
                     _ => *kept = None,

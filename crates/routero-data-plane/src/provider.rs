@@ -172,7 +172,7 @@ impl Upstream {
         let endpoint = endpoint.upstream();
         let unserializable = |_| Refused::invalid("unserializable body");
         let streamed = request.get("stream").and_then(Value::as_bool) == Some(true);
-        let (url, body) = if let Shape::Anthropic { messages } = &self.shape {
+        let body = if matches!(self.shape, Shape::Anthropic { .. }) {
             if endpoint != Endpoint::ChatCompletions {
                 return Err(Refused::invalid(
                     "an Anthropic deployment serves chat completions only",
@@ -180,12 +180,11 @@ impl Upstream {
             }
             let translated = anthropic::messages_request(request)
                 .map_err(|untranslatable| Refused::invalid(untranslatable.0))?;
-            let body = serde_json::to_vec(&translated).map_err(unserializable)?;
-            (messages.clone(), body)
+            serde_json::to_vec(&translated).map_err(unserializable)?
         } else {
-            let body = serde_json::to_vec(request).map_err(unserializable)?;
-            (self.url(endpoint, model), body)
+            serde_json::to_vec(request).map_err(unserializable)?
         };
+        let url = self.url(endpoint, model);
         let include_usage = request
             .get("stream_options")
             .and_then(|options| options.get("include_usage"))
@@ -201,7 +200,7 @@ impl Upstream {
         })
     }
 
-    /// Where a request for `model` to `endpoint` goes (OpenAI's and Azure's shapes).
+    /// Where a request for `model` to `endpoint` goes.
     fn url(&self, endpoint: Endpoint, model: &str) -> reqwest::Url {
         match &self.shape {
             Shape::OpenAi {
@@ -399,9 +398,6 @@ impl Provider {
     }
 }
 
-/// Largest whole answer (or error body) of a provider that is translated.
-const MAX_TRANSLATED: usize = 32 * 1024 * 1024;
-
 /// A Messages provider's answer as a chat completion: a stream through the translation, a
 /// whole answer (or an error body) read and translated.
 async fn from_messages(response: Response, include_usage: bool) -> Result<Response, Refused> {
@@ -411,7 +407,7 @@ async fn from_messages(response: Response, include_usage: bool) -> Result<Respon
         let body = crate::sse::translated(body, anthropic::ToChat::new(include_usage));
         return Ok(Response::from_parts(parts, body));
     }
-    let bytes = axum::body::to_bytes(body, MAX_TRANSLATED)
+    let bytes = axum::body::to_bytes(body, crate::MAX_WHOLE_ANSWER)
         .await
         .map_err(|_| Refused::from(ErrorCode::UpstreamError))?;
     let answer: Value =

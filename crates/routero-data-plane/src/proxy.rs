@@ -748,9 +748,6 @@ async fn forward(
         .unwrap_or_else(|| ErrorCode::UpstreamUnreachable.into()))
 }
 
-/// Largest chat completion (not streamed) the guardrails read whole.
-const MAX_SCANNED_RESPONSE: usize = 32 * 1024 * 1024;
-
 /// What relaying an answer gave: the answer (or its refusal), and what the guardrails found
 /// in it when it was read whole (a stream's findings leave with its own event).
 struct Relayed {
@@ -792,7 +789,7 @@ async fn relay(
     }
     let unreadable = |_| Refused::from(ErrorCode::UpstreamError);
     let read = async {
-        let bytes = axum::body::to_bytes(body, MAX_SCANNED_RESPONSE)
+        let bytes = axum::body::to_bytes(body, crate::MAX_WHOLE_ANSWER)
             .await
             .map_err(unreadable)?;
         // What cannot be read cannot be scanned: refused rather than relayed unscanned.

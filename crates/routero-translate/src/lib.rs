@@ -100,6 +100,16 @@ impl<T: FromChatChunks> StreamTranslator for T {
     }
 }
 
+/// The tool calls of a chat chunk's delta, each with its index.
+fn tool_calls(delta: &Value) -> impl Iterator<Item = (u64, &Value)> {
+    delta
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|call| (call.get("index").and_then(Value::as_u64).unwrap_or(0), call))
+}
+
 /// A request body, as the translations take and give it.
 pub type Body = Map<String, Value>;
 

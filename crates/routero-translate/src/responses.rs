@@ -475,13 +475,7 @@ impl crate::FromChatChunks for FromChat {
                     "content_index": 0, "delta": text, "logprobs": [] }));
             }
         }
-        for call in delta
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let tool = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+        for (tool, call) in crate::tool_calls(delta) {
             let index = self.item(out, Some(tool), call);
             let arguments = call
                 .pointer("/function/arguments")

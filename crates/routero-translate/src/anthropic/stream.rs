@@ -331,13 +331,7 @@ impl crate::FromChatChunks for FromChat {
                 "delta": { "type": "text_delta", "text": text } }),
             );
         }
-        for call in delta
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let tool = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+        for (tool, call) in crate::tool_calls(delta) {
             let Some(index) = self.block(out, Block::Tool(tool), || json!({
                 "type": "tool_use", "id": call.get("id"), "name": call.pointer("/function/name"), "input": {},
             })) else {
