@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# make bench: release build, then one run measuring all targets on this machine, then the
+# make bench: release build, the peers installed, then one run measuring all targets on this machine, then the
 # guardrail scanner's throughput and the snapshot channel's authentication cost (criterion);
 # every table is written into bench/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --locked --release --bin routero --bin routero-fake-provider --bin routero-bench
+# The peers, from PyPI into the bench's own environments (a failed install is reported in the table).
+./bench/peers/install.sh
+export ROUTERO_BENCH_PEERS="${ROUTERO_CACHE:-$HOME/.cache/routero}/bench-peers"
 "${CARGO_TARGET_DIR:-target}/release/routero-bench" --readme bench/README.md "$@"
 
 # Writes the markdown table on standard input between <!-- MARKER:begin/end --> in

@@ -1,24 +1,30 @@
-//! `make bench`: measures the data plane against two baselines in one run, on this machine:
-//! the fake provider called directly, and a bare hyper pass-through proxy. Reports CPU µs per
-//! request of the proxy process, latency added at concurrency 1 (p50, p99), requests/s at
-//! concurrency 32, RSS, revocation propagation (admin API delete until the data plane
-//! refuses), and SCIM reads and deprovisioning on a tenant of 10,000 users. Writes the table into `bench/README.md`.
+//! `make bench`: measures Routero against two baselines and two peers in one run, on this
+//! machine: the fake provider called directly, a bare hyper pass-through proxy, split data
+//! planes one layer at a time, `routero up` with each kind of governance, TensorZero and
+//! LiteLLM. Reports CPU µs per request (and its ratio to the bare proxy), requests/s and p99 at
+//! concurrency 32, latency added at concurrency 1, RSS, a stream's first event, revocation
+//! reaching one data plane and a fleet of them, SCIM on a tenant of 10,000 users, and the audit
+//! writer's throughput; writes them into `bench/README.md`.
 // A measuring tool over its own fixtures and our own outputs, never client text.
 #![expect(clippy::string_slice, clippy::indexing_slicing)]
 
 mod bare_proxy;
+mod fleet;
+mod launch;
+mod measure;
+mod peers;
 mod scim;
+mod writer;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use serde_json::{Value, json};
+
+use launch::{Governs, UPSTREAM_KEY, start_up};
+use measure::{Measured, Target, measure, percentile};
 
 #[derive(Parser)]
 struct Args {
@@ -33,11 +39,17 @@ struct Args {
     /// Revocations to time.
     #[arg(long, default_value_t = 20)]
     revocations: usize,
+    /// Data-plane replicas a revocation fans out to.
+    #[arg(long, default_value_t = 50)]
+    replicas: usize,
+    /// Where `bench/peers/install.sh` put the peers' environments.
+    #[arg(long, env = "ROUTERO_BENCH_PEERS")]
+    peers: Option<PathBuf>,
     /// Users SCIM provisions before its reads are timed.
     #[arg(long, default_value_t = 10_000)]
     scim_users: usize,
     /// Audit events chained and committed per database for writer throughput.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 50_000)]
     audit_events: usize,
     /// File whose bench section is replaced with the results.
     #[arg(long)]
@@ -50,12 +62,9 @@ enum Sub {
     BareProxy { upstream: String },
 }
 
-const ADMIN_KEY: &str = "sk-rtadm-bench-0123456789abcdef0123456789abcdef";
-const UPSTREAM_KEY: &str = "sk-upstream-bench";
-const BODY: &str = r#"{"model":"bench","messages":[{"role":"user","content":"hello"}]}"#;
 
 /// A child process killed on drop.
-struct Proc(Child);
+pub struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -65,7 +74,7 @@ impl Drop for Proc {
 }
 
 /// Spawns `cmd` and returns it with the URL from its first `listening on <url>` line.
-fn spawn_listening(mut cmd: Command) -> Result<(Proc, String)> {
+pub fn spawn_listening(mut cmd: Command) -> Result<(Proc, String)> {
     let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
     let stdout = child.stdout.take().context("stdout")?;
     let mut line = String::new();
@@ -78,265 +87,10 @@ fn spawn_listening(mut cmd: Command) -> Result<(Proc, String)> {
     Ok((Proc(child), url))
 }
 
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-/// Process CPU time (user + system) in microseconds, from /proc.
-fn cpu_micros(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .context("stat")?
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    let hz: u64 = String::from_utf8(Command::new("getconf").arg("CLK_TCK").output()?.stdout)?
-        .trim()
-        .parse()?;
-    Ok(ticks * 1_000_000 / hz)
-}
-
-fn rss_mib(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .context("VmRSS")?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()?;
-    Ok(kb / 1024.0)
-}
-
-struct Target {
-    name: &'static str,
-    url: String,
-    key: String,
-    model: &'static str,
-    pid: Option<u32>,
-}
-
-struct Measured {
-    p50_us: f64,
-    p99_us: f64,
-    rps: f64,
-    cpu_us_per_request: Option<f64>,
-    rss_mib: Option<f64>,
-}
-
-async fn call(client: &reqwest::Client, target: &Target) -> Result<()> {
-    let body = BODY.replace("bench", target.model);
-    let response = client
-        .post(format!("{}/v1/chat/completions", target.url))
-        .bearer_auth(&target.key)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await?;
-    if !response.status().is_success() {
-        bail!("{} answered {}", target.name, response.status());
-    }
-    response.bytes().await?;
-    Ok(())
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index].as_secs_f64() * 1e6
-}
-
-async fn measure(client: &reqwest::Client, target: &Target, args: &Args) -> Result<Measured> {
-    for _ in 0..200 {
-        call(client, target).await?;
-    }
-    let mut latencies = Vec::with_capacity(args.requests);
-    for _ in 0..args.requests {
-        let start = Instant::now();
-        call(client, target).await?;
-        latencies.push(start.elapsed());
-    }
-    latencies.sort_unstable();
-
-    let cpu_before = target.pid.map(cpu_micros).transpose()?;
-    let done = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..32 {
-        let client = client.clone();
-        let done = Arc::clone(&done);
-        let target = Target {
-            name: target.name,
-            url: target.url.clone(),
-            key: target.key.clone(),
-            model: target.model,
-            pid: None,
-        };
-        tasks.push(tokio::spawn(async move {
-            while Instant::now() < deadline {
-                call(&client, &target).await?;
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-            anyhow::Ok(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let count = done.load(Ordering::Relaxed);
-    let cpu = match (target.pid, cpu_before) {
-        (Some(pid), Some(before)) => Some((cpu_micros(pid)? - before) as f64 / count as f64),
-        _ => None,
-    };
-    Ok(Measured {
-        p50_us: percentile(&latencies, 0.5),
-        p99_us: percentile(&latencies, 0.99),
-        rps: count as f64 / elapsed,
-        cpu_us_per_request: cpu,
-        rss_mib: target.pid.map(rss_mib).transpose()?,
-    })
-}
-
-async fn admin(client: &reqwest::Client, base: &str, path: &str, body: Value) -> Result<Value> {
-    let response = client
-        .post(format!("{base}{path}"))
-        .bearer_auth(ADMIN_KEY)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await?;
-    let status = response.status();
-    let value: Value = serde_json::from_slice(&response.bytes().await?)?;
-    if !status.is_success() {
-        bail!("{path}: {status} {value}");
-    }
-    Ok(value)
-}
-
-async fn wait_ready(client: &reqwest::Client, url: &str) -> Result<()> {
-    for _ in 0..400 {
-        if client
-            .get(url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("{url} never became ready")
-}
-
-/// Times key deletion at the admin API until the data plane refuses the key.
-async fn revocation_latencies(
-    client: &reqwest::Client,
-    admin_url: &str,
-    data_url: &str,
-    reps: usize,
-) -> Result<Vec<Duration>> {
-    let mut latencies = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let issued = admin(
-            client,
-            admin_url,
-            "/key/generate",
-            json!({"models": ["bench"]}),
-        )
-        .await?;
-        let key = issued["key"].as_str().context("key")?.to_owned();
-        let target = Target {
-            name: "revocation",
-            url: data_url.to_owned(),
-            key: key.clone(),
-            model: "bench",
-            pid: None,
-        };
-        while call(client, &target).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        let start = Instant::now();
-        admin(
-            client,
-            admin_url,
-            "/key/delete",
-            json!({"key_ids": [issued["key_id"]]}),
-        )
-        .await?;
-        while call(client, &target).await.is_ok() {}
-        latencies.push(start.elapsed());
-    }
-    latencies.sort_unstable();
-    Ok(latencies)
-}
-
-/// Events per second the audit store chains and commits, in writer-sized batches, on SQLite
-/// and (when reachable) PostgreSQL.
-async fn writer_throughput(events: usize) -> Result<String> {
-    use routero_core::audit::{ActorKind, EventType, Outcome};
-    let dir = std::env::temp_dir().join(format!("routero-bench-audit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let mut urls = vec![(
-        "SQLite",
-        format!("sqlite://{}", dir.join("audit.db").display()),
-    )];
-    let server = std::env::var("ROUTERO_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let name = format!("routero_bench_{}", std::process::id());
-    let created = Command::new("psql")
-        .args([
-            &format!("{server}/postgres"),
-            "-qc",
-            &format!("CREATE DATABASE {name}"),
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    if created {
-        urls.push(("PostgreSQL", format!("{server}/{name}")));
-    }
-    let mut line = format!(
-        "\nAudit writer throughput ({events} events in batches of 512, chained and committed):"
-    );
-    for (label, url) in urls {
-        let store = routero_audit::AuditStore::connect(&url).await?;
-        let batch: Vec<_> = (0..events)
-            .map(|i| {
-                let tenant = format!("tenant-{}", i % 4);
-                routero_bus::event(
-                    &tenant,
-                    EventType::RequestRouted,
-                    routero_bus::actor(ActorKind::VirtualKey, Some(format!("key_{i}"))),
-                    routero_bus::resource("model", Some("bench".into())),
-                    Outcome::Success,
-                )
-            })
-            .collect();
-        let start = Instant::now();
-        for chunk in batch.chunks(512) {
-            store.append(chunk).await?;
-        }
-        let rate = events as f64 / start.elapsed().as_secs_f64();
-        line.push_str(&format!(" {label} {rate:.0} events/s;"));
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    if created {
-        let _ = Command::new("psql")
-            .args([
-                &format!("{server}/postgres"),
-                "-qc",
-                &format!("DROP DATABASE {name}"),
-            ])
-            .status();
-    }
-    line.pop();
-    line.push_str(".\n");
-    Ok(line)
 }
 
 fn fmt_opt(value: Option<f64>, digits: usize) -> String {
@@ -352,108 +106,6 @@ fn write_readme(path: &Path, table: &str) -> Result<()> {
     };
     std::fs::write(path, updated)?;
     Ok(())
-}
-
-/// A `routero up` with a provider, a model `bench` and a key for it.
-struct Up {
-    process: Proc,
-    dir: std::path::PathBuf,
-    admin_url: String,
-    data_url: String,
-    grpc_port: u16,
-    key: String,
-}
-
-/// A model and key of no governance, or with a price, a budget and rate limits that every
-/// request is counted against (never reached here).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Metering {
-    Off,
-    Budgets,
-}
-
-async fn start_up(
-    client: &reqwest::Client,
-    bin_dir: &std::path::Path,
-    fake_url: &str,
-    (name, metering): (&str, Metering),
-    env: &[(&str, &str)],
-) -> Result<Up> {
-    let dir = std::env::temp_dir().join(format!("routero-bench-{}-{name}", std::process::id()));
-    let (admin_port, grpc_port, data_port) = (free_port()?, free_port()?, free_port()?);
-    let process = Proc(
-        Command::new(bin_dir.join("routero"))
-            .arg("up")
-            .env("ROUTERO_DATA_DIR", &dir)
-            .env("ROUTERO_ADMIN_KEY", ADMIN_KEY)
-            .env(
-                "ROUTERO_CONTROL_PLANE_ADDR",
-                format!("127.0.0.1:{admin_port}"),
-            )
-            .env("ROUTERO_GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
-            .env("ROUTERO_DATA_PLANE_ADDR", format!("127.0.0.1:{data_port}"))
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let (admin_url, data_url) = (
-        format!("http://127.0.0.1:{admin_port}"),
-        format!("http://127.0.0.1:{data_port}"),
-    );
-    wait_ready(client, &format!("{admin_url}/readyz")).await?;
-    wait_ready(client, &format!("{data_url}/readyz")).await?;
-    admin(client, &admin_url, "/credentials", json!({"name": "fake", "provider": "openai", "api_key": UPSTREAM_KEY, "base_url": format!("{fake_url}/v1")})).await?;
-    // The same fake provider in Anthropic's shape: its requests and answers translated.
-    admin(client, &admin_url, "/credentials", json!({"name": "claude", "provider": "anthropic", "api_key": UPSTREAM_KEY, "base_url": fake_url})).await?;
-    admin(client, &admin_url, "/models", json!({"name": "bench-claude", "deployments": [{"credential": "claude", "model": "fake-model"}]})).await?;
-    let (mut model, mut key) = (
-        json!({"name": "bench", "deployments": [{"credential": "fake", "model": "fake-model"}]}),
-        json!({"models": ["bench", "bench-claude"]}),
-    );
-    if metering == Metering::Budgets {
-        model["pricing"] = json!({"input_per_mtok": 0.15, "output_per_mtok": 0.60});
-        key["max_budget"] = json!(1_000_000);
-        key["budget_duration"] = json!("30d");
-        key["rpm_limit"] = json!(10_000_000);
-        key["tpm_limit"] = json!(10_000_000);
-    }
-    admin(client, &admin_url, "/models", model).await?;
-    let key = admin(client, &admin_url, "/key/generate", key).await?["key"]
-        .as_str()
-        .context("key")?
-        .to_owned();
-    let up = Up {
-        process,
-        dir,
-        admin_url,
-        data_url,
-        grpc_port,
-        key,
-    };
-    while call(client, &up.target("probe")).await.is_err() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Ok(up)
-}
-
-impl Up {
-    /// Its data plane, called with its key for the model `bench`.
-    fn target(&self, name: &'static str) -> Target {
-        self.target_of(name, "bench")
-    }
-
-    /// Its data plane, called with its key for `model`.
-    fn target_of(&self, name: &'static str, model: &'static str) -> Target {
-        Target {
-            name,
-            url: self.data_url.clone(),
-            key: self.key.clone(),
-            model,
-            pid: Some(self.process.0.id()),
-        }
-    }
 }
 
 fn main() -> Result<()> {
@@ -476,6 +128,13 @@ fn main() -> Result<()> {
     runtime.block_on(run(args))
 }
 
+
+/// A row of the table: a measured target, or one that could not be (a peer not installed).
+enum Row {
+    Measured(Target, Measured),
+    Missing(&'static str, String),
+}
+
 async fn run(args: Args) -> Result<()> {
     let exe = std::env::current_exe()?;
     let bin_dir = exe.parent().context("bin dir")?;
@@ -490,126 +149,154 @@ async fn run(args: Args) -> Result<()> {
         .tcp_nodelay(true)
         .pool_max_idle_per_host(64)
         .build()?;
-    // Without policies (as the data plane alone below), and with them: decisions cached, and
-    // every decision asked of Cerbos (the cache never settles).
-    let up = start_up(
+    let policies = std::env::current_dir()?.join("policies");
+    let policies = policies.to_string_lossy();
+    let no_policies = [("ROUTERO_POLICIES_DIR", "")];
+    let cached = [
+        ("ROUTERO_POLICIES_DIR", &*policies),
+        ("ROUTERO_POLICY_CACHE_SETTLE", "0s"),
+    ];
+    let plain = Governs::default();
+    let up = start_up(&client, bin_dir, &fake_url, ("plain", plain), &no_policies).await?;
+    // Decisions cached, and every decision asked of Cerbos (the cache never settles).
+    let warm = start_up(&client, bin_dir, &fake_url, ("warm", plain), &cached).await?;
+    let cold = start_up(
         &client,
         bin_dir,
         &fake_url,
-        ("plain", Metering::Off),
-        &[("ROUTERO_POLICIES_DIR", "")],
+        ("cold", plain),
+        &[
+            ("ROUTERO_POLICIES_DIR", &*policies),
+            ("ROUTERO_POLICY_CACHE_SETTLE", "100000s"),
+        ],
     )
     .await?;
+    let guards = Governs {
+        guardrails: true,
+        ..plain
+    };
+    let guarded = start_up(&client, bin_dir, &fake_url, ("guarded", guards), &cached).await?;
     // A priced model and a key with a budget and rate limits, counted in the process and in
     // Redis (`ROUTERO_BENCH_REDIS_URL`, by default the local one `make test` starts).
-    let metered = start_up(
-        &client,
-        bin_dir,
-        &fake_url,
-        ("metered", Metering::Budgets),
-        &[("ROUTERO_POLICIES_DIR", "")],
-    )
-    .await?;
+    let budgets = Governs {
+        budgets: true,
+        ..plain
+    };
+    let metered = start_up(&client, bin_dir, &fake_url, ("metered", budgets), &no_policies).await?;
     let redis_url = std::env::var("ROUTERO_BENCH_REDIS_URL")
         .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let redis = start_up(
         &client,
         bin_dir,
         &fake_url,
-        ("redis", Metering::Budgets),
-        &[
-            ("ROUTERO_POLICIES_DIR", ""),
-            ("ROUTERO_REDIS_URL", &redis_url),
-        ],
-    )
-    .await?;
-    let policies = std::env::current_dir()?.join("policies");
-    let policies = policies.to_string_lossy();
-    let warm = start_up(
-        &client,
-        bin_dir,
-        &fake_url,
-        ("warm", Metering::Off),
-        &[
-            ("ROUTERO_POLICIES_DIR", &policies),
-            ("ROUTERO_POLICY_CACHE_SETTLE", "0s"),
-        ],
-    )
-    .await?;
-    let cold = start_up(
-        &client,
-        bin_dir,
-        &fake_url,
-        ("cold", Metering::Off),
-        &[
-            ("ROUTERO_POLICIES_DIR", &policies),
-            ("ROUTERO_POLICY_CACHE_SETTLE", "100000s"),
-        ],
+        ("redis", budgets),
+        &[("ROUTERO_POLICIES_DIR", ""), ("ROUTERO_REDIS_URL", &redis_url)],
     )
     .await?;
 
-    // The same snapshot served by a data plane alone (no kafka_brokers, allowed unaudited, so no
-    // audit events), to separate the cost of auditing.
-    let data_plane_key = std::fs::read_to_string(up.dir.join("data-plane.key"))?;
-    let alone_port = free_port()?;
-    let alone = Proc(
-        Command::new(bin_dir.join("routero"))
-            .arg("data-plane")
-            .env(
-                "ROUTERO_CONTROL_PLANE_URL",
-                format!("http://127.0.0.1:{}", up.grpc_port),
-            )
-            .env("ROUTERO_DATA_PLANE_KEY", data_plane_key.trim())
-            .env("ROUTERO_DATA_PLANE_ADDR", format!("127.0.0.1:{alone_port}"))
-            .env("ROUTERO_ALLOW_UNAUDITED", "true")
-            // The fake provider is on loopback, which a split data plane refuses unless allowed.
-            .env("ROUTERO_EGRESS_ALLOW", "127.0.0.1/32")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let alone_url = format!("http://127.0.0.1:{alone_port}");
-    wait_ready(&client, &format!("{alone_url}/readyz")).await?;
+    // Split data planes, one layer more each: authentication alone (and no audit events),
+    // authorization with cached decisions (Cerbos as their sidecar, as in a deployment: its
+    // CPU is not theirs), guardrails, then audit events emitted to Kafka.
+    let sidecar_dir = up.dir.join("cerbos-sidecar");
+    std::fs::create_dir_all(&sidecar_dir)?;
+    let sidecar = routero_authz::Pdp::start(
+        &routero_authz::find_cerbos(None)?,
+        Path::new(&*policies),
+        &sidecar_dir,
+    )
+    .await?;
+    let cerbos_addr = format!("127.0.0.1:{}", sidecar.config().port);
+    let authorized = [
+        ("ROUTERO_CERBOS_ADDR", &*cerbos_addr),
+        ("ROUTERO_POLICY_CACHE_SETTLE", "0s"),
+    ];
+    let broker = routero_testkit::broker::Tansu::start()?;
+    let emitting = [
+        ("ROUTERO_CERBOS_ADDR", &*cerbos_addr),
+        ("ROUTERO_POLICY_CACHE_SETTLE", "0s"),
+        ("ROUTERO_KAFKA_BROKERS", broker.address()),
+    ];
+    let split = [
+        up.data_plane(&client, bin_dir, "data plane alone: authentication (no audit)", &[])
+            .await?,
+        warm.data_plane(&client, bin_dir, "data plane alone: + authorization, decisions cached", &authorized)
+            .await?,
+        guarded
+            .data_plane(&client, bin_dir, "data plane alone: + guardrails on 1 KiB in and out", &authorized)
+            .await?,
+        guarded
+            .data_plane(&client, bin_dir, "data plane alone: + audit events emitted to Kafka (the whole data plane)", &emitting)
+            .await?,
+    ];
+    let peers_dir = args.peers.clone().unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/routero/bench-peers")
+    });
+    let mut peers = Vec::new();
+    for name in ["tensorzero", "litellm"] {
+        peers.push(peers::start(&client, &peers_dir, name, &fake_url).await?);
+    }
 
-    let targets = [
-        Target {
+    let mut targets = vec![
+        Ok(Target {
             name: "direct to provider",
             url: fake_url.clone(),
             key: UPSTREAM_KEY.into(),
             model: "fake-model",
             pid: None,
-        },
-        Target {
+        }),
+        Ok(Target {
             name: "bare hyper proxy",
             url: bare_url,
             key: UPSTREAM_KEY.into(),
             model: "fake-model",
             pid: Some(bare.0.id()),
-        },
-        Target {
-            name: "routero data plane alone, no audit",
-            url: alone_url,
-            key: up.key.clone(),
-            model: "bench",
-            pid: Some(alone.0.id()),
-        },
-        up.target("routero up: data plane + audit chain written"),
-        up.target_of(
+        }),
+    ];
+    targets.extend(split.iter().map(|(_, target)| Ok(target.clone())));
+    targets.extend([
+        Ok(up.target("routero up: data plane + audit chain written")),
+        Ok(warm.target("routero up + authorization (Cerbos), decisions cached")),
+        Ok(guarded.target("routero up + authorization cached + guardrails on 1 KiB in and out")),
+        Ok(cold.target("routero up + authorization, every decision asked of Cerbos")),
+        Ok(up.target_of(
             "routero up, an Anthropic deployment (chat ↔ Messages translated)",
             "bench-claude",
-        ),
-        metered.target("routero up + price, budget and rate limits (in process)"),
-        redis.target("routero up + price, budget and rate limits (Redis)"),
-        warm.target("routero up + Cerbos policies, decision cached"),
-        cold.target("routero up + Cerbos policies, every decision asked"),
-    ];
-    let mut results = Vec::new();
-    for target in &targets {
-        results.push(measure(&client, target, &args).await?);
+        )),
+        Ok(metered.target("routero up + price, budget and rate limits (in process)")),
+        Ok(redis.target("routero up + price, budget and rate limits (Redis)")),
+    ]);
+    targets.extend(peers.iter().map(|peer| match peer {
+        peers::Peer::Running { target, .. } => Ok(target.clone()),
+        peers::Peer::Missing(name, why) => Err((*name, why.clone())),
+    }));
+    let mut rows = Vec::new();
+    for target in targets {
+        rows.push(match target {
+            Ok(target) => {
+                let measured = measure(&client, &target, args.requests, args.seconds)
+                    .await
+                    .with_context(|| target.name)?;
+                Row::Measured(target, measured)
+            }
+            Err((name, why)) => Row::Missing(name, why),
+        });
     }
-    let revocations =
-        revocation_latencies(&client, &up.admin_url, &up.data_url, args.revocations).await?;
+    let direct = Target {
+        name: "direct",
+        url: fake_url.clone(),
+        key: UPSTREAM_KEY.into(),
+        model: "fake-model",
+        pid: None,
+    };
+    let streams = [
+        measure::first_events(&client, &direct, 500).await?,
+        measure::first_events(&client, &guarded.target("guarded"), 500).await?,
+    ];
+    drop(peers);
+    drop(split);
+    drop((broker, sidecar));
+    let revocation = fleet::revocation(&client, &up, args.revocations).await?;
+    let fanout = fleet::fanout(&client, bin_dir, &up, args.replicas, args.revocations).await?;
     let scim = scim::figures(
         &client,
         &up.admin_url,
@@ -618,38 +305,23 @@ async fn run(args: Args) -> Result<()> {
         args.revocations,
     )
     .await?;
-    drop((fake, bare, alone));
-    for started in [up, metered, redis, warm, cold] {
+    drop((fake, bare));
+    for started in [up, warm, cold, guarded, metered, redis] {
         drop(started.process);
         let _ = std::fs::remove_dir_all(&started.dir);
     }
-    let throughput = writer_throughput(args.audit_events).await?;
+    let throughput = writer::throughput(args.audit_events).await?;
 
-    let direct_p50 = results[0].p50_us;
-    let direct_p99 = results[0].p99_us;
-    let mut table = String::from(
-        "| target | CPU µs/request (proxy process) | p50 µs (c=1) | added p50 µs | p99 µs (c=1) | added p99 µs | requests/s (c=32) | RSS MiB |\n|---|---|---|---|---|---|---|---|\n",
-    );
-    for (target, m) in targets.iter().zip(&results) {
-        let added = target.pid.is_some();
-        table.push_str(&format!(
-            "| {} | {} | {:.0} | {} | {:.0} | {} | {:.0} | {} |\n",
-            target.name,
-            fmt_opt(m.cpu_us_per_request, 1),
-            m.p50_us,
-            fmt_opt(added.then_some(m.p50_us - direct_p50), 0),
-            m.p99_us,
-            fmt_opt(added.then_some(m.p99_us - direct_p99), 0),
-            m.rps,
-            fmt_opt(m.rss_mib, 1),
-        ));
-    }
+    let mut table = table(&rows);
     table.push_str(&format!(
-        "\nRevocation propagation (`POST /key/delete` until the data plane answers 401), {} runs: p50 {:.1} ms, max {:.1} ms.\n",
-        revocations.len(),
-        percentile(&revocations, 0.5) / 1000.0,
-        revocations.last().map_or(0.0, Duration::as_secs_f64) * 1000.0,
+        "\nStreaming, time to a stream's first event (500 streams one after another, 5 chunks each): direct p50 {:.0} µs; through `routero up` with authorization cached and guardrails p50 {:.0} µs, p99 {:.0} µs: {:.0} µs added at p50.\n",
+        percentile(&streams[0], 0.5),
+        percentile(&streams[1], 0.5),
+        percentile(&streams[1], 0.99),
+        percentile(&streams[1], 0.5) - percentile(&streams[0], 0.5),
     ));
+    table.push_str(&revocation);
+    table.push_str(&fanout.line());
     table.push_str(&scim);
     table.push_str(&throughput);
     writeln!(std::io::stdout(), "{table}")?;
@@ -657,4 +329,45 @@ async fn run(args: Args) -> Result<()> {
         write_readme(path, &table)?;
     }
     Ok(())
+}
+
+/// The markdown table of `rows`: the first row is the provider called directly, the second
+/// the bare proxy whose CPU the others are compared to.
+fn table(rows: &[Row]) -> String {
+    let figures = |row: &Row| match row {
+        Row::Measured(_, m) => Some((m.p50_us, m.p99_us, m.cpu_us_per_request)),
+        Row::Missing(..) => None,
+    };
+    let (direct_p50, direct_p99, _) = rows.first().and_then(figures).unwrap_or_default();
+    let bare_cpu = rows.get(1).and_then(figures).and_then(|f| f.2);
+    let mut table = String::from(
+        "| target | CPU µs/request | × bare | requests/s (c=32) | p99 ms (c=32) | p50 µs (c=1) | added p50 µs | p99 µs (c=1) | added p99 µs | RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        match row {
+            Row::Measured(target, m) => {
+                let added = target.pid.is_some();
+                let ratio = m.cpu_us_per_request.zip(bare_cpu).map(|(c, b)| c / b);
+                table.push_str(&format!(
+                    "| {} | {} | {} | {:.0} | {:.1} | {:.0} | {} | {:.0} | {} | {} |\n",
+                    target.name,
+                    fmt_opt(m.cpu_us_per_request, 1),
+                    fmt_opt(ratio, 1),
+                    m.rps,
+                    m.p99_c32_ms,
+                    m.p50_us,
+                    fmt_opt(added.then_some(m.p50_us - direct_p50), 0),
+                    m.p99_us,
+                    fmt_opt(added.then_some(m.p99_us - direct_p99), 0),
+                    fmt_opt(m.rss_mib, 1),
+                ));
+            }
+            Row::Missing(name, why) => {
+                table.push_str(&format!(
+                    "| {name}: not measured ({why}) | – | – | – | – | – | – | – | – | – |\n"
+                ));
+            }
+        }
+    }
+    table
 }

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::{Target, admin, call, percentile};
+use crate::launch::admin;
+use crate::measure::{Target, call, percentile};
 
 /// Requests timed per SCIM read.
 const READS: usize = 200;
