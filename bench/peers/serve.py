@@ -11,6 +11,8 @@ import sys
 import tempfile
 import time
 
+# The fake provider's key (routero-bench's UPSTREAM_KEY).
+UPSTREAM_KEY = "sk-upstream-bench"
 # What the bench sends LiteLLM as its key (its master key: one comparison, no database).
 MASTER_KEY = "sk-bench-litellm-master"
 
@@ -34,13 +36,15 @@ def announce(bench: int, url: str) -> None:
 def tensorzero(bench: int, provider: str, config_dir: str) -> None:
     from tensorzero.tensorzero import _start_http_gateway
 
+    os.environ["BENCH_UPSTREAM_KEY"] = UPSTREAM_KEY
+
     config = os.path.join(config_dir, "tensorzero.toml")
     with open(config, "w") as f:
         f.write(
             "[models.bench]\nrouting = [\"fake\"]\n\n"
             "[models.bench.providers.fake]\ntype = \"openai\"\n"
             f"model_name = \"fake-model\"\napi_base = \"{provider}/v1/\"\n"
-            "api_key_location = \"none\"\n"
+            "api_key_location = \"env::BENCH_UPSTREAM_KEY\"\n"
         )
     gateway = _start_http_gateway(
         config_file=config, clickhouse_url=None, postgres_url=None, valkey_url=None, async_setup=False
@@ -57,7 +61,7 @@ def litellm(bench: int, provider: str, port: str, config_dir: str) -> None:
         f.write(
             "model_list:\n  - model_name: bench\n    litellm_params:\n"
             f"      model: openai/fake-model\n      api_base: {provider}/v1\n"
-            "      api_key: sk-upstream-bench\n"
+            f"      api_key: {UPSTREAM_KEY}\n"
             "litellm_settings:\n  callbacks: []\n  num_retries: 0\n  telemetry: false\n"
             # The bench's key; LiteLLM refuses to start without one.
             f"general_settings:\n  master_key: {MASTER_KEY}\n"

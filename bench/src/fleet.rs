@@ -21,7 +21,19 @@ pub struct Fanout {
     pub cpu_per_delta_replica_us: f64,
 }
 
-async fn refuses(client: &reqwest::Client, target: &Target) -> bool {
+/// A client asking from its own loopback address, the `n`th: the waits for a new key and a
+/// revoked key's 401s are failed authentications, which a data plane throttles per source
+/// (429 past 60 a minute), and only a 401 may end a wait.
+pub fn asker(n: usize) -> Result<reqwest::Client> {
+    let source = std::net::Ipv4Addr::new(127, 1, (n / 250) as u8, (n % 250 + 1) as u8);
+    Ok(reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .local_address(std::net::IpAddr::V4(source))
+        .build()?)
+}
+
+/// Whether `target` refuses its key with 401 (any other answer, or none, is not a refusal).
+pub async fn refuses(client: &reqwest::Client, target: &Target) -> bool {
     let answered = client
         .post(format!("{}/v1/chat/completions", target.url))
         .bearer_auth(&target.key)
@@ -42,7 +54,8 @@ async fn revoke_and_time(
     poll: Duration,
 ) -> Result<Vec<Duration>> {
     let mut latencies = Vec::with_capacity(reps * replicas.len());
-    for _ in 0..reps {
+    for rep in 0..reps {
+        let asker = asker(rep)?;
         let issued = admin(
             client,
             &up.admin_url,
@@ -62,7 +75,7 @@ async fn revoke_and_time(
             })
             .collect();
         for target in &targets {
-            while call(client, target).await.is_err() {
+            while call(&asker, target).await.is_err() {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
@@ -77,9 +90,9 @@ async fn revoke_and_time(
         let pollers: Vec<_> = targets
             .into_iter()
             .map(|target| {
-                let client = client.clone();
+                let asker = asker.clone();
                 tokio::spawn(async move {
-                    while !refuses(&client, &target).await {
+                    while !refuses(&asker, &target).await {
                         tokio::time::sleep(poll).await;
                     }
                     start.elapsed()

@@ -13,6 +13,7 @@ mod fleet;
 mod launch;
 mod measure;
 mod peers;
+mod scale;
 mod scim;
 mod writer;
 
@@ -42,6 +43,13 @@ struct Args {
     /// Data-plane replicas a revocation fans out to.
     #[arg(long, default_value_t = 50)]
     replicas: usize,
+    /// Tenants loaded for the scale figure.
+    #[arg(long, default_value_t = 1000)]
+    tenants: usize,
+    /// Keys issued per tenant for the scale figure (the goal is 100; issuing them through the
+    /// admin API on SQLite runs at about 170 a second, see bench/README.md).
+    #[arg(long, default_value_t = 10)]
+    keys_per_tenant: usize,
     /// Where `bench/peers/install.sh` put the peers' environments.
     #[arg(long, env = "ROUTERO_BENCH_PEERS")]
     peers: Option<PathBuf>,
@@ -60,14 +68,26 @@ struct Args {
 enum Sub {
     /// Internal: run the bare proxy baseline.
     BareProxy { upstream: String },
+    /// Only the audit writer's throughput (to profile it).
+    Writer,
 }
-
 
 /// A child process killed on drop.
 pub struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // Asked to stop first, so that it stops its own children (`routero up`'s Cerbos);
+        // killed if it has not within 5 s.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        for _ in 0..50 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -125,9 +145,13 @@ fn main() -> Result<()> {
             bare_proxy::serve(listener, upstream).await
         });
     }
+    if let Some(Sub::Writer) = args.command {
+        let line = runtime.block_on(writer::throughput(args.audit_events))?;
+        writeln!(std::io::stdout(), "{line}")?;
+        return Ok(());
+    }
     runtime.block_on(run(args))
 }
-
 
 /// A row of the table: a measured target, or one that could not be (a peer not installed).
 enum Row {
@@ -182,7 +206,14 @@ async fn run(args: Args) -> Result<()> {
         budgets: true,
         ..plain
     };
-    let metered = start_up(&client, bin_dir, &fake_url, ("metered", budgets), &no_policies).await?;
+    let metered = start_up(
+        &client,
+        bin_dir,
+        &fake_url,
+        ("metered", budgets),
+        &no_policies,
+    )
+    .await?;
     let redis_url = std::env::var("ROUTERO_BENCH_REDIS_URL")
         .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let redis = start_up(
@@ -190,7 +221,10 @@ async fn run(args: Args) -> Result<()> {
         bin_dir,
         &fake_url,
         ("redis", budgets),
-        &[("ROUTERO_POLICIES_DIR", ""), ("ROUTERO_REDIS_URL", &redis_url)],
+        &[
+            ("ROUTERO_POLICIES_DIR", ""),
+            ("ROUTERO_REDIS_URL", &redis_url),
+        ],
     )
     .await?;
 
@@ -217,15 +251,35 @@ async fn run(args: Args) -> Result<()> {
         ("ROUTERO_KAFKA_BROKERS", broker.address()),
     ];
     let split = [
-        up.data_plane(&client, bin_dir, "data plane alone: authentication (no audit)", &[])
-            .await?,
-        warm.data_plane(&client, bin_dir, "data plane alone: + authorization, decisions cached", &authorized)
+        up.data_plane(
+            &client,
+            bin_dir,
+            "data plane alone: authentication (no audit)",
+            &[],
+        )
+        .await?,
+        warm.data_plane(
+            &client,
+            bin_dir,
+            "data plane alone: + authorization, decisions cached",
+            &authorized,
+        )
+        .await?,
+        guarded
+            .data_plane(
+                &client,
+                bin_dir,
+                "data plane alone: + guardrails on 1 KiB in and out",
+                &authorized,
+            )
             .await?,
         guarded
-            .data_plane(&client, bin_dir, "data plane alone: + guardrails on 1 KiB in and out", &authorized)
-            .await?,
-        guarded
-            .data_plane(&client, bin_dir, "data plane alone: + audit events emitted to Kafka (the whole data plane)", &emitting)
+            .data_plane(
+                &client,
+                bin_dir,
+                "data plane alone: + audit events emitted to Kafka (the whole data plane)",
+                &emitting,
+            )
             .await?,
     ];
     let peers_dir = args.peers.clone().unwrap_or_else(|| {
@@ -305,8 +359,17 @@ async fn run(args: Args) -> Result<()> {
         args.revocations,
     )
     .await?;
+    let loaded = start_up(&client, bin_dir, &fake_url, ("scale", plain), &no_policies).await?;
+    let scale = scale::figures(
+        &client,
+        bin_dir,
+        &loaded,
+        args.tenants,
+        args.keys_per_tenant,
+    )
+    .await?;
     drop((fake, bare));
-    for started in [up, warm, cold, guarded, metered, redis] {
+    for started in [up, warm, cold, guarded, metered, redis, loaded] {
         drop(started.process);
         let _ = std::fs::remove_dir_all(&started.dir);
     }
@@ -323,6 +386,7 @@ async fn run(args: Args) -> Result<()> {
     table.push_str(&revocation);
     table.push_str(&fanout.line());
     table.push_str(&scim);
+    table.push_str(&scale);
     table.push_str(&throughput);
     writeln!(std::io::stdout(), "{table}")?;
     if let Some(path) = &args.readme {

@@ -50,7 +50,11 @@ fn body(model: &str, stream: bool) -> String {
         .to_string()
 }
 
-async fn send(client: &reqwest::Client, target: &Target, stream: bool) -> Result<reqwest::Response> {
+async fn send(
+    client: &reqwest::Client,
+    target: &Target,
+    stream: bool,
+) -> Result<reqwest::Response> {
     let response = client
         .post(format!("{}/v1/chat/completions", target.url))
         .bearer_auth(&target.key)
@@ -96,6 +100,7 @@ pub async fn measure(
     }
     latencies.sort_unstable();
 
+    let profile = profiler(target)?;
     let cpu_before = target.pid.map(cpu_micros).transpose()?;
     let loaded = Arc::new(Mutex::new(Vec::new()));
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -121,6 +126,12 @@ pub async fn measure(
         task.await??;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    if let Some(mut perf) = profile {
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &perf.id().to_string()])
+            .status();
+        perf.wait()?;
+    }
     let mut loaded = std::mem::take(&mut *loaded.lock().unwrap_or_else(PoisonError::into_inner));
     loaded.sort_unstable();
     let count = loaded.len();
@@ -136,6 +147,36 @@ pub async fn measure(
         cpu_us_per_request: cpu,
         rss_mib: target.pid.map(rss_mib).transpose()?,
     })
+}
+
+/// With `ROUTERO_BENCH_PROFILE` naming parts of target names (comma-separated) and `perf` on
+/// the path: a `perf record` of a matching target's process during the concurrency-32 phase,
+/// into `perf-<target>.data` in the current directory, read with `perf report -i`.
+fn profiler(target: &Target) -> Result<Option<std::process::Child>> {
+    let (Ok(wanted), Some(pid)) = (std::env::var("ROUTERO_BENCH_PROFILE"), target.pid) else {
+        return Ok(None);
+    };
+    if !wanted
+        .split(',')
+        .any(|part| !part.is_empty() && target.name.contains(part))
+    {
+        return Ok(None);
+    }
+    let slug: String = target
+        .name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let perf = std::process::Command::new("perf")
+        .args(["record", "-F", "999", "-g", "-p", &pid.to_string(), "-o"])
+        .arg(format!("perf-{slug}.data"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("perf record")?;
+    // perf attaches before the load starts.
+    std::thread::sleep(Duration::from_millis(500));
+    Ok(Some(perf))
 }
 
 /// Times to a stream's first event (its first bytes after the headers), `count` streams one
@@ -170,14 +211,25 @@ fn family(pid: u32) -> Vec<u32> {
         .filter_map(|entry| {
             let child: u32 = entry.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            let parent = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            let parent = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
             Some((child, parent))
         })
         .collect();
     let mut found = vec![pid];
     let mut next = 0;
     while let Some(&parent) = found.get(next) {
-        found.extend(parents.iter().filter(|(_, p)| *p == parent).map(|(c, _)| *c));
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
         next += 1;
     }
     found

@@ -14,7 +14,10 @@ use crate::{Proc, free_port, spawn_listening};
 /// A peer: running (its process and target), or why it is not measured.
 pub enum Peer {
     /// Its process (killed when dropped) and how it is called.
-    Running { _process: Proc, target: Target },
+    Running {
+        _process: Proc,
+        target: Target,
+    },
     Missing(&'static str, String),
 }
 

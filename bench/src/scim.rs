@@ -133,7 +133,8 @@ pub(crate) async fn figures(
             model: "bench",
             pid: None,
         };
-        while call(client, &target).await.is_err() {
+        let asker = crate::fleet::asker(1000 + refusals.len())?;
+        while call(&asker, &target).await.is_err() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let patch = json!({
@@ -149,7 +150,7 @@ pub(crate) async fn figures(
         )
         .await?;
         let start = Instant::now();
-        while call(client, &target).await.is_ok() {}
+        while !crate::fleet::refuses(&asker, &target).await {}
         refusals.push(start.elapsed());
     }
     refusals.sort_unstable();

@@ -40,7 +40,7 @@ pub struct WriterConfig {
 impl Default for WriterConfig {
     fn default() -> Self {
         Self {
-            batch_size: 512,
+            batch_size: 2048,
             checkpoint_every: 1000,
             checkpoint_interval: Duration::from_secs(10),
             retry_backoff: Duration::from_millis(100),

@@ -28,13 +28,6 @@ pub struct ChainedRecord {
     pub event: AuditEvent,
 }
 
-#[derive(Serialize)]
-struct Linked<'a> {
-    event: &'a AuditEvent,
-    seq: u64,
-    tenant_id: &'a str,
-}
-
 /// The hash of a record with these contents after `prev`.
 pub(crate) fn link(
     prev: &Digest,
@@ -42,15 +35,30 @@ pub(crate) fn link(
     seq: u64,
     event: &AuditEvent,
 ) -> Result<Digest, AuditError> {
-    let canonical = canonical_json(&Linked {
-        event,
-        seq,
-        tenant_id,
-    })
-    .map_err(|source| AuditError::Json { line: 0, source })?;
+    let canonical = canonical_json(event).map_err(|source| AuditError::Json { line: 0, source })?;
+    link_canonical(prev, tenant_id, seq, &canonical)
+}
+
+/// [`link`] from the event's canonical JSON: the canonical JSON of `{event, seq, tenant_id}`
+/// (keys in that order, compact) is fed to the hash in pieces around the event's bytes, so an
+/// event is made canonical once for its hash and its stored form.
+pub(crate) fn link_canonical(
+    prev: &Digest,
+    tenant_id: &str,
+    seq: u64,
+    canonical_event: &[u8],
+) -> Result<Digest, AuditError> {
+    let tenant =
+        serde_json::to_vec(tenant_id).map_err(|source| AuditError::Json { line: 0, source })?;
     let mut hasher = Sha256::new();
     hasher.update(prev);
-    hasher.update(&canonical);
+    hasher.update(b"{\"event\":");
+    hasher.update(canonical_event);
+    hasher.update(b",\"seq\":");
+    hasher.update(seq.to_string().as_bytes());
+    hasher.update(b",\"tenant_id\":");
+    hasher.update(&tenant);
+    hasher.update(b"}");
     Ok(hasher.finalize().into())
 }
 
@@ -100,6 +108,17 @@ impl ChainHead {
 
     /// Links `event` after the head and advances it.
     pub fn append(&mut self, event: AuditEvent) -> Result<ChainedRecord, AuditError> {
+        let canonical =
+            canonical_json(&event).map_err(|source| AuditError::Json { line: 0, source })?;
+        self.append_canonical(event, &canonical)
+    }
+
+    /// [`ChainHead::append`] of an event whose canonical JSON is `canonical`.
+    pub(crate) fn append_canonical(
+        &mut self,
+        event: AuditEvent,
+        canonical: &[u8],
+    ) -> Result<ChainedRecord, AuditError> {
         if event.tenant_id != self.tenant_id {
             return Err(AuditError::WrongTenant {
                 chain: self.tenant_id.clone(),
@@ -107,7 +126,7 @@ impl ChainHead {
             });
         }
         let seq = self.seq + 1;
-        let hash = link(&self.hash, &self.tenant_id, seq, &event)?;
+        let hash = link_canonical(&self.hash, &self.tenant_id, seq, canonical)?;
         let record = ChainedRecord {
             tenant_id: self.tenant_id.clone(),
             seq,
@@ -118,5 +137,70 @@ impl ChainHead {
         self.seq = seq;
         self.hash = hash;
         Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use routero_core::audit::{ActorKind, EventType, Outcome};
+
+    /// What the chain has always hashed: the canonical JSON of the whole record.
+    #[derive(Serialize)]
+    struct Linked<'a> {
+        event: &'a AuditEvent,
+        seq: u64,
+        tenant_id: &'a str,
+    }
+
+    #[test]
+    fn hashing_in_pieces_is_hashing_the_canonical_record() {
+        let mut event = AuditEvent {
+            event_id: "0190a0a0-0000-7000-8000-000000000001".into(),
+            tenant_id: "t\"é\u{1}/<x>".into(),
+            time: "2026-11-22T12:00:00.000Z".into(),
+            actor: routero_core::audit::Actor {
+                kind: ActorKind::VirtualKey,
+                id: Some("key_1".into()),
+                source_ip: None,
+                user_agent: Some("ü\n\t".into()),
+            },
+            action: EventType::RequestRouted,
+            resource: routero_core::audit::Resource {
+                kind: "model".into(),
+                id: Some("m".into()),
+            },
+            outcome: Outcome::Success,
+            reason_code: None,
+            request_id: Some("req".into()),
+            policy_version: None,
+            details: serde_json::Map::new(),
+        };
+        event
+            .details
+            .insert("z".into(), serde_json::Value::from(1.5));
+        event.details.insert(
+            "a".into(),
+            serde_json::json!({"y": [1, "\u{2028}"], "b": null}),
+        );
+        let tenant = event.tenant_id.clone();
+        for seq in [1, 9, 10, 4_294_967_296, u64::MAX] {
+            let whole = canonical_json(&Linked {
+                event: &event,
+                seq,
+                tenant_id: &tenant,
+            })
+            .unwrap();
+            let expected: Digest = Sha256::new()
+                .chain_update([7u8; 32])
+                .chain_update(&whole)
+                .finalize()
+                .into();
+            assert_eq!(
+                link(&[7; 32], &tenant, seq, &event).unwrap(),
+                expected,
+                "seq {seq}"
+            );
+        }
     }
 }

@@ -280,9 +280,10 @@ impl AuditStore {
             let head = heads
                 .get_mut(&event.tenant_id)
                 .ok_or(AuditError::Malformed("chain head"))?;
-            let record = head.append(event.clone())?;
-            let canonical = String::from_utf8(canonical_json(&record.event).map_err(json_error)?)
-                .map_err(|_| AuditError::Malformed("event"))?;
+            let canonical = canonical_json(event).map_err(json_error)?;
+            let record = head.append_canonical(event.clone(), &canonical)?;
+            let canonical =
+                String::from_utf8(canonical).map_err(|_| AuditError::Malformed("event"))?;
             rows.push([
                 Column::Text(record.tenant_id.clone()),
                 Column::Number(as_i64(record.seq)?),
