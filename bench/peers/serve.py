@@ -1,5 +1,6 @@
 """Starts one benchmark peer in front of the fake provider and prints `listening on <url>`,
-the line `routero-bench` waits for: `serve.py tensorzero|litellm <provider base URL> <port>`.
+the line `routero-bench` waits for:
+`serve.py tensorzero|litellm <provider base URL> <port> <log file>`.
 
 TensorZero's gateway runs inside this process (its Python package embeds it); LiteLLM's proxy
 replaces this process (one worker, callbacks off, no retries), so the process measured is the
@@ -17,13 +18,13 @@ UPSTREAM_KEY = "sk-upstream-bench"
 MASTER_KEY = "sk-bench-litellm-master"
 
 
-def quiet() -> int:
-    """Sends the peer's own output nowhere (the bench reads one line only) and returns the
-    standard output the bench reads, for `announce`."""
+def quiet(log: str) -> int:
+    """Sends the peer's own output to `log` (the bench reads one line only, and shows the log's
+    end when the peer fails) and returns the standard output the bench reads, for `announce`."""
     bench = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
     return bench
 
 
@@ -77,11 +78,11 @@ def litellm(bench: int, provider: str, port: str, config_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    peer, provider, port = sys.argv[1:4]
+    peer, provider, port, log = sys.argv[1:5]
     scratch = tempfile.mkdtemp(prefix=f"routero-bench-{peer}-")
     if peer == "tensorzero":
-        tensorzero(quiet(), provider, scratch)
+        tensorzero(quiet(log), provider, scratch)
     elif peer == "litellm":
-        litellm(quiet(), provider, port, scratch)
+        litellm(quiet(log), provider, port, scratch)
     else:
         sys.exit(f"unknown peer {peer}")

@@ -32,6 +32,19 @@ pub fn asker(n: usize) -> Result<reqwest::Client> {
         .build()?)
 }
 
+/// Asks `done` until it says so, for at most `limit`; an error naming `what` after that.
+pub async fn until<F, Fut>(limit: Duration, what: &str, mut done: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !done().await {
+        anyhow::ensure!(Instant::now() < deadline, "{what}: not within {limit:?}");
+    }
+    Ok(())
+}
+
 /// Whether `target` refuses its key with 401 (any other answer, or none, is not a refusal).
 pub async fn refuses(client: &reqwest::Client, target: &Target) -> bool {
     let answered = client
@@ -55,7 +68,9 @@ async fn revoke_and_time(
 ) -> Result<Vec<Duration>> {
     let mut latencies = Vec::with_capacity(reps * replicas.len());
     for rep in 0..reps {
-        let asker = asker(rep)?;
+        // One source waits for the new key (failed authentications until it arrives), another
+        // asks for the revoked key's 401 (one failure): neither nears the throttle.
+        let (waiter, asker) = (asker(2 * rep)?, asker(2 * rep + 1)?);
         let issued = admin(
             client,
             &up.admin_url,
@@ -75,9 +90,14 @@ async fn revoke_and_time(
             })
             .collect();
         for target in &targets {
-            while call(&asker, target).await.is_err() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            until(Duration::from_secs(30), "the new key served", || async {
+                let served = call(&waiter, target).await.is_ok();
+                if !served {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                served
+            })
+            .await?;
         }
         let start = Instant::now();
         admin(
@@ -92,15 +112,24 @@ async fn revoke_and_time(
             .map(|target| {
                 let asker = asker.clone();
                 tokio::spawn(async move {
-                    while !refuses(&asker, &target).await {
-                        tokio::time::sleep(poll).await;
-                    }
-                    start.elapsed()
+                    until(
+                        Duration::from_secs(30),
+                        "the revoked key refused",
+                        || async {
+                            let refused = refuses(&asker, &target).await;
+                            if !refused {
+                                tokio::time::sleep(poll).await;
+                            }
+                            refused
+                        },
+                    )
+                    .await?;
+                    anyhow::Ok(start.elapsed())
                 })
             })
             .collect();
         for poller in pollers {
-            latencies.push(poller.await?);
+            latencies.push(poller.await??);
         }
     }
     latencies.sort_unstable();
@@ -141,7 +170,7 @@ pub async fn fanout(
     let urls: Vec<String> = replicas.iter().map(|(_, t)| t.url.clone()).collect();
     let cpu_before = cpu_micros(up.process.0.id())?;
     let latencies = revoke_and_time(client, up, &urls, reps, Duration::from_millis(2)).await?;
-    let cpu = cpu_micros(up.process.0.id())? - cpu_before;
+    let cpu = cpu_micros(up.process.0.id())?.saturating_sub(cpu_before);
     drop(replicas);
     Ok(Fanout {
         replicas: count,

@@ -172,6 +172,7 @@ async fn run(args: Args) -> Result<()> {
     let client = reqwest::Client::builder()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(64)
+        .timeout(std::time::Duration::from_secs(60))
         .build()?;
     let policies = std::env::current_dir()?.join("policies");
     let policies = policies.to_string_lossy();

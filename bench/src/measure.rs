@@ -136,7 +136,9 @@ pub async fn measure(
     loaded.sort_unstable();
     let count = loaded.len();
     let cpu = match (target.pid, cpu_before) {
-        (Some(pid), Some(before)) => Some((cpu_micros(pid)? - before) as f64 / count as f64),
+        (Some(pid), Some(before)) => {
+            Some(cpu_micros(pid)?.saturating_sub(before) as f64 / count as f64)
+        }
         _ => None,
     };
     Ok(Measured {

@@ -37,17 +37,37 @@ pub async fn start(
         _ => ("LiteLLM 1.106.12 proxy (1 worker)", "bench"),
     };
     let python = dir.join(name).join("bin/python");
-    if !python.is_file() {
+    // install.sh stamps an environment once its install succeeded.
+    let installed = std::fs::read_dir(dir.join(name))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("installed-")
+        });
+    if !installed {
         let why = std::fs::read_to_string(dir.join(format!("{name}.failed")))
             .unwrap_or_else(|_| format!("not installed in {}", dir.display()));
-        return Ok(Peer::Missing(label, why.trim().replace('\n', " ")));
+        return Ok(Peer::Missing(label, one_line(&why)));
     }
+    let log = dir.join(format!("{name}.out"));
+    let failed = |what: &str| {
+        let output = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = output.lines().rev().take(2).collect();
+        Peer::Missing(label, one_line(&format!("{what}: {}", tail.join(" / "))))
+    };
     let script = std::env::current_dir()?.join("bench/peers/serve.py");
     let mut command = Command::new(python);
     command
         .arg(script)
-        .args([name, provider, &free_port()?.to_string()]);
-    let (process, url) = spawn_listening(command)?;
+        .args([name, provider, &free_port()?.to_string()])
+        .arg(&log);
+    let Ok((process, url)) = spawn_listening(command) else {
+        return Ok(failed("did not start"));
+    };
     let target = Target {
         name: label,
         url,
@@ -65,5 +85,13 @@ pub async fn start(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(Peer::Missing(label, "never answered in 120 s".into()))
+    Ok(failed("never answered in 120 s"))
+}
+
+/// `text` on one line, for a table cell.
+fn one_line(text: &str) -> String {
+    text.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('|', "/")
 }

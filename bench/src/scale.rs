@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
@@ -144,26 +144,52 @@ pub async fn figures(
 
     let spawned = Instant::now();
     let (replica, target) = up.data_plane(client, bin_dir, "scale", &[]).await?;
-    let ready = spawned.elapsed();
-    let rss = rss_mib(replica.0.id())?;
+    let serving = spawned.elapsed();
+    // The last key's tenant has no model `bench`: once known, the key is refused for the model
+    // (a 4xx other than 401); a key never issued stays unknown (401). Asked from sources of
+    // their own: unknown keys are failed authentications, which a data plane throttles.
+    let status = |key: String, asker: reqwest::Client| {
+        let url = format!("{}/v1/chat/completions", target.url);
+        async move {
+            asker
+                .post(url)
+                .bearer_auth(key)
+                .header("content-type", "application/json")
+                .body(r#"{"model":"bench","messages":[{"role":"user","content":"hi"}]}"#)
+                .send()
+                .await
+                .map_or(0, |r| r.status().as_u16())
+        }
+    };
     let last = last
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
-    let known = crate::measure::Target {
-        key: last,
-        ..target.clone()
-    };
-    anyhow::ensure!(
-        !crate::fleet::refuses(client, &known).await,
-        "the fresh data plane refuses the last key issued"
-    );
+    let waiter = crate::fleet::asker(4000)?;
+    crate::fleet::until(Duration::from_secs(30), "the last key known", || async {
+        let known = status(last.clone(), waiter.clone()).await;
+        let done = (400..500).contains(&known) && known != 401 && known != 429;
+        if !done {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        done
+    })
+    .await?;
+    let ready = spawned.elapsed();
+    let rss = rss_mib(replica.0.id())?;
+    let unknown = status(
+        format!("sk-rt-{}", "0".repeat(43)),
+        crate::fleet::asker(4001)?,
+    )
+    .await;
+    anyhow::ensure!(unknown == 401, "a key never issued answered {unknown}");
     drop((replica, target));
     Ok(format!(
-        "\nScale: {tenants} tenants (`routero admin create-tenant`, {:.0} s) with {keys_per_tenant} keys each issued through `POST /key/generate` by each tenant's admin ({total} keys in {:.0} s, {:.0} a second); a fresh split data plane following that control plane was ready (full snapshot received, checked and applied, then a request served) {:.2} s after it was started, holding {rss:.1} MiB resident.\n",
+        "\nScale: {tenants} tenants (`routero admin create-tenant`, {:.0} s) with {keys_per_tenant} keys each issued through `POST /key/generate` by each tenant's admin ({total} keys in {:.0} s, {:.0} a second); a fresh split data plane following that control plane served its first request {:.2} s after it was started (full snapshot received, checked and applied) and knew the last key issued at {:.2} s, holding {rss:.1} MiB resident.\n",
         tenants_took.as_secs_f64(),
         keys_took.as_secs_f64(),
         total as f64 / keys_took.as_secs_f64(),
+        serving.as_secs_f64(),
         ready.as_secs_f64(),
     ))
 }

@@ -133,10 +133,16 @@ pub(crate) async fn figures(
             model: "bench",
             pid: None,
         };
-        let asker = crate::fleet::asker(1000 + refusals.len())?;
-        while call(&asker, &target).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let n = 1000 + 2 * refusals.len();
+        let (waiter, asker) = (crate::fleet::asker(n)?, crate::fleet::asker(n + 1)?);
+        crate::fleet::until(Duration::from_secs(30), "the user's key served", || async {
+            let served = call(&waiter, &target).await.is_ok();
+            if !served {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            served
+        })
+        .await?;
         let patch = json!({
             "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
             "Operations": [{"op": "replace", "path": "active", "value": false}],
@@ -150,7 +156,10 @@ pub(crate) async fn figures(
         )
         .await?;
         let start = Instant::now();
-        while !crate::fleet::refuses(&asker, &target).await {}
+        crate::fleet::until(Duration::from_secs(30), "the user's key refused", || {
+            crate::fleet::refuses(&asker, &target)
+        })
+        .await?;
         refusals.push(start.elapsed());
     }
     refusals.sort_unstable();

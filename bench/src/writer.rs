@@ -102,8 +102,22 @@ async fn whole_writer(url: &str, spool_dir: &std::path::Path, events: usize) -> 
     writer.await?;
     let elapsed = start.elapsed();
     // What was measured is what was written: every event, every tenant's head signed.
-    let stored = store.tenants().await?.len();
-    anyhow::ensure!(stored == TENANTS, "{stored} chains written of {TENANTS}");
+    let (mut records, tenants) = (0, store.tenants().await?);
+    anyhow::ensure!(
+        tenants.len() == TENANTS,
+        "{} chains written of {TENANTS}",
+        tenants.len()
+    );
+    for tenant in tenants {
+        let log = store.load(&tenant).await?;
+        let head = log.records.last().map(|r| r.seq);
+        anyhow::ensure!(
+            log.checkpoints.last().map(|c| c.seq) == head,
+            "{tenant}'s head is not checkpointed"
+        );
+        records += log.records.len();
+    }
+    anyhow::ensure!(records == events, "{records} records written of {events}");
     Ok(elapsed)
 }
 

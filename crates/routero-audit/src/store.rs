@@ -3,6 +3,7 @@
 //! anchor, for retention); appends are idempotent on event id.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use routero_core::audit::{AuditEvent, canonical_json};
@@ -12,7 +13,7 @@ use sqlx::{AnyPool, Row};
 
 use crate::AuditError;
 use crate::anchor::Anchor;
-use crate::chain::{ChainHead, ChainedRecord, parse_digest};
+use crate::chain::{ChainHead, ChainedRecord, Digest, parse_digest};
 use crate::checkpoint::Checkpoint;
 use crate::verify::{Verified, Violation, verify_chain};
 
@@ -119,6 +120,12 @@ pub struct AuditStore {
     /// driver looks each numbered parameter up by name (a statement's cost grows with the
     /// square of its parameters there).
     rows_per_statement: (usize, usize),
+    /// Per tenant, the head of the chain as this store left it, while every record through it
+    /// was written here or checked by [`AuditStore::written_here`] since: a checkpoint at that
+    /// head signs without reading the records back (the hash it signs is one this writer
+    /// computed). Anything else found at the head (another writer, a row inserted with the
+    /// database's credentials) drops the tenant, and its next checkpoint reads them all.
+    vouched: Arc<Mutex<HashMap<String, (u64, Digest)>>>,
 }
 
 fn json_error(source: serde_json::Error) -> AuditError {
@@ -206,6 +213,7 @@ impl AuditStore {
             min_retention_days: DEFAULT_MIN_RETENTION_DAYS,
             record_key: None,
             rows_per_statement: if postgres { (500, 1000) } else { (20, 100) },
+            vouched: Arc::default(),
         })
     }
 
@@ -219,6 +227,7 @@ impl AuditStore {
     /// over records carrying its tags (the writer's store).
     pub fn with_record_key(mut self, key: MessageKey) -> Self {
         self.record_key = Some(key);
+        self.vouched = Arc::default();
         self
     }
 
@@ -266,6 +275,7 @@ impl AuditStore {
         let stored = Self::stored_ids(&mut tx, events, ids_per_query).await?;
         let mut taken: HashSet<&str> = HashSet::with_capacity(events.len());
         let mut heads: HashMap<String, ChainHead> = HashMap::new();
+        let mut starts: HashMap<String, (u64, Digest)> = HashMap::new();
         let mut rows = Vec::with_capacity(events.len());
         let mut written = Vec::with_capacity(events.len());
         let now = routero_core::unix_now();
@@ -275,6 +285,7 @@ impl AuditStore {
             }
             if !heads.contains_key(&event.tenant_id) {
                 let head = Self::head(&mut tx, &event.tenant_id).await?;
+                starts.insert(event.tenant_id.clone(), (head.seq, head.hash));
                 heads.insert(event.tenant_id.clone(), head);
             }
             let head = heads
@@ -324,7 +335,20 @@ impl AuditStore {
             }
         }
         tx.commit().await?;
+        let mut vouched = self.vouched();
+        for (tenant, head) in heads {
+            if vouched.get(&tenant) == starts.get(&tenant) {
+                vouched.insert(tenant, (head.seq, head.hash));
+            } else {
+                vouched.remove(&tenant);
+            }
+        }
         Ok(written)
+    }
+
+    fn vouched(&self) -> MutexGuard<'_, HashMap<String, (u64, Digest)>> {
+        // Every update is a whole insert or remove: a panic elsewhere cannot leave it half-done.
+        self.vouched.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The ids among `events`' that are already stored, asked `ids_per_query` at a time.
@@ -417,7 +441,9 @@ impl AuditStore {
             if head.seq == 0 {
                 continue;
             }
+            let vouched = self.vouched().get(tenant) == Some(&(head.seq, head.hash));
             if let Some(key) = &self.record_key
+                && !vouched
                 && let Err(seq) = Self::written_here(&mut tx, key, tenant, head.seq).await?
             {
                 // Never sign what this writer did not write: the database was changed.
@@ -427,6 +453,10 @@ impl AuditStore {
                     "audit record not written by this writer (inserted or altered in the database); its chain is not signed"
                 );
                 continue;
+            }
+            if self.record_key.is_some() {
+                self.vouched()
+                    .insert(tenant.to_owned(), (head.seq, head.hash));
             }
             let exists = sqlx::query(
                 "SELECT 1 AS one FROM audit_checkpoints WHERE tenant_id = $1 AND seq = $2",

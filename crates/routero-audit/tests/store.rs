@@ -100,6 +100,7 @@ routero_testkit::on_both_databases!(
     a_checkpoint_copied_into_the_anchors_is_refused,
     records_made_to_look_old_are_not_pruned,
     a_record_inserted_at_the_head_is_never_signed,
+    a_record_altered_before_its_checkpoint_is_named,
     a_retention_forged_at_the_head_is_not_applied,
     spend_is_added_up_once_per_event_per_hour_key_user_team_and_model,
 );
@@ -440,6 +441,60 @@ async fn a_record_inserted_at_the_head_is_never_signed(db: Db) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// The writer signs a head it wrote without reading its records back: a record altered in the
+/// database before that checkpoint is still named by verification (the hash signed is the one
+/// the writer computed), and once another writer has written at the head, its records are read
+/// back and an altered one is never signed over.
+async fn a_record_altered_before_its_checkpoint_is_named(db: Db) {
+    let signer = CheckpointSigner::generate().unwrap();
+    let store = db
+        .store
+        .clone()
+        .with_record_key(signer.record_key().unwrap());
+    let events: Vec<AuditEvent> = (1..=3).map(|i| event("a", i)).collect();
+    store.append(&events).await.unwrap();
+    assert_eq!(
+        store.checkpoint(&signer, ["a"], "t").await.unwrap().len(),
+        1
+    );
+    let events: Vec<AuditEvent> = (4..=6).map(|i| event("a", i)).collect();
+    store.append(&events).await.unwrap();
+    db.drop_guards().await;
+    db.sql(&[r#"UPDATE audit_records SET event = REPLACE(event, '"tokens":50', '"tokens":51') WHERE tenant_id = 'a' AND seq = 5"#])
+        .await
+        .unwrap();
+    let signed = store.checkpoint(&signer, ["a"], "t").await.unwrap();
+    assert_eq!(signed.len(), 1);
+    assert_eq!(signed[0].seq, 6);
+    assert_eq!(
+        signed[0].hash,
+        store.load("a").await.unwrap().records[5].hash,
+        "the head this writer chained"
+    );
+    assert_eq!(db.verify(&signer, "a").await, Err((5, Tamper::Modified)));
+
+    // Another writer (the same key, another process) appends at the head: this one no longer
+    // vouches for the chain, so it reads back what it did not write (here altered after it was
+    // written) and signs nothing.
+    let other = db
+        .store
+        .clone()
+        .with_record_key(signer.record_key().unwrap());
+    other.append(&[event("a", 7)]).await.unwrap();
+    store.append(&[event("a", 8)]).await.unwrap();
+    db.sql(&[r#"UPDATE audit_records SET event = REPLACE(event, '"tokens":70', '"tokens":71') WHERE tenant_id = 'a' AND seq = 7"#])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .checkpoint(&signer, ["a"], "t")
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing signed over the record it did not write"
     );
 }
 
