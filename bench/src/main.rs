@@ -153,6 +153,9 @@ fn main() -> Result<()> {
     runtime.block_on(run(args))
 }
 
+/// A process's environment variable: name, value.
+type Env<'a> = (&'a str, &'a str);
+
 /// A row of the table: a measured target, or one that could not be (a peer not installed).
 enum Row {
     Measured(Target, Measured),
@@ -251,38 +254,28 @@ async fn run(args: Args) -> Result<()> {
         ("ROUTERO_POLICY_CACHE_SETTLE", "0s"),
         ("ROUTERO_KAFKA_BROKERS", broker.address()),
     ];
-    let split = [
-        up.data_plane(
-            &client,
-            bin_dir,
-            "data plane alone: authentication (no audit)",
-            &[],
-        )
-        .await?,
-        warm.data_plane(
-            &client,
-            bin_dir,
+    let layers: [(&launch::Up, &'static str, &[Env]); 4] = [
+        (&up, "data plane alone: authentication (no audit)", &[]),
+        (
+            &warm,
             "data plane alone: + authorization, decisions cached",
             &authorized,
-        )
-        .await?,
-        guarded
-            .data_plane(
-                &client,
-                bin_dir,
-                "data plane alone: + guardrails on 1 KiB in and out",
-                &authorized,
-            )
-            .await?,
-        guarded
-            .data_plane(
-                &client,
-                bin_dir,
-                "data plane alone: + audit events emitted to Kafka (the whole data plane)",
-                &emitting,
-            )
-            .await?,
+        ),
+        (
+            &guarded,
+            "data plane alone: + guardrails on 1 KiB in and out",
+            &authorized,
+        ),
+        (
+            &guarded,
+            "data plane alone: + audit events emitted to Kafka (the whole data plane)",
+            &emitting,
+        ),
     ];
+    let mut split = Vec::new();
+    for (following, name, env) in layers {
+        split.push(following.data_plane(&client, bin_dir, name, env).await?);
+    }
     let peers_dir = args.peers.clone().unwrap_or_else(|| {
         PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/routero/bench-peers")
     });

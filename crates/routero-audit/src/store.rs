@@ -375,35 +375,66 @@ impl AuditStore {
         Ok(stored)
     }
 
-    /// Whether the records after `tenant_id`'s last checkpoint (or anchor) through `head`
-    /// link up and carry this store's record tags: `Err(seq)` names the first that does not
-    /// (inserted, altered, or not written by this writer).
-    async fn written_here(
+    /// Where a check of `tenant_id`'s records below `head` starts: its newest checkpoint or
+    /// anchor at or below `head` whose signature is `verifier`'s (a row inserted with the
+    /// database's credentials is passed over; of the newest 64 of each), else genesis.
+    async fn signed_start(
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        key: &MessageKey,
+        verifier: &CheckpointVerifier,
         tenant_id: &str,
         head: u64,
-    ) -> Result<Result<(), u64>, AuditError> {
-        let signed = sqlx::query(
-            "SELECT seq, hash FROM audit_checkpoints WHERE tenant_id = $1 AND seq <= $2 \
-             UNION SELECT seq, hash FROM audit_anchors WHERE tenant_id = $1 AND seq <= $2 \
-             ORDER BY seq DESC LIMIT 1",
+    ) -> Result<(u64, String), AuditError> {
+        let checkpoints = sqlx::query(
+            "SELECT tenant_id, seq, hash, time, signature FROM audit_checkpoints \
+             WHERE tenant_id = $1 AND seq <= $2 ORDER BY seq DESC LIMIT 64",
         )
         .bind(tenant_id)
         .bind(as_i64(head)?)
-        .fetch_optional(&mut **tx)
+        .fetch_all(&mut **tx)
         .await?;
-        let (mut seq, mut hash) = match &signed {
-            Some(row) => (seq_of(row)?, row.try_get::<String, _>("hash")?),
-            None => (0, hex::encode(crate::chain::GENESIS)),
-        };
+        let anchors = sqlx::query(
+            "SELECT tenant_id, seq, hash, time, signature, covered_until, retention_days \
+             FROM audit_anchors WHERE tenant_id = $1 AND seq <= $2 ORDER BY seq DESC LIMIT 64",
+        )
+        .bind(tenant_id)
+        .bind(as_i64(head)?)
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut start = (0, hex::encode(crate::chain::GENESIS));
+        for row in &checkpoints {
+            let checkpoint = checkpoint_of(row)?;
+            if checkpoint.verify(verifier) {
+                start = (checkpoint.seq, checkpoint.hash);
+                break;
+            }
+        }
+        for row in &anchors {
+            let anchor = anchor_of(row)?;
+            if anchor.seq > start.0 && anchor.check(verifier).is_ok() {
+                start = (anchor.seq, anchor.hash);
+                break;
+            }
+        }
+        Ok(start)
+    }
+
+    /// Whether the records after `tenant_id`'s last signed checkpoint (or anchor) link up to
+    /// `head`, its sequence number and its hash, and carry this store's record tags: `Err(seq)`
+    /// names the first that does not (inserted, altered, or not written by this writer).
+    async fn written_here(
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        (key, verifier): (&MessageKey, &CheckpointVerifier),
+        tenant_id: &str,
+        head: &ChainHead,
+    ) -> Result<Result<(), u64>, AuditError> {
+        let (mut seq, mut hash) = Self::signed_start(tx, verifier, tenant_id, head.seq).await?;
         let rows = sqlx::query(
             "SELECT tenant_id, seq, prev_hash, hash, event, mac FROM audit_records \
              WHERE tenant_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
         )
         .bind(tenant_id)
         .bind(as_i64(seq)?)
-        .bind(as_i64(head)?)
+        .bind(as_i64(head.seq)?)
         .fetch_all(&mut **tx)
         .await?;
         for row in &rows {
@@ -424,7 +455,12 @@ impl AuditStore {
             }
             (seq, hash) = (record.seq, record.hash);
         }
-        Ok(if seq == head { Ok(()) } else { Err(seq + 1) })
+        // The records read must end at the head that is signed (read apart from them).
+        Ok(if seq == head.seq && hash == hex::encode(head.hash) {
+            Ok(())
+        } else {
+            Err(seq + 1)
+        })
     }
 
     /// Signs and stores a checkpoint at each given tenant's head, unless one is already there.
@@ -436,6 +472,7 @@ impl AuditStore {
     ) -> Result<Vec<Checkpoint>, AuditError> {
         let mut tx = self.pool.begin().await?;
         let mut signed = Vec::new();
+        let verifier = signer.verifier();
         for tenant in tenants {
             let head = Self::head(&mut tx, tenant).await?;
             if head.seq == 0 {
@@ -444,7 +481,8 @@ impl AuditStore {
             let vouched = self.vouched().get(tenant) == Some(&(head.seq, head.hash));
             if let Some(key) = &self.record_key
                 && !vouched
-                && let Err(seq) = Self::written_here(&mut tx, key, tenant, head.seq).await?
+                && let Err(seq) =
+                    Self::written_here(&mut tx, (key, &verifier), tenant, &head).await?
             {
                 // Never sign what this writer did not write: the database was changed.
                 tracing::error!(
@@ -453,10 +491,6 @@ impl AuditStore {
                     "audit record not written by this writer (inserted or altered in the database); its chain is not signed"
                 );
                 continue;
-            }
-            if self.record_key.is_some() {
-                self.vouched()
-                    .insert(tenant.to_owned(), (head.seq, head.hash));
             }
             let exists = sqlx::query(
                 "SELECT 1 AS one FROM audit_checkpoints WHERE tenant_id = $1 AND seq = $2",
@@ -483,6 +517,17 @@ impl AuditStore {
             signed.push(checkpoint);
         }
         tx.commit().await?;
+        // Vouched for only once signed and committed: the head is one this writer has read
+        // back whole or chained itself since.
+        if self.record_key.is_some() {
+            let mut vouched = self.vouched();
+            for checkpoint in &signed {
+                vouched.insert(
+                    checkpoint.tenant_id.clone(),
+                    (checkpoint.seq, checkpoint.digest()?),
+                );
+            }
+        }
         Ok(signed)
     }
 

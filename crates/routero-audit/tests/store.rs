@@ -101,6 +101,8 @@ routero_testkit::on_both_databases!(
     records_made_to_look_old_are_not_pruned,
     a_record_inserted_at_the_head_is_never_signed,
     a_record_altered_before_its_checkpoint_is_named,
+    an_unsigned_checkpoint_row_is_not_where_a_check_starts,
+    a_head_replaced_at_the_same_seq_is_never_signed,
     a_retention_forged_at_the_head_is_not_applied,
     spend_is_added_up_once_per_event_per_hour_key_user_team_and_model,
 );
@@ -495,6 +497,80 @@ async fn a_record_altered_before_its_checkpoint_is_named(db: Db) {
             .unwrap()
             .is_empty(),
         "nothing signed over the record it did not write"
+    );
+}
+
+/// With the database's credentials: a record forged at the head and a checkpoint row over it
+/// with no valid signature, so that a check of the records would start after it. The writer
+/// starts from its last checkpoint that verifies, meets the forged record, and signs nothing.
+async fn an_unsigned_checkpoint_row_is_not_where_a_check_starts(db: Db) {
+    let signer = CheckpointSigner::generate().unwrap();
+    let store = db
+        .store
+        .clone()
+        .with_record_key(signer.record_key().unwrap());
+    store
+        .append(&(1..=3).map(|i| event("a", i)).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.checkpoint(&signer, ["a"], "t").await.unwrap().len(),
+        1
+    );
+    forge_at_head(&db, &store, event("a", 4)).await;
+    let forged = store.load("a").await.unwrap().records[3].hash.clone();
+    db.sql(&[&format!(
+        "INSERT INTO audit_checkpoints (tenant_id, seq, hash, time, signature) VALUES ('a', 4, '{forged}', 't', '{}')",
+        "A".repeat(88)
+    )])
+    .await
+    .unwrap();
+    store.append(&[event("a", 5)]).await.unwrap();
+    assert!(
+        store
+            .checkpoint(&signer, ["a"], "t")
+            .await
+            .unwrap()
+            .is_empty(),
+        "the forged record is not signed over"
+    );
+}
+
+/// With the database's credentials: the head the writer chained deleted and a forged record
+/// put in its place at the same sequence number. The writer no longer vouches for that head
+/// (its hash differs), reads it back and signs nothing.
+async fn a_head_replaced_at_the_same_seq_is_never_signed(db: Db) {
+    let signer = CheckpointSigner::generate().unwrap();
+    let store = db
+        .store
+        .clone()
+        .with_record_key(signer.record_key().unwrap());
+    store
+        .append(&(1..=3).map(|i| event("a", i)).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.checkpoint(&signer, ["a"], "t").await.unwrap().len(),
+        1
+    );
+    store.append(&[event("a", 4)]).await.unwrap();
+    db.drop_guards().await;
+    db.sql(&["DELETE FROM audit_records WHERE tenant_id = 'a' AND seq = 4"])
+        .await
+        .unwrap();
+    forge_at_head(&db, &store, event("a", 40)).await;
+    assert!(
+        store
+            .checkpoint(&signer, ["a"], "t")
+            .await
+            .unwrap()
+            .is_empty(),
+        "the replaced head is not signed"
+    );
+    assert_eq!(
+        db.verify(&signer, "a").await,
+        Ok(3),
+        "signed through 3 only"
     );
 }
 
