@@ -446,11 +446,9 @@ async fn a_record_inserted_at_the_head_is_never_signed(db: Db) {
     );
 }
 
-/// The writer signs a head it wrote without reading its records back: a record altered in the
-/// database before that checkpoint is still named by verification (the hash signed is the one
-/// the writer computed), and once another writer has written at the head, its records are read
-/// back and an altered one is never signed over.
-async fn a_record_altered_before_its_checkpoint_is_named(db: Db) {
+/// A writer's store (its records tagged) that chained tenant `a`'s events 1–3 and signed a
+/// checkpoint over them, and its signer.
+async fn signed_writer(db: &Db) -> (CheckpointSigner, AuditStore) {
     let signer = CheckpointSigner::generate().unwrap();
     let store = db
         .store
@@ -458,10 +456,26 @@ async fn a_record_altered_before_its_checkpoint_is_named(db: Db) {
         .with_record_key(signer.record_key().unwrap());
     let events: Vec<AuditEvent> = (1..=3).map(|i| event("a", i)).collect();
     store.append(&events).await.unwrap();
-    assert_eq!(
-        store.checkpoint(&signer, ["a"], "t").await.unwrap().len(),
-        1
-    );
+    let signed = store.checkpoint(&signer, ["a"], "t").await.unwrap();
+    assert_eq!(signed.len(), 1);
+    (signer, store)
+}
+
+/// Whether a checkpoint of tenant `a` by `store` signs nothing.
+async fn signs_nothing(store: &AuditStore, signer: &CheckpointSigner) -> bool {
+    store
+        .checkpoint(signer, ["a"], "t")
+        .await
+        .unwrap()
+        .is_empty()
+}
+
+/// The writer signs a head it wrote without reading its records back: a record altered in the
+/// database before that checkpoint is still named by verification (the hash signed is the one
+/// the writer computed), and once another writer has written at the head, its records are read
+/// back and an altered one is never signed over.
+async fn a_record_altered_before_its_checkpoint_is_named(db: Db) {
+    let (signer, store) = signed_writer(&db).await;
     let events: Vec<AuditEvent> = (4..=6).map(|i| event("a", i)).collect();
     store.append(&events).await.unwrap();
     db.drop_guards().await;
@@ -491,11 +505,7 @@ async fn a_record_altered_before_its_checkpoint_is_named(db: Db) {
         .await
         .unwrap();
     assert!(
-        store
-            .checkpoint(&signer, ["a"], "t")
-            .await
-            .unwrap()
-            .is_empty(),
+        signs_nothing(&store, &signer).await,
         "nothing signed over the record it did not write"
     );
 }
@@ -504,19 +514,7 @@ async fn a_record_altered_before_its_checkpoint_is_named(db: Db) {
 /// with no valid signature, so that a check of the records would start after it. The writer
 /// starts from its last checkpoint that verifies, meets the forged record, and signs nothing.
 async fn an_unsigned_checkpoint_row_is_not_where_a_check_starts(db: Db) {
-    let signer = CheckpointSigner::generate().unwrap();
-    let store = db
-        .store
-        .clone()
-        .with_record_key(signer.record_key().unwrap());
-    store
-        .append(&(1..=3).map(|i| event("a", i)).collect::<Vec<_>>())
-        .await
-        .unwrap();
-    assert_eq!(
-        store.checkpoint(&signer, ["a"], "t").await.unwrap().len(),
-        1
-    );
+    let (signer, store) = signed_writer(&db).await;
     forge_at_head(&db, &store, event("a", 4)).await;
     let forged = store.load("a").await.unwrap().records[3].hash.clone();
     db.sql(&[&format!(
@@ -527,11 +525,7 @@ async fn an_unsigned_checkpoint_row_is_not_where_a_check_starts(db: Db) {
     .unwrap();
     store.append(&[event("a", 5)]).await.unwrap();
     assert!(
-        store
-            .checkpoint(&signer, ["a"], "t")
-            .await
-            .unwrap()
-            .is_empty(),
+        signs_nothing(&store, &signer).await,
         "the forged record is not signed over"
     );
 }
@@ -540,19 +534,7 @@ async fn an_unsigned_checkpoint_row_is_not_where_a_check_starts(db: Db) {
 /// put in its place at the same sequence number. The writer no longer vouches for that head
 /// (its hash differs), reads it back and signs nothing.
 async fn a_head_replaced_at_the_same_seq_is_never_signed(db: Db) {
-    let signer = CheckpointSigner::generate().unwrap();
-    let store = db
-        .store
-        .clone()
-        .with_record_key(signer.record_key().unwrap());
-    store
-        .append(&(1..=3).map(|i| event("a", i)).collect::<Vec<_>>())
-        .await
-        .unwrap();
-    assert_eq!(
-        store.checkpoint(&signer, ["a"], "t").await.unwrap().len(),
-        1
-    );
+    let (signer, store) = signed_writer(&db).await;
     store.append(&[event("a", 4)]).await.unwrap();
     db.drop_guards().await;
     db.sql(&["DELETE FROM audit_records WHERE tenant_id = 'a' AND seq = 4"])
@@ -560,11 +542,7 @@ async fn a_head_replaced_at_the_same_seq_is_never_signed(db: Db) {
         .unwrap();
     forge_at_head(&db, &store, event("a", 40)).await;
     assert!(
-        store
-            .checkpoint(&signer, ["a"], "t")
-            .await
-            .unwrap()
-            .is_empty(),
+        signs_nothing(&store, &signer).await,
         "the replaced head is not signed"
     );
     assert_eq!(
