@@ -70,6 +70,8 @@ enum Sub {
     BareProxy { upstream: String },
     /// Only the audit writer's throughput (to profile it).
     Writer,
+    /// Only the scale figure (`--tenants`, `--keys-per-tenant`).
+    Scale,
 }
 
 /// A child process killed on drop.
@@ -145,6 +147,11 @@ fn main() -> Result<()> {
             bare_proxy::serve(listener, upstream).await
         });
     }
+    if let Some(Sub::Scale) = args.command {
+        let line = runtime.block_on(scale_only(&args))?;
+        writeln!(std::io::stdout(), "{line}")?;
+        return Ok(());
+    }
     if let Some(Sub::Writer) = args.command {
         let line = runtime.block_on(writer::throughput(args.audit_events))?;
         writeln!(std::io::stdout(), "{line}")?;
@@ -155,6 +162,35 @@ fn main() -> Result<()> {
 
 /// A process's environment variable: name, value.
 type Env<'a> = (&'a str, &'a str);
+
+/// The scale figure alone, on a `routero up` of its own in front of the fake provider.
+async fn scale_only(args: &Args) -> Result<String> {
+    let exe = std::env::current_exe()?;
+    let bin_dir = exe.parent().context("bin dir")?;
+    let mut fake_cmd = Command::new(bin_dir.join("routero-fake-provider"));
+    fake_cmd.args(["--port", "0", "--no-record", "--api-key", UPSTREAM_KEY]);
+    let (_fake, fake_url) = spawn_listening(fake_cmd)?;
+    let client = reqwest::Client::builder().tcp_nodelay(true).build()?;
+    let loaded = start_up(
+        &client,
+        bin_dir,
+        &fake_url,
+        ("scale", Governs::default()),
+        &[("ROUTERO_POLICIES_DIR", "")],
+    )
+    .await?;
+    let line = scale::figures(
+        &client,
+        bin_dir,
+        &loaded,
+        args.tenants,
+        args.keys_per_tenant,
+    )
+    .await;
+    drop(loaded.process);
+    let _ = std::fs::remove_dir_all(&loaded.dir);
+    line
+}
 
 /// A row of the table: a measured target, or one that could not be (a peer not installed).
 enum Row {
