@@ -21,7 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::ControlPlaneError;
-use crate::store::{SealedCredential, StateRows, Store};
+use crate::store::{KeyRecord, SealedCredential, StateRows, Store};
 use crate::vault::Vault;
 
 /// What a data plane last reported.
@@ -35,6 +35,13 @@ pub struct AppliedVersion {
     pub reported_at: i64,
 }
 
+/// A published state and, when it follows another directly, the delta from that one: what
+/// every stream one version behind sends, computed once.
+struct Published {
+    state: Arc<WireState>,
+    delta: Option<v1::SnapshotMessage>,
+}
+
 /// Builds wire states from the store and publishes the newest one.
 pub struct Publisher {
     store: Store,
@@ -44,7 +51,9 @@ pub struct Publisher {
     /// Sealed provider keys by credential id, reused while the row (tenant, base URL, vault
     /// ciphertext) is unchanged, so unchanged credentials produce no delta.
     sealed: Mutex<HashMap<String, (SealedCredential, Vec<u8>)>>,
-    latest: watch::Sender<Arc<WireState>>,
+    latest: watch::Sender<Arc<Published>>,
+    /// One refresh at a time, so a slower one never publishes over a newer state.
+    refreshing: tokio::sync::Mutex<()>,
     applied: Mutex<HashMap<String, AppliedVersion>>,
     /// Version of the policy bundle deciding requests ("" when policies are off).
     policy_version: Mutex<String>,
@@ -63,7 +72,10 @@ impl Publisher {
         let sealed_pepper = data_plane_key.seal(aad::PEPPER, pepper.to_bytes().expose())?;
         let auth = ChannelAuth::new(&data_plane_key)
             .map_err(|e| ControlPlaneError::Config(format!("data_plane_key: {e}")))?;
-        let (latest, _) = watch::channel(Arc::new(WireState::default()));
+        let (latest, _) = watch::channel(Arc::new(Published {
+            state: Arc::new(WireState::default()),
+            delta: None,
+        }));
         let publisher = Arc::new(Self {
             store,
             vault,
@@ -71,6 +83,7 @@ impl Publisher {
             sealed_pepper,
             sealed: Mutex::new(HashMap::new()),
             latest,
+            refreshing: tokio::sync::Mutex::new(()),
             applied: Mutex::new(HashMap::new()),
             policy_version: Mutex::new(String::new()),
             auth,
@@ -81,7 +94,7 @@ impl Publisher {
 
     /// The newest published state.
     pub fn latest(&self) -> Arc<WireState> {
-        self.latest.borrow().clone()
+        Arc::clone(&self.latest.borrow().state)
     }
 
     /// Publishes `version` as the policy bundle's version, in a new snapshot version; returns
@@ -105,15 +118,43 @@ impl Publisher {
         Ok(Some(previous))
     }
 
-    /// Reloads the store and publishes a new state if its version moved.
+    /// Reloads the store and publishes a new state if its version moved: only the keys
+    /// changed when nothing else did, the whole state otherwise.
     pub async fn refresh(&self) -> Result<(), ControlPlaneError> {
+        let _one_at_a_time = self.refreshing.lock().await;
+        let previous = self.latest();
         let version = self.store.snapshot_version().await?;
-        if version == self.latest.borrow().version() {
+        if version == previous.version() {
             return Ok(());
         }
-        let rows = self.store.load_state().await?;
-        let state = self.wire_state(rows)?;
-        self.latest.send_replace(Arc::new(state));
+        let changed = match previous.version() {
+            0 => None,
+            since => self.store.changed_keys(since).await?,
+        };
+        tracing::debug!(
+            from = previous.version(),
+            keys_changed = changed.as_ref().map(|c| c.ids.len()),
+            "snapshot refresh (keys_changed none: reloaded whole)"
+        );
+        let state = match changed {
+            Some(changed) => previous.with_changed_keys(
+                changed.version,
+                &changed.ids,
+                changed.keys.into_iter().map(wire_key),
+            ),
+            None => self.wire_state(self.store.load_state().await?)?,
+        };
+        if state.version() / PRUNE_EVERY != previous.version() / PRUNE_EVERY {
+            let forget = state.version().saturating_sub(KEEP_CHANGES);
+            if let Err(error) = self.store.prune_snapshot_changes(forget).await {
+                tracing::warn!(%error, "could not prune the snapshot change log");
+            }
+        }
+        let delta = previous.delta_to(&state);
+        self.latest.send_replace(Arc::new(Published {
+            state: Arc::new(state),
+            delta,
+        }));
         Ok(())
     }
 
@@ -133,18 +174,7 @@ impl Publisher {
     }
 
     fn wire_state(&self, rows: StateRows) -> Result<WireState, ControlPlaneError> {
-        let keys = rows.keys.into_iter().map(|k| v1::VirtualKey {
-            key_hash: k.key_hash,
-            key_id: k.id,
-            tenant_id: k.tenant_id,
-            team_id: k.team_id,
-            user_id: k.user_id,
-            models: k.models,
-            allowed_cidrs: k.allowed_cidrs,
-            expires_at: k.expires_at,
-            roles: k.roles,
-            allowance: Some(v1::Allowance::from(&k.limits)),
-        });
+        let keys = rows.keys.into_iter().map(wire_key);
         let routes = rows.routes.into_iter().map(|r| v1::ModelRoute {
             name: Some(v1::RouteName {
                 tenant_id: r.tenant_id,
@@ -254,6 +284,34 @@ impl Publisher {
     }
 }
 
+/// How many versions' key changes the store keeps (a data plane or control plane further
+/// behind reloads whole), and how often older ones are pruned.
+const KEEP_CHANGES: u64 = 10_000;
+const PRUNE_EVERY: u64 = 1_000;
+
+fn wire_key(k: KeyRecord) -> v1::VirtualKey {
+    v1::VirtualKey {
+        key_hash: k.key_hash,
+        key_id: k.id,
+        tenant_id: k.tenant_id,
+        team_id: k.team_id,
+        user_id: k.user_id,
+        models: k.models,
+        allowed_cidrs: k.allowed_cidrs,
+        expires_at: k.expires_at,
+        roles: k.roles,
+        allowance: Some(v1::Allowance::from(&k.limits)),
+    }
+}
+
+/// The version a delta message starts from.
+fn delta_base(message: &v1::SnapshotMessage) -> Option<u64> {
+    match &message.body {
+        Some(Body::Delta(delta)) => Some(delta.base_version),
+        _ => None,
+    }
+}
+
 /// The gRPC face of the publisher.
 pub struct SnapshotGrpc {
     publisher: Arc<Publisher>,
@@ -344,7 +402,7 @@ impl SnapshotService for SnapshotGrpc {
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             let mut stamps = Stamps(0);
-            let mut sent = latest.borrow_and_update().clone();
+            let mut sent = Arc::clone(&latest.borrow_and_update().state);
             let mut first = sent.to_full_message();
             publisher.auth.sign(&mut first, stamps.next());
             if tx.send(Ok(first)).await.is_err() {
@@ -356,8 +414,14 @@ impl SnapshotService for SnapshotGrpc {
                     changed = latest.changed() => {
                         if changed.is_err() { return; }
                         let next = latest.borrow_and_update().clone();
-                        let delta = sent.delta_to(&next);
-                        sent = next;
+                        // One version behind (the usual case): the delta computed once.
+                        let delta = match &next.delta {
+                            Some(delta) if delta_base(delta) == Some(sent.version()) => {
+                                Some(delta.clone())
+                            }
+                            _ => sent.delta_to(&next.state),
+                        };
+                        sent = Arc::clone(&next.state);
                         match delta { Some(delta) => delta, None => continue }
                     }
                     () = tokio::time::sleep(heartbeat) => v1::SnapshotMessage {

@@ -20,16 +20,30 @@ struct Running {
     admin: String,
     grpc: String,
     data_plane_key: SealingKey,
-    _dir: tempfile::TempDir,
+    /// What a second control plane on the same database needs: its pepper and keyring.
+    secrets: (SealingKey, Keyring),
+    dir: std::sync::Arc<tempfile::TempDir>,
 }
 
 async fn start() -> Running {
-    let dir = tempfile::tempdir().unwrap();
-    let data_plane_key = SealingKey::generate().unwrap();
+    let secrets = (
+        SealingKey::generate().unwrap(),
+        Keyring::generate().unwrap(),
+    );
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    start_on(dir, secrets, SealingKey::generate().unwrap()).await
+}
+
+/// A control plane on the database in `dir`.
+async fn start_on(
+    dir: std::sync::Arc<tempfile::TempDir>,
+    secrets: (SealingKey, Keyring),
+    data_plane_key: SealingKey,
+) -> Running {
     let mut config = ControlPlaneConfig::new(
         format!("sqlite://{}", dir.path().join("cp.db").display()),
-        SealingKey::generate().unwrap(),
-        KeyringSource::Fixed(Keyring::generate().unwrap()),
+        secrets.0.clone(),
+        KeyringSource::Fixed(secrets.1.clone()),
         data_plane_key.clone(),
     );
     config.admin_key = Some(ADMIN.to_owned().into());
@@ -49,8 +63,26 @@ async fn start() -> Running {
         admin,
         grpc: grpc_url,
         data_plane_key,
-        _dir: dir,
+        secrets,
+        dir,
     }
+}
+
+/// A watch stream of `node` on `cp`.
+async fn watch(cp: &Running, node: &str) -> tonic::Streaming<SnapshotMessage> {
+    SnapshotServiceClient::connect(cp.grpc.clone())
+        .await
+        .unwrap()
+        .watch(credentialed(
+            &cp.data_plane_key,
+            node,
+            WatchRequest {
+                node_id: node.into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 async fn post(base: &str, path: &str, body: Value) -> Value {
@@ -233,6 +265,73 @@ async fn full_snapshot_then_deltas_with_sealed_secrets() {
     .unwrap();
     assert_eq!(applied["data_planes"][0]["node_id"], "test-node");
     assert_eq!(applied["data_planes"][0]["version"], removal.version);
+}
+
+/// Deltas that change keys alone are built from those keys, not from a reload of everything:
+/// what a data plane holds after following them must be what a control plane reading the whole
+/// database sends, key for key, through issues, updates, rotations, revocations and changes
+/// that are not about keys.
+#[tokio::test]
+async fn keys_followed_change_by_change_are_what_a_whole_reload_sends() {
+    let cp = start().await;
+    let mut stream = watch(&cp, "follower").await;
+    let auth = ChannelAuth::new(&cp.data_plane_key).unwrap();
+    let mut state = WireState::default();
+    let mut message = next(&mut stream).await;
+    auth.verify(&mut message).unwrap();
+    state.apply(message).unwrap();
+    // Each change is followed before the next is made, so each is a delta of its own.
+    let mut change = async |path: &str, body: Value| {
+        let answer = post(&cp.admin, path, body).await;
+        let mut message = next(&mut stream).await;
+        auth.verify(&mut message).unwrap();
+        assert_eq!(message.version, state.version() + 1, "{path}");
+        state.apply(message).unwrap();
+        answer
+    };
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let issued = change("/key/generate", json!({"metadata": {"i": i}})).await;
+        ids.push(issued["key_id"].as_str().unwrap().to_owned());
+    }
+    change(
+        "/key/update",
+        json!({"key_id": ids[0], "models": ["a", "b"]}),
+    )
+    .await;
+    change("/key/regenerate", json!({"key_id": ids[1]})).await;
+    change("/key/delete", json!({"key_ids": [ids[2], ids[3]]})).await;
+    // Not about keys: that snapshot is reloaded whole, and key deltas resume after it.
+    change("/users", json!({"user_name": "someone"})).await;
+    change("/key/regenerate", json!({"key_id": ids[1]})).await;
+    change("/key/update", json!({"key_id": ids[4], "duration": "1h"})).await;
+    change("/key/generate", json!({})).await;
+
+    // A second control plane on the same database loads everything once.
+    let whole = start_on(
+        std::sync::Arc::clone(&cp.dir),
+        (cp.secrets.0.clone(), cp.secrets.1.clone()),
+        cp.data_plane_key.clone(),
+    )
+    .await;
+    let mut first = next(&mut watch(&whole, "reloader").await).await;
+    auth.verify(&mut first).unwrap();
+    let mut reloaded = WireState::default();
+    reloaded.apply(first).unwrap();
+    assert_eq!(reloaded.version(), state.version());
+    let followed: Vec<_> = state.keys().collect();
+    assert_eq!(followed, reloaded.keys().collect::<Vec<_>>());
+    assert_eq!(followed.len(), 5, "6 issued, 2 revoked, 1 more issued");
+    assert!(
+        followed
+            .iter()
+            .any(|k| k.key_id == ids[0] && k.models == ["a", "b"])
+    );
+    assert!(
+        followed
+            .iter()
+            .all(|k| k.key_id != ids[2] && k.key_id != ids[3])
+    );
 }
 
 #[tokio::test]

@@ -26,6 +26,7 @@ routero_testkit::on_both_databases!(
     admin_keys_and_custom_roles,
     deleting_a_role_takes_its_name_off_every_key,
     admin_keys_act_for_a_user_and_its_teams,
+    versions_that_changed_keys_alone_name_those_keys,
 );
 
 fn key(tenant: &str, id: &str, hash: u8) -> KeyRecord {
@@ -653,4 +654,54 @@ async fn admin_keys_act_for_a_user_and_its_teams(store: Store) {
         ));
     }
     assert!(store.find_admin_key(&[3; 32]).await.unwrap().is_none());
+}
+
+async fn versions_that_changed_keys_alone_name_those_keys(store: Store) {
+    let t = store.ensure_tenant("t").await.unwrap();
+    let start = store.snapshot_version().await.unwrap();
+    assert!(
+        store.changed_keys(start - 1).await.unwrap().is_none(),
+        "the first version records nothing: a whole reload"
+    );
+    store.insert_key(&key(&t, "k1", 1), &[]).await.unwrap();
+    store.insert_key(&key(&t, "k2", 2), &[]).await.unwrap();
+    store.insert_key(&key(&t, "k3", 3), &[]).await.unwrap();
+    store.revoke_keys(&t, &["k3".into()], &[]).await.unwrap();
+    store
+        .replace_key_secret(&t, "k2", (&[9; 32], "sk-rt-new...hint"), None, &[])
+        .await
+        .unwrap();
+    let changed = store.changed_keys(start).await.unwrap().unwrap();
+    assert_eq!(changed.version, start + 5);
+    let mut ids: Vec<_> = changed.ids.iter().map(String::as_str).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["k1", "k2", "k3"]);
+    let mut served: Vec<_> = changed
+        .keys
+        .iter()
+        .map(|k| (k.id.as_str(), k.key_hash.first().copied()))
+        .collect();
+    served.sort_unstable();
+    assert_eq!(
+        served,
+        [("k1", Some(1)), ("k2", Some(9))],
+        "revoked k3 is named but not served"
+    );
+    let since_two = store.changed_keys(start + 4).await.unwrap().unwrap();
+    assert_eq!(since_two.ids.len(), 1);
+
+    // A change that is not about keys alone makes every reload across it whole.
+    store
+        .put_guardrails(&t, r#"{"input": []}"#, &[])
+        .await
+        .unwrap();
+    assert!(store.changed_keys(start).await.unwrap().is_none());
+    store.insert_key(&key(&t, "k4", 4), &[]).await.unwrap();
+    let after = store.changed_keys(start + 6).await.unwrap().unwrap();
+    assert_eq!(after.keys.len(), 1);
+
+    // Forgotten versions also mean a whole reload.
+    store.prune_snapshot_changes(start + 3).await.unwrap();
+    assert!(store.changed_keys(start + 2).await.unwrap().is_none());
+    assert!(store.changed_keys(start + 6).await.unwrap().is_some());
 }

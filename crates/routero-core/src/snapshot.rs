@@ -51,7 +51,7 @@ pub struct ProviderCredential {
 /// Everything a data plane needs to decide and route a request, at one version.
 ///
 /// Immutable once built: a new version is built beside the old one and swapped in whole.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     /// Monotonic version assigned by the control plane.
     pub version: u64,
@@ -118,6 +118,25 @@ impl Snapshot {
     pub fn with_policy_version(mut self, version: &str) -> Self {
         version.clone_into(&mut self.policy_version);
         self
+    }
+
+    /// This snapshot at `version` with the keys `removed` gone and `upserted` added or
+    /// replaced; keys left alone are shared with `self`.
+    #[must_use]
+    pub fn with_changed_keys(
+        &self,
+        version: u64,
+        removed: impl IntoIterator<Item = KeyHash>,
+        upserted: impl IntoIterator<Item = (KeyHash, KeyPolicy)>,
+    ) -> Self {
+        let mut next = self.clone();
+        next.version = version;
+        for hash in removed {
+            next.keys.remove(&hash);
+        }
+        next.keys
+            .extend(upserted.into_iter().map(|(h, p)| (h, Arc::new(p))));
+        next
     }
 
     /// The key with this hash, if it is active.

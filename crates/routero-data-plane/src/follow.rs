@@ -168,10 +168,18 @@ impl Follower {
             )));
         }
         let version = message.version;
+        // Keys alone changed (the usual delta): the serving snapshot updated, not rebuilt.
+        let updated = routero_proto::key_changes(&message)
+            .zip(self.snapshots.current())
+            .filter(|(_, live)| live.snapshot.version == self.state.version())
+            .map(|((removed, upserted), live)| live.with_changed_keys(version, removed, upserted));
         let mut next = self.state.clone();
         match next.apply(message)? {
             Applied::NewVersion(version) => {
-                let live = Live::build(&next, &self.config.data_plane_key, &self.config.egress)?;
+                let live = match updated {
+                    Some(live) => live,
+                    None => Live::build(&next, &self.config.data_plane_key, &self.config.egress)?,
+                };
                 self.snapshots.store(live);
                 self.state = next;
                 self.persist(now);

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use routero_core::{EgressPolicy, ErrorCode, KeyPolicy, ModelRoute, ProviderCredential, Snapshot};
+use routero_core::{
+    EgressPolicy, ErrorCode, KeyHash, KeyPolicy, ModelRoute, ProviderCredential, Snapshot,
+};
 use routero_crypto::{CredentialBinding, KeyHasher, SealingKey};
 use routero_proto::{WireState, aad};
 
@@ -24,12 +26,12 @@ pub struct Live {
     pub hasher: KeyHasher,
     /// Each credential prepared for requests, by credential id, or the refusal its requests
     /// get when it could not be.
-    upstreams: HashMap<String, Result<Upstream, ErrorCode>>,
+    upstreams: Arc<HashMap<String, Result<Upstream, ErrorCode>>>,
     /// Each tenant's compiled guardrails; `None` when its configuration did not compile here,
     /// which refuses the tenant's requests rather than leaving them unscanned.
-    guards: HashMap<String, Option<Arc<TenantGuard>>>,
+    guards: Arc<HashMap<String, Option<Arc<TenantGuard>>>>,
     /// Each tenant's CORS origins (none listed: no browser origin may read its answers).
-    cors: HashMap<String, Vec<String>>,
+    cors: Arc<HashMap<String, Vec<String>>>,
 }
 
 impl Live {
@@ -42,15 +44,7 @@ impl Live {
     ) -> Result<Self, DataPlaneError> {
         let pepper = key.open(aad::PEPPER, state.sealed_pepper())?;
         let hasher = KeyHasher::new(SealingKey::from_bytes(&pepper)?)?;
-        let keys = state
-            .keys()
-            .filter_map(|k| match <(_, KeyPolicy)>::try_from(k) {
-                Ok(entry) => Some(entry),
-                Err(error) => {
-                    tracing::error!(key_id = %k.key_id, %error, "key left out of the snapshot");
-                    None
-                }
-            });
+        let keys = state.keys().filter_map(key_entry);
         let routes = state.routes().filter_map(|r| ModelRoute::try_from(r).ok());
         let credentials = state.credentials().filter_map(|c| {
             let binding = CredentialBinding {
@@ -109,13 +103,37 @@ impl Live {
                     ))
                 })),
             hasher,
-            upstreams,
-            guards,
-            cors: state
-                .cors()
-                .map(|c| (c.tenant_id.clone(), c.origins.clone()))
-                .collect(),
+            upstreams: Arc::new(upstreams),
+            guards: Arc::new(guards),
+            cors: Arc::new(
+                state
+                    .cors()
+                    .map(|c| (c.tenant_id.clone(), c.origins.clone()))
+                    .collect(),
+            ),
         })
+    }
+
+    /// This snapshot at `version` after a delta that changed keys alone: `removed` gone,
+    /// `upserted` decoded and added; everything else (credentials, guardrails) is shared, not
+    /// prepared again.
+    pub fn with_changed_keys(
+        &self,
+        version: u64,
+        removed: &[Vec<u8>],
+        upserted: &[routero_proto::v1::VirtualKey],
+    ) -> Self {
+        Self {
+            snapshot: self.snapshot.with_changed_keys(
+                version,
+                removed.iter().filter_map(|h| KeyHash::from_slice(h).ok()),
+                upserted.iter().filter_map(key_entry),
+            ),
+            hasher: self.hasher.clone(),
+            upstreams: Arc::clone(&self.upstreams),
+            guards: Arc::clone(&self.guards),
+            cors: Arc::clone(&self.cors),
+        }
     }
 
     /// Whether `tenant` lists `origin` (`None`: whether any tenant does, for a preflight,
@@ -152,6 +170,15 @@ impl Live {
             None => Err(ErrorCode::UpstreamUnreachable),
         }
     }
+}
+
+/// A wire key decoded, or left out (so it is refused), never guessed at.
+fn key_entry(key: &routero_proto::v1::VirtualKey) -> Option<(KeyHash, KeyPolicy)> {
+    <(KeyHash, KeyPolicy)>::try_from(key)
+        .map_err(|error| {
+            tracing::error!(key_id = %key.key_id, %error, "key left out of the snapshot");
+        })
+        .ok()
 }
 
 /// The snapshot the data plane serves from, swapped whole as messages arrive, with how fresh

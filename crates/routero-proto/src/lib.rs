@@ -18,7 +18,7 @@ pub mod v1 {
 }
 
 pub use auth::{CREDENTIAL_METADATA, ChannelAuth, MAX_CLOCK_SKEW_MS};
-pub use state::{Applied, WireState};
+pub use state::{Applied, WireState, key_changes};
 
 /// Associated data under which secrets are sealed for data planes, so a sealed value cannot
 /// be replayed in another field, for another tenant, credential or base URL.

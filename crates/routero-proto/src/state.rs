@@ -1,7 +1,8 @@
 //! [`WireState`]: the snapshot in wire form. The control plane diffs two states into a delta;
 //! a data plane applies full snapshots and deltas to its copy, refusing regressions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use crate::ProtoError;
 use crate::v1::{self, snapshot_message::Body};
@@ -14,7 +15,9 @@ pub struct WireState {
     version: u64,
     sealed_pepper: Vec<u8>,
     policy_version: String,
-    keys: BTreeMap<Vec<u8>, v1::VirtualKey>,
+    /// Shared, so a state derived from another (a few keys changed) costs no deep copy and
+    /// diffing two such states compares pointers first.
+    keys: BTreeMap<Vec<u8>, Arc<v1::VirtualKey>>,
     routes: BTreeMap<RouteKey, v1::ModelRoute>,
     credentials: BTreeMap<String, v1::Credential>,
     guardrails: BTreeMap<String, v1::TenantGuardrails>,
@@ -29,6 +32,31 @@ pub enum Applied {
     NewVersion(u64),
     /// A heartbeat: contact, no change.
     Heartbeat,
+}
+
+/// What a delta message changes when it changes keys alone: the hashes removed and the keys
+/// added or replaced. `None` for anything else (a full snapshot, a heartbeat, a delta touching
+/// routes, credentials, guardrails, CORS, allowances or the policy version).
+pub fn key_changes(message: &v1::SnapshotMessage) -> Option<(&[Vec<u8>], &[v1::VirtualKey])> {
+    let Some(Body::Delta(delta)) = &message.body else {
+        return None;
+    };
+    touches_keys_only(delta).then_some((&delta.removed_key_hashes, &delta.upsert_keys))
+}
+
+/// Whether a delta leaves everything but keys as it was.
+fn touches_keys_only(delta: &v1::Delta) -> bool {
+    delta.upsert_routes.is_empty()
+        && delta.removed_routes.is_empty()
+        && delta.upsert_credentials.is_empty()
+        && delta.removed_credentials.is_empty()
+        && delta.policy_version.is_none()
+        && delta.upsert_guardrails.is_empty()
+        && delta.removed_guardrails.is_empty()
+        && delta.upsert_cors.is_empty()
+        && delta.removed_cors.is_empty()
+        && delta.upsert_allowances.is_empty()
+        && delta.removed_allowances.is_empty()
 }
 
 fn scope_key(scope: Option<&v1::AllowanceScope>) -> RouteKey {
@@ -58,7 +86,10 @@ impl WireState {
             version,
             sealed_pepper,
             policy_version: String::new(),
-            keys: keys.into_iter().map(|k| (k.key_hash.clone(), k)).collect(),
+            keys: keys
+                .into_iter()
+                .map(|k| (k.key_hash.clone(), Arc::new(k)))
+                .collect(),
             routes: routes.into_iter().map(|r| (route_key(&r), r)).collect(),
             credentials: credentials.into_iter().map(|c| (c.id.clone(), c)).collect(),
             guardrails: BTreeMap::new(),
@@ -135,7 +166,24 @@ impl WireState {
 
     /// Active keys.
     pub fn keys(&self) -> impl Iterator<Item = &v1::VirtualKey> {
-        self.keys.values()
+        self.keys.values().map(AsRef::as_ref)
+    }
+
+    /// This state at `version` with the keys whose ids are in `changed` replaced by `fresh`
+    /// (a changed key absent from `fresh` is gone: revoked, or no longer served). Everything
+    /// else is shared with `self`.
+    pub fn with_changed_keys(
+        &self,
+        version: u64,
+        changed: &HashSet<String>,
+        fresh: impl IntoIterator<Item = v1::VirtualKey>,
+    ) -> Self {
+        let mut next = self.clone();
+        next.version = version;
+        next.keys.retain(|_, key| !changed.contains(&key.key_id));
+        next.keys
+            .extend(fresh.into_iter().map(|k| (k.key_hash.clone(), Arc::new(k))));
+        next
     }
 
     /// Model routes.
@@ -155,7 +203,11 @@ impl WireState {
             sent_at_ms: 0,
             mac: Vec::new(),
             body: Some(Body::Full(v1::Full {
-                keys: self.keys.values().cloned().collect(),
+                keys: self
+                    .keys
+                    .values()
+                    .map(|k| v1::VirtualKey::clone(k))
+                    .collect(),
                 routes: self.routes.values().cloned().collect(),
                 credentials: self.credentials.values().cloned().collect(),
                 sealed_pepper: self.sealed_pepper.clone(),
@@ -171,22 +223,25 @@ impl WireState {
     pub fn delta_to(&self, next: &WireState) -> Option<v1::SnapshotMessage> {
         let delta = v1::Delta {
             base_version: self.version,
-            upsert_keys: changed(&self.keys, &next.keys),
+            upsert_keys: changed(&self.keys, &next.keys, same_key)
+                .into_iter()
+                .map(|k| v1::VirtualKey::clone(&k))
+                .collect(),
             removed_key_hashes: removed(&self.keys, &next.keys),
-            upsert_routes: changed(&self.routes, &next.routes),
+            upsert_routes: changed(&self.routes, &next.routes, PartialEq::eq),
             removed_routes: removed(&self.routes, &next.routes)
                 .into_iter()
                 .map(|(tenant_id, name)| v1::RouteName { tenant_id, name })
                 .collect(),
-            upsert_credentials: changed(&self.credentials, &next.credentials),
+            upsert_credentials: changed(&self.credentials, &next.credentials, PartialEq::eq),
             removed_credentials: removed(&self.credentials, &next.credentials),
             policy_version: (next.policy_version != self.policy_version)
                 .then(|| next.policy_version.clone()),
-            upsert_guardrails: changed(&self.guardrails, &next.guardrails),
+            upsert_guardrails: changed(&self.guardrails, &next.guardrails, PartialEq::eq),
             removed_guardrails: removed(&self.guardrails, &next.guardrails),
-            upsert_cors: changed(&self.cors, &next.cors),
+            upsert_cors: changed(&self.cors, &next.cors, PartialEq::eq),
             removed_cors: removed(&self.cors, &next.cors),
-            upsert_allowances: changed(&self.allowances, &next.allowances),
+            upsert_allowances: changed(&self.allowances, &next.allowances, PartialEq::eq),
             removed_allowances: removed(&self.allowances, &next.allowances)
                 .into_iter()
                 .map(|(tenant_id, scope)| v1::AllowanceScope { tenant_id, scope })
@@ -194,17 +249,7 @@ impl WireState {
         };
         let empty = delta.upsert_keys.is_empty()
             && delta.removed_key_hashes.is_empty()
-            && delta.upsert_routes.is_empty()
-            && delta.removed_routes.is_empty()
-            && delta.upsert_credentials.is_empty()
-            && delta.removed_credentials.is_empty()
-            && delta.policy_version.is_none()
-            && delta.upsert_guardrails.is_empty()
-            && delta.removed_guardrails.is_empty()
-            && delta.upsert_cors.is_empty()
-            && delta.removed_cors.is_empty()
-            && delta.upsert_allowances.is_empty()
-            && delta.removed_allowances.is_empty();
+            && touches_keys_only(&delta);
         (!empty || next.version != self.version).then_some(v1::SnapshotMessage {
             version: next.version,
             body: Some(Body::Delta(delta)),
@@ -257,7 +302,7 @@ impl WireState {
                     self.keys.remove(&hash);
                 }
                 for key in delta.upsert_keys {
-                    self.keys.insert(key.key_hash.clone(), key);
+                    self.keys.insert(key.key_hash.clone(), Arc::new(key));
                 }
                 for name in delta.removed_routes {
                     self.routes.remove(&(name.tenant_id, name.name));
@@ -302,11 +347,21 @@ impl WireState {
     }
 }
 
-fn changed<K: Ord, V: Clone + PartialEq>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> Vec<V> {
+/// Values of `new` that `old` lacks or holds differently (`same` tells).
+fn changed<K: Ord, V: Clone>(
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+    same: impl Fn(&V, &V) -> bool,
+) -> Vec<V> {
     new.iter()
-        .filter(|(k, v)| old.get(k) != Some(v))
+        .filter(|(k, v)| !old.get(k).is_some_and(|o| same(o, v)))
         .map(|(_, v)| v.clone())
         .collect()
+}
+
+/// Shared keys are equal without a look inside.
+fn same_key(a: &Arc<v1::VirtualKey>, b: &Arc<v1::VirtualKey>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
 }
 
 fn removed<K: Ord + Clone, V>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>) -> Vec<K> {

@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 pub(crate) use outbox::naming;
 pub use provisioning::{Changer, ScimRecord, ScimToken};
 pub use records::{
-    AdminKey, AdminPrincipal, Credential, CustomRole, KeyChanges, KeyRecord, Route,
+    AdminKey, AdminPrincipal, ChangedKeys, Credential, CustomRole, KeyChanges, KeyRecord, Route,
     SealedCredential, StateRows, StoredDeployment, Team, User,
 };
 pub use sessions::{LiveSession, LocalAdmin, NewSession, Session};
@@ -31,14 +31,28 @@ use crate::ControlPlaneError;
 
 /// `SELECT <every key column> FROM virtual_keys <rest>`, as one literal.
 macro_rules! select_keys {
-    ($rest:literal) => {
+    ($($rest:expr),+) => {
         concat!(
             "SELECT id, tenant_id, key_hash, key_hint, team_id, user_id, models, allowed_cidrs, \
              metadata, expires_at, created_at, revoked_at, roles, owner, limits FROM virtual_keys ",
-            $rest
+            $($rest),+
         )
     };
 }
+
+/// The keys data planes are sent: unrevoked, and never those of a deactivated or deleted user,
+/// bound to them or issued by an admin key acting for them.
+macro_rules! served_keys {
+    () => {
+        "revoked_at IS NULL AND (user_id IS NULL OR user_id IN \
+         (SELECT id FROM users WHERE active AND deleted_at IS NULL)) \
+         AND (owner IS NULL OR owner NOT IN (SELECT a.id FROM admin_keys a \
+         JOIN users u ON u.id = a.user_id WHERE NOT u.active OR u.deleted_at IS NOT NULL))"
+    };
+}
+
+/// Ids bound per query when keys are read by id.
+const IDS_PER_QUERY: usize = 500;
 
 /// The control plane's schema, per backend.
 const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[
@@ -114,6 +128,12 @@ const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[
         include_str!("../../../../migrations/postgres/0012_routing.sql"),
         include_str!("../../../../migrations/sqlite/0012_routing.sql"),
     ),
+    (
+        13,
+        "snapshot changes",
+        include_str!("../../../../migrations/postgres/0013_snapshot_changes.sql"),
+        include_str!("../../../../migrations/sqlite/0013_snapshot_changes.sql"),
+    ),
 ];
 
 type Result<T> = std::result::Result<T, ControlPlaneError>;
@@ -157,15 +177,40 @@ impl Store {
     }
 
     /// Commits a change data planes enforce, with the events recording it (into the outbox,
-    /// in the same transaction), and moves the snapshot version on.
-    async fn commit_change(
+    /// in the same transaction), and moves the snapshot version on; the next snapshot is
+    /// reloaded whole.
+    async fn commit_change(&self, tx: Transaction<'_, Any>, events: &[AuditEvent]) -> Result<()> {
+        self.commit_versioned(tx, events, None).await
+    }
+
+    /// [`Self::commit_change`] for a change to the keys `key_ids` and nothing else: the next
+    /// snapshot reloads those keys alone.
+    async fn commit_key_change(
+        &self,
+        tx: Transaction<'_, Any>,
+        events: &[AuditEvent],
+        key_ids: &[&str],
+    ) -> Result<()> {
+        self.commit_versioned(tx, events, Some(to_json(&key_ids)?))
+            .await
+    }
+
+    async fn commit_versioned(
         &self,
         mut tx: Transaction<'_, Any>,
         events: &[AuditEvent],
+        key_ids: Option<String>,
     ) -> Result<()> {
         sqlx::query("UPDATE snapshot_version SET version = version + 1 WHERE id = 1")
             .execute(&mut *tx)
             .await?;
+        sqlx::query(
+            "INSERT INTO snapshot_changes (version, key_ids) \
+             SELECT version, $1 FROM snapshot_version WHERE id = 1",
+        )
+        .bind(key_ids)
+        .execute(&mut *tx)
+        .await?;
         self.commit_recorded(tx, events).await?;
         self.changed.notify_one();
         Ok(())
@@ -666,7 +711,7 @@ impl Store {
         .bind(to_json(&key.limits)?)
         .execute(&mut *tx)
         .await?;
-        self.commit_change(tx, events).await
+        self.commit_key_change(tx, events, &[&key.id]).await
     }
 
     /// A key of the tenant by id, revoked or not.
@@ -751,7 +796,7 @@ impl Store {
         .bind(to_json(&next.limits)?)
         .execute(&mut *tx)
         .await?;
-        self.commit_change(tx, events).await?;
+        self.commit_key_change(tx, events, &[key_id]).await?;
         Ok(next)
     }
 
@@ -780,7 +825,7 @@ impl Store {
         .bind(tenant_id)
         .execute(&mut *tx)
         .await?;
-        self.commit_change(tx, events).await?;
+        self.commit_key_change(tx, events, &[key_id]).await?;
         Ok(KeyRecord {
             key_hash: key_hash.to_vec(),
             key_hint: key_hint.to_owned(),
@@ -839,7 +884,8 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        self.commit_change(tx, events).await?;
+        let ids: Vec<&str> = revoked.iter().map(String::as_str).collect();
+        self.commit_key_change(tx, events, &ids).await?;
         Ok(revoked)
     }
 
@@ -984,20 +1030,12 @@ impl Store {
     pub async fn load_state(&self) -> Result<StateRows> {
         loop {
             let version = self.snapshot_version().await?;
-            // Keys of a deactivated or deleted user, bound to them or issued by an admin key
-            // acting for them, are never served, revoked or not.
-            let keys = sqlx::query(select_keys!(
-                "WHERE revoked_at IS NULL AND (user_id IS NULL OR user_id IN \
-                 (SELECT id FROM users WHERE active AND deleted_at IS NULL)) \
-                 AND (owner IS NULL OR owner NOT IN (SELECT a.id FROM admin_keys a \
-                 JOIN users u ON u.id = a.user_id WHERE NOT u.active OR u.deleted_at IS NOT NULL)) \
-                 ORDER BY id"
-            ))
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(key_record)
-            .collect::<Result<Vec<_>>>()?;
+            let keys = sqlx::query(select_keys!("WHERE ", served_keys!(), " ORDER BY id"))
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(key_record)
+                .collect::<Result<Vec<_>>>()?;
             let keys = self.with_mapped_roles(keys).await?;
             let routes = self.list_routes(None).await?;
             let credentials = self.sealed_credentials(None).await?;
@@ -1046,6 +1084,64 @@ impl Store {
                 });
             }
         }
+    }
+
+    /// The keys changed after version `since`, read consistently at the current version, when
+    /// every version since changed keys alone; `None` when one may have changed anything else
+    /// (or left no record of what it changed): then the whole state must be reloaded.
+    pub async fn changed_keys(&self, since: u64) -> Result<Option<ChangedKeys>> {
+        loop {
+            let version = self.snapshot_version().await?;
+            let rows = sqlx::query(
+                "SELECT key_ids FROM snapshot_changes WHERE version > $1 AND version <= $2",
+            )
+            .bind(i64::try_from(since).unwrap_or(i64::MAX))
+            .bind(i64::try_from(version).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+            if u64::try_from(rows.len()).ok() != version.checked_sub(since) {
+                return Ok(None);
+            }
+            let mut ids = std::collections::HashSet::new();
+            for row in &rows {
+                let Some(listed) = row.try_get::<Option<String>, _>("key_ids")? else {
+                    return Ok(None);
+                };
+                ids.extend(from_json::<Vec<String>>(&listed)?);
+            }
+            let listed: Vec<&String> = ids.iter().collect();
+            let mut keys = Vec::with_capacity(listed.len());
+            for chunk in listed.chunks(IDS_PER_QUERY) {
+                let placeholders: Vec<String> =
+                    (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                let sql = format!(
+                    "{} AND id IN ({})",
+                    select_keys!("WHERE ", served_keys!()),
+                    placeholders.join(", ")
+                );
+                // Built of literals and numbered placeholders; the ids are bound.
+                let mut query = sqlx::query(provisioning::built(sql));
+                for id in chunk {
+                    query = query.bind(id.as_str());
+                }
+                for row in query.fetch_all(&self.pool).await? {
+                    keys.push(key_record(&row)?);
+                }
+            }
+            let keys = self.with_mapped_roles(keys).await?;
+            if self.snapshot_version().await? == version {
+                return Ok(Some(ChangedKeys { version, ids, keys }));
+            }
+        }
+    }
+
+    /// Forgets which keys versions up to `version` changed (a reload from before it is whole).
+    pub async fn prune_snapshot_changes(&self, version: u64) -> Result<()> {
+        sqlx::query("DELETE FROM snapshot_changes WHERE version <= $1")
+            .bind(i64::try_from(version).unwrap_or(i64::MAX))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 

@@ -935,8 +935,8 @@ impl Store {
     }
 }
 
-/// SQL text assembled from this module's fixed fragments and from filters compiled by
-/// `routero_scim::sql`, which binds every name and value as a parameter.
+/// SQL text assembled from the store's fixed fragments, numbered placeholders, and filters
+/// compiled by `routero_scim::sql`, which binds every name and value as a parameter.
 pub(super) fn built(sql: String) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(sql)
 }

@@ -208,6 +208,18 @@ pub struct KeyChanges {
     pub limits: routero_core::Allowance,
 }
 
+/// The keys changed since a version, read at one later version: what a snapshot is updated
+/// with when nothing but keys changed.
+#[derive(Debug, Clone)]
+pub struct ChangedKeys {
+    /// Snapshot version.
+    pub version: u64,
+    /// Ids of every key changed since.
+    pub ids: std::collections::HashSet<String>,
+    /// Those of them served now (the others are revoked or no longer served).
+    pub keys: Vec<KeyRecord>,
+}
+
 /// Everything a snapshot is built from, read at one version.
 #[derive(Debug, Clone)]
 pub struct StateRows {
