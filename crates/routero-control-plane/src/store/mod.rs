@@ -1112,14 +1112,13 @@ impl Store {
             let listed: Vec<&String> = ids.iter().collect();
             let mut keys = Vec::with_capacity(listed.len());
             for chunk in listed.chunks(IDS_PER_QUERY) {
-                let placeholders: Vec<String> =
-                    (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                let parameters: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
                 let sql = format!(
                     "{} AND id IN ({})",
                     select_keys!("WHERE ", served_keys!()),
-                    placeholders.join(", ")
+                    parameters.join(", ")
                 );
-                // Built of literals and numbered placeholders; the ids are bound.
+                // Built of literals and numbered parameters; the ids are bound.
                 let mut query = sqlx::query(provisioning::built(sql));
                 for id in chunk {
                     query = query.bind(id.as_str());

@@ -935,7 +935,7 @@ impl Store {
     }
 }
 
-/// SQL text assembled from the store's fixed fragments, numbered placeholders, and filters
+/// SQL text assembled from the store's fixed fragments, numbered parameters, and filters
 /// compiled by `routero_scim::sql`, which binds every name and value as a parameter.
 pub(super) fn built(sql: String) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(sql)
