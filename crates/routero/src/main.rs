@@ -101,6 +101,10 @@ enum Admin {
         /// Unique tenant name.
         name: String,
     },
+    /// Applies pending schema migrations to the control plane's database (`database_url`) and,
+    /// when set, the audit store (`audit_database_url`), then exits: run before new binaries
+    /// start (the Helm chart's migrations Job). Services also apply them when they start.
+    Migrate,
 }
 
 /// Completes on Ctrl-C or SIGTERM.
@@ -147,6 +151,7 @@ fn main() -> Result<()> {
             Command::AuditWriter => kafka::audit_writer(settings).await,
             Command::Admin(Admin::RotateMasterKey) => rotate_master_key(settings).await,
             Command::Admin(Admin::CreateTenant { name }) => create_tenant(settings, &name).await,
+            Command::Admin(Admin::Migrate) => migrate(settings).await,
             Command::Audit(command) => audit::run(settings, command).await,
             Command::Admin(Admin::GenerateSecret) => {
                 let key = SealingKey::generate()?;
@@ -222,6 +227,24 @@ async fn create_tenant(settings: Settings, name: &str) -> Result<()> {
         "tenant {name} created; its admin key (shown once; stored hashed): {}",
         key.expose_secret()
     )?;
+    Ok(())
+}
+
+async fn migrate(settings: Settings) -> Result<()> {
+    let database_url = settings
+        .database_url
+        .as_deref()
+        .context("database_url: the control plane's database")?;
+    Store::connect(database_url)
+        .await
+        .context("migrating the control plane's database")?;
+    writeln!(std::io::stdout(), "control plane database: migrated")?;
+    if let Some(audit_url) = settings.audit_database_url.as_deref() {
+        routero_audit::AuditStore::connect(audit_url)
+            .await
+            .context("migrating the audit store")?;
+        writeln!(std::io::stdout(), "audit store: migrated")?;
+    }
     Ok(())
 }
 

@@ -1,0 +1,189 @@
+"""The Helm chart (helm/routero), rendered by the real Helm library (helm-python-sdk, no helm
+binary), linted by Helm, and every manifest validated against the Kubernetes schemas
+(kubernetes-validate); its README, values and schema kept in agreement."""
+
+import json
+import re
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from helm_python import chart
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "routero"
+KUBERNETES = "1.31"
+VALUES = {
+    "default": None,
+    "production": CHART / "examples" / "production.yaml",
+    "evaluation": CHART / "examples" / "evaluation.yaml",
+}
+
+
+def values_of(name):
+    path = VALUES[name]
+    return yaml.safe_load(path.read_text()) if path else None
+
+
+def render(values, name="rt"):
+    """Every manifest the chart renders with `values`, as dicts."""
+    rendered = chart.Chart.load(str(CHART)).render(values=values, name=name, namespace="gw", is_install=True)
+    return [
+        doc
+        for path, text in sorted(rendered.items())
+        if not path.endswith("NOTES.txt")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+
+
+def pod_specs(manifests):
+    for doc in manifests:
+        spec = doc.get("spec", {})
+        if doc["kind"] in ("Deployment", "Job"):
+            yield doc, spec["template"]["spec"]
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_renders_lints_and_validates_against_kubernetes_schemas(name):
+    values = values_of(name)
+    manifests = render(values)
+    kinds = {doc["kind"] for doc in manifests}
+    assert {"Deployment", "Service", "ConfigMap", "NetworkPolicy"} <= kinds
+    assert ("Secret" in kinds) == (name != "production"), "the production example brings its own Secret"
+    if name == "production":
+        assert {"HorizontalPodAutoscaler", "PodDisruptionBudget", "Job", "Ingress"} <= kinds
+        deployments = {doc["metadata"]["name"] for doc in manifests if doc["kind"] == "Deployment"}
+        assert deployments == {"rt-routero-control-plane", "rt-routero-data-plane", "rt-routero-audit-writer"}
+    for doc in manifests:
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+    linted = chart.lint(str(CHART), values=values, strict=True)
+    assert linted["errors"] == []
+    assert [m for m in linted["messages"] if m["severity"] > 1] == [], linted["messages"]
+
+
+def test_the_schema_validation_can_fail():
+    """A manifest with a wrong-typed field is refused: the validation above checks something."""
+    deployment = next(doc for doc in render(values_of("production")) if doc["kind"] == "Deployment")
+    deployment["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES, strict=True)
+
+
+def schema_leaves(node, prefix=""):
+    for key, value in node.get("properties", {}).items():
+        if value.get("type") == "object" and "properties" in value:
+            yield from schema_leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
+
+
+def test_every_value_is_documented_in_the_readme_and_in_the_schema():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    in_schema = set(schema_leaves(schema))
+    table = (CHART / "README.md").read_text().split("\n## Values\n", 1)[1]
+    documented = set(re.findall(r"^\| `([A-Za-z0-9_.]+)` \|", table, re.M))
+    assert documented - in_schema == set(), "documented but not in the schema"
+    assert in_schema - documented == set(), "in the schema but not documented"
+
+    def value_leaves(node, prefix=""):
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, dict) and value and path in {p.rsplit(".", 1)[0] for p in in_schema if "." in p}:
+                yield from value_leaves(value, path + ".")
+            else:
+                yield path
+
+    assert set(value_leaves(yaml.safe_load((CHART / "values.yaml").read_text()))) == in_schema
+
+
+@pytest.mark.parametrize(
+    "values, refusal",
+    [
+        ({"unknown": 1}, "additional properties 'unknown' not allowed"),
+        ({"topology": "cluster"}, "value must be one of"),
+        ({"dataPlane": {"maxStaleness": "forever"}}, "maxStaleness"),
+        ({"topology": "split"}, "secrets.databaseUrl"),
+        (
+            {"topology": "split", "secrets": {"existingSecret": "mine"}, "kafka": {"brokers": "k:9092"}},
+            "snapshotTls.secretName",
+        ),
+        (
+            {"topology": "split", "secrets": {"existingSecret": "mine"}, "snapshotTls": {"allowPlaintext": True}},
+            "kafka.brokers",
+        ),
+    ],
+)
+def test_bad_or_missing_values_are_refused_with_their_name(values, refusal):
+    with pytest.raises(Exception) as refused:
+        render(values)
+    assert refusal in str(refused.value)
+
+
+@pytest.mark.parametrize("name", VALUES)
+def test_every_pod_runs_restricted(name):
+    for doc, pod in pod_specs(render(values_of(name))):
+        assert pod["securityContext"]["runAsNonRoot"] is True, doc["metadata"]["name"]
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        assert pod["automountServiceAccountToken"] is False
+        for container in pod["containers"]:
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True, container["name"]
+            assert security["allowPrivilegeEscalation"] is False
+            assert security["capabilities"]["drop"] == ["ALL"]
+            if container["name"] in ("data-plane", "control-plane", "routero"):
+                assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+                assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_snapshots_travel_over_tls_and_data_planes_get_the_ca_alone():
+    manifests = render(values_of("production"))
+    pods = {doc["metadata"]["name"]: pod for doc, pod in pod_specs(manifests)}
+    env = {
+        name: {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        for name, pod in pods.items()
+    }
+    data_plane, control_plane = env["rt-routero-data-plane"], env["rt-routero-control-plane"]
+    assert data_plane["ROUTERO_CONTROL_PLANE_URL"] == "https://rt-routero-snapshots:8082"
+    assert data_plane["ROUTERO_CONTROL_PLANE_TLS_DOMAIN"] == "rt-routero-snapshots"
+    assert "ROUTERO_ALLOW_PLAINTEXT_GRPC" not in data_plane
+    assert control_plane["ROUTERO_GRPC_TLS_KEY"] == "/etc/routero/tls/tls.key"
+    tls = next(v for v in pods["rt-routero-data-plane"]["volumes"] if v["name"] == "snapshot-tls")
+    assert tls["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}], "no server key on data planes"
+
+
+def test_the_admin_port_is_reached_from_the_ingress_alone():
+    policies = {doc["metadata"]["name"]: doc["spec"] for doc in render(values_of("production")) if doc["kind"] == "NetworkPolicy"}
+    assert policies["rt-routero-default-deny"]["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in policies["rt-routero-default-deny"]
+    admin_rules = [r for r in policies["rt-routero-control-plane"]["ingress"] if r["ports"] == [{"port": 8081}]]
+    assert admin_rules == [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}], "ports": [{"port": 8081}]}]
+    grpc_rules = [r for r in policies["rt-routero-control-plane"]["ingress"] if r["ports"] == [{"port": 8082}]]
+    assert grpc_rules[0]["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "data-plane"
+
+
+def test_the_policies_configmap_carries_every_policy_of_the_repository():
+    config = next(doc for doc in render(None) if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].endswith("-policies"))
+    policies = REPO / "policies"
+    expected = {
+        str(path.relative_to(policies)): path.read_text()
+        for path in policies.rglob("*.yaml")
+        if "tests" not in path.relative_to(policies).parts
+    }
+    assert expected, "the repository has policies"
+    carried = {key.replace("__", "/"): text for key, text in config["data"].items() if key != "cerbos.yaml"}
+    assert carried == expected
+    cerbos = yaml.safe_load(config["data"]["cerbos.yaml"])
+    assert cerbos["server"]["grpcListenAddr"].startswith("127.0.0.1:"), "Cerbos on the pod's loopback only"
+
+
+def test_generated_secrets_are_created_first_and_kept():
+    secret = next(doc for doc in render(None) if doc["kind"] == "Secret")
+    annotations = secret["metadata"]["annotations"]
+    assert annotations["helm.sh/resource-policy"] == "keep"
+    assert "pre-install" in annotations["helm.sh/hook"]
+    assert set(secret["data"]) == {"pepper", "master-keys", "data-plane-key", "audit-signing-key", "admin-key"}
+    again = next(doc for doc in render(None) if doc["kind"] == "Secret")
+    assert again["data"]["pepper"] != secret["data"]["pepper"], "fresh random keys on a first install"
+    assert not any(doc["kind"] == "Secret" for doc in render({"secrets": {"existingSecret": "mine"}}))
