@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts what the build and the tests need, when missing. Safe to run repeatedly.
 #   - Debian packages: what the build needs (scripts/install-build-deps.sh), PostgreSQL (server
-#     and psql), openssl (test certificates), xmlsec1 (the SAML identity provider of the tests)
+#     and psql), openssl (test certificates), xmlsec1 (the SAML identity provider of the tests),
+#     prometheus (a real Prometheus and promtool scraping and checking the metrics)
 #   - cargo-nextest and cargo-deny, from crates.io
 #   - PostgreSQL on 127.0.0.1:5432 with trust auth, and Redis on 127.0.0.1:6379, started if not
 #     reachable
@@ -25,6 +26,7 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v psql >/dev/null || missing+=(postgresql-client)
 command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   as_root apt-get update -qq

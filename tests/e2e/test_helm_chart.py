@@ -187,3 +187,15 @@ def test_generated_secrets_are_created_first_and_kept():
     again = next(doc for doc in render(None) if doc["kind"] == "Secret")
     assert again["data"]["pepper"] != secret["data"]["pepper"], "fresh random keys on a first install"
     assert not any(doc["kind"] == "Secret" for doc in render({"secrets": {"existingSecret": "mine"}}))
+
+
+def test_a_service_monitor_selects_the_data_planes_metrics_service():
+    values = values_of("production") | {"metrics": {"serviceMonitor": {"enabled": True, "interval": "15s"}}}
+    manifests = render(values)
+    [monitor] = [doc for doc in manifests if doc["kind"] == "ServiceMonitor"]
+    service = next(doc for doc in manifests if doc["kind"] == "Service" and doc["metadata"]["name"] == "rt-routero-metrics")
+    selected = monitor["spec"]["selector"]["matchLabels"]
+    assert selected.items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "data-plane"
+    assert not any(doc["kind"] == "ServiceMonitor" for doc in render(values_of("production")))

@@ -215,6 +215,8 @@ def test_the_rendered_split_topology_serves_a_request_into_the_audit_chain(broke
         client = openai.OpenAI(api_key=key, base_url=api_url + "/v1", max_retries=0, timeout=10)
         reply = client.chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": "through the chart"}])
         assert reply.choices[0].message.content == "fake reply to: through the chart"
+        scraped = httpx.get(f"http://127.0.0.1:{kubelet.port('data-plane', 9464)}/metrics").text
+        assert 'routero_requests_total{endpoint="chat/completions",model="gpt-a",code="ok"} 1' in scraped
 
         # Through Kafka, the audit writer chained and stored the request's event.
         wait_until(lambda: admin("GET", "/audit/events?type=request.routed").json()["events"], timeout=60,

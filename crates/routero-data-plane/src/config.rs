@@ -62,6 +62,8 @@ pub struct DataPlaneConfig {
     /// Where budgets and rate limits are counted, shared by every replica (`redis://…`; a
     /// secret: it may carry a password); none counts in this process (one replica).
     pub redis_url: Option<SecretString>,
+    /// Where Prometheus scrapes `/metrics` (a port of its own); none: not served.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl DataPlaneConfig {
@@ -86,6 +88,7 @@ impl DataPlaneConfig {
             authz: None,
             egress: routero_core::EgressPolicy::default(),
             redis_url: None,
+            metrics_addr: None,
         }
     }
 }

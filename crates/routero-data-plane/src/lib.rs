@@ -16,6 +16,7 @@ mod follow;
 mod guard;
 mod live;
 mod meter;
+mod metrics;
 mod persist;
 mod provider;
 mod proxy;
@@ -179,7 +180,14 @@ pub async fn run(
                 .map_err(|error| DataPlaneError::Config(error.to_string()))?,
             None => routero_limits::Limits::in_process(),
         }),
+        metrics: crate::metrics::Metrics::new(),
     });
+    let metrics = match config.metrics_addr {
+        Some(addr) => {
+            Some(serve_metrics(addr, Arc::clone(&app), config.deadlines, stop_rx.clone()).await?)
+        }
+        None => None,
+    };
     let mut server_stop = stop_rx.clone();
     let server = routero_http::serve(listener, router(app), config.deadlines, async move {
         let _ = server_stop.changed().await;
@@ -199,7 +207,47 @@ pub async fn run(
     }
     let _ = following.await;
     let _ = reporting.await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     Ok(())
+}
+
+/// Serves `/metrics` on `addr` until `stop` fires.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    app: Arc<App>,
+    deadlines: routero_http::Deadlines,
+    mut stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, DataPlaneError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| DataPlaneError::Config(format!("metrics_addr {addr}: {e}")))?;
+    if let Ok(bound) = listener.local_addr() {
+        tracing::info!(addr = %bound, "metrics listening");
+    }
+    let routes = Router::new()
+        .route(
+            "/metrics",
+            get(|State(app): State<Arc<App>>| async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        routero_metrics::CONTENT_TYPE,
+                    )],
+                    app.metrics.render(&app.snapshots),
+                )
+            }),
+        )
+        .with_state(app);
+    Ok(tokio::spawn(routero_http::serve(
+        listener,
+        routes,
+        deadlines,
+        async move {
+            let _ = stop.changed().await;
+        },
+    )))
 }
 
 #[cfg(test)]
@@ -237,6 +285,7 @@ mod tests {
             breakers: crate::breaker::Breakers::default(),
             balancer: crate::routing::Balancer::default(),
             limits: Arc::new(routero_limits::Limits::in_process()),
+            metrics: crate::metrics::Metrics::new(),
         });
         let router = Router::new()
             .route("/boom", get(boom))

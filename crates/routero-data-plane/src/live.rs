@@ -248,6 +248,11 @@ impl SnapshotCell {
         self.live.load_full()
     }
 
+    /// The version of the snapshot held, fresh or not.
+    pub fn version(&self) -> Option<u64> {
+        self.live.load().as_ref().map(|live| live.snapshot.version)
+    }
+
     /// Swaps in a new snapshot.
     pub fn store(&self, live: Live) {
         self.live.store(Some(Arc::new(live)));

@@ -50,6 +50,8 @@ pub struct App {
     /// Where budgets and rate limits are counted: in this process, or in Redis for every
     /// replica.
     pub(crate) limits: Arc<routero_limits::Limits>,
+    /// What Prometheus scrapes.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// The id of a request, set by the outermost layer and echoed in `x-request-id`.
@@ -60,6 +62,8 @@ pub(crate) struct RequestId(pub(crate) String);
 struct Seen {
     key: Option<Arc<KeyPolicy>>,
     model: Option<String>,
+    /// The tenant's route the model named, once found.
+    route: Option<String>,
     /// The policy version that decided the request, when policies are on.
     policy_version: Option<String>,
     /// What the guardrails found, per stage (`request`, `response`).
@@ -78,6 +82,7 @@ impl Seen {
         Self {
             key: None,
             model: None,
+            route: None,
             policy_version: None,
             guardrails: Vec::new(),
             room: Vec::new(),
@@ -243,6 +248,7 @@ async fn audited(
         request_id: request_id.0.clone(),
     };
     let mut seen = Seen::for_request(&origin, endpoint);
+    let arrived = std::time::Instant::now();
     let handled = tokio::time::timeout(
         app.deadlines.request,
         proxy(app, &origin, headers, body, endpoint, &mut seen),
@@ -250,6 +256,20 @@ async fn audited(
     .await;
     let result = handled.unwrap_or_else(|_| Err(ErrorCode::DeadlineExceeded.into()));
     seen.abandoned = None;
+    let status;
+    app.metrics.request(
+        endpoint.path(),
+        seen.route.as_deref().unwrap_or("unknown"),
+        match &result {
+            Ok(response) if response.status().is_success() => "ok",
+            Ok(response) => {
+                status = format!("http_{}", response.status().as_u16());
+                &status
+            }
+            Err(refused) => refused.refusal.code(),
+        },
+        arrived.elapsed().as_secs_f64(),
+    );
     let event = request_event(&seen, &origin, endpoint, &result);
     match seen.room.pop() {
         Some(room) => room.publish_durably(event).await,
@@ -453,6 +473,7 @@ async fn proxy(
     seen.model = Some(model.clone());
     let mut request = crate::dialect::request(endpoint, request)?;
     let route = route_of(&caller, &model)?;
+    seen.route = Some(route.name.clone());
     let snapshot = &caller.live.snapshot;
     if app.authorizer.is_some() || !snapshot.policy_version.is_empty() {
         seen.policy_version = Some(snapshot.policy_version.clone()).filter(|v| !v.is_empty());

@@ -51,6 +51,8 @@ pub struct Settings {
     pub grpc_tls_client_ca: Option<String>,
     /// Data plane: listen address.
     pub data_plane_addr: Option<SocketAddr>,
+    /// Data plane: where Prometheus scrapes `/metrics` (a port of its own); unset: not served.
+    pub metrics_addr: Option<SocketAddr>,
     /// Data plane: control plane gRPC URL.
     pub control_plane_url: Option<String>,
     /// Data plane: PEM CA of the control plane's certificate (enables TLS).
@@ -672,6 +674,7 @@ impl Settings {
             config.node_id = node_id.clone();
         }
         config.snapshot_path = self.snapshot_path.as_ref().map(PathBuf::from);
+        config.metrics_addr = self.metrics_addr;
         if let Some(staleness) = self.max_staleness.map(Interval::get) {
             config.max_staleness = staleness;
         }

@@ -1,0 +1,107 @@
+"""The data plane's Prometheus metrics, scraped by a real Prometheus (Debian's `prometheus`) and
+checked by `promtool check metrics`: a request shows up in the right series, labels stay
+bounded (routes and codes, never keys or client text)."""
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from conftest import Gateway, Process, free_port, wait_until
+
+PROMETHEUS = shutil.which("prometheus")
+PROMTOOL = shutil.which("promtool")
+
+
+@pytest.fixture(scope="module")
+def gateway(fake_provider):
+    gw = Gateway(fake_provider, "sqlite-split", extra_env={"ROUTERO_METRICS_ADDR": "127.0.0.1:0"})
+    yield gw
+    gw.close()
+
+
+def metrics_url(gw):
+    port = gw.processes["data-plane"].port(r"metrics listening addr=127\.0\.0\.1:(\d+)", "its metrics port")
+    return f"http://127.0.0.1:{port}/metrics"
+
+
+def samples(text, name):
+    """`{labels: value}` of the samples of `name` in an exposition."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            labels, _, value = line.rpartition(" ")
+            found[labels[len(name):]] = float(value)
+    return found
+
+
+def test_requests_show_up_in_their_series_and_promtool_finds_nothing_wrong(gateway, tmp_path):
+    issued = gateway.new_key()
+    gateway.wait_for_key(issued["key"])
+    client = gateway.client(issued["key"])
+    url = metrics_url(gateway)
+    before = samples(httpx.get(url).text, "routero_requests_total")
+    client.chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": "count me"}])
+    with pytest.raises(openai.APIStatusError) as unknown:
+        client.chat.completions.create(model="no-such-model-f00d", messages=[{"role": "user", "content": "x"}])
+    unknown_code = unknown.value.body["code"]
+    with pytest.raises(openai.AuthenticationError):
+        gateway.client("sk-rt-" + "x" * 43).chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": "x"}])
+
+    response = httpx.get(url)
+    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = response.text
+    after = samples(text, "routero_requests_total")
+    ok = '{endpoint="chat/completions",model="gpt-a",code="ok"}'
+    assert after[ok] == before.get(ok, 0) + 1
+    assert after['{endpoint="chat/completions",model="unknown",code="invalid_api_key"}'] >= 1
+    assert after[f'{{endpoint="chat/completions",model="unknown",code="{unknown_code}"}}'] >= 1
+    # Labels are bounded: no model name a client made up, no key, no key id.
+    assert "f00d" not in text and issued["key"] not in text and issued["key_id"] not in text
+    assert samples(text, "routero_response_head_seconds_count")['{endpoint="chat/completions",code="ok"}'] >= 1
+    assert samples(text, "routero_snapshot_version")[""] >= 1
+    assert 0 <= samples(text, "routero_snapshot_age_seconds")[""] < 60
+
+    scraped = tmp_path / "scrape.txt"
+    scraped.write_text(text)
+    checked = subprocess.run([PROMTOOL, "check", "metrics"], stdin=scraped.open(), capture_output=True, text=True)
+    assert checked.returncode == 0 and checked.stdout.strip() == "" and checked.stderr.strip() == "", \
+        checked.stdout + checked.stderr
+
+
+def test_a_real_prometheus_scrapes_the_data_plane(gateway, tmp_path):
+    issued = gateway.new_key()
+    gateway.wait_for_key(issued["key"])
+    gateway.client(issued["key"]).chat.completions.create(model="gpt-b", messages=[{"role": "user", "content": "scrape"}])
+    target = metrics_url(gateway).removeprefix("http://").removesuffix("/metrics")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n"
+        "scrape_configs:\n  - job_name: routero-data-plane\n    static_configs:\n"
+        f"      - targets: ['{target}']\n"
+    )
+    web = f"127.0.0.1:{free_port()}"
+    prometheus = Process("prometheus", [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                        f"--web.listen-address={web}"], cwd=tmp_path)
+    try:
+        def series():
+            r = httpx.get(f"http://{web}/api/v1/query",
+                          params={"query": 'routero_requests_total{model="gpt-b",code="ok"}'}, timeout=5)
+            return r.json()["data"]["result"] if r.status_code == 200 else []
+
+        wait_until(lambda: series(), timeout=30, what="Prometheus to scrape the request's series")
+        [result] = series()
+        assert result["metric"]["job"] == "routero-data-plane"
+        assert result["metric"]["endpoint"] == "chat/completions"
+        assert float(result["value"][1]) >= 1
+        up = httpx.get(f"http://{web}/api/v1/query", params={"query": "up"}).json()["data"]["result"]
+        assert [r["value"][1] for r in up] == ["1"]
+    except BaseException:
+        print(prometheus.output()[-3000:])
+        raise
+    finally:
+        prometheus.stop()
