@@ -26,9 +26,10 @@ def values_of(name):
     return yaml.safe_load(path.read_text()) if path else None
 
 
-def render(values, name="rt"):
-    """Every manifest the chart renders with `values`, as dicts."""
-    rendered = chart.Chart.load(str(CHART)).render(values=values, name=name, namespace="gw", is_install=True)
+def render(values, name="rt", upgrade=False):
+    """Every manifest the chart renders with `values` (for an install, or an upgrade), as dicts."""
+    rendered = chart.Chart.load(str(CHART)).render(values=values, name=name, namespace="gw",
+                                                   is_install=not upgrade, is_upgrade=upgrade)
     return [
         doc
         for path, text in sorted(rendered.items())
@@ -113,6 +114,10 @@ def test_every_value_is_documented_in_the_readme_and_in_the_schema():
             {"topology": "split", "secrets": {"existingSecret": "mine"}, "snapshotTls": {"allowPlaintext": True}},
             "kafka.brokers",
         ),
+        # An empty list of peers would admit everyone (NetworkPolicy semantics), never no one.
+        ({"networkPolicy": {"adminFrom": []}}, "adminFrom"),
+        ({"networkPolicy": {"externalEgress": []}}, "externalEgress"),
+        ({"trustedProxies": "10.0.0.0/8"}, "networkPolicy.apiFrom"),
     ],
 )
 def test_bad_or_missing_values_are_refused_with_their_name(values, refusal):
@@ -178,11 +183,16 @@ def test_the_policies_configmap_carries_every_policy_of_the_repository():
     assert cerbos["server"]["grpcListenAddr"].startswith("127.0.0.1:"), "Cerbos on the pod's loopback only"
 
 
-def test_generated_secrets_are_created_first_and_kept():
+def test_generated_secrets_are_kept_and_never_regenerated_on_an_upgrade():
     secret = next(doc for doc in render(None) if doc["kind"] == "Secret")
     annotations = secret["metadata"]["annotations"]
     assert annotations["helm.sh/resource-policy"] == "keep"
-    assert "pre-install" in annotations["helm.sh/hook"]
+    assert "helm.sh/hook" not in annotations, "a hook would be deleted and recreated on every upgrade"
+    # Offline there is no Secret to read back: an upgrade refuses rather than generate new keys.
+    with pytest.raises(Exception) as refused:
+        render(None, upgrade=True)
+    assert "not found while upgrading" in str(refused.value)
+    assert render({"secrets": {"existingSecret": "mine"}}, upgrade=True)
     assert set(secret["data"]) == {"pepper", "master-keys", "data-plane-key", "audit-signing-key", "admin-key"}
     again = next(doc for doc in render(None) if doc["kind"] == "Secret")
     assert again["data"]["pepper"] != secret["data"]["pepper"], "fresh random keys on a first install"
@@ -199,3 +209,15 @@ def test_a_service_monitor_selects_the_data_planes_metrics_service():
     assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
     assert service["spec"]["selector"]["app.kubernetes.io/component"] == "data-plane"
     assert not any(doc["kind"] == "ServiceMonitor" for doc in render(values_of("production")))
+
+
+def test_the_migrations_job_runs_after_the_first_install_and_before_upgrades():
+    job = next(doc for doc in render(values_of("production")) if doc["kind"] == "Job")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,pre-upgrade"
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["admin", "migrate"]
+
+
+def test_with_trusted_proxies_only_the_ingress_reaches_the_api():
+    policies = {doc["metadata"]["name"]: doc["spec"] for doc in render(values_of("production")) if doc["kind"] == "NetworkPolicy"}
+    [api] = [rule for rule in policies["rt-routero-api"]["ingress"] if rule["ports"] == [{"port": 8080}]]
+    assert api["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]

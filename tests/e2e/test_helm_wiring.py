@@ -119,8 +119,8 @@ class Kubelet:
                     assert source["fieldRef"]["fieldPath"] == "metadata.name"
                     env[var["name"]] = f"{name}-0"
                 else:
-                    value = IMAGE_FILES.get(var["value"], var["value"])
-                    env[var["name"]] = self.rewrite(component, value, mounts)
+                    # A file of the image is where this machine has it (a host path, not the pod's).
+                    env[var["name"]] = IMAGE_FILES.get(var["value"]) or self.rewrite(component, var["value"], mounts)
             if container["name"] == "cerbos":
                 config = mounts["/config"] / "cerbos.yaml"
                 config.write_text(self.rewrite(component, config.read_text(), mounts))

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::Stream;
 use routero_crypto::SealingKey;
@@ -54,6 +54,8 @@ pub struct Publisher {
     latest: watch::Sender<Arc<Published>>,
     /// One refresh at a time, so a slower one never publishes over a newer state.
     refreshing: tokio::sync::Mutex<()>,
+    /// When the state was last reloaded whole.
+    reloaded_whole: Mutex<Option<Instant>>,
     applied: Mutex<HashMap<String, AppliedVersion>>,
     /// Version of the policy bundle deciding requests ("" when policies are off).
     policy_version: Mutex<String>,
@@ -84,6 +86,7 @@ impl Publisher {
             sealed: Mutex::new(HashMap::new()),
             latest,
             refreshing: tokio::sync::Mutex::new(()),
+            reloaded_whole: Mutex::new(None),
             applied: Mutex::new(HashMap::new()),
             policy_version: Mutex::new(String::new()),
             auth,
@@ -113,7 +116,16 @@ impl Publisher {
             }
             std::mem::replace(&mut *current, version.to_owned())
         };
-        self.store.bump_snapshot_version().await?;
+        if let Err(error) = self.store.bump_snapshot_version().await {
+            // Not published: the next attempt must see the change again.
+            previous.clone_into(
+                &mut self
+                    .policy_version
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            return Err(error);
+        }
         self.refresh().await?;
         Ok(Some(previous))
     }
@@ -127,9 +139,25 @@ impl Publisher {
         if version == previous.version() {
             return Ok(());
         }
-        let changed = match previous.version() {
-            0 => None,
-            since => self.store.changed_keys(since).await?,
+        // A whole reload now and then heals any drift the change log could hide (a row altered
+        // with the database's credentials, a restored database); also when the version went
+        // back, and when the log cannot be read.
+        let whole_due = self
+            .reloaded_whole
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_none_or(|at| at.elapsed() >= RELOAD_WHOLE_EVERY);
+        let since = previous.version();
+        let changed = if since == 0 || version < since || whole_due {
+            None
+        } else {
+            self.store
+                .changed_keys(since)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(%error, "snapshot change log unreadable; reloading whole");
+                    None
+                })
         };
         tracing::debug!(
             from = previous.version(),
@@ -142,7 +170,14 @@ impl Publisher {
                 &changed.ids,
                 changed.keys.into_iter().map(wire_key),
             ),
-            None => self.wire_state(self.store.load_state().await?)?,
+            None => {
+                let state = self.wire_state(self.store.load_state().await?)?;
+                *self
+                    .reloaded_whole
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+                state
+            }
         };
         if state.version() / PRUNE_EVERY != previous.version() / PRUNE_EVERY {
             let forget = state.version().saturating_sub(KEEP_CHANGES);
@@ -288,6 +323,8 @@ impl Publisher {
 /// behind reloads whole), and how often older ones are pruned.
 const KEEP_CHANGES: u64 = 10_000;
 const PRUNE_EVERY: u64 = 1_000;
+/// How often a refresh reloads the whole state even when only keys changed.
+const RELOAD_WHOLE_EVERY: Duration = Duration::from_secs(300);
 
 fn wire_key(k: KeyRecord) -> v1::VirtualKey {
     v1::VirtualKey {

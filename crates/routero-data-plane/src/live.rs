@@ -115,8 +115,9 @@ impl Live {
     }
 
     /// This snapshot at `version` after a delta that changed keys alone: `removed` gone,
-    /// `upserted` decoded and added; everything else (credentials, guardrails) is shared, not
-    /// prepared again.
+    /// `upserted` replaced by their decoded form (one that does not decode is gone, as
+    /// [`Live::build`] leaves it out: refused, never served by its old policy); everything else
+    /// (credentials, guardrails) is shared, not prepared again.
     pub fn with_changed_keys(
         &self,
         version: u64,
@@ -126,7 +127,10 @@ impl Live {
         Self {
             snapshot: self.snapshot.with_changed_keys(
                 version,
-                removed.iter().filter_map(|h| KeyHash::from_slice(h).ok()),
+                removed
+                    .iter()
+                    .chain(upserted.iter().map(|k| &k.key_hash))
+                    .filter_map(|h| KeyHash::from_slice(h).ok()),
                 upserted.iter().filter_map(key_entry),
             ),
             hasher: self.hasher.clone(),
@@ -266,5 +270,51 @@ impl SnapshotCell {
     /// Unix milliseconds of the last contact.
     pub fn last_contact_ms(&self) -> i64 {
         self.last_contact_ms.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use routero_proto::v1;
+
+    use super::*;
+
+    fn key(hash: u8, cidrs: &[&str]) -> v1::VirtualKey {
+        v1::VirtualKey {
+            key_hash: vec![hash; 32],
+            key_id: format!("k{hash}"),
+            tenant_id: "t".into(),
+            allowed_cidrs: cidrs.iter().map(|c| (*c).to_owned()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// A key updated to something this data plane cannot decode is refused, as a fresh build
+    /// would leave it out, never served by its old policy.
+    #[test]
+    fn an_updated_key_that_does_not_decode_is_gone_not_kept_as_it_was() {
+        let sealing = SealingKey::generate().unwrap();
+        let pepper = SealingKey::generate().unwrap();
+        let sealed_pepper = sealing
+            .seal(aad::PEPPER, pepper.to_bytes().expose())
+            .unwrap();
+        let state = WireState::new(1, sealed_pepper, [key(1, &[]), key(2, &[])], [], []);
+        let live = Live::build(&state, &sealing, &EgressPolicy::default()).unwrap();
+        let hash = |n| KeyHash::from_slice(&[n; 32]).unwrap();
+        assert!(live.snapshot.key(&hash(1)).is_some());
+
+        let updated =
+            live.with_changed_keys(2, &[vec![2; 32]], &[key(1, &["not a range"]), key(3, &[])]);
+        assert_eq!(updated.snapshot.version, 2);
+        assert!(
+            updated.snapshot.key(&hash(1)).is_none(),
+            "undecodable update"
+        );
+        assert!(updated.snapshot.key(&hash(2)).is_none(), "removed");
+        assert!(updated.snapshot.key(&hash(3)).is_some(), "added");
+        assert!(
+            live.snapshot.key(&hash(1)).is_some(),
+            "the serving snapshot is untouched"
+        );
     }
 }

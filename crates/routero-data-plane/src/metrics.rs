@@ -1,7 +1,8 @@
 //! The data plane's Prometheus metrics, served on a port of their own. Labels are bounded:
 //! endpoint, the route a request resolved to (`unknown` when it named none of its tenant's),
-//! and the outcome code (`ok`, a refusal's stable code, or `http_<status>` for an upstream
-//! answer passed on); never keys, users or client text.
+//! and the outcome code (`ok`, a refusal's stable code, or `http_4xx`/`http_5xx` for an
+//! upstream answer passed on); never keys, users or client text. Past the series bound, new
+//! routes count as `other`, endpoint and code kept.
 
 use routero_metrics::{Counter, Exposition, Histogram, LATENCY_BUCKETS};
 
@@ -20,7 +21,8 @@ impl Metrics {
                 "routero_requests_total",
                 "Proxied requests by endpoint, model route and outcome code.",
                 &["endpoint", "model", "code"],
-            ),
+            )
+            .collapsing("model"),
             head: Histogram::new(
                 "routero_response_head_seconds",
                 "Time from a proxied request's arrival to its answer's head (for a stream: its start), by endpoint and outcome code.",

@@ -256,16 +256,13 @@ async fn audited(
     .await;
     let result = handled.unwrap_or_else(|_| Err(ErrorCode::DeadlineExceeded.into()));
     seen.abandoned = None;
-    let status;
     app.metrics.request(
         endpoint.path(),
         seen.route.as_deref().unwrap_or("unknown"),
         match &result {
             Ok(response) if response.status().is_success() => "ok",
-            Ok(response) => {
-                status = format!("http_{}", response.status().as_u16());
-                &status
-            }
+            Ok(response) if response.status().is_client_error() => "http_4xx",
+            Ok(_) => "http_5xx",
             Err(refused) => refused.refusal.code(),
         },
         arrived.elapsed().as_secs_f64(),

@@ -4,7 +4,8 @@
 //! Label values must come from bounded sets (route names, provider kinds, error codes), never
 //! from key ids, user ids or client text: every distinct set of values is a series kept for the
 //! life of the process. A family refuses new series past [`MAX_SERIES`] and counts them under
-//! `other` instead.
+//! `other` instead: in the label it names as the one that grows (`collapsing`), the others kept,
+//! or in every label.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -27,6 +28,8 @@ type Labels = Vec<String>;
 /// Series of one family by label values, with the family's label names.
 struct Series<T> {
     names: &'static [&'static str],
+    /// The label whose value becomes `other` past [`MAX_SERIES`] (none: every label).
+    grows: Option<usize>,
     series: Mutex<BTreeMap<Labels, T>>,
 }
 
@@ -34,8 +37,14 @@ impl<T: Default> Series<T> {
     fn new(names: &'static [&'static str]) -> Self {
         Self {
             names,
+            grows: None,
             series: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    fn collapsing(mut self, label: &str) -> Self {
+        self.grows = self.names.iter().position(|name| *name == label);
+        self
     }
 
     fn with(&self, values: &[&str], change: impl FnOnce(&mut T)) {
@@ -43,12 +52,13 @@ impl<T: Default> Series<T> {
             .series
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let key: Labels = values.iter().map(|v| (*v).to_owned()).collect();
-        let key = if series.len() >= MAX_SERIES && !series.contains_key(&key) {
-            vec!["other".to_owned(); values.len()]
-        } else {
-            key
-        };
+        let mut key: Labels = values.iter().map(|v| (*v).to_owned()).collect();
+        if series.len() >= MAX_SERIES && !series.contains_key(&key) {
+            match self.grows.and_then(|index| key.get_mut(index)) {
+                Some(value) => "other".clone_into(value),
+                None => key.iter_mut().for_each(|value| "other".clone_into(value)),
+            }
+        }
         change(series.entry(key).or_default());
     }
 
@@ -78,6 +88,13 @@ impl Counter {
             help,
             series: Series::new(labels),
         }
+    }
+
+    /// The same family, counting past [`MAX_SERIES`] under `label="other"` alone.
+    #[must_use]
+    pub fn collapsing(mut self, label: &str) -> Self {
+        self.series = self.series.collapsing(label);
+        self
     }
 
     /// Adds `by` to the series of `values` (one per label name, in order).
@@ -120,6 +137,13 @@ impl Histogram {
             buckets,
             series: Series::new(labels),
         }
+    }
+
+    /// The same family, counting past [`MAX_SERIES`] under `label="other"` alone.
+    #[must_use]
+    pub fn collapsing(mut self, label: &str) -> Self {
+        self.series = self.series.collapsing(label);
+        self
     }
 
     /// Records `value` in the series of `values`.
