@@ -135,8 +135,9 @@ impl Publisher {
     pub async fn refresh(&self) -> Result<(), ControlPlaneError> {
         let _one_at_a_time = self.refreshing.lock().await;
         let previous = self.latest();
+        let since = previous.version();
         let version = self.store.snapshot_version().await?;
-        if version == previous.version() {
+        if version == since {
             return Ok(());
         }
         // A whole reload now and then heals any drift the change log could hide (a row altered
@@ -147,7 +148,6 @@ impl Publisher {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .is_none_or(|at| at.elapsed() >= RELOAD_WHOLE_EVERY);
-        let since = previous.version();
         let changed = if since == 0 || version < since || whole_due {
             None
         } else {
@@ -160,7 +160,7 @@ impl Publisher {
                 })
         };
         tracing::debug!(
-            from = previous.version(),
+            from = since,
             keys_changed = changed.as_ref().map(|c| c.ids.len()),
             "snapshot refresh (keys_changed none: reloaded whole)"
         );
@@ -179,7 +179,7 @@ impl Publisher {
                 state
             }
         };
-        if state.version() / PRUNE_EVERY != previous.version() / PRUNE_EVERY {
+        if state.version() / PRUNE_EVERY != since / PRUNE_EVERY {
             let forget = state.version().saturating_sub(KEEP_CHANGES);
             if let Err(error) = self.store.prune_snapshot_changes(forget).await {
                 tracing::warn!(%error, "could not prune the snapshot change log");
