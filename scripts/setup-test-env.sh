@@ -2,7 +2,9 @@
 # Installs and starts what the build and the tests need, when missing. Safe to run repeatedly.
 #   - Debian packages: what the build needs (scripts/install-build-deps.sh), PostgreSQL (server
 #     and psql), openssl (test certificates), xmlsec1 (the SAML identity provider of the tests),
-#     prometheus (a real Prometheus and promtool scraping and checking the metrics)
+#     prometheus (a real Prometheus and promtool scraping and checking the metrics), sslscan
+#     (what the HTTPS listeners offer) and stunnel4 (a TLS front with client certificates for
+#     the Kafka broker)
 #   - cargo-nextest and cargo-deny, from crates.io
 #   - PostgreSQL on 127.0.0.1:5432 with trust auth, and Redis on 127.0.0.1:6379, started if not
 #     reachable
@@ -27,6 +29,8 @@ command -v psql >/dev/null || missing+=(postgresql-client)
 command -v pg_ctlcluster >/dev/null || missing+=(postgresql)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v sslscan >/dev/null || missing+=(sslscan)
+command -v stunnel4 >/dev/null || missing+=(stunnel4)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   as_root apt-get update -qq

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -103,8 +104,8 @@ def listening_ports(pid):
     return ports
 
 
-def ready(url):
-    return httpx.get(url, timeout=2).status_code == 200
+def ready(url, verify=True):
+    return httpx.get(url, timeout=2, verify=verify).status_code == 200
 
 
 @pytest.fixture(scope="session")
@@ -147,8 +148,11 @@ def create_postgres_database():
 class Gateway:
     """A running Routero: either `routero up` (SQLite) or separate control and data planes."""
 
-    def __init__(self, fake_url, mode, extra_env=None, cp_env=None):
+    def __init__(self, fake_url, mode, extra_env=None, cp_env=None, ca=None):
+        """With `ca`, the listeners whose certificates the environments set are HTTPS,
+        verified against that CA file."""
         self.mode = mode
+        self.verify = ssl.create_default_context(cafile=str(ca)) if ca else True
         self.fake_url = fake_url
         self.dir = Path(tempfile.mkdtemp(prefix="routero-e2e-"))
         # Services bind port 0 and say which port they got (no port picked here, released,
@@ -186,8 +190,8 @@ class Gateway:
             self.start_control_plane()
             self.start_data_plane()
         try:
-            wait_until(lambda: ready(self.admin_url + "/readyz"), what="control plane ready")
-            wait_until(lambda: ready(self.data_url + "/readyz"), what="data plane ready")
+            wait_until(lambda: ready(self.admin_url + "/readyz", self.verify), what="control plane ready")
+            wait_until(lambda: ready(self.data_url + "/readyz", self.verify), what="data plane ready")
         except AssertionError as error:
             logs = self.logs()
             self.close()
@@ -198,18 +202,23 @@ class Gateway:
         process = Process(command, [str(BIN_DIR / "routero"), command], env=env, cwd=self.dir)
         self.processes[command] = process
         if command == "up" and not self.data_port:
-            self.admin_port = process.port(r"admin API: +http://127\.0\.0\.1:(\d+)", "its admin API")
-            self.data_port = process.port(r"OpenAI API: +http://127\.0\.0\.1:(\d+)", "its OpenAI API")
+            self.admin_port = process.port(r"admin API: +https?://127\.0\.0\.1:(\d+)", "its admin API")
+            self.data_port = process.port(r"OpenAI API: +https?://127\.0\.0\.1:(\d+)", "its OpenAI API")
             env.update({"ROUTERO_DATA_PLANE_ADDR": f"127.0.0.1:{self.data_port}",
                         "ROUTERO_CONTROL_PLANE_ADDR": f"127.0.0.1:{self.admin_port}"})
 
+    def scheme(self, certificate):
+        """https when the services' environment sets `certificate`."""
+        env = self.up_env if self.mode == "sqlite-up" else {**self.cp_env, **self.extra_env}
+        return "https" if certificate in env else "http"
+
     @property
     def admin_url(self):
-        return f"http://127.0.0.1:{self.admin_port}"
+        return f"{self.scheme('ROUTERO_ADMIN_TLS_CERT')}://127.0.0.1:{self.admin_port}"
 
     @property
     def data_url(self):
-        return f"http://127.0.0.1:{self.data_port}"
+        return f"{self.scheme('ROUTERO_TLS_CERT')}://127.0.0.1:{self.data_port}"
 
     def start_control_plane(self):
         self.start("control-plane", self.cp_env)
@@ -286,7 +295,8 @@ class Gateway:
 
     def admin(self, method, path, body=None, key=ADMIN_KEY, **kwargs):
         headers = {**({"Authorization": f"Bearer {key}"} if key else {}), **kwargs.pop("headers", {})}
-        return httpx.request(method, self.admin_url + path, json=body, headers=headers, timeout=10, **kwargs)
+        return httpx.request(method, self.admin_url + path, json=body, headers=headers, timeout=10,
+                             verify=self.verify, **kwargs)
 
     def setup_catalog(self):
         r = self.admin("POST", "/credentials", {
@@ -304,12 +314,14 @@ class Gateway:
         return r.json()
 
     def client(self, key):
-        return openai.OpenAI(api_key=key, base_url=self.data_url + "/v1", max_retries=0, timeout=10)
+        return openai.OpenAI(api_key=key, base_url=self.data_url + "/v1", max_retries=0, timeout=10,
+                             http_client=httpx.Client(verify=self.verify))
 
     def wait_for_key(self, key):
         """Waits until the data plane knows a freshly generated key."""
         # 429 (this address throttled for failed authentications) says nothing of the key.
-        wait_until(lambda: httpx.get(self.data_url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code
+        wait_until(lambda: httpx.get(self.data_url + "/v1/models", headers={"Authorization": f"Bearer {key}"},
+                                     verify=self.verify).status_code
                    not in (401, 429), timeout=5, what="key to reach the data plane")
 
     def guarded_client(self, pipeline):

@@ -43,12 +43,14 @@ class S3Server:
 class Broker:
     """A tansu broker on one port, its log in an S3 bucket; stop() and start() keep the data."""
 
-    def __init__(self, s3):
+    def __init__(self, s3, advertised_port=None):
+        """`advertised_port`: the port clients are told to use (a TLS front's), if not its own."""
         self.s3 = s3
         self.bucket = "tansu-" + uuid.uuid4().hex[:8]
         s3.create_bucket(self.bucket)
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.advertised = f"tcp://127.0.0.1:{advertised_port or self.port}"
         self.dir = tempfile.mkdtemp(prefix="routero-tansu-")  # tansu reads a .env in its directory
         self.process = None
         self.start()
@@ -56,7 +58,7 @@ class Broker:
     def start(self):
         url = f"tcp://{self.address}"
         self.process = Process("tansu", [str(tansu_binary()), "broker", "--listener-url", url,
-                                         "--advertised-listener-url", url,
+                                         "--advertised-listener-url", self.advertised,
                                          "--storage-engine", f"s3://{self.bucket}/"],
                                env={**S3_ENV, "AWS_ENDPOINT": self.s3.url, "RUST_LOG": "warn"}, cwd=self.dir)
         wait_until(lambda: "ready in" in self.process.output(), what="tansu ready")
@@ -66,3 +68,30 @@ class Broker:
 
     def logs(self):
         return self.process.output()[-3000:]
+
+
+class TlsFront:
+    """stunnel4 terminating TLS in front of a broker on 127.0.0.1:`port`, with the certificate
+    `name`.crt of `tls_dir` and requiring clients to present one signed by its ca.crt."""
+
+    def __init__(self, broker, port, tls_dir, name="broker"):
+        self.port = port
+        self.address = f"127.0.0.1:{port}"
+        self.log = tls_dir / "stunnel.log"
+        conf = tls_dir / "stunnel.conf"
+        conf.write_text("\n".join([
+            "foreground = yes", "pid =", f"output = {self.log}", "debug = info",
+            "[kafka]", f"accept = {self.address}", f"connect = {broker.address}",
+            f"cert = {tls_dir / (name + '.crt')}", f"key = {tls_dir / (name + '.key')}",
+            f"CAfile = {tls_dir / 'ca.crt'}", "verifyChain = yes", "requireCert = yes",
+            "sslVersionMin = TLSv1.2", "",
+        ]))
+        self.process = Process("stunnel", ["stunnel4", str(conf)])
+        wait_until(lambda: self.log.exists() and "Configuration successful" in self.log.read_text(),
+                   what="stunnel ready")
+
+    def logs(self):
+        return self.log.read_text()[-3000:]
+
+    def stop(self):
+        self.process.stop()

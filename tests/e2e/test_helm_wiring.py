@@ -22,7 +22,7 @@ from conftest import BIN_DIR, POSTGRES, UPSTREAM_KEY, Process, clean_env, create
 from kafka import Broker, S3Server
 from test_helm_chart import render
 from test_policies import CERBOS
-from test_transport import openssl
+from certs import certificate_authority, issue
 
 SNAPSHOT_TLS = "snapshot-tls"
 # Files the image carries (Dockerfile), as they are on this machine.
@@ -32,13 +32,8 @@ SNAPSHOTS_HOST = "rt-routero-snapshots"
 
 def pki(directory):
     """A CA and a server certificate for the snapshot Service's name."""
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=chart-test-ca", cwd=directory)
-    (directory / "server.ext").write_text(f"subjectAltName=DNS:{SNAPSHOTS_HOST}\nextendedKeyUsage=serverAuth\n")
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", "tls.key", "-out", "server.csr", "-subj", "/CN=snapshots", cwd=directory)
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "tls.crt", "-days", "1", "-extfile", "server.ext", cwd=directory)
+    certificate_authority(directory, "chart-test-ca")
+    issue(directory, "snapshots", f"DNS:{SNAPSHOTS_HOST}", cert="tls.crt", key="tls.key")
     return {name: (directory / name).read_bytes() for name in ("tls.crt", "tls.key", "ca.crt")}
 
 

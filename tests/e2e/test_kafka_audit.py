@@ -4,6 +4,7 @@ into PostgreSQL and re-publishes them to `routero.audit.v1`, where a plain Kafka
 (confluent-kafka, as a SIEM would) checks the chain, and writes hourly gzipped NDJSON objects to an S3-compatible server (moto).
 Broker and writer failures lose nothing."""
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -19,8 +20,9 @@ import openai
 import pytest
 from confluent_kafka import Consumer
 
-from conftest import BIN_DIR, Gateway, Process, clean_env, create_postgres_database, ready, secret, wait_until
-from kafka import Broker, S3Server
+from certs import certificate_authority, issue
+from conftest import BIN_DIR, Gateway, Process, clean_env, create_postgres_database, free_port, ready, secret, wait_until
+from kafka import Broker, S3Server, TlsFront
 
 SIEM_TOPIC = "routero.audit.v1"
 
@@ -35,7 +37,7 @@ def s3():
 class AuditWriter:
     """`routero audit-writer` on its own PostgreSQL database."""
 
-    def __init__(self, broker, workdir, s3_bucket):
+    def __init__(self, broker, workdir, s3_bucket, kafka):
         self.workdir = workdir
         self.s3_bucket = s3_bucket
         self.env = {
@@ -44,7 +46,7 @@ class AuditWriter:
             "ROUTERO_AUDIT_S3_ACCESS_KEY_ID": "test",
             "ROUTERO_AUDIT_S3_SECRET_ACCESS_KEY": "test-secret",
             "ROUTERO_AUDIT_S3_INTERVAL": "1s",
-            "ROUTERO_KAFKA_BROKERS": broker.address,
+            **kafka,
             "ROUTERO_AUDIT_DATABASE_URL": create_postgres_database(),
             "ROUTERO_AUDIT_SIGNING_KEY": secret(),
             "ROUTERO_KAFKA_SESSION_TIMEOUT": "6s",
@@ -79,29 +81,38 @@ class AuditWriter:
         return [line for line in map(json.loads, out.splitlines()) if line["kind"] == "record"]
 
 
-@pytest.fixture
-def pipeline(s3, fake_provider):
-    broker = Broker(s3)
+@contextlib.contextmanager
+def running_pipeline(s3, fake_provider, broker, kafka, front=None):
+    """An audit writer and a split gateway publishing through `broker`, all with the
+    Kafka settings `kafka`."""
     gw = writer = None
     try:
         workdir = tempfile.mkdtemp(prefix="routero-writer-")
         bucket = "audit-" + uuid.uuid4().hex[:8]
         s3.create_bucket(bucket)
-        writer = AuditWriter(broker, workdir, bucket)
-        kafka = {"ROUTERO_KAFKA_BROKERS": broker.address}
+        writer = AuditWriter(broker, workdir, bucket, kafka)
         gw = Gateway(fake_provider, "postgres",
                      extra_env={**kafka, "ROUTERO_AUDIT_SPOOL_DIR": workdir + "/dp-spool"},
                      cp_env={**kafka, "ROUTERO_AUDIT_SPOOL_DIR": workdir + "/cp-spool",
                              "ROUTERO_AUDIT_DATABASE_URL": writer.env["ROUTERO_AUDIT_DATABASE_URL"]})
-        yield broker, writer, gw
+        yield writer, gw
     finally:
         for name, logs in [("gateway", gw and gw.logs()), ("writer", writer and writer.process.output()[-4000:]),
-                           ("broker", broker.logs())]:
+                           ("broker", broker.logs()), ("TLS front", front and front.logs())]:
             print(f"=== {name} ===\n{logs}")
         if gw:
             gw.close()
         if writer:
             writer.stop()
+
+
+@pytest.fixture
+def pipeline(s3, fake_provider):
+    broker = Broker(s3)
+    try:
+        with running_pipeline(s3, fake_provider, broker, {"ROUTERO_KAFKA_BROKERS": broker.address}) as (writer, gw):
+            yield broker, writer, gw
+    finally:
         broker.stop()
 
 
@@ -406,3 +417,39 @@ def test_a_message_the_broker_will_never_take_is_recorded_and_skipped(pipeline):
     assert any(e["details"].get("sha256") == digest and e["reason_code"] == "refused_by_broker" for e in rejected), rejected
     assert all("padding" not in json.dumps(e) for e in rejected), "never its bytes"
     assert_once_and_verified(writer, writer.records())
+
+
+def test_events_travel_through_a_tls_front_that_requires_client_certificates(s3, fake_provider, tmp_path):
+    """The brokers behind TLS with client certificates (stunnel4 in front of tansu, which tells
+    clients to use the front): the services' events arrive chained and verified; a writer
+    without a client certificate is refused at the handshake and does not start."""
+    certificate_authority(tmp_path)
+    issue(tmp_path, "broker", "IP:127.0.0.1")
+    issue(tmp_path, "client", "DNS:routero.test", usage="clientAuth")
+    port = free_port()
+    broker = Broker(s3, advertised_port=port)
+    front = TlsFront(broker, port, tmp_path)
+    kafka = {"ROUTERO_KAFKA_BROKERS": front.address, "ROUTERO_KAFKA_TLS_CA": str(tmp_path / "ca.crt"),
+             "ROUTERO_KAFKA_TLS_CERT": str(tmp_path / "client.crt"),
+             "ROUTERO_KAFKA_TLS_KEY": str(tmp_path / "client.key")}
+    try:
+        with running_pipeline(s3, fake_provider, broker, kafka, front) as (writer, gw):
+            issued, client = key_and_client(gw)
+            chat(client, 3)
+            wait_until(lambda: len(routed_for(tenant_records(writer), issued["key_id"])) == 3, timeout=60,
+                       what="the requests chained through the TLS front")
+            records = tenant_records(writer)
+            assert [r["event"]["action"] for r in records].count("key.created") == 1
+            assert_once_and_verified(writer, records)
+            assert "peer did not return a certificate" not in front.logs()
+
+            without = {name: value for name, value in writer.env.items()
+                       if name not in ("ROUTERO_KAFKA_TLS_CERT", "ROUTERO_KAFKA_TLS_KEY")}
+            refused = subprocess.run([str(BIN_DIR / "routero"), "audit-writer"], env=clean_env(without),
+                                     capture_output=True, text=True, timeout=120, cwd=tmp_path)
+            assert refused.returncode != 0
+            assert "creating the audit topics" in refused.stderr, refused.stderr[-2000:]
+            assert "peer did not return a certificate" in front.logs()
+    finally:
+        front.stop()
+        broker.stop()

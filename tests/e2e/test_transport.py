@@ -1,6 +1,5 @@
 """The snapshot stream over mutual TLS, and `routero up`'s first-start admin key."""
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -8,26 +7,17 @@ import httpx
 import pytest
 
 from conftest import BIN_DIR, Gateway, Process, free_port, wait_until
+from certs import certificate_authority, issue
 
 DOMAIN = "routero-cp.test"
-
-
-def openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
 @pytest.fixture
 def pki(tmp_path):
     """A throwaway CA with a server certificate for DOMAIN and a client certificate."""
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=routero-test-ca", cwd=tmp_path)
-    for name, ext in [("server", f"subjectAltName=DNS:{DOMAIN}\nextendedKeyUsage=serverAuth"),
-                      ("client", "subjectAltName=DNS:dp.routero.test\nextendedKeyUsage=clientAuth")]:
-        (tmp_path / f"{name}.ext").write_text(ext + "\n")
-        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=tmp_path)
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", f"{name}.crt", "-days", "1", "-extfile", f"{name}.ext", cwd=tmp_path)
+    certificate_authority(tmp_path)
+    issue(tmp_path, "server", f"DNS:{DOMAIN}")
+    issue(tmp_path, "client", "DNS:dp.routero.test", usage="clientAuth")
     return tmp_path
 
 
@@ -72,12 +62,8 @@ def foreign_client_certificate(pki):
     not trust."""
     other = pki / "other"
     other.mkdir()
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=routero-test-ca", cwd=other)
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=client", cwd=other)
-    openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "client.crt", "-days", "1", "-extfile", str(pki / "client.ext"), cwd=other)
+    certificate_authority(other)
+    issue(other, "client", "DNS:dp.routero.test", usage="clientAuth")
     return other
 
 

@@ -75,6 +75,9 @@ pub struct ControlPlaneConfig {
     /// The URL browsers and identity providers reach the admin API at; single sign-on's
     /// redirect URIs are built from it (none: from each request's `Host`).
     pub public_url: Option<String>,
+    /// HTTPS on the admin API listener (a certificate reloaded when its files change); none:
+    /// plain HTTP (behind a TLS-terminating proxy, or on loopback).
+    pub https: Option<routero_http::Https>,
 }
 
 /// How long sign-in sessions live, and how local admins' passwords are kept and locked.
@@ -135,6 +138,7 @@ impl ControlPlaneConfig {
             egress: routero_core::EgressPolicy::default(),
             sessions: SessionPolicy::default(),
             public_url: None,
+            https: None,
         }
     }
 }

@@ -213,6 +213,7 @@ impl ControlPlane {
             listeners.http,
             api::router(self.state),
             deadlines,
+            self.config.https.clone(),
             async move {
                 let _ = http_stop.changed().await;
             },

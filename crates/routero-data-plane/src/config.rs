@@ -64,6 +64,9 @@ pub struct DataPlaneConfig {
     pub redis_url: Option<SecretString>,
     /// Where Prometheus scrapes `/metrics` (a port of its own); none: not served.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// HTTPS on the OpenAI API listener (a certificate reloaded when its files change); none:
+    /// plain HTTP (behind a TLS-terminating proxy, or on loopback).
+    pub https: Option<routero_http::Https>,
 }
 
 impl DataPlaneConfig {
@@ -89,6 +92,7 @@ impl DataPlaneConfig {
             egress: routero_core::EgressPolicy::default(),
             redis_url: None,
             metrics_addr: None,
+            https: None,
         }
     }
 }

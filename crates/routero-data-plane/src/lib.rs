@@ -189,9 +189,15 @@ pub async fn run(
         None => None,
     };
     let mut server_stop = stop_rx.clone();
-    let server = routero_http::serve(listener, router(app), config.deadlines, async move {
-        let _ = server_stop.changed().await;
-    });
+    let server = routero_http::serve(
+        listener,
+        router(app),
+        config.deadlines,
+        config.https.clone(),
+        async move {
+            let _ = server_stop.changed().await;
+        },
+    );
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -244,6 +250,7 @@ async fn serve_metrics(
         listener,
         routes,
         deadlines,
+        None,
         async move {
             let _ = stop.changed().await;
         },
@@ -301,6 +308,7 @@ mod tests {
             listener,
             router,
             config.deadlines,
+            None,
             std::future::pending(),
         ));
         let client = reqwest::Client::new();

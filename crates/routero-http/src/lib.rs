@@ -3,13 +3,17 @@
 //! A client gets [`Deadlines`]: its request headers must arrive within `header` (else the
 //! connection is closed), its body within `body` ([`read_body`]), and its handling is bounded
 //! by `request` (the caller's middleware). So slow or silent clients cannot hold connections,
-//! and with them descriptors and memory, for long. [`serve`] drains connections on shutdown,
-//! and [`unwinding`] turns a handler's panic into an error the caller answers with a stable
+//! and with them descriptors and memory, for long. [`serve`] drains connections on shutdown
+//! and serves HTTPS with [`Https`] (a certificate reloaded when its files change);
+//! [`unwinding`] turns a handler's panic into an error the caller answers with a stable
 //! code instead of a dropped connection. [`bearer`] and [`user_agent`] read the two headers
 //! both APIs read the same way.
 #![forbid(unsafe_code)]
 
 pub mod cors;
+pub mod tls;
+
+pub use tls::Https;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -51,16 +55,18 @@ impl Deadlines {
 
 /// Serves `router` on `listener` until `shutdown` completes, then waits for the open
 /// connections to finish (callers bound that wait by their grace period). Every request
-/// carries its peer as `ConnectInfo<SocketAddr>`.
+/// carries its peer as `ConnectInfo<SocketAddr>`. With `https`, connections are TLS (see
+/// [`tls`]) and its files are watched for a renewed certificate while serving.
 ///
 /// HTTP/1.1 only: a connection that sends no complete request headers within
-/// `deadlines.header` (from its first byte, and between requests) is closed. Plaintext HTTP/2
-/// is not offered: hyper has no deadline for an HTTP/2 connection that opens and then idles,
-/// so each would hold a descriptor for good.
+/// `deadlines.header` (from its first byte, and between requests) is closed, as is one whose
+/// TLS handshake takes longer. HTTP/2 is not offered: hyper has no deadline for an HTTP/2
+/// connection that opens and then idles, so each would hold a descriptor for good.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     deadlines: Deadlines,
+    https: Option<Https>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut builder = http1::Builder::new();
@@ -68,6 +74,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(deadlines.header);
     let graceful = GracefulShutdown::new();
+    let reloading = https.clone().map(|https| tokio::spawn(https.watch()));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -89,14 +96,43 @@ pub async fn serve(
             request.extensions_mut().insert(ConnectInfo(peer));
             router.clone().call(request)
         });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let acceptor = https.as_ref().map(|https| https.acceptor().clone());
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let ended = match acceptor {
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(deadlines.header, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            watcher
+                                .watch(builder.serve_connection(TokioIo::new(stream), service))
+                                .await
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, %peer, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake not done within the header deadline");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(error) = ended {
                 tracing::debug!(%error, %peer, "connection ended with an error");
             }
         });
     }
     drop(listener);
+    if let Some(task) = reloading {
+        task.abort();
+    }
     graceful.shutdown().await;
 }
 
@@ -193,7 +229,13 @@ mod tests {
             .unwrap_or_else(|_| unreachable!());
         let addr = listener.local_addr().unwrap_or_else(|_| unreachable!());
         let router = Router::new().route("/", axum::routing::post(echo));
-        tokio::spawn(serve(listener, router, deadlines, std::future::pending()));
+        tokio::spawn(serve(
+            listener,
+            router,
+            deadlines,
+            None,
+            std::future::pending(),
+        ));
         addr
     }
 

@@ -72,6 +72,18 @@ pub struct KafkaConfig {
     pub partitions: i32,
     /// Replication factor of topics created when missing.
     pub replication: i32,
+    /// TLS to the brokers; plaintext when absent.
+    pub tls: Option<KafkaTls>,
+}
+
+/// TLS to the brokers (librdkafka's, on OpenSSL): the broker's name or address is checked
+/// against its certificate.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaTls {
+    /// PEM file of the CAs the brokers' certificates chain to; none: the system's.
+    pub ca: Option<std::path::PathBuf>,
+    /// PEM files of a client certificate and its key, for brokers that require one.
+    pub client: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl KafkaConfig {
@@ -86,6 +98,7 @@ impl KafkaConfig {
             delivery_timeout: Duration::from_secs(30),
             partitions: 12,
             replication: 3,
+            tls: None,
         }
     }
 
@@ -94,6 +107,19 @@ impl KafkaConfig {
         config
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", "routero");
+        if let Some(tls) = &self.tls {
+            config
+                .set("security.protocol", "ssl")
+                .set("ssl.endpoint.identification.algorithm", "https");
+            if let Some(ca) = &tls.ca {
+                config.set("ssl.ca.location", ca.display().to_string());
+            }
+            if let Some((cert, key)) = &tls.client {
+                config
+                    .set("ssl.certificate.location", cert.display().to_string())
+                    .set("ssl.key.location", key.display().to_string());
+            }
+        }
         config
     }
 
@@ -123,7 +149,11 @@ pub async fn ensure_topics(config: &KafkaConfig) -> Result<(), KafkaError> {
             TopicReplication::Fixed(config.replication),
         )
     });
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    // A broker that cannot be reached (or refuses the handshake) fails the start in 20 s
+    // rather than librdkafka's default minute.
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(20)));
     for result in admin.create_topics(&topics, &options).await? {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

@@ -35,6 +35,11 @@ pub struct Settings {
     pub data_plane_key: Option<Secret>,
     /// Control plane: admin API listen address.
     pub control_plane_addr: Option<SocketAddr>,
+    /// Control plane: PEM certificate chain of the admin API (enables HTTPS on it; read again
+    /// when the file changes).
+    pub admin_tls_cert: Option<String>,
+    /// Control plane: PEM private key of the admin API's certificate.
+    pub admin_tls_key: Option<String>,
     /// Control plane: gRPC snapshot service listen address.
     pub grpc_addr: Option<SocketAddr>,
     /// Control plane: heartbeat interval on snapshot streams (`5s`).
@@ -51,6 +56,11 @@ pub struct Settings {
     pub grpc_tls_client_ca: Option<String>,
     /// Data plane: listen address.
     pub data_plane_addr: Option<SocketAddr>,
+    /// Data plane: PEM certificate chain of the OpenAI API (enables HTTPS on it; read again
+    /// when the file changes).
+    pub tls_cert: Option<String>,
+    /// Data plane: PEM private key of the OpenAI API's certificate.
+    pub tls_key: Option<String>,
     /// Data plane: where Prometheus scrapes `/metrics` (a port of its own); unset: not served.
     pub metrics_addr: Option<SocketAddr>,
     /// Data plane: control plane gRPC URL.
@@ -142,6 +152,17 @@ pub struct Settings {
     /// Audit: Kafka bootstrap servers (`host:port,...`). Separate control-plane and data-plane
     /// processes publish their audit events there; `routero audit-writer` consumes them.
     pub kafka_brokers: Option<String>,
+    /// Audit: speak TLS to the brokers (on when `kafka_tls_ca` or `kafka_tls_cert` is set).
+    pub kafka_tls: Option<Flag>,
+    /// Audit: PEM CAs of the brokers' certificates (unset: the system's).
+    pub kafka_tls_ca: Option<String>,
+    /// Audit: PEM client certificate for brokers that require one.
+    pub kafka_tls_cert: Option<String>,
+    /// Audit: PEM private key of `kafka_tls_cert`.
+    pub kafka_tls_key: Option<String>,
+    /// Audit: allow plaintext to brokers beyond loopback (audit events, who did what, readable
+    /// and alterable on the network). Off by default: TLS is required off loopback.
+    pub allow_plaintext_kafka: Option<Flag>,
     /// Audit: consumer-group session timeout of the audit writer (`10s`).
     pub kafka_session_timeout: Option<Interval>,
     /// Audit: partitions of the audit topics when the writer creates them (`12`).
@@ -299,6 +320,26 @@ impl Settings {
         }
     }
 
+    /// HTTPS for the admin API (`admin`) or the OpenAI API, when its certificate is set.
+    pub fn https(&self, admin: bool) -> Result<Option<routero_http::Https>> {
+        let (cert, key, names) = if admin {
+            (
+                &self.admin_tls_cert,
+                &self.admin_tls_key,
+                "admin_tls_cert and admin_tls_key",
+            )
+        } else {
+            (&self.tls_cert, &self.tls_key, "tls_cert and tls_key")
+        };
+        match (cert, key) {
+            (Some(cert), Some(key)) => routero_http::Https::load(cert, key)
+                .map(Some)
+                .map_err(|e| anyhow!("{names}: {e}")),
+            (None, None) => Ok(None),
+            _ => bail!("{names}: set both"),
+        }
+    }
+
     /// Deadlines for clients, with `request` as the default whole-request deadline.
     pub fn deadlines(&self, request: Duration) -> Result<routero_http::Deadlines> {
         let mut deadlines = routero_http::Deadlines::with_request(request);
@@ -429,6 +470,7 @@ impl Settings {
             config.heartbeat_interval = interval;
         }
         config.sessions = self.sessions();
+        config.https = self.https(true)?;
         let cert = Self::file(self.grpc_tls_cert.as_ref(), "grpc_tls_cert")?;
         let key = Self::file(self.grpc_tls_key.as_ref(), "grpc_tls_key")?;
         config.grpc_tls = match (cert, key) {
@@ -505,7 +547,47 @@ impl Settings {
                 .parse()
                 .map_err(|e| anyhow!("kafka_replication_factor: {e}"))?;
         }
+        config.tls = self.kafka_tls()?;
+        if config.tls.is_none()
+            && !self.allow_plaintext_kafka.is_some_and(|Flag(on)| on)
+            && !brokers.split(',').all(is_loopback_authority)
+        {
+            bail!(
+                "kafka_brokers: plaintext beyond loopback; set kafka_tls (with kafka_tls_ca, kafka_tls_cert and kafka_tls_key as the brokers need) or, knowingly, allow_plaintext_kafka=true"
+            );
+        }
         Ok(Some(config))
+    }
+
+    /// TLS to the brokers, when asked for or implied by a CA or client certificate.
+    fn kafka_tls(&self) -> Result<Option<routero_kafka::KafkaTls>> {
+        let readable = |value: &Option<String>, field: &str| -> Result<Option<PathBuf>> {
+            value
+                .as_ref()
+                .map(|path| {
+                    std::fs::File::open(path)
+                        .map(|_| PathBuf::from(path))
+                        .map_err(|e| anyhow!("{field}: {path}: {e}"))
+                })
+                .transpose()
+        };
+        let ca = readable(&self.kafka_tls_ca, "kafka_tls_ca")?;
+        let client = match (
+            readable(&self.kafka_tls_cert, "kafka_tls_cert")?,
+            readable(&self.kafka_tls_key, "kafka_tls_key")?,
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => bail!("kafka_tls_cert and kafka_tls_key: set both"),
+        };
+        match self.kafka_tls.map(|Flag(on)| on) {
+            Some(false) if ca.is_some() || client.is_some() => {
+                bail!("kafka_tls: false, but kafka_tls_ca or kafka_tls_cert is set")
+            }
+            Some(false) => Ok(None),
+            None if ca.is_none() && client.is_none() => Ok(None),
+            _ => Ok(Some(routero_kafka::KafkaTls { ca, client })),
+        }
     }
 
     /// Whether the snapshot channel may be plaintext beyond loopback (default: no).
@@ -675,6 +757,7 @@ impl Settings {
         }
         config.snapshot_path = self.snapshot_path.as_ref().map(PathBuf::from);
         config.metrics_addr = self.metrics_addr;
+        config.https = self.https(false)?;
         if let Some(staleness) = self.max_staleness.map(Interval::get) {
             config.max_staleness = staleness;
         }
@@ -849,6 +932,16 @@ fn field_names<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
 }
 
 /// Whether a URL's host is a loopback address or `localhost`.
+/// Whether a broker (`host:port`, or `scheme://host:port`) is on loopback.
+fn is_loopback_authority(broker: &str) -> bool {
+    let broker = broker.trim();
+    if broker.contains("://") {
+        is_loopback_url(broker)
+    } else {
+        is_loopback_url(&format!("kafka://{broker}"))
+    }
+}
+
 fn is_loopback_url(url: &str) -> bool {
     let Ok(uri) = url.parse::<http::Uri>() else {
         return false;
@@ -1080,6 +1173,75 @@ mod tests {
             shown.contains("postgres://app:[REDACTED]@db/routero"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn kafka_beyond_loopback_needs_tls_or_a_knowing_opt_out() {
+        let file = std::env::temp_dir().join(format!("routero-ca-{}.pem", std::process::id()));
+        std::fs::write(&file, "not checked here: librdkafka reads it").unwrap();
+        let ca = file.to_str().unwrap();
+        let kafka = |vars: &[(&str, &str)]| {
+            Settings::load(None, &env(vars))
+                .unwrap()
+                .kafka()
+                .map(|c| c.map(|c| c.tls.map(|t| (t.ca.is_some(), t.client.is_some()))))
+                .map_err(|e| format!("{e:#}"))
+        };
+        let brokers = |list| ("ROUTERO_KAFKA_BROKERS", list);
+        for local in [
+            "127.0.0.1:9092",
+            "localhost:9092,[::1]:9093",
+            "PLAINTEXT://127.0.0.1:9092",
+        ] {
+            assert_eq!(kafka(&[brokers(local)]), Ok(Some(None)), "{local}");
+        }
+        let refused = kafka(&[brokers("127.0.0.1:9092,kafka.data.svc:9092")]).unwrap_err();
+        assert!(refused.contains("plaintext beyond loopback"), "{refused}");
+        let opt_out = [
+            brokers("kafka:9092"),
+            ("ROUTERO_ALLOW_PLAINTEXT_KAFKA", "true"),
+        ];
+        assert_eq!(kafka(&opt_out), Ok(Some(None)));
+        // TLS on: by the flag (system CAs), or implied by a CA or client certificate.
+        assert_eq!(
+            kafka(&[brokers("kafka:9093"), ("ROUTERO_KAFKA_TLS", "true")]),
+            Ok(Some(Some((false, false))))
+        );
+        assert_eq!(
+            kafka(&[brokers("kafka:9093"), ("ROUTERO_KAFKA_TLS_CA", ca)]),
+            Ok(Some(Some((true, false))))
+        );
+        let mutual = [
+            brokers("kafka:9093"),
+            ("ROUTERO_KAFKA_TLS_CERT", ca),
+            ("ROUTERO_KAFKA_TLS_KEY", ca),
+        ];
+        assert_eq!(kafka(&mutual), Ok(Some(Some((false, true)))));
+        for (vars, said) in [
+            (
+                vec![brokers("kafka:9093"), ("ROUTERO_KAFKA_TLS_CERT", ca)],
+                "kafka_tls_cert and kafka_tls_key: set both",
+            ),
+            (
+                vec![
+                    brokers("kafka:9093"),
+                    ("ROUTERO_KAFKA_TLS_CA", "/nonexistent/ca.pem"),
+                ],
+                "kafka_tls_ca: /nonexistent/ca.pem",
+            ),
+            (
+                vec![
+                    brokers("kafka:9093"),
+                    ("ROUTERO_KAFKA_TLS", "false"),
+                    ("ROUTERO_KAFKA_TLS_CA", ca),
+                ],
+                "kafka_tls: false, but",
+            ),
+        ] {
+            let error = kafka(&vars).unwrap_err();
+            assert!(error.contains(said), "{error}");
+        }
+        std::fs::remove_file(file).unwrap();
     }
 
     #[test]

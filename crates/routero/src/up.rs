@@ -155,6 +155,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     control.failure_limits = settings.failure_limits()?;
     control.sessions = settings.sessions();
     control.public_url = settings.public_url()?;
+    control.https = settings.https(true)?;
     control.trusted_proxies = settings.trusted_proxies()?;
     // Local models on the same host are a real use of an all-in-one gateway.
     let egress = settings.egress(EgressPolicy::loopback())?;
@@ -206,6 +207,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     data_config.failure_limits = settings.failure_limits()?;
     data_config.trusted_proxies = settings.trusted_proxies()?;
     data_config.egress = egress;
+    data_config.https = settings.https(false)?;
     settings.upstreams(&mut data_config)?;
 
     let signer = audit_signer(&settings)?;
@@ -224,13 +226,14 @@ pub async fn run(settings: Settings) -> Result<()> {
         let spooled = spooled.clone();
         async move { spooled.fill(events).await }
     });
+    let admin_url = url(control.https.is_some(), http.local_addr()?);
     let plane = ControlPlane::build(control)
         .await?
         .with_audit(bus.clone())?;
     announce(
         plane.generated_admin_key.as_ref(),
-        &format!("http://{}", http.local_addr()?),
-        &format!("http://{}", data.local_addr()?),
+        &admin_url,
+        &url(data_config.https.is_some(), data.local_addr()?),
         &dir,
     )?;
 
@@ -268,6 +271,10 @@ pub async fn run(settings: Settings) -> Result<()> {
         supervisor.abort();
     }
     sinks.join().await
+}
+
+fn url(https: bool, addr: std::net::SocketAddr) -> String {
+    format!("{}://{addr}", if https { "https" } else { "http" })
 }
 
 fn announce(admin_key: Option<&SecretString>, control: &str, data: &str, dir: &Path) -> Result<()> {
