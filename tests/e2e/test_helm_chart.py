@@ -107,8 +107,14 @@ def test_every_value_is_documented_in_the_readme_and_in_the_schema():
         ({"dataPlane": {"maxStaleness": "forever"}}, "maxStaleness"),
         ({"topology": "split"}, "secrets.databaseUrl"),
         (
-            {"topology": "split", "secrets": {"existingSecret": "mine"}, "kafka": {"brokers": "k:9092"}},
+            {"topology": "split", "secrets": {"existingSecret": "mine"},
+             "kafka": {"brokers": "k:9092", "allowPlaintext": True}},
             "snapshotTls.secretName",
+        ),
+        (
+            {"topology": "split", "secrets": {"existingSecret": "mine"}, "kafka": {"brokers": "k:9092"},
+             "snapshotTls": {"allowPlaintext": True}},
+            "kafka.tls.secretName",
         ),
         (
             {"topology": "split", "secrets": {"existingSecret": "mine"}, "snapshotTls": {"allowPlaintext": True}},
@@ -142,13 +148,18 @@ def test_every_pod_runs_restricted(name):
                 assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 
-def test_snapshots_travel_over_tls_and_data_planes_get_the_ca_alone():
-    manifests = render(values_of("production"))
+def pods_and_env(manifests):
+    """Pod specs by name, and each pod's first container's plain environment values."""
     pods = {doc["metadata"]["name"]: pod for doc, pod in pod_specs(manifests)}
     env = {
         name: {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
         for name, pod in pods.items()
     }
+    return pods, env
+
+
+def test_snapshots_travel_over_tls_and_data_planes_get_the_ca_alone():
+    pods, env = pods_and_env(render(values_of("production")))
     data_plane, control_plane = env["rt-routero-data-plane"], env["rt-routero-control-plane"]
     assert data_plane["ROUTERO_CONTROL_PLANE_URL"] == "https://rt-routero-snapshots:8082"
     assert data_plane["ROUTERO_CONTROL_PLANE_TLS_DOMAIN"] == "rt-routero-snapshots"
@@ -156,6 +167,46 @@ def test_snapshots_travel_over_tls_and_data_planes_get_the_ca_alone():
     assert control_plane["ROUTERO_GRPC_TLS_KEY"] == "/etc/routero/tls/tls.key"
     tls = next(v for v in pods["rt-routero-data-plane"]["volumes"] if v["name"] == "snapshot-tls")
     assert tls["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}], "no server key on data planes"
+
+
+def test_every_kafka_client_speaks_tls_with_its_client_certificate():
+    pods, env = pods_and_env(render(values_of("production")))
+    for name in ("rt-routero-control-plane", "rt-routero-data-plane", "rt-routero-audit-writer"):
+        assert env[name]["ROUTERO_KAFKA_TLS_CA"] == "/etc/routero/kafka/ca.crt", name
+        assert env[name]["ROUTERO_KAFKA_TLS_CERT"] == "/etc/routero/kafka/tls.crt", name
+        assert env[name]["ROUTERO_KAFKA_TLS_KEY"] == "/etc/routero/kafka/tls.key", name
+        assert "ROUTERO_ALLOW_PLAINTEXT_KAFKA" not in env[name], name
+        mounts = {m["name"]: m for m in pods[name]["containers"][0]["volumeMounts"]}
+        assert mounts["kafka-tls"] == {"name": "kafka-tls", "mountPath": "/etc/routero/kafka", "readOnly": True}
+        volumes = {v["name"]: v for v in pods[name]["volumes"]}
+        assert volumes["kafka-tls"]["secret"]["secretName"] == "routero-kafka-tls"
+    # Plaintext only when asked for, and then said in every service's environment.
+    plain = {**values_of("production"), "kafka": {"brokers": "k:9092", "allowPlaintext": True}}
+    _, env = pods_and_env(render(plain))
+    assert all(env[name]["ROUTERO_ALLOW_PLAINTEXT_KAFKA"] == "true" and "ROUTERO_KAFKA_TLS_CA" not in env[name]
+               for name in ("rt-routero-control-plane", "rt-routero-data-plane", "rt-routero-audit-writer"))
+
+
+def test_https_on_the_apis_mounts_the_secret_and_probes_over_https():
+    values = {**values_of("production"), "dataPlane": {"tls": {"secretName": "api-tls"}},
+              "controlPlane": {"tls": {"secretName": "admin-tls"}}}
+    manifests = render(values)
+    for doc in manifests:
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+    pods, env = pods_and_env(manifests)
+    for name, prefix, secret in [("rt-routero-data-plane", "ROUTERO_", "api-tls"),
+                                 ("rt-routero-control-plane", "ROUTERO_ADMIN_", "admin-tls")]:
+        assert env[name][f"{prefix}TLS_CERT"] == "/etc/routero/https/tls.crt"
+        assert env[name][f"{prefix}TLS_KEY"] == "/etc/routero/https/tls.key"
+        container = pods[name]["containers"][0]
+        assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+        assert container["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
+        volumes = {v["name"]: v for v in pods[name]["volumes"]}
+        assert volumes["https"]["secret"]["secretName"] == secret
+    # Without a Secret, plain HTTP probes and no certificate settings.
+    pods, env = pods_and_env(render(values_of("production")))
+    assert pods["rt-routero-data-plane"]["containers"][0]["readinessProbe"]["httpGet"]["scheme"] == "HTTP"
+    assert "ROUTERO_TLS_CERT" not in env["rt-routero-data-plane"]
 
 
 def test_the_admin_port_is_reached_from_the_ingress_alone():

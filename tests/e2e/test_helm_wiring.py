@@ -4,12 +4,15 @@ arguments run as a local process with its rendered environment (Secret and field
 resolved), its volumes materialised as directories, `0.0.0.0:P` and the pod's own
 `127.0.0.1:P` given free ports, and Service names resolved to the pods they select. The
 migrations Job runs first, then control plane, audit writer and data plane, each Cerbos sidecar
-a real Cerbos on the rendered configuration. A request then goes through the data plane to the
-fake provider and into the audit chain, checked by `routero audit verify`."""
+a real Cerbos on the rendered configuration. Every hop the chart configures is TLS: HTTPS on
+both APIs, the snapshot channel, and Kafka through a TLS front (stunnel4) that requires the
+services' client certificate. A request then goes through the data plane to the fake provider
+and into the audit chain, checked by `routero audit verify`."""
 
 import base64
 import re
 import shutil
+import ssl
 import subprocess
 import tempfile
 from pathlib import Path
@@ -19,22 +22,34 @@ import openai
 import pytest
 
 from conftest import BIN_DIR, POSTGRES, UPSTREAM_KEY, Process, clean_env, create_postgres_database, free_port, ready, wait_until
-from kafka import Broker, S3Server
+from kafka import Broker, S3Server, TlsFront
 from test_helm_chart import render
 from test_policies import CERBOS
 from certs import certificate_authority, issue
 
-SNAPSHOT_TLS = "snapshot-tls"
+SNAPSHOT_TLS, API_TLS, ADMIN_TLS, KAFKA_TLS = "snapshot-tls", "api-tls", "admin-tls", "kafka-tls"
 # Files the image carries (Dockerfile), as they are on this machine.
 IMAGE_FILES = {"/cerbos": str(CERBOS), "/usr/local/bin/cerbos": str(CERBOS), "/usr/local/bin/routero": str(BIN_DIR / "routero")}
 SNAPSHOTS_HOST = "rt-routero-snapshots"
 
 
-def pki(directory):
-    """A CA and a server certificate for the snapshot Service's name."""
-    certificate_authority(directory, "chart-test-ca")
-    issue(directory, "snapshots", f"DNS:{SNAPSHOTS_HOST}", cert="tls.crt", key="tls.key")
-    return {name: (directory / name).read_bytes() for name in ("tls.crt", "tls.key", "ca.crt")}
+@pytest.fixture
+def pki(tmp_path):
+    """One CA; the TLS Secrets the chart is given, as {Secret: {key: bytes}}: the snapshot
+    Service's certificate, the two APIs' (as reached on loopback), the services' Kafka client
+    certificate; and the broker front's certificate in the directory."""
+    certificate_authority(tmp_path, "chart-test-ca")
+    issue(tmp_path, "broker", "DNS:localhost,IP:127.0.0.1")
+    secrets = {}
+    for secret, alt_names, usage in [(SNAPSHOT_TLS, f"DNS:{SNAPSHOTS_HOST}", "serverAuth"),
+                                     (API_TLS, "DNS:localhost,IP:127.0.0.1", "serverAuth"),
+                                     (ADMIN_TLS, "DNS:localhost,IP:127.0.0.1", "serverAuth"),
+                                     (KAFKA_TLS, "DNS:routero.test", "clientAuth")]:
+        issue(tmp_path, secret, alt_names, usage=usage)
+        secrets[secret] = {"tls.crt": (tmp_path / f"{secret}.crt").read_bytes(),
+                           "tls.key": (tmp_path / f"{secret}.key").read_bytes(),
+                           "ca.crt": (tmp_path / "ca.crt").read_bytes()}
+    return tmp_path, secrets
 
 
 class Kubelet:
@@ -143,8 +158,10 @@ class Kubelet:
             else:
                 port_name = probe["httpGet"]["port"]
                 number = next(p["containerPort"] for p in container["ports"] if p["name"] == port_name)
-                url = f"http://127.0.0.1:{self.port(component, number)}{probe['httpGet']['path']}"
-                wait_until(lambda: ready(url), timeout=60, what=f"{component}/{container['name']} ready")
+                scheme = probe["httpGet"].get("scheme", "HTTP").lower()
+                url = f"{scheme}://127.0.0.1:{self.port(component, number)}{probe['httpGet']['path']}"
+                # A kubelet's HTTPS probe does not verify the certificate.
+                wait_until(lambda: ready(url, verify=False), timeout=60, what=f"{component}/{container['name']} ready")
 
     def stop(self):
         for process in reversed(self.processes):
@@ -155,15 +172,19 @@ class Kubelet:
 
 
 @pytest.fixture
-def broker():
+def broker(pki):
+    """A broker reached through a TLS front that requires a client certificate of the CA."""
     s3 = S3Server()
-    broker = Broker(s3)
-    yield broker
+    port = free_port()
+    broker = Broker(s3, advertised_port=port)
+    front = TlsFront(broker, port, pki[0])
+    yield front
+    front.stop()
     broker.stop()
     s3.stop()
 
 
-def test_the_rendered_split_topology_serves_a_request_into_the_audit_chain(broker, fake_provider, tmp_path):
+def test_the_rendered_split_topology_serves_a_request_into_the_audit_chain(broker, pki, fake_provider, tmp_path):
     # The chart's manifests, with this machine's PostgreSQL and Kafka as the external services
     # (by name, not as loopback addresses: those belong to each pod).
     local = POSTGRES.replace("127.0.0.1", "localhost")
@@ -173,14 +194,19 @@ def test_the_rendered_split_topology_serves_a_request_into_the_audit_chain(broke
             "databaseUrl": create_postgres_database().replace(POSTGRES, local),
             "auditDatabaseUrl": create_postgres_database().replace(POSTGRES, local),
         },
-        "kafka": {"brokers": f"localhost:{broker.port}", "topicPartitions": 3, "replicationFactor": 1},
+        "kafka": {"brokers": f"localhost:{broker.port}", "topicPartitions": 3, "replicationFactor": 1,
+                  "tls": {"secretName": KAFKA_TLS, "clientCertificate": True}},
         "snapshotTls": {"secretName": SNAPSHOT_TLS},
+        "controlPlane": {"tls": {"secretName": ADMIN_TLS}},
+        "dataPlane": {"tls": {"secretName": API_TLS}},
         "egressAllow": "127.0.0.1/32",
         "auditWriter": {"extraEnv": [{"name": "ROUTERO_KAFKA_SESSION_TIMEOUT", "value": "6s"},
                                      {"name": "ROUTERO_AUDIT_CHECKPOINT_INTERVAL", "value": "1s"}]},
     }
     manifests = render(values)
-    kubelet = Kubelet(manifests, {SNAPSHOT_TLS: pki(tmp_path)}, tmp_path)
+    ca, secrets = pki
+    kubelet = Kubelet(manifests, secrets, tmp_path)
+    verify = ssl.create_default_context(cafile=str(ca / "ca.crt"))
     try:
         migrations = kubelet.run("migrations")["migrations"]
         assert migrations.proc.wait(timeout=60) == 0, migrations.output()
@@ -189,14 +215,14 @@ def test_the_rendered_split_topology_serves_a_request_into_the_audit_chain(broke
         for component in ("control-plane", "audit-writer", "data-plane"):
             kubelet.run(component)
             kubelet.wait_ready(component)
-        admin_url = f"http://127.0.0.1:{kubelet.port('control-plane', 8081)}"
-        api_url = f"http://127.0.0.1:{kubelet.port('data-plane', 8080)}"
+        admin_url = f"https://127.0.0.1:{kubelet.port('control-plane', 8081)}"
+        api_url = f"https://127.0.0.1:{kubelet.port('data-plane', 8080)}"
 
         secret = next(doc for doc in manifests if doc["kind"] == "Secret")
         admin_key = base64.b64decode(secret["data"]["admin-key"]).decode()
 
         def admin(method, path, body=None):
-            return httpx.request(method, admin_url + path, json=body, timeout=10,
+            return httpx.request(method, admin_url + path, json=body, timeout=10, verify=verify,
                                  headers={"Authorization": f"Bearer {admin_key}"})
 
         r = admin("POST", "/credentials", {"name": "fake", "provider": "openai", "api_key": UPSTREAM_KEY,
@@ -205,9 +231,10 @@ def test_the_rendered_split_topology_serves_a_request_into_the_audit_chain(broke
         r = admin("POST", "/models", {"name": "gpt-a", "deployments": [{"credential": "fake", "model": "up-a"}]})
         assert r.status_code == 201, r.text
         key = admin("POST", "/key/generate", {}).json()["key"]
-        wait_until(lambda: httpx.get(api_url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200,
-                   what="key on the data plane")
-        client = openai.OpenAI(api_key=key, base_url=api_url + "/v1", max_retries=0, timeout=10)
+        wait_until(lambda: httpx.get(api_url + "/v1/models", headers={"Authorization": f"Bearer {key}"},
+                                     verify=verify).status_code == 200, what="key on the data plane")
+        client = openai.OpenAI(api_key=key, base_url=api_url + "/v1", max_retries=0, timeout=10,
+                               http_client=httpx.Client(verify=verify))
         reply = client.chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": "through the chart"}])
         assert reply.choices[0].message.content == "fake reply to: through the chart"
         scraped = httpx.get(f"http://127.0.0.1:{kubelet.port('data-plane', 9464)}/metrics").text
@@ -221,8 +248,10 @@ def test_the_rendered_split_topology_serves_a_request_into_the_audit_chain(broke
         verified = subprocess.run([str(BIN_DIR / "routero"), "audit", "verify"], env=clean_env(writer_env),
                                   capture_output=True, text=True, cwd=tmp_path)
         assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert "peer did not return a certificate" not in broker.logs()
     except BaseException:
         print(kubelet.logs())
+        print(broker.logs())
         raise
     finally:
         kubelet.stop()

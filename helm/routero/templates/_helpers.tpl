@@ -130,18 +130,84 @@ affinity:
         path: cerbos.yaml
 {{- end -}}
 
-{{/* Probes of an HTTP listener. */}}
+{{/* Probes of an HTTP listener (port name `port`), over HTTPS when `https`. */}}
 {{- define "routero.probes" -}}
 livenessProbe:
   httpGet:
     path: /healthz
-    port: {{ . }}
+    port: {{ .port }}
+    scheme: {{ ternary "HTTPS" "HTTP" (not (empty .https)) }}
   periodSeconds: 10
 readinessProbe:
   httpGet:
     path: /readyz
-    port: {{ . }}
+    port: {{ .port }}
+    scheme: {{ ternary "HTTPS" "HTTP" (not (empty .https)) }}
   periodSeconds: 5
+{{- end -}}
+
+{{/* HTTPS on a listener from a kubernetes.io/tls Secret (`secret`), its files as `cert` and
+`key` settings; renewals of the Secret are served without a restart. */}}
+{{- define "routero.httpsEnv" -}}
+{{- if .secret -}}
+- name: {{ .cert }}
+  value: /etc/routero/https/tls.crt
+- name: {{ .key }}
+  value: /etc/routero/https/tls.key
+{{- end -}}
+{{- end -}}
+
+{{- define "routero.httpsMount" -}}
+{{- if . -}}
+- name: https
+  mountPath: /etc/routero/https
+  readOnly: true
+{{- end -}}
+{{- end -}}
+
+{{- define "routero.httpsVolume" -}}
+{{- if . -}}
+- name: https
+  secret:
+    secretName: {{ . }}
+{{- end -}}
+{{- end -}}
+
+{{/* Kafka: the brokers, and TLS to them unless plaintext is explicitly allowed. */}}
+{{- define "routero.kafkaEnv" -}}
+- name: ROUTERO_KAFKA_BROKERS
+  value: {{ required "kafka.brokers: the Kafka bootstrap servers (split)" .Values.kafka.brokers | quote }}
+{{- if .Values.kafka.tls.secretName }}
+- name: ROUTERO_KAFKA_TLS_CA
+  value: /etc/routero/kafka/ca.crt
+{{- if .Values.kafka.tls.clientCertificate }}
+- name: ROUTERO_KAFKA_TLS_CERT
+  value: /etc/routero/kafka/tls.crt
+- name: ROUTERO_KAFKA_TLS_KEY
+  value: /etc/routero/kafka/tls.key
+{{- end }}
+{{- else if .Values.kafka.allowPlaintext }}
+- name: ROUTERO_ALLOW_PLAINTEXT_KAFKA
+  value: "true"
+{{- else }}
+{{- fail "kafka.tls.secretName: a Secret with the brokers' CA (ca.crt; with kafka.tls.clientCertificate also tls.crt and tls.key), or kafka.allowPlaintext=true on a network you trust" }}
+{{- end }}
+{{- end -}}
+
+{{- define "routero.kafkaTlsMount" -}}
+{{- if .Values.kafka.tls.secretName -}}
+- name: kafka-tls
+  mountPath: /etc/routero/kafka
+  readOnly: true
+{{- end -}}
+{{- end -}}
+
+{{- define "routero.kafkaTlsVolume" -}}
+{{- if .Values.kafka.tls.secretName -}}
+- name: kafka-tls
+  secret:
+    secretName: {{ .Values.kafka.tls.secretName }}
+{{- end -}}
 {{- end -}}
 
 {{/* Settings both planes share: the data-plane key, provider egress, trusted proxies. */}}
