@@ -67,6 +67,8 @@ pub struct DataPlaneConfig {
     /// HTTPS on the OpenAI API listener (a certificate reloaded when its files change); none:
     /// plain HTTP (behind a TLS-terminating proxy, or on loopback).
     pub https: Option<routero_http::Https>,
+    /// Whether the process exports spans: requests then make them (see `trace.rs`).
+    pub traced: bool,
 }
 
 impl DataPlaneConfig {
@@ -93,6 +95,7 @@ impl DataPlaneConfig {
             redis_url: None,
             metrics_addr: None,
             https: None,
+            traced: false,
         }
     }
 }

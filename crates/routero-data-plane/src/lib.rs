@@ -23,6 +23,7 @@ mod proxy;
 mod refusal;
 mod routing;
 mod sse;
+mod trace;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -180,7 +181,9 @@ pub async fn run(
                 .map_err(|error| DataPlaneError::Config(error.to_string()))?,
             None => routero_limits::Limits::in_process(),
         }),
-        metrics: crate::metrics::Metrics::new(),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+        traced: config.traced,
+        observed: config.traced || config.metrics_addr.is_some(),
     });
     let metrics = match config.metrics_addr {
         Some(addr) => {
@@ -292,7 +295,9 @@ mod tests {
             breakers: crate::breaker::Breakers::default(),
             balancer: crate::routing::Balancer::default(),
             limits: Arc::new(routero_limits::Limits::in_process()),
-            metrics: crate::metrics::Metrics::new(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            traced: false,
+            observed: false,
         });
         let router = Router::new()
             .route("/boom", get(boom))

@@ -48,6 +48,10 @@ pub(crate) struct Payer {
     pub(crate) actor: Actor,
     /// Where events go.
     pub(crate) bus: Option<EventBus>,
+    /// The request's span, told the tokens used.
+    pub(crate) span: tracing::Span,
+    /// Where tokens and cost are counted for Prometheus.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Why a request was not counted: the refusal, and the budget that refused it, if one did.
@@ -85,6 +89,9 @@ struct Settlement {
     payer: Payer,
     /// Room for `spend.debited`, taken before the request was sent.
     room: Option<Reservation>,
+    /// Whether anything is charged (a priced route, or counters): else the answer is read
+    /// only to observe its usage.
+    charged: bool,
 }
 
 /// Everything a request counts against, named as refusals name it.
@@ -109,20 +116,22 @@ fn scopes<'a>(snapshot: &'a Snapshot, key: &'a KeyPolicy) -> Vec<(String, &'a Al
 }
 
 /// Counts a request to `route` against everything it falls under (`completes`: whether it
-/// asks for a completion, which its estimate then includes).
+/// asks for a completion, which its estimate then includes). With `observe`, an answer with
+/// nothing to charge is still read for its usage (for metrics and spans).
 pub(crate) async fn count(
     limits: &Arc<Limits>,
     snapshot: &Snapshot,
     route: &ModelRoute,
     (request, completes): (&Map<String, Value>, bool),
     (body_bytes, key, payer): (usize, &KeyPolicy, impl FnOnce() -> Payer),
+    observe: bool,
 ) -> Result<Meter, NotCounted> {
     // Most requests have nothing to count or charge: nothing more is built for them.
     if route.pricing.is_none()
         && key.limits.is_unlimited()
         && !snapshot.has_allowances(&key.tenant_id)
     {
-        return Ok(Meter::unmetered());
+        return Ok(Meter::observing(observe.then(payer), limits));
     }
     let payer = payer();
     let scopes = scopes(snapshot, &payer.key);
@@ -158,7 +167,7 @@ pub(crate) async fn count(
     }
     let counted = !ask.budgets.is_empty() || !ask.rates.is_empty();
     if !counted && route.pricing.is_none() {
-        return Ok(Meter::unmetered());
+        return Ok(Meter::observing(observe.then_some(payer), limits));
     }
     let (grant, left) = if counted {
         let fail_open = snapshot
@@ -195,6 +204,7 @@ pub(crate) async fn count(
             estimated_tokens,
             payer,
             room,
+            charged: true,
         }),
     })
 }
@@ -296,6 +306,17 @@ impl Payer {
         event.request_id = Some(self.request_id.clone());
         event
     }
+
+    /// Tells the request's span and the metrics the tokens the provider reported.
+    fn observe(&self, usage: &Usage) {
+        // As integers (OpenTelemetry has no unsigned ones).
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.span
+            .record("gen_ai.usage.input_tokens", int(usage.prompt_tokens));
+        self.span
+            .record("gen_ai.usage.output_tokens", int(usage.completion_tokens));
+        self.metrics.tokens(&self.model, usage);
+    }
 }
 
 /// The most a request may use: its prompt at a token per byte (no tokenizer makes more), and
@@ -386,17 +407,32 @@ pub(crate) fn ask_for_usage(request: &mut Map<String, Value>) -> bool {
 }
 
 impl Meter {
-    /// A request with nothing to count or charge.
-    fn unmetered() -> Self {
+    /// A request with nothing to count or charge; with a payer, its answer is still read for
+    /// its usage.
+    fn observing(payer: Option<Payer>, limits: &Arc<Limits>) -> Self {
         Self {
             left: Vec::new(),
-            settlement: None,
+            settlement: payer.map(|payer| Settlement {
+                limits: Arc::clone(limits),
+                grant: None,
+                pricing: None,
+                reserved: Usage::default(),
+                estimated_tokens: 0,
+                payer,
+                room: None,
+                charged: false,
+            }),
         }
     }
 
     /// Whether the answer must be read for its usage.
     pub(crate) fn settles(&self) -> bool {
         self.settlement.is_some()
+    }
+
+    /// Whether the request is charged (a priced route, or counters to settle).
+    pub(crate) fn charges(&self) -> bool {
+        self.settlement.as_ref().is_some_and(|s| s.charged)
     }
 
     /// Gives the reservation back: the request was not sent, or the provider failed. Nothing
@@ -473,11 +509,22 @@ impl Drop for Meter {
 impl Settlement {
     /// Settles to `usage` (`None`: the provider reported nothing, so the reservation is
     /// charged), in the background; records the spend and the thresholds it reached.
-    fn settle(self, usage: Option<Usage>) {
+    fn settle(mut self, usage: Option<Usage>) {
+        if let Some(reported) = usage.as_ref().filter(|u| u.total() > 0) {
+            self.payer.observe(reported);
+        }
+        // The request's span ends with its answer, not with this settlement.
+        self.payer.span = tracing::Span::none();
+        if !self.charged {
+            return;
+        }
         let estimated = usage.is_none();
         let tokens = usage.map_or(self.estimated_tokens, |u| u.total());
         let usage = usage.unwrap_or(self.reserved);
         let cost = self.pricing.map_or(0, |p| p.cost_micros(&usage));
+        if self.pricing.is_some() {
+            self.payer.metrics.cost(&self.payer.model, cost);
+        }
         tokio::spawn(async move {
             let crossed = match &self.grant {
                 Some(grant) => match self.limits.settle(grant, cost, tokens).await {

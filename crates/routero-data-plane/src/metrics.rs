@@ -12,6 +12,8 @@ use crate::live::SnapshotCell;
 pub(crate) struct Metrics {
     requests: Counter,
     head: Histogram,
+    tokens: Counter,
+    cost: Counter,
 }
 
 impl Metrics {
@@ -29,7 +31,42 @@ impl Metrics {
                 &["endpoint", "code"],
                 LATENCY_BUCKETS,
             ),
+            tokens: Counter::new(
+                "routero_tokens_total",
+                "Tokens providers reported, by model route and type (input, cached input, output).",
+                &["model", "type"],
+            )
+            .collapsing("model"),
+            cost: Counter::new(
+                "routero_cost_usd_total",
+                "Spend charged on priced model routes, in US dollars.",
+                &["model"],
+            )
+            .collapsing("model"),
         }
+    }
+
+    /// Records the tokens a provider reported for a request to `model`.
+    #[expect(clippy::cast_precision_loss, reason = "token counts far below 2^52")]
+    pub(crate) fn tokens(&self, model: &str, usage: &routero_core::Usage) {
+        for (kind, count) in [
+            ("input", usage.prompt_tokens),
+            ("cached_input", usage.cached_tokens),
+            ("output", usage.completion_tokens),
+        ] {
+            if count > 0 {
+                self.tokens.add(&[model, kind], count as f64);
+            }
+        }
+    }
+
+    /// Records what a request to `model` was charged.
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "micro-dollar amounts far below 2^52"
+    )]
+    pub(crate) fn cost(&self, model: &str, micros: i64) {
+        self.cost.add(&[model], micros as f64 / 1_000_000.0);
     }
 
     /// Records one proxied request.
@@ -41,7 +78,10 @@ impl Metrics {
     /// The exposition for one scrape, with the snapshot's version and age.
     pub(crate) fn render(&self, snapshots: &SnapshotCell) -> String {
         let mut text = Exposition::new();
-        text.counter(&self.requests).histogram(&self.head);
+        text.counter(&self.requests)
+            .histogram(&self.head)
+            .counter(&self.tokens)
+            .counter(&self.cost);
         if let Some(version) = snapshots.version() {
             let age_ms = routero_core::unix_now_ms().saturating_sub(snapshots.last_contact_ms());
             #[expect(

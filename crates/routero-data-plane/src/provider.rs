@@ -107,6 +107,15 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
+    /// The provider's name in OpenTelemetry's GenAI conventions (`gen_ai.provider.name`).
+    pub fn provider_name(&self) -> &'static str {
+        match self.shape {
+            Shape::OpenAi { .. } => "openai",
+            Shape::Azure { .. } => "azure.ai.openai",
+            Shape::Anthropic { .. } => "anthropic",
+        }
+    }
+
     /// Prepares a credential: its base URL well-formed and, when its host is an address
     /// literal (which no resolver sees), allowed by `egress`; its key a valid header.
     pub fn prepare(
@@ -313,6 +322,12 @@ impl Provider {
             .header(header::CONTENT_TYPE, "application/json");
         if matches!(upstream.shape, Shape::Anthropic { .. }) {
             sent = sent.header("anthropic-version", anthropic::API_VERSION);
+        }
+        // The attempt's trace context (when spans are made), for the provider's own traces.
+        let mut traced = header::HeaderMap::new();
+        routero_telemetry::inject(&mut traced);
+        if !traced.is_empty() {
+            sent = sent.headers(traced);
         }
         if let Some(total) = total {
             sent = sent.timeout(total);

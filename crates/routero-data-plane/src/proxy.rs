@@ -18,6 +18,7 @@ use routero_core::audit::{ActorKind, AuditEvent, EventType, Outcome, UNATTRIBUTE
 use routero_core::{AuthFailures, ErrorCode, KeyPolicy, Resource, Verdict};
 use routero_http::{BodyError, Deadlines};
 use serde_json::{Map, Value, json};
+use tracing::Instrument as _;
 
 use crate::caller::{Caller, authenticate, client_ip};
 use crate::guard::{Blocked, Counts};
@@ -51,7 +52,12 @@ pub struct App {
     /// replica.
     pub(crate) limits: Arc<routero_limits::Limits>,
     /// What Prometheus scrapes.
-    pub(crate) metrics: crate::metrics::Metrics,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Whether requests make spans (the process exports them).
+    pub(crate) traced: bool,
+    /// Whether every answer is read for its usage (tokens in metrics and spans), not only
+    /// those of priced routes and limited keys.
+    pub(crate) observed: bool,
 }
 
 /// The id of a request, set by the outermost layer and echoed in `x-request-id`.
@@ -74,12 +80,15 @@ struct Seen {
     abandoned: Option<(Origin, Endpoint)>,
     /// `budget.exceeded`, when a budget refused the request.
     exceeded: Option<AuditEvent>,
+    /// The request's span (disabled unless spans are exported).
+    span: tracing::Span,
 }
 
 impl Seen {
     /// Nothing seen yet of a request to `endpoint` from `origin`.
-    fn for_request(origin: &Origin, endpoint: Endpoint) -> Self {
+    fn for_request(origin: &Origin, endpoint: Endpoint, span: tracing::Span) -> Self {
         Self {
+            span,
             key: None,
             model: None,
             route: None,
@@ -247,15 +256,19 @@ async fn audited(
         user_agent: routero_http::user_agent(headers),
         request_id: request_id.0.clone(),
     };
-    let mut seen = Seen::for_request(&origin, endpoint);
+    let span = crate::trace::request(app.traced, headers, endpoint, &origin.request_id);
+    let mut seen = Seen::for_request(&origin, endpoint, span.clone());
     let arrived = std::time::Instant::now();
     let handled = tokio::time::timeout(
         app.deadlines.request,
-        proxy(app, &origin, headers, body, endpoint, &mut seen),
+        proxy(app, &origin, headers, body, endpoint, &mut seen).instrument(span.clone()),
     )
     .await;
     let result = handled.unwrap_or_else(|_| Err(ErrorCode::DeadlineExceeded.into()));
     seen.abandoned = None;
+    if let Err(refused) = &result {
+        crate::trace::failed(&span, refused);
+    }
     app.metrics.request(
         endpoint.path(),
         seen.route.as_deref().unwrap_or("unknown"),
@@ -288,13 +301,14 @@ async fn audited(
             }
         }
     }
-    match result {
+    let answer = match result {
         Ok(response) => {
             let model = seen.model.as_deref().unwrap_or_default();
-            crate::dialect::answer(endpoint, model, response).await
+            Ok(crate::dialect::answer(endpoint, model, response).await)
         }
-        Err(refused) => crate::dialect::refusal(endpoint, refused),
-    }
+        Err(refused) => Err(crate::dialect::refusal(endpoint, refused)),
+    };
+    crate::trace::answered(span, answer)
 }
 
 impl App {
@@ -459,7 +473,14 @@ async fn proxy(
     endpoint: Endpoint,
     seen: &mut Seen,
 ) -> Result<Response, Refused> {
-    let caller = app.authenticate(headers, origin.client)?;
+    let caller = {
+        let _stage = crate::trace::stage(&seen.span, "authenticate").entered();
+        app.authenticate(headers, origin.client)?
+    };
+    seen.span
+        .record("routero.tenant_id", caller.key.tenant_id.as_str());
+    seen.span
+        .record("routero.key_id", caller.key.key_id.as_str());
     seen.key = Some(Arc::clone(&caller.key));
     // The tenant's guardrails, looked up once: how much audit room to reserve, and later which
     // pipeline to apply (or, if it could not be compiled, the refusal).
@@ -470,11 +491,15 @@ async fn proxy(
     seen.model = Some(model.clone());
     let mut request = crate::dialect::request(endpoint, request)?;
     let route = route_of(&caller, &model)?;
+    seen.span
+        .record("gen_ai.request.model", route.name.as_str());
     seen.route = Some(route.name.clone());
     let snapshot = &caller.live.snapshot;
     if app.authorizer.is_some() || !snapshot.policy_version.is_empty() {
         seen.policy_version = Some(snapshot.policy_version.clone()).filter(|v| !v.is_empty());
-        authorize(app, &snapshot.policy_version, &caller.key, route).await?;
+        authorize(app, &snapshot.policy_version, &caller.key, route)
+            .instrument(crate::trace::stage(&seen.span, "authorize"))
+            .await?;
     }
     let guard = guard
         .map_err(|()| ErrorCode::GuardrailUnavailable)?
@@ -486,6 +511,8 @@ async fn proxy(
         request_id: origin.request_id.clone(),
         actor: origin.actor(Some(&caller.key)),
         bus: app.audit.clone(),
+        span: seen.span.clone(),
+        metrics: Arc::clone(&app.metrics),
     };
     let meter = crate::meter::count(
         &app.limits,
@@ -493,18 +520,23 @@ async fn proxy(
         route,
         (&request, completes),
         (admitted.bytes.len(), &caller.key, payer),
+        app.observed,
     )
     .await
     .map_err(|not| {
         seen.exceeded = not.exceeded;
         not.refused
     })?;
-    if meter.settles() && completes {
+    if meter.charges() && completes {
         crate::meter::hold_to_reservation(&mut request, route.pricing.as_ref());
     }
     let keep_usage = !meter.settles() || crate::meter::ask_for_usage(&mut request);
     if let Some(guard) = &guard {
-        let (counts, blocked) = match guard_request(guard, &route.name, &mut request) {
+        let guarded = {
+            let _stage = crate::trace::stage(&seen.span, "guard").entered();
+            guard_request(guard, &route.name, &mut request)
+        };
+        let (counts, blocked) = match guarded {
             Ok(found) => found,
             Err(refused) => {
                 meter.release();
@@ -520,7 +552,7 @@ async fn proxy(
             return Err(ErrorCode::GuardrailBlocked.into());
         }
     }
-    let response = match forward(app, &caller, route, endpoint, request).await {
+    let response = match forward(app, &caller, route, endpoint, request, &seen.span).await {
         Ok(response) => meter.tap(response, !keep_usage),
         Err(refused) => {
             if refused.refusal == ErrorCode::UpstreamTimeout {
@@ -661,6 +693,7 @@ async fn forward(
     route: &routero_core::ModelRoute,
     endpoint: Endpoint,
     mut request: Map<String, Value>,
+    span: &tracing::Span,
 ) -> Result<Response, Refused> {
     let mut refusal: Option<Refused> = None;
     let mut timed_out = None;
@@ -729,7 +762,18 @@ async fn forward(
         }
         attempts += 1;
         let in_flight = tracked.then(|| app.balancer.start(id));
-        let answer = app.provider.forward(upstream, outgoing).await;
+        let attempt = crate::trace::upstream(span, upstream.provider_name(), id.1);
+        let answer = app
+            .provider
+            .forward(upstream, outgoing)
+            .instrument(attempt.clone())
+            .await;
+        match &answer {
+            Ok(_) => {
+                span.record("gen_ai.provider.name", upstream.provider_name());
+            }
+            Err(refused) => crate::trace::failed(&attempt, refused),
+        }
         let code = answer.as_ref().err().map(|refused| refused.refusal);
         if let Some(outcome) = outcome(code)
             && let Some(change) = app.breakers.record(id, outcome, std::time::Instant::now())

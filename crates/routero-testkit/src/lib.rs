@@ -102,6 +102,8 @@ pub struct Recorded {
     pub path: String,
     /// The `Authorization` header, if any.
     pub authorization: Option<String>,
+    /// The W3C `traceparent` header, if any.
+    pub traceparent: Option<String>,
     /// The JSON body.
     pub body: Value,
 }
@@ -197,6 +199,10 @@ async fn admit(
         recorded.push_back(Recorded {
             path: path.to_owned(),
             authorization: authorization.clone(),
+            traceparent: headers
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
             body: body.clone(),
         });
     }

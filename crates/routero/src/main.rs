@@ -130,20 +130,25 @@ pub async fn shutdown_signal() {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let settings = Settings::load(cli.config.as_deref(), &env)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    // Services export spans when configured; operator commands only log.
+    let service = match cli.command {
+        Command::Up => Some("routero"),
+        Command::ControlPlane => Some("routero-control-plane"),
+        Command::DataPlane => Some("routero-data-plane"),
+        Command::AuditWriter => Some("routero-audit-writer"),
+        Command::Admin(_) | Command::Audit(_) => None,
+    };
+    let telemetry = {
+        let _runtime = runtime.enter();
+        routero_telemetry::init(&settings.telemetry(service)?)?
+    };
+    let ran = runtime.block_on(async move {
         match cli.command {
             Command::Up => up::run(settings).await,
             Command::ControlPlane => control_plane(settings).await,
@@ -159,7 +164,12 @@ fn main() -> Result<()> {
                 Ok(())
             }
         }
-    })
+    });
+    {
+        let _runtime = runtime.enter();
+        telemetry.shutdown();
+    }
+    ran
 }
 
 async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener> {

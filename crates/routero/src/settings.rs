@@ -198,6 +198,20 @@ pub struct Settings {
     /// `routero up`: the `cerbos` binary it runs on `policies_dir` (else PATH, else
     /// `~/.cache/routero/bin/cerbos`, where `make run` installs it).
     pub cerbos_binary: Option<String>,
+    /// Every service: `text` (default) or `json` log lines on stderr (JSON lines carry the
+    /// current request's span fields, its `trace_id` among them).
+    pub log_format: Option<String>,
+    /// Every service: OpenTelemetry collector (OTLP over gRPC) spans are exported to,
+    /// `http://127.0.0.1:4317` or `https://…` with `otlp_ca`; unset: no spans are made.
+    pub otlp_endpoint: Option<String>,
+    /// Every service: PEM CA of an `https://` collector.
+    pub otlp_ca: Option<String>,
+    /// Every service: allow an `http://` collector beyond loopback (spans carry model routes,
+    /// tenant and key ids, never text). Off by default.
+    pub allow_plaintext_otlp: Option<Flag>,
+    /// Every service: share of new traces kept, `0` to `1` (`1`); a client's `traceparent`
+    /// decides for its own.
+    pub trace_sample_ratio: Option<String>,
     /// Control and data plane: the Cerbos PDP's gRPC address (`127.0.0.1:3593`), asked before
     /// every admin request and every proxied one when the control plane has policies.
     pub cerbos_addr: Option<SocketAddr>,
@@ -559,6 +573,48 @@ impl Settings {
         Ok(Some(config))
     }
 
+    /// How the process logs and traces; `service` names its spans (none: an operator command,
+    /// which makes none).
+    pub fn telemetry(
+        &self,
+        service: Option<&'static str>,
+    ) -> Result<routero_telemetry::TelemetryConfig> {
+        let json_logs = match self.log_format.as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => bail!("log_format: {other:?} is not text or json"),
+        };
+        let otlp_endpoint = self.otlp_endpoint.clone().filter(|_| service.is_some());
+        if let Some(endpoint) = &otlp_endpoint {
+            match endpoint.split_once("://").map(|(scheme, _)| scheme) {
+                Some("https") if self.otlp_ca.is_some() => {}
+                Some("https") => bail!("otlp_endpoint: https:// needs otlp_ca"),
+                Some("http")
+                    if is_loopback_url(endpoint)
+                        || self.allow_plaintext_otlp.is_some_and(|Flag(on)| on) => {}
+                Some("http") => bail!(
+                    "otlp_endpoint: plaintext beyond loopback; use https:// with otlp_ca (or, knowingly, allow_plaintext_otlp=true)"
+                ),
+                _ => bail!("otlp_endpoint: use http:// or https://"),
+            }
+        }
+        let sample_ratio = match &self.trace_sample_ratio {
+            None => 1.0,
+            Some(text) => text
+                .parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| anyhow!("trace_sample_ratio: a number from 0 to 1"))?,
+        };
+        Ok(routero_telemetry::TelemetryConfig {
+            json_logs,
+            otlp_endpoint,
+            ca_pem: Self::file(self.otlp_ca.as_ref(), "otlp_ca")?,
+            service_name: service.unwrap_or("routero"),
+            sample_ratio,
+        })
+    }
+
     /// TLS to the brokers, when asked for or implied by a CA or client certificate.
     fn kafka_tls(&self) -> Result<Option<routero_kafka::KafkaTls>> {
         let readable = |value: &Option<String>, field: &str| -> Result<Option<PathBuf>> {
@@ -758,6 +814,7 @@ impl Settings {
         config.snapshot_path = self.snapshot_path.as_ref().map(PathBuf::from);
         config.metrics_addr = self.metrics_addr;
         config.https = self.https(false)?;
+        config.traced = self.otlp_endpoint.is_some();
         if let Some(staleness) = self.max_staleness.map(Interval::get) {
             config.max_staleness = staleness;
         }

@@ -208,6 +208,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     data_config.trusted_proxies = settings.trusted_proxies()?;
     data_config.egress = egress;
     data_config.https = settings.https(false)?;
+    data_config.traced = settings.otlp_endpoint.is_some();
     settings.upstreams(&mut data_config)?;
 
     let signer = audit_signer(&settings)?;
