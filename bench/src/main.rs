@@ -12,6 +12,7 @@ mod bare_proxy;
 mod fleet;
 mod launch;
 mod measure;
+mod otlp_sink;
 mod peers;
 mod scale;
 mod scim;
@@ -290,7 +291,18 @@ async fn run(args: Args) -> Result<()> {
         ("ROUTERO_POLICY_CACHE_SETTLE", "0s"),
         ("ROUTERO_KAFKA_BROKERS", broker.address()),
     ];
-    let layers: [(&launch::Up, &'static str, &[Env]); 4] = [
+    let sink = otlp_sink::start().await?;
+    let metered_plane: Vec<Env> = emitting
+        .iter()
+        .copied()
+        .chain([("ROUTERO_METRICS_ADDR", "127.0.0.1:0")])
+        .collect();
+    let traced_plane: Vec<Env> = emitting
+        .iter()
+        .copied()
+        .chain([("ROUTERO_OTLP_ENDPOINT", sink.url.as_str())])
+        .collect();
+    let layers: [(&launch::Up, &'static str, &[Env]); 6] = [
         (&up, "data plane alone: authentication (no audit)", &[]),
         (
             &warm,
@@ -306,6 +318,16 @@ async fn run(args: Args) -> Result<()> {
             &guarded,
             "data plane alone: + audit events emitted to Kafka (the whole data plane)",
             &emitting,
+        ),
+        (
+            &guarded,
+            "the whole data plane, metrics on (every answer read for its usage)",
+            &metered_plane,
+        ),
+        (
+            &guarded,
+            "the whole data plane, every request traced (spans exported over OTLP)",
+            &traced_plane,
         ),
     ];
     let mut split = Vec::new();
@@ -376,6 +398,8 @@ async fn run(args: Args) -> Result<()> {
         measure::first_events(&client, &direct, 500).await?,
         measure::first_events(&client, &guarded.target("guarded"), 500).await?,
     ];
+    // The traced row measured what it claims only if its spans arrived.
+    anyhow::ensure!(sink.spans() > 0, "the traced data plane exported no spans");
     drop(peers);
     drop(split);
     drop((broker, sidecar));

@@ -11,7 +11,8 @@ import httpx
 import openai
 import pytest
 
-from conftest import Gateway, Process, free_port, wait_until
+from conftest import REPO, Gateway, Process, free_port, wait_until
+from test_policies import CERBOS
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
@@ -66,11 +67,54 @@ def test_requests_show_up_in_their_series_and_promtool_finds_nothing_wrong(gatew
     assert samples(text, "routero_snapshot_version")[""] >= 1
     assert 0 <= samples(text, "routero_snapshot_age_seconds")[""] < 60
 
+    promtool_is_content(text, tmp_path)
+
+
+def promtool_is_content(text, tmp_path):
     scraped = tmp_path / "scrape.txt"
     scraped.write_text(text)
     checked = subprocess.run([PROMTOOL, "check", "metrics"], stdin=scraped.open(), capture_output=True, text=True)
     assert checked.returncode == 0 and checked.stdout.strip() == "" and checked.stderr.strip() == "", \
         checked.stdout + checked.stderr
+
+
+def test_each_stage_of_a_request_shows_up_in_its_series(fake_provider, tmp_path):
+    """`routero up` with policies, guardrails and an audit spool: tokens, upstream and gateway
+    time, a stream's first token, guardrail findings, policy decisions (engine, then cache) and
+    the audit backlog."""
+    gw = Gateway(fake_provider, "sqlite-up", extra_env={
+        "ROUTERO_METRICS_ADDR": "127.0.0.1:0", "ROUTERO_POLICIES_DIR": str(REPO / "policies"),
+        "ROUTERO_CERBOS_BINARY": str(CERBOS), "ROUTERO_POLICY_CACHE_SETTLE": "0s"})
+    try:
+        client = gw.guarded_client({"rules": [{"detector": "email", "action": "redact"}]})
+        port = gw.processes["up"].port(r"metrics listening addr=127\.0\.0\.1:(\d+)", "its metrics port")
+        url = f"http://127.0.0.1:{port}/metrics"
+        stream = client.chat.completions.create(
+            model="gpt-a", stream=True, messages=[{"role": "user", "content": "write to bob@example.com"}])
+        assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+        client.chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": "again"}])
+        text = httpx.get(url).text
+
+        assert samples(text, "routero_tokens_total")['{model="gpt-a",type="input"}'] > 0
+        assert samples(text, "routero_tokens_total")['{model="gpt-a",type="output"}'] > 0
+        assert samples(text, "routero_upstream_seconds_count")['{provider="openai",code="ok"}'] >= 2
+        assert samples(text, "routero_gateway_seconds_count")['{endpoint="chat/completions"}'] >= 2
+        assert samples(text, "routero_first_token_seconds_count")['{endpoint="chat/completions",model="gpt-a"}'] >= 1
+        findings = samples(text, "routero_guardrail_findings_total")
+        assert findings['{detector="email",action="redact",stage="request"}'] >= 2, findings
+        decisions = samples(text, "routero_authz_decisions_total")
+        assert decisions['{decision="allow",source="engine"}'] >= 1, decisions
+        assert decisions['{decision="allow",source="cache"}'] >= 1, decisions
+        assert samples(text, "routero_audit_bus_depth")[""] >= 0
+        assert samples(text, "routero_audit_spool_bytes")[""] >= 0
+        assert samples(text, "routero_audit_delivery_failures_total")[""] == 0
+        assert "bob@example.com" not in text and "write to" not in text
+        promtool_is_content(text, tmp_path)
+    except BaseException:
+        print(gw.logs())
+        raise
+    finally:
+        gw.close()
 
 
 def test_a_real_prometheus_scrapes_the_data_plane(gateway, tmp_path):

@@ -94,6 +94,15 @@ pub struct AuthzConfig {
     pub connections: usize,
 }
 
+/// A policy decision, and where it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the action is allowed.
+    pub allowed: bool,
+    /// Whether it was answered from the decision cache rather than asked of the PDP.
+    pub cached: bool,
+}
+
 impl AuthzConfig {
     /// A plaintext PDP at `host:port` (loopback or a sidecar), 2 s per decision, 10 s to settle
     /// (Cerbos notices a changed policy directory within a few seconds).
@@ -187,9 +196,25 @@ impl Authorizer {
         target: &Target<'_>,
         action: &str,
     ) -> Result<bool, AuthzError> {
+        self.decide(policy_version, principal, target, action)
+            .await
+            .map(|decision| decision.allowed)
+    }
+
+    /// [`Authorizer::is_allowed`], saying whether the decision came from the cache.
+    pub async fn decide(
+        &self,
+        policy_version: &str,
+        principal: &Principal<'_>,
+        target: &Target<'_>,
+        action: &str,
+    ) -> Result<Decision, AuthzError> {
         let key = cache::key(principal, target, action);
         if let Some(allowed) = self.cache.get(policy_version, &key) {
-            return Ok(allowed);
+            return Ok(Decision {
+                allowed,
+                cached: true,
+            });
         }
         let turn = self
             .next
@@ -211,7 +236,10 @@ impl Authorizer {
             .find(target.id)
             .is_some_and(|result| result.is_allowed(action));
         self.cache.put(policy_version, key, allowed);
-        Ok(allowed)
+        Ok(Decision {
+            allowed,
+            cached: false,
+        })
     }
 
     /// Decisions cached for the current policy version.

@@ -16,7 +16,7 @@ pub use spooled::{SpoolSource, Spooled};
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use routero_core::audit::{
@@ -79,6 +79,36 @@ pub struct EventBus {
     /// Set while what drains the bus cannot take events (a full spool): failing closed then
     /// refuses at once instead of taking work whose record would wait.
     stalled: Arc<AtomicBool>,
+    backlog: Arc<Backlog>,
+}
+
+/// What waits behind a bus, told by what drains it, for metrics: bytes in the spool, and
+/// deliveries to the broker that failed (to be retried from the spool).
+#[derive(Debug, Default)]
+pub struct Backlog {
+    spool_bytes: AtomicU64,
+    delivery_failures: AtomicU64,
+}
+
+impl Backlog {
+    /// Bytes spooled and not yet delivered.
+    pub fn spool_bytes(&self) -> u64 {
+        self.spool_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Deliveries to the broker that failed since start.
+    pub fn delivery_failures(&self) -> u64 {
+        self.delivery_failures.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_spool_bytes(&self, bytes: u64) {
+        self.spool_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts a delivery that failed.
+    pub fn delivery_failed(&self) {
+        self.delivery_failures.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Room for one event, taken before the work it records, so that the work is refused when it
@@ -113,19 +143,26 @@ impl Reservation {
 pub struct EventStream {
     receiver: mpsc::Receiver<Envelope>,
     stalled: Arc<AtomicBool>,
+    backlog: Arc<Backlog>,
 }
 
 /// An in-process bus holding up to `capacity` events.
 pub fn in_process(capacity: usize, overflow: Overflow) -> (EventBus, EventStream) {
     let (sender, receiver) = mpsc::channel(capacity.max(1));
     let stalled = Arc::new(AtomicBool::new(false));
+    let backlog = Arc::new(Backlog::default());
     (
         EventBus {
             sender,
             overflow,
             stalled: Arc::clone(&stalled),
+            backlog: Arc::clone(&backlog),
         },
-        EventStream { receiver, stalled },
+        EventStream {
+            receiver,
+            stalled,
+            backlog,
+        },
     )
 }
 
@@ -151,6 +188,16 @@ impl EventBus {
         };
         Ok(Reservation(permit))
     }
+
+    /// Events queued or reserved on the bus, not yet taken by what drains it.
+    pub fn depth(&self) -> usize {
+        self.sender.max_capacity() - self.sender.capacity()
+    }
+
+    /// What waits behind the bus.
+    pub fn backlog(&self) -> &Backlog {
+        &self.backlog
+    }
 }
 
 impl EventStream {
@@ -163,6 +210,11 @@ impl EventStream {
     /// publishers failing closed are refused at once.
     pub fn set_stalled(&self, stalled: bool) {
         self.stalled.store(stalled, Ordering::Release);
+    }
+
+    /// What waits behind the bus, for what drains it to tell.
+    pub fn backlog(&self) -> Arc<Backlog> {
+        Arc::clone(&self.backlog)
     }
 
     /// Waits for events and returns up to `max` with their receipts; `None` once every

@@ -4,7 +4,7 @@
 //! and acknowledges what it delivered. A crash at any point loses nothing that was spooled.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use routero_core::audit::AuditEvent;
@@ -12,7 +12,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::Notify;
 
 use crate::spool::{Position, Spool, SpoolError, Spooled as Line};
-use crate::{BusError, EventSource, EventStream, rejected};
+use crate::{Backlog, BusError, EventSource, EventStream, rejected};
 
 struct Shared {
     spool: Mutex<Spool>,
@@ -22,6 +22,8 @@ struct Shared {
     freed: Notify,
     /// Every publisher is gone and what they published is spooled.
     filled: AtomicBool,
+    /// Told the spool's size as it changes, once filling started.
+    backlog: OnceLock<Arc<Backlog>>,
 }
 
 /// A spool shared between the task filling it and the one delivering from it.
@@ -44,7 +46,22 @@ impl Spooled {
             appended: Notify::new(),
             freed: Notify::new(),
             filled: AtomicBool::new(false),
+            backlog: OnceLock::new(),
         }))
+    }
+
+    /// Tells the bus's backlog the spool's size.
+    fn tell_backlog(&self) {
+        if let Some(backlog) = self.0.backlog.get() {
+            backlog.set_spool_bytes(self.pending_bytes());
+        }
+    }
+
+    /// Counts a failed delivery in the bus's backlog.
+    pub fn delivery_failed(&self) {
+        if let Some(backlog) = self.0.backlog.get() {
+            backlog.delivery_failed();
+        }
     }
 
     fn spool(&self) -> MutexGuard<'_, Spool> {
@@ -75,6 +92,8 @@ impl Spooled {
     /// taking from the bus (whose overflow policy then decides what publishers see); once the
     /// publishers are gone it takes the last batches beyond its bound rather than lose them.
     pub async fn fill(&self, mut stream: EventStream) {
+        let _ = self.0.backlog.set(stream.backlog());
+        self.tell_backlog();
         while let Some(batch) = stream.next_envelopes(BATCH).await {
             let (events, receipts): (Vec<AuditEvent>, Vec<_>) = batch
                 .into_iter()
@@ -108,6 +127,7 @@ impl Spooled {
             match appended {
                 Ok(()) => {
                     stream.set_stalled(false);
+                    self.tell_backlog();
                     self.0.appended.notify_one();
                     return;
                 }
@@ -153,6 +173,7 @@ impl Spooled {
     /// Records that everything up to `end` was delivered; frees its room.
     pub async fn acknowledge(&self, end: Position) -> Result<(), SpoolError> {
         self.with_spool(move |spool| spool.acknowledge(end)).await?;
+        self.tell_backlog();
         self.0.freed.notify_one();
         Ok(())
     }

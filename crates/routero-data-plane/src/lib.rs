@@ -244,7 +244,7 @@ async fn serve_metrics(
                         axum::http::header::CONTENT_TYPE,
                         routero_metrics::CONTENT_TYPE,
                     )],
-                    app.metrics.render(&app.snapshots),
+                    app.metrics.render(&app.snapshots, app.audit.as_ref()),
                 )
             }),
         )

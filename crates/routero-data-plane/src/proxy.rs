@@ -82,6 +82,8 @@ struct Seen {
     exceeded: Option<AuditEvent>,
     /// The request's span (disabled unless spans are exported).
     span: tracing::Span,
+    /// How long the answering provider took to its answer's head, once it answered.
+    upstream: Option<f64>,
 }
 
 impl Seen {
@@ -89,6 +91,7 @@ impl Seen {
     fn for_request(origin: &Origin, endpoint: Endpoint, span: tracing::Span) -> Self {
         Self {
             span,
+            upstream: None,
             key: None,
             model: None,
             route: None,
@@ -265,7 +268,14 @@ async fn audited(
     )
     .await;
     let result = handled.unwrap_or_else(|_| Err(ErrorCode::DeadlineExceeded.into()));
+    let head = arrived.elapsed().as_secs_f64();
     seen.abandoned = None;
+    if let Some(upstream) = seen.upstream.filter(|_| result.is_ok()) {
+        app.metrics.gateway(endpoint.path(), head - upstream);
+    }
+    for (stage, counts, _) in &seen.guardrails {
+        app.metrics.findings(stage, counts);
+    }
     if let Err(refused) = &result {
         crate::trace::failed(&span, refused);
     }
@@ -278,7 +288,7 @@ async fn audited(
             Ok(_) => "http_5xx",
             Err(refused) => refused.refusal.code(),
         },
-        arrived.elapsed().as_secs_f64(),
+        head,
     );
     let event = request_event(&seen, &origin, endpoint, &result);
     match seen.room.pop() {
@@ -308,7 +318,13 @@ async fn audited(
         }
         Err(refused) => Err(crate::dialect::refusal(endpoint, refused)),
     };
-    crate::trace::answered(span, answer)
+    let first_token = app.observed.then(|| crate::trace::FirstToken {
+        arrived,
+        metrics: Arc::clone(&app.metrics),
+        endpoint: endpoint.path(),
+        model: seen.route.clone().unwrap_or_else(|| "unknown".into()),
+    });
+    crate::trace::answered(span, answer, first_token)
 }
 
 impl App {
@@ -364,6 +380,7 @@ impl App {
             crate::breaker::Change::Opened => (EventType::DeploymentCircuitOpened, true),
             crate::breaker::Change::Closed => (EventType::DeploymentCircuitClosed, false),
         };
+        self.metrics.breaker(opened);
         if opened {
             tracing::error!(%credential, %model, "deployment circuit opened: it gets no requests for a while");
         } else {
@@ -553,7 +570,10 @@ async fn proxy(
         }
     }
     let response = match forward(app, &caller, route, endpoint, request, &seen.span).await {
-        Ok(response) => meter.tap(response, !keep_usage),
+        Ok((response, upstream)) => {
+            seen.upstream = Some(upstream);
+            meter.tap(response, !keep_usage)
+        }
         Err(refused) => {
             if refused.refusal == ErrorCode::UpstreamTimeout {
                 // The provider may have worked (and billed) past the deadline: charged the
@@ -576,7 +596,7 @@ async fn proxy(
         &route.name,
         guard,
         response,
-        stream_room,
+        (stream_room, Arc::clone(&app.metrics)),
     )
     .await;
     if let Some((counts, blocked)) = relayed.findings.filter(|(counts, _)| !counts.is_empty()) {
@@ -694,7 +714,7 @@ async fn forward(
     endpoint: Endpoint,
     mut request: Map<String, Value>,
     span: &tracing::Span,
-) -> Result<Response, Refused> {
+) -> Result<(Response, f64), Refused> {
     let mut refusal: Option<Refused> = None;
     let mut timed_out = None;
     let mut attempts = 0;
@@ -763,16 +783,23 @@ async fn forward(
         attempts += 1;
         let in_flight = tracked.then(|| app.balancer.start(id));
         let attempt = crate::trace::upstream(span, upstream.provider_name(), id.1);
+        let sent = std::time::Instant::now();
         let answer = app
             .provider
             .forward(upstream, outgoing)
             .instrument(attempt.clone())
             .await;
+        let took = sent.elapsed().as_secs_f64();
         match &answer {
             Ok(_) => {
                 span.record("gen_ai.provider.name", upstream.provider_name());
+                app.metrics.upstream(upstream.provider_name(), "ok", took);
             }
-            Err(refused) => crate::trace::failed(&attempt, refused),
+            Err(refused) => {
+                crate::trace::failed(&attempt, refused);
+                app.metrics
+                    .upstream(upstream.provider_name(), refused.refusal.code(), took);
+            }
         }
         let code = answer.as_ref().err().map(|refused| refused.refusal);
         if let Some(outcome) = outcome(code)
@@ -795,12 +822,13 @@ async fn forward(
                 refusal = Some(refused);
             }
             Ok(response) => {
-                return Ok(match in_flight {
+                let response = match in_flight {
                     Some(in_flight) => in_flight.answered(response),
                     None => response,
-                });
+                };
+                return Ok((response, took));
             }
-            refused => return refused,
+            Err(refused) => return Err(refused),
         }
     }
     // A provider that timed out may have worked (and billed): that is what the request failed
@@ -818,7 +846,8 @@ struct Relayed {
 }
 
 /// Relays a chat completion through the guardrails before the client sees it: whole, or
-/// streamed through the hold-back, its event leaving in `stream_room` when the stream ends.
+/// streamed through the hold-back, its event leaving in `stream_room` (and its findings
+/// counted in `metrics`) when the stream ends.
 async fn relay(
     origin: &Origin,
     key: &Arc<KeyPolicy>,
@@ -826,7 +855,7 @@ async fn relay(
     route: &str,
     guard: Arc<crate::guard::TenantGuard>,
     response: Response,
-    stream_room: Option<Reservation>,
+    (stream_room, metrics): (Option<Reservation>, Arc<crate::metrics::Metrics>),
 ) -> Relayed {
     let (mut parts, body) = response.into_parts();
     let streamed = crate::sse::is_event_stream(&parts.headers);
@@ -834,6 +863,7 @@ async fn relay(
     if streamed {
         let (origin, key) = (origin.clone(), Arc::clone(key));
         let body = guard.stream(route.to_owned(), body, move |counts, blocked| {
+            metrics.findings("response", &counts);
             if let Some(room) = stream_room.filter(|_| !counts.is_empty()) {
                 room.publish(origin.guardrail_event(
                     &key,
@@ -915,10 +945,11 @@ async fn authorize(
         tenant: &route.tenant_id,
         attributes: &route.tags,
     };
-    match authorizer
-        .is_allowed(policy_version, &principal, &target, "invoke")
-        .await
-    {
+    let decided = authorizer
+        .decide(policy_version, &principal, &target, "invoke")
+        .await;
+    app.metrics.decision(decided.as_ref().ok().copied());
+    match decided.map(|decision| decision.allowed) {
         Ok(true) => Ok(()),
         Ok(false) => Err(ErrorCode::PolicyDenied.into()),
         Err(error) => {

@@ -3,7 +3,11 @@
 //! continuing the client's W3C trace context; under it one span per stage: `authenticate`,
 //! `authorize`, `guard`, `upstream` (one per attempt, its context passed to the provider) and
 //! `relay` (the answer's body, to its end). Attributes are identifiers, routes, codes and
-//! counts: never prompt or response text, never a key.
+//! counts: never prompt or response text, never a key. The answer's body is also where a
+//! stream's time to its first event is taken, for the metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -89,14 +93,29 @@ pub(crate) fn failed(span: &Span, refused: &Refused) {
     span.record("error.type", refused.refusal.code());
 }
 
+/// A streamed answer's first event, to be timed from the request's arrival.
+pub(crate) struct FirstToken {
+    pub(crate) arrived: Instant,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    pub(crate) endpoint: &'static str,
+    pub(crate) model: String,
+}
+
 /// Records a request's outcome on its span, and, when it is answered, makes the answer's body
-/// carry the `relay` span (and with it the request span) to its end.
-pub(crate) fn answered(span: Span, result: Result<Response, Response>) -> Response {
+/// carry the `relay` span (and with it the request span) to its end, and time its first event
+/// when `first_token` is given and the answer is a stream.
+pub(crate) fn answered(
+    span: Span,
+    result: Result<Response, Response>,
+    first_token: Option<FirstToken>,
+) -> Response {
     let response = result.unwrap_or_else(|refusal| refusal);
-    if span.is_none() {
+    let status = response.status();
+    let first_token = first_token
+        .filter(|_| status.is_success() && crate::sse::is_event_stream(response.headers()));
+    if span.is_none() && first_token.is_none() {
         return response;
     }
-    let status = response.status();
     span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() || status.is_client_error() {
         span.record("otel.status_code", "ERROR");
@@ -109,6 +128,7 @@ pub(crate) fn answered(span: Span, result: Result<Response, Response>) -> Respon
             body,
             relay,
             request: span,
+            first_token,
         }),
     )
 }
@@ -119,6 +139,7 @@ struct Relayed {
     body: Body,
     relay: Span,
     request: Span,
+    first_token: Option<FirstToken>,
 }
 
 impl HttpBody for Relayed {
@@ -135,6 +156,15 @@ impl HttpBody for Relayed {
             this.relay
                 .in_scope(|| Pin::new(&mut this.body).poll_frame(cx))
         });
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && frame.data_ref().is_some_and(|data| !data.is_empty())
+            && let Some(first) = this.first_token.take()
+        {
+            let seconds = first.arrived.elapsed().as_secs_f64();
+            first
+                .metrics
+                .first_token(first.endpoint, &first.model, seconds);
+        }
         if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
             // The answer is over: the relay ends, then the request.
             this.relay = Span::none();

@@ -114,6 +114,7 @@ async fn deliver_forever(spooled: Spooled, config: KafkaConfig) {
             tracing::error!(%error, "audit spool acknowledge failed");
         }
         if sent.delivered < pending.len() && !replaced {
+            spooled.delivery_failed();
             tracing::warn!(
                 delivered = sent.delivered,
                 pending = pending.len(),

@@ -222,7 +222,16 @@ impl Exposition {
 
     /// Adds a gauge without labels.
     pub fn gauge(&mut self, name: &str, help: &str, value: f64) -> &mut Self {
-        self.header(name, help, "gauge");
+        self.single(name, help, "gauge", value)
+    }
+
+    /// Adds a counter without labels, counted elsewhere (`name` ends in `_total`).
+    pub fn total(&mut self, name: &str, help: &str, value: f64) -> &mut Self {
+        self.single(name, help, "counter", value)
+    }
+
+    fn single(&mut self, name: &str, help: &str, kind: &str, value: f64) -> &mut Self {
+        self.header(name, help, kind);
         let _ = writeln!(self.text, "{name} {}", number(value));
         self
     }

@@ -209,6 +209,7 @@ pub async fn run(settings: Settings) -> Result<()> {
     data_config.egress = egress;
     data_config.https = settings.https(false)?;
     data_config.traced = settings.otlp_endpoint.is_some();
+    data_config.metrics_addr = settings.metrics_addr;
     settings.upstreams(&mut data_config)?;
 
     let signer = audit_signer(&settings)?;
