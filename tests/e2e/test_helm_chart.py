@@ -250,16 +250,36 @@ def test_generated_secrets_are_kept_and_never_regenerated_on_an_upgrade():
     assert not any(doc["kind"] == "Secret" for doc in render({"secrets": {"existingSecret": "mine"}}))
 
 
-def test_a_service_monitor_selects_the_data_planes_metrics_service():
+def test_a_service_monitor_selects_every_metrics_service():
     values = values_of("production") | {"metrics": {"serviceMonitor": {"enabled": True, "interval": "15s"}}}
     manifests = render(values)
     [monitor] = [doc for doc in manifests if doc["kind"] == "ServiceMonitor"]
-    service = next(doc for doc in manifests if doc["kind"] == "Service" and doc["metadata"]["name"] == "rt-routero-metrics")
     selected = monitor["spec"]["selector"]["matchLabels"]
-    assert selected.items() <= service["metadata"]["labels"].items()
+    services = [doc for doc in manifests if doc["kind"] == "Service" and selected.items() <= doc["metadata"]["labels"].items()]
+    assert {s["spec"]["selector"]["app.kubernetes.io/component"] for s in services} == \
+        {"data-plane", "control-plane", "audit-writer"}
+    assert all(s["spec"]["ports"] == [{"name": "metrics", "port": 9464, "targetPort": "metrics"}] for s in services)
     assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
-    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "data-plane"
+    # Every pod a Service selects has the port it names.
+    pods = {doc["metadata"]["labels"]["app.kubernetes.io/component"]: pod for doc, pod in pod_specs(manifests)}
+    for service in services:
+        pod = pods[service["spec"]["selector"]["app.kubernetes.io/component"]]
+        assert any(p.get("name") == "metrics" for c in pod["containers"] for p in c.get("ports", []))
     assert not any(doc["kind"] == "ServiceMonitor" for doc in render(values_of("production")))
+
+
+def test_only_metrics_from_reaches_the_metrics_ports():
+    values = values_of("production") | {"networkPolicy": {**values_of("production")["networkPolicy"],
+                                                          "metricsFrom": [{"podSelector": {"matchLabels": {"app": "prometheus"}}}]}}
+    policies = {doc["metadata"]["name"]: doc["spec"] for doc in render(values) if doc["kind"] == "NetworkPolicy"}
+    metrics = policies["rt-routero-metrics"]
+    assert metrics["ingress"] == [{"from": [{"podSelector": {"matchLabels": {"app": "prometheus"}}}], "ports": [{"port": 9464}]}]
+    assert metrics["podSelector"]["matchExpressions"][1]["values"] == ["data-plane", "control-plane", "audit-writer"]
+    # No other policy opens the metrics port; without metricsFrom, the default deny keeps it shut.
+    assert not any({"port": 9464} in rule.get("ports", []) for name, spec in policies.items() if name != "rt-routero-metrics"
+                   for rule in spec.get("ingress", []))
+    assert "rt-routero-metrics" not in {doc["metadata"]["name"] for doc in render(values_of("production"))
+                                        if doc["kind"] == "NetworkPolicy"}
 
 
 def test_the_migrations_job_runs_after_the_first_install_and_before_upgrades():

@@ -249,6 +249,13 @@ def test_the_rendered_split_topology_serves_a_request_into_the_audit_chain(broke
                                   capture_output=True, text=True, cwd=tmp_path)
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert "peer did not return a certificate" not in broker.logs()
+        # Control plane and audit writer serve their metrics (and the writer its liveness).
+        control = httpx.get(f"http://127.0.0.1:{kubelet.port('control-plane', 9464)}/metrics").text
+        assert 'routero_admin_requests_total{method="POST",status="201"}' in control
+        writer = kubelet.port("audit-writer", 9464)
+        wait_until(lambda: "routero_audit_events_chained_total 0" not in httpx.get(f"http://127.0.0.1:{writer}/metrics").text,
+                   what="the writer to count what it chained")
+        assert httpx.get(f"http://127.0.0.1:{writer}/healthz").status_code == 200
     except BaseException:
         print(kubelet.logs())
         print(broker.logs())

@@ -5,16 +5,19 @@
 //! dropped; at shutdown what is queued is written before returning.
 #![forbid(unsafe_code)]
 
+mod metrics;
 mod s3;
 mod sink;
 mod webhook;
 
+pub use metrics::WriterMetrics;
 pub use s3::{S3Config, read_witness_objects, run_s3};
 pub use sink::{Batch, Sink, SinkConfig, run_sink};
 pub use webhook::{SIGNATURE_HEADER, WebhookConfig, run_webhook};
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use routero_audit::AuditStore;
@@ -35,6 +38,8 @@ pub struct WriterConfig {
     pub retry_backoff: Duration,
     /// How often records past their tenant's retention are pruned (behind a signed anchor).
     pub prune_interval: Duration,
+    /// Where what the writer does is counted.
+    pub metrics: Arc<WriterMetrics>,
 }
 
 impl Default for WriterConfig {
@@ -45,6 +50,7 @@ impl Default for WriterConfig {
             checkpoint_interval: Duration::from_secs(10),
             retry_backoff: Duration::from_millis(100),
             prune_interval: Duration::from_secs(3600),
+            metrics: Arc::default(),
         }
     }
 }
@@ -65,6 +71,7 @@ impl Writer {
         loop {
             match self.store.append(batch).await {
                 Ok(written) => {
+                    self.config.metrics.committed(batch, written.len());
                     self.since_checkpoint += written.len() as u64;
                     self.unsigned
                         .extend(written.into_iter().map(|r| r.tenant_id));
@@ -74,6 +81,7 @@ impl Writer {
                     return;
                 }
                 Err(error) => {
+                    self.config.metrics.commit_failed();
                     tracing::error!(%error, events = batch.len(), retry_in_ms = backoff.as_millis() as u64, "audit batch not committed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -99,11 +107,13 @@ impl Writer {
             .await
         {
             Ok(signed) => {
+                self.config.metrics.signed(signed.len());
                 tracing::debug!(checkpoints = signed.len(), "audit checkpoints signed");
                 self.unsigned.clear();
                 self.since_checkpoint = 0;
             }
             Err(error) => {
+                self.config.metrics.checkpoint_failed();
                 tracing::error!(%error, tenants = self.unsigned.len(), "audit checkpoint failed; retried at the next tick");
             }
         }

@@ -78,6 +78,8 @@ pub struct ControlPlaneConfig {
     /// HTTPS on the admin API listener (a certificate reloaded when its files change); none:
     /// plain HTTP (behind a TLS-terminating proxy, or on loopback).
     pub https: Option<routero_http::Https>,
+    /// Where Prometheus scrapes `/metrics` (a port of its own); none: not served.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// How long sign-in sessions live, and how local admins' passwords are kept and locked.
@@ -139,6 +141,7 @@ impl ControlPlaneConfig {
             sessions: SessionPolicy::default(),
             public_url: None,
             https: None,
+            metrics_addr: None,
         }
     }
 }

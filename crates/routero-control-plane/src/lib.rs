@@ -6,6 +6,7 @@ mod api;
 pub mod config;
 mod egress;
 mod error;
+mod metrics;
 mod outbox;
 mod policy;
 pub mod role_mapping;
@@ -119,6 +120,7 @@ impl ControlPlane {
             failures: Arc::new(routero_core::AuthFailures::new(config.failure_limits)),
             sessions: config.sessions,
             trusted_proxies: config.trusted_proxies.clone(),
+            metrics: Arc::new(metrics::AdminMetrics::new()),
             egress: Arc::new(config.egress.clone()),
             relying_party: Arc::new(
                 routero_oidc::RelyingParty::new(config.egress.clone())
@@ -207,6 +209,27 @@ impl ControlPlane {
                 stop_rx.clone(),
             ))
         });
+        let metrics = match self.config.metrics_addr {
+            Some(addr) => {
+                let (metrics, publisher) = (
+                    Arc::clone(&self.state.metrics),
+                    Arc::clone(&self.state.publisher),
+                );
+                let mut stop = stop_rx.clone();
+                Some(
+                    routero_http::metrics::serve(
+                        addr,
+                        Arc::new(move || metrics.render(&publisher)),
+                        async move {
+                            let _ = stop.changed().await;
+                        },
+                    )
+                    .await
+                    .map_err(ControlPlaneError::Config)?,
+                )
+            }
+            None => None,
+        };
         let deadlines = self.state.deadlines;
         let mut http_stop = stop_rx;
         let http = routero_http::serve(
@@ -230,6 +253,9 @@ impl ControlPlane {
             let _ = task.await;
         }
         if let Some(task) = policy_watch {
+            let _ = task.await;
+        }
+        if let Some(task) = metrics {
             let _ = task.await;
         }
         grpc.map_err(|e| ControlPlaneError::Server(format!("grpc: {e}")))?;

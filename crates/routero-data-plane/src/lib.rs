@@ -187,7 +187,23 @@ pub async fn run(
     });
     let metrics = match config.metrics_addr {
         Some(addr) => {
-            Some(serve_metrics(addr, Arc::clone(&app), config.deadlines, stop_rx.clone()).await?)
+            let scraped = Arc::clone(&app);
+            let mut stop = stop_rx.clone();
+            Some(
+                routero_http::metrics::serve(
+                    addr,
+                    Arc::new(move || {
+                        scraped
+                            .metrics
+                            .render(&scraped.snapshots, scraped.audit.as_ref())
+                    }),
+                    async move {
+                        let _ = stop.changed().await;
+                    },
+                )
+                .await
+                .map_err(DataPlaneError::Config)?,
+            )
         }
         None => None,
     };
@@ -220,44 +236,6 @@ pub async fn run(
         let _ = metrics.await;
     }
     Ok(())
-}
-
-/// Serves `/metrics` on `addr` until `stop` fires.
-async fn serve_metrics(
-    addr: std::net::SocketAddr,
-    app: Arc<App>,
-    deadlines: routero_http::Deadlines,
-    mut stop: watch::Receiver<bool>,
-) -> Result<tokio::task::JoinHandle<()>, DataPlaneError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| DataPlaneError::Config(format!("metrics_addr {addr}: {e}")))?;
-    if let Ok(bound) = listener.local_addr() {
-        tracing::info!(addr = %bound, "metrics listening");
-    }
-    let routes = Router::new()
-        .route(
-            "/metrics",
-            get(|State(app): State<Arc<App>>| async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        routero_metrics::CONTENT_TYPE,
-                    )],
-                    app.metrics.render(&app.snapshots, app.audit.as_ref()),
-                )
-            }),
-        )
-        .with_state(app);
-    Ok(tokio::spawn(routero_http::serve(
-        listener,
-        routes,
-        deadlines,
-        None,
-        async move {
-            let _ = stop.changed().await;
-        },
-    )))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cors;
+pub mod metrics;
 pub mod tls;
 
 pub use tls::Https;

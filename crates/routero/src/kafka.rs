@@ -82,11 +82,26 @@ pub async fn audit_writer(settings: Settings) -> Result<()> {
         SinkConfig::new(&format!("kafka:{}", kafka.siem_topic)),
         shutdown,
     ));
+    let config = settings.audit_writer()?;
+    // `/metrics` and `/healthz` (the writer has no other listener).
+    if let Some(addr) = settings.metrics_addr {
+        let metrics = std::sync::Arc::clone(&config.metrics);
+        let mut stop = stop_rx.clone();
+        routero_http::metrics::serve(
+            addr,
+            std::sync::Arc::new(move || metrics.render()),
+            async move {
+                let _ = stop.changed().await;
+            },
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+    }
     let (writer_stop, stopping) = tokio::sync::watch::channel(false);
     let writer = routero_audit_writer::run_supervised(
         store,
         signer,
-        settings.audit_writer()?,
+        config,
         || KafkaSource::subscribe(&kafka).map_err(|e| e.to_string()),
         stopping,
     );

@@ -61,7 +61,8 @@ pub struct Settings {
     pub tls_cert: Option<String>,
     /// Data plane: PEM private key of the OpenAI API's certificate.
     pub tls_key: Option<String>,
-    /// Data plane: where Prometheus scrapes `/metrics` (a port of its own); unset: not served.
+    /// Data plane, control plane and audit writer: where Prometheus scrapes `/metrics` (a port
+    /// of its own, with `/healthz`); unset: not served.
     pub metrics_addr: Option<SocketAddr>,
     /// Data plane: control plane gRPC URL.
     pub control_plane_url: Option<String>,
@@ -485,6 +486,7 @@ impl Settings {
         }
         config.sessions = self.sessions();
         config.https = self.https(true)?;
+        config.metrics_addr = self.metrics_addr;
         let cert = Self::file(self.grpc_tls_cert.as_ref(), "grpc_tls_cert")?;
         let key = Self::file(self.grpc_tls_key.as_ref(), "grpc_tls_key")?;
         config.grpc_tls = match (cert, key) {

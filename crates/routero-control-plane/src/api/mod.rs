@@ -74,6 +74,8 @@ pub struct AppState {
     pub(crate) public_url: Option<String>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
+    /// What Prometheus scrapes.
+    pub(crate) metrics: Arc<crate::metrics::AdminMetrics>,
 }
 
 /// Where an admin request came from, for its audit event.
@@ -228,12 +230,14 @@ pub fn router(state: AppState) -> Router {
 async fn contain(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let client = ClientInfo::of(&request, &state.trusted_proxies);
     let path = request.uri().path().to_owned();
+    let method = request.method().clone();
+    let arrived = std::time::Instant::now();
     let handled = tokio::time::timeout(
         state.deadlines.request,
         routero_http::unwinding(next.run(request)),
     )
     .await;
-    match handled {
+    let response = match handled {
         Ok(Ok(response)) => response,
         Ok(Err(panic)) => {
             tracing::error!(%panic, %path, "admin handler panicked; answered 500 internal_error");
@@ -257,7 +261,13 @@ async fn contain(State(state): State<AppState>, request: Request, next: Next) ->
             "The request took longer than the control plane allows.",
         )
         .into_response(),
-    }
+    };
+    state.metrics.request(
+        &method,
+        response.status().as_u16(),
+        arrived.elapsed().as_secs_f64(),
+    );
+    response
 }
 
 /// Reads an authorized request's body, whole, within the body deadline (408
