@@ -124,6 +124,8 @@ def test_every_value_is_documented_in_the_readme_and_in_the_schema():
         ({"networkPolicy": {"adminFrom": []}}, "adminFrom"),
         ({"networkPolicy": {"externalEgress": []}}, "externalEgress"),
         ({"trustedProxies": "10.0.0.0/8"}, "networkPolicy.apiFrom"),
+        # A certificate the evaluation pod would not use is refused, not ignored.
+        ({"dataPlane": {"tls": {"secretName": "api-tls"}}}, "dataPlane.tls and controlPlane.tls: split only"),
     ],
 )
 def test_bad_or_missing_values_are_refused_with_their_name(values, refusal):
@@ -180,6 +182,14 @@ def test_every_kafka_client_speaks_tls_with_its_client_certificate():
         assert mounts["kafka-tls"] == {"name": "kafka-tls", "mountPath": "/etc/routero/kafka", "readOnly": True}
         volumes = {v["name"]: v for v in pods[name]["volumes"]}
         assert volumes["kafka-tls"]["secret"]["secretName"] == "routero-kafka-tls"
+    # Without a client certificate, the Secret's key is not mounted at all.
+    ca_only = {**values_of("production"), "kafka": {**values_of("production")["kafka"],
+                                                    "tls": {"secretName": "kafka-ca", "clientCertificate": False}}}
+    pods, env = pods_and_env(render(ca_only))
+    for name in ("rt-routero-control-plane", "rt-routero-data-plane", "rt-routero-audit-writer"):
+        volumes = {v["name"]: v for v in pods[name]["volumes"]}
+        assert volumes["kafka-tls"]["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+        assert "ROUTERO_KAFKA_TLS_KEY" not in env[name] and env[name]["ROUTERO_KAFKA_TLS_CA"]
     # Plaintext only when asked for, and then said in every service's environment.
     plain = {**values_of("production"), "kafka": {"brokers": "k:9092", "allowPlaintext": True}}
     _, env = pods_and_env(render(plain))

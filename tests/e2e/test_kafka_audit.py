@@ -450,6 +450,13 @@ def test_events_travel_through_a_tls_front_that_requires_client_certificates(s3,
             assert refused.returncode != 0
             assert "creating the audit topics" in refused.stderr, refused.stderr[-2000:]
             assert "peer did not return a certificate" in front.logs()
+
+            # The broker's name is checked: its certificate names 127.0.0.1, not localhost.
+            misnamed = {**writer.env, "ROUTERO_KAFKA_BROKERS": f"localhost:{port}"}
+            refused = subprocess.run([str(BIN_DIR / "routero"), "audit-writer"], env=clean_env(misnamed),
+                                     capture_output=True, text=True, timeout=120, cwd=tmp_path)
+            assert refused.returncode != 0
+            assert "creating the audit topics" in refused.stderr, refused.stderr[-2000:]
     finally:
         front.stop()
         broker.stop()

@@ -120,6 +120,39 @@ def test_one_requests_spans_nest_by_stage_continue_the_clients_trace_and_hold_no
     assert warned and all(any(span.get("trace_id") == trace_id for span in line["spans"]) for line in warned)
 
 
+def test_without_an_otlp_endpoint_no_trace_context_reaches_the_provider(fake_provider):
+    gw = Gateway(fake_provider, "sqlite-up")
+    try:
+        issued = gw.new_key(models=["gpt-a"])
+        gw.wait_for_key(issued["key"])
+        parent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+        gw.client(issued["key"]).chat.completions.create(
+            model="gpt-a", messages=[{"role": "user", "content": "UNTRACED-MARKER"}], extra_headers={"traceparent": parent})
+        [sent] = [r for r in fake_requests(fake_provider) if "UNTRACED-MARKER" in json.dumps(r["body"])]
+        assert sent["traceparent"] is None
+    finally:
+        gw.close()
+
+
+def test_a_clients_tracestate_goes_nowhere_and_its_sampled_flag_decides_nothing(traced, fake_provider):
+    gw, collector = traced
+    issued = gw.new_key(models=["gpt-a"])
+    gw.wait_for_key(issued["key"])
+    trace_id = secrets.token_hex(16)
+    r = httpx.post(gw.data_url + "/v1/chat/completions", timeout=10, headers={
+        "Authorization": f"Bearer {issued['key']}", "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-00",
+        "tracestate": "vendor=" + "x" * 200},
+        json={"model": "gpt-a", "messages": [{"role": "user", "content": "STATE-MARKER"}]})
+    assert r.status_code == 200, r.text
+    # Not sampled by the client, kept by the gateway's own ratio (1): the spans arrive.
+    wait_until(lambda: any(span.trace_id.hex() == trace_id for _, span in collector.spans), timeout=20,
+               what="the request's spans")
+    assert all(span.trace_state == "" for _, span in collector.spans if span.trace_id.hex() == trace_id)
+    [sent] = [r for r in fake_requests(fake_provider) if "STATE-MARKER" in json.dumps(r["body"])]
+    assert sent["traceparent"].startswith(f"00-{trace_id}-") and sent["traceparent"].endswith("-01")
+    assert sent["tracestate"] is None
+
+
 def test_a_new_trace_is_started_without_a_valid_traceparent(traced):
     gw, collector = traced
     issued = gw.new_key(models=["gpt-a"])

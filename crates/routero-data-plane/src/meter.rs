@@ -389,6 +389,17 @@ pub(crate) fn hold_to_reservation(request: &mut Map<String, Value>, pricing: Opt
     }
 }
 
+/// Whether the client asked for the answer's usage itself: always for a whole answer; for a
+/// stream, with `stream_options.include_usage`.
+pub(crate) fn asked_for_usage(request: &Map<String, Value>) -> bool {
+    request.get("stream").and_then(Value::as_bool) != Some(true)
+        || request
+            .get("stream_options")
+            .and_then(|options| options.get("include_usage"))
+            .and_then(Value::as_bool)
+            == Some(true)
+}
+
 /// Makes a streamed request ask the provider for its usage; returns whether the client asked
 /// for it itself (then it keeps the usage chunk).
 pub(crate) fn ask_for_usage(request: &mut Map<String, Value>) -> bool {
@@ -425,11 +436,6 @@ impl Meter {
         }
     }
 
-    /// Whether the answer must be read for its usage.
-    pub(crate) fn settles(&self) -> bool {
-        self.settlement.is_some()
-    }
-
     /// Whether the request is charged (a priced route, or counters to settle).
     pub(crate) fn charges(&self) -> bool {
         self.settlement.as_ref().is_some_and(|s| s.charged)
@@ -445,25 +451,38 @@ impl Meter {
     }
 
     /// Reads the answer for its usage on its way to the client (removing a stream's usage
-    /// chunk when `strip_usage`), settling when it ends or the client goes.
-    pub(crate) fn tap(mut self, response: Response, strip_usage: bool) -> Response {
+    /// chunk when `strip_usage`), settling when it ends or the client goes. A meter that only
+    /// observes reads a stream only when the client asked for its usage (`asked`) and keeps at
+    /// most [`OBSERVED_WHOLE`] of a whole answer: observing changes nothing the client gets.
+    pub(crate) fn tap(mut self, response: Response, strip_usage: bool, asked: bool) -> Response {
         let Some(settlement) = self.settlement.take() else {
             return self.tell(response);
         };
+        let streamed = crate::sse::is_event_stream(response.headers());
+        if !settlement.charged && streamed && !asked {
+            return self.tell(response);
+        }
         if !response.status().is_success() {
             self.settlement = Some(settlement);
             self.release();
             return response;
         }
         let (mut parts, body) = response.into_parts();
-        let mode = if crate::sse::is_event_stream(&parts.headers) {
+        let mode = if streamed {
             parts.headers.remove(header::CONTENT_LENGTH);
             Mode::Events {
                 framer: Framer::new(MAX_EVENT),
                 strip_usage,
             }
         } else {
-            Mode::Whole(Some(Vec::new()))
+            Mode::Whole {
+                kept: Some(Vec::new()),
+                limit: if settlement.charged {
+                    crate::MAX_WHOLE_ANSWER
+                } else {
+                    OBSERVED_WHOLE
+                },
+            }
         };
         let tapped = Tapped {
             upstream: body.into_data_stream(),
@@ -585,11 +604,15 @@ async fn threshold_event(payer: &Payer, reached: &Crossed) {
     }
 }
 
+/// Most of a whole answer kept to read its usage when nothing is charged (metrics and spans
+/// only): larger ones are relayed without it.
+const OBSERVED_WHOLE: usize = 1024 * 1024;
+
 /// How an answer is read for its usage.
 enum Mode {
-    /// A JSON answer, kept (up to a limit) to read its `usage` at the end; `None` once past
-    /// the limit.
-    Whole(Option<Vec<u8>>),
+    /// A JSON answer, kept (up to `limit` bytes) to read its `usage` at the end; `None` once
+    /// past the limit.
+    Whole { kept: Option<Vec<u8>>, limit: usize },
     /// An event stream, read event by event; the usage chunk is dropped when `strip_usage`.
     Events { framer: Framer, strip_usage: bool },
 }
@@ -633,9 +656,9 @@ impl Tapped {
     /// cannot be read.
     fn relay(&mut self, chunk: Bytes) -> Result<Bytes, std::io::Error> {
         match &mut self.mode {
-            Mode::Whole(kept) => {
+            Mode::Whole { kept, limit } => {
                 match kept {
-                    Some(bytes) if bytes.len() + chunk.len() <= crate::MAX_WHOLE_ANSWER => {
+                    Some(bytes) if bytes.len() + chunk.len() <= *limit => {
                         bytes.extend_from_slice(&chunk);
                     }
                     _ => *kept = None,
@@ -682,7 +705,10 @@ impl Tapped {
         if self.settlement.is_none() {
             return;
         }
-        if let Mode::Whole(Some(kept)) = &self.mode {
+        if let Mode::Whole {
+            kept: Some(kept), ..
+        } = &self.mode
+        {
             self.usage = serde_json::from_slice::<Value>(kept)
                 .ok()
                 .as_ref()

@@ -547,7 +547,9 @@ async fn proxy(
     if meter.charges() && completes {
         crate::meter::hold_to_reservation(&mut request, route.pricing.as_ref());
     }
-    let keep_usage = !meter.settles() || crate::meter::ask_for_usage(&mut request);
+    // Only a charged request is changed to ask for its usage; one merely observed is not.
+    let asked = crate::meter::asked_for_usage(&request);
+    let keep_usage = !meter.charges() || crate::meter::ask_for_usage(&mut request);
     if let Some(guard) = &guard {
         let guarded = {
             let _stage = crate::trace::stage(&seen.span, "guard").entered();
@@ -572,7 +574,7 @@ async fn proxy(
     let response = match forward(app, &caller, route, endpoint, request, &seen.span).await {
         Ok((response, upstream)) => {
             seen.upstream = Some(upstream);
-            meter.tap(response, !keep_usage)
+            meter.tap(response, !keep_usage, asked)
         }
         Err(refused) => {
             if refused.refusal == ErrorCode::UpstreamTimeout {

@@ -61,7 +61,11 @@ impl Https {
             cert,
             key,
             provider: Arc::clone(&provider),
-            current: RwLock::new((stamp, loaded)),
+            current: RwLock::new(Current {
+                stamp,
+                served: loaded,
+                failed: false,
+            }),
         });
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -112,7 +116,14 @@ struct Reloading {
     cert: PathBuf,
     key: PathBuf,
     provider: Arc<CryptoProvider>,
-    current: RwLock<(Stamp, Arc<CertifiedKey>)>,
+    current: RwLock<Current>,
+}
+
+/// The certificate served, the files' stamp when last read, and whether that read failed.
+struct Current {
+    stamp: Stamp,
+    served: Arc<CertifiedKey>,
+    failed: bool,
 }
 
 impl fmt::Debug for Reloading {
@@ -124,9 +135,20 @@ impl fmt::Debug for Reloading {
 }
 
 impl Reloading {
+    fn current(&self) -> std::sync::RwLockReadGuard<'_, Current> {
+        // Nothing panics while the lock is held; a poisoned one still holds a whole value.
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn reload(&self) -> Result<bool, TlsError> {
         let stamp = Stamp::of(&self.cert, &self.key);
-        if self.current.read().map(|c| c.0 == stamp).unwrap_or(false) {
+        let (changed, failed) = {
+            let current = self.current();
+            (current.stamp != stamp, current.failed)
+        };
+        if !changed && !failed {
             return Ok(false);
         }
         let loaded = certified_key(&self.cert, &self.key, &self.provider);
@@ -134,19 +156,26 @@ impl Reloading {
             .current
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // A file that does not load is not tried again until it changes.
-        current.0 = stamp;
-        current.1 = loaded?;
-        Ok(true)
+        current.stamp = stamp;
+        match loaded {
+            Ok(served) => {
+                current.served = served;
+                current.failed = false;
+                Ok(true)
+            }
+            // Retried at every look (a permission fixed, a transient error), said once per
+            // change of the files.
+            Err(error) => {
+                current.failed = true;
+                if changed { Err(error) } else { Ok(false) }
+            }
+        }
     }
 }
 
 impl ResolvesServerCert for Reloading {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current
-            .read()
-            .ok()
-            .map(|current| Arc::clone(&current.1))
+        Some(Arc::clone(&self.current().served))
     }
 }
 
@@ -181,8 +210,16 @@ fn certified_key(
     if chain.is_empty() {
         return Err(fault(cert, "holds no certificate".into()));
     }
-    let private = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| fault(key, format!("not a PEM private key ({e})")))?;
+    // The parser's errors may quote the file's bytes: for the key, say only what kind of
+    // failure it was.
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        let kind = match e {
+            rustls::pki_types::pem::Error::Io(io) => format!("unreadable ({})", io.kind()),
+            rustls::pki_types::pem::Error::NoItemsFound => "holds no private key".into(),
+            _ => "not a well-formed PEM private key".into(),
+        };
+        fault(key, kind)
+    })?;
     let signing = provider
         .key_provider
         .load_private_key(private)

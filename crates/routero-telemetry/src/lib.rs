@@ -37,8 +37,9 @@ pub struct TelemetryConfig {
     pub ca_pem: Option<Vec<u8>>,
     /// `service.name` of the spans (`routero-data-plane`, …).
     pub service_name: &'static str,
-    /// Share of traces kept when the client did not decide (`1.0`: all); a client's sampled
-    /// flag is followed.
+    /// Share of traces kept (`1.0`: all), decided by trace id: the same for every span of a
+    /// trace, and not up to a client's sampled flag (which could otherwise force every
+    /// request into the collector, or keep its own out).
     pub sample_ratio: f64,
 }
 
@@ -127,21 +128,28 @@ fn provider(config: &TelemetryConfig, endpoint: &str) -> Result<SdkTracerProvide
         .build();
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            config.sample_ratio,
-        ))))
+        .with_sampler(Sampler::TraceIdRatioBased(config.sample_ratio))
         .with_resource(resource)
         .build())
 }
 
 /// Makes `span` continue the trace its client sent in `headers` (W3C `traceparent`; an absent
 /// or malformed one starts a new trace), and records its trace id in the span's `trace_id`
-/// field (declared empty by the caller) for log lines inside it.
+/// field (declared empty by the caller) for log lines inside it. The client's `tracestate`
+/// (vendor data, up to kilobytes) is not carried: not into every span, not to providers.
 pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
-    let parent = TraceContextPropagator::new().extract(&Headers(headers));
-    if parent.span().span_context().is_valid() {
+    let extracted = TraceContextPropagator::new().extract(&Headers(headers));
+    let remote = extracted.span().span_context().clone();
+    if remote.is_valid() {
         // Only a valid parent: a malformed header is no reason to drop the span.
-        let _ = span.set_parent(parent);
+        let parent = opentelemetry::trace::SpanContext::new(
+            remote.trace_id(),
+            remote.span_id(),
+            remote.trace_flags(),
+            true,
+            opentelemetry::trace::TraceState::default(),
+        );
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(parent));
     }
     let trace_id = span.context().span().span_context().trace_id();
     if trace_id != opentelemetry::trace::TraceId::INVALID {
@@ -174,6 +182,10 @@ struct HeadersMut<'a>(&'a mut http::HeaderMap);
 
 impl Injector for HeadersMut<'_> {
     fn set(&mut self, key: &str, value: String) {
+        // An empty `tracestate` says nothing: not sent.
+        if value.is_empty() {
+            return;
+        }
         if let (Ok(name), Ok(value)) = (
             http::HeaderName::try_from(key),
             http::HeaderValue::try_from(value),

@@ -104,6 +104,8 @@ pub struct Recorded {
     pub authorization: Option<String>,
     /// The W3C `traceparent` header, if any.
     pub traceparent: Option<String>,
+    /// The W3C `tracestate` header, if any.
+    pub tracestate: Option<String>,
     /// The JSON body.
     pub body: Value,
 }
@@ -199,10 +201,8 @@ async fn admit(
         recorded.push_back(Recorded {
             path: path.to_owned(),
             authorization: authorization.clone(),
-            traceparent: headers
-                .get("traceparent")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            traceparent: header_text(headers, "traceparent"),
+            tracestate: header_text(headers, "tracestate"),
             body: body.clone(),
         });
     }
@@ -249,6 +249,13 @@ async fn admit(
         tokio::time::sleep(Duration::from_millis(config.latency_ms)).await;
     }
     Ok(config)
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// An error answer; a 429 says when to come back (`Retry-After: 1`), as providers do.

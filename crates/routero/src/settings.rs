@@ -1235,6 +1235,63 @@ mod tests {
     }
 
     #[test]
+    fn traces_go_to_a_loopback_or_tls_collector_and_logs_are_text_or_json() {
+        let telemetry = |vars: &[(&str, &str)]| {
+            Settings::load(None, &env(vars))
+                .unwrap()
+                .telemetry(Some("routero-data-plane"))
+                .map(|t| (t.otlp_endpoint, t.json_logs, t.sample_ratio))
+                .map_err(|e| format!("{e:#}"))
+        };
+        assert_eq!(telemetry(&[]), Ok((None, false, 1.0)));
+        let local = "http://127.0.0.1:4317";
+        assert_eq!(
+            telemetry(&[
+                ("ROUTERO_OTLP_ENDPOINT", local),
+                ("ROUTERO_LOG_FORMAT", "json"),
+                ("ROUTERO_TRACE_SAMPLE_RATIO", "0.25"),
+            ]),
+            Ok((Some(local.into()), true, 0.25))
+        );
+        let remote = [(
+            "ROUTERO_OTLP_ENDPOINT",
+            "http://collector.observability:4317",
+        )];
+        let refused = telemetry(&remote).unwrap_err();
+        assert!(refused.contains("plaintext beyond loopback"), "{refused}");
+        let opted = [remote[0], ("ROUTERO_ALLOW_PLAINTEXT_OTLP", "true")];
+        assert!(telemetry(&opted).is_ok());
+        for (vars, said) in [
+            (
+                vec![("ROUTERO_OTLP_ENDPOINT", "https://collector:4317")],
+                "https:// needs otlp_ca",
+            ),
+            (
+                vec![("ROUTERO_OTLP_ENDPOINT", "collector:4317")],
+                "use http:// or https://",
+            ),
+            (
+                vec![("ROUTERO_TRACE_SAMPLE_RATIO", "1.5")],
+                "trace_sample_ratio",
+            ),
+            (
+                vec![("ROUTERO_TRACE_SAMPLE_RATIO", "NaN")],
+                "trace_sample_ratio",
+            ),
+            (vec![("ROUTERO_LOG_FORMAT", "xml")], "log_format"),
+        ] {
+            let error = telemetry(&vars).unwrap_err();
+            assert!(error.contains(said), "{error}");
+        }
+        // Operator commands make no spans, whatever is configured.
+        let command = Settings::load(None, &env(&[("ROUTERO_OTLP_ENDPOINT", local)]))
+            .unwrap()
+            .telemetry(None)
+            .unwrap();
+        assert_eq!(command.otlp_endpoint, None);
+    }
+
+    #[test]
     fn kafka_beyond_loopback_needs_tls_or_a_knowing_opt_out() {
         let file = std::env::temp_dir().join(format!("routero-ca-{}.pem", std::process::id()));
         std::fs::write(&file, "not checked here: librdkafka reads it").unwrap();

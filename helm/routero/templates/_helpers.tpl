@@ -202,11 +202,17 @@ readinessProbe:
 {{- end -}}
 {{- end -}}
 
+{{/* The brokers' CA, and the client certificate and key only when they are presented. */}}
 {{- define "routero.kafkaTlsVolume" -}}
 {{- if .Values.kafka.tls.secretName -}}
 - name: kafka-tls
   secret:
     secretName: {{ .Values.kafka.tls.secretName }}
+    {{- if not .Values.kafka.tls.clientCertificate }}
+    items:
+      - key: ca.crt
+        path: ca.crt
+    {{- end }}
 {{- end -}}
 {{- end -}}
 
