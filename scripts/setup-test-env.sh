@@ -4,7 +4,7 @@
 #     and psql), openssl (test certificates), xmlsec1 (the SAML identity provider of the tests),
 #     prometheus (a real Prometheus and promtool scraping and checking the metrics), sslscan
 #     (what the HTTPS listeners offer) and stunnel4 (a TLS front with client certificates for
-#     the Kafka broker)
+#     the Kafka broker), chromium and chromium-driver (the console's browser tests)
 #   - cargo-nextest and cargo-deny, from crates.io
 #   - PostgreSQL on 127.0.0.1:5432 with trust auth, and Redis on 127.0.0.1:6379, started if not
 #     reachable
@@ -31,6 +31,8 @@ command -v openssl >/dev/null || missing+=(openssl)
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v sslscan >/dev/null || missing+=(sslscan)
 command -v stunnel4 >/dev/null || missing+=(stunnel4)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   as_root apt-get update -qq

@@ -6,6 +6,7 @@ mod access;
 mod admin_keys_and_roles;
 mod audit;
 mod budgets;
+mod console;
 mod cors;
 mod credentials_and_models;
 mod error;
@@ -212,6 +213,8 @@ pub fn router(state: AppState) -> Router {
         .merge(sso)
         .nest("/scim/v2", scim::router(state.clone()))
         .route("/openapi.json", get(openapi))
+        .route("/console", get(console::page))
+        .route("/console/assets/{name}", get(console::asset))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .fallback(|| async { ApiError::of(ErrorCode::RouteNotFound) })

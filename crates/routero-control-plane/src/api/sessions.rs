@@ -348,6 +348,13 @@ async fn signed_in(
     .map_err(|_| None)
 }
 
+/// The CSRF token of the session whose token is `session_token`: derived from it under the
+/// pepper, so a page served to the session can carry it (the console), while what the
+/// database holds (the hashes of both) gives neither.
+pub(super) fn csrf_token(hasher: &routero_crypto::KeyHasher, session_token: &str) -> String {
+    hex::encode(hasher.hash(&format!("csrf:{session_token}")).0)
+}
+
 /// Who a new session signs in.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Who<'a> {
@@ -370,7 +377,7 @@ pub(super) async fn open_session(
 ) -> Result<Response, ApiError> {
     let failed = |_| ApiError::of(ErrorCode::InternalError);
     let token = routero_crypto::generate_api_key("rses-").map_err(failed)?;
-    let csrf = routero_crypto::generate_api_key("").map_err(failed)?;
+    let csrf = csrf_token(&state.hasher, token.expose_secret());
     let lifetime = state.sessions.lifetime.as_secs();
     let (user_id, local_admin_id, principal) = match who {
         Who::LocalAdmin(id) => (None, Some(id), id),
@@ -378,7 +385,7 @@ pub(super) async fn open_session(
     };
     let new = NewSession {
         token_hash: &state.hasher.hash(token.expose_secret()).0,
-        csrf_hash: &state.hasher.hash(csrf.expose_secret()).0,
+        csrf_hash: &state.hasher.hash(&csrf).0,
         user_id,
         local_admin_id,
         roles,
@@ -388,7 +395,7 @@ pub(super) async fn open_session(
     let session = state.store.create_session(tenant_id, &new, events).await?;
     let mut response = Json(json!({
         "session_id": session.id,
-        "csrf_token": csrf.expose_secret(),
+        "csrf_token": csrf,
         "tenant_id": tenant_id,
         "principal": principal,
         "roles": session.roles,

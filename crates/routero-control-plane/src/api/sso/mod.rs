@@ -189,11 +189,52 @@ fn query<T: DeserializeOwned>(uri: &Uri) -> Result<T, ApiError> {
         .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))
 }
 
-/// `?tenant=<id or name>` of a login URL.
+/// `?tenant=<id or name>` of a login URL, and `return=console` to land in the console.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TenantQuery {
     tenant: String,
+    #[serde(default, rename = "return")]
+    return_to: Option<ReturnTo>,
+}
+
+/// Where a browser goes once signed in (instead of the session's JSON).
+#[derive(serde::Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum ReturnTo {
+    /// `/console`.
+    Console,
+}
+
+/// Remembers, for the browser that began a login, that it returns to the console (sent with
+/// a SAML provider's cross-site POST too).
+const RETURN_COOKIE: CookieName =
+    CookieName::new("__Host-routero_return", "routero_return").cross_site();
+
+/// A finished sign-in's answer: the session's JSON, or, for a browser that began it from the
+/// console, 303 to `/console` with the same cookies (the console derives the CSRF token from
+/// the session itself). The return cookie is spent either way.
+fn returned(headers: &HeaderMap, signed_in: Response) -> Response {
+    let mut response = if read_cookie(headers, RETURN_COOKIE) == Some("console")
+        && signed_in.status().is_success()
+    {
+        let mut to_console =
+            (StatusCode::SEE_OTHER, [(header::LOCATION, "/console")]).into_response();
+        for cookie in signed_in.headers().get_all(header::SET_COOKIE) {
+            to_console
+                .headers_mut()
+                .append(header::SET_COOKIE, cookie.clone());
+        }
+        to_console
+    } else {
+        signed_in
+    };
+    if read_cookie(headers, RETURN_COOKIE).is_some()
+        && let Some(cookie) = set_cookie(headers, RETURN_COOKIE, "", 0)
+    {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 /// The tenant a public SSO URL names, with its settings for `protocol`; 404
@@ -203,7 +244,7 @@ async fn tenant_config<T: DeserializeOwned>(
     uri: &Uri,
     protocol: &str,
 ) -> Result<(String, T, SsoConfig), ApiError> {
-    let TenantQuery { tenant } = query(uri)?;
+    let TenantQuery { tenant, .. } = query(uri)?;
     let Some(tenant_id) = state.store.tenant_id(&tenant).await? else {
         return Err(ApiError::of(ErrorCode::SsoNotConfigured));
     };
@@ -297,7 +338,16 @@ async fn begin(state: &AppState, request: Request, protocol: &str) -> Response {
         Ok(start) => redirect(state, (&client, &parts.headers), start).await,
         Err(error) => Err(error),
     };
-    redirected.unwrap_or_else(IntoResponse::into_response)
+    let console =
+        query::<TenantQuery>(&parts.uri).is_ok_and(|q| q.return_to == Some(ReturnTo::Console));
+    let mut response = redirected.unwrap_or_else(IntoResponse::into_response);
+    if console
+        && response.status() == StatusCode::SEE_OTHER
+        && let Some(cookie) = set_cookie(&parts.headers, RETURN_COOKIE, "console", 600)
+    {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 /// Keeps `start`'s login and sends the browser to the provider.

@@ -242,10 +242,11 @@ pub(in super::super) async fn callback(
         Ok(answer) => finished(&state, &client, &parts.headers, answer).await,
         Err(error) => Err(Failure::Error(error)),
     };
-    let mut response = match outcome {
+    let response = match outcome {
         Ok(response) => response,
         Err(failure) => super::answer(&state, &client, (parts.uri.path(), OIDC), failure).await,
     };
+    let mut response = super::returned(&parts.headers, response);
     // The browser binding is spent either way.
     if let Some(cookie) = set_cookie(&parts.headers, BROWSER_COOKIE, "", 0) {
         response.headers_mut().append(header::SET_COOKIE, cookie);

@@ -337,10 +337,11 @@ pub(in super::super) async fn acs(State(state): State<AppState>, request: Reques
         (field("SAMLResponse"), field("RelayState")),
     )
     .await;
-    let mut response = match outcome {
+    let response = match outcome {
         Ok(response) => response,
         Err(failure) => super::answer(&state, &client, (parts.uri.path(), SAML), failure).await,
     };
+    let mut response = super::returned(&parts.headers, response);
     if let Some(cookie) = set_cookie(&parts.headers, BROWSER_COOKIE, "", 0) {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }

@@ -1,0 +1,164 @@
+"""The web console (issue 19, first part) in a real browser: Debian's headless Chromium driven by
+Selenium (not our code). A person signs in through the tenant's OpenID provider (panva's
+oidc-provider), lands in the console, creates a key and sees it once, calls a model with it,
+revokes it; markup in a key's alias is shown as text. A Content-Security-Policy violation or any
+console error fails the test; each view is saved as a screenshot in target/console-screenshots
+for a person to look at."""
+
+import shutil
+import uuid
+
+import httpx
+import openai
+import pytest
+
+from conftest import REPO, UPSTREAM_KEY, Gateway, wait_until
+from test_policies import CERBOS
+from test_scim import fresh_tenant
+from test_sso import Idp, configure, tenant_id
+
+from selenium import webdriver
+from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.common.by import By
+
+SCREENSHOTS = REPO / "target" / "console-screenshots"
+XSS = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
+
+
+@pytest.fixture(scope="module")
+def gw(fake_provider):
+    gateway = Gateway(fake_provider, "sqlite-up", extra_env={
+        "ROUTERO_POLICIES_DIR": str(REPO / "policies"), "ROUTERO_CERBOS_BINARY": str(CERBOS)})
+    yield gateway
+    gateway.close()
+
+
+@pytest.fixture(scope="module")
+def tenant(gw, fake_provider):
+    """A tenant with the OpenID provider configured, alice (an admin by her groups), and a model
+    of its own."""
+    idp = Idp([gw.admin_url + "/sso/oidc/callback"])
+    admin, scim = fresh_tenant(gw)
+    configure(gw, admin, idp)
+    scim.create_user("alice@example.test", externalId="alice", active=True)
+    r = gw.admin("POST", "/credentials", {"name": "fake", "provider": "openai", "api_key": UPSTREAM_KEY,
+                                          "base_url": fake_provider + "/v1"}, key=admin)
+    assert r.status_code == 201, r.text
+    r = gw.admin("POST", "/models", {"name": "gpt-a", "deployments": [{"credential": "fake", "model": "up-a"}]},
+                 key=admin)
+    assert r.status_code == 201, r.text
+    yield tenant_id(gw, admin)
+    idp.close()
+
+
+@pytest.fixture
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1366,900",
+                 "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = webdriver.ChromeService(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver")
+    driver = webdriver.Chrome(options=options, service=service)
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+def shot(driver, name):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+
+
+def console_errors(driver, origin):
+    """Errors the page logged (a CSP violation is one), of the console's own origin."""
+    return [entry for entry in driver.get_log("browser")
+            if entry["level"] == "SEVERE" and origin in entry.get("message", "")]
+
+
+def shown(driver, element_id):
+    return driver.find_element(By.ID, element_id).is_displayed()
+
+
+def test_sign_in_create_a_key_once_use_it_revoke_it(gw, tenant, browser):
+    origin = gw.admin_url
+    browser.get(origin + "/console")
+    wait_until(lambda: shown(browser, "signin"), what="the sign-in view")
+    shot(browser, "01-sign-in")
+    browser.find_element(By.ID, "sso-tenant").send_keys(tenant)
+    browser.find_element(By.ID, "sso-submit").click()
+    # oidc-provider's own login form (its development interaction): any password.
+    wait_until(lambda: browser.find_elements(By.NAME, "login"), timeout=20, what="the provider's login form")
+    browser.find_element(By.NAME, "login").send_keys("alice")
+    browser.find_element(By.NAME, "password").send_keys("any")
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_until(lambda: browser.current_url.startswith(origin + "/console") and shown(browser, "keys"),
+               timeout=20, what="the console after sign-in")
+    assert browser.find_element(By.ID, "who").text.endswith("(admin)")  # alice, by her groups
+    shot(browser, "02-keys")
+
+    alias = "probe " + XSS
+    browser.find_element(By.ID, "create-alias").send_keys(alias)
+    browser.find_element(By.ID, "create-models").send_keys("gpt-a")
+    browser.find_element(By.ID, "create-submit").click()
+    wait_until(lambda: shown(browser, "secret"), what="the new key shown")
+    secret = browser.find_element(By.ID, "secret-value").text
+    assert secret.startswith("sk-"), secret
+    shot(browser, "03-key-shown-once")
+    browser.find_element(By.ID, "secret-done").click()
+    assert not shown(browser, "secret") and browser.find_element(By.ID, "secret-value").text == ""
+    # Shown once: not in the page any more, nor after a reload, nor in what the admin API lists.
+    browser.refresh()
+    wait_until(lambda: shown(browser, "keys") and browser.find_elements(By.CSS_SELECTOR, "#keys-rows tr"),
+               what="the keys listed again")
+    assert secret not in browser.page_source
+
+    # The alias is text: the markup is on screen as written and never ran.
+    row = next(r for r in browser.find_elements(By.CSS_SELECTOR, "#keys-rows tr") if "probe" in r.text)
+    assert row.find_elements(By.TAG_NAME, "td")[0].text == alias
+    assert not row.find_elements(By.TAG_NAME, "img") and not row.find_elements(By.TAG_NAME, "script")
+    assert browser.title == "Routero console"
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text  # noqa: B018
+    key_id = row.find_elements(By.TAG_NAME, "td")[1].text
+
+    gw.wait_for_key(secret)
+    client = openai.OpenAI(api_key=secret, base_url=gw.data_url + "/v1", max_retries=0, timeout=10)
+    reply = client.chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": "from the console"}])
+    assert reply.choices[0].message.content == "fake reply to: from the console"
+
+    browser.find_element(By.CSS_SELECTOR, f'button[data-key-id="{key_id}"]').click()
+    wait_until(lambda: "revoked" in browser.find_element(By.ID, "status").text, what="the revocation confirmed")
+    wait_until(lambda: any(key_id in r.text and "revoked" in r.text
+                           for r in browser.find_elements(By.CSS_SELECTOR, "#keys-rows tr")),
+               what="the key listed as revoked")
+    shot(browser, "04-key-revoked")
+
+    def refused():
+        try:
+            client.chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": "after"}])
+            return False
+        except openai.AuthenticationError:
+            return True
+    wait_until(refused, timeout=5, what="the revoked key refused")
+    assert console_errors(browser, origin) == []
+
+
+def test_the_console_is_served_with_a_strict_policy(gw):
+    for path in ("/console", "/console/assets/console.js", "/console/assets/console.css"):
+        r = httpx.get(gw.admin_url + path)
+        assert r.status_code == 200, path
+        policy = r.headers["content-security-policy"]
+        assert "default-src 'none'" in policy and "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        assert "'unsafe-inline'" not in policy and "'unsafe-eval'" not in policy
+        assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["cache-control"] == "no-store"
+    # Without a session the page carries no CSRF token; assets other than its own are not served.
+    assert 'name="routero-csrf" content=""' in httpx.get(gw.admin_url + "/console").text
+    assert httpx.get(gw.admin_url + "/console/assets/" + uuid.uuid4().hex).status_code == 404
+
+
+def test_a_session_cookie_that_is_not_live_gets_the_sign_in_view(gw):
+    r = httpx.get(gw.admin_url + "/console", cookies={"routero_session": "rses-" + "x" * 40})
+    assert 'name="routero-csrf" content=""' in r.text
