@@ -1,9 +1,11 @@
 """The web console (issue 19, first part) in a real browser: Debian's headless Chromium driven by
-Selenium (not our code). A person signs in through the tenant's OpenID provider (panva's
-oidc-provider), lands in the console, creates a key and sees it once, calls a model with it,
-revokes it; markup in a key's alias is shown as text. A Content-Security-Policy violation or any
-console error fails the test; each view is saved as a screenshot in target/console-screenshots
-for a person to look at."""
+Selenium (not our code). People sign in through the tenant's OpenID provider (panva's
+oidc-provider) and land in the console. An admin creates a key and sees it once, calls a model
+with it, revokes it; markup in a key's alias is shown as text. An auditor sees the audit trail,
+verifies it and downloads its export, and cannot create keys (no button, and the API refuses).
+Finance sees spend and downloads it as CSV. A Content-Security-Policy violation or any console
+error fails a test; each view is saved as a screenshot in target/console-screenshots for a
+person to look at."""
 
 import shutil
 import uuid
@@ -28,7 +30,8 @@ XSS = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwn
 @pytest.fixture(scope="module")
 def gw(fake_provider):
     gateway = Gateway(fake_provider, "sqlite-up", extra_env={
-        "ROUTERO_POLICIES_DIR": str(REPO / "policies"), "ROUTERO_CERBOS_BINARY": str(CERBOS)})
+        "ROUTERO_POLICIES_DIR": str(REPO / "policies"), "ROUTERO_CERBOS_BINARY": str(CERBOS),
+        "ROUTERO_AUDIT_CHECKPOINT_INTERVAL": "1s"})
     yield gateway
     gateway.close()
 
@@ -40,13 +43,23 @@ def tenant(gw, fake_provider):
     idp = Idp([gw.admin_url + "/sso/oidc/callback"])
     admin, scim = fresh_tenant(gw)
     configure(gw, admin, idp)
-    scim.create_user("alice@example.test", externalId="alice", active=True)
+    r = gw.admin("PUT", "/role-mappings", {"rules": [
+        {"group": "gw-admins", "roles": ["admin"]}, {"group": "gw-users", "roles": ["auditor"]},
+        {"group": "gw-finance", "roles": ["finance"]}], "default_roles": []}, key=admin)
+    assert r.status_code == 200, r.text
+    for name in ("alice", "bob", "fiona"):
+        scim.create_user(f"{name}@example.test", externalId=name, active=True)
     r = gw.admin("POST", "/credentials", {"name": "fake", "provider": "openai", "api_key": UPSTREAM_KEY,
                                           "base_url": fake_provider + "/v1"}, key=admin)
     assert r.status_code == 201, r.text
-    r = gw.admin("POST", "/models", {"name": "gpt-a", "deployments": [{"credential": "fake", "model": "up-a"}]},
-                 key=admin)
+    r = gw.admin("POST", "/models", {"name": "gpt-a", "deployments": [{"credential": "fake", "model": "up-a"}],
+                                     "pricing": {"input_per_mtok": 2.5, "output_per_mtok": 10}}, key=admin)
     assert r.status_code == 201, r.text
+    # Some spend to report: a priced request.
+    issued = gw.admin("POST", "/key/generate", {"models": ["gpt-a"]}, key=admin).json()
+    gw.wait_for_key(issued["key"])
+    client = openai.OpenAI(api_key=issued["key"], base_url=gw.data_url + "/v1", max_retries=0, timeout=10)
+    client.chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": "priced"}])
     yield tenant_id(gw, admin)
     idp.close()
 
@@ -71,14 +84,49 @@ def shot(driver, name):
     driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
 
 
-def console_errors(driver, origin):
-    """Errors the page logged (a CSP violation is one), of the console's own origin."""
+def console_errors(driver, origin, refused=()):
+    """Errors the page logged (a CSP violation is one), of the console's own origin, but the
+    refusals the test provoked itself (`refused`: "<path> … <status>" of its own calls)."""
     return [entry for entry in driver.get_log("browser")
-            if entry["level"] == "SEVERE" and origin in entry.get("message", "")]
+            if entry["level"] == "SEVERE" and origin in entry.get("message", "")
+            and not any(path in entry["message"] and f"status of {status}" in entry["message"]
+                        for path, status in refused)]
 
 
 def shown(driver, element_id):
     return driver.find_element(By.ID, element_id).is_displayed()
+
+
+def sign_in(browser, gw, tenant, user, lands_on):
+    """Signs `user` in through the provider from the console's sign-in view; waits for the
+    section `lands_on`."""
+    browser.get(gw.admin_url + "/console")
+    wait_until(lambda: shown(browser, "signin"), what="the sign-in view")
+    browser.find_element(By.ID, "sso-tenant").send_keys(tenant)
+    browser.find_element(By.ID, "sso-submit").click()
+    # oidc-provider's own login form (its development interaction): any password.
+    wait_until(lambda: browser.find_elements(By.NAME, "login"), timeout=20, what="the provider's login form")
+    browser.find_element(By.NAME, "login").send_keys(user)
+    browser.find_element(By.NAME, "password").send_keys("any")
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_until(lambda: browser.current_url.startswith(gw.admin_url + "/console") and shown(browser, lands_on),
+               timeout=20, what="the console after sign-in")
+
+
+def nav(browser):
+    """The sections the console offers."""
+    return [link.text for link in browser.find_elements(By.CSS_SELECTOR, "#nav a") if link.is_displayed()]
+
+
+def api_from_page(browser, method, path):
+    """(status, body) of an admin API call made by the page's own session, CSRF token included."""
+    return browser.execute_async_script("""
+        const [method, path, done] = arguments;
+        const csrf = document.querySelector('meta[name="routero-csrf"]').content;
+        fetch(path, {method, credentials: 'same-origin', headers: {'X-CSRF-Token': csrf, 'Content-Type': 'application/json'},
+                     body: method === 'GET' ? undefined : '{}'})
+          .then(async (r) => done([r.status, await r.text()]), (e) => done([0, String(e)]));
+    """, method, path)
 
 
 def test_sign_in_create_a_key_once_use_it_revoke_it(gw, tenant, browser):
@@ -86,16 +134,9 @@ def test_sign_in_create_a_key_once_use_it_revoke_it(gw, tenant, browser):
     browser.get(origin + "/console")
     wait_until(lambda: shown(browser, "signin"), what="the sign-in view")
     shot(browser, "01-sign-in")
-    browser.find_element(By.ID, "sso-tenant").send_keys(tenant)
-    browser.find_element(By.ID, "sso-submit").click()
-    # oidc-provider's own login form (its development interaction): any password.
-    wait_until(lambda: browser.find_elements(By.NAME, "login"), timeout=20, what="the provider's login form")
-    browser.find_element(By.NAME, "login").send_keys("alice")
-    browser.find_element(By.NAME, "password").send_keys("any")
-    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    wait_until(lambda: browser.current_url.startswith(origin + "/console") and shown(browser, "keys"),
-               timeout=20, what="the console after sign-in")
+    sign_in(browser, gw, tenant, "alice", "keys")
     assert browser.find_element(By.ID, "who").text.endswith("(admin)")  # alice, by her groups
+    assert nav(browser) == ["Keys", "Audit", "Spend"]
     shot(browser, "02-keys")
 
     alias = "probe " + XSS
@@ -143,6 +184,60 @@ def test_sign_in_create_a_key_once_use_it_revoke_it(gw, tenant, browser):
             return True
     wait_until(refused, timeout=5, what="the revoked key refused")
     assert console_errors(browser, origin) == []
+
+
+def test_an_auditor_verifies_the_trail_and_cannot_create_keys(gw, tenant, browser):
+    sign_in(browser, gw, tenant, "bob", "keys")
+    assert browser.find_element(By.ID, "who").text.endswith("(auditor)")
+    assert nav(browser) == ["Keys", "Audit", "Spend"]
+    assert not shown(browser, "create-form"), "no key creation for an auditor"
+    status, body = api_from_page(browser, "POST", "/key/generate")
+    assert status == 403 and '"policy_denied"' in body, body
+
+    browser.find_element(By.ID, "nav-audit").click()
+    wait_until(lambda: shown(browser, "audit") and browser.find_elements(By.CSS_SELECTOR, "#audit-rows tr"),
+               what="the audit trail")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#audit-rows tr")
+    seqs = [int(row.find_elements(By.TAG_NAME, "td")[0].text) for row in rows]
+    assert seqs == sorted(seqs, reverse=True) and seqs[-1] >= 1, "newest first, each with its place in the chain"
+    assert any("login.success" in row.text for row in rows)
+    def verified():
+        browser.find_element(By.ID, "verify").click()
+        text = browser.find_element(By.ID, "verify-result").text
+        wait_until(lambda: browser.find_element(By.ID, "verify-result").text != text or text.startswith("Verified"),
+                   what="an answer")
+        result = browser.find_element(By.ID, "verify-result").text
+        return result.startswith("Verified:") and "through seq 0." not in result
+    wait_until(verified, timeout=20, what="the trail verified and signed")
+    assert "hash chain intact" in browser.find_element(By.ID, "verify-result").text
+    # Filtered by type, then the export the auditor may download.
+    browser.find_element(By.ID, "audit-type").send_keys("login.success")
+    browser.find_element(By.ID, "audit-apply").click()
+    wait_until(lambda: all("login.success" in row.text for row in browser.find_elements(By.CSS_SELECTOR, "#audit-rows tr")),
+               what="the filter applied")
+    shot(browser, "05-audit-verified")
+    assert shown(browser, "export")
+    status, body = api_from_page(browser, "GET", browser.find_element(By.ID, "export").get_attribute("href"))
+    assert status == 200 and '"kind":"record"' in body and '"kind":"checkpoint"' in body
+    assert console_errors(browser, gw.admin_url, refused=[("/key/generate", 403)]) == []
+
+
+def test_finance_sees_spend_and_its_csv_and_nothing_else(gw, tenant, browser):
+    sign_in(browser, gw, tenant, "fiona", "spend")
+    assert browser.find_element(By.ID, "who").text.endswith("(finance)")
+    assert nav(browser) == ["Spend"]
+    wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#spend-rows tr"), what="the spend by model")
+    [row] = browser.find_elements(By.CSS_SELECTOR, "#spend-rows tr")
+    cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[0] == "gpt-a" and int(cells[1]) >= 1 and float(cells[4]) > 0, cells
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#spend-chart rect")) == 1
+    shot(browser, "06-spend")
+    status, csv = api_from_page(browser, "GET", browser.find_element(By.ID, "spend-csv").get_attribute("href"))
+    assert status == 200 and csv.splitlines()[0].startswith("model,") and "gpt-a" in csv, csv
+    # Finance reads no audit trail and makes no keys: the API says so too.
+    assert api_from_page(browser, "GET", "/audit/events")[0] == 403
+    assert api_from_page(browser, "POST", "/key/generate")[0] == 403
+    assert console_errors(browser, gw.admin_url, refused=[("/audit/events", 403), ("/key/generate", 403)]) == []
 
 
 def test_the_console_is_served_with_a_strict_policy(gw):

@@ -28,6 +28,21 @@ pub enum ExportLine {
     Checkpoint(Checkpoint),
 }
 
+impl TenantLog {
+    /// The log as export lines: its anchor, records, then checkpoints.
+    pub fn into_export(self) -> impl Iterator<Item = ExportLine> {
+        self.anchor
+            .into_iter()
+            .map(ExportLine::Anchor)
+            .chain(
+                self.records
+                    .into_iter()
+                    .map(|r| ExportLine::Record(Box::new(r))),
+            )
+            .chain(self.checkpoints.into_iter().map(ExportLine::Checkpoint))
+    }
+}
+
 /// A checkpoint line with its kind changed to `anchor`: recognised to be named, never used.
 #[derive(Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

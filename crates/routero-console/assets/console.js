@@ -128,6 +128,113 @@ async function signOut() {
   window.location.assign('/console');
 }
 
+// The audit trail: a page at a time, newest first; the cursor of the next page once shown.
+let auditCursor = null;
+
+async function loadAudit(more) {
+  const params = new URLSearchParams({ limit: '50' });
+  const type = $('audit-type').value.trim();
+  const since = $('audit-since').value;
+  if (type) params.set('type', type);
+  if (since) params.set('since', `${since}T00:00:00Z`);
+  if (more && auditCursor) params.set('cursor', auditCursor);
+  const { events, next_cursor: next } = await api('GET', `/audit/events?${params}`);
+  const rows = $('audit-rows');
+  if (!more) rows.replaceChildren();
+  for (const record of events) {
+    const event = record.event || {};
+    const actor = event.actor ? `${event.actor.kind || ''} ${event.actor.id || ''}`.trim() : '';
+    const resource = event.resource ? `${event.resource.kind || ''} ${event.resource.id || ''}`.trim() : '';
+    const row = document.createElement('tr');
+    row.append(cell(String(record.seq)), cell(when(event.time)), cell(event.action || ''), cell(actor),
+      cell(event.outcome || ''), cell(resource));
+    rows.append(row);
+  }
+  auditCursor = next;
+  $('audit-older').hidden = !next;
+}
+
+async function verifyTrail() {
+  const result = $('verify-result');
+  result.className = '';
+  result.textContent = 'Verifying…';
+  try {
+    const verified = await api('POST', '/audit/verify');
+    if (verified.verified) {
+      result.className = 'verified';
+      result.textContent = `Verified: ${verified.records} records, seq ${verified.first_seq} to ${verified.last_seq}, `
+        + `hash chain intact, signed by checkpoints through seq ${verified.signed_through}.`;
+    } else {
+      result.className = 'tampered';
+      result.textContent = `NOT VERIFIED at seq ${verified.seq}: ${verified.message}`;
+    }
+  } catch (error) {
+    result.className = 'tampered';
+    result.textContent = `Not verified: ${error.message}`;
+  }
+}
+
+const SVG = 'http://www.w3.org/2000/svg';
+
+function svg(tag, attributes, text) {
+  const element = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, String(value));
+  if (text !== undefined) element.textContent = text;
+  return element;
+}
+
+async function loadSpend() {
+  const group = $('spend-group').value;
+  const report = await api('GET', `/spend/report?group_by=${encodeURIComponent(group)}`);
+  $('spend-group-head').textContent = $('spend-group').selectedOptions[0].textContent;
+  $('spend-total').textContent = `Spend by ${group}: ${report.total_spend} USD in all`;
+  $('spend-csv').setAttribute('href', `/spend/report?group_by=${encodeURIComponent(group)}&format=csv`);
+  const rows = $('spend-rows');
+  rows.replaceChildren();
+  const chart = $('spend-chart');
+  for (const bar of [...chart.querySelectorAll('g')]) bar.remove();
+  const most = Math.max(0, ...report.rows.map((row) => Number(row.spend) || 0));
+  report.rows.forEach((line, index) => {
+    const name = line[group] || '(none)';
+    const row = document.createElement('tr');
+    row.append(cell(name), cell(String(line.requests)), cell(String(line.input_tokens)),
+      cell(String(line.output_tokens)), cell(String(line.spend)));
+    rows.append(row);
+    const width = most > 0 ? Math.max(1, Math.round((Number(line.spend) / most) * 400)) : 1;
+    const bar = svg('g', {});
+    bar.append(svg('text', { x: 0, y: index * 24 + 16 }, name.slice(0, 28)),
+      svg('rect', { x: 200, y: index * 24 + 4, width, height: 16 }),
+      svg('text', { x: 210 + width, y: index * 24 + 16 }, `${line.spend} USD`));
+    chart.append(bar);
+  });
+  chart.setAttribute('height', String(report.rows.length * 24 + 8));
+}
+
+function show(section) {
+  for (const name of ['keys', 'audit', 'spend']) {
+    $(name).hidden = name !== section;
+    $(`nav-${name}`).removeAttribute('aria-current');
+  }
+  $(`nav-${section}`).setAttribute('aria-current', 'page');
+}
+
+async function route(allowed) {
+  const wanted = window.location.hash.slice(1);
+  const section = allowed.includes(wanted) ? wanted : allowed[0];
+  if (!section) {
+    say('Your roles give you nothing to see here.', true);
+    return;
+  }
+  show(section);
+  try {
+    if (section === 'keys') await loadKeys();
+    if (section === 'audit') await loadAudit(false);
+    if (section === 'spend') await loadSpend();
+  } catch (error) {
+    say(`Not loaded: ${error.message}`, true);
+  }
+}
+
 async function start() {
   if (!csrf) {
     $('signin').hidden = false;
@@ -135,25 +242,36 @@ async function start() {
     $('local-form').addEventListener('submit', signInLocal);
     return;
   }
+  let me;
   try {
-    const me = await api('GET', '/me');
-    $('who').textContent = `${me.principal} (${(me.roles || []).join(', ')})`;
+    me = await api('GET', '/me');
   } catch (error) {
     say(`Session unusable: ${error.message}`, true);
     return;
   }
+  $('who').textContent = `${me.principal} (${(me.roles || []).join(', ')})`;
+  // What the policies allow this person: sections and buttons they would be refused are not
+  // shown (the admin API refuses them anyway).
+  const can = me.can || {};
+  const allowed = [];
+  if (can['key:list'] || can['key:create']) allowed.push('keys');
+  if (can['audit_log:read']) allowed.push('audit');
+  if (can['spend_report:read']) allowed.push('spend');
+  for (const name of allowed) $(`nav-${name}`).hidden = false;
+  $('create-form').hidden = !can['key:create'];
+  $('export').hidden = !can['audit_log:export'];
   $('nav').hidden = false;
-  $('keys').hidden = false;
   $('logout').addEventListener('click', signOut);
   $('create-form').addEventListener('submit', createKey);
   $('secret-copy').addEventListener('click', () => navigator.clipboard.writeText($('secret-value').textContent)
     .then(() => say('Copied.'), () => say('Copy refused by the browser: select the key and copy it.', true)));
   $('secret-done').addEventListener('click', forgetSecret);
-  try {
-    await loadKeys();
-  } catch (error) {
-    say(`Keys not listed: ${error.message}`, true);
-  }
+  $('verify').addEventListener('click', verifyTrail);
+  $('audit-filters').addEventListener('submit', (event) => { event.preventDefault(); loadAudit(false).catch((e) => say(e.message, true)); });
+  $('audit-older').addEventListener('click', () => loadAudit(true).catch((e) => say(e.message, true)));
+  $('spend-filters').addEventListener('submit', (event) => { event.preventDefault(); loadSpend().catch((e) => say(e.message, true)); });
+  window.addEventListener('hashchange', () => route(allowed));
+  await route(allowed);
 }
 
 document.addEventListener('DOMContentLoaded', start);

@@ -80,6 +80,9 @@ pub struct ControlPlaneConfig {
     pub https: Option<routero_http::Https>,
     /// Where Prometheus scrapes `/metrics` (a port of its own); none: not served.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The checkpoint public key `POST /audit/verify` checks the trail with; none: that
+    /// answers 503 `audit_not_configured`.
+    pub audit_verifier: Option<routero_crypto::CheckpointVerifier>,
 }
 
 /// How long sign-in sessions live, and how local admins' passwords are kept and locked.
@@ -142,6 +145,7 @@ impl ControlPlaneConfig {
             public_url: None,
             https: None,
             metrics_addr: None,
+            audit_verifier: None,
         }
     }
 }

@@ -121,6 +121,7 @@ impl ControlPlane {
             sessions: config.sessions,
             trusted_proxies: config.trusted_proxies.clone(),
             metrics: Arc::new(metrics::AdminMetrics::new()),
+            audit_verifier: config.audit_verifier.clone(),
             egress: Arc::new(config.egress.clone()),
             relying_party: Arc::new(
                 routero_oidc::RelyingParty::new(config.egress.clone())

@@ -4,9 +4,7 @@ use std::collections::BTreeMap;
 use std::io::{BufReader, Write};
 
 use anyhow::{Context, Result, bail};
-use routero_audit::{
-    AuditStore, Checkpoint, ExportLine, TenantLog, add_witnessed, read_export, read_witness,
-};
+use routero_audit::{AuditStore, Checkpoint, TenantLog, add_witnessed, read_export, read_witness};
 use routero_crypto::CheckpointVerifier;
 
 use crate::Audit;
@@ -155,18 +153,7 @@ async fn export(settings: &Settings, tenant: Option<String>) -> Result<()> {
     let (store, _) = open(settings).await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for tenant in tenants(&store, tenant).await? {
-        let log = store.load(&tenant).await?;
-        let lines = log
-            .anchor
-            .into_iter()
-            .map(ExportLine::Anchor)
-            .chain(
-                log.records
-                    .into_iter()
-                    .map(|r| ExportLine::Record(Box::new(r))),
-            )
-            .chain(log.checkpoints.into_iter().map(ExportLine::Checkpoint));
-        for line in lines {
+        for line in store.load(&tenant).await?.into_export() {
             serde_json::to_writer(&mut out, &line)?;
             writeln!(out)?;
         }

@@ -487,6 +487,12 @@ impl Settings {
         config.sessions = self.sessions();
         config.https = self.https(true)?;
         config.metrics_addr = self.metrics_addr;
+        config.audit_verifier = self
+            .audit_public_key
+            .as_deref()
+            .map(routero_crypto::CheckpointVerifier::from_base64)
+            .transpose()
+            .map_err(|e| anyhow!("audit_public_key: {e}"))?;
         let cert = Self::file(self.grpc_tls_cert.as_ref(), "grpc_tls_cert")?;
         let key = Self::file(self.grpc_tls_key.as_ref(), "grpc_tls_key")?;
         config.grpc_tls = match (cert, key) {

@@ -229,6 +229,7 @@ pub async fn run(settings: Settings) -> Result<()> {
         async move { spooled.fill(events).await }
     });
     let admin_url = url(control.https.is_some(), http.local_addr()?);
+    control.audit_verifier = Some(signer.verifier());
     let plane = ControlPlane::build(control)
         .await?
         .with_audit(bus.clone())?;

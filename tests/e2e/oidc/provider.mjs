@@ -22,6 +22,7 @@ const USERS = {
   grace: person('grace', ['gw-users'], { email_verified: undefined }),
   ivan: person('ivan', ['gw-users']),
   judy: person('judy', ['gw-users', 'gw-admins']),
+  fiona: person('fiona', ['gw-finance']),
   // Another account whose (verified) address is alice's.
   mallory: person('mallory', ['gw-admins'], { email: 'alice@example.test' }),
 };

@@ -175,6 +175,27 @@ impl AppState {
             .await
     }
 
+    /// Which of `asked` (`(kind, action)` on the tenant's collection of that kind) the
+    /// policies allow `principal`, as the admin API would decide them: what a user interface
+    /// shows. None is refused here (nothing is audited); one without a decision is `false`.
+    pub(super) async fn allowed_actions(
+        &self,
+        principal: &AdminPrincipal,
+        asked: &[(&'static str, &'static str)],
+    ) -> BTreeMap<String, bool> {
+        let attributes = BTreeMap::new();
+        let mut allowed = BTreeMap::new();
+        for (kind, action) in asked {
+            let target = collection(kind, principal, &attributes);
+            let yes = self
+                .decide(principal, &target, action)
+                .await
+                .unwrap_or(false);
+            allowed.insert(format!("{kind}:{action}"), yes);
+        }
+        allowed
+    }
+
     /// `Ok` when allowed; otherwise the refusal (403 `policy_denied`, or 503
     /// `policy_engine_unavailable`), audited.
     pub(super) async fn allow(

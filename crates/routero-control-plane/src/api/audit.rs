@@ -1,4 +1,6 @@
-//! `GET /audit/events`: the caller's tenant's audit trail, newest first, filtered and paged.
+//! `GET /audit/events`: the caller's tenant's audit trail, newest first, filtered and paged;
+//! `POST /audit/verify`: its hash chain and signed checkpoints checked now; `GET /audit/export`:
+//! all of it as NDJSON, verifiable with the public key alone.
 
 use routero_core::ErrorCode;
 use std::time::SystemTime;
@@ -8,6 +10,7 @@ use axum::extract::State;
 use routero_audit::{AuditError, EventQuery};
 use routero_core::audit::{EventType, Outcome};
 
+use axum::response::IntoResponse as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -118,6 +121,66 @@ pub(super) async fn events(
     Ok(Json(
         json!({ "events": records, "next_cursor": next_cursor }),
     ))
+}
+
+/// Verifies the caller's tenant's whole trail (chain, checkpoints, retention anchor) with the
+/// configured public key: 200 with `"verified": true` and how far, or `false` with the first
+/// bad sequence number and what is wrong there.
+pub(super) async fn verify(
+    State(state): State<AppState>,
+    Caller { principal, .. }: Caller,
+) -> Result<Json<Value>, ApiError> {
+    let log = audit_log(&state)?;
+    let verifier = state.audit_verifier.as_ref().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::AuditNotConfigured,
+            "No checkpoint public key is configured (audit_public_key).",
+        )
+    })?;
+    let tenant = log.load(&principal.tenant_id).await.map_err(unavailable)?;
+    let first_seq = tenant.anchor.as_ref().map_or(1, |anchor| anchor.seq + 1);
+    Ok(Json(match tenant.verify(&principal.tenant_id, verifier) {
+        Ok(verified) => json!({
+            "verified": true,
+            "first_seq": first_seq,
+            "records": verified.records,
+            "last_seq": verified.last_seq,
+            "signed_through": verified.signed_through,
+        }),
+        Err(violation) => json!({
+            "verified": false,
+            "seq": violation.seq,
+            "violation": violation.kind,
+            "message": violation.to_string(),
+        }),
+    }))
+}
+
+/// The caller's tenant's trail as NDJSON (anchor, records, checkpoints), a download.
+pub(super) async fn export(
+    State(state): State<AppState>,
+    Caller { principal, .. }: Caller,
+) -> Result<axum::response::Response, ApiError> {
+    let log = audit_log(&state)?;
+    let tenant = log.load(&principal.tenant_id).await.map_err(unavailable)?;
+    let mut body = Vec::new();
+    for line in tenant.into_export() {
+        serde_json::to_writer(&mut body, &line)
+            .map_err(|_| ApiError::of(ErrorCode::InternalError))?;
+        body.push(b'\n');
+    }
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/x-ndjson"),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                "attachment; filename=\"routero-audit.ndjson\"",
+            ),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]

@@ -125,10 +125,13 @@ pub(super) struct ReportQuery {
     group_by: Option<String>,
     from: Option<String>,
     to: Option<String>,
+    /// `csv`: as `Accept: text/csv` (for a download link, which sets no headers).
+    format: Option<String>,
 }
 
 /// `GET /spend/report?group_by=team|user|key|model&from&to`: the tenant's spend from the
-/// ledger, as JSON or, for `Accept: text/csv`, as CSV for chargeback.
+/// ledger, as JSON or, for `Accept: text/csv` or `format=csv`, as a CSV download for
+/// chargeback.
 pub(super) async fn report(
     State(state): State<AppState>,
     Caller { principal, .. }: Caller,
@@ -148,13 +151,25 @@ pub(super) async fn report(
         .spend_report(&principal.tenant_id, group, from.as_deref(), to.as_deref())
         .await
         .map_err(unavailable)?;
-    let csv = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/csv"));
+    let csv = match query.format.as_deref() {
+        Some("csv") => true,
+        None => headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/csv")),
+        Some(_) => {
+            return Err(ApiError::new(ErrorCode::InvalidQuery, "format: csv"));
+        }
+    };
     if csv {
         return Ok((
-            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"routero-spend.csv\"",
+                ),
+            ],
             spend_csv(name, &rows),
         )
             .into_response());

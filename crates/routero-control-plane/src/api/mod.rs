@@ -77,6 +77,8 @@ pub struct AppState {
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     /// What Prometheus scrapes.
     pub(crate) metrics: Arc<crate::metrics::AdminMetrics>,
+    /// The checkpoint public key the trail is verified with, when configured.
+    pub(crate) audit_verifier: Option<routero_crypto::CheckpointVerifier>,
 }
 
 /// Where an admin request came from, for its audit event.

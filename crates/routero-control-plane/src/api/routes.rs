@@ -158,6 +158,12 @@ pub(super) fn routes() -> Vec<Route> {
         ),
         get("/data-planes", tenant("tenant", "read"), data_planes),
         get("/audit/events", tenant("audit_log", "read"), audit::events),
+        post("/audit/verify", tenant("audit_log", "read"), audit::verify),
+        get(
+            "/audit/export",
+            tenant("audit_log", "export"),
+            audit::export,
+        ),
         get(
             "/audit/retention",
             tenant("audit_log", "read"),

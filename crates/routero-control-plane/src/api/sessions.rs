@@ -442,8 +442,22 @@ pub(super) async fn logout(
     Ok(response)
 }
 
-/// `GET /me`: who the caller is, for any caller.
-pub(super) async fn me(Caller { principal, .. }: Caller) -> Json<Value> {
+/// What `GET /me` says the caller may do (the console shows what these allow).
+const SHOWN_ACTIONS: &[(&str, &str)] = &[
+    ("key", "create"),
+    ("key", "list"),
+    ("audit_log", "read"),
+    ("audit_log", "export"),
+    ("spend_report", "read"),
+];
+
+/// `GET /me`: who the caller is, for any caller, and which actions the policies allow it
+/// (`can`, as `"<kind>:<action>": bool`; the admin API decides each request again).
+pub(super) async fn me(
+    State(state): State<AppState>,
+    Caller { principal, .. }: Caller,
+) -> Json<Value> {
+    let can = state.allowed_actions(&principal, SHOWN_ACTIONS).await;
     Json(json!({
         "tenant_id": principal.tenant_id,
         "principal": principal.key_id,
@@ -452,6 +466,7 @@ pub(super) async fn me(Caller { principal, .. }: Caller) -> Json<Value> {
         "user_id": principal.user_id,
         "roles": principal.roles,
         "teams": principal.teams,
+        "can": can,
     }))
 }
 
