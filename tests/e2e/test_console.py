@@ -136,7 +136,7 @@ def test_sign_in_create_a_key_once_use_it_revoke_it(gw, tenant, browser):
     shot(browser, "01-sign-in")
     sign_in(browser, gw, tenant, "alice", "keys")
     assert browser.find_element(By.ID, "who").text.endswith("(admin)")  # alice, by her groups
-    assert nav(browser) == ["Keys", "Audit", "Spend"]
+    assert nav(browser) == ["Keys", "Audit", "Spend", "People", "Models", "Guardrails"]
     shot(browser, "02-keys")
 
     alias = "probe " + XSS
@@ -186,10 +186,49 @@ def test_sign_in_create_a_key_once_use_it_revoke_it(gw, tenant, browser):
     assert console_errors(browser, origin) == []
 
 
+def test_an_admin_sees_people_models_and_data_planes_and_edits_guardrails(gw, tenant, browser):
+    sign_in(browser, gw, tenant, "alice", "keys")
+    browser.find_element(By.ID, "nav-people").click()
+    wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#sessions-rows tr"), what="people and sessions")
+    users = {row.find_elements(By.TAG_NAME, "td")[1].text: row.text for row in browser.find_elements(By.CSS_SELECTOR, "#users-rows tr")}
+    assert "identity provider (read-only)" in users["alice@example.test"], users
+    assert browser.find_elements(By.CSS_SELECTOR, "#sessions-rows button"), "sessions can be ended"
+    shot(browser, "07-people")
+
+    browser.find_element(By.ID, "nav-models").click()
+    wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#planes-rows tr"), what="models, credentials and data planes")
+    [model] = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#models-rows tr") if r.text.startswith("gpt-a")]
+    assert "fake → up-a" in model and "2.5 / 10" in model, model
+    assert [r.find_elements(By.TAG_NAME, "td")[0].text for r in browser.find_elements(By.CSS_SELECTOR, "#credentials-rows tr")] == ["fake"]
+    assert UPSTREAM_KEY not in browser.page_source, "a credential's secret is never shown"
+    assert any(r.text.startswith("routero-up") for r in browser.find_elements(By.CSS_SELECTOR, "#planes-rows tr"))
+    shot(browser, "08-models")
+
+    browser.find_element(By.ID, "nav-guardrails").click()
+    wait_until(lambda: browser.find_element(By.ID, "guardrails-text").get_attribute("value"), what="the pipeline")
+    text = browser.find_element(By.ID, "guardrails-text")
+
+    def save(pipeline):
+        text.clear()
+        text.send_keys(pipeline)
+        browser.find_element(By.ID, "guardrails-save").click()
+        wait_until(lambda: browser.find_element(By.ID, "guardrails-result").text, what="the answer to saving")
+        said = browser.find_element(By.ID, "guardrails-result").text
+        browser.execute_script("document.getElementById('guardrails-result').textContent = ''")
+        return said
+    assert save("{not json").startswith("Not JSON")
+    refused = save('{"rules": [{"detector": "no-such-detector", "action": "redact"}]}')
+    assert refused.startswith("Not saved:"), refused
+    assert save('{"rules": [{"detector": "email", "action": "redact"}]}').startswith("Saved")
+    shot(browser, "09-guardrails")
+    assert gw.admin("GET", "/guardrails", key=None, headers={}).status_code == 401
+    assert console_errors(browser, gw.admin_url, refused=[("/guardrails", 400)]) == []
+
+
 def test_an_auditor_verifies_the_trail_and_cannot_create_keys(gw, tenant, browser):
     sign_in(browser, gw, tenant, "bob", "keys")
     assert browser.find_element(By.ID, "who").text.endswith("(auditor)")
-    assert nav(browser) == ["Keys", "Audit", "Spend"]
+    assert nav(browser) == ["Keys", "Audit", "Spend", "Models"]
     assert not shown(browser, "create-form"), "no key creation for an auditor"
     status, body = api_from_page(browser, "POST", "/key/generate")
     assert status == 403 and '"policy_denied"' in body, body
@@ -225,7 +264,7 @@ def test_an_auditor_verifies_the_trail_and_cannot_create_keys(gw, tenant, browse
 def test_finance_sees_spend_and_its_csv_and_nothing_else(gw, tenant, browser):
     sign_in(browser, gw, tenant, "fiona", "spend")
     assert browser.find_element(By.ID, "who").text.endswith("(finance)")
-    assert nav(browser) == ["Spend"]
+    assert nav(browser) == ["Spend", "Models"]
     wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#spend-rows tr"), what="the spend by model")
     [row] = browser.find_elements(By.CSS_SELECTOR, "#spend-rows tr")
     cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]

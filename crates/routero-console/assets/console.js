@@ -210,15 +210,142 @@ async function loadSpend() {
   chart.setAttribute('height', String(report.rows.length * 24 + 8));
 }
 
+async function loadPeople(can) {
+  const { users } = await api('GET', '/users');
+  const rows = $('users-rows');
+  rows.replaceChildren();
+  for (const user of users) {
+    const row = document.createElement('tr');
+    row.append(cell(user.display_name || ''), cell(user.user_name), cell(user.email || ''),
+      cell(user.active ? 'yes' : 'no'), cell(user.scim_managed ? 'identity provider (read-only)' : 'Routero'));
+    rows.append(row);
+  }
+  if (can['team:list']) {
+    const { teams } = await api('GET', '/teams');
+    const teamRows = $('teams-rows');
+    teamRows.replaceChildren();
+    for (const team of teams) {
+      const row = document.createElement('tr');
+      row.append(cell(team.name), cell(team.id), cell(team.external_id ? 'identity provider (read-only)' : 'Routero'));
+      teamRows.append(row);
+    }
+  }
+  $('sessions-table').hidden = !can['admin_key:list'];
+  if (can['admin_key:list']) await loadSessions(can);
+}
+
+async function loadSessions(can) {
+  const { sessions } = await api('GET', '/sessions');
+  const rows = $('sessions-rows');
+  rows.replaceChildren();
+  for (const session of sessions) {
+    const row = document.createElement('tr');
+    const who = session.user_id || session.local_admin_id || '';
+    row.append(cell(session.id), cell(who), cell((session.roles || []).join(', ')), cell(session.source_ip || ''),
+      cell(new Date(session.last_seen_at * 1000).toISOString().replace('T', ' ').slice(0, 16)));
+    const actions = document.createElement('td');
+    if (can['admin_key:revoke']) {
+      const end = document.createElement('button');
+      end.type = 'button';
+      end.className = 'danger';
+      end.textContent = 'End';
+      end.setAttribute('aria-label', `End session ${session.id}`);
+      end.addEventListener('click', async () => {
+        try {
+          await api('DELETE', `/sessions/${encodeURIComponent(session.id)}`);
+          say(`Session ${session.id} ended.`);
+          await loadSessions(can);
+        } catch (error) {
+          say(`Not ended: ${error.message}`, true);
+        }
+      });
+      actions.append(end);
+    }
+    row.append(actions);
+    rows.append(row);
+  }
+}
+
+async function loadModels(can) {
+  const { models } = await api('GET', '/models');
+  const { credentials } = can['credential:list'] ? await api('GET', '/credentials') : { credentials: [] };
+  // Deployments name credentials by id; their names where the caller may list them.
+  const names = new Map(credentials.map((c) => [c.id, c.name]));
+  const rows = $('models-rows');
+  rows.replaceChildren();
+  for (const model of models) {
+    const row = document.createElement('tr');
+    const deployments = (model.deployments || [])
+      .map((d) => `${names.get(d.credential_id) || d.credential_id} → ${d.model}`).join('; ');
+    const tags = Object.entries(model.tags || {}).map(([k, v]) => `${k}=${v}`).join(', ');
+    const prices = model.pricing ? `${model.pricing.input_per_mtok} / ${model.pricing.output_per_mtok}` : 'not priced';
+    row.append(cell(model.name), cell(deployments), cell(model.strategy || ''), cell(tags), cell(prices));
+    rows.append(row);
+  }
+  $('credentials-table').hidden = !can['credential:list'];
+  if (can['credential:list']) {
+    const credentialRows = $('credentials-rows');
+    credentialRows.replaceChildren();
+    for (const credential of credentials) {
+      const row = document.createElement('tr');
+      row.append(cell(credential.name), cell(credential.provider), cell(credential.base_url || ''));
+      credentialRows.append(row);
+    }
+  }
+  $('planes-table').hidden = !can['tenant:read'];
+  if (can['tenant:read']) {
+    const planes = await api('GET', '/data-planes');
+    $('planes-caption').textContent = `Data planes (the control plane publishes version ${planes.version})`;
+    const planeRows = $('planes-rows');
+    planeRows.replaceChildren();
+    for (const plane of planes.data_planes) {
+      const row = document.createElement('tr');
+      const age = Math.max(0, Math.round(Date.now() / 1000 - plane.reported_at));
+      row.append(cell(plane.node_id), cell(String(plane.version)), cell(`${age} s ago`));
+      planeRows.append(row);
+    }
+  }
+}
+
+async function loadGuardrails(can) {
+  const pipeline = await api('GET', '/guardrails');
+  $('guardrails-text').value = JSON.stringify(pipeline, null, 2);
+  $('guardrails-text').readOnly = !can['policy:update'];
+  $('guardrails-save').hidden = !can['policy:update'];
+}
+
+async function saveGuardrails() {
+  const result = $('guardrails-result');
+  result.className = '';
+  let pipeline;
+  try {
+    pipeline = JSON.parse($('guardrails-text').value);
+  } catch (error) {
+    result.className = 'tampered';
+    result.textContent = `Not JSON: ${error.message}`;
+    return;
+  }
+  try {
+    await api('PUT', '/guardrails', pipeline);
+    result.className = 'verified';
+    result.textContent = 'Saved: data planes apply it with their next snapshot.';
+  } catch (error) {
+    result.className = 'tampered';
+    result.textContent = `Not saved: ${error.message}`;
+  }
+}
+
+const SECTIONS = ['keys', 'audit', 'spend', 'people', 'models', 'guardrails'];
+
 function show(section) {
-  for (const name of ['keys', 'audit', 'spend']) {
+  for (const name of SECTIONS) {
     $(name).hidden = name !== section;
     $(`nav-${name}`).removeAttribute('aria-current');
   }
   $(`nav-${section}`).setAttribute('aria-current', 'page');
 }
 
-async function route(allowed) {
+async function route(allowed, can) {
   const wanted = window.location.hash.slice(1);
   const section = allowed.includes(wanted) ? wanted : allowed[0];
   if (!section) {
@@ -230,6 +357,9 @@ async function route(allowed) {
     if (section === 'keys') await loadKeys();
     if (section === 'audit') await loadAudit(false);
     if (section === 'spend') await loadSpend();
+    if (section === 'people') await loadPeople(can);
+    if (section === 'models') await loadModels(can);
+    if (section === 'guardrails') await loadGuardrails(can);
   } catch (error) {
     say(`Not loaded: ${error.message}`, true);
   }
@@ -257,6 +387,9 @@ async function start() {
   if (can['key:list'] || can['key:create']) allowed.push('keys');
   if (can['audit_log:read']) allowed.push('audit');
   if (can['spend_report:read']) allowed.push('spend');
+  if (can['user:list']) allowed.push('people');
+  if (can['model:list']) allowed.push('models');
+  if (can['policy:read']) allowed.push('guardrails');
   for (const name of allowed) $(`nav-${name}`).hidden = false;
   $('create-form').hidden = !can['key:create'];
   $('export').hidden = !can['audit_log:export'];
@@ -270,8 +403,9 @@ async function start() {
   $('audit-filters').addEventListener('submit', (event) => { event.preventDefault(); loadAudit(false).catch((e) => say(e.message, true)); });
   $('audit-older').addEventListener('click', () => loadAudit(true).catch((e) => say(e.message, true)));
   $('spend-filters').addEventListener('submit', (event) => { event.preventDefault(); loadSpend().catch((e) => say(e.message, true)); });
-  window.addEventListener('hashchange', () => route(allowed));
-  await route(allowed);
+  $('guardrails-save').addEventListener('click', saveGuardrails);
+  window.addEventListener('hashchange', () => route(allowed, can));
+  await route(allowed, can);
 }
 
 document.addEventListener('DOMContentLoaded', start);

@@ -449,6 +449,15 @@ const SHOWN_ACTIONS: &[(&str, &str)] = &[
     ("audit_log", "read"),
     ("audit_log", "export"),
     ("spend_report", "read"),
+    ("user", "list"),
+    ("team", "list"),
+    ("model", "list"),
+    ("credential", "list"),
+    ("policy", "read"),
+    ("policy", "update"),
+    ("admin_key", "list"),
+    ("admin_key", "revoke"),
+    ("tenant", "read"),
 ];
 
 /// `GET /me`: who the caller is, for any caller, and which actions the policies allow it
