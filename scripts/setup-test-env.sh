@@ -10,6 +10,7 @@
 #     reachable
 #   - the Cerbos PDP binary (npm @cerbos/cerbos-linux-x64), linked as $CACHE/bin/cerbos
 #   - panva oidc-provider (npm), the identity provider single sign-on is tested against
+#   - Deque axe-core (npm), the accessibility checks the console's browser tests run
 #   - a Python virtualenv with the e2e test peers: the official openai SDK, pytest, the tansu
 #     Kafka-protocol broker, confluent-kafka (a SIEM-side consumer), moto (S3-compatible server)
 set -euo pipefail
@@ -73,3 +74,4 @@ fi
 
 "$(dirname "$0")/install-cerbos.sh"
 "$(dirname "$0")/install-oidc-provider.sh"
+"$(dirname "$0")/install-axe-core.sh"

@@ -7,8 +7,11 @@ Finance sees spend and downloads it as CSV. A Content-Security-Policy violation 
 error fails a test; each view is saved as a screenshot in target/console-screenshots for a
 person to look at."""
 
+import json
+import os
 import shutil
 import uuid
+from pathlib import Path
 
 import httpx
 import openai
@@ -24,6 +27,8 @@ from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 
 SCREENSHOTS = REPO / "target" / "console-screenshots"
+AXE = Path(os.environ.get("ROUTERO_CACHE", Path.home() / ".cache" / "routero")) / "axe-core-4.14.1" / "node_modules" \
+    / "axe-core" / "axe.min.js"
 XSS = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
 
 
@@ -80,8 +85,19 @@ def browser():
 
 
 def shot(driver, name):
+    """Saves the view for a person to look at, after Deque's axe-core (WCAG 2 A and AA rules:
+    labels, names, contrast, structure) finds nothing wrong with it."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+    assert AXE.is_file(), "run scripts/install-axe-core.sh"
+    driver.execute_script(AXE.read_text())
+    violations = driver.execute_async_script("""
+        const done = arguments[0];
+        axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})
+          .then((r) => done(r.violations.map((v) => ({id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(' '))}))),
+                (e) => done([{id: 'axe failed', impact: String(e), nodes: []}]));
+    """)
+    assert violations == [], f"{name}: {json.dumps(violations, indent=1)}"
 
 
 def console_errors(driver, origin, refused=()):
