@@ -25,6 +25,7 @@ from test_sso import Idp, configure, tenant_id
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
 
 SCREENSHOTS = REPO / "target" / "console-screenshots"
 AXE = Path(os.environ.get("ROUTERO_CACHE", Path.home() / ".cache" / "routero")) / "axe-core-4.14.1" / "node_modules" \
@@ -187,6 +188,7 @@ def test_sign_in_create_a_key_once_use_it_revoke_it(gw, tenant, browser):
 
     browser.find_element(By.CSS_SELECTOR, f'button[data-key-id="{key_id}"]').click()
     wait_until(lambda: "revoked" in browser.find_element(By.ID, "status").text, what="the revocation confirmed")
+    Select(browser.find_element(By.ID, "keys-status")).select_by_value("revoked")
     wait_until(lambda: any(key_id in r.text and "revoked" in r.text
                            for r in browser.find_elements(By.CSS_SELECTOR, "#keys-rows tr")),
                what="the key listed as revoked")
@@ -200,6 +202,58 @@ def test_sign_in_create_a_key_once_use_it_revoke_it(gw, tenant, browser):
             return True
     wait_until(refused, timeout=5, what="the revoked key refused")
     assert console_errors(browser, origin) == []
+
+
+def create_in_console(browser, **fields):
+    """Creates a key through the form (`fields`: input id suffix and text); returns its
+    secret, once the page shows it, and closes it."""
+    for name, text in fields.items():
+        browser.find_element(By.ID, f"create-{name}").send_keys(text)
+    browser.find_element(By.ID, "create-submit").click()
+    wait_until(lambda: shown(browser, "secret"), what="the new key shown")
+    secret = browser.find_element(By.ID, "secret-value").text
+    browser.find_element(By.ID, "secret-done").click()
+    return secret
+
+
+def test_keys_are_created_with_limits_rotated_and_revoked_in_bulk(gw, tenant, browser):
+    sign_in(browser, gw, tenant, "alice", "keys")
+    # A key bound to networks the test is not on: refused from here.
+    fenced = create_in_console(browser, alias="fenced", models="gpt-a", cidrs="10.99.0.0/16",
+                               budget="5", **{"budget-period": "30d"})
+    gw.wait_for_key(fenced)
+    r = httpx.post(gw.data_url + "/v1/chat/completions", headers={"Authorization": f"Bearer {fenced}"},
+                   json={"model": "gpt-a", "messages": [{"role": "user", "content": "x"}]}, timeout=10)
+    assert r.json()["error"]["code"] == "ip_not_allowed", r.text
+    # Rotation: a new secret shown once, the old one refused.
+    old = create_in_console(browser, alias="rotating", models="gpt-a")
+    gw.wait_for_key(old)
+    browser.find_element(By.ID, "keys-search").send_keys("rotating")
+    wait_until(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#keys-rows tr")) == 1, what="the filter")
+    browser.find_element(By.CSS_SELECTOR, "#keys-rows button[data-rotate]").click()
+    wait_until(lambda: shown(browser, "secret") and browser.find_element(By.ID, "secret-value").text not in ("", old),
+               what="the rotated secret")
+    new = browser.find_element(By.ID, "secret-value").text
+    browser.find_element(By.ID, "secret-done").click()
+    gw.wait_for_key(new)
+    wait_until(lambda: httpx.get(gw.data_url + "/v1/models", headers={"Authorization": f"Bearer {old}"}).status_code == 401,
+               what="the old secret refused")
+    # Bulk: every active key matching "bulk-", after a second press naming how many.
+    browser.find_element(By.ID, "keys-search").clear()
+    bulk = [create_in_console(browser, alias=f"bulk-{n}", models="gpt-a") for n in range(3)]
+    browser.find_element(By.ID, "keys-search").send_keys("bulk-")
+    wait_until(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#keys-rows tr")) == 3, what="the three keys")
+    button = browser.find_element(By.ID, "keys-revoke-shown")
+    assert button.text == "Revoke the 3 active keys shown"
+    button.click()
+    assert button.text == "Press again to revoke 3 keys"
+    shot(browser, "10-bulk-revoke")
+    button.click()
+    wait_until(lambda: "3 keys revoked" in browser.find_element(By.ID, "status").text, what="the bulk revocation")
+    for secret in bulk:
+        wait_until(lambda: httpx.get(gw.data_url + "/v1/models", headers={"Authorization": f"Bearer {secret}"}).status_code == 401,
+                   timeout=5, what="each bulk-revoked key refused")
+    assert console_errors(browser, gw.admin_url, refused=[]) == []
 
 
 def test_an_admin_sees_people_models_and_data_planes_and_edits_guardrails(gw, tenant, browser):

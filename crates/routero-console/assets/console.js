@@ -38,39 +38,104 @@ function when(rfc3339) {
   return rfc3339 ? rfc3339.replace('T', ' ').slice(0, 16) : 'never';
 }
 
-async function loadKeys() {
-  const { keys } = await api('GET', '/key/list?include_revoked=true');
+// The keys listed last, and what the filter shows of them.
+let listedKeys = [];
+
+function keyStatus(key) {
+  if (key.revoked) return 'revoked';
+  return key.expires && Date.parse(key.expires) < Date.now() ? 'expired' : 'active';
+}
+
+function shownKeys() {
+  const search = $('keys-search').value.trim().toLowerCase();
+  const status = $('keys-status').value;
+  return listedKeys.filter((key) => {
+    const alias = (key.metadata && typeof key.metadata.alias === 'string') ? key.metadata.alias : '';
+    const text = [alias, key.key_id, key.user_id || '', key.team_id || ''].join(' ').toLowerCase();
+    return (!search || text.includes(search)) && (!status || keyStatus(key) === status);
+  });
+}
+
+function actionButton(label, name, className, act) {
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = className;
+  button.textContent = label;
+  button.setAttribute('aria-label', name);
+  button.addEventListener('click', act);
+  return button;
+}
+
+function renderKeys() {
   const rows = $('keys-rows');
   rows.replaceChildren();
-  for (const key of keys) {
+  const shown = shownKeys();
+  for (const key of shown) {
     const row = document.createElement('tr');
     const alias = (key.metadata && typeof key.metadata.alias === 'string') ? key.metadata.alias : '';
     const models = (key.models || []).join(', ') || 'every model';
-    const status = key.revoked ? 'revoked' : (key.expires && Date.parse(key.expires) < Date.now() ? 'expired' : 'active');
-    row.append(cell(alias), cell(key.key_id), cell(models), cell(when(key.expires)), cell(status));
+    const status = keyStatus(key);
+    row.append(cell(alias), cell(key.key_id), cell(models), cell(when(key.expires)), cell(status),
+      cell(key.user_id || ''), cell(key.team_id || ''));
     const actions = document.createElement('td');
     if (status === 'active') {
-      const revoke = document.createElement('button');
-      revoke.type = 'button';
-      revoke.className = 'danger';
-      revoke.textContent = 'Revoke';
-      revoke.setAttribute('aria-label', `Revoke key ${key.key_id}`);
+      const revoke = actionButton('Revoke', `Revoke key ${key.key_id}`, 'danger', () => revokeKeys([key.key_id]));
       revoke.dataset.keyId = key.key_id;
-      revoke.addEventListener('click', () => revokeKey(key.key_id));
-      actions.append(revoke);
+      const rotate = actionButton('Rotate', `Rotate key ${key.key_id}`, 'quiet', () => rotateKey(key.key_id));
+      rotate.dataset.rotate = key.key_id;
+      actions.append(rotate, revoke);
     }
     row.append(actions);
     rows.append(row);
   }
+  const active = shown.filter((key) => keyStatus(key) === 'active');
+  const bulk = $('keys-revoke-shown');
+  bulk.hidden = active.length < 2;
+  bulk.textContent = `Revoke the ${active.length} active keys shown`;
+  bulk.dataset.confirming = '';
 }
 
-async function revokeKey(keyId) {
+async function loadKeys() {
+  listedKeys = (await api('GET', '/key/list?include_revoked=true')).keys;
+  renderKeys();
+}
+
+async function revokeKeys(keyIds) {
   try {
-    await api('POST', '/key/delete', { key_ids: [keyId] });
-    say(`Key ${keyId} revoked.`);
+    await api('POST', '/key/delete', { key_ids: keyIds });
+    say(keyIds.length === 1 ? `Key ${keyIds[0]} revoked.` : `${keyIds.length} keys revoked.`);
     await loadKeys();
   } catch (error) {
     say(`Not revoked: ${error.message}`, true);
+  }
+}
+
+// Revoking many keys takes a second press, naming how many.
+function revokeShown() {
+  const bulk = $('keys-revoke-shown');
+  const active = shownKeys().filter((key) => keyStatus(key) === 'active').map((key) => key.key_id);
+  if (bulk.dataset.confirming !== 'yes') {
+    bulk.dataset.confirming = 'yes';
+    bulk.textContent = `Press again to revoke ${active.length} keys`;
+    return;
+  }
+  revokeKeys(active);
+}
+
+function showSecret(issued) {
+  $('secret-value').textContent = issued.key;
+  $('secret').hidden = false;
+  $('secret-copy').focus();
+}
+
+async function rotateKey(keyId) {
+  try {
+    const issued = await api('POST', '/key/regenerate', { key_id: keyId });
+    showSecret(issued);
+    say(`Key ${keyId} rotated: its old secret no longer works.`);
+    await loadKeys();
+  } catch (error) {
+    say(`Not rotated: ${error.message}`, true);
   }
 }
 
@@ -80,14 +145,21 @@ async function createKey(event) {
   const alias = $('create-alias').value.trim();
   const models = $('create-models').value.split(',').map((m) => m.trim()).filter(Boolean);
   const duration = $('create-duration').value.trim();
+  const list = (id) => $(id).value.split(',').map((item) => item.trim()).filter(Boolean);
+  const cidrs = list('create-cidrs');
+  const roles = list('create-roles');
+  const budget = $('create-budget').value.trim();
+  const period = $('create-budget-period').value.trim();
   if (alias) body.metadata = { alias };
   if (models.length) body.models = models;
   if (duration) body.duration = duration;
+  if (cidrs.length) body.allowed_cidrs = cidrs;
+  if (roles.length) body.roles = roles;
+  if (budget) body.max_budget = Number(budget);
+  if (period) body.budget_duration = period;
   try {
     const issued = await api('POST', '/key/generate', body);
-    $('secret-value').textContent = issued.key;
-    $('secret').hidden = false;
-    $('secret-copy').focus();
+    showSecret(issued);
     $('create-form').reset();
     say(`Key ${issued.key_id} created.`);
     await loadKeys();
@@ -404,6 +476,10 @@ async function start() {
   $('audit-older').addEventListener('click', () => loadAudit(true).catch((e) => say(e.message, true)));
   $('spend-filters').addEventListener('submit', (event) => { event.preventDefault(); loadSpend().catch((e) => say(e.message, true)); });
   $('guardrails-save').addEventListener('click', saveGuardrails);
+  $('keys-search').addEventListener('input', renderKeys);
+  $('keys-status').addEventListener('change', renderKeys);
+  $('keys-filter').addEventListener('submit', (event) => event.preventDefault());
+  $('keys-revoke-shown').addEventListener('click', revokeShown);
   window.addEventListener('hashchange', () => route(allowed, can));
   await route(allowed, can);
 }
