@@ -152,7 +152,7 @@ def test_sign_in_create_a_key_once_use_it_revoke_it(gw, tenant, browser):
     wait_until(lambda: shown(browser, "signin"), what="the sign-in view")
     shot(browser, "01-sign-in")
     sign_in(browser, gw, tenant, "alice", "keys")
-    assert browser.find_element(By.ID, "who").text.endswith("(admin)")  # alice, by her groups
+    assert browser.find_element(By.ID, "who").text.endswith(f"(admin) in tenant {tenant}")  # alice, by her groups
     assert nav(browser) == ["Keys", "Audit", "Spend", "People", "Models", "Guardrails"]
     shot(browser, "02-keys")
 
@@ -297,7 +297,7 @@ def test_an_admin_sees_people_models_and_data_planes_and_edits_guardrails(gw, te
 
 def test_an_auditor_verifies_the_trail_and_cannot_create_keys(gw, tenant, browser):
     sign_in(browser, gw, tenant, "bob", "keys")
-    assert browser.find_element(By.ID, "who").text.endswith("(auditor)")
+    assert browser.find_element(By.ID, "who").text.endswith(f"(auditor) in tenant {tenant}")
     assert nav(browser) == ["Keys", "Audit", "Spend", "Models"]
     assert not shown(browser, "create-form"), "no key creation for an auditor"
     status, body = api_from_page(browser, "POST", "/key/generate")
@@ -333,7 +333,7 @@ def test_an_auditor_verifies_the_trail_and_cannot_create_keys(gw, tenant, browse
 
 def test_finance_sees_spend_and_its_csv_and_nothing_else(gw, tenant, browser):
     sign_in(browser, gw, tenant, "fiona", "spend")
-    assert browser.find_element(By.ID, "who").text.endswith("(finance)")
+    assert browser.find_element(By.ID, "who").text.endswith(f"(finance) in tenant {tenant}")
     assert nav(browser) == ["Spend", "Models"]
     wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#spend-rows tr"), what="the spend by model")
     [row] = browser.find_elements(By.CSS_SELECTOR, "#spend-rows tr")
@@ -343,10 +343,11 @@ def test_finance_sees_spend_and_its_csv_and_nothing_else(gw, tenant, browser):
     shot(browser, "06-spend")
     status, csv = api_from_page(browser, "GET", browser.find_element(By.ID, "spend-csv").get_attribute("href"))
     assert status == 200 and csv.splitlines()[0].startswith("model,") and "gpt-a" in csv, csv
-    # Finance reads no audit trail and makes no keys: the API says so too.
-    assert api_from_page(browser, "GET", "/audit/events")[0] == 403
-    assert api_from_page(browser, "POST", "/key/generate")[0] == 403
-    assert console_errors(browser, gw.admin_url, refused=[("/audit/events", 403), ("/key/generate", 403)]) == []
+    # Finance reads no audit trail, verifies or exports none, and makes no keys: the API says so.
+    refused = [("/audit/events", "GET"), ("/audit/verify", "POST"), ("/audit/export", "GET"), ("/key/generate", "POST")]
+    for path, method in refused:
+        assert api_from_page(browser, method, path)[0] == 403, path
+    assert console_errors(browser, gw.admin_url, refused=[(path, 403) for path, _ in refused]) == []
 
 
 def test_the_console_is_served_with_a_strict_policy(gw):
@@ -366,3 +367,59 @@ def test_the_console_is_served_with_a_strict_policy(gw):
 def test_a_session_cookie_that_is_not_live_gets_the_sign_in_view(gw):
     r = httpx.get(gw.admin_url + "/console", cookies={"routero_session": "rses-" + "x" * 40})
     assert 'name="routero-csrf" content=""' in r.text
+
+
+def session_cookie(browser):
+    return {"routero_session": browser.get_cookie("routero_session")["value"]}
+
+
+def test_the_session_is_guarded_against_other_sites(gw, tenant, browser):
+    """What a page elsewhere could make a signed-in browser do: a change without the CSRF
+    token, a download by navigation, a login into a tenant of its choosing that lands in the
+    console."""
+    sign_in(browser, gw, tenant, "alice", "keys")
+    refused = browser.execute_async_script("""
+        const done = arguments[0];
+        fetch('/key/generate', {method: 'POST', credentials: 'same-origin', headers: {'Content-Type': 'application/json'}, body: '{}'})
+          .then(async (r) => done([r.status, await r.text()]));
+    """)
+    assert refused[0] == 403 and '"csrf_failed"' in refused[1], refused
+    cookie = session_cookie(browser)
+    export = gw.admin_url + "/audit/export"
+    r = httpx.get(export, cookies=cookie, headers={"Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "csrf_failed", r.text
+    r = httpx.get(export, cookies=cookie, headers={"Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 200 and r.headers["content-disposition"].startswith("attachment")
+    assert {json.loads(line)["tenant_id"] for line in r.text.splitlines()} == {tenant}, "the caller's tenant only"
+    wait_until(lambda: gw.admin("GET", "/audit/events?type=audit.exported", key=None, cookies=cookie).json()["events"],
+               what="the export recorded")
+    # A login another site begins never sends the browser to the console; the console's own does.
+    login = gw.admin_url + "/sso/oidc/login"
+    for site, returns in (("cross-site", False), ("same-origin", True)):
+        r = httpx.get(login, params={"tenant": tenant, "return": "console"}, headers={"Sec-Fetch-Site": site})
+        assert r.status_code == 303, r.text
+        assert ("routero_return=console" in r.headers.get("set-cookie", "")) == returns, (site, r.headers)
+    r = httpx.get(login, params={"tenant": tenant, "return": "https://evil.example"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_query", r.text
+    assert console_errors(browser, gw.admin_url, refused=[("/key/generate", 403)]) == []
+
+
+def test_markup_in_names_the_console_shows_stays_text(gw, tenant, browser):
+    sign_in(browser, gw, tenant, "alice", "keys")
+    cookie = session_cookie(browser)
+    csrf = browser.find_element(By.CSS_SELECTOR, 'meta[name="routero-csrf"]').get_attribute("content")
+    # Team and model names are refused with markup (invalid_name); a person's display name is
+    # free text, as an identity provider sends it.
+    r = httpx.post(gw.admin_url + "/teams", cookies=cookie, headers={"X-CSRF-Token": csrf}, json={"name": "t<b>"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_name", r.text
+    r = httpx.post(gw.admin_url + "/users", cookies=cookie, headers={"X-CSRF-Token": csrf},
+                   json={"user_name": "markup-person", "display_name": "person " + XSS})
+    assert r.status_code == 201, r.text
+    browser.find_element(By.ID, "nav-people").click()
+    wait_until(lambda: any("markup-person" in row.text for row in browser.find_elements(By.CSS_SELECTOR, "#users-rows tr")),
+               what="the person listed")
+    row = next(row for row in browser.find_elements(By.CSS_SELECTOR, "#users-rows tr") if "markup-person" in row.text)
+    assert row.find_elements(By.TAG_NAME, "td")[0].text == "person " + XSS
+    assert not browser.find_elements(By.CSS_SELECTOR, "#users-rows img, #users-rows script")
+    assert browser.title == "Routero console"
+    assert console_errors(browser, gw.admin_url) == []

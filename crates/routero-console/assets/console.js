@@ -189,10 +189,12 @@ async function signInLocal(event) {
   }
 }
 
-function signInSso(event) {
-  event.preventDefault();
-  const tenant = encodeURIComponent($('sso-tenant').value.trim());
-  window.location.assign(`/sso/oidc/login?tenant=${tenant}&return=console`);
+function signInSso(protocol) {
+  return (event) => {
+    event.preventDefault();
+    const tenant = encodeURIComponent($('sso-tenant').value.trim());
+    window.location.assign(`/sso/${protocol}/login?tenant=${tenant}&return=console`);
+  };
 }
 
 async function signOut() {
@@ -234,8 +236,11 @@ async function verifyTrail() {
     const verified = await api('POST', '/audit/verify');
     if (verified.verified) {
       result.className = 'verified';
+      const unsigned = verified.last_seq > verified.signed_through
+        ? ` Records after seq ${verified.signed_through} are chained but not yet signed.` : '';
       result.textContent = `Verified: ${verified.records} records, seq ${verified.first_seq} to ${verified.last_seq}, `
-        + `hash chain intact, signed by checkpoints through seq ${verified.signed_through}.`;
+        + `hash chain intact, signed by checkpoints through seq ${verified.signed_through}.${unsigned} `
+        + 'A cut tail shows only against a copy kept elsewhere (the export, your SIEM).';
     } else {
       result.className = 'tampered';
       result.textContent = `NOT VERIFIED at seq ${verified.seq}: ${verified.message}`;
@@ -440,7 +445,8 @@ async function route(allowed, can) {
 async function start() {
   if (!csrf) {
     $('signin').hidden = false;
-    $('sso-form').addEventListener('submit', signInSso);
+    $('sso-form').addEventListener('submit', signInSso('oidc'));
+    $('saml-submit').addEventListener('click', signInSso('saml'));
     $('local-form').addEventListener('submit', signInLocal);
     return;
   }
@@ -451,10 +457,13 @@ async function start() {
     say(`Session unusable: ${error.message}`, true);
     return;
   }
-  $('who').textContent = `${me.principal} (${(me.roles || []).join(', ')})`;
+  $('who').textContent = `${me.principal} (${(me.roles || []).join(', ')}) in tenant ${me.tenant_id}`;
   // What the policies allow this person: sections and buttons they would be refused are not
   // shown (the admin API refuses them anyway).
   const can = me.can || {};
+  if (Object.values(can).some((decided) => decided === null)) {
+    say('The policy engine did not answer for everything: some sections may be missing.', true);
+  }
   const allowed = [];
   if (can['key:list'] || can['key:create']) allowed.push('keys');
   if (can['audit_log:read']) allowed.push('audit');

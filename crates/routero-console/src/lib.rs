@@ -88,7 +88,7 @@ mod tests {
         // Scripts only from files (the policy allows no inline one).
         assert_eq!(page.matches("<script").count(), 1);
         assert!(page.contains("<script src=\"/console/assets/console.js\" defer></script>"));
-        assert!(!page.contains(" style="), "no inline style");
+        assert!(!page.contains("style="), "no inline style");
         assert!(
             !page
                 .split_whitespace()

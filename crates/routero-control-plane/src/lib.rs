@@ -122,6 +122,11 @@ impl ControlPlane {
             trusted_proxies: config.trusted_proxies.clone(),
             metrics: Arc::new(metrics::AdminMetrics::new()),
             audit_verifier: config.audit_verifier.clone(),
+            csrf: config
+                .pepper
+                .derive(routero_crypto::Purpose::SessionCsrf)
+                .and_then(|key| routero_crypto::MessageKey::new(&key))?,
+            whole_log: Arc::new(tokio::sync::Semaphore::new(2)),
             egress: Arc::new(config.egress.clone()),
             relying_party: Arc::new(
                 routero_oidc::RelyingParty::new(config.egress.clone())

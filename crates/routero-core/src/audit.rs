@@ -113,6 +113,9 @@ pub enum EventType {
     /// A tenant's audit retention period changed.
     #[serde(rename = "audit.retention_changed")]
     AuditRetentionChanged,
+    /// Someone downloaded the tenant's audit trail (`GET /audit/export`).
+    #[serde(rename = "audit.exported")]
+    AuditExported,
     /// The audit writer received a message on the events topic that is not an audit event;
     /// recorded (its digest, never its bytes) rather than dropped.
     #[serde(rename = "audit.message_rejected")]

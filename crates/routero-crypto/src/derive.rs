@@ -22,6 +22,9 @@ pub enum Purpose {
     /// Tags on the control plane's audit outbox rows (derived from the key-hashing pepper): it
     /// forwards only events it wrote.
     AuditOutbox,
+    /// Sessions' CSRF tokens, made from their session tokens (derived from the key-hashing
+    /// pepper): a page served to a session can carry its token.
+    SessionCsrf,
 }
 
 impl Purpose {
@@ -32,6 +35,7 @@ impl Purpose {
             Self::GuardrailHashing => b"routero/derive/v1/guardrail-hashing",
             Self::AuditRecords => b"routero/derive/v1/audit-records",
             Self::AuditOutbox => b"routero/derive/v1/audit-outbox",
+            Self::SessionCsrf => b"routero/derive/v1/session-csrf",
         }
     }
 }

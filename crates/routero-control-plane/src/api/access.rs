@@ -177,21 +177,18 @@ impl AppState {
 
     /// Which of `asked` (`(kind, action)` on the tenant's collection of that kind) the
     /// policies allow `principal`, as the admin API would decide them: what a user interface
-    /// shows. None is refused here (nothing is audited); one without a decision is `false`.
+    /// shows. None is refused here (nothing is audited); one without a decision is `None`.
     pub(super) async fn allowed_actions(
         &self,
         principal: &AdminPrincipal,
         asked: &[(&'static str, &'static str)],
-    ) -> BTreeMap<String, bool> {
+    ) -> BTreeMap<String, Option<bool>> {
         let attributes = BTreeMap::new();
         let mut allowed = BTreeMap::new();
         for (kind, action) in asked {
             let target = collection(kind, principal, &attributes);
-            let yes = self
-                .decide(principal, &target, action)
-                .await
-                .unwrap_or(false);
-            allowed.insert(format!("{kind}:{action}"), yes);
+            let decided = self.decide(principal, &target, action).await.ok();
+            allowed.insert(format!("{kind}:{action}"), decided);
         }
         allowed
     }

@@ -124,22 +124,30 @@ pub(super) async fn events(
 }
 
 /// Verifies the caller's tenant's whole trail (chain, checkpoints, retention anchor) with the
-/// configured public key: 200 with `"verified": true` and how far, or `false` with the first
-/// bad sequence number and what is wrong there.
+/// configured public key: 200 with `"verified": true` and how far it is signed, or `false`
+/// with the first bad sequence number and what is wrong there. The database is checked against
+/// itself: a cut tail shows only against a witness (an export or SIEM copy kept elsewhere).
+/// Two whole-log reads (verifications and exports) run at once at most; the hashing and
+/// signature checks run off the request threads.
 pub(super) async fn verify(
     State(state): State<AppState>,
     Caller { principal, .. }: Caller,
 ) -> Result<Json<Value>, ApiError> {
     let log = audit_log(&state)?;
-    let verifier = state.audit_verifier.as_ref().ok_or_else(|| {
+    let verifier = state.audit_verifier.clone().ok_or_else(|| {
         ApiError::new(
             ErrorCode::AuditNotConfigured,
             "No checkpoint public key is configured (audit_public_key).",
         )
     })?;
+    let _turn = whole_log_turn(&state).await?;
     let tenant = log.load(&principal.tenant_id).await.map_err(unavailable)?;
     let first_seq = tenant.anchor.as_ref().map_or(1, |anchor| anchor.seq + 1);
-    Ok(Json(match tenant.verify(&principal.tenant_id, verifier) {
+    let tenant_id = principal.tenant_id.clone();
+    let verified = tokio::task::spawn_blocking(move || tenant.verify(&tenant_id, &verifier))
+        .await
+        .map_err(|_| ApiError::of(ErrorCode::InternalError))?;
+    Ok(Json(match verified {
         Ok(verified) => json!({
             "verified": true,
             "first_seq": first_seq,
@@ -156,19 +164,43 @@ pub(super) async fn verify(
     }))
 }
 
-/// The caller's tenant's trail as NDJSON (anchor, records, checkpoints), a download.
+/// A turn at reading a whole log, waited for (the request's deadline bounds the wait).
+async fn whole_log_turn(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    std::sync::Arc::clone(&state.whole_log)
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::of(ErrorCode::InternalError))
+}
+
+/// The caller's tenant's trail as NDJSON (anchor, records, checkpoints), a download; recorded
+/// as `audit.exported` (who, and how many records).
 pub(super) async fn export(
     State(state): State<AppState>,
-    Caller { principal, .. }: Caller,
+    Caller { principal, client }: Caller,
 ) -> Result<axum::response::Response, ApiError> {
     let log = audit_log(&state)?;
+    let _turn = whole_log_turn(&state).await?;
     let tenant = log.load(&principal.tenant_id).await.map_err(unavailable)?;
-    let mut body = Vec::new();
-    for line in tenant.into_export() {
-        serde_json::to_writer(&mut body, &line)
-            .map_err(|_| ApiError::of(ErrorCode::InternalError))?;
-        body.push(b'\n');
-    }
+    let records = tenant.records.len();
+    let body = tokio::task::spawn_blocking(move || {
+        let mut body = Vec::new();
+        for line in tenant.into_export() {
+            serde_json::to_writer(&mut body, &line)?;
+            body.push(b'\n');
+        }
+        Ok::<_, serde_json::Error>(body)
+    })
+    .await
+    .map_err(|_| ApiError::of(ErrorCode::InternalError))?
+    .map_err(|_| ApiError::of(ErrorCode::InternalError))?;
+    let mut event = AppState::event(
+        &principal,
+        &client,
+        EventType::AuditExported,
+        ("audit_log", None),
+    );
+    event.details.insert("records".into(), records.into());
+    state.store.record_events(&[event]).await?;
     Ok((
         [
             (axum::http::header::CONTENT_TYPE, "application/x-ndjson"),

@@ -169,6 +169,7 @@ pub(super) async fn report(
                     header::CONTENT_DISPOSITION,
                     "attachment; filename=\"routero-spend.csv\"",
                 ),
+                (header::CACHE_CONTROL, "no-store"),
             ],
             spend_csv(name, &rows),
         )
@@ -199,10 +200,11 @@ pub(super) async fn report(
 }
 
 /// The report as CSV: a header line, then one line per group. A cell a spreadsheet would
-/// run as a formula (`=`, `+`, `-`, `@`) is prefixed with `'`; cells are quoted as needed.
+/// run as a formula (`=`, `+`, `-`, `@`, or a tab or carriage return before one) is prefixed
+/// with `'`; cells are quoted as needed.
 fn spend_csv(group: &str, rows: &[SpendRow]) -> String {
     let cell = |text: &str| {
-        let text = if text.starts_with(['=', '+', '-', '@']) {
+        let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
             format!("'{text}")
         } else {
             text.to_owned()
@@ -254,12 +256,17 @@ mod tests {
             output_tokens: 3,
             cost_micros: 1_500_000,
         };
-        let csv = spend_csv("model", &[row("=cmd|x"), row("a,\"b\"")]);
+        let csv = spend_csv(
+            "model",
+            &[row("=cmd|x"), row("a,\"b\""), row("\t=1+1"), row("\r@x")],
+        );
         assert_eq!(
             csv,
             "model,requests,input_tokens,cached_tokens,output_tokens,spend_usd\n\
              '=cmd|x,1,2,0,3,1.500000\n\
-             \"a,\"\"b\"\"\",1,2,0,3,1.500000\n"
+             \"a,\"\"b\"\"\",1,2,0,3,1.500000\n\
+             '\t=1+1,1,2,0,3,1.500000\n\
+             \"'\r@x\",1,2,0,3,1.500000\n"
         );
     }
 }

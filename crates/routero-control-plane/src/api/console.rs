@@ -4,6 +4,7 @@
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use subtle::ConstantTimeEq as _;
 
 use super::AppState;
 use super::sessions::{csrf_token, session_token};
@@ -18,7 +19,13 @@ pub(super) async fn page(State(state): State<AppState>, headers: HeaderMap) -> R
             .await
             .ok()
             .flatten()
-            .map(|_| csrf_token(&state.hasher, token)),
+            .map(|live| (live, csrf_token(&state.csrf, token)))
+            // A session whose token this page could not carry (opened before tokens were made
+            // this way) gets the sign-in view, not a page whose every change would be refused.
+            .filter(|(live, csrf)| {
+                bool::from(state.hasher.hash(csrf).0.as_slice().ct_eq(&live.csrf_hash))
+            })
+            .map(|(_, csrf)| csrf),
         None => None,
     };
     routero_console::page(live.as_deref())

@@ -79,6 +79,10 @@ pub struct AppState {
     pub(crate) metrics: Arc<crate::metrics::AdminMetrics>,
     /// The checkpoint public key the trail is verified with, when configured.
     pub(crate) audit_verifier: Option<routero_crypto::CheckpointVerifier>,
+    /// Makes sessions' CSRF tokens from their tokens (a key derived from the pepper).
+    pub(crate) csrf: routero_crypto::MessageKey,
+    /// At most this many trail verifications and exports at once (each reads a whole log).
+    pub(crate) whole_log: Arc<tokio::sync::Semaphore>,
 }
 
 /// Where an admin request came from, for its audit event.

@@ -135,13 +135,25 @@ pub(super) fn set_cookie(
     HeaderValue::from_str(&text).ok()
 }
 
-/// Checks a cookie-authenticated request that may change something: its CSRF token must be
-/// the session's, and its `Origin`, if it sends one, this host.
+/// Checks a cookie-authenticated request: one that may change something needs the session's
+/// CSRF token and, if it sends an `Origin`, this host's; any, a read too, is refused when the
+/// browser says another site made it (`Sec-Fetch-Site: cross-site`: a page elsewhere
+/// steering a signed-in browser to a download, say).
 pub(super) fn check_csrf(
     state: &AppState,
     request: &Request,
     session: &LiveSession,
 ) -> Result<(), ApiError> {
+    let cross_site = request
+        .headers()
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    if cross_site {
+        return Err(ApiError::new(
+            ErrorCode::CsrfFailed,
+            "A request made with a session cookie from another site is refused.",
+        ));
+    }
     if matches!(request.method().as_str(), "GET" | "HEAD" | "OPTIONS") {
         return Ok(());
     }
@@ -348,11 +360,11 @@ async fn signed_in(
     .map_err(|_| None)
 }
 
-/// The CSRF token of the session whose token is `session_token`: derived from it under the
-/// pepper, so a page served to the session can carry it (the console), while what the
-/// database holds (the hashes of both) gives neither.
-pub(super) fn csrf_token(hasher: &routero_crypto::KeyHasher, session_token: &str) -> String {
-    hex::encode(hasher.hash(&format!("csrf:{session_token}")).0)
+/// The CSRF token of the session whose token is `session_token`: made from it with a key
+/// derived from the pepper for this alone, so a page served to the session can carry it,
+/// while what the database holds (the hashes of both) gives neither.
+pub(super) fn csrf_token(key: &routero_crypto::MessageKey, session_token: &str) -> String {
+    hex::encode(key.tag(session_token.as_bytes()))
 }
 
 /// Who a new session signs in.
@@ -377,7 +389,7 @@ pub(super) async fn open_session(
 ) -> Result<Response, ApiError> {
     let failed = |_| ApiError::of(ErrorCode::InternalError);
     let token = routero_crypto::generate_api_key("rses-").map_err(failed)?;
-    let csrf = csrf_token(&state.hasher, token.expose_secret());
+    let csrf = csrf_token(&state.csrf, token.expose_secret());
     let lifetime = state.sessions.lifetime.as_secs();
     let (user_id, local_admin_id, principal) = match who {
         Who::LocalAdmin(id) => (None, Some(id), id),
@@ -461,7 +473,8 @@ const SHOWN_ACTIONS: &[(&str, &str)] = &[
 ];
 
 /// `GET /me`: who the caller is, for any caller, and which actions the policies allow it
-/// (`can`, as `"<kind>:<action>": bool`; the admin API decides each request again).
+/// (`can`, as `"<kind>:<action>": bool`, `null` when the policy engine gave no decision; the
+/// admin API decides each request again).
 pub(super) async fn me(
     State(state): State<AppState>,
     Caller { principal, .. }: Caller,

@@ -338,8 +338,14 @@ async fn begin(state: &AppState, request: Request, protocol: &str) -> Response {
         Ok(start) => redirect(state, (&client, &parts.headers), start).await,
         Err(error) => Err(error),
     };
-    let console =
-        query::<TenantQuery>(&parts.uri).is_ok_and(|q| q.return_to == Some(ReturnTo::Console));
+    // Only the console's own sign-in form sends a browser back to it: a login another site
+    // starts (into a tenant of its choosing) ends on the session's JSON, not in a console.
+    let same_origin = parts
+        .headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes() == b"same-origin");
+    let console = same_origin
+        && query::<TenantQuery>(&parts.uri).is_ok_and(|q| q.return_to == Some(ReturnTo::Console));
     let mut response = redirected.unwrap_or_else(IntoResponse::into_response);
     if console
         && response.status() == StatusCode::SEE_OTHER
