@@ -3,12 +3,6 @@
 # it as $ROUTERO_CACHE/bin/cerbos, where routero up and the tests find it.
 set -euo pipefail
 CACHE="${ROUTERO_CACHE:-$HOME/.cache/routero}"
-cerbos_version=0.55.0
-cerbos_bin="$CACHE/cerbos-$cerbos_version/node_modules/@cerbos/cerbos-linux-x64/cerbos-linux-x64"
-if [ ! -x "$cerbos_bin" ]; then
-  echo "setup: installing Cerbos $cerbos_version"
-  npm install --prefix "$CACHE/cerbos-$cerbos_version" --no-save --no-audit --no-fund --silent \
-    "@cerbos/cerbos-linux-x64@$cerbos_version"
-fi
+cerbos_bin=$("$(dirname "$0")/install-npm-package.sh" @cerbos/cerbos-linux-x64 0.55.0 cerbos-linux-x64)
 mkdir -p "$CACHE/bin"
 ln -sf "$cerbos_bin" "$CACHE/bin/cerbos"
