@@ -63,6 +63,8 @@ def test_make_run_from_a_fresh_checkout_serves_the_quickstart(fake_provider):
         assert f"OpenAI API:     http://127.0.0.1:{data_port}/v1" in printed()
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{data_port}/readyz").status_code == 200,
                    what="data plane ready")
+        console = re.search(r"console:\s+(http://127\.0\.0\.1:\d+/console)", printed()).group(1)
+        assert "Content-Security-Policy" in httpx.get(console).headers
         assert (data / "cerbos" / "cerbos.yaml").is_file(), "Cerbos runs on ./policies in ./data/cerbos"
 
         done = subprocess.run(["bash", "-c", quickstart(admin_port, data_port, fake_provider, admin_key)],

@@ -292,6 +292,7 @@ fn announce(admin_key: Option<&SecretString>, control: &str, data: &str, dir: &P
         "Routero is up (data in {dir}).\n\
          \n  admin key:      {admin}\
          \n  admin API:      {control}   (OpenAPI: {control}/openapi.json)\
+         \n  console:        {control}/console   (sign in with your single sign-on)\
          \n  OpenAI API:     {data}/v1   <- point any OpenAI client here\
          \n\nCreate a virtual key, then call the gateway with it:\
          \n  curl -s {control}/key/generate -H 'Authorization: Bearer {shown}' -H 'Content-Type: application/json' -d '{{\"duration\": \"30d\"}}'\
