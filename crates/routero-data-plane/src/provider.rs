@@ -206,6 +206,7 @@ impl Upstream {
             include_usage,
             ttfb: None,
             total: None,
+            trace: header::HeaderMap::new(),
         })
     }
 
@@ -248,6 +249,8 @@ pub struct Outgoing {
     ttfb: Option<std::time::Duration>,
     /// The route's limit on the whole attempt, head and body.
     total: Option<std::time::Duration>,
+    /// The attempt's W3C trace context, when spans are made.
+    trace: header::HeaderMap,
 }
 
 impl Outgoing {
@@ -257,6 +260,14 @@ impl Outgoing {
             .ttfb_timeout_ms
             .map(std::time::Duration::from_millis);
         self.total = routing.timeout_ms.map(std::time::Duration::from_millis);
+        self
+    }
+
+    /// The request carrying `attempt`'s trace context (nothing when spans are not made).
+    pub(crate) fn traced(mut self, attempt: &tracing::Span) -> Self {
+        if !attempt.is_none() {
+            routero_telemetry::inject(attempt, &mut self.trace);
+        }
         self
     }
 }
@@ -314,6 +325,7 @@ impl Provider {
             include_usage,
             ttfb,
             total,
+            trace,
         } = outgoing;
         let mut sent = self
             .client
@@ -324,10 +336,8 @@ impl Provider {
             sent = sent.header("anthropic-version", anthropic::API_VERSION);
         }
         // The attempt's trace context (when spans are made), for the provider's own traces.
-        let mut traced = header::HeaderMap::new();
-        routero_telemetry::inject(&mut traced);
-        if !traced.is_empty() {
-            sent = sent.headers(traced);
+        if !trace.is_empty() {
+            sent = sent.headers(trace);
         }
         if let Some(total) = total {
             sent = sent.timeout(total);

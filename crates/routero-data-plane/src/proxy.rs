@@ -788,7 +788,7 @@ async fn forward(
         let sent = std::time::Instant::now();
         let answer = app
             .provider
-            .forward(upstream, outgoing)
+            .forward(upstream, outgoing.traced(&attempt))
             .instrument(attempt.clone())
             .await;
         let took = sent.elapsed().as_secs_f64();

@@ -157,10 +157,9 @@ pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
     }
 }
 
-/// Writes the current span's context into `headers` (`traceparent`, `tracestate`), for the
-/// provider a request goes to.
-pub fn inject(headers: &mut http::HeaderMap) {
-    let context = tracing::Span::current().context();
+/// Writes `span`'s context into `headers` (`traceparent`), for the provider a request goes to.
+pub fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
+    let context = span.context();
     if context.span().span_context().is_valid() {
         TraceContextPropagator::new().inject_context(&context, &mut HeadersMut(headers));
     }
