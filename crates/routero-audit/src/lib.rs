@@ -13,6 +13,8 @@ mod chain;
 mod checkpoint;
 mod error;
 mod export;
+mod findings;
+mod ledger;
 mod spend;
 mod store;
 mod verify;
@@ -22,6 +24,8 @@ pub use chain::{ChainHead, ChainedRecord, Digest, GENESIS};
 pub use checkpoint::Checkpoint;
 pub use error::AuditError;
 pub use export::{ExportLine, add_witnessed, read_export, read_witness, verify_export};
+pub use findings::FindingsRow;
+pub use ledger::Interval;
 pub use spend::{SpendGroup, SpendRow};
 pub use store::{
     AuditStore, DEFAULT_MIN_RETENTION_DAYS, DEFAULT_RETENTION_DAYS, EventQuery, TenantLog,

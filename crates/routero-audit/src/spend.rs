@@ -6,6 +6,7 @@ use routero_core::audit::AuditEvent;
 use serde::Serialize;
 use sqlx::Row;
 
+use crate::ledger::{Interval, bounded, hour_of};
 use crate::{AuditError, AuditStore};
 
 /// What a spend report adds up by.
@@ -47,6 +48,8 @@ impl SpendGroup {
 /// One line of a spend report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SpendRow {
+    /// The hour or day it covers (`YYYY-MM-DDTHH:00:00Z`), when the report is over time.
+    pub period: Option<String>,
     /// The team, user, key or model (`""`: none).
     pub group: String,
     /// Requests charged.
@@ -61,15 +64,9 @@ pub struct SpendRow {
     pub cost_micros: i64,
 }
 
-/// A detail of a `spend.debited` event as a number from 0 to `most` (0 when absent): an
-/// event is never trusted to keep the ledger's sums from overflowing.
+/// A detail of a `spend.debited` event as a number from 0 to `most`.
 fn number(event: &AuditEvent, field: &str, most: i64) -> i64 {
-    event
-        .details
-        .get(field)
-        .and_then(serde_json::Value::as_i64)
-        .unwrap_or(0)
-        .clamp(0, most)
+    bounded(event.details.get(field), most)
 }
 
 /// The most a ledger line adds up to, in micro-dollars (a thousandth of what an i64 holds).
@@ -80,11 +77,7 @@ const MAX_TOKENS: i64 = 1_000_000_000_000;
 
 /// A detail of a `spend.debited` event as text (`""` when absent).
 fn text<'a>(event: &'a AuditEvent, field: &str) -> &'a str {
-    event
-        .details
-        .get(field)
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or_default()
+    crate::ledger::text(event.details.get(field))
 }
 
 /// Adds a `spend.debited` event being chained in `tx` to the ledger.
@@ -92,13 +85,7 @@ pub(crate) async fn add_to_ledger(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     event: &AuditEvent,
 ) -> Result<(), AuditError> {
-    // The event's time is `YYYY-MM-DDTHH:MM:SS.sssZ`; its hour is the first 13 characters.
-    let hour = event
-        .time
-        .get(..13)
-        .filter(|hour| hour.is_ascii())
-        .map(|hour| format!("{hour}:00:00Z"))
-        .ok_or(AuditError::Malformed("time"))?;
+    let hour = hour_of(event)?;
     sqlx::query(
         "INSERT INTO spend_ledger (tenant_id, hour, key_id, user_id, team_id, model, requests, \
          input_tokens, cached_tokens, output_tokens, cost_micros) \
@@ -142,27 +129,33 @@ impl AuditStore {
         Ok(row.try_get::<i64, _>("spent")?)
     }
 
-    /// The tenant's spend grouped by `group`, over the hours from `from` (inclusive) to `to`
-    /// (exclusive), both `YYYY-MM-DDTHH:MM:SS…Z` (an hour is counted when it starts in the
-    /// range), most costly first.
+    /// The tenant's spend grouped by `group` and, with an `interval`, by hour or day, over
+    /// the hours from `from` (inclusive) to `to` (exclusive), both `YYYY-MM-DDTHH:MM:SS…Z` (an
+    /// hour is counted when it starts in the range): most costly first, or over time in
+    /// order of period, then most costly first.
     pub async fn spend_report(
         &self,
         tenant_id: &str,
         group: SpendGroup,
-        from: Option<&str>,
-        to: Option<&str>,
+        (from, to): (Option<&str>, Option<&str>),
+        interval: Option<Interval>,
     ) -> Result<Vec<SpendRow>, AuditError> {
         let column = group.column();
+        let period = interval.map_or("NULL", Interval::period_sql);
+        let (group_by, order) = match interval {
+            Some(_) => (format!("{period}, {column}"), "period, "),
+            None => (column.to_owned(), ""),
+        };
         let sql = format!(
-            "SELECT {column} AS grp, CAST(SUM(requests) AS BIGINT) AS requests, \
+            "SELECT {period} AS period, {column} AS grp, CAST(SUM(requests) AS BIGINT) AS requests, \
              CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
              CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens, \
              CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, \
              CAST(SUM(cost_micros) AS BIGINT) AS cost_micros FROM spend_ledger \
              WHERE tenant_id = $1 AND ($2 IS NULL OR hour >= $2) AND ($3 IS NULL OR hour < $3) \
-             GROUP BY {column} ORDER BY SUM(cost_micros) DESC, {column}"
+             GROUP BY {group_by} ORDER BY {order}SUM(cost_micros) DESC, {column}"
         );
-        // The only text spliced in is a column name of `SpendGroup`'s, never a request's.
+        // The only text spliced in is SQL of `SpendGroup`'s and `Interval`'s, never a request's.
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(tenant_id)
             .bind(from)
@@ -172,6 +165,7 @@ impl AuditStore {
             .iter()
             .map(|row| {
                 Ok(SpendRow {
+                    period: row.try_get("period")?,
                     group: row.try_get("grp")?,
                     requests: row.try_get("requests")?,
                     input_tokens: row.try_get("input_tokens")?,
@@ -180,6 +174,32 @@ impl AuditStore {
                     cost_micros: row.try_get("cost_micros")?,
                 })
             })
+            .collect()
+    }
+
+    /// What the tenant spent from the hour holding `since` (`YYYY-MM-DDTHH:…Z`) on, in
+    /// micro-dollars: in all (`group` `None`), or per team, user or key.
+    pub async fn spend_since(
+        &self,
+        tenant_id: &str,
+        group: Option<SpendGroup>,
+        since: &str,
+    ) -> Result<Vec<(String, i64)>, AuditError> {
+        let column = group.map_or("''", SpendGroup::column);
+        let grouped = group.map_or_else(String::new, |g| format!(" GROUP BY {}", g.column()));
+        let hour = since.get(..13).map(|hour| format!("{hour}:00:00Z"));
+        let sql = format!(
+            "SELECT {column} AS grp, CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros \
+             FROM spend_ledger WHERE tenant_id = $1 AND hour >= $2{grouped}"
+        );
+        // The only text spliced in is a column name of `SpendGroup`'s, never a request's.
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant_id)
+            .bind(hour.ok_or(AuditError::Malformed("since"))?)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get("grp")?, row.try_get("cost_micros")?)))
             .collect()
     }
 }

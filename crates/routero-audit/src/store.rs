@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use routero_core::audit::{AuditEvent, canonical_json};
+use routero_core::audit::{AuditEvent, EventType, canonical_json};
 use routero_crypto::{CheckpointSigner, CheckpointVerifier, MessageKey};
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
@@ -53,6 +53,12 @@ const MIGRATIONS: &[routero_sql::EmbeddedMigration] = &[
         "spend ledger",
         include_str!("../../../migrations/postgres/audit/0006_spend_ledger.sql"),
         include_str!("../../../migrations/sqlite/audit/0006_spend_ledger.sql"),
+    ),
+    (
+        7,
+        "guardrail findings",
+        include_str!("../../../migrations/postgres/audit/0007_guardrail_findings.sql"),
+        include_str!("../../../migrations/sqlite/audit/0007_guardrail_findings.sql"),
     ),
 ];
 
@@ -330,8 +336,14 @@ impl AuditStore {
             insert.execute(&mut *tx).await?;
         }
         for record in &written {
-            if record.event.action == routero_core::audit::EventType::SpendDebited {
-                crate::spend::add_to_ledger(&mut tx, &record.event).await?;
+            match record.event.action {
+                EventType::SpendDebited => {
+                    crate::spend::add_to_ledger(&mut tx, &record.event).await?
+                }
+                EventType::RequestGuardrailTriggered => {
+                    crate::findings::add_to_ledger(&mut tx, &record.event).await?;
+                }
+                _ => {}
             }
         }
         tx.commit().await?;

@@ -2,7 +2,9 @@
 //! append-only triggers, and tampering done directly in the database named by the verifier.
 #![expect(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use routero_audit::{AuditError, AuditStore, ChainHead, SpendGroup, Tamper, verify_chain};
+use routero_audit::{
+    AuditError, AuditStore, ChainHead, Interval, SpendGroup, Tamper, verify_chain,
+};
 use routero_core::audit::{
     Actor, ActorKind, AuditEvent, EventType, Outcome, Resource, canonical_json,
 };
@@ -105,6 +107,8 @@ routero_testkit::on_both_databases!(
     a_head_replaced_at_the_same_seq_is_never_signed,
     a_retention_forged_at_the_head_is_not_applied,
     spend_is_added_up_once_per_event_per_hour_key_user_team_and_model,
+    spend_is_reported_over_time_and_since_a_period_start,
+    guardrail_findings_are_counted_per_hour_stage_detector_and_action,
 );
 
 async fn appends_chain_per_tenant_idempotently_and_verify(db: Db) {
@@ -677,7 +681,7 @@ async fn spend_is_added_up_once_per_event_per_hour_key_user_team_and_model(db: D
     store.append(&events[..3]).await.unwrap();
     assert_eq!(store.key_spend("a", "k1").await.unwrap(), 300);
     let by_team = store
-        .spend_report("a", SpendGroup::Team, None, None)
+        .spend_report("a", SpendGroup::Team, (None, None), None)
         .await
         .unwrap();
     let teams: Vec<(&str, i64, i64)> = by_team
@@ -694,12 +698,169 @@ async fn spend_is_added_up_once_per_event_per_hour_key_user_team_and_model(db: D
         .spend_report(
             "a",
             SpendGroup::Model,
-            Some("2026-11-22T12:00:00.000Z"),
-            Some("2026-11-22T13:00:00.000Z"),
+            (
+                Some("2026-11-22T12:00:00.000Z"),
+                Some("2026-11-22T13:00:00.000Z"),
+            ),
+            None,
         )
         .await
         .unwrap();
     let models: Vec<&str> = noon.iter().map(|r| r.group.as_str()).collect();
     assert_eq!(models, ["m3", "m1"]);
     assert_eq!(noon[1].cost_micros, 300);
+}
+
+async fn spend_is_reported_over_time_and_since_a_period_start(db: Db) {
+    let store = &db.store;
+    let mut next_day = debited("d3", ["a", "k1", "t1", "m1"], "09:00", 4000);
+    next_day.time = "2026-11-23T09:30:00.000Z".into();
+    store
+        .append(&[
+            debited("d1", ["a", "k1", "t1", "m1"], "12:05", 100),
+            debited("d2", ["a", "k2", "t2", "m1"], "13:10", 20),
+            next_day,
+            debited("d4", ["b", "k9", "t9", "m1"], "12:05", 7),
+        ])
+        .await
+        .unwrap();
+    let line = |r: &routero_audit::SpendRow| {
+        format!(
+            "{} {} {}",
+            r.period.as_deref().unwrap_or("-"),
+            r.group,
+            r.cost_micros
+        )
+    };
+    let hourly = store
+        .spend_report("a", SpendGroup::Team, (None, None), Some(Interval::Hour))
+        .await
+        .unwrap();
+    assert_eq!(
+        hourly.iter().map(line).collect::<Vec<_>>(),
+        [
+            "2026-11-22T12:00:00Z t1 100",
+            "2026-11-22T13:00:00Z t2 20",
+            "2026-11-23T09:00:00Z t1 4000",
+        ]
+    );
+    let daily = store
+        .spend_report("a", SpendGroup::Model, (None, None), Some(Interval::Day))
+        .await
+        .unwrap();
+    assert_eq!(
+        daily.iter().map(line).collect::<Vec<_>>(),
+        [
+            "2026-11-22T00:00:00Z m1 120",
+            "2026-11-23T00:00:00Z m1 4000"
+        ]
+    );
+    // Since a period that started at 13:20: the whole 13:00 hour counts, noon does not.
+    let since = "2026-11-22T13:20:00Z";
+    assert_eq!(
+        store.spend_since("a", None, since).await.unwrap(),
+        [(String::new(), 4020)]
+    );
+    let mut by_team = store
+        .spend_since("a", Some(SpendGroup::Team), since)
+        .await
+        .unwrap();
+    by_team.sort();
+    assert_eq!(by_team, [("t1".to_owned(), 4000), ("t2".to_owned(), 20)]);
+    assert_eq!(
+        store.spend_since("c", None, since).await.unwrap(),
+        [(String::new(), 0)],
+        "a tenant that spent nothing"
+    );
+}
+
+/// A `request.guardrail_triggered` event at `hh:mm` on 2026-11-22 with `findings`
+/// (`[detector, action, count]`).
+fn triggered(
+    id: &str,
+    tenant: &str,
+    at: &str,
+    stage: &str,
+    findings: &[(&str, &str, i64)],
+) -> AuditEvent {
+    let mut event = event(tenant, 0);
+    event.event_id = id.into();
+    event.time = format!("2026-11-22T{at}:00.000Z");
+    event.action = EventType::RequestGuardrailTriggered;
+    let findings: Vec<Value> = findings
+        .iter()
+        .map(|(detector, action, count)| {
+            serde_json::json!({"detector": detector, "action": action, "count": count})
+        })
+        .collect();
+    event.details = serde_json::json!({"stage": stage, "findings": findings})
+        .as_object()
+        .unwrap()
+        .clone();
+    event
+}
+
+async fn guardrail_findings_are_counted_per_hour_stage_detector_and_action(db: Db) {
+    let store = &db.store;
+    let long = "d".repeat(65);
+    let events = [
+        triggered(
+            "g1",
+            "a",
+            "12:05",
+            "request",
+            &[("email", "redact", 2), ("ssn", "block", 1)],
+        ),
+        triggered("g2", "a", "12:40", "request", &[("email", "redact", 3)]),
+        triggered("g3", "a", "13:01", "response", &[("email", "mask", 1)]),
+        // Another tenant's findings are never in this one's report.
+        triggered("g4", "b", "12:05", "request", &[("email", "redact", 9)]),
+        // A forged event: a negative count, an absurd one, a name no detector has.
+        triggered(
+            "g5",
+            "a",
+            "14:00",
+            "request",
+            &[
+                ("email", "redact", -5),
+                ("ssn", "block", i64::MAX),
+                (&long, "log", 1),
+            ],
+        ),
+    ];
+    store.append(&events).await.unwrap();
+    // Redelivered: chained once, counted once.
+    store.append(&events[..2]).await.unwrap();
+    let line = |r: &routero_audit::FindingsRow| {
+        format!(
+            "{} {} {} {} {} {}",
+            r.period, r.stage, r.detector, r.action, r.findings, r.requests
+        )
+    };
+    let hourly = store
+        .guardrail_findings("a", (None, Some("2026-11-22T14:00:00Z")), Interval::Hour)
+        .await
+        .unwrap();
+    assert_eq!(
+        hourly.iter().map(line).collect::<Vec<_>>(),
+        [
+            "2026-11-22T12:00:00Z request email redact 5 2",
+            "2026-11-22T12:00:00Z request ssn block 1 1",
+            "2026-11-22T13:00:00Z response email mask 1 1",
+        ]
+    );
+    let daily = store
+        .guardrail_findings("a", (None, None), Interval::Day)
+        .await
+        .unwrap();
+    assert_eq!(
+        daily.iter().map(line).collect::<Vec<_>>(),
+        [
+            "2026-11-22T00:00:00Z request email redact 5 3",
+            "2026-11-22T00:00:00Z request other log 1 1",
+            "2026-11-22T00:00:00Z request ssn block 1000001 2",
+            "2026-11-22T00:00:00Z response email mask 1 1",
+        ],
+        "request before response; a negative count adds nothing, an absurd one a million"
+    );
 }

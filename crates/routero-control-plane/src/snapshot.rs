@@ -33,6 +33,56 @@ pub struct AppliedVersion {
     pub version: u64,
     /// Unix seconds of the report.
     pub reported_at: i64,
+    /// Unix seconds when it applied that version (0: it did not say).
+    pub applied_at: i64,
+    /// Its deployments whose circuit breaker is not closed.
+    pub breakers: Vec<Breaker>,
+}
+
+/// A deployment's circuit breaker that is not closed in one data plane.
+#[derive(Debug, Clone, Serialize)]
+pub struct Breaker {
+    /// The credential's id (its tenant's deployments only are ever shown to it).
+    pub credential_id: String,
+    /// The upstream model.
+    pub model: String,
+    /// `open` or `probing`.
+    pub state: &'static str,
+}
+
+/// The most breakers one report may name.
+const MAX_BREAKERS: usize = 1000;
+
+/// A report's breakers, checked: at most [`MAX_BREAKERS`], names a credential id or model
+/// could be, states `open` or `probing`.
+fn breakers_of(reported: Vec<v1::BreakerReport>) -> Result<Vec<Breaker>, Status> {
+    if reported.len() > MAX_BREAKERS {
+        return Err(Status::invalid_argument("breakers: at most 1000"));
+    }
+    reported
+        .into_iter()
+        .map(|breaker| {
+            let state = match breaker.state.as_str() {
+                "open" => "open",
+                "probing" => "probing",
+                _ => return Err(Status::invalid_argument("breakers: state open or probing")),
+            };
+            if breaker.credential_id.is_empty()
+                || breaker.credential_id.len() > 128
+                || breaker.model.is_empty()
+                || breaker.model.len() > 256
+            {
+                return Err(Status::invalid_argument(
+                    "breakers: a credential id of 1-128 and a model of 1-256 bytes",
+                ));
+            }
+            Ok(Breaker {
+                credential_id: breaker.credential_id,
+                model: breaker.model,
+                state,
+            })
+        })
+        .collect()
 }
 
 /// A published state and, when it follows another directly, the delta from that one: what
@@ -485,6 +535,7 @@ impl SnapshotService for SnapshotGrpc {
         valid_node_id(&request.get_ref().node_id)?;
         self.admit(&request, &request.get_ref().node_id)?;
         let report = request.into_inner();
+        let breakers = breakers_of(report.breakers)?;
         let mut applied = self
             .publisher
             .applied
@@ -499,6 +550,8 @@ impl SnapshotService for SnapshotGrpc {
                 node_id: report.node_id,
                 version: report.version,
                 reported_at: routero_core::unix_now(),
+                applied_at: report.applied_at_ms.div_euclid(1000).max(0),
+                breakers,
             },
         );
         Ok(Response::new(v1::AppliedAck {}))

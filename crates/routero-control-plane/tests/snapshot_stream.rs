@@ -8,7 +8,7 @@ use routero_control_plane::{ControlPlane, ControlPlaneConfig, KeyringSource, Lis
 use routero_crypto::{CredentialBinding, Keyring, SealingKey};
 use routero_proto::v1::snapshot_message::Body;
 use routero_proto::v1::snapshot_service_client::SnapshotServiceClient;
-use routero_proto::v1::{AppliedReport, SnapshotMessage, WatchRequest};
+use routero_proto::v1::{AppliedReport, BreakerReport, SnapshotMessage, WatchRequest};
 use routero_proto::{CREDENTIAL_METADATA, ChannelAuth, WireState, aad};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -241,10 +241,36 @@ async fn full_snapshot_then_deltas_with_sealed_secrets() {
     state.apply(removal.clone()).unwrap();
     assert_eq!(state.keys().count(), 0);
 
+    let credential_id = state.credentials().next().unwrap().id.clone();
+    let breaker = |credential_id: &str, state: &str| BreakerReport {
+        credential_id: credential_id.into(),
+        model: "gpt-up".into(),
+        state: state.into(),
+    };
     let report = AppliedReport {
         node_id: "test-node".into(),
         version: removal.version,
+        applied_at_ms: 1_700_000_000_500,
+        // One of this tenant's deployments, and one of a credential it does not own.
+        breakers: vec![
+            breaker(&credential_id, "open"),
+            breaker("cred_of_another_tenant", "probing"),
+        ],
     };
+    let mut garbled = report.clone();
+    garbled.breakers = vec![breaker(&credential_id, "<b>closed</b>")];
+    let refused = client
+        .report_applied(credentialed(&cp.data_plane_key, "test-node", garbled))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let mut flood = report.clone();
+    flood.breakers = vec![breaker(&credential_id, "open"); 1001];
+    let refused = client
+        .report_applied(credentialed(&cp.data_plane_key, "test-node", flood))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     let unauthenticated = client.report_applied(report.clone()).await.unwrap_err();
     assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
     client
@@ -265,6 +291,13 @@ async fn full_snapshot_then_deltas_with_sealed_secrets() {
     .unwrap();
     assert_eq!(applied["data_planes"][0]["node_id"], "test-node");
     assert_eq!(applied["data_planes"][0]["version"], removal.version);
+    assert_eq!(applied["data_planes"][0]["applied_at"], 1_700_000_000);
+    assert_eq!(
+        applied["data_planes"][0]["breakers"],
+        json!([{"credential_id": credential_id, "credential": "p", "model": "gpt-up",
+            "state": "open"}]),
+        "only the caller's tenant's deployments, by credential name"
+    );
 }
 
 /// Deltas that change keys alone are built from those keys, not from a reload of everything:

@@ -83,6 +83,26 @@ impl Breakers {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The deployments whose breaker is not closed, as `(credential, model, "open" |
+    /// "probing")`, at most `most` of them.
+    pub(crate) fn not_closed(&self, most: usize) -> Vec<(String, String, &'static str)> {
+        let states = self.states();
+        states
+            .iter()
+            .flat_map(|(credential, models)| {
+                models.iter().filter_map(move |(model, state)| {
+                    let shown = match state {
+                        State::Closed(..) => return None,
+                        State::Open(_) => "open",
+                        State::Probing(_) => "probing",
+                    };
+                    Some((credential.clone(), model.clone(), shown))
+                })
+            })
+            .take(most)
+            .collect()
+    }
+
     /// Whether a request may go to `deployment` now (an open breaker whose time is up lets
     /// this one request through as its probe).
     pub(crate) fn admit(&self, (credential, model): Deployment<'_>, now: Instant) -> bool {

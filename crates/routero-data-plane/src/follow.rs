@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use routero_proto::v1::snapshot_service_client::SnapshotServiceClient;
-use routero_proto::v1::{AppliedReport, SnapshotMessage, WatchRequest};
+use routero_proto::v1::{AppliedReport, BreakerReport, SnapshotMessage, WatchRequest};
 use routero_proto::{Applied, CREDENTIAL_METADATA, ChannelAuth, MAX_CLOCK_SKEW_MS, WireState};
 use tokio::sync::watch;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use crate::breaker::Breakers;
 use crate::live::{Live, SnapshotCell};
 use crate::{DataPlaneConfig, DataPlaneError, persist};
 
@@ -23,6 +24,10 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often heartbeats refresh the contact time kept on disk.
 const PERSIST_CONTACT_EVERY_MS: i64 = 30_000;
+/// How often heartbeats bring a report of the applied version and breakers.
+const REPORT_EVERY_MS: i64 = 10_000;
+/// The most breakers one report names.
+const MAX_REPORTED_BREAKERS: usize = 1000;
 
 /// Follows the control plane until `stop` fires.
 pub struct Follower {
@@ -33,12 +38,18 @@ pub struct Follower {
     persisted_contact_ms: i64,
     /// The stamp of the last message accepted: later ones must be newer.
     last_stamp_ms: i64,
+    /// This replica's circuit breakers, reported with the applied version.
+    breakers: Arc<Breakers>,
+    /// When the version held was applied, and when it was last reported.
+    applied_at_ms: i64,
+    reported_ms: i64,
 }
 
 impl Follower {
     /// A follower that first loads the persisted snapshot, if any, into `snapshots`.
-    pub fn new(
+    pub(crate) fn new(
         snapshots: Arc<SnapshotCell>,
+        breakers: Arc<Breakers>,
         config: DataPlaneConfig,
     ) -> Result<Self, DataPlaneError> {
         let auth = ChannelAuth::new(&config.data_plane_key)?;
@@ -49,6 +60,9 @@ impl Follower {
             state: WireState::default(),
             persisted_contact_ms: 0,
             last_stamp_ms: 0,
+            breakers,
+            applied_at_ms: 0,
+            reported_ms: 0,
         };
         follower.load_persisted();
         Ok(follower)
@@ -183,7 +197,8 @@ impl Follower {
                 self.snapshots.store(live);
                 self.state = next;
                 self.persist(now);
-                self.report(client, version);
+                self.applied_at_ms = now;
+                self.report(client, now);
                 tracing::debug!(version, "snapshot applied");
             }
             Applied::Heartbeat if version != self.state.version() => {
@@ -195,6 +210,9 @@ impl Follower {
             Applied::Heartbeat => {
                 if now - self.persisted_contact_ms >= PERSIST_CONTACT_EVERY_MS {
                     self.persist(now);
+                }
+                if now - self.reported_ms >= REPORT_EVERY_MS {
+                    self.report(client, now);
                 }
             }
         }
@@ -214,11 +232,25 @@ impl Follower {
         }
     }
 
-    fn report(&self, client: &SnapshotServiceClient<Channel>, version: u64) {
+    /// Reports the version held, when it was applied and the breakers not closed.
+    fn report(&mut self, client: &SnapshotServiceClient<Channel>, now: i64) {
+        self.reported_ms = now;
         let mut client = client.clone();
+        let breakers = self
+            .breakers
+            .not_closed(MAX_REPORTED_BREAKERS)
+            .into_iter()
+            .map(|(credential_id, model, state)| BreakerReport {
+                credential_id,
+                model,
+                state: state.to_owned(),
+            })
+            .collect();
         let report = self.credentialed(AppliedReport {
             node_id: self.config.node_id.clone(),
-            version,
+            version: self.state.version(),
+            applied_at_ms: self.applied_at_ms,
+            breakers,
         });
         tokio::spawn(async move {
             if let Err(error) = client.report_applied(report).await {

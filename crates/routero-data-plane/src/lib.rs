@@ -151,7 +151,12 @@ pub async fn run(
         None => None,
     };
     let snapshots = SnapshotCell::new(config.max_staleness);
-    let follower = Follower::new(Arc::clone(&snapshots), config.clone())?;
+    let breakers = Arc::new(crate::breaker::Breakers::new(config.breaker));
+    let follower = Follower::new(
+        Arc::clone(&snapshots),
+        Arc::clone(&breakers),
+        config.clone(),
+    )?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let following = tokio::spawn(follower.run(stop_rx.clone()));
     let failures = Arc::new(AuthFailures::new(config.failure_limits));
@@ -174,7 +179,7 @@ pub async fn run(
         authorizer,
         deadlines: config.deadlines,
         failures,
-        breakers: crate::breaker::Breakers::new(config.breaker),
+        breakers,
         balancer: crate::routing::Balancer::new(uuid::Uuid::new_v4().as_u64_pair().0),
         limits: Arc::new(match &config.redis_url {
             Some(url) => routero_limits::Limits::redis(secrecy::ExposeSecret::expose_secret(url))
@@ -270,7 +275,7 @@ mod tests {
             authorizer: None,
             deadlines: config.deadlines,
             failures: Arc::new(AuthFailures::new(config.failure_limits)),
-            breakers: crate::breaker::Breakers::default(),
+            breakers: Arc::default(),
             balancer: crate::routing::Balancer::default(),
             limits: Arc::new(routero_limits::Limits::in_process()),
             metrics: Arc::new(crate::metrics::Metrics::new()),

@@ -45,7 +45,7 @@ pub struct App {
     /// Failed authentications per source address and minute.
     pub(crate) failures: Arc<AuthFailures>,
     /// Each deployment's circuit breaker in this replica.
-    pub(crate) breakers: crate::breaker::Breakers,
+    pub(crate) breakers: Arc<crate::breaker::Breakers>,
     /// The order routes try their deployments in, and their retry budgets, in this replica.
     pub(crate) balancer: crate::routing::Balancer,
     /// Where budgets and rate limits are counted: in this process, or in Redis for every

@@ -184,13 +184,19 @@ impl AppState {
         asked: &[(&'static str, &'static str)],
     ) -> BTreeMap<String, Option<bool>> {
         let attributes = BTreeMap::new();
-        let mut allowed = BTreeMap::new();
-        for (kind, action) in asked {
-            let target = collection(kind, principal, &attributes);
-            let decided = self.decide(principal, &target, action).await.ok();
-            allowed.insert(format!("{kind}:{action}"), decided);
-        }
-        allowed
+        // Asked at once: each goes to the decision cache, or to the next engine connection.
+        let decisions = asked.iter().map(|(kind, action)| {
+            let attributes = &attributes;
+            async move {
+                let target = collection(kind, principal, attributes);
+                let decided = self.decide(principal, &target, action).await.ok();
+                (format!("{kind}:{action}"), decided)
+            }
+        });
+        futures_util::future::join_all(decisions)
+            .await
+            .into_iter()
+            .collect()
     }
 
     /// `Ok` when allowed; otherwise the refusal (403 `policy_denied`, or 503

@@ -6,11 +6,14 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use routero_audit::{SpendGroup, SpendRow};
+use routero_audit::{Interval, SpendGroup, SpendRow};
 use routero_core::audit::EventType;
 use routero_core::{Allowance, ErrorCode, micros_to_usd, usd_to_micros};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::time::{Duration, UNIX_EPOCH};
 
 use super::access::Caller;
 use super::audit::{audit_log, normalize_time, unavailable};
@@ -119,19 +122,98 @@ pub(super) async fn put_tenant(
     put(&state, &caller, ("tenant", None), body).await
 }
 
+/// `GET /budgets`: every budget of the tenant (its own, its teams', its users' and its active
+/// keys'), each with its current period, what the ledger says was spent in it and the
+/// thresholds that reached. The ledger counts whole hours and trails the data planes' counters
+/// by the audit pipeline's delay: the data planes' counters decide, this shows.
+pub(super) async fn list(
+    State(state): State<AppState>,
+    Caller { principal, .. }: Caller,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = &principal.tenant_id;
+    let mut budgets: Vec<(&'static str, Option<String>, Allowance)> = Vec::new();
+    for (scope, allowance) in state.store.list_allowances(tenant).await? {
+        let (kind, id) = match scope.split_once(':') {
+            Some(("team", id)) => ("team", Some(id.to_owned())),
+            Some(("user", id)) => ("user", Some(id.to_owned())),
+            _ => ("tenant", None),
+        };
+        budgets.push((kind, id, allowance));
+    }
+    for key in state.store.list_keys(tenant, None, false).await? {
+        budgets.push(("key", Some(key.id), key.limits));
+    }
+    budgets.retain(|(_, _, allowance)| allowance.max_budget_micros.is_some());
+    let log = audit_log(&state)?;
+    let now = routero_core::unix_now();
+    // One ledger read per kind of scope and period start: periods are aligned, so few.
+    let mut spent: HashMap<(&str, i64), HashMap<String, i64>> = HashMap::new();
+    let mut lines = Vec::with_capacity(budgets.len());
+    for (kind, id, allowance) in budgets {
+        let (start, end) = allowance.period().window(now);
+        if let Entry::Vacant(slot) = spent.entry((kind, start)) {
+            let sums = log
+                .spend_since(tenant, SpendGroup::parse(kind), &unix_rfc3339(start))
+                .await
+                .map_err(unavailable)?;
+            slot.insert(sums.into_iter().collect());
+        }
+        let used = spent
+            .get(&(kind, start))
+            .and_then(|sums| sums.get(id.as_deref().unwrap_or_default()))
+            .copied()
+            .unwrap_or(0);
+        let budget = allowance.max_budget_micros.unwrap_or(0);
+        let reached: Vec<u8> = allowance
+            .thresholds()
+            .into_iter()
+            .filter(|percent| i128::from(used) * 100 >= i128::from(budget) * i128::from(*percent))
+            .collect();
+        lines.push(json!({
+            "kind": kind,
+            "id": id,
+            "max_budget": micros_to_usd(budget),
+            "budget_duration": allowance.budget_duration,
+            "period_start": (start > 0).then(|| unix_rfc3339(start)),
+            "period_end": end.map(unix_rfc3339),
+            "spent": micros_to_usd(used),
+            "thresholds": allowance.thresholds(),
+            "reached": reached,
+        }));
+    }
+    Ok(Json(json!({ "budgets": lines })))
+}
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
+fn unix_rfc3339(seconds: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ReportQuery {
     group_by: Option<String>,
     from: Option<String>,
     to: Option<String>,
+    /// `hour` or `day`: a line per group and period, in order of period.
+    interval: Option<String>,
     /// `csv`: as `Accept: text/csv` (for a download link, which sets no headers).
     format: Option<String>,
 }
 
-/// `GET /spend/report?group_by=team|user|key|model&from&to`: the tenant's spend from the
-/// ledger, as JSON or, for `Accept: text/csv` or `format=csv`, as a CSV download for
-/// chargeback.
+/// The `interval` of a report over time (400 `invalid_query` for another).
+pub(super) fn interval(name: Option<&str>) -> Result<Option<Interval>, ApiError> {
+    name.map(|name| {
+        Interval::parse(name)
+            .ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, "interval: hour or day"))
+    })
+    .transpose()
+}
+
+/// `GET /spend/report?group_by=team|user|key|model&from&to&interval=hour|day`: the tenant's
+/// spend from the ledger (over time with an interval), as JSON or, for `Accept: text/csv` or
+/// `format=csv`, as a CSV download for chargeback.
 pub(super) async fn report(
     State(state): State<AppState>,
     Caller { principal, .. }: Caller,
@@ -147,8 +229,14 @@ pub(super) async fn report(
     })?;
     let from = normalize_time("from", query.from)?;
     let to = normalize_time("to", query.to)?;
+    let interval = interval(query.interval.as_deref())?;
     let rows = audit_log(&state)?
-        .spend_report(&principal.tenant_id, group, from.as_deref(), to.as_deref())
+        .spend_report(
+            &principal.tenant_id,
+            group,
+            (from.as_deref(), to.as_deref()),
+            interval,
+        )
         .await
         .map_err(unavailable)?;
     let csv = match query.format.as_deref() {
@@ -171,7 +259,7 @@ pub(super) async fn report(
                 ),
                 (header::CACHE_CONTROL, "no-store"),
             ],
-            spend_csv(name, &rows),
+            spend_csv(name, interval.is_some(), &rows),
         )
             .into_response());
     }
@@ -179,6 +267,7 @@ pub(super) async fn report(
         .iter()
         .map(|row| {
             json!({
+                "period": row.period,
                 name: row.group,
                 "requests": row.requests,
                 "input_tokens": row.input_tokens,
@@ -191,6 +280,7 @@ pub(super) async fn report(
     let total: i64 = rows.iter().map(|row| row.cost_micros).sum();
     Ok(Json(json!({
         "group_by": name,
+        "interval": query.interval,
         "from": from,
         "to": to,
         "rows": lines,
@@ -199,10 +289,10 @@ pub(super) async fn report(
     .into_response())
 }
 
-/// The report as CSV: a header line, then one line per group. A cell a spreadsheet would
+/// The report as CSV: a header line, then one line per group (and period, over time). A cell a spreadsheet would
 /// run as a formula (`=`, `+`, `-`, `@`, or a tab or carriage return before one) is prefixed
 /// with `'`; cells are quoted as needed.
-fn spend_csv(group: &str, rows: &[SpendRow]) -> String {
+fn spend_csv(group: &str, over_time: bool, rows: &[SpendRow]) -> String {
     let cell = |text: &str| {
         let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
             format!("'{text}")
@@ -215,8 +305,14 @@ fn spend_csv(group: &str, rows: &[SpendRow]) -> String {
             text
         }
     };
-    let mut out = format!("{group},requests,input_tokens,cached_tokens,output_tokens,spend_usd\n");
+    let period = if over_time { "period," } else { "" };
+    let mut out =
+        format!("{period}{group},requests,input_tokens,cached_tokens,output_tokens,spend_usd\n");
     for row in rows {
+        if over_time {
+            out.push_str(row.period.as_deref().unwrap_or_default());
+            out.push(',');
+        }
         out.push_str(&format!(
             "{},{},{},{},{},{:.6}\n",
             cell(&row.group),
@@ -249,6 +345,7 @@ mod tests {
     #[test]
     fn csv_cells_are_quoted_and_never_run_as_formulas() {
         let row = |group: &str| SpendRow {
+            period: None,
             group: group.into(),
             requests: 1,
             input_tokens: 2,
@@ -258,6 +355,7 @@ mod tests {
         };
         let csv = spend_csv(
             "model",
+            false,
             &[row("=cmd|x"), row("a,\"b\""), row("\t=1+1"), row("\r@x")],
         );
         assert_eq!(

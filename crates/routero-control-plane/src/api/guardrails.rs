@@ -1,15 +1,18 @@
 //! The tenant's guardrail pipeline: validated here by compiling it, enforced by data planes
-//! from the next snapshot.
+//! from the next snapshot; and what it found, over time, from the findings ledger.
 
 use axum::Json;
 use axum::extract::State;
 use routero_core::ErrorCode;
 use routero_core::audit::EventType;
 use routero_guard::{GuardrailConfig, Pipeline};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::access::Caller;
-use super::extract::Body;
+use super::audit::{audit_log, normalize_time, unavailable};
+use super::budgets::interval;
+use super::extract::{Body, Query};
 use super::{ApiError, AppState};
 use crate::ControlPlaneError;
 
@@ -48,4 +51,39 @@ pub(super) async fn put(
         .put_guardrails(&principal.tenant_id, &text, &[event])
         .await?;
     Ok(Json(json!(config)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FindingsQuery {
+    from: Option<String>,
+    to: Option<String>,
+    interval: Option<String>,
+}
+
+/// `GET /guardrails/findings?from&to&interval=hour|day` (a day unless said): what the
+/// tenant's guardrails found per period, stage, detector and action, from the chained
+/// `request.guardrail_triggered` events. Counts only: the matched text is never recorded.
+pub(super) async fn findings(
+    State(state): State<AppState>,
+    Caller { principal, .. }: Caller,
+    Query(query): Query<FindingsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let from = normalize_time("from", query.from)?;
+    let to = normalize_time("to", query.to)?;
+    let interval = interval(query.interval.as_deref())?.unwrap_or(routero_audit::Interval::Day);
+    let rows = audit_log(&state)?
+        .guardrail_findings(
+            &principal.tenant_id,
+            (from.as_deref(), to.as_deref()),
+            interval,
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(Json(json!({
+        "interval": interval.name(),
+        "from": from,
+        "to": to,
+        "rows": rows,
+    })))
 }

@@ -454,12 +454,51 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
+/// `GET /data-planes`: the version this control plane publishes and, per data plane that
+/// reported to it, the version it applied and when, when it last reported, and which of this
+/// tenant's deployments (credential and model) have a breaker that is not closed there.
 async fn data_planes(
     State(state): State<AppState>,
-    _caller: access::Caller,
-) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
+    access::Caller { principal, .. }: access::Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let names: std::collections::HashMap<String, String> = state
+        .store
+        .list_credentials(&principal.tenant_id)
+        .await?
+        .into_iter()
+        .map(|credential| (credential.id, credential.name))
+        .collect();
+    let planes: Vec<serde_json::Value> = state
+        .publisher
+        .applied_versions()
+        .into_iter()
+        .map(|plane| {
+            // Another tenant's deployments are never named here.
+            let breakers: Vec<serde_json::Value> = plane
+                .breakers
+                .iter()
+                .filter_map(|breaker| {
+                    let name = names.get(&breaker.credential_id)?;
+                    Some(serde_json::json!({
+                        "credential_id": breaker.credential_id,
+                        "credential": name,
+                        "model": breaker.model,
+                        "state": breaker.state,
+                    }))
+                })
+                .collect();
+            serde_json::json!({
+                "node_id": plane.node_id,
+                "version": plane.version,
+                "applied_at": plane.applied_at,
+                "reported_at": plane.reported_at,
+                "breakers": breakers,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
         "version": state.publisher.latest().version(),
-        "data_planes": state.publisher.applied_versions(),
-    }))
+        "now": routero_core::unix_now(),
+        "data_planes": planes,
+    })))
 }

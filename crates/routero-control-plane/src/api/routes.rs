@@ -146,6 +146,7 @@ pub(super) fn routes() -> Vec<Route> {
             tenant("spend_report", "read"),
             budgets::report,
         ),
+        get("/budgets", tenant("spend_report", "read"), budgets::list),
         post(
             "/users",
             tenant("user", "create"),
@@ -193,6 +194,11 @@ pub(super) fn routes() -> Vec<Route> {
         put("/cors", tenant("tenant", "update"), cors::put),
         get("/guardrails", tenant("policy", "read"), guardrails::get),
         put("/guardrails", tenant("policy", "update"), guardrails::put),
+        get(
+            "/guardrails/findings",
+            tenant("audit_log", "read"),
+            guardrails::findings,
+        ),
         get(
             "/roles",
             tenant("role", "list"),

@@ -82,11 +82,29 @@ pub(super) async fn create_user(
     Ok((StatusCode::CREATED, Json(json!(user))))
 }
 
+/// `GET /users`: the tenant's users, each with the roles the tenant's role mapping gives them
+/// from their groups (`roles` is absent when the tenant has no mapping).
 pub(super) async fn list_users(
     State(state): State<AppState>,
     Caller { principal, .. }: Caller,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(
-        json!({ "users": state.store.list_users(&principal.tenant_id).await? }),
-    ))
+    let tenant = &principal.tenant_id;
+    let users = state.store.list_users(tenant).await?;
+    let ids: Vec<&str> = users.iter().map(|user| user.id.as_str()).collect();
+    let roles = state.store.mapped_roles(tenant, &ids).await?;
+    let listed: Vec<Value> = users
+        .iter()
+        .enumerate()
+        .map(|(index, user)| {
+            let mut value = json!(user);
+            if let (Some(held), Some(fields)) = (
+                roles.as_ref().and_then(|roles| roles.get(index)),
+                value.as_object_mut(),
+            ) {
+                fields.insert("roles".into(), json!(held));
+            }
+            value
+        })
+        .collect();
+    Ok(Json(json!({ "users": listed })))
 }

@@ -977,6 +977,22 @@ impl Store {
             .transpose()
     }
 
+    /// Every scope of the tenant with a budget or limits, by scope.
+    pub async fn list_allowances(&self, tenant_id: &str) -> Result<Vec<(String, Allowance)>> {
+        sqlx::query("SELECT scope, limits FROM allowances WHERE tenant_id = $1 ORDER BY scope")
+            .bind(tenant_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("scope")?,
+                    from_json(&row.try_get::<String, _>("limits")?)?,
+                ))
+            })
+            .collect()
+    }
+
     /// Replaces the budget and limits of `scope` in the tenant (an unlimited one is removed);
     /// data planes count by them from the next snapshot.
     pub async fn put_allowance(

@@ -378,11 +378,29 @@ impl Store {
     /// The roles a signing-in user holds: the tenant's role mapping applied to their groups
     /// (SCIM's, and those their provider named); none when the tenant has no mapping.
     pub async fn sso_roles(&self, tenant_id: &str, user_id: &str) -> Result<Vec<String>> {
+        Ok(self
+            .mapped_roles(tenant_id, &[user_id])
+            .await?
+            .and_then(|mut roles| roles.pop())
+            .unwrap_or_default())
+    }
+
+    /// The roles the tenant's role mapping gives each of `users` from their groups, in order;
+    /// `None` when the tenant has no mapping.
+    pub async fn mapped_roles(
+        &self,
+        tenant_id: &str,
+        users: &[&str],
+    ) -> Result<Option<Vec<Vec<String>>>> {
         let Some(mapping) = self.role_mapping(tenant_id).await? else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let mut conn = self.pool.acquire().await?;
-        let groups = super::provisioning::groups_of(&mut conn, user_id).await?;
-        Ok(mapping.roles_for(groups.iter().map(|(id, name)| GroupRef { id, name })))
+        let mut roles = Vec::with_capacity(users.len());
+        for user in users {
+            let groups = super::provisioning::groups_of(&mut conn, user).await?;
+            roles.push(mapping.roles_for(groups.iter().map(|(id, name)| GroupRef { id, name })));
+        }
+        Ok(Some(roles))
     }
 }
