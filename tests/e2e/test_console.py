@@ -1,12 +1,16 @@
-"""The web console (issue 19, first part) in a real browser: Debian's headless Chromium driven by
-Selenium (not our code). People sign in through the tenant's OpenID provider (panva's
-oidc-provider) and land in the console. An admin creates a key and sees it once, calls a model
-with it, revokes it; markup in a key's alias is shown as text. An auditor sees the audit trail,
-verifies it and downloads its export, and cannot create keys (no button, and the API refuses).
-Finance sees spend and downloads it as CSV. A Content-Security-Policy violation or any console
-error fails a test; each view is saved as a screenshot in target/console-screenshots for a
-person to look at."""
+"""The web console (issue 19) in a real browser: Debian's headless Chromium driven by Selenium
+(not our code). People sign in through the tenant's OpenID provider (panva's oidc-provider) and
+land in the console. An admin creates a key and sees it once, calls a model with it, revokes
+it; markup in a key's alias is shown as text; people carry the roles their groups map to; a
+deployment whose breaker opened is named on the models view and the data-plane panel. An
+auditor sees the audit trail, verifies it and downloads its export, sees what the guardrails
+found (never the text they matched), and cannot create keys (no button, and the API refuses).
+Finance sees spend over time, budgets with the thresholds reached, and downloads spend as CSV.
+Everything can be done with the keyboard alone. A Content-Security-Policy violation or any
+console error fails a test; each view is saved as a screenshot in target/console-screenshots
+for a person to look at."""
 
+import datetime
 import json
 import os
 import shutil
@@ -24,13 +28,17 @@ from test_sso import Idp, configure, tenant_id
 
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
 SCREENSHOTS = REPO / "target" / "console-screenshots"
 AXE = Path(os.environ.get("ROUTERO_CACHE", Path.home() / ".cache" / "routero")) / "axe-core-4.14.1" / "node_modules" \
     / "axe-core" / "axe.min.js"
 XSS = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
+# In a prompt the e-mail guardrail redacts: it must never reach a page.
+EMAIL = "jane.roe.4821@example.org"
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +61,7 @@ def tenant(gw, fake_provider):
         {"group": "gw-admins", "roles": ["admin"]}, {"group": "gw-users", "roles": ["auditor"]},
         {"group": "gw-finance", "roles": ["finance"]}], "default_roles": []}, key=admin)
     assert r.status_code == 200, r.text
-    for name in ("alice", "bob", "fiona"):
+    for name in ("alice", "bob", "fiona", "dora"):
         scim.create_user(f"{name}@example.test", externalId=name, active=True)
     r = gw.admin("POST", "/credentials", {"name": "fake", "provider": "openai", "api_key": UPSTREAM_KEY,
                                           "base_url": fake_provider + "/v1"}, key=admin)
@@ -61,11 +69,18 @@ def tenant(gw, fake_provider):
     r = gw.admin("POST", "/models", {"name": "gpt-a", "deployments": [{"credential": "fake", "model": "up-a"}],
                                      "pricing": {"input_per_mtok": 2.5, "output_per_mtok": 10}}, key=admin)
     assert r.status_code == 201, r.text
-    # Some spend to report: a priced request.
-    issued = gw.admin("POST", "/key/generate", {"models": ["gpt-a"]}, key=admin).json()
+    r = gw.admin("PUT", "/guardrails", {"rules": [{"detector": "email", "action": "redact"}]}, key=admin)
+    assert r.status_code == 200, r.text
+    # Some spend to report and a guardrail finding: a priced request with an e-mail address in
+    # it, by a key then given a budget of ten micro-dollars a day, which that spend exceeds.
+    issued = gw.admin("POST", "/key/generate", {"models": ["gpt-a"], "metadata": {"alias": "budgeted"}}, key=admin).json()
     gw.wait_for_key(issued["key"])
     client = openai.OpenAI(api_key=issued["key"], base_url=gw.data_url + "/v1", max_retries=0, timeout=10)
-    client.chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": "priced"}])
+    client.chat.completions.create(model="gpt-a", messages=[{"role": "user", "content": f"priced, ask {EMAIL}"}])
+    r = gw.admin("POST", "/key/update", {"key_id": issued["key_id"], "max_budget": 0.00001, "budget_duration": "1d"}, key=admin)
+    assert r.status_code == 200, r.text
+    wait_until(lambda: any(b["spent"] > 0 for b in gw.admin("GET", "/budgets", key=admin).json()["budgets"]),
+               what="the spend in the ledger")
     yield tenant_id(gw, admin)
     idp.close()
 
@@ -260,18 +275,51 @@ def test_an_admin_sees_people_models_and_data_planes_and_edits_guardrails(gw, te
     sign_in(browser, gw, tenant, "alice", "keys")
     browser.find_element(By.ID, "nav-people").click()
     wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#sessions-rows tr"), what="people and sessions")
-    users = {row.find_elements(By.TAG_NAME, "td")[1].text: row.text for row in browser.find_elements(By.CSS_SELECTOR, "#users-rows tr")}
-    assert "identity provider (read-only)" in users["alice@example.test"], users
+    users = {row.find_elements(By.TAG_NAME, "td")[1].text: [c.text for c in row.find_elements(By.TAG_NAME, "td")]
+             for row in browser.find_elements(By.CSS_SELECTOR, "#users-rows tr")}
+    assert users["alice@example.test"][4] == "identity provider (read-only)", users
+    # Roles as her groups map them (the provider named gw-admins at sign-in); none for dora,
+    # in no group a rule names, with no default role.
+    assert users["alice@example.test"][5] == "admin", users
+    assert users["dora@example.test"][5] == "none: no access", users
+    rules = [[c.text for c in row.find_elements(By.TAG_NAME, "td")] for row in browser.find_elements(By.CSS_SELECTOR, "#mapping-rows tr")]
+    assert ["gw-admins", "admin"] in rules and ["(anyone no rule matches)", "none: no access"] in rules, rules
     assert browser.find_elements(By.CSS_SELECTOR, "#sessions-rows button"), "sessions can be ended"
     shot(browser, "07-people")
+
+    # A deployment that cannot be reached: five failures in a row open its breaker, which the
+    # data plane reports with its next heartbeat report.
+    admin = {"cookies": session_cookie(browser),
+             "headers": {"X-CSRF-Token": browser.find_element(By.CSS_SELECTOR, 'meta[name="routero-csrf"]').get_attribute("content")}}
+    r = httpx.post(gw.admin_url + "/credentials", json={"name": "dead", "provider": "openai", "api_key": "sk-dead",
+                                                      "base_url": "http://127.0.0.1:9/v1"}, **admin)
+    assert r.status_code == 201, r.text
+    r = httpx.post(gw.admin_url + "/models", json={"name": "gpt-down", "deployments": [{"credential": "dead", "model": "up-down"}]}, **admin)
+    assert r.status_code == 201, r.text
+    r = httpx.post(gw.admin_url + "/key/generate", json={"models": ["gpt-down"]}, **admin)
+    assert r.status_code == 200, r.text
+    down = r.json()["key"]
+    gw.wait_for_key(down)
+    for _ in range(5):
+        r = httpx.post(gw.data_url + "/v1/chat/completions", headers={"Authorization": f"Bearer {down}"},
+                       json={"model": "gpt-down", "messages": [{"role": "user", "content": "x"}]}, timeout=10)
+        assert r.status_code >= 500, r.text
+    wait_until(lambda: any(b["state"] == "open" for p in gw.admin("GET", "/data-planes", key=None, **admin).json()["data_planes"]
+                           for b in p["breakers"]), timeout=30, what="the open breaker reported")
 
     browser.find_element(By.ID, "nav-models").click()
     wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#planes-rows tr"), what="models, credentials and data planes")
     [model] = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#models-rows tr") if r.text.startswith("gpt-a")]
     assert "fake → up-a" in model and "2.5 / 10" in model, model
-    assert [r.find_elements(By.TAG_NAME, "td")[0].text for r in browser.find_elements(By.CSS_SELECTOR, "#credentials-rows tr")] == ["fake"]
+    assert [r.find_elements(By.TAG_NAME, "td")[0].text for r in browser.find_elements(By.CSS_SELECTOR, "#credentials-rows tr")] == ["dead", "fake"]
     assert UPSTREAM_KEY not in browser.page_source, "a credential's secret is never shown"
-    assert any(r.text.startswith("routero-up") for r in browser.find_elements(By.CSS_SELECTOR, "#planes-rows tr"))
+    [down_model] = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#models-rows tr") if r.text.startswith("gpt-down")]
+    assert "dead → up-down (breaker open in 1 of 1 data planes)" in down_model, down_model
+    [plane] = [[c.text for c in r.find_elements(By.TAG_NAME, "td")] for r in browser.find_elements(By.CSS_SELECTOR, "#planes-rows tr")]
+    assert plane[0].startswith("routero-up") and plane[1].endswith(", current") and plane[3].endswith(" s ago"), plane
+    assert plane[4] == "dead → up-down: open", plane
+    [card] = browser.find_elements(By.CSS_SELECTOR, "#planes-panel li")
+    assert "up to date" in card.text and "1 breaker not closed" in card.text, card.text
     shot(browser, "08-models")
 
     browser.find_element(By.ID, "nav-guardrails").click()
@@ -298,7 +346,7 @@ def test_an_admin_sees_people_models_and_data_planes_and_edits_guardrails(gw, te
 def test_an_auditor_verifies_the_trail_and_cannot_create_keys(gw, tenant, browser):
     sign_in(browser, gw, tenant, "bob", "keys")
     assert browser.find_element(By.ID, "who").text.endswith(f"(auditor) in tenant {tenant}")
-    assert nav(browser) == ["Keys", "Audit", "Spend", "Models"]
+    assert nav(browser) == ["Keys", "Audit", "Spend", "Models", "Guardrails"]
     assert not shown(browser, "create-form"), "no key creation for an auditor"
     status, body = api_from_page(browser, "POST", "/key/generate")
     assert status == 403 and '"policy_denied"' in body, body
@@ -328,6 +376,18 @@ def test_an_auditor_verifies_the_trail_and_cannot_create_keys(gw, tenant, browse
     assert shown(browser, "export")
     status, body = api_from_page(browser, "GET", browser.find_element(By.ID, "export").get_attribute("href"))
     assert status == 200 and '"kind":"record"' in body and '"kind":"checkpoint"' in body
+
+    # What the guardrails found, per day, by detector and action; never the text matched. The
+    # pipeline itself is not the auditor's to read.
+    browser.find_element(By.ID, "nav-guardrails").click()
+    wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#findings-rows tr"), what="the findings")
+    lines = [[c.text for c in row.find_elements(By.TAG_NAME, "td")] for row in browser.find_elements(By.CSS_SELECTOR, "#findings-rows tr")]
+    assert any(line[1:4] == ["request", "email", "redact"] and int(line[4]) >= 1 for line in lines), lines
+    assert browser.find_elements(By.CSS_SELECTOR, "#findings-time-chart rect")
+    assert "email → redact" in browser.find_element(By.ID, "findings-chart").text
+    assert not shown(browser, "pipeline")
+    assert EMAIL not in browser.page_source and "jane.roe" not in browser.page_source
+    shot(browser, "11-guardrail-findings")
     assert console_errors(browser, gw.admin_url, refused=[("/key/generate", 403)]) == []
 
 
@@ -335,16 +395,35 @@ def test_finance_sees_spend_and_its_csv_and_nothing_else(gw, tenant, browser):
     sign_in(browser, gw, tenant, "fiona", "spend")
     assert browser.find_element(By.ID, "who").text.endswith(f"(finance) in tenant {tenant}")
     assert nav(browser) == ["Spend", "Models"]
-    wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#spend-rows tr"), what="the spend by model")
+    wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#budgets-rows tr"), what="spend per day and budgets")
+    # Per day (today, UTC) by model, drawn by model and over time (spend and requests).
+    today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     [row] = browser.find_elements(By.CSS_SELECTOR, "#spend-rows tr")
     cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
-    assert cells[0] == "gpt-a" and int(cells[1]) >= 1 and float(cells[4]) > 0, cells
+    assert cells[:2] == [today, "gpt-a"] and int(cells[2]) >= 1 and float(cells[5]) > 0, cells
     assert len(browser.find_elements(By.CSS_SELECTOR, "#spend-chart rect")) == 1
+    for chart in ("spend-time-chart", "requests-time-chart"):
+        [bar] = browser.find_elements(By.CSS_SELECTOR, f"#{chart} rect")
+        assert bar.find_element(By.TAG_NAME, "title").get_attribute("textContent").startswith(today + ": ")
+    # The key whose budget of ten micro-dollars a day its request exceeds: every threshold
+    # reached, the row marked.
+    [budgeted] = [row for row in browser.find_elements(By.CSS_SELECTOR, "#budgets-rows tr")
+                  if row.find_elements(By.TAG_NAME, "td")[1].text == "0.00001"]
+    cells = [c.text for c in budgeted.find_elements(By.TAG_NAME, "td")]
+    assert cells[0].startswith("key ") and cells[2].startswith("1d, since ") and float(cells[3]) > 0.00001, cells
+    assert cells[5] == "50% reached, 80% reached, 100% reached" and "over" in budgeted.get_attribute("class"), cells
     shot(browser, "06-spend")
     status, csv = api_from_page(browser, "GET", browser.find_element(By.ID, "spend-csv").get_attribute("href"))
-    assert status == 200 and csv.splitlines()[0].startswith("model,") and "gpt-a" in csv, csv
+    assert status == 200 and csv.splitlines()[0].startswith("period,model,") and f"{today}T00:00:00Z,gpt-a," in csv, csv
+    # In all, without periods.
+    Select(browser.find_element(By.ID, "spend-interval")).select_by_value("")
+    browser.find_element(By.ID, "spend-apply").click()
+    wait_until(lambda: [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#spend-rows td")][:2] == ["in all", "gpt-a"],
+               what="spend in all")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#spend-time-chart rect")
     # Finance reads no audit trail, verifies or exports none, and makes no keys: the API says so.
-    refused = [("/audit/events", "GET"), ("/audit/verify", "POST"), ("/audit/export", "GET"), ("/key/generate", "POST")]
+    refused = [("/audit/events", "GET"), ("/audit/verify", "POST"), ("/audit/export", "GET"), ("/key/generate", "POST"),
+               ("/guardrails/findings", "GET")]
     for path, method in refused:
         assert api_from_page(browser, method, path)[0] == 403, path
     assert console_errors(browser, gw.admin_url, refused=[(path, 403) for path, _ in refused]) == []
@@ -422,4 +501,66 @@ def test_markup_in_names_the_console_shows_stays_text(gw, tenant, browser):
     assert row.find_elements(By.TAG_NAME, "td")[0].text == "person " + XSS
     assert not browser.find_elements(By.CSS_SELECTOR, "#users-rows img, #users-rows script")
     assert browser.title == "Routero console"
+    assert console_errors(browser, gw.admin_url) == []
+
+
+def press(browser, *keys):
+    ActionChains(browser).send_keys(*keys).perform()
+
+
+def tab_to(browser, selector, backwards=False, most=120):
+    """Presses Tab (Shift+Tab `backwards`) until the element matching `selector` has the focus,
+    which must be visible (an outline)."""
+    for _ in range(most):
+        if backwards:
+            ActionChains(browser).key_down(Keys.SHIFT).send_keys(Keys.TAB).key_up(Keys.SHIFT).perform()
+        else:
+            press(browser, Keys.TAB)
+        if browser.execute_script("return Boolean(document.activeElement && document.activeElement.matches(arguments[0]))", selector):
+            style = browser.execute_script("const s = getComputedStyle(document.activeElement); return [s.outlineStyle, s.outlineWidth]")
+            assert style[0] != "none" and style[1] != "0px", (selector, style)
+            return
+    raise AssertionError(f"{selector} not reached with the keyboard")
+
+
+def test_everything_can_be_done_with_the_keyboard_alone(gw, tenant, browser):
+    """Sign in, create a key and close its secret, revoke it, verify the trail and show spend:
+    Tab, Shift+Tab, typing, Enter and Space only, the focus visible at every stop."""
+    browser.get(gw.admin_url + "/console")
+    wait_until(lambda: shown(browser, "signin"), what="the sign-in view")
+    tab_to(browser, "#sso-tenant")
+    press(browser, tenant, Keys.ENTER)
+    # The provider's own form (not ours) by keyboard too.
+    wait_until(lambda: browser.find_elements(By.NAME, "login"), timeout=20, what="the provider's login form")
+    browser.find_element(By.NAME, "login").send_keys("alice", Keys.TAB, "any", Keys.ENTER)
+    wait_until(lambda: shown(browser, "keys"), timeout=20, what="the console after sign-in")
+
+    tab_to(browser, "#create-alias")
+    press(browser, "keyboard-made", Keys.TAB, "gpt-a", Keys.ENTER)
+    wait_until(lambda: shown(browser, "secret"), what="the new key shown")
+    assert browser.switch_to.active_element.get_attribute("id") == "secret-copy", "the secret's buttons take the focus"
+    press(browser, Keys.TAB, Keys.ENTER)
+    wait_until(lambda: not shown(browser, "secret"), what="the secret closed with Done")
+    wait_until(lambda: any("keyboard-made" in r.text for r in browser.find_elements(By.CSS_SELECTOR, "#keys-rows tr")),
+               what="the key listed")
+    row = next(r for r in browser.find_elements(By.CSS_SELECTOR, "#keys-rows tr") if "keyboard-made" in r.text)
+    key_id = row.find_elements(By.TAG_NAME, "td")[1].text
+    tab_to(browser, f'button[data-key-id="{key_id}"]')
+    press(browser, Keys.ENTER)
+    wait_until(lambda: f"Key {key_id} revoked." in browser.find_element(By.ID, "status").text, what="the revocation")
+
+    tab_to(browser, "#nav-audit", backwards=True)
+    press(browser, Keys.ENTER)
+    wait_until(lambda: shown(browser, "audit") and browser.find_elements(By.CSS_SELECTOR, "#audit-rows tr"), what="the audit view")
+    tab_to(browser, "#verify")
+    press(browser, Keys.SPACE)
+    wait_until(lambda: browser.find_element(By.ID, "verify-result").text.startswith("Verified:"), timeout=20,
+               what="the trail verified")
+
+    tab_to(browser, "#nav-spend", backwards=True)
+    press(browser, Keys.ENTER)
+    wait_until(lambda: shown(browser, "spend") and browser.find_elements(By.CSS_SELECTOR, "#spend-rows tr"), what="the spend view")
+    tab_to(browser, "#spend-apply")
+    press(browser, Keys.ENTER)
+    wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#budgets-rows tr"), what="spend shown again")
     assert console_errors(browser, gw.admin_url) == []

@@ -260,31 +260,144 @@ function svg(tag, attributes, text) {
   return element;
 }
 
-async function loadSpend() {
-  const group = $('spend-group').value;
-  const report = await api('GET', `/spend/report?group_by=${encodeURIComponent(group)}`);
-  $('spend-group-head').textContent = $('spend-group').selectedOptions[0].textContent;
-  $('spend-total').textContent = `Spend by ${group}: ${report.total_spend} USD in all`;
-  $('spend-csv').setAttribute('href', `/spend/report?group_by=${encodeURIComponent(group)}&format=csv`);
-  const rows = $('spend-rows');
-  rows.replaceChildren();
-  const chart = $('spend-chart');
-  for (const bar of [...chart.querySelectorAll('g')]) bar.remove();
-  const most = Math.max(0, ...report.rows.map((row) => Number(row.spend) || 0));
-  report.rows.forEach((line, index) => {
-    const name = line[group] || '(none)';
-    const row = document.createElement('tr');
-    row.append(cell(name), cell(String(line.requests)), cell(String(line.input_tokens)),
-      cell(String(line.output_tokens)), cell(String(line.spend)));
-    rows.append(row);
-    const width = most > 0 ? Math.max(1, Math.round((Number(line.spend) / most) * 400)) : 1;
+// Empties a chart, keeping its title.
+function clearChart(chart) {
+  for (const part of [...chart.querySelectorAll('g')]) part.remove();
+  chart.setAttribute('height', '0');
+}
+
+// One horizontal bar per item ({label, value, text}), longest for the largest value.
+function horizontalBars(chart, items) {
+  clearChart(chart);
+  const most = Math.max(0, ...items.map((item) => item.value));
+  items.forEach((item, index) => {
+    const width = most > 0 ? Math.max(1, Math.round((item.value / most) * 400)) : 1;
     const bar = svg('g', {});
-    bar.append(svg('text', { x: 0, y: index * 24 + 16 }, name.slice(0, 28)),
+    bar.append(svg('text', { x: 0, y: index * 24 + 16 }, item.label.slice(0, 28)),
       svg('rect', { x: 200, y: index * 24 + 4, width, height: 16 }),
-      svg('text', { x: 210 + width, y: index * 24 + 16 }, `${line.spend} USD`));
+      svg('text', { x: 210 + width, y: index * 24 + 16 }, item.text));
     chart.append(bar);
   });
-  chart.setAttribute('height', String(report.rows.length * 24 + 8));
+  chart.setAttribute('height', String(items.length * 24 + 8));
+}
+
+// One vertical bar per period ({label, value, text}) in order, labelled below as room allows,
+// each with its own tooltip; the largest value named at the top.
+function barsOverTime(chart, points, unit) {
+  clearChart(chart);
+  if (!points.length) return;
+  const height = 140;
+  const slot = Math.min(48, Math.max(3, Math.floor(700 / points.length)));
+  const step = Math.ceil(90 / slot);
+  const most = Math.max(0, ...points.map((point) => point.value));
+  const bars = svg('g', {});
+  bars.append(svg('text', { x: 0, y: 12 }, `${chart.querySelector('title').textContent}: at most ${
+    Math.round(most * 1e6) / 1e6} ${unit} per period`));
+  points.forEach((point, index) => {
+    const tall = most > 0 ? Math.max(1, Math.round((point.value / most) * height)) : 1;
+    const x = 40 + index * slot;
+    const bar = svg('rect', { x, y: 20 + height - tall, width: Math.max(2, slot - 2), height: tall });
+    bar.append(svg('title', {}, `${point.label}: ${point.text}`));
+    bars.append(bar);
+    if (index % step === 0) bars.append(svg('text', { x, y: height + 36 }, point.label));
+  });
+  chart.append(bars);
+  chart.setAttribute('height', String(height + 44));
+}
+
+// A period as shown: its day, and its hour when it has one.
+function period(start) {
+  if (!start) return 'in all';
+  return start.endsWith('T00:00:00Z') ? start.slice(0, 10) : start.slice(0, 16).replace('T', ' ');
+}
+
+// Adds up `lines` by `key`, in the order keys first appear.
+function sums(lines, key, value) {
+  const totals = new Map();
+  for (const line of lines) totals.set(key(line), (totals.get(key(line)) || 0) + value(line));
+  return [...totals.entries()];
+}
+
+// `lines` added up per period (`YYYY-MM-DDTHH:00:00Z`, as the API names them), every hour or
+// day from the first to the last there (at most 1000) with those that had nothing as zero,
+// labelled for people.
+function overTime(lines, interval, value) {
+  const totals = new Map(sums(lines, (line) => line.period, value));
+  const starts = [...totals.keys()].map((start) => Date.parse(start)).filter(Number.isFinite);
+  if (!starts.length) return [];
+  const step = interval === 'hour' ? 3600e3 : 86400e3;
+  const points = [];
+  for (let at = Math.min(...starts); at <= Math.max(...starts) && points.length < 1000; at += step) {
+    const start = new Date(at).toISOString().replace('.000Z', 'Z');
+    points.push([period(start), totals.get(start) || 0]);
+  }
+  return points;
+}
+
+function money(usd) {
+  return String(Math.round(usd * 1e6) / 1e6);
+}
+
+// From/until day inputs as the API's query: whole UTC days.
+function range(params, fromId, toId) {
+  if (fromId && $(fromId).value) params.set('from', `${$(fromId).value}T00:00:00Z`);
+  if (toId && $(toId).value) params.set('to', `${$(toId).value}T00:00:00Z`);
+}
+
+async function loadSpend() {
+  const group = $('spend-group').value;
+  const interval = $('spend-interval').value;
+  const params = new URLSearchParams({ group_by: group });
+  if (interval) params.set('interval', interval);
+  range(params, 'spend-from', 'spend-to');
+  const report = await api('GET', `/spend/report?${params}`);
+  $('spend-group-head').textContent = $('spend-group').selectedOptions[0].textContent;
+  $('spend-total').textContent = `Spend by ${group}: ${report.total_spend} USD in all`;
+  params.set('format', 'csv');
+  $('spend-csv').setAttribute('href', `/spend/report?${params}`);
+  const rows = $('spend-rows');
+  rows.replaceChildren();
+  for (const line of report.rows) {
+    const row = document.createElement('tr');
+    row.append(cell(period(line.period)), cell(line[group] || '(none)'), cell(String(line.requests)),
+      cell(String(line.input_tokens)), cell(String(line.output_tokens)), cell(String(line.spend)));
+    rows.append(row);
+  }
+  horizontalBars($('spend-chart'), sums(report.rows, (line) => line[group] || '(none)', (line) => Number(line.spend) || 0)
+    .map(([label, value]) => ({ label, value, text: `${money(value)} USD` })));
+  const periods = (value) => (interval ? overTime(report.rows, interval, value) : []);
+  barsOverTime($('spend-time-chart'), periods((line) => Number(line.spend) || 0)
+    .map(([label, value]) => ({ label, value, text: `${money(value)} USD` })), 'USD');
+  barsOverTime($('requests-time-chart'), periods((line) => line.requests)
+    .map(([label, value]) => ({ label, value, text: `${value} requests` })), 'requests');
+  await loadBudgets();
+}
+
+async function loadBudgets() {
+  const { budgets } = await api('GET', '/budgets');
+  const rows = $('budgets-rows');
+  rows.replaceChildren();
+  for (const budget of budgets) {
+    const row = document.createElement('tr');
+    const share = budget.max_budget > 0 ? budget.spent / budget.max_budget : 0;
+    const used = document.createElement('td');
+    const meter = document.createElement('meter');
+    meter.min = 0;
+    meter.max = 1;
+    meter.low = 0.8;
+    meter.high = 0.99;
+    meter.optimum = 0;
+    meter.value = Math.min(1, share);
+    meter.setAttribute('aria-label', `Budget of ${budget.kind} ${budget.id || ''} used`);
+    used.append(meter, document.createTextNode(` ${Math.round(share * 100)}%`));
+    const during = budget.budget_duration
+      ? `${budget.budget_duration}, since ${when(budget.period_start)}` : 'never resets';
+    const reached = budget.thresholds.map((percent) => (budget.reached.includes(percent) ? `${percent}% reached` : `${percent}%`));
+    row.append(cell(`${budget.kind} ${budget.id || ''}`.trim()), cell(money(budget.max_budget)), cell(during),
+      cell(money(budget.spent)), used, cell(reached.join(', ')));
+    if (budget.reached.includes(100)) row.className = 'over';
+    rows.append(row);
+  }
 }
 
 async function loadPeople(can) {
@@ -294,8 +407,23 @@ async function loadPeople(can) {
   for (const user of users) {
     const row = document.createElement('tr');
     row.append(cell(user.display_name || ''), cell(user.user_name), cell(user.email || ''),
-      cell(user.active ? 'yes' : 'no'), cell(user.scim_managed ? 'identity provider (read-only)' : 'Routero'));
+      cell(user.active ? 'yes' : 'no'), cell(user.scim_managed ? 'identity provider (read-only)' : 'Routero'),
+      cell(user.roles ? (user.roles.join(', ') || 'none: no access') : 'no mapping rules'));
     rows.append(row);
+  }
+  $('mapping-table').hidden = !can['role:list'];
+  if (can['role:list']) {
+    const mapping = await api('GET', '/role-mappings');
+    const mappingRows = $('mapping-rows');
+    mappingRows.replaceChildren();
+    for (const rule of mapping.rules || []) {
+      const row = document.createElement('tr');
+      row.append(cell(rule.group), cell(rule.roles.join(', ')));
+      mappingRows.append(row);
+    }
+    const fallback = document.createElement('tr');
+    fallback.append(cell('(anyone no rule matches)'), cell((mapping.default_roles || []).join(', ') || 'none: no access'));
+    mappingRows.append(fallback);
   }
   if (can['team:list']) {
     const { teams } = await api('GET', '/teams');
@@ -343,17 +471,43 @@ async function loadSessions(can) {
   }
 }
 
+// How long ago `then` was, both in the control plane's Unix seconds.
+function ago(then, now) {
+  const seconds = Math.max(0, now - then);
+  if (seconds < 120) return `${seconds} s ago`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 172800) return `${Math.round(seconds / 3600)} h ago`;
+  return `${Math.round(seconds / 86400)} d ago`;
+}
+
+// A data plane that has not reported for this long is shown as silent (it reports every 10 s).
+const SILENT_AFTER = 60;
+
 async function loadModels(can) {
   const { models } = await api('GET', '/models');
   const { credentials } = can['credential:list'] ? await api('GET', '/credentials') : { credentials: [] };
+  const planes = can['tenant:read'] ? await api('GET', '/data-planes') : null;
   // Deployments name credentials by id; their names where the caller may list them.
   const names = new Map(credentials.map((c) => [c.id, c.name]));
+  // Per deployment, the data planes where its breaker is not closed.
+  const tripped = new Map();
+  for (const plane of planes ? planes.data_planes : []) {
+    for (const breaker of plane.breakers) {
+      const deployment = `${breaker.credential_id} ${breaker.model}`;
+      tripped.set(deployment, [...(tripped.get(deployment) || []), breaker.state]);
+      names.set(breaker.credential_id, breaker.credential);
+    }
+  }
   const rows = $('models-rows');
   rows.replaceChildren();
   for (const model of models) {
     const row = document.createElement('tr');
-    const deployments = (model.deployments || [])
-      .map((d) => `${names.get(d.credential_id) || d.credential_id} → ${d.model}`).join('; ');
+    const deployments = (model.deployments || []).map((d) => {
+      const states = tripped.get(`${d.credential_id} ${d.model}`) || [];
+      const breaker = states.length
+        ? ` (breaker ${[...new Set(states)].join('/')} in ${states.length} of ${planes.data_planes.length} data planes)` : '';
+      return `${names.get(d.credential_id) || d.credential_id} → ${d.model}${breaker}`;
+    }).join('; ');
     const tags = Object.entries(model.tags || {}).map(([k, v]) => `${k}=${v}`).join(', ');
     const prices = model.pricing ? `${model.pricing.input_per_mtok} / ${model.pricing.output_per_mtok}` : 'not priced';
     row.append(cell(model.name), cell(deployments), cell(model.strategy || ''), cell(tags), cell(prices));
@@ -369,26 +523,65 @@ async function loadModels(can) {
       credentialRows.append(row);
     }
   }
-  $('planes-table').hidden = !can['tenant:read'];
-  if (can['tenant:read']) {
-    const planes = await api('GET', '/data-planes');
-    $('planes-caption').textContent = `Data planes (the control plane publishes version ${planes.version})`;
-    const planeRows = $('planes-rows');
-    planeRows.replaceChildren();
-    for (const plane of planes.data_planes) {
-      const row = document.createElement('tr');
-      const age = Math.max(0, Math.round(Date.now() / 1000 - plane.reported_at));
-      row.append(cell(plane.node_id), cell(String(plane.version)), cell(`${age} s ago`));
-      planeRows.append(row);
-    }
+  $('planes').hidden = !planes;
+  if (planes) showPlanes(planes);
+}
+
+// The data-plane health panel (one card per replica) and its table.
+function showPlanes(planes) {
+  $('planes-caption').textContent = `Data planes (the control plane publishes version ${planes.version})`;
+  const panel = $('planes-panel');
+  const planeRows = $('planes-rows');
+  panel.replaceChildren();
+  planeRows.replaceChildren();
+  for (const plane of planes.data_planes) {
+    const behind = Math.max(0, planes.version - plane.version);
+    const silent = planes.now - plane.reported_at > SILENT_AFTER;
+    const version = behind ? `version ${plane.version}, ${behind} behind` : `version ${plane.version}, current`;
+    const applied = plane.applied_at ? ago(plane.applied_at, planes.now) : 'unknown';
+    const reported = ago(plane.reported_at, planes.now);
+    const breakers = plane.breakers.map((b) => `${b.credential} → ${b.model}: ${b.state}`).join('; ') || 'none';
+    const card = document.createElement('li');
+    card.className = silent ? 'plane silent' : (behind ? 'plane behind' : 'plane current');
+    const health = silent ? 'silent' : (behind ? 'behind' : 'up to date');
+    const name = document.createElement('strong');
+    name.textContent = plane.node_id;
+    card.append(name, document.createTextNode(` ${health}: ${version}; applied ${applied}; reported ${reported}; `
+      + `${plane.breakers.length} breaker${plane.breakers.length === 1 ? '' : 's'} not closed`));
+    panel.append(card);
+    const row = document.createElement('tr');
+    row.append(cell(plane.node_id), cell(version), cell(applied), cell(reported), cell(breakers));
+    planeRows.append(row);
   }
 }
 
 async function loadGuardrails(can) {
+  $('findings').hidden = !can['audit_log:read'];
+  $('pipeline').hidden = !can['policy:read'];
+  if (can['audit_log:read']) await loadFindings();
+  if (!can['policy:read']) return;
   const pipeline = await api('GET', '/guardrails');
   $('guardrails-text').value = JSON.stringify(pipeline, null, 2);
   $('guardrails-text').readOnly = !can['policy:update'];
   $('guardrails-save').hidden = !can['policy:update'];
+}
+
+async function loadFindings() {
+  const params = new URLSearchParams({ interval: $('findings-interval').value });
+  range(params, 'findings-from');
+  const { rows: lines } = await api('GET', `/guardrails/findings?${params}`);
+  const rows = $('findings-rows');
+  rows.replaceChildren();
+  for (const line of lines) {
+    const row = document.createElement('tr');
+    row.append(cell(period(line.period)), cell(line.stage), cell(line.detector), cell(line.action),
+      cell(String(line.findings)), cell(String(line.requests)));
+    rows.append(row);
+  }
+  barsOverTime($('findings-time-chart'), overTime(lines, $('findings-interval').value, (line) => line.findings)
+    .map(([label, value]) => ({ label, value, text: `${value} findings` })), 'findings');
+  horizontalBars($('findings-chart'), sums(lines, (line) => `${line.detector} → ${line.action}`, (line) => line.findings)
+    .map(([label, value]) => ({ label, value, text: `${value} findings` })));
 }
 
 async function saveGuardrails() {
@@ -470,7 +663,7 @@ async function start() {
   if (can['spend_report:read']) allowed.push('spend');
   if (can['user:list']) allowed.push('people');
   if (can['model:list']) allowed.push('models');
-  if (can['policy:read']) allowed.push('guardrails');
+  if (can['policy:read'] || can['audit_log:read']) allowed.push('guardrails');
   for (const name of allowed) $(`nav-${name}`).hidden = false;
   $('create-form').hidden = !can['key:create'];
   $('export').hidden = !can['audit_log:export'];
@@ -485,6 +678,7 @@ async function start() {
   $('audit-older').addEventListener('click', () => loadAudit(true).catch((e) => say(e.message, true)));
   $('spend-filters').addEventListener('submit', (event) => { event.preventDefault(); loadSpend().catch((e) => say(e.message, true)); });
   $('guardrails-save').addEventListener('click', saveGuardrails);
+  $('findings-filters').addEventListener('submit', (event) => { event.preventDefault(); loadFindings().catch((e) => say(e.message, true)); });
   $('keys-search').addEventListener('input', renderKeys);
   $('keys-status').addEventListener('change', renderKeys);
   $('keys-filter').addEventListener('submit', (event) => event.preventDefault());

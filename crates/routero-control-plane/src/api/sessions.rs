@@ -470,6 +470,7 @@ const SHOWN_ACTIONS: &[(&str, &str)] = &[
     ("admin_key", "list"),
     ("admin_key", "revoke"),
     ("tenant", "read"),
+    ("role", "list"),
 ];
 
 /// `GET /me`: who the caller is, for any caller, and which actions the policies allow it
