@@ -13,6 +13,7 @@ for a person to look at."""
 import datetime
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -51,9 +52,10 @@ def gw(fake_provider):
 
 
 @pytest.fixture(scope="module")
-def tenant(gw, fake_provider):
-    """A tenant with the OpenID provider configured, alice (an admin by her groups), and a model
-    of its own."""
+def prepared(gw, fake_provider):
+    """A tenant with the OpenID provider configured, alice (an admin by her groups), a model of
+    its own with spend, a guardrail finding and a budget spent through, and a deployment whose
+    breaker is open: (its id, its admin key)."""
     idp = Idp([gw.admin_url + "/sso/oidc/callback"])
     admin, scim = fresh_tenant(gw)
     configure(gw, admin, idp)
@@ -81,8 +83,41 @@ def tenant(gw, fake_provider):
     assert r.status_code == 200, r.text
     wait_until(lambda: any(b["spent"] > 0 for b in gw.admin("GET", "/budgets", key=admin).json()["budgets"]),
                what="the spend in the ledger")
-    yield tenant_id(gw, admin)
+    # A deployment that cannot be reached: five failures in a row open its breaker, which the
+    # data plane names in its next report (every 10 s of heartbeats, the version unchanged).
+    r = gw.admin("POST", "/credentials", {"name": "dead", "provider": "openai", "api_key": "sk-dead",
+                                          "base_url": "http://127.0.0.1:9/v1"}, key=admin)
+    assert r.status_code == 201, r.text
+    r = gw.admin("POST", "/models", {"name": "gpt-down", "deployments": [{"credential": "dead", "model": "up-down"}]}, key=admin)
+    assert r.status_code == 201, r.text
+    down = gw.admin("POST", "/key/generate", {"models": ["gpt-down"]}, key=admin).json()["key"]
+    gw.wait_for_key(down)
+    seen = []
+
+    def plane(breakers):
+        """The one data plane, once it reported the version published (and breakers, or not)."""
+        answer = gw.admin("GET", "/data-planes", key=admin).json()
+        [plane] = answer["data_planes"]
+        seen.append(plane)
+        return plane["version"] == answer["version"] and bool(plane["breakers"]) == breakers
+    wait_until(lambda: plane(False), what="the data plane at the published version")
+    before = seen[-1]
+    for _ in range(5):
+        r = httpx.post(gw.data_url + "/v1/chat/completions", headers={"Authorization": f"Bearer {down}"},
+                       json={"model": "gpt-down", "messages": [{"role": "user", "content": "x"}]}, timeout=10)
+        assert r.status_code >= 500, r.text
+    wait_until(lambda: plane(True), timeout=30, what="the open breaker reported")
+    after = seen[-1]
+    assert after["version"] == before["version"] and after["reported_at"] > before["reported_at"], (before, after)
+    assert after["breakers"] == [{"credential_id": after["breakers"][0]["credential_id"], "credential": "dead",
+                                  "model": "up-down", "state": "open"}], after
+    yield tenant_id(gw, admin), admin
     idp.close()
+
+
+@pytest.fixture(scope="module")
+def tenant(prepared):
+    return prepared[0]
 
 
 @pytest.fixture
@@ -287,26 +322,6 @@ def test_an_admin_sees_people_models_and_data_planes_and_edits_guardrails(gw, te
     assert browser.find_elements(By.CSS_SELECTOR, "#sessions-rows button"), "sessions can be ended"
     shot(browser, "07-people")
 
-    # A deployment that cannot be reached: five failures in a row open its breaker, which the
-    # data plane reports with its next heartbeat report.
-    admin = {"cookies": session_cookie(browser),
-             "headers": {"X-CSRF-Token": browser.find_element(By.CSS_SELECTOR, 'meta[name="routero-csrf"]').get_attribute("content")}}
-    r = httpx.post(gw.admin_url + "/credentials", json={"name": "dead", "provider": "openai", "api_key": "sk-dead",
-                                                      "base_url": "http://127.0.0.1:9/v1"}, **admin)
-    assert r.status_code == 201, r.text
-    r = httpx.post(gw.admin_url + "/models", json={"name": "gpt-down", "deployments": [{"credential": "dead", "model": "up-down"}]}, **admin)
-    assert r.status_code == 201, r.text
-    r = httpx.post(gw.admin_url + "/key/generate", json={"models": ["gpt-down"]}, **admin)
-    assert r.status_code == 200, r.text
-    down = r.json()["key"]
-    gw.wait_for_key(down)
-    for _ in range(5):
-        r = httpx.post(gw.data_url + "/v1/chat/completions", headers={"Authorization": f"Bearer {down}"},
-                       json={"model": "gpt-down", "messages": [{"role": "user", "content": "x"}]}, timeout=10)
-        assert r.status_code >= 500, r.text
-    wait_until(lambda: any(b["state"] == "open" for p in gw.admin("GET", "/data-planes", key=None, **admin).json()["data_planes"]
-                           for b in p["breakers"]), timeout=30, what="the open breaker reported")
-
     browser.find_element(By.ID, "nav-models").click()
     wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#planes-rows tr"), what="models, credentials and data planes")
     [model] = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#models-rows tr") if r.text.startswith("gpt-a")]
@@ -429,6 +444,52 @@ def test_finance_sees_spend_and_its_csv_and_nothing_else(gw, tenant, browser):
     assert console_errors(browser, gw.admin_url, refused=[(path, 403) for path, _ in refused]) == []
 
 
+def test_each_tenant_reads_only_its_own_budgets_findings_and_breakers(gw, prepared):
+    """What the console's views read, through the admin API: another tenant's budgets, spend,
+    findings and breakers never show; a role without `credential:list` gets a breaker without
+    the credential's name; reports over time take bounded ranges."""
+    _, admin = prepared
+    other, other_scim = fresh_tenant(gw)
+    r = gw.admin("PUT", "/tenant/budget", {"max_budget": 100, "budget_duration": "30d"}, key=other)
+    assert r.status_code == 200, r.text
+    budgets = gw.admin("GET", "/budgets", key=other).json()["budgets"]
+    assert [(b["kind"], b["spent"], b["reached"]) for b in budgets] == [("tenant", 0, [])], budgets
+    assert any(b["kind"] == "key" and b["spent"] > 0 for b in gw.admin("GET", "/budgets", key=admin).json()["budgets"])
+    r = gw.admin("GET", "/guardrails/findings", key=other)
+    assert r.status_code == 200 and r.json()["rows"] == [], r.text
+    assert any(row["detector"] == "email" for row in gw.admin("GET", "/guardrails/findings", key=admin).json()["rows"])
+    [plane] = gw.admin("GET", "/data-planes", key=other).json()["data_planes"]
+    assert plane["breakers"] == [], "another tenant's deployments are never named"
+    # No role mapping in the other tenant: its people carry no roles at all.
+    other_scim.create_user("nomap@example.test", externalId="nomap", active=True)
+    [user] = gw.admin("GET", "/users", key=other).json()["users"]
+    assert "roles" not in user, user
+    # A role that reads the tenant but lists no credentials.
+    assert gw.admin("PUT", "/roles/ops", {"permissions": ["tenant:read"]}, key=admin).status_code == 200
+    r = gw.admin("POST", "/admin-keys", {"name": "ops", "roles": ["ops"]}, key=admin)
+    assert r.status_code == 201, r.text
+    ops = r.json()["key"]
+    [plane] = gw.admin("GET", "/data-planes", key=ops).json()["data_planes"]
+    assert [(b["credential"], b["model"]) for b in plane["breakers"]] == [(None, "up-down")], plane
+    assert gw.admin("GET", "/budgets", key=ops).status_code == 403
+    assert gw.admin("GET", "/guardrails/findings", key=ops).status_code == 403
+    # Ranges over time: an interval of ours, at most 31 days of hours or 366 of days.
+    for path in ("/spend/report?interval=week", "/guardrails/findings?interval=week",
+                 "/spend/report?interval=hour&from=2026-01-01T00:00:00Z&to=2026-03-01T00:00:00Z",
+                 "/guardrails/findings?from=2024-01-01T00:00:00Z&to=2026-01-01T00:00:00Z"):
+        r = gw.admin("GET", path, key=admin)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_query", (path, r.text)
+    found = gw.admin("GET", "/guardrails/findings", key=admin).json()
+    assert found["interval"] == "day" and found["truncated"] is False and found["from"] < found["rows"][0]["period"]
+    tomorrow = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)).date().isoformat()
+    later = gw.admin("GET", f"/spend/report?group_by=key&interval=hour&from={tomorrow}T00:00:00Z", key=admin).json()
+    assert later["rows"] == [] and later["from"].startswith(tomorrow), later
+    r = gw.admin("GET", f"/spend/report?group_by=key&interval=hour&to={tomorrow}T00:00:00Z&format=csv", key=admin)
+    header, *lines = r.text.splitlines()
+    assert header == "period,key,requests,input_tokens,cached_tokens,output_tokens,spend_usd" and lines, r.text
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:00:00Z", line.split(",")[0]) for line in lines), lines
+
+
 def test_the_console_is_served_with_a_strict_policy(gw):
     for path in ("/console", "/console/assets/console.js", "/console/assets/console.css"):
         r = httpx.get(gw.admin_url + path)
@@ -509,16 +570,23 @@ def press(browser, *keys):
 
 
 def tab_to(browser, selector, backwards=False, most=120):
-    """Presses Tab (Shift+Tab `backwards`) until the element matching `selector` has the focus,
-    which must be visible (an outline)."""
+    """Presses Tab (Shift+Tab `backwards`) until the element matching `selector` has the focus;
+    the focus must be visible (an outline) at every stop on the way."""
     for _ in range(most):
         if backwards:
             ActionChains(browser).key_down(Keys.SHIFT).send_keys(Keys.TAB).key_up(Keys.SHIFT).perform()
         else:
             press(browser, Keys.TAB)
-        if browser.execute_script("return Boolean(document.activeElement && document.activeElement.matches(arguments[0]))", selector):
-            style = browser.execute_script("const s = getComputedStyle(document.activeElement); return [s.outlineStyle, s.outlineWidth]")
-            assert style[0] != "none" and style[1] != "0px", (selector, style)
+        stop = browser.execute_script("""
+            const e = document.activeElement;
+            if (!e || e === document.body) return null;
+            const s = getComputedStyle(e);
+            return [e.id || e.outerHTML.slice(0, 80), s.outlineStyle, s.outlineWidth, e.matches(arguments[0])];
+        """, selector)
+        if stop is None:
+            continue
+        assert stop[1] != "none" and stop[2] != "0px", f"no visible focus on {stop[0]}"
+        if stop[3]:
             return
     raise AssertionError(f"{selector} not reached with the keyboard")
 
@@ -544,7 +612,8 @@ def test_everything_can_be_done_with_the_keyboard_alone(gw, tenant, browser):
     wait_until(lambda: any("keyboard-made" in r.text for r in browser.find_elements(By.CSS_SELECTOR, "#keys-rows tr")),
                what="the key listed")
     row = next(r for r in browser.find_elements(By.CSS_SELECTOR, "#keys-rows tr") if "keyboard-made" in r.text)
-    key_id = row.find_elements(By.TAG_NAME, "td")[1].text
+    key_id, models = (row.find_elements(By.TAG_NAME, "td")[i].text for i in (1, 2))
+    assert models == "gpt-a", "typed into the field Tab went to"
     tab_to(browser, f'button[data-key-id="{key_id}"]')
     press(browser, Keys.ENTER)
     wait_until(lambda: f"Key {key_id} revoked." in browser.find_element(By.ID, "status").text, what="the revocation")
@@ -560,7 +629,12 @@ def test_everything_can_be_done_with_the_keyboard_alone(gw, tenant, browser):
     tab_to(browser, "#nav-spend", backwards=True)
     press(browser, Keys.ENTER)
     wait_until(lambda: shown(browser, "spend") and browser.find_elements(By.CSS_SELECTOR, "#spend-rows tr"), what="the spend view")
+    # "In all" chosen with the arrow keys (the third choice), then shown.
+    tab_to(browser, "#spend-interval")
+    press(browser, Keys.DOWN, Keys.DOWN)
+    assert browser.find_element(By.ID, "spend-interval").get_attribute("value") == ""
     tab_to(browser, "#spend-apply")
     press(browser, Keys.ENTER)
-    wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#budgets-rows tr"), what="spend shown again")
+    wait_until(lambda: [c.text for c in browser.find_elements(By.CSS_SELECTOR, "#spend-rows td")][:1] == ["in all"],
+               what="spend in all")
     assert console_errors(browser, gw.admin_url) == []

@@ -2,11 +2,13 @@
 //! hour, stage, detector and action as they are chained, and read back over time. Counts
 //! only: no event holds the matched text, so no line here does.
 
+use std::collections::BTreeMap;
+
 use routero_core::audit::AuditEvent;
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::ledger::{Interval, bounded, hour_of, text};
+use crate::ledger::{Interval, MAX_LINES_OVER_TIME, bounded, hour_of, text};
 use crate::{AuditError, AuditStore};
 
 /// One line of a findings report.
@@ -26,18 +28,38 @@ pub struct FindingsRow {
     pub requests: i64,
 }
 
-/// The most findings one event adds to a line; the most lines one event touches; the
-/// longest name kept (longer ones, which no detector of ours has, are counted as `other`).
+/// The most findings one event adds to a line; the most lines one event touches.
 const MAX_COUNT: i64 = 1_000_000;
 const MAX_LINES_PER_EVENT: usize = 64;
-const MAX_NAME: usize = 64;
 
+/// A detector's or action's name as the ledger keeps it: 1 to 64 lowercase letters, digits and
+/// `_` (every name of ours), anything else `other`: an event from elsewhere cannot write text
+/// of its choosing into the ledger.
 fn name(value: Option<&serde_json::Value>) -> &str {
     match text(value) {
-        "" => "unknown",
-        name if name.len() > MAX_NAME => "other",
-        name => name,
+        name if !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
+        {
+            name
+        }
+        _ => "other",
     }
+}
+
+/// An event's findings as ledger lines: `(detector, action)` and matches, the same line once.
+fn lines(findings: &[serde_json::Value]) -> BTreeMap<(&str, &str), i64> {
+    let mut lines = BTreeMap::new();
+    for finding in findings.iter().take(MAX_LINES_PER_EVENT) {
+        let count = bounded(finding.get("count"), MAX_COUNT);
+        let line = lines
+            .entry((name(finding.get("detector")), name(finding.get("action"))))
+            .or_insert(0);
+        *line = (*line + count).min(MAX_COUNT);
+    }
+    lines
 }
 
 /// Adds a `request.guardrail_triggered` event being chained in `tx` to the ledger.
@@ -45,12 +67,17 @@ pub(crate) async fn add_to_ledger(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     event: &AuditEvent,
 ) -> Result<(), AuditError> {
-    let hour = hour_of(event)?;
-    let stage = name(event.details.get("stage"));
+    let Some(hour) = hour_of(event) else {
+        return Ok(());
+    };
+    let stage = match text(event.details.get("stage")) {
+        stage @ ("request" | "response") => stage,
+        _ => "other",
+    };
     let Some(findings) = event.details.get("findings").and_then(|f| f.as_array()) else {
         return Ok(());
     };
-    for finding in findings.iter().take(MAX_LINES_PER_EVENT) {
+    for ((detector, action), count) in lines(findings) {
         sqlx::query(
             "INSERT INTO guardrail_findings (tenant_id, hour, stage, detector, action, findings, \
              requests) VALUES ($1, $2, $3, $4, $5, $6, 1) \
@@ -61,9 +88,9 @@ pub(crate) async fn add_to_ledger(
         .bind(&event.tenant_id)
         .bind(&hour)
         .bind(stage)
-        .bind(name(finding.get("detector")))
-        .bind(name(finding.get("action")))
-        .bind(bounded(finding.get("count"), MAX_COUNT))
+        .bind(detector)
+        .bind(action)
+        .bind(count)
         .execute(&mut **tx)
         .await?;
     }
@@ -72,7 +99,8 @@ pub(crate) async fn add_to_ledger(
 
 impl AuditStore {
     /// The tenant's guardrail findings per `interval`, stage, detector and action, over the
-    /// hours from `from` (inclusive) to `to` (exclusive), in order of period.
+    /// hours from `from` (inclusive) to `to` (exclusive), in order of period, at most
+    /// [`MAX_LINES_OVER_TIME`] and one.
     pub async fn guardrail_findings(
         &self,
         tenant_id: &str,
@@ -85,9 +113,11 @@ impl AuditStore {
              CAST(SUM(findings) AS BIGINT) AS findings, CAST(SUM(requests) AS BIGINT) AS requests \
              FROM guardrail_findings \
              WHERE tenant_id = $1 AND ($2 IS NULL OR hour >= $2) AND ($3 IS NULL OR hour < $3) \
-             GROUP BY {period}, stage, detector, action ORDER BY period, stage, detector, action"
+             GROUP BY {period}, stage, detector, action ORDER BY period, stage, detector, action \
+             LIMIT {}",
+            MAX_LINES_OVER_TIME + 1
         );
-        // The only text spliced in is `Interval`'s SQL, never a request's.
+        // The only text spliced in is `Interval`'s SQL and a number of ours, never a request's.
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(tenant_id)
             .bind(from)

@@ -3,7 +3,8 @@
 
 use routero_core::audit::AuditEvent;
 
-use crate::AuditError;
+/// The most lines a report over time returns; it asks for one more, to tell that it was cut.
+pub const MAX_LINES_OVER_TIME: usize = 20_000;
 
 /// How finely a report over time is cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,14 +44,26 @@ impl Interval {
 }
 
 /// The hour an event belongs to, `YYYY-MM-DDTHH:00:00Z` (an event's time is
-/// `YYYY-MM-DDTHH:MM:SS.sssZ`; its hour is the first 13 characters).
-pub(crate) fn hour_of(event: &AuditEvent) -> Result<String, AuditError> {
+/// `YYYY-MM-DDTHH:MM:SS.sssZ`; its hour is the first 13 characters, digits where digits go).
+/// An event whose time is not one is chained as any other (it is evidence) but left out of
+/// the ledgers, which are derived from it: it never holds the trail up.
+pub(crate) fn hour_of(event: &AuditEvent) -> Option<String> {
+    let shape = |hour: &&str| {
+        hour.bytes().enumerate().all(|(at, byte)| match at {
+            4 | 7 => byte == b'-',
+            10 => byte == b'T',
+            _ => byte.is_ascii_digit(),
+        })
+    };
     event
         .time
         .get(..13)
-        .filter(|hour| hour.is_ascii())
+        .filter(shape)
         .map(|hour| format!("{hour}:00:00Z"))
-        .ok_or(AuditError::Malformed("time"))
+        .or_else(|| {
+            tracing::warn!(event_id = %event.event_id, "an event's time is not a time: left out of the ledgers");
+            None
+        })
 }
 
 /// A JSON number from 0 to `most` (0 when absent or not a number): an event is never trusted

@@ -25,7 +25,7 @@ pub use checkpoint::Checkpoint;
 pub use error::AuditError;
 pub use export::{ExportLine, add_witnessed, read_export, read_witness, verify_export};
 pub use findings::FindingsRow;
-pub use ledger::Interval;
+pub use ledger::{Interval, MAX_LINES_OVER_TIME};
 pub use spend::{SpendGroup, SpendRow};
 pub use store::{
     AuditStore, DEFAULT_MIN_RETENTION_DAYS, DEFAULT_RETENTION_DAYS, EventQuery, TenantLog,

@@ -6,7 +6,7 @@ use routero_core::audit::AuditEvent;
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::ledger::{Interval, bounded, hour_of};
+use crate::ledger::{Interval, MAX_LINES_OVER_TIME, bounded, hour_of};
 use crate::{AuditError, AuditStore};
 
 /// What a spend report adds up by.
@@ -85,7 +85,9 @@ pub(crate) async fn add_to_ledger(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     event: &AuditEvent,
 ) -> Result<(), AuditError> {
-    let hour = hour_of(event)?;
+    let Some(hour) = hour_of(event) else {
+        return Ok(());
+    };
     sqlx::query(
         "INSERT INTO spend_ledger (tenant_id, hour, key_id, user_id, team_id, model, requests, \
          input_tokens, cached_tokens, output_tokens, cost_micros) \
@@ -132,7 +134,7 @@ impl AuditStore {
     /// The tenant's spend grouped by `group` and, with an `interval`, by hour or day, over
     /// the hours from `from` (inclusive) to `to` (exclusive), both `YYYY-MM-DDTHH:MM:SS…Z` (an
     /// hour is counted when it starts in the range): most costly first, or over time in
-    /// order of period, then most costly first.
+    /// order of period, then most costly first, at most [`MAX_LINES_OVER_TIME`] and one.
     pub async fn spend_report(
         &self,
         tenant_id: &str,
@@ -142,9 +144,13 @@ impl AuditStore {
     ) -> Result<Vec<SpendRow>, AuditError> {
         let column = group.column();
         let period = interval.map_or("NULL", Interval::period_sql);
-        let (group_by, order) = match interval {
-            Some(_) => (format!("{period}, {column}"), "period, "),
-            None => (column.to_owned(), ""),
+        let (group_by, order, limit) = match interval {
+            Some(_) => (
+                format!("{period}, {column}"),
+                "period, ",
+                format!(" LIMIT {}", MAX_LINES_OVER_TIME + 1),
+            ),
+            None => (column.to_owned(), "", String::new()),
         };
         let sql = format!(
             "SELECT {period} AS period, {column} AS grp, CAST(SUM(requests) AS BIGINT) AS requests, \
@@ -153,9 +159,10 @@ impl AuditStore {
              CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, \
              CAST(SUM(cost_micros) AS BIGINT) AS cost_micros FROM spend_ledger \
              WHERE tenant_id = $1 AND ($2 IS NULL OR hour >= $2) AND ($3 IS NULL OR hour < $3) \
-             GROUP BY {group_by} ORDER BY {order}SUM(cost_micros) DESC, {column}"
+             GROUP BY {group_by} ORDER BY {order}SUM(cost_micros) DESC, {column}{limit}"
         );
-        // The only text spliced in is SQL of `SpendGroup`'s and `Interval`'s, never a request's.
+        // The only text spliced in is SQL of `SpendGroup`'s and `Interval`'s and a number of
+        // ours, never a request's.
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(tenant_id)
             .bind(from)
@@ -177,25 +184,27 @@ impl AuditStore {
             .collect()
     }
 
-    /// What the tenant spent from the hour holding `since` (`YYYY-MM-DDTHH:…Z`) on, in
-    /// micro-dollars: in all (`group` `None`), or per team, user or key.
-    pub async fn spend_since(
+    /// What the tenant spent in the hours that start from the hour holding `since` up to
+    /// `until` (`YYYY-MM-DDTHH:…Z`, `until` excluded), in micro-dollars: in all (`group`
+    /// `None`), or per team, user or key.
+    pub async fn spend_between(
         &self,
         tenant_id: &str,
         group: Option<SpendGroup>,
-        since: &str,
+        (since, until): (&str, &str),
     ) -> Result<Vec<(String, i64)>, AuditError> {
         let column = group.map_or("''", SpendGroup::column);
         let grouped = group.map_or_else(String::new, |g| format!(" GROUP BY {}", g.column()));
         let hour = since.get(..13).map(|hour| format!("{hour}:00:00Z"));
         let sql = format!(
             "SELECT {column} AS grp, CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros \
-             FROM spend_ledger WHERE tenant_id = $1 AND hour >= $2{grouped}"
+             FROM spend_ledger WHERE tenant_id = $1 AND hour >= $2 AND hour < $3{grouped}"
         );
         // The only text spliced in is a column name of `SpendGroup`'s, never a request's.
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(tenant_id)
             .bind(hour.ok_or(AuditError::Malformed("since"))?)
+            .bind(until)
             .fetch_all(&self.pool)
             .await?
             .iter()

@@ -755,23 +755,38 @@ async fn spend_is_reported_over_time_and_since_a_period_start(db: Db) {
             "2026-11-23T00:00:00Z m1 4000"
         ]
     );
-    // Since a period that started at 13:20: the whole 13:00 hour counts, noon does not.
-    let since = "2026-11-22T13:20:00Z";
+    // Since a period that started at 13:20: the whole 13:00 hour counts, noon does not; nothing
+    // from the hour `until` names on (a forged or far-off clock's spend stays out).
+    let between = ("2026-11-22T13:20:00Z", "2026-11-24T00:00:00Z");
     assert_eq!(
-        store.spend_since("a", None, since).await.unwrap(),
+        store.spend_between("a", None, between).await.unwrap(),
         [(String::new(), 4020)]
     );
     let mut by_team = store
-        .spend_since("a", Some(SpendGroup::Team), since)
+        .spend_between("a", Some(SpendGroup::Team), between)
         .await
         .unwrap();
     by_team.sort();
     assert_eq!(by_team, [("t1".to_owned(), 4000), ("t2".to_owned(), 20)]);
     assert_eq!(
-        store.spend_since("c", None, since).await.unwrap(),
+        store
+            .spend_between("a", None, ("2026-11-22T13:20:00Z", "2026-11-23T09:00:00Z"))
+            .await
+            .unwrap(),
+        [(String::new(), 20)],
+        "the 09:00 hour is not before 09:00"
+    );
+    assert_eq!(
+        store.spend_between("c", None, between).await.unwrap(),
         [(String::new(), 0)],
         "a tenant that spent nothing"
     );
+    // An event whose time is not a time is chained (evidence) but not counted: it neither
+    // holds the trail up nor lands in an hour of its choosing.
+    let mut garbled = debited("d5", ["a", "k1", "t1", "m1"], "12:05", 100);
+    garbled.time = "zzzz-11-22T12:05:00.000Z".into();
+    assert_eq!(store.append(&[garbled]).await.unwrap().len(), 1);
+    assert_eq!(store.key_spend("a", "k1").await.unwrap(), 4100);
 }
 
 /// A `request.guardrail_triggered` event at `hh:mm` on 2026-11-22 with `findings`
@@ -827,6 +842,19 @@ async fn guardrail_findings_are_counted_per_hour_stage_detector_and_action(db: D
                 (&long, "log", 1),
             ],
         ),
+        // Forged names and a line given twice: no text of the event's choosing is kept, and
+        // one event is one request per line.
+        triggered(
+            "g6",
+            "a",
+            "15:00",
+            "<b>stage</b>",
+            &[
+                ("email", "redact", 2),
+                ("email", "redact", 3),
+                ("Email<b>", "redact", 1),
+            ],
+        ),
     ];
     store.append(&events).await.unwrap();
     // Redelivered: chained once, counted once.
@@ -856,11 +884,13 @@ async fn guardrail_findings_are_counted_per_hour_stage_detector_and_action(db: D
     assert_eq!(
         daily.iter().map(line).collect::<Vec<_>>(),
         [
+            "2026-11-22T00:00:00Z other email redact 5 1",
+            "2026-11-22T00:00:00Z other other redact 1 1",
             "2026-11-22T00:00:00Z request email redact 5 3",
             "2026-11-22T00:00:00Z request other log 1 1",
             "2026-11-22T00:00:00Z request ssn block 1000001 2",
             "2026-11-22T00:00:00Z response email mask 1 1",
         ],
-        "request before response; a negative count adds nothing, an absurd one a million"
+        "by stage; a negative count adds nothing, an absurd one a million"
     );
 }

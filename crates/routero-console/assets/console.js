@@ -260,6 +260,11 @@ function svg(tag, attributes, text) {
   return element;
 }
 
+// The largest value of `items` (0 for none).
+function largest(items) {
+  return items.reduce((most, item) => Math.max(most, item.value), 0);
+}
+
 // Empties a chart, keeping its title.
 function clearChart(chart) {
   for (const part of [...chart.querySelectorAll('g')]) part.remove();
@@ -269,7 +274,7 @@ function clearChart(chart) {
 // One horizontal bar per item ({label, value, text}), longest for the largest value.
 function horizontalBars(chart, items) {
   clearChart(chart);
-  const most = Math.max(0, ...items.map((item) => item.value));
+  const most = largest(items);
   items.forEach((item, index) => {
     const width = most > 0 ? Math.max(1, Math.round((item.value / most) * 400)) : 1;
     const bar = svg('g', {});
@@ -281,27 +286,40 @@ function horizontalBars(chart, items) {
   chart.setAttribute('height', String(items.length * 24 + 8));
 }
 
+// The most bars a chart over time draws; more periods are added up in runs, each bar
+// labelled with its run's first period.
+const MOST_BARS = 200;
+
 // One vertical bar per period ({label, value, text}) in order, labelled below as room allows,
 // each with its own tooltip; the largest value named at the top.
 function barsOverTime(chart, points, unit) {
   clearChart(chart);
   if (!points.length) return;
+  const run = Math.ceil(points.length / MOST_BARS);
+  const bars = [];
+  for (let at = 0; at < points.length; at += run) {
+    const part = points.slice(at, at + run);
+    const value = part.reduce((sum, point) => sum + point.value, 0);
+    const label = part[0].label;
+    bars.push(run === 1 ? part[0] : { label, value, text: `${part[0].label} to ${part[part.length - 1].label}: ${value}` });
+  }
   const height = 140;
-  const slot = Math.min(48, Math.max(3, Math.floor(700 / points.length)));
+  const slot = Math.min(48, Math.floor(700 / bars.length));
   const step = Math.ceil(90 / slot);
-  const most = Math.max(0, ...points.map((point) => point.value));
-  const bars = svg('g', {});
-  bars.append(svg('text', { x: 0, y: 12 }, `${chart.querySelector('title').textContent}: at most ${
-    Math.round(most * 1e6) / 1e6} ${unit} per period`));
-  points.forEach((point, index) => {
-    const tall = most > 0 ? Math.max(1, Math.round((point.value / most) * height)) : 1;
+  const most = largest(bars);
+  const drawn = svg('g', {});
+  const per = run === 1 ? 'per period' : `per ${run} periods`;
+  drawn.append(svg('text', { x: 0, y: 12 }, `${chart.querySelector('title').textContent}: at most ${
+    Math.round(most * 1e6) / 1e6} ${unit} ${per}`));
+  bars.forEach((bar, index) => {
+    const tall = most > 0 ? Math.max(1, Math.round((bar.value / most) * height)) : 1;
     const x = 40 + index * slot;
-    const bar = svg('rect', { x, y: 20 + height - tall, width: Math.max(2, slot - 2), height: tall });
-    bar.append(svg('title', {}, `${point.label}: ${point.text}`));
-    bars.append(bar);
-    if (index % step === 0) bars.append(svg('text', { x, y: height + 36 }, point.label));
+    const rect = svg('rect', { x, y: 20 + height - tall, width: Math.max(2, slot - 1), height: tall });
+    rect.append(svg('title', {}, run === 1 ? `${bar.label}: ${bar.text}` : bar.text));
+    drawn.append(rect);
+    if (index % step === 0) drawn.append(svg('text', { x, y: height + 36 }, bar.label));
   });
-  chart.append(bars);
+  chart.append(drawn);
   chart.setAttribute('height', String(height + 44));
 }
 
@@ -326,12 +344,19 @@ function overTime(lines, interval, value) {
   const starts = [...totals.keys()].map((start) => Date.parse(start)).filter(Number.isFinite);
   if (!starts.length) return [];
   const step = interval === 'hour' ? 3600e3 : 86400e3;
+  const first = starts.reduce((a, b) => Math.min(a, b));
+  const last = starts.reduce((a, b) => Math.max(a, b));
   const points = [];
-  for (let at = Math.min(...starts); at <= Math.max(...starts) && points.length < 1000; at += step) {
+  for (let at = first; at <= last && points.length < 1000; at += step) {
     const start = new Date(at).toISOString().replace('.000Z', 'Z');
     points.push([period(start), totals.get(start) || 0]);
   }
   return points;
+}
+
+// "1 finding", "2 findings".
+function counted(count, noun) {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
 }
 
 function money(usd) {
@@ -352,7 +377,8 @@ async function loadSpend() {
   range(params, 'spend-from', 'spend-to');
   const report = await api('GET', `/spend/report?${params}`);
   $('spend-group-head').textContent = $('spend-group').selectedOptions[0].textContent;
-  $('spend-total').textContent = `Spend by ${group}: ${report.total_spend} USD in all`;
+  $('spend-total').textContent = `Spend by ${group}: ${report.total_spend} USD in all`
+    + (report.truncated ? ' (the first lines only: choose a shorter range)' : '');
   params.set('format', 'csv');
   $('spend-csv').setAttribute('href', `/spend/report?${params}`);
   const rows = $('spend-rows');
@@ -369,7 +395,7 @@ async function loadSpend() {
   barsOverTime($('spend-time-chart'), periods((line) => Number(line.spend) || 0)
     .map(([label, value]) => ({ label, value, text: `${money(value)} USD` })), 'USD');
   barsOverTime($('requests-time-chart'), periods((line) => line.requests)
-    .map(([label, value]) => ({ label, value, text: `${value} requests` })), 'requests');
+    .map(([label, value]) => ({ label, value, text: counted(value, 'request') })), 'requests');
   await loadBudgets();
 }
 
@@ -379,7 +405,8 @@ async function loadBudgets() {
   rows.replaceChildren();
   for (const budget of budgets) {
     const row = document.createElement('tr');
-    const share = budget.max_budget > 0 ? budget.spent / budget.max_budget : 0;
+    const known = budget.spent !== null;
+    const share = budget.max_budget > 0 ? (budget.spent || 0) / budget.max_budget : 1;
     const used = document.createElement('td');
     const meter = document.createElement('meter');
     meter.min = 0;
@@ -389,12 +416,12 @@ async function loadBudgets() {
     meter.optimum = 0;
     meter.value = Math.min(1, share);
     meter.setAttribute('aria-label', `Budget of ${budget.kind} ${budget.id || ''} used`);
-    used.append(meter, document.createTextNode(` ${Math.round(share * 100)}%`));
+    if (known) used.append(meter, document.createTextNode(` ${Math.round(share * 100)}%`));
     const during = budget.budget_duration
       ? `${budget.budget_duration}, since ${when(budget.period_start)}` : 'never resets';
     const reached = budget.thresholds.map((percent) => (budget.reached.includes(percent) ? `${percent}% reached` : `${percent}%`));
     row.append(cell(`${budget.kind} ${budget.id || ''}`.trim()), cell(money(budget.max_budget)), cell(during),
-      cell(money(budget.spent)), used, cell(reached.join(', ')));
+      cell(known ? money(budget.spent) : 'not read (too many different periods)'), used, cell(reached.join(', ')));
     if (budget.reached.includes(100)) row.className = 'over';
     rows.append(row);
   }
@@ -495,7 +522,6 @@ async function loadModels(can) {
     for (const breaker of plane.breakers) {
       const deployment = `${breaker.credential_id} ${breaker.model}`;
       tripped.set(deployment, [...(tripped.get(deployment) || []), breaker.state]);
-      names.set(breaker.credential_id, breaker.credential);
     }
   }
   const rows = $('models-rows');
@@ -540,14 +566,14 @@ function showPlanes(planes) {
     const version = behind ? `version ${plane.version}, ${behind} behind` : `version ${plane.version}, current`;
     const applied = plane.applied_at ? ago(plane.applied_at, planes.now) : 'unknown';
     const reported = ago(plane.reported_at, planes.now);
-    const breakers = plane.breakers.map((b) => `${b.credential} → ${b.model}: ${b.state}`).join('; ') || 'none';
+    const breakers = plane.breakers.map((b) => `${b.credential || b.credential_id} → ${b.model}: ${b.state}`).join('; ') || 'none';
     const card = document.createElement('li');
     card.className = silent ? 'plane silent' : (behind ? 'plane behind' : 'plane current');
     const health = silent ? 'silent' : (behind ? 'behind' : 'up to date');
     const name = document.createElement('strong');
     name.textContent = plane.node_id;
     card.append(name, document.createTextNode(` ${health}: ${version}; applied ${applied}; reported ${reported}; `
-      + `${plane.breakers.length} breaker${plane.breakers.length === 1 ? '' : 's'} not closed`));
+      + `${counted(plane.breakers.length, 'breaker')} not closed`));
     panel.append(card);
     const row = document.createElement('tr');
     row.append(cell(plane.node_id), cell(version), cell(applied), cell(reported), cell(breakers));
@@ -569,7 +595,8 @@ async function loadGuardrails(can) {
 async function loadFindings() {
   const params = new URLSearchParams({ interval: $('findings-interval').value });
   range(params, 'findings-from');
-  const { rows: lines } = await api('GET', `/guardrails/findings?${params}`);
+  const { rows: lines, truncated } = await api('GET', `/guardrails/findings?${params}`);
+  if (truncated) say('Only the first lines of the findings are shown: choose a shorter range.', true);
   const rows = $('findings-rows');
   rows.replaceChildren();
   for (const line of lines) {
@@ -579,9 +606,9 @@ async function loadFindings() {
     rows.append(row);
   }
   barsOverTime($('findings-time-chart'), overTime(lines, $('findings-interval').value, (line) => line.findings)
-    .map(([label, value]) => ({ label, value, text: `${value} findings` })), 'findings');
+    .map(([label, value]) => ({ label, value, text: counted(value, 'finding') })), 'findings');
   horizontalBars($('findings-chart'), sums(lines, (line) => `${line.detector} → ${line.action}`, (line) => line.findings)
-    .map(([label, value]) => ({ label, value, text: `${value} findings` })));
+    .map(([label, value]) => ({ label, value, text: counted(value, 'finding') })));
 }
 
 async function saveGuardrails() {
@@ -635,6 +662,11 @@ async function route(allowed, can) {
   }
 }
 
+// A UTC day `days` before today, as a date input holds it.
+function daysAgo(days) {
+  return new Date(Date.now() - days * 86400e3).toISOString().slice(0, 10);
+}
+
 async function start() {
   if (!csrf) {
     $('signin').hidden = false;
@@ -668,6 +700,8 @@ async function start() {
   $('create-form').hidden = !can['key:create'];
   $('export').hidden = !can['audit_log:export'];
   $('nav').hidden = false;
+  $('spend-from').value = daysAgo(30);
+  $('findings-from').value = daysAgo(30);
   $('logout').addEventListener('click', signOut);
   $('create-form').addEventListener('submit', createKey);
   $('secret-copy').addEventListener('click', () => navigator.clipboard.writeText($('secret-value').textContent)

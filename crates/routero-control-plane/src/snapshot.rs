@@ -15,7 +15,6 @@ use routero_proto::v1::snapshot_service_server::SnapshotService;
 use routero_proto::v1::{self, snapshot_message::Body};
 use routero_proto::{CREDENTIAL_METADATA, ChannelAuth, WireState, aad};
 use secrecy::ExposeSecret;
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -24,8 +23,8 @@ use crate::ControlPlaneError;
 use crate::store::{KeyRecord, SealedCredential, StateRows, Store};
 use crate::vault::Vault;
 
-/// What a data plane last reported.
-#[derive(Debug, Clone, Serialize)]
+/// What a data plane last reported (every tenant's breakers: never answered whole).
+#[derive(Debug, Clone)]
 pub struct AppliedVersion {
     /// Node identifier the data plane chose.
     pub node_id: String,
@@ -40,7 +39,7 @@ pub struct AppliedVersion {
 }
 
 /// A deployment's circuit breaker that is not closed in one data plane.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Breaker {
     /// The credential's id (its tenant's deployments only are ever shown to it).
     pub credential_id: String,
@@ -51,13 +50,13 @@ pub struct Breaker {
 }
 
 /// The most breakers one report may name.
-const MAX_BREAKERS: usize = 1000;
+const MAX_BREAKERS: usize = 256;
 
 /// A report's breakers, checked: at most [`MAX_BREAKERS`], names a credential id or model
 /// could be, states `open` or `probing`.
 fn breakers_of(reported: Vec<v1::BreakerReport>) -> Result<Vec<Breaker>, Status> {
     if reported.len() > MAX_BREAKERS {
-        return Err(Status::invalid_argument("breakers: at most 1000"));
+        return Err(Status::invalid_argument("breakers: at most 256"));
     }
     reported
         .into_iter()

@@ -265,30 +265,42 @@ async fn full_snapshot_then_deltas_with_sealed_secrets() {
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     let mut flood = report.clone();
-    flood.breakers = vec![breaker(&credential_id, "open"); 1001];
+    flood.breakers = vec![breaker(&credential_id, "open"); 257];
     let refused = client
         .report_applied(credentialed(&cp.data_plane_key, "test-node", flood))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let data_planes = async || -> Value {
+        serde_json::from_slice(
+            &reqwest::Client::new()
+                .get(format!("{}/data-planes", cp.admin))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        data_planes().await["data_planes"],
+        json!([]),
+        "refused reports are not kept"
+    );
     let unauthenticated = client.report_applied(report.clone()).await.unwrap_err();
     assert_eq!(unauthenticated.code(), tonic::Code::Unauthenticated);
     client
-        .report_applied(credentialed(&cp.data_plane_key, "test-node", report))
+        .report_applied(credentialed(
+            &cp.data_plane_key,
+            "test-node",
+            report.clone(),
+        ))
         .await
         .unwrap();
-    let applied: Value = serde_json::from_slice(
-        &reqwest::Client::new()
-            .get(format!("{}/data-planes", cp.admin))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let applied = data_planes().await;
     assert_eq!(applied["data_planes"][0]["node_id"], "test-node");
     assert_eq!(applied["data_planes"][0]["version"], removal.version);
     assert_eq!(applied["data_planes"][0]["applied_at"], 1_700_000_000);
@@ -298,6 +310,17 @@ async fn full_snapshot_then_deltas_with_sealed_secrets() {
             "state": "open"}]),
         "only the caller's tenant's deployments, by credential name"
     );
+    // The next report names none: they closed. A time before 1970 is no time.
+    let mut healed = report.clone();
+    healed.breakers = Vec::new();
+    healed.applied_at_ms = -5;
+    client
+        .report_applied(credentialed(&cp.data_plane_key, "test-node", healed))
+        .await
+        .unwrap();
+    let applied = data_planes().await;
+    assert_eq!(applied["data_planes"][0]["breakers"], json!([]));
+    assert_eq!(applied["data_planes"][0]["applied_at"], 0);
 }
 
 /// Deltas that change keys alone are built from those keys, not from a reload of everything:

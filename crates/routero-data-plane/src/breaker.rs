@@ -181,6 +181,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_breakers_that_are_not_closed_are_named_at_most_so_many() {
+        let breakers = Breakers::new(BreakerSettings {
+            failures: 1,
+            rate_limits: 0,
+            open_for: Duration::from_secs(10),
+        });
+        let t0 = Instant::now();
+        assert_eq!(
+            breakers.record(("c1", "open"), Outcome::Failed, t0),
+            Some(Change::Opened)
+        );
+        breakers.record(("c1", "probing"), Outcome::Failed, t0);
+        assert!(breakers.admit(("c1", "probing"), t0 + Duration::from_secs(10)));
+        // Failed once then answered: closed again, not named.
+        breakers.record(("c2", "healed"), Outcome::Failed, t0);
+        breakers.record(("c2", "healed"), Outcome::Answered, t0);
+        let mut named = breakers.not_closed(10);
+        named.sort();
+        assert_eq!(
+            named,
+            [
+                ("c1".to_owned(), "open".to_owned(), "open"),
+                ("c1".to_owned(), "probing".to_owned(), "probing"),
+            ]
+        );
+        assert_eq!(breakers.not_closed(1).len(), 1);
+    }
+
+    #[test]
     fn failures_in_a_row_open_it_and_one_probe_decides() {
         let breakers = Breakers::new(BreakerSettings {
             failures: 3,

@@ -26,8 +26,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const PERSIST_CONTACT_EVERY_MS: i64 = 30_000;
 /// How often heartbeats bring a report of the applied version and breakers.
 const REPORT_EVERY_MS: i64 = 10_000;
-/// The most breakers one report names.
-const MAX_REPORTED_BREAKERS: usize = 1000;
+/// The most breakers one report names (as many as the control plane takes).
+const MAX_REPORTED_BREAKERS: usize = 256;
 
 /// Follows the control plane until `stop` fires.
 pub struct Follower {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::access::Caller;
 use super::audit::{audit_log, normalize_time, unavailable};
@@ -122,10 +122,15 @@ pub(super) async fn put_tenant(
     put(&state, &caller, ("tenant", None), body).await
 }
 
+/// The most ledger reads one `GET /budgets` makes: one per kind of scope and period start,
+/// and periods are aligned, so a tenant's budgets share few; budgets past it show no spend.
+const MAX_LEDGER_READS: usize = 32;
+
 /// `GET /budgets`: every budget of the tenant (its own, its teams', its users' and its active
-/// keys'), each with its current period, what the ledger says was spent in it and the
-/// thresholds that reached. The ledger counts whole hours and trails the data planes' counters
-/// by the audit pipeline's delay: the data planes' counters decide, this shows.
+/// keys'), each with its current period, what the ledger says was spent in it (from the hour
+/// holding its start: `counted_from`) and the thresholds that reached. The ledger counts whole
+/// hours and trails the data planes' counters by the audit pipeline's delay: the data planes'
+/// counters decide, this shows.
 pub(super) async fn list(
     State(state): State<AppState>,
     Caller { principal, .. }: Caller,
@@ -146,29 +151,29 @@ pub(super) async fn list(
     budgets.retain(|(_, _, allowance)| allowance.max_budget_micros.is_some());
     let log = audit_log(&state)?;
     let now = routero_core::unix_now();
-    // One ledger read per kind of scope and period start: periods are aligned, so few.
+    // Nothing stamped later than the coming hour is spend yet (a forged or far-off clock's).
+    let until = unix_rfc3339(now.saturating_add(3600));
     let mut spent: HashMap<(&str, i64), HashMap<String, i64>> = HashMap::new();
     let mut lines = Vec::with_capacity(budgets.len());
     for (kind, id, allowance) in budgets {
         let (start, end) = allowance.period().window(now);
-        if let Entry::Vacant(slot) = spent.entry((kind, start)) {
+        let counted_from = unix_rfc3339(start - start.rem_euclid(3600));
+        if spent.len() < MAX_LEDGER_READS
+            && let Entry::Vacant(slot) = spent.entry((kind, start))
+        {
             let sums = log
-                .spend_since(tenant, SpendGroup::parse(kind), &unix_rfc3339(start))
+                .spend_between(tenant, SpendGroup::parse(kind), (&counted_from, &until))
                 .await
                 .map_err(unavailable)?;
             slot.insert(sums.into_iter().collect());
         }
-        let used = spent
-            .get(&(kind, start))
-            .and_then(|sums| sums.get(id.as_deref().unwrap_or_default()))
-            .copied()
-            .unwrap_or(0);
+        let used = spent.get(&(kind, start)).map(|sums| {
+            sums.get(id.as_deref().unwrap_or_default())
+                .copied()
+                .unwrap_or(0)
+        });
         let budget = allowance.max_budget_micros.unwrap_or(0);
-        let reached: Vec<u8> = allowance
-            .thresholds()
-            .into_iter()
-            .filter(|percent| i128::from(used) * 100 >= i128::from(budget) * i128::from(*percent))
-            .collect();
+        let reached = used.map_or_else(Vec::new, |used| reached(used, budget, &allowance));
         lines.push(json!({
             "kind": kind,
             "id": id,
@@ -176,12 +181,22 @@ pub(super) async fn list(
             "budget_duration": allowance.budget_duration,
             "period_start": (start > 0).then(|| unix_rfc3339(start)),
             "period_end": end.map(unix_rfc3339),
-            "spent": micros_to_usd(used),
+            "counted_from": counted_from,
+            "spent": used.map(micros_to_usd),
             "thresholds": allowance.thresholds(),
             "reached": reached,
         }));
     }
     Ok(Json(json!({ "budgets": lines })))
+}
+
+/// The thresholds of `allowance` (percentages of `budget`) that `used` reached.
+fn reached(used: i64, budget: i64, allowance: &Allowance) -> Vec<u8> {
+    allowance
+        .thresholds()
+        .into_iter()
+        .filter(|percent| i128::from(used) * 100 >= i128::from(budget) * i128::from(*percent))
+        .collect()
 }
 
 /// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
@@ -211,8 +226,51 @@ pub(super) fn interval(name: Option<&str>) -> Result<Option<Interval>, ApiError>
     .transpose()
 }
 
+/// The `from` and `to` of a report over time: at most 31 days of hours or 366 of days, `from`
+/// that long before `to` (or now) unless given; a wider range is refused (400
+/// `invalid_query`). Both in the stored form.
+pub(super) fn over_time(
+    interval: Interval,
+    from: Option<String>,
+    to: Option<String>,
+) -> Result<(String, Option<String>), ApiError> {
+    let (days, name) = match interval {
+        Interval::Hour => (31, "31 days per hour"),
+        Interval::Day => (366, "366 days per day"),
+    };
+    let widest = Duration::from_secs(days * 86_400);
+    let time = |field: &str, text: Option<String>| -> Result<Option<SystemTime>, ApiError> {
+        normalize_time(field, text)?
+            .map(|text| humantime::parse_rfc3339_weak(&text))
+            .transpose()
+            .map_err(|_| ApiError::new(ErrorCode::InvalidQuery, format!("{field}: a time")))
+    };
+    let end = time("to", to)?;
+    let last = end.unwrap_or_else(SystemTime::now);
+    let start = match time("from", from)? {
+        Some(start) => start,
+        None => last.checked_sub(widest).unwrap_or(UNIX_EPOCH),
+    };
+    if last.duration_since(start).is_ok_and(|span| span > widest) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("from, to: at most {name}"),
+        ));
+    }
+    let stored = |time: SystemTime| humantime::format_rfc3339_millis(time).to_string();
+    Ok((stored(start), end.map(stored)))
+}
+
+/// Lines of a report over time as answered: `truncated` when the ledger had more.
+pub(super) fn at_most<T>(mut lines: Vec<T>) -> (Vec<T>, bool) {
+    let truncated = lines.len() > routero_audit::MAX_LINES_OVER_TIME;
+    lines.truncate(routero_audit::MAX_LINES_OVER_TIME);
+    (lines, truncated)
+}
+
 /// `GET /spend/report?group_by=team|user|key|model&from&to&interval=hour|day`: the tenant's
-/// spend from the ledger (over time with an interval), as JSON or, for `Accept: text/csv` or
+/// spend from the ledger (over time with an interval, within [`over_time`]'s range and at
+/// most [`routero_audit::MAX_LINES_OVER_TIME`] lines), as JSON or, for `Accept: text/csv` or
 /// `format=csv`, as a CSV download for chargeback.
 pub(super) async fn report(
     State(state): State<AppState>,
@@ -227,18 +285,28 @@ pub(super) async fn report(
             "group_by: team, user, key or model",
         )
     })?;
-    let from = normalize_time("from", query.from)?;
-    let to = normalize_time("to", query.to)?;
     let interval = interval(query.interval.as_deref())?;
-    let rows = audit_log(&state)?
-        .spend_report(
-            &principal.tenant_id,
-            group,
-            (from.as_deref(), to.as_deref()),
-            interval,
-        )
-        .await
-        .map_err(unavailable)?;
+    let (from, to) = match interval {
+        Some(interval) => {
+            let (from, to) = over_time(interval, query.from, query.to)?;
+            (Some(from), to)
+        }
+        None => (
+            normalize_time("from", query.from)?,
+            normalize_time("to", query.to)?,
+        ),
+    };
+    let (rows, truncated) = at_most(
+        audit_log(&state)?
+            .spend_report(
+                &principal.tenant_id,
+                group,
+                (from.as_deref(), to.as_deref()),
+                interval,
+            )
+            .await
+            .map_err(unavailable)?,
+    );
     let csv = match query.format.as_deref() {
         Some("csv") => true,
         None => headers
@@ -284,6 +352,7 @@ pub(super) async fn report(
         "from": from,
         "to": to,
         "rows": lines,
+        "truncated": truncated,
         "total_spend": micros_to_usd(total),
     }))
     .into_response())
@@ -341,6 +410,55 @@ pub(super) async fn key_spend(state: &AppState, tenant_id: &str, key_id: &str) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_threshold_is_reached_at_its_percentage_not_a_micro_dollar_before() {
+        let allowance = Allowance {
+            budget_thresholds: vec![50, 100],
+            ..Allowance::default()
+        };
+        assert_eq!(reached(499_999, 1_000_000, &allowance), Vec::<u8>::new());
+        assert_eq!(reached(500_000, 1_000_000, &allowance), [50]);
+        assert_eq!(reached(999_999, 1_000_000, &allowance), [50]);
+        assert_eq!(reached(i64::MAX, 1_000_000, &allowance), [50, 100]);
+        assert_eq!(
+            reached(0, 0, &allowance),
+            [50, 100],
+            "a budget of nothing is spent"
+        );
+    }
+
+    #[test]
+    fn a_report_over_time_leads_with_its_period() {
+        let row = SpendRow {
+            period: Some("2026-11-30T00:00:00Z".into()),
+            group: "team-a".into(),
+            requests: 2,
+            input_tokens: 3,
+            cached_tokens: 1,
+            output_tokens: 4,
+            cost_micros: 250_000,
+        };
+        assert_eq!(
+            spend_csv("team", true, &[row]),
+            "period,team,requests,input_tokens,cached_tokens,output_tokens,spend_usd\n\
+             2026-11-30T00:00:00Z,team-a,2,3,1,4,0.250000\n"
+        );
+    }
+
+    #[test]
+    fn a_range_over_time_is_bounded() {
+        let hours = |from: &str, to: &str| {
+            over_time(Interval::Hour, Some(from.into()), Some(to.into())).is_ok()
+        };
+        assert!(hours("2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"));
+        assert!(!hours("2026-01-01T00:00:00Z", "2026-02-01T00:00:01Z"));
+        let (from, to) =
+            over_time(Interval::Day, None, Some("2026-12-31T00:00:00Z".into())).unwrap();
+        assert_eq!(from, "2025-12-30T00:00:00.000Z", "366 days before");
+        assert_eq!(to.as_deref(), Some("2026-12-31T00:00:00.000Z"));
+        assert!(over_time(Interval::Day, Some("yesterday".into()), None).is_err());
+    }
 
     #[test]
     fn csv_cells_are_quoted_and_never_run_as_formulas() {

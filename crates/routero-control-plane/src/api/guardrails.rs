@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::access::Caller;
-use super::audit::{audit_log, normalize_time, unavailable};
-use super::budgets::interval;
+use super::audit::{audit_log, unavailable};
+use super::budgets::{at_most, interval, over_time};
 use super::extract::{Body, Query};
 use super::{ApiError, AppState};
 use crate::ControlPlaneError;
@@ -61,29 +61,28 @@ pub(super) struct FindingsQuery {
     interval: Option<String>,
 }
 
-/// `GET /guardrails/findings?from&to&interval=hour|day` (a day unless said): what the
-/// tenant's guardrails found per period, stage, detector and action, from the chained
-/// `request.guardrail_triggered` events. Counts only: the matched text is never recorded.
+/// `GET /guardrails/findings?from&to&interval=hour|day` (a day unless said; the range as
+/// [`over_time`] allows): what the tenant's guardrails found per period, stage, detector and
+/// action, from the chained `request.guardrail_triggered` events. Counts only: the matched text
+/// is never recorded.
 pub(super) async fn findings(
     State(state): State<AppState>,
     Caller { principal, .. }: Caller,
     Query(query): Query<FindingsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let from = normalize_time("from", query.from)?;
-    let to = normalize_time("to", query.to)?;
     let interval = interval(query.interval.as_deref())?.unwrap_or(routero_audit::Interval::Day);
-    let rows = audit_log(&state)?
-        .guardrail_findings(
-            &principal.tenant_id,
-            (from.as_deref(), to.as_deref()),
-            interval,
-        )
-        .await
-        .map_err(unavailable)?;
+    let (from, to) = over_time(interval, query.from, query.to)?;
+    let (rows, truncated) = at_most(
+        audit_log(&state)?
+            .guardrail_findings(&principal.tenant_id, (Some(&from), to.as_deref()), interval)
+            .await
+            .map_err(unavailable)?,
+    );
     Ok(Json(json!({
         "interval": interval.name(),
         "from": from,
         "to": to,
         "rows": rows,
+        "truncated": truncated,
     })))
 }

@@ -456,17 +456,23 @@ async fn ready(State(state): State<AppState>) -> Response {
 
 /// `GET /data-planes`: the version this control plane publishes and, per data plane that
 /// reported to it, the version it applied and when, when it last reported, and which of this
-/// tenant's deployments (credential and model) have a breaker that is not closed there.
+/// tenant's deployments (credential and model) have a breaker that is not closed there (the
+/// credential's name too for a caller the policies let list credentials).
 async fn data_planes(
     State(state): State<AppState>,
     access::Caller { principal, .. }: access::Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let names: std::collections::HashMap<String, String> = state
+    let named = state
+        .allowed_actions(&principal, &[("credential", "list")])
+        .await
+        .values()
+        .all(|allowed| *allowed == Some(true));
+    let names: std::collections::HashMap<String, Option<String>> = state
         .store
         .list_credentials(&principal.tenant_id)
         .await?
         .into_iter()
-        .map(|credential| (credential.id, credential.name))
+        .map(|credential| (credential.id, named.then_some(credential.name)))
         .collect();
     let planes: Vec<serde_json::Value> = state
         .publisher

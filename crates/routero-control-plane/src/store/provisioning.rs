@@ -8,7 +8,7 @@
 //! Writes are optimistic: they name the version they read and fail with `version_mismatch`
 //! if another write came first.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use routero_core::audit::{Actor, AuditEvent, EventType, Outcome};
 use routero_core::{ErrorCode, Resource};
@@ -890,30 +890,8 @@ impl Store {
         if mappings.is_empty() {
             return Ok(keys);
         }
-        let mut groups: std::collections::HashMap<String, Vec<(String, String)>> =
-            std::collections::HashMap::new();
-        for row in sqlx::query(
-            "SELECT m.user_id, t.id, t.name FROM team_members m JOIN teams t ON t.id = m.team_id \
-             WHERE t.deleted_at IS NULL",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        {
-            groups
-                .entry(row.try_get("user_id")?)
-                .or_default()
-                .push((row.try_get("id")?, row.try_get("name")?));
-        }
-        for row in sqlx::query("SELECT id, sso_groups FROM users WHERE sso_groups IS NOT NULL")
-            .fetch_all(&self.pool)
-            .await?
-        {
-            let named: Vec<String> = from_json(&row.try_get::<String, _>("sso_groups")?)?;
-            groups
-                .entry(row.try_get("id")?)
-                .or_default()
-                .extend(named.into_iter().map(|name| (String::new(), name)));
-        }
+        let mut conn = self.pool.acquire().await?;
+        let groups = groups_where(&mut conn, Members::Everyone).await?;
         Ok(keys
             .into_iter()
             .filter_map(|mut key| {
@@ -1052,26 +1030,64 @@ pub(super) async fn groups_of(
     conn: &mut sqlx::AnyConnection,
     user: &str,
 ) -> Result<Vec<(String, String)>> {
-    let mut groups: Vec<(String, String)> = sqlx::query(
-        "SELECT t.id, t.name FROM team_members m JOIN teams t ON t.id = m.team_id \
-         WHERE m.user_id = $1 AND t.deleted_at IS NULL",
-    )
-    .bind(user)
+    Ok(groups_where(conn, Members::One(user))
+        .await?
+        .remove(user)
+        .unwrap_or_default())
+}
+
+/// Whose groups [`groups_where`] reads (in two queries whatever their number).
+pub(super) enum Members<'a> {
+    /// One user's (by id).
+    One(&'a str),
+    /// Every user's of a tenant.
+    OfTenant(&'a str),
+    /// Every user's.
+    Everyone,
+}
+
+/// [`groups_of`] each of `members`, by user id (a user in no group is absent).
+pub(super) async fn groups_where(
+    conn: &mut sqlx::AnyConnection,
+    members: Members<'_>,
+) -> Result<HashMap<String, Vec<(String, String)>>> {
+    let (teams, users, value) = match members {
+        Members::One(user) => ("m.user_id = $1 AND", "id = $1 AND", Some(user)),
+        Members::OfTenant(tenant) => ("t.tenant_id = $1 AND", "tenant_id = $1 AND", Some(tenant)),
+        Members::Everyone => ("", "", None),
+    };
+    // Only the filters above, of ours, are spliced in; the value is bound.
+    let query = |sql: String| {
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        match value {
+            Some(value) => query.bind(value),
+            None => query,
+        }
+    };
+    let mut groups: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    for row in query(format!(
+        "SELECT m.user_id, t.id, t.name FROM team_members m JOIN teams t ON t.id = m.team_id \
+         WHERE {teams} t.deleted_at IS NULL"
+    ))
     .fetch_all(&mut *conn)
     .await?
-    .iter()
-    .map(|r| Ok((r.try_get("id")?, r.try_get("name")?)))
-    .collect::<Result<_>>()?;
-    let named: Option<String> = sqlx::query("SELECT sso_groups FROM users WHERE id = $1")
-        .bind(user)
-        .fetch_optional(&mut *conn)
-        .await?
-        .map(|r| r.try_get("sso_groups"))
-        .transpose()?
-        .flatten();
-    if let Some(named) = named {
-        let named: Vec<String> = from_json(&named)?;
-        groups.extend(named.into_iter().map(|name| (String::new(), name)));
+    {
+        groups
+            .entry(row.try_get("user_id")?)
+            .or_default()
+            .push((row.try_get("id")?, row.try_get("name")?));
+    }
+    for row in query(format!(
+        "SELECT id, sso_groups FROM users WHERE {users} sso_groups IS NOT NULL"
+    ))
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        let named: Vec<String> = from_json(&row.try_get::<String, _>("sso_groups")?)?;
+        groups
+            .entry(row.try_get("id")?)
+            .or_default()
+            .extend(named.into_iter().map(|name| (String::new(), name)));
     }
     Ok(groups)
 }

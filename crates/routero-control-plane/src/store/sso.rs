@@ -4,6 +4,7 @@
 use routero_core::audit::AuditEvent;
 use sqlx::Row;
 
+use super::provisioning::{Members, groups_where};
 use super::{Result, Store, to_json};
 use crate::role_mapping::GroupRef;
 
@@ -385,8 +386,8 @@ impl Store {
             .unwrap_or_default())
     }
 
-    /// The roles the tenant's role mapping gives each of `users` from their groups, in order;
-    /// `None` when the tenant has no mapping.
+    /// The roles the tenant's role mapping gives each of `users` (of the tenant) from their
+    /// groups, in order; `None` when the tenant has no mapping.
     pub async fn mapped_roles(
         &self,
         tenant_id: &str,
@@ -396,11 +397,19 @@ impl Store {
             return Ok(None);
         };
         let mut conn = self.pool.acquire().await?;
-        let mut roles = Vec::with_capacity(users.len());
-        for user in users {
-            let groups = super::provisioning::groups_of(&mut conn, user).await?;
-            roles.push(mapping.roles_for(groups.iter().map(|(id, name)| GroupRef { id, name })));
-        }
-        Ok(Some(roles))
+        let members = match users {
+            [user] => Members::One(user),
+            _ => Members::OfTenant(tenant_id),
+        };
+        let groups = groups_where(&mut conn, members).await?;
+        Ok(Some(
+            users
+                .iter()
+                .map(|user| {
+                    let held = groups.get(*user).map(Vec::as_slice).unwrap_or_default();
+                    mapping.roles_for(held.iter().map(|(id, name)| GroupRef { id, name }))
+                })
+                .collect(),
+        ))
     }
 }
