@@ -8,7 +8,7 @@ use routero_core::audit::AuditEvent;
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::ledger::{Interval, MAX_LINES_OVER_TIME, bounded, hour_of, text};
+use crate::ledger::{IN_RANGE, Interval, MAX_LINES_OVER_TIME, bounded, hour_of, report, text};
 use crate::{AuditError, AuditStore};
 
 /// One line of a findings report.
@@ -111,30 +111,21 @@ impl AuditStore {
         let sql = format!(
             "SELECT {period} AS period, stage, detector, action, \
              CAST(SUM(findings) AS BIGINT) AS findings, CAST(SUM(requests) AS BIGINT) AS requests \
-             FROM guardrail_findings \
-             WHERE tenant_id = $1 AND ($2 IS NULL OR hour >= $2) AND ($3 IS NULL OR hour < $3) \
+             FROM guardrail_findings WHERE {IN_RANGE} \
              GROUP BY {period}, stage, detector, action ORDER BY period, stage, detector, action \
              LIMIT {}",
             MAX_LINES_OVER_TIME + 1
         );
-        // The only text spliced in is `Interval`'s SQL and a number of ours, never a request's.
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant_id)
-            .bind(from)
-            .bind(to)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|row| {
-                Ok(FindingsRow {
-                    period: row.try_get("period")?,
-                    stage: row.try_get("stage")?,
-                    detector: row.try_get("detector")?,
-                    action: row.try_get("action")?,
-                    findings: row.try_get("findings")?,
-                    requests: row.try_get("requests")?,
-                })
+        report(&self.pool, sql, (tenant_id, from, to), |row| {
+            Ok(FindingsRow {
+                period: row.try_get("period")?,
+                stage: row.try_get("stage")?,
+                detector: row.try_get("detector")?,
+                action: row.try_get("action")?,
+                findings: row.try_get("findings")?,
+                requests: row.try_get("requests")?,
             })
-            .collect()
+        })
+        .await
     }
 }

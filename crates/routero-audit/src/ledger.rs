@@ -3,6 +3,8 @@
 
 use routero_core::audit::AuditEvent;
 
+use crate::AuditError;
+
 /// The most lines a report over time returns; it asks for one more, to tell that it was cut.
 pub const MAX_LINES_OVER_TIME: usize = 20_000;
 
@@ -80,4 +82,28 @@ pub(crate) fn text(value: Option<&serde_json::Value>) -> &str {
     value
         .and_then(serde_json::Value::as_str)
         .unwrap_or_default()
+}
+
+/// The lines of a ledger of `tenant_id` whose hours start in `[from, to)` (either open), as a
+/// report's `WHERE` names them.
+pub(crate) const IN_RANGE: &str =
+    "tenant_id = $1 AND ($2 IS NULL OR hour >= $2) AND ($3 IS NULL OR hour < $3)";
+
+/// Runs a report `sql` over [`IN_RANGE`] and reads each of its rows with `line`.
+pub(crate) async fn report<T>(
+    pool: &sqlx::AnyPool,
+    sql: String,
+    (tenant_id, from, to): (&str, Option<&str>, Option<&str>),
+    line: impl Fn(&sqlx::any::AnyRow) -> Result<T, sqlx::Error>,
+) -> Result<Vec<T>, AuditError> {
+    // Callers splice in SQL of their own (names, numbers), never a request's text.
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|row| line(row).map_err(AuditError::from))
+        .collect()
 }

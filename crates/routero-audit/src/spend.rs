@@ -6,7 +6,7 @@ use routero_core::audit::AuditEvent;
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::ledger::{Interval, MAX_LINES_OVER_TIME, bounded, hour_of};
+use crate::ledger::{IN_RANGE, Interval, MAX_LINES_OVER_TIME, bounded, hour_of, report};
 use crate::{AuditError, AuditStore};
 
 /// What a spend report adds up by.
@@ -157,31 +157,21 @@ impl AuditStore {
              CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
              CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens, \
              CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, \
-             CAST(SUM(cost_micros) AS BIGINT) AS cost_micros FROM spend_ledger \
-             WHERE tenant_id = $1 AND ($2 IS NULL OR hour >= $2) AND ($3 IS NULL OR hour < $3) \
+             CAST(SUM(cost_micros) AS BIGINT) AS cost_micros FROM spend_ledger WHERE {IN_RANGE} \
              GROUP BY {group_by} ORDER BY {order}SUM(cost_micros) DESC, {column}{limit}"
         );
-        // The only text spliced in is SQL of `SpendGroup`'s and `Interval`'s and a number of
-        // ours, never a request's.
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant_id)
-            .bind(from)
-            .bind(to)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|row| {
-                Ok(SpendRow {
-                    period: row.try_get("period")?,
-                    group: row.try_get("grp")?,
-                    requests: row.try_get("requests")?,
-                    input_tokens: row.try_get("input_tokens")?,
-                    cached_tokens: row.try_get("cached_tokens")?,
-                    output_tokens: row.try_get("output_tokens")?,
-                    cost_micros: row.try_get("cost_micros")?,
-                })
+        report(&self.pool, sql, (tenant_id, from, to), |row| {
+            Ok(SpendRow {
+                period: row.try_get("period")?,
+                group: row.try_get("grp")?,
+                requests: row.try_get("requests")?,
+                input_tokens: row.try_get("input_tokens")?,
+                cached_tokens: row.try_get("cached_tokens")?,
+                output_tokens: row.try_get("output_tokens")?,
+                cost_micros: row.try_get("cost_micros")?,
             })
-            .collect()
+        })
+        .await
     }
 
     /// What the tenant spent in the hours that start from the hour holding `since` up to
