@@ -682,7 +682,7 @@ async function start() {
     say(`Session unusable: ${error.message}`, true);
     return;
   }
-  $('who').textContent = `${me.principal} (${(me.roles || []).join(', ')}) in tenant ${me.tenant_id}`;
+  $('who').textContent = `${me.name || me.principal} (${(me.roles || []).join(', ')}) in tenant ${me.tenant_id}`;
   // What the policies allow this person: sections and buttons they would be refused are not
   // shown (the admin API refuses them anyway).
   const can = me.can || {};

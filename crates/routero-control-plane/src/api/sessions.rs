@@ -473,15 +473,27 @@ const SHOWN_ACTIONS: &[(&str, &str)] = &[
     ("role", "list"),
 ];
 
-/// `GET /me`: who the caller is, for any caller, and which actions the policies allow it
-/// (`can`, as `"<kind>:<action>": bool`, `null` when the policy engine gave no decision; the
-/// admin API decides each request again).
+/// `GET /me`: who the caller is (with the name a user goes by), for any caller, and which
+/// actions the policies allow it (`can`, as `"<kind>:<action>": bool`, `null` when the policy
+/// engine gave no decision; the admin API decides each request again).
 pub(super) async fn me(
     State(state): State<AppState>,
     Caller { principal, .. }: Caller,
 ) -> Json<Value> {
     let can = state.allowed_actions(&principal, SHOWN_ACTIONS).await;
+    let name = match &principal.user_id {
+        Some(user) => state
+            .store
+            .user_name(&principal.tenant_id, user)
+            .await
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "the signed-in user's name could not be read");
+                None
+            }),
+        None => None,
+    };
     Json(json!({
+        "name": name,
         "tenant_id": principal.tenant_id,
         "principal": principal.key_id,
         "kind": if principal.session_id.is_some() { "session" } else { "admin_key" },

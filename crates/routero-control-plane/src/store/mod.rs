@@ -334,6 +334,21 @@ impl Store {
         })
     }
 
+    /// The name a user of the tenant goes by: their display name, else their user name.
+    pub async fn user_name(&self, tenant_id: &str, user_id: &str) -> Result<Option<String>> {
+        sqlx::query(
+            "SELECT COALESCE(NULLIF(display_name, ''), user_name) AS name FROM users \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|row| row.try_get("name"))
+        .transpose()
+        .map_err(Into::into)
+    }
+
     /// Users of a tenant with their team memberships, by user name.
     pub async fn list_users(&self, tenant_id: &str) -> Result<Vec<User>> {
         let rows = sqlx::query(
