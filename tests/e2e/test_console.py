@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -139,7 +140,12 @@ def shot(driver, name):
     """Saves the view for a person to look at, after Deque's axe-core (WCAG 2 A and AA rules:
     labels, names, contrast, structure) finds nothing wrong with it."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    # The whole page, not only what a laptop's window shows at once.
+    size = driver.get_window_size()
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(size["width"], max(size["height"], height + 140))
     driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+    driver.set_window_size(size["width"], size["height"])
     assert AXE.is_file(), "run scripts/install-axe-core.sh"
     driver.execute_script(AXE.read_text())
     violations = driver.execute_async_script("""
@@ -252,6 +258,28 @@ def test_sign_in_create_a_key_once_use_it_revoke_it(gw, tenant, browser):
         except openai.AuthenticationError:
             return True
     wait_until(refused, timeout=5, what="the revoked key refused")
+
+    # Its creation, its use and its revocation in the audit trail, then the trail verified.
+    browser.find_element(By.ID, "nav-audit").click()
+    wait_until(lambda: shown(browser, "audit") and browser.find_elements(By.CSS_SELECTOR, "#audit-rows tr"), what="the audit view")
+
+    def listed(events):
+        """Whether the view lists each of `events` of the key; if not, asks again (at most
+        twice a second: events arrive as the writer chains them)."""
+        rows = browser.find_elements(By.CSS_SELECTOR, "#audit-rows tr")
+        if events <= {row.find_elements(By.TAG_NAME, "td")[2].text for row in rows if key_id in row.text}:
+            return True
+        time.sleep(0.5)
+        browser.find_element(By.ID, "audit-apply").click()
+        return False
+    for event in ("key.created", "request.routed", "key.revoked"):
+        browser.find_element(By.ID, "audit-type").clear()
+        browser.find_element(By.ID, "audit-type").send_keys(event)
+        browser.find_element(By.ID, "audit-apply").click()
+        wait_until(lambda: listed({event}), what=f"the key's {event} in the trail")  # noqa: B023 - used at once
+    browser.find_element(By.ID, "verify").click()
+    wait_until(lambda: browser.find_element(By.ID, "verify-result").text.startswith("Verified:"), timeout=20,
+               what="the trail verified")
     assert console_errors(browser, origin) == []
 
 
@@ -418,9 +446,13 @@ def test_finance_sees_spend_and_its_csv_and_nothing_else(gw, tenant, browser):
     cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
     assert cells[:2] == [today, "gpt-a"] and int(cells[2]) >= 1 and float(cells[5]) > 0, cells
     assert len(browser.find_elements(By.CSS_SELECTOR, "#spend-chart rect")) == 1
-    for chart in ("spend-time-chart", "requests-time-chart"):
-        [bar] = browser.find_elements(By.CSS_SELECTOR, f"#{chart} rect")
-        assert bar.find_element(By.TAG_NAME, "title").get_attribute("textContent").startswith(today + ": ")
+    # Every day of the last 30 and today, the days without spend as zero.
+    first = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=30)).date().isoformat()
+    for chart, nothing in (("spend-time-chart", "0 USD"), ("requests-time-chart", "0 requests")):
+        titles = [t.get_attribute("textContent") for t in browser.find_elements(By.CSS_SELECTOR, f"#{chart} rect title")]
+        assert len(titles) == 31 and titles[0] == f"{first}: {nothing}", titles
+        assert titles[-1].startswith(today + ": ") and titles[-1] != f"{today}: {nothing}", titles
+        assert all(title.endswith(": " + nothing) for title in titles[:-1]), titles
     # The key whose budget of ten micro-dollars a day its request exceeds: every threshold
     # reached, the row marked.
     [budgeted] = [row for row in browser.find_elements(By.CSS_SELECTOR, "#budgets-rows tr")

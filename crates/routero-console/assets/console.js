@@ -321,6 +321,8 @@ function barsOverTime(chart, points, unit) {
   });
   chart.append(drawn);
   chart.setAttribute('height', String(height + 44));
+  // Room for the last label past the last bar.
+  chart.setAttribute('width', String(Math.max(760, 40 + bars.length * slot + 90)));
 }
 
 // A period as shown: its day, and its hour when it has one.
@@ -337,15 +339,18 @@ function sums(lines, key, value) {
 }
 
 // `lines` added up per period (`YYYY-MM-DDTHH:00:00Z`, as the API names them), every hour or
-// day from the first to the last there (at most 1000) with those that had nothing as zero,
-// labelled for people.
-function overTime(lines, interval, value) {
+// day of the report's range (`from` to `to` or now; at most 1000) with those that had nothing
+// as zero, labelled for people.
+function overTime(lines, interval, value, report) {
   const totals = new Map(sums(lines, (line) => line.period, value));
-  const starts = [...totals.keys()].map((start) => Date.parse(start)).filter(Number.isFinite);
-  if (!starts.length) return [];
   const step = interval === 'hour' ? 3600e3 : 86400e3;
-  const first = starts.reduce((a, b) => Math.min(a, b));
-  const last = starts.reduce((a, b) => Math.max(a, b));
+  const floor = (time) => Math.floor(time / step) * step;
+  const ends = [...totals.keys()].map((start) => Date.parse(start))
+    .concat([Date.parse(report.from), report.to ? Date.parse(report.to) - 1 : Date.now()])
+    .filter(Number.isFinite);
+  if (!totals.size || !ends.length) return [];
+  const first = floor(ends.reduce((a, b) => Math.min(a, b)));
+  const last = floor(ends.reduce((a, b) => Math.max(a, b)));
   const points = [];
   for (let at = first; at <= last && points.length < 1000; at += step) {
     const start = new Date(at).toISOString().replace('.000Z', 'Z');
@@ -391,7 +396,7 @@ async function loadSpend() {
   }
   horizontalBars($('spend-chart'), sums(report.rows, (line) => line[group] || '(none)', (line) => Number(line.spend) || 0)
     .map(([label, value]) => ({ label, value, text: `${money(value)} USD` })));
-  const periods = (value) => (interval ? overTime(report.rows, interval, value) : []);
+  const periods = (value) => (interval ? overTime(report.rows, interval, value, report) : []);
   barsOverTime($('spend-time-chart'), periods((line) => Number(line.spend) || 0)
     .map(([label, value]) => ({ label, value, text: `${money(value)} USD` })), 'USD');
   barsOverTime($('requests-time-chart'), periods((line) => line.requests)
@@ -595,7 +600,8 @@ async function loadGuardrails(can) {
 async function loadFindings() {
   const params = new URLSearchParams({ interval: $('findings-interval').value });
   range(params, 'findings-from');
-  const { rows: lines, truncated } = await api('GET', `/guardrails/findings?${params}`);
+  const found = await api('GET', `/guardrails/findings?${params}`);
+  const { rows: lines, truncated } = found;
   if (truncated) say('Only the first lines of the findings are shown: choose a shorter range.', true);
   const rows = $('findings-rows');
   rows.replaceChildren();
@@ -605,7 +611,7 @@ async function loadFindings() {
       cell(String(line.findings)), cell(String(line.requests)));
     rows.append(row);
   }
-  barsOverTime($('findings-time-chart'), overTime(lines, $('findings-interval').value, (line) => line.findings)
+  barsOverTime($('findings-time-chart'), overTime(lines, found.interval, (line) => line.findings, found)
     .map(([label, value]) => ({ label, value, text: counted(value, 'finding') })), 'findings');
   horizontalBars($('findings-chart'), sums(lines, (line) => `${line.detector} → ${line.action}`, (line) => line.findings)
     .map(([label, value]) => ({ label, value, text: counted(value, 'finding') })));
