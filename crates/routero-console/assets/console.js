@@ -291,8 +291,8 @@ function horizontalBars(chart, items) {
 const MOST_BARS = 200;
 
 // One vertical bar per period ({label, value, text}) in order, labelled below as room allows,
-// each with its own tooltip; the largest value named at the top.
-function barsOverTime(chart, points, unit) {
+// each with its own tooltip; the largest value named at the top, as `shown` writes a value.
+function barsOverTime(chart, points, shown) {
   clearChart(chart);
   if (!points.length) return;
   const run = Math.ceil(points.length / MOST_BARS);
@@ -301,7 +301,7 @@ function barsOverTime(chart, points, unit) {
     const part = points.slice(at, at + run);
     const value = part.reduce((sum, point) => sum + point.value, 0);
     const label = part[0].label;
-    bars.push(run === 1 ? part[0] : { label, value, text: `${part[0].label} to ${part[part.length - 1].label}: ${value}` });
+    bars.push(run === 1 ? part[0] : { label, value, text: `${part[0].label} to ${part[part.length - 1].label}: ${shown(value)}` });
   }
   const height = 140;
   const slot = Math.min(48, Math.floor(700 / bars.length));
@@ -309,8 +309,7 @@ function barsOverTime(chart, points, unit) {
   const most = largest(bars);
   const drawn = svg('g', {});
   const per = run === 1 ? 'per period' : `per ${run} periods`;
-  drawn.append(svg('text', { x: 0, y: 12 }, `${chart.querySelector('title').textContent}: at most ${
-    Math.round(most * 1e6) / 1e6} ${unit} ${per}`));
+  drawn.append(svg('text', { x: 0, y: 12 }, `${chart.querySelector('title').textContent}: at most ${shown(most)} ${per}`));
   bars.forEach((bar, index) => {
     const tall = most > 0 ? Math.max(1, Math.round((bar.value / most) * height)) : 1;
     const x = 40 + index * slot;
@@ -397,10 +396,12 @@ async function loadSpend() {
   horizontalBars($('spend-chart'), sums(report.rows, (line) => line[group] || '(none)', (line) => Number(line.spend) || 0)
     .map(([label, value]) => ({ label, value, text: `${money(value)} USD` })));
   const periods = (value) => (interval ? overTime(report.rows, interval, value, report) : []);
+  const usd = (value) => `${money(value)} USD`;
+  const requests = (value) => counted(value, 'request');
   barsOverTime($('spend-time-chart'), periods((line) => Number(line.spend) || 0)
-    .map(([label, value]) => ({ label, value, text: `${money(value)} USD` })), 'USD');
+    .map(([label, value]) => ({ label, value, text: usd(value) })), usd);
   barsOverTime($('requests-time-chart'), periods((line) => line.requests)
-    .map(([label, value]) => ({ label, value, text: counted(value, 'request') })), 'requests');
+    .map(([label, value]) => ({ label, value, text: requests(value) })), requests);
   await loadBudgets();
 }
 
@@ -611,10 +612,11 @@ async function loadFindings() {
       cell(String(line.findings)), cell(String(line.requests)));
     rows.append(row);
   }
+  const findings = (value) => counted(value, 'finding');
   barsOverTime($('findings-time-chart'), overTime(lines, found.interval, (line) => line.findings, found)
-    .map(([label, value]) => ({ label, value, text: counted(value, 'finding') })), 'findings');
+    .map(([label, value]) => ({ label, value, text: findings(value) })), findings);
   horizontalBars($('findings-chart'), sums(lines, (line) => `${line.detector} → ${line.action}`, (line) => line.findings)
-    .map(([label, value]) => ({ label, value, text: counted(value, 'finding') })));
+    .map(([label, value]) => ({ label, value, text: findings(value) })));
 }
 
 async function saveGuardrails() {
