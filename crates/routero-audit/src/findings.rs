@@ -28,9 +28,10 @@ pub struct FindingsRow {
     pub requests: i64,
 }
 
-/// The most findings one event adds to a line; the most lines one event touches.
+/// The most matches one event adds to a line.
 const MAX_COUNT: i64 = 1_000_000;
-const MAX_LINES_PER_EVENT: usize = 64;
+/// The most findings of one event read (so at most this many lines touched).
+const MAX_FINDINGS_PER_EVENT: usize = 64;
 
 /// A detector's or action's name as the ledger keeps it: 1 to 64 lowercase letters, digits and
 /// `_` (every name of ours), anything else `other`: an event from elsewhere cannot write text
@@ -52,7 +53,7 @@ fn name(value: Option<&serde_json::Value>) -> &str {
 /// An event's findings as ledger lines: `(detector, action)` and matches, the same line once.
 fn lines(findings: &[serde_json::Value]) -> BTreeMap<(&str, &str), i64> {
     let mut lines = BTreeMap::new();
-    for finding in findings.iter().take(MAX_LINES_PER_EVENT) {
+    for finding in findings.iter().take(MAX_FINDINGS_PER_EVENT) {
         let count = bounded(finding.get("count"), MAX_COUNT);
         let line = lines
             .entry((name(finding.get("detector")), name(finding.get("action"))))

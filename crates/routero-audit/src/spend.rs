@@ -174,9 +174,9 @@ impl AuditStore {
         .await
     }
 
-    /// What the tenant spent in the hours that start from the hour holding `since` up to
-    /// `until` (`YYYY-MM-DDTHH:…Z`, `until` excluded), in micro-dollars: in all (`group`
-    /// `None`), or per team, user or key.
+    /// What the tenant spent in the hours that start from `since` up to `until` (both
+    /// `YYYY-MM-DDTHH:…Z`, `until` excluded), in micro-dollars: in all (`group` `None`), or
+    /// per team, user or key.
     pub async fn spend_between(
         &self,
         tenant_id: &str,
@@ -185,7 +185,6 @@ impl AuditStore {
     ) -> Result<Vec<(String, i64)>, AuditError> {
         let column = group.map_or("''", SpendGroup::column);
         let grouped = group.map_or_else(String::new, |g| format!(" GROUP BY {}", g.column()));
-        let hour = since.get(..13).map(|hour| format!("{hour}:00:00Z"));
         let sql = format!(
             "SELECT {column} AS grp, CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros \
              FROM spend_ledger WHERE tenant_id = $1 AND hour >= $2 AND hour < $3{grouped}"
@@ -193,7 +192,7 @@ impl AuditStore {
         // The only text spliced in is a column name of `SpendGroup`'s, never a request's.
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(tenant_id)
-            .bind(hour.ok_or(AuditError::Malformed("since"))?)
+            .bind(since)
             .bind(until)
             .fetch_all(&self.pool)
             .await?

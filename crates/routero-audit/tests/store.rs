@@ -755,9 +755,9 @@ async fn spend_is_reported_over_time_and_since_a_period_start(db: Db) {
             "2026-11-23T00:00:00Z m1 4000"
         ]
     );
-    // Since a period that started at 13:20: the whole 13:00 hour counts, noon does not; nothing
-    // from the hour `until` names on (a forged or far-off clock's spend stays out).
-    let between = ("2026-11-22T13:20:00Z", "2026-11-24T00:00:00Z");
+    // From the 13:00 hour (a period that started at 13:20 is counted from it): noon does not
+    // count; nothing from the hour `until` names on (a forged or far-off clock's stays out).
+    let between = ("2026-11-22T13:00:00Z", "2026-11-24T00:00:00Z");
     assert_eq!(
         store.spend_between("a", None, between).await.unwrap(),
         [(String::new(), 4020)]
@@ -770,7 +770,7 @@ async fn spend_is_reported_over_time_and_since_a_period_start(db: Db) {
     assert_eq!(by_team, [("t1".to_owned(), 4000), ("t2".to_owned(), 20)]);
     assert_eq!(
         store
-            .spend_between("a", None, ("2026-11-22T13:20:00Z", "2026-11-23T09:00:00Z"))
+            .spend_between("a", None, ("2026-11-22T13:00:00Z", "2026-11-23T09:00:00Z"))
             .await
             .unwrap(),
         [(String::new(), 20)],

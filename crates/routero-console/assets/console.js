@@ -327,7 +327,7 @@ function barsOverTime(chart, points, shown) {
 // A period as shown: its day, and its hour when it has one.
 function period(start) {
   if (!start) return 'in all';
-  return start.endsWith('T00:00:00Z') ? start.slice(0, 10) : start.slice(0, 16).replace('T', ' ');
+  return start.endsWith('T00:00:00Z') ? start.slice(0, 10) : when(start);
 }
 
 // Adds up `lines` by `key`, in the order keys first appear.
@@ -347,7 +347,7 @@ function overTime(lines, interval, value, report) {
   const ends = [...totals.keys()].map((start) => Date.parse(start))
     .concat([Date.parse(report.from), report.to ? Date.parse(report.to) - 1 : Date.now()])
     .filter(Number.isFinite);
-  if (!totals.size || !ends.length) return [];
+  if (!totals.size) return [];
   const first = floor(ends.reduce((a, b) => Math.min(a, b)));
   const last = floor(ends.reduce((a, b) => Math.max(a, b)));
   const points = [];
@@ -402,7 +402,6 @@ async function loadSpend() {
     .map(([label, value]) => ({ label, value, text: usd(value) })), usd);
   barsOverTime($('requests-time-chart'), periods((line) => line.requests)
     .map(([label, value]) => ({ label, value, text: requests(value) })), requests);
-  await loadBudgets();
 }
 
 async function loadBudgets() {
@@ -573,9 +572,9 @@ function showPlanes(planes) {
     const applied = plane.applied_at ? ago(plane.applied_at, planes.now) : 'unknown';
     const reported = ago(plane.reported_at, planes.now);
     const breakers = plane.breakers.map((b) => `${b.credential || b.credential_id} → ${b.model}: ${b.state}`).join('; ') || 'none';
-    const card = document.createElement('li');
-    card.className = silent ? 'plane silent' : (behind ? 'plane behind' : 'plane current');
     const health = silent ? 'silent' : (behind ? 'behind' : 'up to date');
+    const card = document.createElement('li');
+    card.className = `plane ${health === 'up to date' ? '' : health}`.trim();
     const name = document.createElement('strong');
     name.textContent = plane.node_id;
     card.append(name, document.createTextNode(` ${health}: ${version}; applied ${applied}; reported ${reported}; `
@@ -661,7 +660,7 @@ async function route(allowed, can) {
   try {
     if (section === 'keys') await loadKeys();
     if (section === 'audit') await loadAudit(false);
-    if (section === 'spend') await loadSpend();
+    if (section === 'spend') await Promise.all([loadSpend(), loadBudgets()]);
     if (section === 'people') await loadPeople(can);
     if (section === 'models') await loadModels(can);
     if (section === 'guardrails') await loadGuardrails(can);

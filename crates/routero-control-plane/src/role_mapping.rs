@@ -63,6 +63,11 @@ impl RoleMapping {
         roles
     }
 
+    /// [`RoleMapping::roles_for`] groups as the store reads them: `(id, name)`.
+    pub fn roles_of(&self, groups: &[(String, String)]) -> Vec<String> {
+        self.roles_for(groups.iter().map(|(id, name)| GroupRef { id, name }))
+    }
+
     /// What a virtual key owned by a person holding `user_roles` acts with: the person's roles,
     /// narrowed to the key's own when it has some.
     pub fn key_roles(user_roles: &[String], key_roles: &[String]) -> Vec<String> {

@@ -49,14 +49,14 @@ pub struct Breaker {
     pub state: &'static str,
 }
 
-/// The most breakers one report may name.
-const MAX_BREAKERS: usize = 256;
-
-/// A report's breakers, checked: at most [`MAX_BREAKERS`], names a credential id or model
-/// could be, states `open` or `probing`.
+/// A report's breakers, checked: at most [`routero_proto::MAX_REPORTED_BREAKERS`], ids and
+/// models of bounded length, states `open` or `probing`.
 fn breakers_of(reported: Vec<v1::BreakerReport>) -> Result<Vec<Breaker>, Status> {
-    if reported.len() > MAX_BREAKERS {
-        return Err(Status::invalid_argument("breakers: at most 256"));
+    if reported.len() > routero_proto::MAX_REPORTED_BREAKERS {
+        return Err(Status::invalid_argument(format!(
+            "breakers: at most {}",
+            routero_proto::MAX_REPORTED_BREAKERS
+        )));
     }
     reported
         .into_iter()

@@ -14,6 +14,12 @@ const MAX_USD: f64 = 1_000_000_000.0;
 /// The thresholds reported when a budget names none: half, most and all of it.
 pub const DEFAULT_THRESHOLDS: [u8; 3] = [50, 80, 100];
 
+/// Whether `spent` (micro-dollars) has reached `percent` of `budget`: the one rule for a
+/// threshold, where it is reported (the counters) and where it is shown (the admin API).
+pub fn threshold_reached(spent: i64, budget: i64, percent: u8) -> bool {
+    i128::from(spent) * 100 >= i128::from(percent) * i128::from(budget)
+}
+
 /// USD as micro-dollars: a finite amount from 0 to a billion, rounded to the micro-dollar.
 pub fn usd_to_micros(field: &str, usd: f64) -> Result<i64, String> {
     if !usd.is_finite() || !(0.0..=MAX_USD).contains(&usd) {
@@ -198,6 +204,15 @@ impl Pricing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_threshold_is_reached_at_its_percentage_not_a_micro_dollar_before() {
+        assert!(!threshold_reached(499_999, 1_000_000, 50));
+        assert!(threshold_reached(500_000, 1_000_000, 50));
+        assert!(!threshold_reached(999_999, 1_000_000, 100));
+        assert!(threshold_reached(i64::MAX, i64::MAX, 100), "no overflow");
+        assert!(threshold_reached(0, 0, 100), "a budget of nothing is spent");
+    }
 
     #[test]
     fn dollars_convert_to_whole_micro_dollars() {

@@ -17,7 +17,8 @@ mod snapshot;
 mod throttle;
 
 pub use allowance::{
-    Allowance, DEFAULT_THRESHOLDS, MAX_CHARGE_MICROS, Pricing, Usage, micros_to_usd, usd_to_micros,
+    Allowance, DEFAULT_THRESHOLDS, MAX_CHARGE_MICROS, Pricing, Usage, micros_to_usd,
+    threshold_reached, usd_to_micros,
 };
 pub use clock::{unix_now, unix_now_ms};
 pub use duration::{format_duration, parse_duration};

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use routero_proto::v1::snapshot_service_client::SnapshotServiceClient;
 use routero_proto::v1::{AppliedReport, BreakerReport, SnapshotMessage, WatchRequest};
-use routero_proto::{Applied, CREDENTIAL_METADATA, ChannelAuth, MAX_CLOCK_SKEW_MS, WireState};
+use routero_proto::{
+    Applied, CREDENTIAL_METADATA, ChannelAuth, MAX_CLOCK_SKEW_MS, MAX_REPORTED_BREAKERS, WireState,
+};
 use tokio::sync::watch;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -26,8 +28,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const PERSIST_CONTACT_EVERY_MS: i64 = 30_000;
 /// How often heartbeats bring a report of the applied version and breakers.
 const REPORT_EVERY_MS: i64 = 10_000;
-/// The most breakers one report names (as many as the control plane takes).
-const MAX_REPORTED_BREAKERS: usize = 256;
 
 /// Follows the control plane until `stop` fires.
 pub struct Follower {

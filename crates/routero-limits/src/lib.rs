@@ -314,9 +314,10 @@ impl Limits {
 /// The thresholds of `held` that spend `after` has reached (each is reported once per period
 /// by the caller).
 pub(crate) fn crossed(held: &Held, after: i64) -> impl Iterator<Item = u8> + '_ {
-    held.thresholds.iter().copied().filter(move |percent| {
-        i128::from(after) * 100 >= i128::from(*percent) * i128::from(held.limit)
-    })
+    held.thresholds
+        .iter()
+        .copied()
+        .filter(move |percent| routero_core::threshold_reached(after, held.limit, *percent))
 }
 
 #[cfg(test)]

@@ -20,6 +20,10 @@ pub mod v1 {
 pub use auth::{CREDENTIAL_METADATA, ChannelAuth, MAX_CLOCK_SKEW_MS};
 pub use state::{Applied, WireState, key_changes};
 
+/// The most circuit breakers one `AppliedReport` names: a data plane sends at most these, the
+/// control plane refuses a report with more.
+pub const MAX_REPORTED_BREAKERS: usize = 256;
+
 /// Associated data under which secrets are sealed for data planes, so a sealed value cannot
 /// be replayed in another field, for another tenant, credential or base URL.
 pub mod aad {

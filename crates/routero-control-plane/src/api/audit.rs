@@ -3,7 +3,6 @@
 //! all of it as NDJSON, verifiable with the public key alone.
 
 use routero_core::ErrorCode;
-use std::time::SystemTime;
 
 use axum::Json;
 use axum::extract::State;
@@ -16,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::access::Caller;
 use super::extract::{Body, Query};
+use super::times::normalize_time;
 use super::{ApiError, AppState};
 
 const DEFAULT_PAGE: u32 = 100;
@@ -45,24 +45,6 @@ pub(super) fn audit_log(state: &AppState) -> Result<&routero_audit::AuditStore, 
 pub(super) fn unavailable(error: routero_audit::AuditError) -> ApiError {
     tracing::error!(%error, "audit log failed");
     ApiError::new(ErrorCode::AuditUnavailable, "The audit log is unavailable.")
-}
-
-/// RFC 3339 in, the stored form out (UTC, milliseconds), so comparisons are exact.
-pub(super) fn normalize_time(
-    field: &str,
-    text: Option<String>,
-) -> Result<Option<String>, ApiError> {
-    text.map(|text| {
-        humantime::parse_rfc3339_weak(&text)
-            .map(|time: SystemTime| humantime::format_rfc3339_millis(time).to_string())
-            .map_err(|_| {
-                ApiError::new(
-                    ErrorCode::InvalidQuery,
-                    format!("{field}: an RFC 3339 time is required"),
-                )
-            })
-    })
-    .transpose()
 }
 
 /// The wire name of a serde enum (`key.created`, `denied`).

@@ -6,18 +6,18 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use routero_audit::{Interval, SpendGroup, SpendRow};
+use routero_audit::{SpendGroup, SpendRow};
 use routero_core::audit::EventType;
-use routero_core::{Allowance, ErrorCode, micros_to_usd, usd_to_micros};
+use routero_core::{Allowance, ErrorCode, micros_to_usd, threshold_reached, usd_to_micros};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::access::Caller;
-use super::audit::{audit_log, normalize_time, unavailable};
+use super::audit::{audit_log, unavailable};
 use super::extract::{Body, Query};
+use super::times::{at_most, interval, normalize_time, over_time, unix_rfc3339};
 use super::{ApiError, AppState};
 
 /// Budget and limit fields as the API takes them: money in USD.
@@ -136,26 +136,28 @@ pub(super) async fn list(
     Caller { principal, .. }: Caller,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = &principal.tenant_id;
-    let mut budgets: Vec<(&'static str, Option<String>, Allowance)> = Vec::new();
+    let mut scopes: Vec<(&'static str, Option<String>, Allowance)> = Vec::new();
     for (scope, allowance) in state.store.list_allowances(tenant).await? {
         let (kind, id) = match scope.split_once(':') {
             Some(("team", id)) => ("team", Some(id.to_owned())),
             Some(("user", id)) => ("user", Some(id.to_owned())),
             _ => ("tenant", None),
         };
-        budgets.push((kind, id, allowance));
+        scopes.push((kind, id, allowance));
     }
     for key in state.store.list_keys(tenant, None, false).await? {
-        budgets.push(("key", Some(key.id), key.limits));
+        scopes.push(("key", Some(key.id), key.limits));
     }
-    budgets.retain(|(_, _, allowance)| allowance.max_budget_micros.is_some());
     let log = audit_log(&state)?;
     let now = routero_core::unix_now();
     // Nothing stamped later than the coming hour is spend yet (a forged or far-off clock's).
     let until = unix_rfc3339(now.saturating_add(3600));
     let mut spent: HashMap<(&str, i64), HashMap<String, i64>> = HashMap::new();
-    let mut lines = Vec::with_capacity(budgets.len());
-    for (kind, id, allowance) in budgets {
+    let mut lines = Vec::new();
+    for (kind, id, allowance) in scopes {
+        let Some(budget) = allowance.max_budget_micros else {
+            continue;
+        };
         let (start, end) = allowance.period().window(now);
         let counted_from = unix_rfc3339(start - start.rem_euclid(3600));
         if spent.len() < MAX_LEDGER_READS
@@ -172,8 +174,12 @@ pub(super) async fn list(
                 .copied()
                 .unwrap_or(0)
         });
-        let budget = allowance.max_budget_micros.unwrap_or(0);
-        let reached = used.map_or_else(Vec::new, |used| reached(used, budget, &allowance));
+        let thresholds = allowance.thresholds();
+        let reached: Vec<u8> = thresholds
+            .iter()
+            .copied()
+            .filter(|percent| used.is_some_and(|used| threshold_reached(used, budget, *percent)))
+            .collect();
         lines.push(json!({
             "kind": kind,
             "id": id,
@@ -183,26 +189,11 @@ pub(super) async fn list(
             "period_end": end.map(unix_rfc3339),
             "counted_from": counted_from,
             "spent": used.map(micros_to_usd),
-            "thresholds": allowance.thresholds(),
+            "thresholds": thresholds,
             "reached": reached,
         }));
     }
     Ok(Json(json!({ "budgets": lines })))
-}
-
-/// The thresholds of `allowance` (percentages of `budget`) that `used` reached.
-fn reached(used: i64, budget: i64, allowance: &Allowance) -> Vec<u8> {
-    allowance
-        .thresholds()
-        .into_iter()
-        .filter(|percent| i128::from(used) * 100 >= i128::from(budget) * i128::from(*percent))
-        .collect()
-}
-
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ`.
-fn unix_rfc3339(seconds: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
-    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 #[derive(Deserialize)]
@@ -217,59 +208,8 @@ pub(super) struct ReportQuery {
     format: Option<String>,
 }
 
-/// The `interval` of a report over time (400 `invalid_query` for another).
-pub(super) fn interval(name: Option<&str>) -> Result<Option<Interval>, ApiError> {
-    name.map(|name| {
-        Interval::parse(name)
-            .ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, "interval: hour or day"))
-    })
-    .transpose()
-}
-
-/// The `from` and `to` of a report over time: at most 31 days of hours or 366 of days, `from`
-/// that long before `to` (or now) unless given; a wider range is refused (400
-/// `invalid_query`). Both in the stored form.
-pub(super) fn over_time(
-    interval: Interval,
-    from: Option<String>,
-    to: Option<String>,
-) -> Result<(String, Option<String>), ApiError> {
-    let (days, name) = match interval {
-        Interval::Hour => (31, "31 days per hour"),
-        Interval::Day => (366, "366 days per day"),
-    };
-    let widest = Duration::from_secs(days * 86_400);
-    let time = |field: &str, text: Option<String>| -> Result<Option<SystemTime>, ApiError> {
-        normalize_time(field, text)?
-            .map(|text| humantime::parse_rfc3339_weak(&text))
-            .transpose()
-            .map_err(|_| ApiError::new(ErrorCode::InvalidQuery, format!("{field}: a time")))
-    };
-    let end = time("to", to)?;
-    let last = end.unwrap_or_else(SystemTime::now);
-    let start = match time("from", from)? {
-        Some(start) => start,
-        None => last.checked_sub(widest).unwrap_or(UNIX_EPOCH),
-    };
-    if last.duration_since(start).is_ok_and(|span| span > widest) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidQuery,
-            format!("from, to: at most {name}"),
-        ));
-    }
-    let stored = |time: SystemTime| humantime::format_rfc3339_millis(time).to_string();
-    Ok((stored(start), end.map(stored)))
-}
-
-/// Lines of a report over time as answered: `truncated` when the ledger had more.
-pub(super) fn at_most<T>(mut lines: Vec<T>) -> (Vec<T>, bool) {
-    let truncated = lines.len() > routero_audit::MAX_LINES_OVER_TIME;
-    lines.truncate(routero_audit::MAX_LINES_OVER_TIME);
-    (lines, truncated)
-}
-
 /// `GET /spend/report?group_by=team|user|key|model&from&to&interval=hour|day`: the tenant's
-/// spend from the ledger (over time with an interval, within [`over_time`]'s range and at
+/// spend from the ledger (over time with an interval, within `over_time`'s range and at
 /// most [`routero_audit::MAX_LINES_OVER_TIME`] lines), as JSON or, for `Accept: text/csv` or
 /// `format=csv`, as a CSV download for chargeback.
 pub(super) async fn report(
@@ -348,7 +288,7 @@ pub(super) async fn report(
     let total: i64 = rows.iter().map(|row| row.cost_micros).sum();
     Ok(Json(json!({
         "group_by": name,
-        "interval": query.interval,
+        "interval": interval.map(routero_audit::Interval::name),
         "from": from,
         "to": to,
         "rows": lines,
@@ -412,23 +352,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_threshold_is_reached_at_its_percentage_not_a_micro_dollar_before() {
-        let allowance = Allowance {
-            budget_thresholds: vec![50, 100],
-            ..Allowance::default()
-        };
-        assert_eq!(reached(499_999, 1_000_000, &allowance), Vec::<u8>::new());
-        assert_eq!(reached(500_000, 1_000_000, &allowance), [50]);
-        assert_eq!(reached(999_999, 1_000_000, &allowance), [50]);
-        assert_eq!(reached(i64::MAX, 1_000_000, &allowance), [50, 100]);
-        assert_eq!(
-            reached(0, 0, &allowance),
-            [50, 100],
-            "a budget of nothing is spent"
-        );
-    }
-
-    #[test]
     fn a_report_over_time_leads_with_its_period() {
         let row = SpendRow {
             period: Some("2026-11-30T00:00:00Z".into()),
@@ -444,20 +367,6 @@ mod tests {
             "period,team,requests,input_tokens,cached_tokens,output_tokens,spend_usd\n\
              2026-11-30T00:00:00Z,team-a,2,3,1,4,0.250000\n"
         );
-    }
-
-    #[test]
-    fn a_range_over_time_is_bounded() {
-        let hours = |from: &str, to: &str| {
-            over_time(Interval::Hour, Some(from.into()), Some(to.into())).is_ok()
-        };
-        assert!(hours("2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"));
-        assert!(!hours("2026-01-01T00:00:00Z", "2026-02-01T00:00:01Z"));
-        let (from, to) =
-            over_time(Interval::Day, None, Some("2026-12-31T00:00:00Z".into())).unwrap();
-        assert_eq!(from, "2025-12-30T00:00:00.000Z", "366 days before");
-        assert_eq!(to.as_deref(), Some("2026-12-31T00:00:00.000Z"));
-        assert!(over_time(Interval::Day, Some("yesterday".into()), None).is_err());
     }
 
     #[test]

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 use super::access::Caller;
 use super::audit::{audit_log, unavailable};
-use super::budgets::{at_most, interval, over_time};
 use super::extract::{Body, Query};
+use super::times::{at_most, interval, over_time};
 use super::{ApiError, AppState};
 use crate::ControlPlaneError;
 
@@ -62,7 +62,7 @@ pub(super) struct FindingsQuery {
 }
 
 /// `GET /guardrails/findings?from&to&interval=hour|day` (a day unless said; the range as
-/// [`over_time`] allows): what the tenant's guardrails found per period, stage, detector and
+/// `over_time` allows): what the tenant's guardrails found per period, stage, detector and
 /// action, from the chained `request.guardrail_triggered` events. Counts only: the matched text
 /// is never recorded.
 pub(super) async fn findings(

@@ -1,7 +1,6 @@
 //! Virtual keys: generated here, shown once, stored only as a peppered hash.
 
 use routero_core::{ErrorCode, Resource};
-use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::State;
@@ -15,6 +14,7 @@ use super::access::{AllowedKey, Caller};
 use super::budgets::{AllowanceFields, allowance_json, key_spend};
 use super::credentials_and_models::check_name;
 use super::extract::{Body, Query};
+use super::times::unix_rfc3339;
 use super::{ApiError, AppState, ClientInfo};
 use routero_core::audit::EventType;
 
@@ -108,11 +108,8 @@ fn expiry(duration: &str) -> Result<i64, ApiError> {
 }
 
 fn rfc3339(unix: Option<i64>) -> Value {
-    unix.and_then(|secs| u64::try_from(secs).ok())
-        .map(|secs| {
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
-        })
-        .map_or(Value::Null, Value::String)
+    unix.filter(|secs| *secs >= 0)
+        .map_or(Value::Null, |secs| Value::String(unix_rfc3339(secs)))
 }
 
 /// A new secret and the parts of it that may be stored: hash and hint.

@@ -18,6 +18,7 @@ mod routes;
 mod scim;
 mod sessions;
 mod sso;
+mod times;
 mod users_and_teams;
 
 use routero_core::ErrorCode;

@@ -92,19 +92,13 @@ pub(super) async fn list_users(
     let users = state.store.list_users(tenant).await?;
     let ids: Vec<&str> = users.iter().map(|user| user.id.as_str()).collect();
     let roles = state.store.mapped_roles(tenant, &ids).await?;
-    let listed: Vec<Value> = users
-        .iter()
-        .enumerate()
-        .map(|(index, user)| {
-            let mut value = json!(user);
-            if let (Some(held), Some(fields)) = (
-                roles.as_ref().and_then(|roles| roles.get(index)),
-                value.as_object_mut(),
-            ) {
+    let mut listed: Vec<Value> = users.iter().map(|user| json!(user)).collect();
+    if let Some(roles) = roles {
+        for (value, held) in listed.iter_mut().zip(roles) {
+            if let Some(fields) = value.as_object_mut() {
                 fields.insert("roles".into(), json!(held));
             }
-            value
-        })
-        .collect();
+        }
+    }
     Ok(Json(json!({ "users": listed })))
 }

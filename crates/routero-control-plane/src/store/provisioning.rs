@@ -21,7 +21,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::{Result, Store, from_json, new_id, to_json, unique_violation};
 use crate::ControlPlaneError;
-use crate::role_mapping::{GroupRef, RoleMapping};
+use crate::role_mapping::RoleMapping;
 
 /// A user or group as stored.
 #[derive(Debug, Clone)]
@@ -706,7 +706,7 @@ impl Store {
         };
         let mut events = Vec::new();
         for user in users {
-            if mapped_roles(tx, &mapping, user).await?.is_empty() {
+            if roles_of_user(tx, &mapping, user).await?.is_empty() {
                 events.extend(revoke_user_keys(tx, changer, user, "no_access").await?);
             }
         }
@@ -900,8 +900,7 @@ impl Store {
                     return Some(key);
                 };
                 let held = groups.get(user).map(Vec::as_slice).unwrap_or_default();
-                let user_roles =
-                    mapping.roles_for(held.iter().map(|(id, name)| GroupRef { id, name }));
+                let user_roles = mapping.roles_of(held);
                 if user_roles.is_empty() {
                     return None;
                 }
@@ -1013,13 +1012,13 @@ pub(super) async fn revoke_keys(
 }
 
 /// The roles `mapping` gives `user` from the groups it is a member of.
-async fn mapped_roles(
+async fn roles_of_user(
     tx: &mut Transaction<'_, Any>,
     mapping: &RoleMapping,
     user: &str,
 ) -> Result<Vec<String>> {
     let groups = groups_of(tx, user).await?;
-    Ok(mapping.roles_for(groups.iter().map(|(id, name)| GroupRef { id, name })))
+    Ok(mapping.roles_of(&groups))
 }
 
 /// The `(id, name)` of each live group `user` is a member of, and the name of each group their
@@ -1102,7 +1101,7 @@ pub(super) async fn require_roles(
     let Some(mapping) = role_mapping_of(tx, tenant_id).await? else {
         return Ok(());
     };
-    if mapped_roles(tx, &mapping, user).await?.is_empty() {
+    if roles_of_user(tx, &mapping, user).await?.is_empty() {
         return Err(ControlPlaneError::rejected(
             ErrorCode::UserWithoutRoles,
             "the tenant's role mapping gives this user no role (no group of theirs matches a \

@@ -6,7 +6,6 @@ use sqlx::Row;
 
 use super::provisioning::{Members, groups_where};
 use super::{Result, Store, to_json};
-use crate::role_mapping::GroupRef;
 
 /// A tenant's identity provider as stored.
 #[derive(Debug, Clone)]
@@ -407,7 +406,7 @@ impl Store {
                 .iter()
                 .map(|user| {
                     let held = groups.get(*user).map(Vec::as_slice).unwrap_or_default();
-                    mapping.roles_for(held.iter().map(|(id, name)| GroupRef { id, name }))
+                    mapping.roles_of(held)
                 })
                 .collect(),
         ))
