@@ -34,6 +34,14 @@ function cell(text) {
   return td;
 }
 
+// A row of `cells` (elements) added to the table body `rows`; returned.
+function addRow(rows, ...cells) {
+  const row = document.createElement('tr');
+  row.append(...cells);
+  rows.append(row);
+  return row;
+}
+
 function when(rfc3339) {
   return rfc3339 ? rfc3339.replace('T', ' ').slice(0, 16) : 'never';
 }
@@ -71,12 +79,9 @@ function renderKeys() {
   rows.replaceChildren();
   const shown = shownKeys();
   for (const key of shown) {
-    const row = document.createElement('tr');
     const alias = (key.metadata && typeof key.metadata.alias === 'string') ? key.metadata.alias : '';
     const models = (key.models || []).join(', ') || 'every model';
     const status = keyStatus(key);
-    row.append(cell(alias), cell(key.key_id), cell(models), cell(when(key.expires)), cell(status),
-      cell(key.user_id || ''), cell(key.team_id || ''));
     const actions = document.createElement('td');
     if (status === 'active') {
       const revoke = actionButton('Revoke', `Revoke key ${key.key_id}`, 'danger', () => revokeKeys([key.key_id]));
@@ -85,8 +90,8 @@ function renderKeys() {
       rotate.dataset.rotate = key.key_id;
       actions.append(rotate, revoke);
     }
-    row.append(actions);
-    rows.append(row);
+    addRow(rows, cell(alias), cell(key.key_id), cell(models), cell(when(key.expires)), cell(status),
+      cell(key.user_id || ''), cell(key.team_id || ''), actions);
   }
   const active = shown.filter((key) => keyStatus(key) === 'active');
   const bulk = $('keys-revoke-shown');
@@ -219,10 +224,8 @@ async function loadAudit(more) {
     const event = record.event || {};
     const actor = event.actor ? `${event.actor.kind || ''} ${event.actor.id || ''}`.trim() : '';
     const resource = event.resource ? `${event.resource.kind || ''} ${event.resource.id || ''}`.trim() : '';
-    const row = document.createElement('tr');
-    row.append(cell(String(record.seq)), cell(when(event.time)), cell(event.action || ''), cell(actor),
+    addRow(rows, cell(String(record.seq)), cell(when(event.time)), cell(event.action || ''), cell(actor),
       cell(event.outcome || ''), cell(resource));
-    rows.append(row);
   }
   auditCursor = next;
   $('audit-older').hidden = !next;
@@ -388,10 +391,8 @@ async function loadSpend() {
   const rows = $('spend-rows');
   rows.replaceChildren();
   for (const line of report.rows) {
-    const row = document.createElement('tr');
-    row.append(cell(period(line.period)), cell(line[group] || '(none)'), cell(String(line.requests)),
+    addRow(rows, cell(period(line.period)), cell(line[group] || '(none)'), cell(String(line.requests)),
       cell(String(line.input_tokens)), cell(String(line.output_tokens)), cell(String(line.spend)));
-    rows.append(row);
   }
   horizontalBars($('spend-chart'), sums(report.rows, (line) => line[group] || '(none)', (line) => Number(line.spend) || 0)
     .map(([label, value]) => ({ label, value, text: `${money(value)} USD` })));
@@ -409,7 +410,6 @@ async function loadBudgets() {
   const rows = $('budgets-rows');
   rows.replaceChildren();
   for (const budget of budgets) {
-    const row = document.createElement('tr');
     const known = budget.spent !== null;
     const share = budget.max_budget > 0 ? (budget.spent || 0) / budget.max_budget : 1;
     const used = document.createElement('td');
@@ -425,10 +425,9 @@ async function loadBudgets() {
     const during = budget.budget_duration
       ? `${budget.budget_duration}, since ${when(budget.period_start)}` : 'never resets';
     const reached = budget.thresholds.map((percent) => (budget.reached.includes(percent) ? `${percent}% reached` : `${percent}%`));
-    row.append(cell(`${budget.kind} ${budget.id || ''}`.trim()), cell(money(budget.max_budget)), cell(during),
+    const row = addRow(rows, cell(`${budget.kind} ${budget.id || ''}`.trim()), cell(money(budget.max_budget)), cell(during),
       cell(known ? money(budget.spent) : 'not read (too many different periods)'), used, cell(reached.join(', ')));
     if (budget.reached.includes(100)) row.className = 'over';
-    rows.append(row);
   }
 }
 
@@ -437,11 +436,9 @@ async function loadPeople(can) {
   const rows = $('users-rows');
   rows.replaceChildren();
   for (const user of users) {
-    const row = document.createElement('tr');
-    row.append(cell(user.display_name || ''), cell(user.user_name), cell(user.email || ''),
+    addRow(rows, cell(user.display_name || ''), cell(user.user_name), cell(user.email || ''),
       cell(user.active ? 'yes' : 'no'), cell(user.scim_managed ? 'identity provider (read-only)' : 'Routero'),
       cell(user.roles ? (user.roles.join(', ') || 'none: no access') : 'no mapping rules'));
-    rows.append(row);
   }
   $('mapping-table').hidden = !can['role:list'];
   if (can['role:list']) {
@@ -449,22 +446,16 @@ async function loadPeople(can) {
     const mappingRows = $('mapping-rows');
     mappingRows.replaceChildren();
     for (const rule of mapping.rules || []) {
-      const row = document.createElement('tr');
-      row.append(cell(rule.group), cell(rule.roles.join(', ')));
-      mappingRows.append(row);
+      addRow(mappingRows, cell(rule.group), cell(rule.roles.join(', ')));
     }
-    const fallback = document.createElement('tr');
-    fallback.append(cell('(anyone no rule matches)'), cell((mapping.default_roles || []).join(', ') || 'none: no access'));
-    mappingRows.append(fallback);
+    addRow(mappingRows, cell('(anyone no rule matches)'), cell((mapping.default_roles || []).join(', ') || 'none: no access'));
   }
   if (can['team:list']) {
     const { teams } = await api('GET', '/teams');
     const teamRows = $('teams-rows');
     teamRows.replaceChildren();
     for (const team of teams) {
-      const row = document.createElement('tr');
-      row.append(cell(team.name), cell(team.id), cell(team.external_id ? 'identity provider (read-only)' : 'Routero'));
-      teamRows.append(row);
+      addRow(teamRows, cell(team.name), cell(team.id), cell(team.external_id ? 'identity provider (read-only)' : 'Routero'));
     }
   }
   $('sessions-table').hidden = !can['admin_key:list'];
@@ -476,18 +467,10 @@ async function loadSessions(can) {
   const rows = $('sessions-rows');
   rows.replaceChildren();
   for (const session of sessions) {
-    const row = document.createElement('tr');
     const who = session.user_id || session.local_admin_id || '';
-    row.append(cell(session.id), cell(who), cell((session.roles || []).join(', ')), cell(session.source_ip || ''),
-      cell(new Date(session.last_seen_at * 1000).toISOString().replace('T', ' ').slice(0, 16)));
     const actions = document.createElement('td');
     if (can['admin_key:revoke']) {
-      const end = document.createElement('button');
-      end.type = 'button';
-      end.className = 'danger';
-      end.textContent = 'End';
-      end.setAttribute('aria-label', `End session ${session.id}`);
-      end.addEventListener('click', async () => {
+      actions.append(actionButton('End', `End session ${session.id}`, 'danger', async () => {
         try {
           await api('DELETE', `/sessions/${encodeURIComponent(session.id)}`);
           say(`Session ${session.id} ended.`);
@@ -495,11 +478,10 @@ async function loadSessions(can) {
         } catch (error) {
           say(`Not ended: ${error.message}`, true);
         }
-      });
-      actions.append(end);
+      }));
     }
-    row.append(actions);
-    rows.append(row);
+    addRow(rows, cell(session.id), cell(who), cell((session.roles || []).join(', ')), cell(session.source_ip || ''),
+      cell(when(new Date(session.last_seen_at * 1000).toISOString())), actions);
   }
 }
 
@@ -532,7 +514,6 @@ async function loadModels(can) {
   const rows = $('models-rows');
   rows.replaceChildren();
   for (const model of models) {
-    const row = document.createElement('tr');
     const deployments = (model.deployments || []).map((d) => {
       const states = tripped.get(`${d.credential_id} ${d.model}`) || [];
       const breaker = states.length
@@ -541,17 +522,14 @@ async function loadModels(can) {
     }).join('; ');
     const tags = Object.entries(model.tags || {}).map(([k, v]) => `${k}=${v}`).join(', ');
     const prices = model.pricing ? `${model.pricing.input_per_mtok} / ${model.pricing.output_per_mtok}` : 'not priced';
-    row.append(cell(model.name), cell(deployments), cell(model.strategy || ''), cell(tags), cell(prices));
-    rows.append(row);
+    addRow(rows, cell(model.name), cell(deployments), cell(model.strategy || ''), cell(tags), cell(prices));
   }
   $('credentials-table').hidden = !can['credential:list'];
   if (can['credential:list']) {
     const credentialRows = $('credentials-rows');
     credentialRows.replaceChildren();
     for (const credential of credentials) {
-      const row = document.createElement('tr');
-      row.append(cell(credential.name), cell(credential.provider), cell(credential.base_url || ''));
-      credentialRows.append(row);
+      addRow(credentialRows, cell(credential.name), cell(credential.provider), cell(credential.base_url || ''));
     }
   }
   $('planes').hidden = !planes;
@@ -580,9 +558,7 @@ function showPlanes(planes) {
     card.append(name, document.createTextNode(` ${health}: ${version}; applied ${applied}; reported ${reported}; `
       + `${counted(plane.breakers.length, 'breaker')} not closed`));
     panel.append(card);
-    const row = document.createElement('tr');
-    row.append(cell(plane.node_id), cell(version), cell(applied), cell(reported), cell(breakers));
-    planeRows.append(row);
+    addRow(planeRows, cell(plane.node_id), cell(version), cell(applied), cell(reported), cell(breakers));
   }
 }
 
@@ -606,10 +582,8 @@ async function loadFindings() {
   const rows = $('findings-rows');
   rows.replaceChildren();
   for (const line of lines) {
-    const row = document.createElement('tr');
-    row.append(cell(period(line.period)), cell(line.stage), cell(line.detector), cell(line.action),
+    addRow(rows, cell(period(line.period)), cell(line.stage), cell(line.detector), cell(line.action),
       cell(String(line.findings)), cell(String(line.requests)));
-    rows.append(row);
   }
   const findings = (value) => counted(value, 'finding');
   barsOverTime($('findings-time-chart'), overTime(lines, found.interval, (line) => line.findings, found)
